@@ -1,0 +1,38 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { DEFAULT_SETTINGS, SETTING_FIELDS, type Settings } from "../config/settings.ts";
+import { resolveStartupConfig, startupOptionsHelp, startupParseOptions } from "../config/startup.ts";
+import { SETTINGS_FILE, SettingsStore } from "../config/store.ts";
+import { parseCommandArgs, type Command } from "./command.ts";
+
+/** `switchyard check-config`: validates flags and environment, shows what `serve` would use. */
+export const checkConfig: Command = {
+  name: "check-config",
+  summary: "validate the configuration and print what serve would use",
+  usage: `Usage: switchyard check-config [options]\n\nExits 0 when the configuration is valid, 2 when it is not; unknown\nSWITCHYARD_* variables are reported as warnings.\n\nOptions:\n${startupOptionsHelp()}`,
+  async run(argv, io) {
+    const { values } = parseCommandArgs("check-config", argv, startupParseOptions);
+    if (values.help) return io.out(this.usage + "\n"), 0;
+    const { config, sources, warnings } = resolveStartupConfig(values, io.env);
+    const lines = ["startup config:"];
+    for (const [k, v] of Object.entries(config)) lines.push(`  ${k.padEnd(10)} ${String(v).padEnd(30)} (${sources[k as keyof typeof sources]})`);
+    let settings: Settings = DEFAULT_SETTINGS;
+    const dbFile = join(config.dataDir, SETTINGS_FILE);
+    if (existsSync(dbFile)) {
+      // Opening applies pending migrations, exactly as serve would.
+      const store = SettingsStore.open(config.dataDir);
+      settings = store.settings;
+      store.close();
+      lines.push(`runtime settings (from ${dbFile}):`);
+    } else {
+      lines.push(`runtime settings (defaults; ${dbFile} is created at first start):`);
+    }
+    for (const k of Object.keys(SETTING_FIELDS) as (keyof Settings)[]) {
+      lines.push(`  ${k.padEnd(26)} ${JSON.stringify(settings[k])}${SETTING_FIELDS[k].restart ? "  (restart to change)" : ""}`);
+    }
+    for (const w of warnings) lines.push(`warning: ${w}`);
+    lines.push("configuration is valid");
+    io.out(lines.join("\n") + "\n");
+    return 0;
+  },
+};

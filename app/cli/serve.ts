@@ -1,0 +1,34 @@
+import { resolveStartupConfig, startupOptionsHelp, startupParseOptions } from "../config/startup.ts";
+import { SettingsStore } from "../config/store.ts";
+import { createLogger } from "../core/logger.ts";
+import { startServer } from "../server.ts";
+import { VERSION } from "../version.ts";
+import { parseCommandArgs, type Command } from "./command.ts";
+
+/** `switchyard serve`: runs the hub until SIGINT or SIGTERM. */
+export const serve: Command = {
+  name: "serve",
+  summary: "run the hub (HTTP, websockets) until stopped",
+  usage: `Usage: switchyard serve [options]\n\nOptions:\n${startupOptionsHelp()}`,
+  async run(argv, io) {
+    const { values } = parseCommandArgs("serve", argv, startupParseOptions);
+    if (values.help) return io.out(this.usage + "\n"), 0;
+    const { config, warnings } = resolveStartupConfig(values, io.env);
+    const logger = createLogger(config.logLevel, io.err);
+    for (const w of warnings) logger.warn(w);
+    const store = SettingsStore.open(config.dataDir);
+    if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });
+    logger.info("switchyard starting", { version: VERSION, pid: process.pid });
+    const running = startServer({ config, store, logger });
+    await new Promise<void>((resolve) => {
+      const shutdown = (signal: string) => {
+        logger.info("shutting down", { signal });
+        running.stop().then(resolve);
+      };
+      process.once("SIGINT", () => shutdown("SIGINT"));
+      process.once("SIGTERM", () => shutdown("SIGTERM"));
+    });
+    store.close();
+    return 0;
+  },
+};

@@ -1,0 +1,16 @@
+import type { Database } from "bun:sqlite";
+import * as m20261123_120000 from "./20261123_120000_settings.ts";
+
+/** One schema change, named by the timestamp it was written at. */
+export interface Migration {
+  id: string;
+  up(db: Database): void;
+}
+
+/**
+ * Every migration, oldest first. Listed here (not read from the folder) so the
+ * compiled binary carries them. A new migration is a new timestamped file plus a line here.
+ */
+export const MIGRATIONS: Migration[] = [
+  { id: "20261123_120000_settings", up: m20261123_120000.up },
+];

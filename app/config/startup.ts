@@ -1,0 +1,126 @@
+import { resolve } from "node:path";
+import { LOG_LEVELS, type LogLevel } from "../core/logger.ts";
+import { UsageError } from "../core/errors.ts";
+
+/** Startup configuration: what must be known before anything opens. Everything else is a runtime setting. */
+export interface StartupConfig {
+  dataDir: string;
+  host: string;
+  port: number;
+  udpPort: number;
+  logLevel: LogLevel;
+}
+
+/** Where a value came from, for `check-config`. */
+export type ConfigSource = "flag" | "env" | "default";
+
+interface OptionSpec<K extends keyof StartupConfig> {
+  key: K;
+  flag: string;
+  env: string;
+  default: StartupConfig[K];
+  help: string;
+  parse(text: string, name: string): StartupConfig[K];
+}
+
+function port(allowZero: boolean) {
+  return (text: string, name: string): number => {
+    const n = Number(text);
+    const min = allowZero ? 0 : 1;
+    if (!/^\d+$/.test(text.trim()) || n < min || n > 65535) {
+      throw new UsageError(`${name}: ${JSON.stringify(text)} is not a port; allowed: a whole number from ${min} to 65535`);
+    }
+    return n;
+  };
+}
+
+const OPTIONS = [
+  {
+    key: "dataDir", flag: "data-dir", env: "SWITCHYARD_DATA_DIR", default: "./data",
+    help: "folder for everything Switchyard writes (settings, logs)",
+    parse: (t: string, name: string) => {
+      if (t.trim() === "") throw new UsageError(`${name}: must not be empty; allowed: a folder path`);
+      return t;
+    },
+  } satisfies OptionSpec<"dataDir">,
+  {
+    key: "host", flag: "host", env: "SWITCHYARD_HOST", default: "0.0.0.0",
+    help: "address to listen on for HTTP and websockets",
+    parse: (t: string, name: string) => {
+      if (!/^[A-Za-z0-9.:\-\[\]]+$/.test(t)) throw new UsageError(`${name}: ${JSON.stringify(t)} is not an address; allowed: an IPv4/IPv6 address or host name`);
+      return t;
+    },
+  } satisfies OptionSpec<"host">,
+  {
+    key: "port", flag: "port", env: "SWITCHYARD_PORT", default: 8888,
+    help: "HTTP and websocket port (0 picks a free one)", parse: port(true),
+  } satisfies OptionSpec<"port">,
+  {
+    key: "udpPort", flag: "udp-port", env: "SWITCHYARD_UDP_PORT", default: 8889,
+    help: "UDP ingest port (0 turns UDP off)", parse: port(true),
+  } satisfies OptionSpec<"udpPort">,
+  {
+    key: "logLevel", flag: "log-level", env: "SWITCHYARD_LOG_LEVEL", default: "info" as LogLevel,
+    help: `log level: ${LOG_LEVELS.join(", ")}`,
+    parse: (t: string, name: string): LogLevel => {
+      if (!(LOG_LEVELS as readonly string[]).includes(t)) throw new UsageError(`${name}: ${JSON.stringify(t)} is not a log level; allowed: ${LOG_LEVELS.join(", ")}`);
+      return t as LogLevel;
+    },
+  } satisfies OptionSpec<"logLevel">,
+];
+
+/**
+ * Environment variables Switchyard reads besides the startup options. Any other
+ * `SWITCHYARD_*` variable is reported as unknown.
+ */
+export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL"];
+
+/** The startup options in `parseArgs` form, for commands that take them. */
+export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const }]));
+
+/** Help lines for the startup options. */
+export function startupOptionsHelp(): string {
+  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}, default ${String(o.default)})`).join("\n");
+}
+
+/** The result of resolving startup config: the config, where each value came from, and warnings. */
+export interface ResolvedStartupConfig {
+  config: StartupConfig;
+  sources: Record<keyof StartupConfig, ConfigSource>;
+  warnings: string[];
+}
+
+/**
+ * Resolves the startup config from flags (already parsed, as strings), then
+ * `SWITCHYARD_*` environment variables, then defaults. Throws UsageError with a
+ * clear message for a bad value; reports unknown `SWITCHYARD_*` variables as warnings.
+ */
+export function resolveStartupConfig(flags: Record<string, unknown>, env: Record<string, string | undefined>): ResolvedStartupConfig {
+  const config = {} as Record<string, unknown>;
+  const sources = {} as Record<string, ConfigSource>;
+  for (const o of OPTIONS) {
+    const flagValue = flags[o.flag];
+    const envValue = env[o.env];
+    if (typeof flagValue === "string") {
+      config[o.key] = o.parse(flagValue, `--${o.flag}`);
+      sources[o.key] = "flag";
+    } else if (envValue !== undefined && envValue !== "") {
+      config[o.key] = o.parse(envValue, o.env);
+      sources[o.key] = "env";
+    } else {
+      config[o.key] = o.default;
+      sources[o.key] = "default";
+    }
+  }
+  config.dataDir = resolve(config.dataDir as string);
+  const known = new Set([...OPTIONS.map((o) => o.env), ...OTHER_KNOWN_ENV]);
+  const warnings = Object.keys(env)
+    .filter((k) => k.startsWith("SWITCHYARD_") && !known.has(k))
+    .sort()
+    .map((k) => `unknown environment variable ${k} is ignored; known: ${[...known].sort().join(", ")}`);
+  return {
+    config: config as unknown as StartupConfig,
+    sources: sources as Record<keyof StartupConfig, ConfigSource>,
+    warnings,
+  };
+}

@@ -1,0 +1,19 @@
+import { Hono } from "hono";
+import type { HttpDeps, HttpEnv } from "./deps.ts";
+import { handleError, handleNotFound } from "./errors.ts";
+import { bindEventRoutes } from "./routes/events.ts";
+import { bindHealthRoutes } from "./routes/health.ts";
+import { bindMetricsRoutes } from "./routes/metrics.ts";
+import { bindStreamRoutes } from "./routes/streams.ts";
+
+/** Assembles the HTTP app: every route group, one error handler, one 404. */
+export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
+  const app = new Hono<HttpEnv>();
+  bindHealthRoutes(app, deps);
+  bindMetricsRoutes(app, deps);
+  bindStreamRoutes(app, deps);
+  bindEventRoutes(app, deps);
+  app.onError(handleError(deps.logger));
+  app.notFound(handleNotFound);
+  return app;
+}

@@ -1,0 +1,21 @@
+import type { Server } from "bun";
+import type { StartupConfig } from "../config/startup.ts";
+import type { SettingsStore } from "../config/store.ts";
+import type { Logger } from "../core/logger.ts";
+import type { Hub } from "../hub/hub.ts";
+
+/** Everything the HTTP routes need, set once when the app is assembled. */
+export interface HttpDeps {
+  hub: Hub;
+  store: SettingsStore;
+  config: StartupConfig;
+  logger: Logger;
+  /** Signing secret of stream tokens. */
+  secret: string;
+  startedAt: number;
+}
+
+/** What Hono's `c.env` holds when Bun serves the app. */
+export interface HttpEnv {
+  Bindings: { server?: Pick<Server<unknown>, "requestIP"> };
+}

@@ -1,0 +1,42 @@
+import type { Hono } from "hono";
+import type { Hub } from "../../hub/hub.ts";
+import type { HttpDeps, HttpEnv } from "../deps.ts";
+
+const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+
+/** Renders the hub's figures in Prometheus text format 0.0.4. */
+export function renderMetrics(hub: Hub): string {
+  const out: string[] = [];
+  const metric = (name: string, type: "gauge" | "counter", help: string, samples: [string, number][]) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) out.push(`${name}${labels} ${value}`);
+  };
+  const t = hub.totals;
+  metric("switchyard_connections", "gauge", "Open websocket connections.", [["", hub.connections]]);
+  metric("switchyard_connections_opened_total", "counter", "Websocket connections accepted.", [["", t.connectionsOpened]]);
+  metric("switchyard_connections_refused_total", "counter", "Websocket connections refused, by reason.",
+    Object.entries(t.connectionsRefused).map(([r, n]) => [`{reason="${escapeLabel(r)}"}`, n]));
+  metric("switchyard_messages_in_total", "counter", "Messages accepted by the hub.", [["", t.messagesIn]]);
+  metric("switchyard_bytes_in_total", "counter", "Payload bytes accepted by the hub.", [["", t.bytesIn]]);
+  metric("switchyard_messages_out_total", "counter", "Messages handed to subscribers.", [["", t.messagesOut]]);
+  metric("switchyard_bytes_out_total", "counter", "Payload bytes handed to subscribers.", [["", t.bytesOut]]);
+  metric("switchyard_slow_disconnects_total", "counter", "Subscribers disconnected for backpressure.", [["", t.slowDisconnects]]);
+  const streams = hub.listStreams();
+  const per = (name: string, type: "gauge" | "counter", help: string, pick: (s: (typeof streams)[number]) => number) =>
+    metric(name, type, help, streams.map((s) => [`{stream="${escapeLabel(s.name)}"}`, pick(s)]));
+  per("switchyard_stream_subscribers", "gauge", "Subscribers of a stream.", (s) => s.subscribers);
+  per("switchyard_stream_publishers", "gauge", "Publishers of a stream (websocket clients that sent, other origins seen in the last minute).", (s) => s.publishers);
+  per("switchyard_stream_messages_in_total", "counter", "Messages published on a stream.", (s) => s.messagesIn);
+  per("switchyard_stream_bytes_in_total", "counter", "Payload bytes published on a stream.", (s) => s.bytesIn);
+  per("switchyard_stream_messages_out_total", "counter", "Messages handed to a stream's subscribers.", (s) => s.messagesOut);
+  per("switchyard_stream_bytes_out_total", "counter", "Payload bytes handed to a stream's subscribers.", (s) => s.bytesOut);
+  per("switchyard_stream_dropped_total", "counter", "Messages a stream's slow subscribers lost to backpressure.", (s) => s.dropped);
+  per("switchyard_stream_slow_disconnects_total", "counter", "Subscribers of a stream disconnected for backpressure.", (s) => s.slowDisconnects);
+  metric("process_resident_memory_bytes", "gauge", "Resident memory of the process.", [["", process.memoryUsage.rss()]]);
+  return out.join("\n") + "\n";
+}
+
+/** Binds GET /metrics. */
+export function bindMetricsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  app.get("/metrics", (c) => c.body(renderMetrics(deps.hub), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }));
+}

@@ -1,0 +1,48 @@
+import type { Context } from "hono";
+import { AccessDenied, authorizeStream, isLoopback, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { topicCovers, TokenError, verifyStreamToken } from "../auth/stream-token.ts";
+import { AppError } from "../core/errors.ts";
+import type { HttpDeps, HttpEnv } from "./deps.ts";
+
+/** The client's address, as Bun saw it ("" when unknown, e.g. in `app.request` tests). */
+export function remoteAddress(c: Context<HttpEnv>): string {
+  return c.env?.server?.requestIP(c.req.raw)?.address ?? "";
+}
+
+/** Checks that the request may use `stream`, by the access policy and any token; throws a 401/403 AppError if not. */
+export async function requireStreamGrant(c: Context<HttpEnv>, deps: HttpDeps, stream: string, need: "read" | "write"): Promise<Grant> {
+  const settings = deps.store.settings;
+  let grant: Grant;
+  try {
+    grant = await authorizeStream({
+      policy: settings.access, remoteAddress: remoteAddress(c), token: tokenFromRequest(c.req.raw, new URL(c.req.url)),
+      stream, secret: deps.secret, audience: settings.public_url,
+    });
+  } catch (err) {
+    if (err instanceof AccessDenied) throw new AppError(err.status, err.reason);
+    throw err;
+  }
+  if (!grant[need]) throw new AppError(403, `this token lacks the '${need}' scope for ${stream}`);
+  return grant;
+}
+
+/**
+ * For listings: returns a filter of the stream names the request may see. With
+ * no token needed, all; otherwise those covered by a valid token's topic.
+ */
+export async function streamVisibility(c: Context<HttpEnv>, deps: HttpDeps): Promise<(stream: string) => boolean> {
+  const settings = deps.store.settings;
+  const token = tokenFromRequest(c.req.raw, new URL(c.req.url));
+  const free = settings.access === "open" || (settings.access === "loopback-open" && isLoopback(remoteAddress(c)));
+  if (!token) {
+    if (free) return () => true;
+    throw new AppError(401, `a token is required (access policy '${settings.access}'); pass it as ?token= or an Authorization header`);
+  }
+  try {
+    const claims = await verifyStreamToken(deps.secret, token, settings.public_url || undefined);
+    return free ? () => true : (stream) => claims.scopes.includes("read") && topicCovers(claims.topic, stream);
+  } catch (err) {
+    if (err instanceof TokenError) throw new AppError(401, err.message);
+    throw err;
+  }
+}

@@ -1,0 +1,38 @@
+import type { ServerWebSocket } from "bun";
+import type { Grant } from "../auth/access.ts";
+
+/** Why a connection is refused right after the upgrade: a close code and a reason. */
+export interface Refusal {
+  code: number;
+  reason: string;
+}
+
+/** One websocket client, kept in `ws.data`. */
+export interface Connection {
+  id: number;
+  stream: string;
+  /** `ws:<addr>:<port>` */
+  origin: string;
+  grant: Grant;
+  /** Set when the upgrade is accepted only to send a close frame with a reason. */
+  refusal?: Refusal;
+  ws?: ServerWebSocket<Connection>;
+  /** Subscribed to the stream's topic now (has read, and is not lagging). */
+  subscribed: boolean;
+  /** Messages this connection published. */
+  published: number;
+  /** Set while a slow subscriber is held off its topic under the drop policy. */
+  lag?: { seq: number; published: number };
+  /** Messages this subscriber lost to backpressure. */
+  dropped: number;
+  /** Being closed by the server (slow, shutdown, token expired). */
+  closing: boolean;
+  timers: ReturnType<typeof setTimeout>[];
+}
+
+let nextId = 1;
+
+/** Builds the per-connection record handed to `server.upgrade`. */
+export function newConnection(stream: string, origin: string, grant: Grant, refusal?: Refusal): Connection {
+  return { id: nextId++, stream, origin, grant, refusal, subscribed: false, published: 0, dropped: 0, closing: false, timers: [] };
+}

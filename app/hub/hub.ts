@@ -1,0 +1,340 @@
+import type { Clock } from "../core/clock.ts";
+import type { Logger } from "../core/logger.ts";
+import { payloadBytes, type Message, type Origin, type Payload } from "../core/message.ts";
+import { streamNameProblem } from "../core/stream-name.ts";
+import type { Settings } from "../config/settings.ts";
+import type { Connection } from "./connection.ts";
+import type { FanOut } from "./fanout.ts";
+import { StreamState } from "./stream-state.ts";
+
+/** Why a publish was refused; `code` is stable for counting, `message` for people. */
+export class PublishError extends Error {
+  override name = "PublishError";
+  constructor(readonly code: "bad_stream" | "too_large" | "read_only", message: string) {
+    super(message);
+  }
+}
+
+/** A stream appeared or disappeared. */
+export interface StreamEvent {
+  event: "stream_added" | "stream_removed";
+  stream: string;
+  ts: string;
+}
+
+/** The system stream that carries StreamEvents to websocket clients. */
+export const STREAMS_EVENTS_STREAM = "$streams";
+
+/** Largest websocket frame header, added to payload size when bounding buffered bytes. */
+const FRAME_OVERHEAD = 14;
+
+/** What the hub needs from its surroundings. */
+export interface HubOptions {
+  settings: () => Settings;
+  clock: Clock;
+  logger: Logger;
+  /** Last seq of a stream seen before this process (from the durable log); 0 when none. */
+  lastSeq?: (stream: string) => number;
+}
+
+/** Hub-wide counters for /metrics. */
+export interface HubTotals {
+  connectionsOpened: number;
+  connectionsRefused: Record<string, number>;
+  messagesIn: number;
+  bytesIn: number;
+  messagesOut: number;
+  bytesOut: number;
+  slowDisconnects: number;
+}
+
+type MessageSink = (m: Message) => void;
+type EventListener = (e: StreamEvent) => void;
+
+/**
+ * The hub: the streams registry, `publish` (the one path every message takes),
+ * fan-out with a backpressure policy, lifecycle events and stats.
+ *
+ * Backpressure: fan-out uses native topics; the hub watches how many bytes it has
+ * handed to them since its last check and, once that passes a quarter of the
+ * limit while any publish reported backpressure, checks the buffered bytes of the
+ * subscribers of the streams it touched. A subscriber over the limit is taken off
+ * its topic and its misses counted (policy `drop`) or closed with 1013 (policy
+ * `disconnect`). The native per-socket limit is set above the policy limit plus a
+ * check interval, so no message is dropped uncounted.
+ */
+export class Hub {
+  private readonly streams = new Map<string, StreamState>();
+  /** Last seq of streams that were removed, so a stream that comes back keeps counting up. */
+  private readonly retiredSeq = new Map<string, number>();
+  private readonly sinks: MessageSink[] = [];
+  private readonly eventListeners: EventListener[] = [];
+  private fanout: FanOut | null = null;
+  private bytesSinceCheck = 0;
+  private pressure = false;
+  private connectionCount = 0;
+  private readonly systemConnections = new Set<Connection>();
+  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0 };
+
+  constructor(private readonly opts: HubOptions) {}
+
+  /** Connects the hub to its fan-out (done once the server is listening). */
+  attachFanOut(fanout: FanOut): void {
+    this.fanout = fanout;
+  }
+
+  /** Bytes a subscriber may have buffered before the policy applies. */
+  get backpressureLimit(): number {
+    return this.opts.settings().backpressure_limit_bytes;
+  }
+
+  /** How many bytes may be fanned out between two checks of the subscribers' buffers. */
+  get checkEveryBytes(): number {
+    return Math.max(16 * 1024, Math.floor(this.backpressureLimit / 4));
+  }
+
+  /** The per-socket limit to give Bun: above anything the policy lets through between two checks. */
+  nativeBackpressureLimit(maxMessageBytes: number): number {
+    return this.backpressureLimit + this.checkEveryBytes + maxMessageBytes + 64 * 1024;
+  }
+
+  /** Every open websocket connection, including those on system streams. */
+  allConnections(): Connection[] {
+    const out = [...this.systemConnections];
+    for (const s of this.streams.values()) out.push(...s.connections);
+    return out;
+  }
+
+  /** Open websocket connections. */
+  get connections(): number {
+    return this.connectionCount;
+  }
+
+  /** Registers a sink that sees every accepted message, in order (log, destinations, stats). It must not block. */
+  onMessage(sink: MessageSink): void {
+    this.sinks.push(sink);
+  }
+
+  /** Registers a listener for streams appearing and disappearing. */
+  onStreamEvent(listener: EventListener): () => void {
+    this.eventListeners.push(listener);
+    return () => {
+      const i = this.eventListeners.indexOf(listener);
+      if (i >= 0) this.eventListeners.splice(i, 1);
+    };
+  }
+
+  /** A stream by name, if it is live. */
+  stream(name: string): StreamState | undefined {
+    return this.streams.get(name);
+  }
+
+  /** All live streams, by name. */
+  listStreams(): StreamState[] {
+    return [...this.streams.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * Accepts one message: checks it, stamps it with receive time and the stream's
+   * next seq, fans it out to every subscriber (but `from`, when a websocket client
+   * sent it), and hands it to every sink. Never waits on a subscriber. Throws
+   * PublishError for a bad stream name or an oversized message.
+   */
+  publish(stream: string, data: Payload, origin: Origin, from?: Connection): Message {
+    const size = payloadBytes(data);
+    const limit = this.opts.settings().max_message_bytes;
+    if (size > limit) throw new PublishError("too_large", `message of ${size} bytes is larger than the limit of ${limit} bytes (setting max_message_bytes)`);
+    const s = this.streams.get(stream) ?? this.openStream(stream);
+    const now = this.opts.clock.nowMicros();
+    const msg: Message = { stream, ts: now, seq: ++s.seq, origin, data };
+    s.messagesIn++;
+    s.bytesIn += size;
+    s.lastMessageAt = Math.floor(now / 1000);
+    s.idleSince = 0;
+    s.rateIn.add();
+    this.totals.messagesIn++;
+    this.totals.bytesIn += size;
+    if (from) from.published++;
+    else s.otherPublishers.set(origin, msg.ts / 1000);
+
+    const receivers = s.readers - (from?.subscribed ? 1 : 0);
+    if (receivers > 0 && this.fanout) {
+      const status = this.fanout.publish(stream, data, from);
+      s.messagesOut += receivers;
+      s.bytesOut += receivers * size;
+      this.totals.messagesOut += receivers;
+      this.totals.bytesOut += receivers * size;
+      s.dirty = true;
+      this.bytesSinceCheck += size + FRAME_OVERHEAD;
+      if (status <= 0) this.pressure = true;
+      if (status === 0) this.checkBackpressure(true);
+      else if (this.pressure && this.bytesSinceCheck >= this.checkEveryBytes) this.checkBackpressure(false);
+    }
+    for (const sink of this.sinks) sink(msg);
+    return msg;
+  }
+
+  /**
+   * Checks the buffered bytes of the subscribers of every stream that had traffic
+   * since the last check, and applies the backpressure policy to those over the
+   * limit. `dropped` is true when the native layer reported a drop just now.
+   */
+  checkBackpressure(dropped = false): void {
+    const limit = this.backpressureLimit;
+    const policy = this.opts.settings().backpressure_policy;
+    let still = false;
+    for (const s of this.streams.values()) {
+      if (!s.dirty) continue;
+      s.dirty = false;
+      for (const c of s.connections) {
+        if (!c.subscribed || !c.ws) continue;
+        const buffered = c.ws.getBufferedAmount();
+        if (buffered <= limit) {
+          if (buffered > 0) still = true;
+          continue;
+        }
+        if (dropped) this.opts.logger.warn("native layer dropped a message before the backpressure check", { stream: s.name, origin: c.origin, buffered });
+        if (policy === "disconnect") this.disconnectSlow(s, c, buffered, limit);
+        else this.holdOff(s, c);
+      }
+    }
+    this.bytesSinceCheck = 0;
+    this.pressure = still;
+  }
+
+  /** Called when a subscriber's socket has written out buffered data. */
+  drained(c: Connection): void {
+    if (!c.lag || !c.ws || c.closing) return;
+    if (c.ws.getBufferedAmount() > this.backpressureLimit / 2) return;
+    const s = this.streams.get(c.stream);
+    if (!s) return;
+    const missed = s.seq - c.lag.seq - (c.published - c.lag.published);
+    c.dropped += missed;
+    s.droppedSettled += missed;
+    c.lag = undefined;
+    this.subscribe(s, c);
+    this.opts.logger.info("slow subscriber caught up", { stream: s.name, origin: c.origin, dropped: missed });
+  }
+
+  /** Registers an accepted websocket connection on its stream (or on the system stream `$streams`). */
+  join(c: Connection): void {
+    if (c.stream === STREAMS_EVENTS_STREAM) {
+      this.systemConnections.add(c);
+      this.connectionCount++;
+      this.totals.connectionsOpened++;
+      this.fanout?.subscribe(c, STREAMS_EVENTS_STREAM);
+      c.subscribed = true;
+      return;
+    }
+    const s = this.streams.get(c.stream) ?? this.openStream(c.stream);
+    s.connections.add(c);
+    s.idleSince = 0;
+    this.connectionCount++;
+    this.totals.connectionsOpened++;
+    if (c.grant.read) this.subscribe(s, c);
+  }
+
+  /** Removes a closed websocket connection from its stream. */
+  leave(c: Connection): void {
+    for (const t of c.timers) clearTimeout(t);
+    if (this.systemConnections.delete(c)) {
+      this.connectionCount--;
+      return;
+    }
+    const s = this.streams.get(c.stream);
+    if (!s || !s.connections.delete(c)) return;
+    this.connectionCount--;
+    if (c.subscribed) s.readers--;
+    c.subscribed = false;
+    if (c.lag) {
+      s.droppedSettled += s.seq - c.lag.seq - (c.published - c.lag.published);
+      c.lag = undefined;
+    }
+    if (c.published > 0) s.wsPublishers--;
+    if (s.connections.size === 0) s.idleSince = this.opts.clock.nowMillis();
+  }
+
+  /** Counts a websocket connection refused at or right after the upgrade, by reason code. */
+  countRefused(reason: string): void {
+    this.totals.connectionsRefused[reason] = (this.totals.connectionsRefused[reason] ?? 0) + 1;
+  }
+
+  /** Marks a websocket connection as a publisher of its stream (first message). */
+  notePublisher(c: Connection): void {
+    const s = this.streams.get(c.stream);
+    if (s) s.wsPublishers++;
+  }
+
+  /**
+   * Once a second: closes the rate windows, forgets publishers silent for a
+   * minute, and removes streams idle for longer than the linger setting.
+   */
+  tick(): void {
+    const now = this.opts.clock.nowMillis();
+    const linger = this.opts.settings().stream_linger_seconds * 1000;
+    for (const s of [...this.streams.values()]) {
+      s.rateIn.tick();
+      for (const [origin, at] of s.otherPublishers) if (now - at > 60_000) s.otherPublishers.delete(origin);
+      if (s.connections.size > 0) continue;
+      const quietSince = Math.max(s.idleSince, s.lastMessageAt);
+      if (s.idleSince === 0) s.idleSince = now;
+      else if (now - quietSince >= linger) this.closeStream(s);
+    }
+    // A lagging subscriber whose socket drained before it was held off gets no drain event: look again.
+    for (const s of this.streams.values()) for (const c of s.connections) if (c.lag) this.drained(c);
+  }
+
+  private subscribe(s: StreamState, c: Connection): void {
+    if (c.subscribed) return;
+    this.fanout?.subscribe(c, s.name);
+    c.subscribed = true;
+    s.readers++;
+  }
+
+  private unsubscribe(s: StreamState, c: Connection): void {
+    if (!c.subscribed) return;
+    this.fanout?.unsubscribe(c, s.name);
+    c.subscribed = false;
+    s.readers--;
+  }
+
+  private holdOff(s: StreamState, c: Connection): void {
+    this.unsubscribe(s, c);
+    c.lag = { seq: s.seq, published: c.published };
+    this.opts.logger.warn("slow subscriber: dropping its messages until it catches up", { stream: s.name, origin: c.origin, limit: this.backpressureLimit });
+  }
+
+  private disconnectSlow(s: StreamState, c: Connection, buffered: number, limit: number): void {
+    this.unsubscribe(s, c);
+    s.slowDisconnects++;
+    this.totals.slowDisconnects++;
+    c.closing = true;
+    c.ws!.close(1013, `too slow: ${buffered} bytes waiting, limit ${limit} (backpressure policy disconnect)`);
+    // The close frame waits behind the unsent data; a reader that never reads is cut off.
+    c.timers.push(setTimeout(() => c.ws?.readyState === 1 && c.ws.terminate(), 5000));
+    this.opts.logger.warn("slow subscriber disconnected", { stream: s.name, origin: c.origin, buffered, limit });
+  }
+
+  private openStream(name: string): StreamState {
+    const problem = streamNameProblem(name);
+    if (problem) throw new PublishError("bad_stream", problem);
+    const last = this.retiredSeq.get(name) ?? this.opts.lastSeq?.(name) ?? 0;
+    this.retiredSeq.delete(name);
+    const s = new StreamState(name, this.opts.clock.nowMillis(), last);
+    this.streams.set(name, s);
+    this.emit({ event: "stream_added", stream: name, ts: new Date().toISOString() });
+    return s;
+  }
+
+  private closeStream(s: StreamState): void {
+    this.streams.delete(s.name);
+    this.retiredSeq.set(s.name, s.seq);
+    this.emit({ event: "stream_removed", stream: s.name, ts: new Date().toISOString() });
+  }
+
+  private emit(e: StreamEvent): void {
+    this.opts.logger.debug(e.event, { stream: e.stream });
+    this.fanout?.publish(STREAMS_EVENTS_STREAM, JSON.stringify(e));
+    for (const l of this.eventListeners) l(e);
+  }
+}

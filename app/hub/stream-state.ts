@@ -1,0 +1,87 @@
+import type { Connection } from "./connection.ts";
+import { RateWindow } from "./rate.ts";
+
+/** Live state and counters of one stream. */
+export class StreamState {
+  seq: number;
+  readonly connections = new Set<Connection>();
+  /** Connections subscribed to the topic (readers that are not lagging). */
+  readers = 0;
+  /** Websocket connections that have published at least once. */
+  wsPublishers = 0;
+  /** Other origins (UDP, HTTP, relay) and when they last published, ms. */
+  readonly otherPublishers = new Map<string, number>();
+  messagesIn = 0;
+  bytesIn = 0;
+  messagesOut = 0;
+  bytesOut = 0;
+  /** Drops of lagging subscribers that have caught up again, or left. */
+  droppedSettled = 0;
+  /** Subscribers disconnected for being too slow. */
+  slowDisconnects = 0;
+  lastMessageAt = 0;
+  /** ms when the stream last had neither connections nor messages; 0 while busy. */
+  idleSince = 0;
+  readonly rateIn = new RateWindow();
+  /** Bytes (payload + frame header) fanned out since the last backpressure sweep. */
+  dirty = false;
+
+  constructor(readonly name: string, readonly createdAt: number, lastSeq: number) {
+    this.seq = lastSeq;
+  }
+
+  /** Messages lost to backpressure, including those of subscribers still lagging. */
+  get dropped(): number {
+    let d = this.droppedSettled;
+    for (const c of this.connections) if (c.lag) d += this.seq - c.lag.seq - (c.published - c.lag.published);
+    return d;
+  }
+
+  get subscribers(): number {
+    let n = 0;
+    for (const c of this.connections) if (c.grant.read && !c.refusal) n++;
+    return n;
+  }
+
+  get publishers(): number {
+    return this.wsPublishers + this.otherPublishers.size;
+  }
+}
+
+/** The JSON shape of a stream's stats in the API. */
+export interface StreamStats {
+  stream: string;
+  seq: number;
+  subscribers: number;
+  publishers: number;
+  messages_in: number;
+  bytes_in: number;
+  messages_out: number;
+  bytes_out: number;
+  dropped: number;
+  slow_disconnects: number;
+  last_message_at: string | null;
+  rate_1s: number;
+  rate_1m: number;
+  created_at: string;
+}
+
+/** Stats of a stream as the API shows them. */
+export function streamStats(s: StreamState): StreamStats {
+  return {
+    stream: s.name,
+    seq: s.seq,
+    subscribers: s.subscribers,
+    publishers: s.publishers,
+    messages_in: s.messagesIn,
+    bytes_in: s.bytesIn,
+    messages_out: s.messagesOut,
+    bytes_out: s.bytesOut,
+    dropped: s.dropped,
+    slow_disconnects: s.slowDisconnects,
+    last_message_at: s.lastMessageAt ? new Date(s.lastMessageAt).toISOString() : null,
+    rate_1s: s.rateIn.perSecond,
+    rate_1m: Math.round(s.rateIn.perMinute * 100) / 100,
+    created_at: new Date(s.createdAt).toISOString(),
+  };
+}

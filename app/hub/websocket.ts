@@ -1,0 +1,148 @@
+import type { Server, WebSocketHandler } from "bun";
+import { AccessDenied, authorizeStream, tokenFromRequest, type Grant } from "../auth/access.ts";
+import type { Logger } from "../core/logger.ts";
+import { streamNameProblem } from "../core/stream-name.ts";
+import type { Settings } from "../config/settings.ts";
+import { newConnection, type Connection, type Refusal } from "./connection.ts";
+import { Hub, PublishError, STREAMS_EVENTS_STREAM } from "./hub.ts";
+import { streamStats } from "./stream-state.ts";
+
+/** Close codes Switchyard uses, with what each means. */
+export const CLOSE = {
+  /** Server shutting down. */
+  goingAway: 1001,
+  /** Policy: bad stream name, bad or missing token, scope missing, read-only stream. */
+  policy: 1008,
+  /** Message larger than max_message_bytes. */
+  tooBig: 1009,
+  /** Try again later: too many connections, or too slow a reader under policy `disconnect`. */
+  tryAgain: 1013,
+} as const;
+
+/** What the websocket endpoint needs. */
+export interface WebSocketDeps {
+  hub: Hub;
+  settings: () => Settings;
+  secret: string;
+  logger: Logger;
+}
+
+/** The path prefix of the stream endpoint. */
+export const WS_PREFIX = "/ws/";
+
+/** Picks the subprotocol to answer with: "null" if offered (practable clients), else the first offered. */
+function chooseProtocol(header: string | null): string | undefined {
+  if (!header) return undefined;
+  const offered = header.split(",").map((p) => p.trim()).filter(Boolean);
+  return offered.includes("null") ? "null" : offered.find((p) => !p.startsWith("token.")) ?? offered[0];
+}
+
+/**
+ * Upgrades a request for `/ws/{stream}`. A refused client (bad stream name, bad
+ * token) is still upgraded so that it gets a close frame with the reason, which a
+ * browser can read, instead of a bare HTTP error.
+ */
+export async function upgradeStream(req: Request, url: URL, server: Server<Connection>, deps: WebSocketDeps): Promise<Response | undefined> {
+  let stream: string;
+  try {
+    stream = decodeURIComponent(url.pathname.slice(WS_PREFIX.length));
+  } catch {
+    stream = url.pathname.slice(WS_PREFIX.length);
+  }
+  const ip = server.requestIP(req);
+  const address = ip?.address ?? "";
+  const origin = `ws:${address}:${ip?.port ?? 0}`;
+  let refusal: Refusal | undefined;
+  let grant: Grant = { read: false, write: false, via: "token" };
+  const problem = stream === STREAMS_EVENTS_STREAM ? null : streamNameProblem(stream);
+  if (problem) {
+    refusal = { code: CLOSE.policy, reason: problem };
+  } else {
+    const settings = deps.settings();
+    try {
+      grant = await authorizeStream({
+        policy: settings.access, remoteAddress: address, token: tokenFromRequest(req, url),
+        stream, secret: deps.secret, audience: settings.public_url,
+      });
+    } catch (err) {
+      if (!(err instanceof AccessDenied)) throw err;
+      refusal = { code: CLOSE.policy, reason: err.reason };
+    }
+  }
+  const protocol = chooseProtocol(req.headers.get("sec-websocket-protocol"));
+  const data = newConnection(stream, origin, grant, refusal);
+  const upgraded = server.upgrade(req, { data, headers: protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined });
+  if (upgraded) return undefined;
+  return Response.json({ error: { status: 426, message: `${url.pathname} is a websocket endpoint; connect with a websocket client (Upgrade: websocket)` } }, { status: 426, headers: { Upgrade: "websocket" } });
+}
+
+/** Websocket close reasons are limited to 123 bytes. */
+function reason(text: string): string {
+  return Buffer.byteLength(text) <= 123 ? text : Buffer.from(text).subarray(0, 120).toString().replace(/\uFFFD$/, "") + "...";
+}
+
+/** The Bun websocket handlers that bind connections to the hub. */
+export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler<Connection>, "maxPayloadLength" | "backpressureLimit"> {
+  const { hub, logger } = deps;
+  return {
+    open(ws) {
+      const c = ws.data;
+      c.ws = ws;
+      if (c.refusal) {
+        hub.countRefused(c.refusal.code === CLOSE.policy ? "policy" : "other");
+        c.closing = true;
+        ws.close(c.refusal.code, reason(c.refusal.reason));
+        return;
+      }
+      const max = deps.settings().max_connections;
+      if (hub.connections >= max) {
+        hub.countRefused("max_connections");
+        c.closing = true;
+        ws.close(CLOSE.tryAgain, `too many connections: the limit is ${max} (setting max_connections)`);
+        return;
+      }
+      hub.join(c);
+      if (c.grant.exp) {
+        const ms = c.grant.exp * 1000 - Date.now();
+        c.timers.push(setTimeout(() => {
+          c.closing = true;
+          ws.close(CLOSE.policy, "token expired");
+        }, Math.max(0, Math.min(ms, 2 ** 31 - 1))));
+      }
+      if (c.stream === STREAMS_EVENTS_STREAM) {
+        ws.send(JSON.stringify({ event: "snapshot", streams: hub.listStreams().map(streamStats), ts: new Date().toISOString() }));
+      }
+    },
+    message(ws, message) {
+      const c = ws.data;
+      if (c.refusal || c.closing) return;
+      if (c.stream === STREAMS_EVENTS_STREAM) {
+        c.closing = true;
+        ws.close(CLOSE.policy, `${STREAMS_EVENTS_STREAM} is a read-only system stream`);
+        return;
+      }
+      if (!c.grant.write) {
+        c.closing = true;
+        ws.close(CLOSE.policy, reason(`this connection may not write to ${c.stream}: its token lacks the 'write' scope`));
+        return;
+      }
+      try {
+        if (c.published === 0) hub.notePublisher(c);
+        hub.publish(c.stream, message, c.origin, c);
+      } catch (err) {
+        if (!(err instanceof PublishError)) throw err;
+        c.closing = true;
+        ws.close(err.code === "too_large" ? CLOSE.tooBig : CLOSE.policy, reason(err.message));
+      }
+    },
+    drain(ws) {
+      hub.drained(ws.data);
+    },
+    close(ws) {
+      hub.leave(ws.data);
+    },
+    error(error, ws) {
+      logger.error("websocket handler failed", { origin: ws.data.origin, error });
+    },
+  };
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bun
+import { UsageError } from "./core/errors.ts";
+import { checkConfig } from "./cli/check-config.ts";
+import type { Command, CommandIO } from "./cli/command.ts";
+import { serve } from "./cli/serve.ts";
+import { token } from "./cli/token.ts";
+import { version } from "./cli/version.ts";
+
+const COMMANDS: Command[] = [serve, token, version, checkConfig];
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    "Switchyard: a stream hub (websocket pub/sub, ingest, relays, durable log).",
+    "",
+    "Usage: switchyard COMMAND [options]",
+    "",
+    "Commands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run 'switchyard COMMAND --help' for a command's options.",
+  ].join("\n");
+}
+
+/** Runs one CLI invocation and returns its exit code: 0 ok, 1 failed, 2 bad usage. */
+export async function main(argv: string[], io: CommandIO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    io.out(usage() + "\n");
+    return name === undefined ? 2 : 0;
+  }
+  if (name === "--version") return version.run([], io);
+  const command = COMMANDS.find((c) => c.name === name);
+  if (!command) {
+    io.err(`switchyard: unknown command ${JSON.stringify(name)}; commands: ${COMMANDS.map((c) => c.name).join(", ")}\n`);
+    return 2;
+  }
+  try {
+    return await command.run(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`switchyard ${err.message}\nRun 'switchyard ${command.name} --help' for usage.\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+if (import.meta.main) {
+  const io: CommandIO = {
+    out: (t) => process.stdout.write(t),
+    err: (t) => process.stderr.write(t),
+    env: process.env,
+  };
+  process.exitCode = await main(process.argv.slice(2), io);
+}

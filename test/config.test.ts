@@ -1,0 +1,82 @@
+import { Database } from "bun:sqlite";
+import { afterEach, describe, expect, it } from "bun:test";
+import { join } from "node:path";
+import { migrate } from "../app/config/migrate.ts";
+import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
+import { resolveStartupConfig } from "../app/config/startup.ts";
+import { SETTINGS_FILE, SettingsStore } from "../app/config/store.ts";
+import { AppError, UsageError } from "../app/core/errors.ts";
+import { streamNameProblem } from "../app/core/stream-name.ts";
+import { tempDir } from "./support/server.ts";
+
+describe("startup config", () => {
+  it("takes flags over env over defaults, and says where each value came from", () => {
+    const r = resolveStartupConfig({ port: "9000" }, { SWITCHYARD_PORT: "9100", SWITCHYARD_UDP_PORT: "9101" });
+    expect(r.config.port).toBe(9000);
+    expect(r.config.udpPort).toBe(9101);
+    expect(r.config.host).toBe("0.0.0.0");
+    expect(r.sources).toMatchObject({ port: "flag", udpPort: "env", host: "default" });
+    expect(r.config.dataDir.startsWith("/")).toBe(true);
+  });
+
+  it.each([
+    [{ port: "http" }, {}, "--port: \"http\" is not a port; allowed: a whole number from 0 to 65535"],
+    [{ port: "70000" }, {}, "--port"],
+    [{}, { SWITCHYARD_LOG_LEVEL: "loud" }, "SWITCHYARD_LOG_LEVEL: \"loud\" is not a log level; allowed: debug, info, warn, error"],
+  ])("refuses a bad value with what is allowed (%p %p)", (flags, env, message) => {
+    expect(() => resolveStartupConfig(flags, env)).toThrow(UsageError);
+    expect(() => resolveStartupConfig(flags, env)).toThrow(message);
+  });
+
+  it("reports unknown SWITCHYARD_* variables", () => {
+    const r = resolveStartupConfig({}, { SWITCHYARD_PROT: "1", SWITCHYARD_PORT: "1", PATH: "/bin" });
+    expect(r.warnings).toHaveLength(1);
+    expect(r.warnings[0]).toContain("unknown environment variable SWITCHYARD_PROT");
+  });
+});
+
+describe("stream names", () => {
+  it.each(["spin30", "a/b/c", "Lab-1/cam_0.raw", "x".repeat(200)])("accepts %s", (n) => expect(streamNameProblem(n)).toBeNull());
+  it.each(["", "/a", "a/", "a//b", ".hidden", "a b", "ü", "$streams", "x".repeat(201)])("refuses %p", (n) => expect(streamNameProblem(n)).toContain("allowed"));
+});
+
+describe("settings store", () => {
+  const tmp = tempDir();
+  afterEach(() => tmp.remove());
+
+  it("applies migrations once, keeps settings across reopen, and refuses bad values field by field", () => {
+    const store = SettingsStore.open(tmp.dir);
+    expect(store.appliedMigrations).toEqual(["20261123_120000_settings"]);
+    expect(store.settings).toEqual(DEFAULT_SETTINGS);
+    const seen: string[] = [];
+    store.onChange((next, prev) => seen.push(`${prev.access}->${next.access}`));
+    store.update({ access: "token", max_connections: 5 });
+    expect(seen).toEqual(["loopback-open->token"]);
+    let err: AppError | undefined;
+    try { store.update({ access: "everyone", max_connections: -1, colour: "red" }); } catch (e) { err = e as AppError; }
+    expect(err?.status).toBe(400);
+    expect(err?.data?.fields).toMatchObject({ access: expect.stringContaining("allowed: open, loopback-open, token"), max_connections: expect.stringContaining("whole number"), colour: expect.stringContaining("unknown setting") });
+    expect(store.settings.access).toBe("token");
+    const s1 = store.secret("k", () => "first");
+    expect(store.secret("k", () => "second")).toBe(s1);
+    store.close();
+
+    const again = SettingsStore.open(tmp.dir);
+    expect(again.appliedMigrations).toEqual([]);
+    expect(again.settings).toMatchObject({ access: "token", max_connections: 5 });
+    expect(again.secret("k", () => "third")).toBe("first");
+    again.close();
+    const db = new Database(join(tmp.dir, SETTINGS_FILE));
+    expect(db.query("SELECT id FROM _migrations").all()).toEqual([{ id: "20261123_120000_settings" }]);
+    db.close();
+  });
+
+  it("runs a new migration after the existing ones, in a transaction that rolls back on failure", () => {
+    const db = new Database(":memory:");
+    migrate(db);
+    const failing = { id: "20991231_000000_broken", up: (d: Database) => { d.run("CREATE TABLE half (x)"); throw new Error("boom"); } };
+    expect(() => migrate(db, [failing])).toThrow("boom");
+    expect(db.query("SELECT name FROM sqlite_master WHERE name = 'half'").all()).toEqual([]);
+    expect(migrate(db, [{ id: "20991231_000001_ok", up: (d) => d.run("CREATE TABLE ok (x)") }])).toEqual(["20991231_000001_ok"]);
+  });
+});

@@ -1,0 +1,56 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Settings } from "../../app/config/settings.ts";
+import { SettingsStore } from "../../app/config/store.ts";
+import { createLogger, type Logger } from "../../app/core/logger.ts";
+import { startServer, TOKEN_SECRET_NAME, type RunningServer } from "../../app/server.ts";
+
+/** A fresh temp folder, removed by the returned function. */
+export function tempDir(prefix = "switchyard-test-"): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A server on an ephemeral port with a temp data dir, plus what tests need to poke at it. */
+export interface TestServer extends RunningServer {
+  dataDir: string;
+  store: SettingsStore;
+  secret: string;
+  logs: string[];
+  wsUrl(stream: string, query?: string): string;
+  close(): Promise<void>;
+}
+
+/** Starts a real Switchyard (Bun.serve, hub, settings store) on 127.0.0.1 and a free port. */
+export async function startTestServer(settings: Partial<Settings> = {}): Promise<TestServer> {
+  const tmp = tempDir();
+  const store = SettingsStore.open(tmp.dir);
+  if (Object.keys(settings).length > 0) store.update(settings);
+  const logs: string[] = [];
+  const logger: Logger = createLogger("debug", (l) => logs.push(l));
+  const running = startServer({
+    config: { dataDir: tmp.dir, host: "127.0.0.1", port: 0, udpPort: 0, logLevel: "debug" },
+    store, logger,
+  });
+  const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
+  return {
+    ...running,
+    dataDir: tmp.dir, store, secret, logs,
+    wsUrl: (stream, query) => `ws://127.0.0.1:${running.port}/ws/${stream}${query ? `?${query}` : ""}`,
+    async close() {
+      await running.stop();
+      store.close();
+      tmp.remove();
+    },
+  };
+}
+
+/** Polls `check` until it returns true or `ms` pass; throws with `what` on time-out. */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
