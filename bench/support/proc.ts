@@ -1,0 +1,38 @@
+import type { Subprocess } from "bun";
+
+/** Resident set size of a process in bytes, from /proc (Linux). */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await Bun.file(`/proc/${pid}/status`).text();
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  return kb ? Number(kb) * 1024 : NaN;
+}
+
+/** Reads a child's stdout until `pattern` matches and returns the first group. */
+export async function waitForOutput(proc: Subprocess<"ignore", "pipe", "pipe" | "inherit">, pattern: RegExp, stream: "stdout" | "stderr" = "stdout", ms = 15_000): Promise<string> {
+  const reader = (proc[stream] as ReadableStream<Uint8Array>).getReader();
+  let text = "";
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+    const m = pattern.exec(text);
+    if (m) {
+      reader.releaseLock();
+      // Keep draining so the child never blocks on a full pipe.
+      const rest = proc[stream] as ReadableStream<Uint8Array>;
+      (async () => { for await (const _ of rest) { /* discard */ } })();
+      return m[1] ?? m[0];
+    }
+  }
+  throw new Error(`child did not print ${pattern} within ${ms} ms; it printed: ${text}`);
+}
+
+/** Runs a bench client process and parses the JSON line it prints. */
+export async function runClient<T>(script: string, args: unknown): Promise<T> {
+  const p = Bun.spawn([process.execPath, script, JSON.stringify(args)], { stdout: "pipe", stderr: "inherit", stdin: "ignore" });
+  const out = await new Response(p.stdout).text();
+  const code = await p.exited;
+  if (code !== 0) throw new Error(`${script} exited ${code}: ${out}`);
+  return JSON.parse(out.trim().split("\n").pop()!) as T;
+}
