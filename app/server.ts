@@ -7,7 +7,9 @@ import type { Logger } from "./core/logger.ts";
 import type { Connection } from "./hub/connection.ts";
 import { BunTopicFanOut } from "./hub/fanout.ts";
 import { Hub } from "./hub/hub.ts";
+import { RecentMessages } from "./hub/recent.ts";
 import { CLOSE, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./hub/websocket.ts";
+import { UdpIngest } from "./ingest/udp.ts";
 import { createHttpApp } from "./http/app.ts";
 
 /** What `startServer` needs. */
@@ -23,6 +25,8 @@ export interface RunningServer {
   port: number;
   url: string;
   hub: Hub;
+  udp: UdpIngest;
+  recent: RecentMessages;
   server: Server<Connection>;
   /** Stops accepting, closes every websocket with 1001, and stops the server. */
   stop(): Promise<void>;
@@ -31,15 +35,21 @@ export interface RunningServer {
 /** Name of the stream-token signing secret in the settings store. */
 export const TOKEN_SECRET_NAME = "stream_token_secret";
 
-/** Starts the hub and the HTTP/websocket server on the configured host and port. */
-export function startServer(opts: ServerOptions): RunningServer {
+/** Starts the hub, the HTTP/websocket server and the UDP listeners on the configured hosts and ports. */
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, store, logger } = opts;
   const clock = opts.clock ?? systemClock;
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
   const settings = () => store.settings;
   const hub = new Hub({ settings, clock, logger });
+  const recent = new RecentMessages(() => {
+    const s = store.settings;
+    return { perStreamMessages: s.recent_messages_per_stream, perStreamBytes: s.recent_bytes_per_stream, totalBytes: s.recent_total_bytes };
+  });
+  hub.onMessage((m) => recent.add(m));
+  const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, logger, secret, startedAt });
+  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp });
   const wsDeps = { hub, settings, secret, logger };
   const boot = store.settings;
 
@@ -65,7 +75,20 @@ export function startServer(opts: ServerOptions): RunningServer {
     },
   });
   hub.attachFanOut(new BunTopicFanOut(server));
-  const ticker = setInterval(() => hub.tick(), 1000);
+  try {
+    await udp.start();
+  } catch (err) {
+    udp.close();
+    await server.stop(true);
+    throw err;
+  }
+  store.onChange((next) => {
+    udp.apply(next).catch((err) => logger.error("udp listeners could not be changed", { error: err }));
+  });
+  const ticker = setInterval(() => {
+    hub.tick();
+    udp.tick();
+  }, 1000);
   const port = server.port!;
   logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 
@@ -73,6 +96,7 @@ export function startServer(opts: ServerOptions): RunningServer {
   const stop = () =>
     (stopping ??= (async () => {
       clearInterval(ticker);
+      udp.close();
       server.stop(false);
       const open = hub.allConnections();
       for (const c of open) {
@@ -86,5 +110,5 @@ export function startServer(opts: ServerOptions): RunningServer {
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `http://127.0.0.1:${port}`, hub, server, stop };
+  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, server, stop };
 }

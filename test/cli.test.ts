@@ -27,8 +27,14 @@ describe("the switchyard CLI", () => {
     [["token", "--stream", "s", "--scopes", "read,admin"], "allowed: a comma-separated list of read, write"],
     [["token", "--stream", "s", "--ttl", "forever"], "is not a duration"],
     [["token", "--stream", "bad name"], "allowed"],
+    [["serve", "--udp", "9001=:raw"], "--udp: \"9001=:raw\": format raw needs a stream"],
+    [["serve", "--udp", "spin30"], "allowed: PORT=STREAM[:FORMAT]"],
+    [["send"], "--udp [HOST:PORT]"],
+    [["send", "--udp", "host:99999"], "is not an address; allowed: HOST:PORT"],
+    [["send", "--udp", "--format", "csv"], "allowed: json, line, raw"],
+    [["send", "--udp", "--stream", "a b"], "send: --stream: stream name"],
   ])("exits 2 with a clear message for %p", async (args, message) => {
-    const r = await cli([...args, "--data-dir", tmp.dir]);
+    const r = await cli(args[0] === "send" ? args : [...args, "--data-dir", tmp.dir]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(message);
     expect(r.stdout).toBe("");
@@ -37,7 +43,7 @@ describe("the switchyard CLI", () => {
   it("prints usage for --help and for COMMAND --help", async () => {
     const top = await cli(["--help"]);
     expect(top.code).toBe(0);
-    for (const c of ["serve", "token", "version", "check-config"]) expect(top.stdout).toContain(c);
+    for (const c of ["serve", "send", "token", "version", "check-config"]) expect(top.stdout).toContain(c);
     const serve = await cli(["serve", "--help"]);
     expect(serve.code).toBe(0);
     expect(serve.stdout).toContain("--data-dir");

@@ -71,6 +71,23 @@ describe("settings store", () => {
     db.close();
   });
 
+  it("checks the UDP settings, also against each other", () => {
+    const store = SettingsStore.open(tmp.dir);
+    const fields = (patch: Record<string, unknown>) => {
+      try { store.update(patch); } catch (e) { return (e as AppError).data?.fields as Record<string, string>; }
+      return null;
+    };
+    expect(fields({ udp_format: "csv" })).toMatchObject({ udp_format: expect.stringContaining("allowed: json, line, raw, text") });
+    expect(fields({ udp_format: "raw" })).toMatchObject({ udp_stream: expect.stringContaining("required when udp_format is raw") });
+    expect(fields({ udp_allow: ["spin*", "bad pattern"] })).toMatchObject({ udp_allow: expect.stringContaining("allowed: stream-name characters") });
+    expect(fields({ udp_listeners: [{ port: 9001, format: "raw" }] })).toMatchObject({ udp_listeners: expect.stringContaining("needs a stream") });
+    expect(fields({ udp_listeners: [{ port: 9001, format: "raw", stream: "a" }, { port: 9001, format: "text", stream: "b" }] })).toMatchObject({ udp_listeners: expect.stringContaining("port 9001 is listed twice") });
+    expect(fields({ udp_max_datagram_bytes: 70000 })).toMatchObject({ udp_max_datagram_bytes: expect.stringContaining("1 to 65536") });
+    expect(fields({ udp_format: "raw", udp_stream: "spin30", udp_allow: ["spin*"] })).toBeNull();
+    expect(store.settings).toMatchObject({ udp_format: "raw", udp_stream: "spin30" });
+    store.close();
+  });
+
   it("runs a new migration after the existing ones, in a transaction that rolls back on failure", () => {
     const db = new Database(":memory:");
     migrate(db);

@@ -19,7 +19,14 @@ export const serve: Command = {
     const store = SettingsStore.open(config.dataDir);
     if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });
     logger.info("switchyard starting", { version: VERSION, pid: process.pid });
-    const running = startServer({ config, store, logger });
+    let running;
+    try {
+      running = await startServer({ config, store, logger });
+    } catch (err) {
+      logger.error("switchyard could not start", { error: err });
+      store.close();
+      return 1;
+    }
     await new Promise<void>((resolve) => {
       const shutdown = (signal: string) => {
         logger.info("shutting down", { signal });

@@ -1,4 +1,7 @@
 import { badRequest } from "../core/errors.ts";
+import { streamPatternProblem } from "../core/stream-pattern.ts";
+import { streamNameProblem } from "../core/stream-name.ts";
+import { UDP_FORMATS, udpListenerProblem, type UdpFormat, type UdpListenerSpec } from "../core/udp-spec.ts";
 
 /** Who may use streams without a token. */
 export const ACCESS_POLICIES = ["open", "loopback-open", "token"] as const;
@@ -18,6 +21,15 @@ export interface Settings {
   keepalive_seconds: number;
   stream_linger_seconds: number;
   public_url: string;
+  udp_format: UdpFormat;
+  udp_stream: string;
+  udp_stream_field: string;
+  udp_allow: string[];
+  udp_max_datagram_bytes: number;
+  udp_listeners: UdpListenerSpec[];
+  recent_messages_per_stream: number;
+  recent_bytes_per_stream: number;
+  recent_total_bytes: number;
 }
 
 interface FieldSpec {
@@ -42,6 +54,15 @@ export const DEFAULT_SETTINGS: Settings = {
   keepalive_seconds: 60,
   stream_linger_seconds: 30,
   public_url: "",
+  udp_format: "json",
+  udp_stream: "",
+  udp_stream_field: "stream",
+  udp_allow: [],
+  udp_max_datagram_bytes: 65536,
+  udp_listeners: [],
+  recent_messages_per_stream: 100,
+  recent_bytes_per_stream: 1024 * 1024,
+  recent_total_bytes: 64 * 1024 * 1024,
 };
 
 /** What each setting means and allows. */
@@ -57,6 +78,35 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
     description: "the URL this box is reached at (e.g. https://relay.example.org); tokens with an audience must name it",
     check: (v) => (typeof v === "string" && (v === "" || /^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(v)) ? null : "allowed: empty, or an http:// or https:// URL"),
   },
+  udp_format: { description: "how the main UDP port reads datagrams: json (stream field), line (stream<TAB>payload), raw (binary onto udp_stream), text (text onto udp_stream)", check: oneOf(UDP_FORMATS) },
+  udp_stream: {
+    description: "the stream the main UDP port feeds when udp_format is raw or text (for json, every datagram goes there when set)",
+    check: (v) => (v === "" ? null : typeof v === "string" ? streamNameProblem(v) : "allowed: a stream name or empty"),
+  },
+  udp_stream_field: { description: "the JSON field that names a datagram's stream (format json)", check: (v) => (typeof v === "string" && /^[A-Za-z0-9_$-]{1,64}$/.test(v) ? null : "allowed: a field name of 1 to 64 characters [A-Za-z0-9_$-]") },
+  udp_allow: {
+    description: "if not empty, UDP datagrams may only feed streams matching one of these patterns (* matches any run of characters); others are rejected as not_allowed",
+    check: (v) => (Array.isArray(v) ? v.map(streamPatternProblem).find((p) => p !== null) ?? null : "allowed: a list of patterns, e.g. [\"spin*\"]"),
+  },
+  udp_max_datagram_bytes: { description: "largest datagram accepted; larger ones are rejected as too_large", check: int(1, 65536) },
+  udp_listeners: {
+    description: "extra UDP listeners: [{port, format, stream?}], e.g. [{\"port\":9001,\"format\":\"raw\",\"stream\":\"spin30\"}]",
+    check: (v) => {
+      if (!Array.isArray(v)) return "allowed: a list of {port, format, stream?}";
+      const ports = new Set<number>();
+      for (const l of v) {
+        if (typeof l !== "object" || l === null) return "allowed: a list of {port, format, stream?}";
+        const p = udpListenerProblem(l as UdpListenerSpec);
+        if (p) return p;
+        if (ports.has((l as UdpListenerSpec).port)) return `port ${(l as UdpListenerSpec).port} is listed twice`;
+        ports.add((l as UdpListenerSpec).port);
+      }
+      return null;
+    },
+  },
+  recent_messages_per_stream: { description: "messages kept in memory per stream for GET /api/streams/{name}/messages", check: int(0, 100_000) },
+  recent_bytes_per_stream: { description: "payload bytes kept in memory per stream for recent messages", check: int(0, 256 * 1024 * 1024) },
+  recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 
 /**
@@ -78,5 +128,12 @@ export function validateSettings(base: Settings, patch: Record<string, unknown>)
     const summary = Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ");
     throw badRequest(`invalid settings: ${summary}`, { fields: errors });
   }
-  return { ...base, ...patch } as Settings;
+  const merged = { ...base, ...patch } as Settings;
+  if ((merged.udp_format === "raw" || merged.udp_format === "text") && merged.udp_stream === "") {
+    throw badRequest(`invalid settings: udp_stream: udp_format ${merged.udp_format} needs a stream to feed; allowed: a stream name`, { fields: { udp_stream: "required when udp_format is raw or text" } });
+  }
+  if (merged.udp_format === "line" && merged.udp_stream !== "") {
+    throw badRequest("invalid settings: udp_stream: udp_format line takes the stream from each line; leave udp_stream empty", { fields: { udp_stream: "must be empty when udp_format is line" } });
+  }
+  return merged;
 }

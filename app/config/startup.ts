@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import { LOG_LEVELS, type LogLevel } from "../core/logger.ts";
 import { UsageError } from "../core/errors.ts";
+import { parseUdpListenerSpec, UDP_SPEC_RULE, type UdpListenerSpec } from "../core/udp-spec.ts";
 
 /** Startup configuration: what must be known before anything opens. Everything else is a runtime setting. */
 export interface StartupConfig {
@@ -8,6 +9,9 @@ export interface StartupConfig {
   host: string;
   port: number;
   udpPort: number;
+  udpHost: string;
+  /** Extra UDP listeners from --udp, besides those in the settings. */
+  udp: UdpListenerSpec[];
   logLevel: LogLevel;
 }
 
@@ -20,7 +24,9 @@ interface OptionSpec<K extends keyof StartupConfig> {
   env: string;
   default: StartupConfig[K];
   help: string;
+  /** Parses one value; for a `multiple` option, the list of values (flags repeated, or env comma-separated). */
   parse(text: string, name: string): StartupConfig[K];
+  multiple?: boolean;
 }
 
 function port(allowZero: boolean) {
@@ -34,6 +40,11 @@ function port(allowZero: boolean) {
   };
 }
 
+function address(t: string, name: string): string {
+  if (!/^[A-Za-z0-9.:\-\[\]]+$/.test(t)) throw new UsageError(`${name}: ${JSON.stringify(t)} is not an address; allowed: an IPv4/IPv6 address or host name`);
+  return t;
+}
+
 const OPTIONS = [
   {
     key: "dataDir", flag: "data-dir", env: "SWITCHYARD_DATA_DIR", default: "./data",
@@ -45,11 +56,7 @@ const OPTIONS = [
   } satisfies OptionSpec<"dataDir">,
   {
     key: "host", flag: "host", env: "SWITCHYARD_HOST", default: "0.0.0.0",
-    help: "address to listen on for HTTP and websockets",
-    parse: (t: string, name: string) => {
-      if (!/^[A-Za-z0-9.:\-\[\]]+$/.test(t)) throw new UsageError(`${name}: ${JSON.stringify(t)} is not an address; allowed: an IPv4/IPv6 address or host name`);
-      return t;
-    },
+    help: "address to listen on for HTTP and websockets", parse: address,
   } satisfies OptionSpec<"host">,
   {
     key: "port", flag: "port", env: "SWITCHYARD_PORT", default: 8888,
@@ -57,8 +64,23 @@ const OPTIONS = [
   } satisfies OptionSpec<"port">,
   {
     key: "udpPort", flag: "udp-port", env: "SWITCHYARD_UDP_PORT", default: 8889,
-    help: "UDP ingest port (0 turns UDP off)", parse: port(true),
+    help: "UDP ingest port (0 turns the main UDP port off)", parse: port(true),
   } satisfies OptionSpec<"udpPort">,
+  {
+    key: "udpHost", flag: "udp-host", env: "SWITCHYARD_UDP_HOST", default: "0.0.0.0",
+    help: "address the UDP ports listen on", parse: address,
+  } satisfies OptionSpec<"udpHost">,
+  {
+    key: "udp", flag: "udp", env: "SWITCHYARD_UDP", default: [] as UdpListenerSpec[], multiple: true,
+    help: `an extra UDP listener, ${UDP_SPEC_RULE}; repeat for more (env: comma-separated)`,
+    parse: (t: string, name: string) => {
+      try {
+        return t.split(",").filter((x) => x.trim() !== "").map(parseUdpListenerSpec);
+      } catch (err) {
+        throw new UsageError(`${name}: ${(err as Error).message}`);
+      }
+    },
+  } satisfies OptionSpec<"udp">,
   {
     key: "logLevel", flag: "log-level", env: "SWITCHYARD_LOG_LEVEL", default: "info" as LogLevel,
     help: `log level: ${LOG_LEVELS.join(", ")}`,
@@ -76,11 +98,11 @@ const OPTIONS = [
 export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL"];
 
 /** The startup options in `parseArgs` form, for commands that take them. */
-export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const }]));
+export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const, multiple: o.multiple ?? false }])) as Record<string, { type: "string"; multiple: boolean }>;
 
 /** Help lines for the startup options. */
 export function startupOptionsHelp(): string {
-  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}, default ${String(o.default)})`).join("\n");
+  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}${o.multiple ? "" : `, default ${String(o.default)}`})`).join("\n");
 }
 
 /** The result of resolving startup config: the config, where each value came from, and warnings. */
@@ -101,8 +123,8 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
   for (const o of OPTIONS) {
     const flagValue = flags[o.flag];
     const envValue = env[o.env];
-    if (typeof flagValue === "string") {
-      config[o.key] = o.parse(flagValue, `--${o.flag}`);
+    if (typeof flagValue === "string" || (Array.isArray(flagValue) && flagValue.length > 0)) {
+      config[o.key] = Array.isArray(flagValue) ? flagValue.flatMap((v) => o.parse(v, `--${o.flag}`) as unknown[]) : o.parse(flagValue, `--${o.flag}`);
       sources[o.key] = "flag";
     } else if (envValue !== undefined && envValue !== "") {
       config[o.key] = o.parse(envValue, o.env);

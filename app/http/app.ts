@@ -3,6 +3,7 @@ import type { HttpDeps, HttpEnv } from "./deps.ts";
 import { handleError, handleNotFound } from "./errors.ts";
 import { bindEventRoutes } from "./routes/events.ts";
 import { bindHealthRoutes } from "./routes/health.ts";
+import { bindIngestRoutes } from "./routes/ingest.ts";
 import { bindMetricsRoutes } from "./routes/metrics.ts";
 import { bindStreamRoutes } from "./routes/streams.ts";
 
@@ -13,6 +14,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindMetricsRoutes(app, deps);
   bindStreamRoutes(app, deps);
   bindEventRoutes(app, deps);
+  bindIngestRoutes(app, deps);
   app.onError(handleError(deps.logger));
   app.notFound(handleNotFound);
   return app;

@@ -3,6 +3,8 @@ import type { StartupConfig } from "../config/startup.ts";
 import type { SettingsStore } from "../config/store.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Hub } from "../hub/hub.ts";
+import type { RecentMessages } from "../hub/recent.ts";
+import type { UdpIngest } from "../ingest/udp.ts";
 
 /** Everything the HTTP routes need, set once when the app is assembled. */
 export interface HttpDeps {
@@ -13,6 +15,8 @@ export interface HttpDeps {
   /** Signing secret of stream tokens. */
   secret: string;
   startedAt: number;
+  recent: RecentMessages;
+  udp: UdpIngest;
 }
 
 /** What Hono's `c.env` holds when Bun serves the app. */

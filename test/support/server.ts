@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Settings } from "../../app/config/settings.ts";
+import type { UdpListenerSpec } from "../../app/core/udp-spec.ts";
 import { SettingsStore } from "../../app/config/store.ts";
 import { createLogger, type Logger } from "../../app/core/logger.ts";
 import { startServer, TOKEN_SECRET_NAME, type RunningServer } from "../../app/server.ts";
@@ -22,15 +23,29 @@ export interface TestServer extends RunningServer {
   close(): Promise<void>;
 }
 
-/** Starts a real Switchyard (Bun.serve, hub, settings store) on 127.0.0.1 and a free port. */
-export async function startTestServer(settings: Partial<Settings> = {}): Promise<TestServer> {
+/** A UDP port that was free a moment ago (bound to port 0 and released). */
+export async function freeUdpPort(): Promise<number> {
+  const s = await Bun.udpSocket({ hostname: "127.0.0.1", port: 0 });
+  const port = s.port;
+  s.close();
+  return port;
+}
+
+/** Startup options a test may set: the main UDP port (0: off) and extra listeners. */
+export interface TestStartup {
+  udpPort?: number;
+  udp?: UdpListenerSpec[];
+}
+
+/** Starts a real Switchyard (Bun.serve, hub, settings store, UDP when asked) on 127.0.0.1 and free ports. */
+export async function startTestServer(settings: Partial<Settings> = {}, startup: TestStartup = {}): Promise<TestServer> {
   const tmp = tempDir();
   const store = SettingsStore.open(tmp.dir);
   if (Object.keys(settings).length > 0) store.update(settings);
   const logs: string[] = [];
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
-  const running = startServer({
-    config: { dataDir: tmp.dir, host: "127.0.0.1", port: 0, udpPort: 0, logLevel: "debug" },
+  const running = await startServer({
+    config: { dataDir: tmp.dir, host: "127.0.0.1", port: 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug" },
     store, logger,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");

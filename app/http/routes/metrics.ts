@@ -1,11 +1,12 @@
 import type { Hono } from "hono";
 import type { Hub } from "../../hub/hub.ts";
+import type { UdpIngestSnapshot } from "../../ingest/udp.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
-/** Renders the hub's figures in Prometheus text format 0.0.4. */
-export function renderMetrics(hub: Hub): string {
+/** Renders the hub's and UDP ingest's figures in Prometheus text format 0.0.4. */
+export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot): string {
   const out: string[] = [];
   const metric = (name: string, type: "gauge" | "counter", help: string, samples: [string, number][]) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -32,11 +33,21 @@ export function renderMetrics(hub: Hub): string {
   per("switchyard_stream_bytes_out_total", "counter", "Payload bytes handed to a stream's subscribers.", (s) => s.bytesOut);
   per("switchyard_stream_dropped_total", "counter", "Messages a stream's slow subscribers lost to backpressure.", (s) => s.dropped);
   per("switchyard_stream_slow_disconnects_total", "counter", "Subscribers of a stream disconnected for backpressure.", (s) => s.slowDisconnects);
+  const ports = udp.listeners;
+  const perPort = (name: string, type: "gauge" | "counter", help: string, pick: (l: (typeof ports)[number]) => number | null) =>
+    metric(name, type, help, ports.flatMap((l) => (pick(l) === null ? [] : [[`{port="${l.port}",format="${l.format}"}`, pick(l)!] as [string, number]])));
+  perPort("switchyard_udp_datagrams_total", "counter", "UDP datagrams received.", (l) => l.datagrams);
+  perPort("switchyard_udp_bytes_total", "counter", "UDP bytes received.", (l) => l.bytes);
+  perPort("switchyard_udp_accepted_total", "counter", "Messages published from UDP datagrams.", (l) => l.accepted);
+  metric("switchyard_udp_rejected_total", "counter", "UDP records rejected, by reason.",
+    ports.flatMap((l) => Object.entries(l.rejected_by_reason).map(([r, n]) => [`{port="${l.port}",reason="${r}"}`, n ?? 0] as [string, number])));
+  perPort("switchyard_udp_errors_total", "counter", "UDP datagrams whose handling failed inside Switchyard (a bug).", (l) => l.errors);
+  perPort("switchyard_udp_kernel_drops_total", "counter", "Datagrams the kernel dropped for this socket (receive buffer full), from /proc/net/udp.", (l) => l.kernel_drops);
   metric("process_resident_memory_bytes", "gauge", "Resident memory of the process.", [["", process.memoryUsage.rss()]]);
   return out.join("\n") + "\n";
 }
 
 /** Binds GET /metrics. */
 export function bindMetricsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
-  app.get("/metrics", (c) => c.body(renderMetrics(deps.hub), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }));
+  app.get("/metrics", (c) => c.body(renderMetrics(deps.hub, deps.udp.snapshot()), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }));
 }

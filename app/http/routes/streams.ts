@@ -1,4 +1,4 @@
-import type { Hono } from "hono";
+import type { Context, Hono } from "hono";
 import { AppError, badRequest, notFound, tooLarge } from "../../core/errors.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
@@ -27,7 +27,53 @@ function isTextType(contentType: string | undefined): boolean {
     || t === "application/xml" || t.endsWith("+xml") || t === "application/x-www-form-urlencoded";
 }
 
-/** Binds GET /api/streams, GET /api/streams/{name} and POST /api/streams/{name}/messages. */
+/** Parses `since` (ISO 8601 time, or microseconds since the epoch) into µs. */
+function parseSince(text: string | undefined): number | undefined {
+  if (text === undefined || text === "") return undefined;
+  if (/^\d+$/.test(text)) return Number(text);
+  const ms = Date.parse(text);
+  if (Number.isNaN(ms)) throw badRequest(`since: ${JSON.stringify(text)} is not a time; allowed: an ISO 8601 time (2026-11-23T12:00:00Z) or microseconds since the epoch`);
+  return ms * 1000;
+}
+
+function parseCount(name: string, text: string | undefined, fallback: number | undefined, min: number, max: number): number | undefined {
+  if (text === undefined || text === "") return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw badRequest(`${name}: ${JSON.stringify(text)} is not valid; allowed: a whole number from ${min} to ${max}`);
+  return n;
+}
+
+/** GET /api/streams/{name}/messages?limit&since&after_seq: the latest messages kept in memory, oldest first. */
+async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
+  const name = streamFromPath(c.req.url, MESSAGES);
+  const problem = streamNameProblem(name);
+  if (problem) throw badRequest(problem);
+  await requireStreamGrant(c, deps, name, "read");
+  const kept = Math.max(1, deps.store.settings.recent_messages_per_stream);
+  const limit = parseCount("limit", c.req.query("limit"), Math.min(100, kept), 1, kept)!;
+  const since = parseSince(c.req.query("since"));
+  const afterSeq = parseCount("after_seq", c.req.query("after_seq"), undefined, 0, Number.MAX_SAFE_INTEGER);
+  const messages = deps.recent.query(name, { limit, since, afterSeq });
+  if (messages === null) throw notFound(`no messages are kept for stream ${JSON.stringify(name)}; nothing was published on it since the server started, or it was evicted`);
+  return c.json({
+    stream: name,
+    messages: messages.map((m) => ({
+      seq: m.seq,
+      ts: m.ts,
+      time: new Date(m.ts / 1000).toISOString(),
+      origin: m.origin,
+      kind: typeof m.data === "string" ? "text" : "binary",
+      data: typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"),
+    })),
+  });
+}
+
+/**
+ * Binds GET /api/streams, GET /api/streams/{name}, GET /api/streams/{name}/messages
+ * and POST /api/streams/{name}/messages. A path ending in /messages is always the
+ * messages of the stream before it (a stream whose own name ends in /messages is
+ * reached with %2F).
+ */
 export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.get("/api/streams", async (c) => {
     const visible = await streamVisibility(c, deps);
@@ -36,6 +82,7 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   });
 
   app.get(`${PREFIX}*`, async (c) => {
+    if (new URL(c.req.url).pathname.endsWith(MESSAGES)) return recentMessages(c, deps);
     const name = streamFromPath(c.req.url);
     const problem = streamNameProblem(name);
     if (problem) throw badRequest(problem);

@@ -1,0 +1,84 @@
+import { payloadBytes, type Message } from "../core/message.ts";
+
+/** Limits of the recent-messages memory, read on every add so setting changes apply live. */
+export interface RecentLimits {
+  perStreamMessages: number;
+  perStreamBytes: number;
+  totalBytes: number;
+}
+
+interface Ring {
+  messages: Message[];
+  bytes: number;
+}
+
+/** What to return: the latest `limit` messages, newer than `since` (µs) and/or `afterSeq`. */
+export interface RecentQuery {
+  limit: number;
+  since?: number;
+  afterSeq?: number;
+}
+
+/**
+ * The latest messages of each stream, in memory: for devices and dashboards that
+ * ask "what did X say last" (GET /api/streams/{name}/messages). Kept per stream
+ * by count and bytes, and across streams by total bytes, dropping the stream least
+ * recently written first. Outlives the stream's listing, so a device that reports
+ * once an hour can still be looked up.
+ */
+export class RecentMessages {
+  private readonly rings = new Map<string, Ring>();
+  private total = 0;
+  private last: string | null = null;
+
+  constructor(private readonly limits: () => RecentLimits) {}
+
+  /** A hub sink: remembers `m`. */
+  add(m: Message): void {
+    const { perStreamMessages, perStreamBytes, totalBytes } = this.limits();
+    if (perStreamMessages === 0) return;
+    let ring = this.rings.get(m.stream);
+    if (!ring) {
+      ring = { messages: [], bytes: 0 };
+      this.rings.set(m.stream, ring);
+    } else if (this.last !== m.stream) {
+      // Map order is least recently written first.
+      this.rings.delete(m.stream);
+      this.rings.set(m.stream, ring);
+    }
+    this.last = m.stream;
+    const size = payloadBytes(m.data);
+    ring.messages.push(m);
+    ring.bytes += size;
+    this.total += size;
+    while (ring.messages.length > perStreamMessages || (ring.bytes > perStreamBytes && ring.messages.length > 1)) this.dropOldest(ring);
+    while (this.total > totalBytes && this.rings.size > 1) {
+      const [oldest, r] = this.rings.entries().next().value as [string, Ring];
+      if (oldest === m.stream) break;
+      this.total -= r.bytes;
+      this.rings.delete(oldest);
+    }
+  }
+
+  /** The matching messages of a stream, oldest first; null when nothing is kept for it. */
+  query(stream: string, q: RecentQuery): Message[] | null {
+    const ring = this.rings.get(stream);
+    if (!ring) return null;
+    let out = ring.messages;
+    if (q.since !== undefined) out = out.filter((m) => m.ts > q.since!);
+    if (q.afterSeq !== undefined) out = out.filter((m) => m.seq > q.afterSeq!);
+    return out.slice(Math.max(0, out.length - q.limit));
+  }
+
+  /** Payload bytes held, across streams. */
+  get bytes(): number {
+    return this.total;
+  }
+
+  private dropOldest(ring: Ring): void {
+    const gone = ring.messages.shift()!;
+    const size = payloadBytes(gone.data);
+    ring.bytes -= size;
+    this.total -= size;
+  }
+}
