@@ -4,6 +4,7 @@
  */
 const BENCHES: Record<string, string> = {
   hub: "./hub.ts",
+  udp: "./udp.ts",
 };
 
 const name = process.argv[2];

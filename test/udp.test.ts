@@ -75,6 +75,9 @@ describe("UDP ingest", () => {
     const main = ingest.listeners.find((l: { port: number }) => l.port === port);
     expect(main).toMatchObject({ format: "json", datagrams: total, accepted: goodCount, rejected: total - goodCount, errors: 0, kernel_drops: 0 });
     expect(main.rejected_by_reason).toEqual(expected);
+    // The socket got the 4 MiB receive buffer asked for (Linux reports double), or at least what rmem_max allows.
+    const rmemMax = Number((await Bun.file("/proc/sys/net/core/rmem_max").text()).trim());
+    expect(main.receive_buffer_bytes).toBeGreaterThanOrEqual(Math.min(2 * 4 * 1024 * 1024, 2 * rmemMax));
     expect(ingest.recent_rejects.length).toBe(50);
     expect(ingest.recent_rejects[0]).toMatchObject({ port, from: expect.stringMatching(/^127\.0\.0\.1:\d+$/), reason: expect.any(String), detail: expect.any(String) });
     // Rejects are sampled into the log, never one line per packet.

@@ -27,6 +27,7 @@ export interface Settings {
   udp_allow: string[];
   udp_max_datagram_bytes: number;
   udp_listeners: UdpListenerSpec[];
+  udp_receive_buffer_bytes: number;
   recent_messages_per_stream: number;
   recent_bytes_per_stream: number;
   recent_total_bytes: number;
@@ -60,6 +61,7 @@ export const DEFAULT_SETTINGS: Settings = {
   udp_allow: [],
   udp_max_datagram_bytes: 65536,
   udp_listeners: [],
+  udp_receive_buffer_bytes: 4 * 1024 * 1024,
   recent_messages_per_stream: 100,
   recent_bytes_per_stream: 1024 * 1024,
   recent_total_bytes: 64 * 1024 * 1024,
@@ -103,6 +105,10 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
       }
       return null;
     },
+  },
+  udp_receive_buffer_bytes: {
+    description: "kernel receive buffer asked for each UDP socket (0: the OS default); above net.core.rmem_max only when running with CAP_NET_ADMIN. Applies to listeners opened after the change",
+    check: int(0, 1024 ** 3),
   },
   recent_messages_per_stream: { description: "messages kept in memory per stream for GET /api/streams/{name}/messages", check: int(0, 100_000) },
   recent_bytes_per_stream: { description: "payload bytes kept in memory per stream for recent messages", check: int(0, 256 * 1024 * 1024) },

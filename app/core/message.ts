@@ -16,6 +16,8 @@ export interface Message {
   seq: number;
   origin: Origin;
   data: Payload;
+  /** Payload size in bytes (UTF-8 for text), measured once at publish. */
+  size: number;
 }
 
 /** Size of a payload in bytes (UTF-8 for text). */

@@ -146,7 +146,7 @@ export class Hub {
     if (size > limit) throw new PublishError("too_large", `message of ${size} bytes is larger than the limit of ${limit} bytes (setting max_message_bytes)`);
     const s = this.streams.get(stream) ?? this.openStream(stream);
     const now = this.opts.clock.nowMicros();
-    const msg: Message = { stream, ts: now, seq: ++s.seq, origin, data };
+    const msg: Message = { stream, ts: now, seq: ++s.seq, origin, data, size };
     s.messagesIn++;
     s.bytesIn += size;
     s.lastMessageAt = Math.floor(now / 1000);

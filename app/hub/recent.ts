@@ -1,4 +1,4 @@
-import { payloadBytes, type Message } from "../core/message.ts";
+import type { Message } from "../core/message.ts";
 
 /** Limits of the recent-messages memory, read on every add so setting changes apply live. */
 export interface RecentLimits {
@@ -47,7 +47,7 @@ export class RecentMessages {
       this.rings.set(m.stream, ring);
     }
     this.last = m.stream;
-    const size = payloadBytes(m.data);
+    const size = m.size;
     ring.messages.push(m);
     ring.bytes += size;
     this.total += size;
@@ -77,8 +77,7 @@ export class RecentMessages {
 
   private dropOldest(ring: Ring): void {
     const gone = ring.messages.shift()!;
-    const size = payloadBytes(gone.data);
-    ring.bytes -= size;
-    this.total -= size;
+    ring.bytes -= gone.size;
+    this.total -= gone.size;
   }
 }

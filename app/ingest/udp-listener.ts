@@ -5,6 +5,7 @@ import { PublishError, type Hub } from "../hub/hub.ts";
 import { RateWindow } from "../hub/rate.ts";
 import { DatagramDecoder, type DatagramRules, type RejectReason } from "./datagram.ts";
 import { kernelUdpStats } from "./kernel-drops.ts";
+import { setReceiveBuffer } from "./socket-buffer.ts";
 
 /** One sampled reject, for the log and GET /api/ingest. */
 export interface RejectSample {
@@ -33,6 +34,7 @@ export interface UdpListenerStats {
   accepted_per_second_1m: number;
   kernel_drops: number | null;
   kernel_rx_queue_bytes: number | null;
+  receive_buffer_bytes: number | null;
 }
 
 /** Where a listener sends samples of its rejects. */
@@ -55,6 +57,7 @@ export class UdpListener {
   readonly rejected: Partial<Record<RejectReason, number>> = {};
   private readonly rateIn = new RateWindow();
   private readonly rateAccepted = new RateWindow();
+  private receiveBufferBytes: number | null = null;
 
   constructor(
     readonly host: string,
@@ -81,8 +84,8 @@ export class UdpListener {
     this.decoder = new DatagramDecoder(rules);
   }
 
-  /** Binds the port; throws an Error naming the port when it cannot. */
-  async start(): Promise<void> {
+  /** Binds the port and sizes its kernel receive buffer; throws an Error naming the port when it cannot bind. */
+  async start(receiveBufferBytes = 0): Promise<void> {
     try {
       this.socket = await Bun.udpSocket({
         hostname: this.host,
@@ -92,6 +95,15 @@ export class UdpListener {
       });
     } catch (err) {
       throw new Error(`cannot listen for UDP on ${this.host}:${this.requestedPort}: ${(err as Error).message}`, { cause: err });
+    }
+    const fd = (this.socket as unknown as { fd?: number }).fd;
+    if (receiveBufferBytes > 0 && typeof fd === "number") {
+      const r = setReceiveBuffer(fd, receiveBufferBytes);
+      this.receiveBufferBytes = r?.effective ?? null;
+      if (!r) this.logger.warn("could not size the UDP receive buffer; the OS default applies", { port: this.port, asked: receiveBufferBytes });
+      else if (!r.forced && r.effective < 2 * receiveBufferBytes) {
+        this.logger.warn("UDP receive buffer capped by net.core.rmem_max; raise it for high rates (see README)", { port: this.port, asked: receiveBufferBytes, got: r.effective });
+      }
     }
   }
 
@@ -144,7 +156,7 @@ export class UdpListener {
       datagrams: this.datagrams, bytes: this.bytes, accepted: this.accepted, rejected, rejected_by_reason: { ...this.rejected }, errors: this.errors,
       datagrams_per_second: this.rateIn.perSecond, accepted_per_second: this.rateAccepted.perSecond,
       accepted_per_second_1m: Math.round(this.rateAccepted.perMinute * 100) / 100,
-      kernel_drops: kernel?.drops ?? null, kernel_rx_queue_bytes: kernel?.rxQueueBytes ?? null,
+      kernel_drops: kernel?.drops ?? null, kernel_rx_queue_bytes: kernel?.rxQueueBytes ?? null, receive_buffer_bytes: this.receiveBufferBytes,
     };
   }
 

@@ -74,7 +74,7 @@ export class UdpIngest {
         continue;
       }
       const l = new UdpListener(this.opts.host, port, rules(spec), this.opts.hub, (s) => this.sample(s), this.opts.logger);
-      await l.start();
+      await l.start(settings.udp_receive_buffer_bytes);
       this.listeners.set(port, l);
       this.opts.logger.info("udp listening", { address: `${this.opts.host}:${l.port}`, format: spec.format, stream: spec.stream ?? null });
     }

@@ -8,7 +8,7 @@ export async function rssBytes(pid: number): Promise<number> {
 }
 
 /** Reads a child's stdout until `pattern` matches and returns the first group. */
-export async function waitForOutput(proc: Subprocess<"ignore", "pipe", "pipe" | "inherit">, pattern: RegExp, stream: "stdout" | "stderr" = "stdout", ms = 15_000): Promise<string> {
+export async function waitForOutput(proc: Subprocess<"ignore", "pipe" | "ignore", "pipe" | "inherit">, pattern: RegExp, stream: "stdout" | "stderr" = "stdout", ms = 15_000): Promise<string> {
   const reader = (proc[stream] as ReadableStream<Uint8Array>).getReader();
   let text = "";
   const deadline = Date.now() + ms;
