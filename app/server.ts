@@ -10,6 +10,11 @@ import { Hub } from "./hub/hub.ts";
 import { RecentMessages } from "./hub/recent.ts";
 import { CLOSE, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./hub/websocket.ts";
 import { UdpIngest } from "./ingest/udp.ts";
+import { Destinations } from "./relay/destinations.ts";
+import { FeedRules } from "./relay/feeds.ts";
+import { SESSION_PREFIX, SessionServer } from "./relay/session-server.ts";
+import type { Backoff } from "./relay/status.ts";
+import { join } from "node:path";
 import { createHttpApp } from "./http/app.ts";
 
 /** What `startServer` needs. */
@@ -18,6 +23,8 @@ export interface ServerOptions {
   store: SettingsStore;
   logger: Logger;
   clock?: Clock;
+  /** Reconnect timing of destinations (tests shorten it). */
+  backoff?: Backoff;
 }
 
 /** A running Switchyard: its address, hub, and a graceful stop. */
@@ -27,6 +34,9 @@ export interface RunningServer {
   hub: Hub;
   udp: UdpIngest;
   recent: RecentMessages;
+  destinations: Destinations;
+  /** The Hono app (for `app.request` in tests). */
+  app: ReturnType<typeof createHttpApp>;
   server: Server<Connection>;
   /** Stops accepting, closes every websocket with 1001, and stops the server. */
   stop(): Promise<void>;
@@ -48,8 +58,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   hub.onMessage((m) => recent.add(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
+  const destinations = new Destinations({
+    db: store.db, hub, logger, backoff: opts.backoff,
+    bufferLimit: () => store.settings.relay_buffer_bytes,
+    recordMaxBytes: () => store.settings.relay_record_max_bytes,
+  });
+  hub.onMessage((m) => destinations.deliver(m));
+  const feeds = new FeedRules(store.db, hub);
+  feeds.load();
+  const sessions = new SessionServer(secret, settings);
+  const recordsDir = join(config.dataDir, "records");
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp });
+  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir });
   const wsDeps = { hub, settings, secret, logger };
   const boot = store.settings;
 
@@ -61,6 +81,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     fetch(req, srv) {
       const url = new URL(req.url);
       if (url.pathname.startsWith(WS_PREFIX)) return upgradeStream(req, url, srv, wsDeps);
+      if (url.pathname.startsWith(SESSION_PREFIX) && req.method === "GET") {
+        return sessions.upgrade(req, url, decodeURIComponent(url.pathname.slice(SESSION_PREFIX.length)), srv);
+      }
       return app.fetch(req, { server: srv });
     },
     websocket: {
@@ -82,6 +105,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await server.stop(true);
     throw err;
   }
+  destinations.load();
   store.onChange((next) => {
     udp.apply(next).catch((err) => logger.error("udp listeners could not be changed", { error: err }));
   });
@@ -97,6 +121,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     (stopping ??= (async () => {
       clearInterval(ticker);
       udp.close();
+      await destinations.stop();
       server.stop(false);
       const open = hub.allConnections();
       for (const c of open) {
@@ -110,5 +135,5 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, server, stop };
+  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, app, server, stop };
 }

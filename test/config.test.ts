@@ -2,6 +2,7 @@ import { Database } from "bun:sqlite";
 import { afterEach, describe, expect, it } from "bun:test";
 import { join } from "node:path";
 import { migrate } from "../app/config/migrate.ts";
+import { MIGRATIONS } from "../app/config/migrations/index.ts";
 import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
 import { resolveStartupConfig } from "../app/config/startup.ts";
 import { SETTINGS_FILE, SettingsStore } from "../app/config/store.ts";
@@ -46,7 +47,7 @@ describe("settings store", () => {
 
   it("applies migrations once, keeps settings across reopen, and refuses bad values field by field", () => {
     const store = SettingsStore.open(tmp.dir);
-    expect(store.appliedMigrations).toEqual(["20261123_120000_settings"]);
+    expect(store.appliedMigrations).toEqual(MIGRATIONS.map((m) => m.id));
     expect(store.settings).toEqual(DEFAULT_SETTINGS);
     const seen: string[] = [];
     store.onChange((next, prev) => seen.push(`${prev.access}->${next.access}`));
@@ -67,7 +68,7 @@ describe("settings store", () => {
     expect(again.secret("k", () => "third")).toBe("first");
     again.close();
     const db = new Database(join(tmp.dir, SETTINGS_FILE));
-    expect(db.query("SELECT id FROM _migrations").all()).toEqual([{ id: "20261123_120000_settings" }]);
+    expect(db.query("SELECT id FROM _migrations ORDER BY id").all()).toEqual(MIGRATIONS.map((m) => ({ id: m.id })));
     db.close();
   });
 

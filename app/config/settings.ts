@@ -31,6 +31,8 @@ export interface Settings {
   recent_messages_per_stream: number;
   recent_bytes_per_stream: number;
   recent_total_bytes: number;
+  relay_buffer_bytes: number;
+  relay_record_max_bytes: number;
 }
 
 interface FieldSpec {
@@ -65,6 +67,8 @@ export const DEFAULT_SETTINGS: Settings = {
   recent_messages_per_stream: 100,
   recent_bytes_per_stream: 1024 * 1024,
   recent_total_bytes: 64 * 1024 * 1024,
+  relay_buffer_bytes: 4 * 1024 * 1024,
+  relay_record_max_bytes: 64 * 1024 * 1024,
 };
 
 /** What each setting means and allows. */
@@ -112,6 +116,8 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   },
   recent_messages_per_stream: { description: "messages kept in memory per stream for GET /api/streams/{name}/messages", check: int(0, 100_000) },
   recent_bytes_per_stream: { description: "payload bytes kept in memory per stream for recent messages", check: int(0, 256 * 1024 * 1024) },
+  relay_buffer_bytes: { description: "bytes a destination may have waiting to go out; past that its messages are dropped (counted), so a stalled remote never stalls the hub", check: int(64 * 1024, 1024 ** 3) },
+  relay_record_max_bytes: { description: "a destination's record file is rotated (to .1, .2, .3) when it reaches this size", check: int(1024, 64 * 1024 ** 3) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

@@ -1,7 +1,10 @@
 import { Hono } from "hono";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
 import { handleError, handleNotFound } from "./errors.ts";
+import { bindDestinationRoutes } from "./routes/destinations.ts";
 import { bindEventRoutes } from "./routes/events.ts";
+import { bindFeedRoutes } from "./routes/feeds.ts";
+import { bindSessionRoutes } from "./routes/session.ts";
 import { bindHealthRoutes } from "./routes/health.ts";
 import { bindIngestRoutes } from "./routes/ingest.ts";
 import { bindMetricsRoutes } from "./routes/metrics.ts";
@@ -12,7 +15,10 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
   bindHealthRoutes(app, deps);
   bindMetricsRoutes(app, deps);
+  bindFeedRoutes(app, deps);
   bindStreamRoutes(app, deps);
+  bindDestinationRoutes(app, deps);
+  bindSessionRoutes(app, deps);
   bindEventRoutes(app, deps);
   bindIngestRoutes(app, deps);
   app.onError(handleError(deps.logger));

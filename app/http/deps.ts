@@ -5,6 +5,9 @@ import type { Logger } from "../core/logger.ts";
 import type { Hub } from "../hub/hub.ts";
 import type { RecentMessages } from "../hub/recent.ts";
 import type { UdpIngest } from "../ingest/udp.ts";
+import type { Destinations } from "../relay/destinations.ts";
+import type { FeedRules } from "../relay/feeds.ts";
+import type { SessionServer } from "../relay/session-server.ts";
 
 /** Everything the HTTP routes need, set once when the app is assembled. */
 export interface HttpDeps {
@@ -17,6 +20,11 @@ export interface HttpDeps {
   startedAt: number;
   recent: RecentMessages;
   udp: UdpIngest;
+  destinations: Destinations;
+  feeds: FeedRules;
+  sessions: SessionServer;
+  /** Folder that destination record files must stay inside. */
+  recordsDir: string;
 }
 
 /** What Hono's `c.env` holds when Bun serves the app. */

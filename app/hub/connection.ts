@@ -22,7 +22,7 @@ export interface Connection {
   /** Messages this connection published. */
   published: number;
   /** Set while a slow subscriber is held off its topic under the drop policy. */
-  lag?: { seq: number; published: number };
+  lag?: { seq: number; published: number; feeds: [string, number][] };
   /** Messages this subscriber lost to backpressure. */
   dropped: number;
   /** Being closed by the server (slow, shutdown, token expired). */

@@ -74,6 +74,10 @@ export class Hub {
   private pressure = false;
   private connectionCount = 0;
   private readonly systemConnections = new Set<Connection>();
+  /** Feed rules: a client of the key stream also receives every listed stream. */
+  private readonly feeds = new Map<string, string[]>();
+  /** How many clients of other streams read a stream as a feed. */
+  private readonly feedReaders = new Map<string, number>();
   readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0 };
 
   constructor(private readonly opts: HubOptions) {}
@@ -157,7 +161,8 @@ export class Hub {
     if (from) from.published++;
     else s.otherPublishers.set(origin, msg.ts / 1000);
 
-    const receivers = s.readers - (from?.subscribed ? 1 : 0);
+    const feedReaders = this.feedReaders.size > 0 ? this.feedReaders.get(stream) ?? 0 : 0;
+    const receivers = s.readers + feedReaders - (from?.subscribed ? 1 : 0);
     if (receivers > 0 && this.fanout) {
       const status = this.fanout.publish(stream, data, from);
       s.messagesOut += receivers;
@@ -165,6 +170,7 @@ export class Hub {
       this.totals.messagesOut += receivers;
       this.totals.bytesOut += receivers * size;
       s.dirty = true;
+      if (feedReaders > 0) for (const [name] of this.feeds) { const r = this.streams.get(name); if (r) r.dirty = true; }
       this.bytesSinceCheck += size + FRAME_OVERHEAD;
       if (status <= 0) this.pressure = true;
       if (status === 0) this.checkBackpressure(true);
@@ -208,7 +214,7 @@ export class Hub {
     if (c.ws.getBufferedAmount() > this.backpressureLimit / 2) return;
     const s = this.streams.get(c.stream);
     if (!s) return;
-    const missed = s.seq - c.lag.seq - (c.published - c.lag.published);
+    const missed = this.missedWhileLagging(s, c);
     c.dropped += missed;
     s.droppedSettled += missed;
     c.lag = undefined;
@@ -244,10 +250,9 @@ export class Hub {
     const s = this.streams.get(c.stream);
     if (!s || !s.connections.delete(c)) return;
     this.connectionCount--;
-    if (c.subscribed) s.readers--;
-    c.subscribed = false;
+    this.unsubscribe(s, c);
     if (c.lag) {
-      s.droppedSettled += s.seq - c.lag.seq - (c.published - c.lag.published);
+      s.droppedSettled += this.missedWhileLagging(s, c);
       c.lag = undefined;
     }
     if (c.published > 0) s.wsPublishers--;
@@ -284,9 +289,43 @@ export class Hub {
     for (const s of this.streams.values()) for (const c of s.connections) if (c.lag) this.drained(c);
   }
 
+  /**
+   * Sets the feed rule of `stream`: its clients also receive every stream in
+   * `feeds` (practable's /api/streams rules). Applies to connected clients at once.
+   */
+  setFeeds(stream: string, feeds: string[]): void {
+    const s = this.streams.get(stream);
+    const live = s ? [...s.connections].filter((c) => c.subscribed) : [];
+    for (const c of live) this.unsubscribe(s!, c);
+    if (feeds.length > 0) this.feeds.set(stream, [...new Set(feeds)].filter((f) => f !== stream));
+    else this.feeds.delete(stream);
+    for (const c of live) this.subscribe(s!, c);
+  }
+
+  /** The feeds of a stream ([] when it has no rule). */
+  feedsOf(stream: string): string[] {
+    return this.feeds.get(stream) ?? [];
+  }
+
+  /** Messages a lagging subscriber missed: on its stream (less its own) and on its feeds. */
+  private missedWhileLagging(s: StreamState, c: Connection): number {
+    if (!c.lag) return 0;
+    let missed = s.seq - c.lag.seq - (c.published - c.lag.published);
+    for (const [feed, seq] of c.lag.feeds) missed += this.currentSeq(feed) - seq;
+    return missed;
+  }
+
+  private currentSeq(stream: string): number {
+    return this.streams.get(stream)?.seq ?? this.retiredSeq.get(stream) ?? 0;
+  }
+
   private subscribe(s: StreamState, c: Connection): void {
     if (c.subscribed) return;
     this.fanout?.subscribe(c, s.name);
+    for (const f of this.feeds.get(s.name) ?? []) {
+      this.fanout?.subscribe(c, f);
+      this.feedReaders.set(f, (this.feedReaders.get(f) ?? 0) + 1);
+    }
     c.subscribed = true;
     s.readers++;
   }
@@ -294,13 +333,19 @@ export class Hub {
   private unsubscribe(s: StreamState, c: Connection): void {
     if (!c.subscribed) return;
     this.fanout?.unsubscribe(c, s.name);
+    for (const f of this.feeds.get(s.name) ?? []) {
+      this.fanout?.unsubscribe(c, f);
+      const n = (this.feedReaders.get(f) ?? 1) - 1;
+      if (n > 0) this.feedReaders.set(f, n);
+      else this.feedReaders.delete(f);
+    }
     c.subscribed = false;
     s.readers--;
   }
 
   private holdOff(s: StreamState, c: Connection): void {
     this.unsubscribe(s, c);
-    c.lag = { seq: s.seq, published: c.published };
+    c.lag = { seq: s.seq, published: c.published, feeds: (this.feeds.get(s.name) ?? []).map((f) => [f, this.currentSeq(f)]) };
     this.opts.logger.warn("slow subscriber: dropping its messages until it catches up", { stream: s.name, origin: c.origin, limit: this.backpressureLimit });
   }
 

@@ -33,6 +33,7 @@ export class StreamState {
   /** Messages lost to backpressure, including those of subscribers still lagging. */
   get dropped(): number {
     let d = this.droppedSettled;
+    // Live misses on the stream itself; misses on feeds are added when the subscriber catches up.
     for (const c of this.connections) if (c.lag) d += this.seq - c.lag.seq - (c.published - c.lag.published);
     return d;
   }

@@ -69,8 +69,15 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
       refusal = { code: CLOSE.policy, reason: err.reason };
     }
   }
+  return acceptUpgrade(req, url, server, newConnection(stream, origin, grant, refusal));
+}
+
+/**
+ * Completes a websocket upgrade for a connection already decided on (accepted,
+ * or refused with a reason it will get as a close frame); 426 for a plain HTTP request.
+ */
+export function acceptUpgrade(req: Request, url: URL, server: Server<Connection>, data: Connection): Response | undefined {
   const protocol = chooseProtocol(req.headers.get("sec-websocket-protocol"));
-  const data = newConnection(stream, origin, grant, refusal);
   const upgraded = server.upgrade(req, { data, headers: protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined });
   if (upgraded) return undefined;
   return Response.json({ error: { status: 426, message: `${url.pathname} is a websocket endpoint; connect with a websocket client (Upgrade: websocket)` } }, { status: 426, headers: { Upgrade: "websocket" } });

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Settings } from "../../app/config/settings.ts";
 import type { UdpListenerSpec } from "../../app/core/udp-spec.ts";
+import type { Backoff } from "../../app/relay/status.ts";
 import { SettingsStore } from "../../app/config/store.ts";
 import { createLogger, type Logger } from "../../app/core/logger.ts";
 import { startServer, TOKEN_SECRET_NAME, type RunningServer } from "../../app/server.ts";
@@ -35,18 +36,24 @@ export async function freeUdpPort(): Promise<number> {
 export interface TestStartup {
   udpPort?: number;
   udp?: UdpListenerSpec[];
+  /** HTTP port (default: a free one). */
+  port?: number;
+  /** Reuse this data dir (it is then not removed by close()). */
+  dataDir?: string;
+  /** Destination reconnect timing. */
+  backoff?: Backoff;
 }
 
 /** Starts a real Switchyard (Bun.serve, hub, settings store, UDP when asked) on 127.0.0.1 and free ports. */
 export async function startTestServer(settings: Partial<Settings> = {}, startup: TestStartup = {}): Promise<TestServer> {
-  const tmp = tempDir();
+  const tmp = startup.dataDir ? { dir: startup.dataDir, remove() {} } : tempDir();
   const store = SettingsStore.open(tmp.dir);
   if (Object.keys(settings).length > 0) store.update(settings);
   const logs: string[] = [];
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
-    config: { dataDir: tmp.dir, host: "127.0.0.1", port: 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug" },
-    store, logger,
+    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug" },
+    store, logger, backoff: startup.backoff,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
   return {

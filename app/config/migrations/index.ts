@@ -1,5 +1,6 @@
 import type { Database } from "bun:sqlite";
 import * as m20261123_120000 from "./20261123_120000_settings.ts";
+import * as m20261123_130000 from "./20261123_130000_destinations.ts";
 
 /** One schema change, named by the timestamp it was written at. */
 export interface Migration {
@@ -13,4 +14,5 @@ export interface Migration {
  */
 export const MIGRATIONS: Migration[] = [
   { id: "20261123_120000_settings", up: m20261123_120000.up },
+  { id: "20261123_130000_destinations", up: m20261123_130000.up },
 ];

@@ -88,8 +88,9 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (problem) throw badRequest(problem);
     await requireStreamGrant(c, deps, name, "read");
     const s = deps.hub.stream(name);
-    if (!s) throw notFound(`no stream ${JSON.stringify(name)} is live; a stream appears when a client first uses it`);
-    return c.json(streamStats(s));
+    const rule = deps.feeds.get(name);
+    if (!s && !rule) throw notFound(`no stream ${JSON.stringify(name)} is live; a stream appears when a client first uses it`);
+    return c.json({ ...(s ? streamStats(s) : { stream: name }), feeds: rule?.feeds ?? [] });
   });
 
   app.post(`${PREFIX}*`, async (c) => {

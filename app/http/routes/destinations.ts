@@ -1,0 +1,68 @@
+import type { Context, Hono } from "hono";
+import { badRequest, notFound } from "../../core/errors.ts";
+import { destinationView } from "../../relay/destinations.ts";
+import { parseRule } from "../../relay/rule.ts";
+import { requireAdmin } from "../admin.ts";
+import type { HttpDeps, HttpEnv } from "../deps.ts";
+
+const PREFIX = "/api/destinations/";
+
+async function jsonBody(c: Context<HttpEnv>): Promise<unknown> {
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw badRequest(`the body is not JSON: ${JSON.stringify(text.slice(0, 80))}; send a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}`);
+  }
+}
+
+/** The id in /api/destinations/{id}[/reconnect] (ids may hold "/"). */
+function idFromPath(c: Context<HttpEnv>, suffix = ""): string {
+  const path = new URL(c.req.url).pathname;
+  return decodeURIComponent(path.slice(PREFIX.length, suffix ? path.length - suffix.length : undefined));
+}
+
+/**
+ * Binds practable's destination API: POST/PUT/UPDATE /api/destinations,
+ * GET/DELETE /api/destinations/all, GET/DELETE /api/destinations/{id}; plus
+ * POST /api/destinations/{id}/reconnect. Responses carry the rule (token
+ * redacted) and its live status.
+ */
+export function bindDestinationRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  const admin = requireAdmin(deps);
+  app.use("/api/destinations", admin);
+  app.use(`${PREFIX}*`, admin);
+
+  const upsert = async (c: Context<HttpEnv>) => {
+    const rule = parseRule(await jsonBody(c), deps.recordsDir);
+    const d = await deps.destinations.upsert(rule);
+    return c.json(destinationView(d));
+  };
+  app.on(["POST", "PUT", "UPDATE"], "/api/destinations", upsert);
+
+  app.get(`${PREFIX}all`, (c) => c.json(Object.fromEntries(deps.destinations.list().map((d) => [d.rule.id, destinationView(d)]))));
+  app.delete(`${PREFIX}all`, async (c) => {
+    const ids = deps.destinations.list().map((d) => d.rule.id);
+    await deps.destinations.removeAll();
+    return c.json({ deleted: ids });
+  });
+  app.post(`${PREFIX}*`, (c) => {
+    if (!c.req.path.endsWith("/reconnect")) throw notFound(`no route POST ${c.req.path}; add a rule with POST /api/destinations`);
+    const id = idFromPath(c, "/reconnect");
+    const d = deps.destinations.get(id);
+    if (!d) throw notFound(`no destination ${JSON.stringify(id)}`);
+    d.reconnect();
+    return c.json(destinationView(d));
+  });
+  app.get(`${PREFIX}*`, (c) => {
+    const id = idFromPath(c);
+    const d = deps.destinations.get(id);
+    if (!d) throw notFound(`no destination ${JSON.stringify(id)}; GET /api/destinations/all lists them`);
+    return c.json(destinationView(d));
+  });
+  app.delete(`${PREFIX}*`, async (c) => {
+    const id = idFromPath(c);
+    await deps.destinations.remove(id);
+    return c.json(id);
+  });
+}

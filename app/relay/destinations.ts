@@ -1,0 +1,112 @@
+import type { Database } from "bun:sqlite";
+import type { Logger } from "../core/logger.ts";
+import type { Message } from "../core/message.ts";
+import type { Hub } from "../hub/hub.ts";
+import { WebSocketDestination, type Destination } from "./destination.ts";
+import { Recorder } from "./recorder.ts";
+import { publicRule, type DestinationRule } from "./rule.ts";
+import { DEFAULT_BACKOFF, type Backoff } from "./status.ts";
+import { WebhookDestination } from "./webhook.ts";
+
+/** What the destinations need: the settings database, the hub, limits. */
+export interface DestinationsOptions {
+  db: Database;
+  hub: Hub;
+  logger: Logger;
+  bufferLimit: () => number;
+  recordMaxBytes: () => number;
+  backoff?: Backoff;
+}
+
+/**
+ * The destination rules: kept in the settings store (so they come back after a
+ * restart), each running as a connection out, each fed by a hub sink with the
+ * messages of its stream.
+ */
+export class Destinations {
+  private readonly running = new Map<string, Destination>();
+  private readonly byStream = new Map<string, Destination[]>();
+
+  constructor(private readonly opts: DestinationsOptions) {}
+
+  /** Starts every stored rule. */
+  load(): void {
+    for (const row of this.opts.db.query<{ rule: string }, []>("SELECT rule FROM destinations ORDER BY id").all()) {
+      this.start(JSON.parse(row.rule) as DestinationRule);
+    }
+  }
+
+  /**
+   * Adds or replaces a rule. A rule equal to the running one is left running
+   * (re-posting from a boot script is harmless); a changed one is closed (1000)
+   * and started anew.
+   */
+  async upsert(rule: DestinationRule): Promise<Destination> {
+    const existing = this.running.get(rule.id);
+    if (existing && JSON.stringify(existing.rule) === JSON.stringify(rule)) return existing;
+    this.opts.db.run("INSERT INTO destinations (id, rule) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET rule = excluded.rule, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [rule.id, JSON.stringify(rule)]);
+    if (existing) await this.halt(existing);
+    return this.start(rule);
+  }
+
+  /** Removes a rule and closes its connection; false when there was none. */
+  async remove(id: string): Promise<boolean> {
+    this.opts.db.run("DELETE FROM destinations WHERE id = ?", [id]);
+    const d = this.running.get(id);
+    if (!d) return false;
+    await this.halt(d);
+    return true;
+  }
+
+  async removeAll(): Promise<void> {
+    for (const id of [...this.running.keys()]) await this.remove(id);
+    this.opts.db.run("DELETE FROM destinations");
+  }
+
+  get(id: string): Destination | undefined {
+    return this.running.get(id);
+  }
+
+  list(): Destination[] {
+    return [...this.running.values()].sort((a, b) => a.rule.id.localeCompare(b.rule.id, "en", { numeric: true }));
+  }
+
+  /** The hub sink: hands a message to every destination of its stream. */
+  deliver(m: Message): void {
+    const ds = this.byStream.get(m.stream);
+    if (ds) for (const d of ds) d.send(m);
+  }
+
+  /** Stops every connection (at shutdown); the rules stay stored. */
+  async stop(): Promise<void> {
+    await Promise.all([...this.running.values()].map((d) => this.halt(d)));
+  }
+
+  private start(rule: DestinationRule): Destination {
+    const deps = {
+      hub: this.opts.hub,
+      logger: this.opts.logger,
+      backoff: this.opts.backoff ?? DEFAULT_BACKOFF,
+      bufferLimit: this.opts.bufferLimit,
+      recorder: rule.file ? new Recorder(rule.file, this.opts.recordMaxBytes) : null,
+    };
+    const d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);
+    this.running.set(rule.id, d);
+    this.byStream.set(rule.stream, [...(this.byStream.get(rule.stream) ?? []), d]);
+    this.opts.logger.info("destination added", { id: rule.id, stream: rule.stream, kind: rule.kind, destination: rule.destination });
+    return d;
+  }
+
+  private async halt(d: Destination): Promise<void> {
+    this.running.delete(d.rule.id);
+    const left = (this.byStream.get(d.rule.stream) ?? []).filter((x) => x !== d);
+    if (left.length > 0) this.byStream.set(d.rule.stream, left);
+    else this.byStream.delete(d.rule.stream);
+    await d.stop();
+  }
+}
+
+/** A destination as the API shows it: practable's rule fields (token redacted) and its status. */
+export function destinationView(d: Destination) {
+  return { ...publicRule(d.rule), status: d.status.toJSON() };
+}

@@ -1,0 +1,79 @@
+import { isAbsolute, relative, resolve } from "node:path";
+import { badRequest } from "../core/errors.ts";
+import { streamNameProblem } from "../core/stream-name.ts";
+
+/** How a destination sends: a websocket relay session (practable) or HTTP POSTs (webhook). */
+export const DESTINATION_KINDS = ["websocket", "webhook"] as const;
+export type DestinationKind = (typeof DESTINATION_KINDS)[number];
+
+/** A destination rule: practable's fields (id, stream, destination, token, file) plus ours. */
+export interface DestinationRule {
+  id: string;
+  stream: string;
+  destination: string;
+  token: string;
+  file: string;
+  kind: DestinationKind;
+  /** Webhook: most messages per POST (1: the body is the message itself). */
+  batch: number;
+}
+
+const ID = /^[a-zA-Z0-9\-/]+$/;
+const FIELDS = ["id", "stream", "destination", "token", "file", "kind", "batch"];
+
+/** What a rule's token looks like in any response: never the token itself. */
+export const REDACTED = "<redacted>";
+
+/**
+ * Validates a posted rule. Trims a leading "/" from `stream` (as practable does);
+ * `file` must stay inside `recordsDir`. Throws a 400 AppError naming every bad
+ * field and what it allows.
+ */
+export function parseRule(body: unknown, recordsDir: string): DestinationRule {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw badRequest('the body must be a JSON object like {"id":"0","stream":"spin30","destination":"wss://relay.example.org/session/spin30","token":""}');
+  }
+  const b = body as Record<string, unknown>;
+  const errors: Record<string, string> = {};
+  for (const k of Object.keys(b)) if (!FIELDS.includes(k)) errors[k] = `unknown field; allowed: ${FIELDS.join(", ")}`;
+  const str = (k: string, fallback = "") => {
+    const v = b[k] ?? fallback;
+    if (typeof v !== "string") { errors[k] = "must be a string"; return ""; }
+    return v;
+  };
+  const id = str("id");
+  if (!ID.test(id)) errors.id = `${JSON.stringify(id)} is not valid; allowed: one or more of [a-zA-Z0-9-/]`;
+  const stream = str("stream").replace(/^\/+/, "");
+  const streamProblem = streamNameProblem(stream);
+  if (streamProblem && !errors.stream) errors.stream = streamProblem;
+  const kind = str("kind", "websocket") as DestinationKind;
+  if (!DESTINATION_KINDS.includes(kind)) errors.kind = `${JSON.stringify(kind)} is not valid; allowed: ${DESTINATION_KINDS.join(", ")}`;
+  const token = str("token");
+  const destination = str("destination");
+  let url: URL | null = null;
+  try { url = new URL(destination); } catch { /* reported below */ }
+  const scheme = url?.protocol.replace(/:$/, "");
+  if (!url) errors.destination = `${JSON.stringify(destination)} is not a URL`;
+  else if (kind === "webhook" && scheme !== "http" && scheme !== "https") errors.destination = "a webhook destination must be an http:// or https:// URL";
+  else if (kind === "websocket" && token === "" && scheme !== "ws" && scheme !== "wss") errors.destination = "without a token the destination is dialled directly, so it must be a ws:// or wss:// URL (with a token: the relay's http(s):// access URL)";
+  else if (kind === "websocket" && token !== "" && scheme !== "http" && scheme !== "https") errors.destination = "with a token the destination is the relay's access URL: http:// or https://";
+  const batchValue = b.batch ?? 1;
+  if (typeof batchValue !== "number" || !Number.isInteger(batchValue) || batchValue < 1 || batchValue > 10_000) errors.batch = "allowed: a whole number from 1 to 10000";
+  const fileText = str("file");
+  let file = "";
+  if (fileText !== "") {
+    const full = resolve(recordsDir, fileText);
+    const rel = relative(recordsDir, full);
+    if (rel.startsWith("..") || isAbsolute(rel)) errors.file = `must be a file name inside ${recordsDir} (relative names are taken from there)`;
+    else file = full;
+  }
+  if (Object.keys(errors).length > 0) {
+    throw badRequest(`invalid destination rule: ${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}`, { fields: errors });
+  }
+  return { id, stream, destination, token, file, kind, batch: batchValue as number };
+}
+
+/** The rule as responses show it: the token redacted. */
+export function publicRule(rule: DestinationRule) {
+  return { ...rule, token: rule.token ? REDACTED : "" };
+}
