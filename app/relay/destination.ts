@@ -67,9 +67,15 @@ export class WebSocketDestination implements Destination {
   async stop(): Promise<void> {
     this.stopped = true;
     this.status.set("stopped");
-    this.ws?.close(1000, "destination removed or replaced");
+    const ws = this.ws;
+    ws?.close(1000, "destination removed or replaced");
     this.pause.wake();
-    await this.loop;
+    // A remote that does not read never answers the close; cut it off after 2 s.
+    const closed = await Promise.race([this.loop.then(() => true), Bun.sleep(2000).then(() => false)]);
+    if (!closed) {
+      ws?.terminate();
+      await this.loop;
+    }
     await this.deps.recorder?.close();
   }
 

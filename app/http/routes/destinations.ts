@@ -23,7 +23,7 @@ function idFromPath(c: Context<HttpEnv>, suffix = ""): string {
 }
 
 /**
- * Binds practable's destination API: POST/PUT/UPDATE /api/destinations,
+ * Binds practable's destination API: POST/PUT /api/destinations,
  * GET/DELETE /api/destinations/all, GET/DELETE /api/destinations/{id}; plus
  * POST /api/destinations/{id}/reconnect. Responses carry the rule (token
  * redacted) and its live status.
@@ -38,7 +38,7 @@ export function bindDestinationRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void 
     const d = await deps.destinations.upsert(rule);
     return c.json(destinationView(d));
   };
-  app.on(["POST", "PUT", "UPDATE"], "/api/destinations", upsert);
+  app.on(["POST", "PUT"], "/api/destinations", upsert);
 
   app.get(`${PREFIX}all`, (c) => c.json(Object.fromEntries(deps.destinations.list().map((d) => [d.rule.id, destinationView(d)]))));
   app.delete(`${PREFIX}all`, async (c) => {

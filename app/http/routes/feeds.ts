@@ -12,7 +12,7 @@ import type { HttpDeps, HttpEnv } from "../deps.ts";
  */
 export function bindFeedRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const admin = requireAdmin(deps);
-  app.on(["POST", "PUT", "UPDATE"], "/api/streams", admin, async (c) => {
+  app.on(["POST", "PUT"], "/api/streams", admin, async (c) => {
     let body: unknown;
     try { body = JSON.parse(await c.req.text()); } catch { throw badRequest('the body is not JSON; send {"stream":"stream/x","feeds":["video0","audio0"]}'); }
     const rule = parseFeedRule(body);
