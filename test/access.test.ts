@@ -1,8 +1,11 @@
-import { afterEach, describe, expect, it } from "bun:test";
+import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { authorizeStream, AccessDenied, isLoopback } from "../app/auth/access.ts";
 import { signStreamToken, verifyStreamToken } from "../app/auth/stream-token.ts";
 import { connect } from "./support/client.ts";
 import { startTestServer, waitFor, type TestServer } from "./support/server.ts";
+
+// Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
+setDefaultTimeout(60_000);
 
 const SECRET = "test-secret";
 

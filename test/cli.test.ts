@@ -1,10 +1,13 @@
-import { afterAll, describe, expect, it } from "bun:test";
+import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { verifyStreamToken } from "../app/auth/stream-token.ts";
 import { SettingsStore } from "../app/config/store.ts";
 import { TOKEN_SECRET_NAME } from "../app/server.ts";
 import { connect } from "./support/client.ts";
 import { tempDir, waitFor } from "./support/server.ts";
+
+// Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
+setDefaultTimeout(60_000);
 
 const MAIN = join(import.meta.dir, "..", "app", "main.ts");
 const tmp = tempDir();

@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { afterEach, describe, expect, it } from "bun:test";
+import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { migrate } from "../app/config/migrate.ts";
 import { MIGRATIONS } from "../app/config/migrations/index.ts";
@@ -9,6 +9,9 @@ import { SETTINGS_FILE, SettingsStore } from "../app/config/store.ts";
 import { AppError, UsageError } from "../app/core/errors.ts";
 import { streamNameProblem } from "../app/core/stream-name.ts";
 import { tempDir } from "./support/server.ts";
+
+// Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
+setDefaultTimeout(60_000);
 
 describe("startup config", () => {
   it("takes flags over env over defaults, and says where each value came from", () => {

@@ -1,6 +1,9 @@
-import { afterEach, describe, expect, it } from "bun:test";
+import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { connect } from "./support/client.ts";
 import { startTestServer, waitFor, type TestServer } from "./support/server.ts";
+
+// Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
+setDefaultTimeout(60_000);
 
 /** Reads server-sent events from a fetch response body. */
 async function* sseEvents(res: Response) {

@@ -1,7 +1,10 @@
-import { afterEach, describe, expect, it } from "bun:test";
+import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { connect } from "./support/client.ts";
 import { RawWebSocket } from "./support/raw-socket.ts";
 import { startTestServer, type TestServer } from "./support/server.ts";
+
+// Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
+setDefaultTimeout(60_000);
 
 describe("limits and refusals", () => {
   let srv: TestServer;

@@ -1,7 +1,10 @@
-import { afterEach, describe, expect, it } from "bun:test";
+import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { join } from "node:path";
 import { connect } from "./support/client.ts";
 import { freeUdpPort, startTestServer, waitFor, type TestServer } from "./support/server.ts";
+
+// Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
+setDefaultTimeout(60_000);
 
 /** A small seeded generator, so a failing mix can be replayed. */
 function rng(seed: number) {
