@@ -52,10 +52,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
   const settings = () => store.settings;
   const hub = new Hub({ settings, clock, logger });
-  const recent = new RecentMessages(() => {
-    const s = store.settings;
-    return { perStreamMessages: s.recent_messages_per_stream, perStreamBytes: s.recent_bytes_per_stream, totalBytes: s.recent_total_bytes };
-  });
+  const recent = new RecentMessages(settings);
   hub.onMessage((m) => recent.add(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
   const destinations = new Destinations({

@@ -6,60 +6,26 @@
  *
  *   npm run bench -- hub [--quick] [--rounds N]
  */
-import { newTokenSecret, signStreamToken } from "../app/auth/stream-token.ts";
-import { SettingsStore } from "../app/config/store.ts";
-import { TOKEN_SECRET_NAME } from "../app/server.ts";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { signStreamToken } from "../app/auth/stream-token.ts";
 import { rssBytes, runClient, waitForOutput } from "./support/proc.ts";
+import { startSwitchyard } from "./support/switchyard-proc.ts";
 
 interface Result { delivered: number; expected: number; seconds: number; perSecond: number; p50ms: number; p99ms: number }
 
-const ROOT = join(import.meta.dir, "..");
 const CLIENT = join(import.meta.dir, "support", "fanout-client.ts");
 
-async function startSwitchyard() {
-  const dataDir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
-  const store = SettingsStore.open(dataDir);
-  // Same per-socket buffer as Bun's default (16 MiB) so both servers face the same limit.
-  store.update({ access: "token", backpressure_limit_bytes: 16 * 1024 * 1024 });
-  const token = await signStreamToken(store.secret(TOKEN_SECRET_NAME, newTokenSecret), { topic: "bench", scopes: ["read", "write"], ttlSeconds: 3600 });
-  store.close();
-  const proc = Bun.spawn([process.execPath, join(ROOT, "app", "main.ts"), "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0", "--log-level", "warn"],
-    { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  // With log level warn nothing is printed at start; find the port through /proc instead.
-  const port = await listeningPort(proc.pid);
-  return { proc, url: `ws://127.0.0.1:${port}/ws/bench?token=${token}`, cleanup: () => rmSync(dataDir, { recursive: true, force: true }) };
-}
-
-/** The TCP port a process listens on, from /proc/net/tcp (waits for it to appear). */
-async function listeningPort(pid: number): Promise<number> {
-  for (let i = 0; i < 300; i++) {
-    const inodes = new Set<string>();
-    try {
-      for (const fd of await Array.fromAsync(new Bun.Glob("*").scan({ cwd: `/proc/${pid}/fd`, onlyFiles: false }))) {
-        try {
-          const link = (await import("node:fs")).readlinkSync(`/proc/${pid}/fd/${fd}`);
-          const m = /^socket:\[(\d+)\]$/.exec(link);
-          if (m) inodes.add(m[1]!);
-        } catch { /* fd closed meanwhile */ }
-      }
-      const tcp = await Bun.file("/proc/net/tcp").text();
-      for (const line of tcp.split("\n").slice(1)) {
-        const f = line.trim().split(/\s+/);
-        if (f[3] === "0A" && inodes.has(f[9]!)) return parseInt(f[1]!.split(":")[1]!, 16);
-      }
-    } catch { /* not up yet */ }
-    await Bun.sleep(50);
-  }
-  throw new Error("switchyard did not start listening");
+/** Switchyard with access policy `token` and a token for every client; its backpressure limit set to Bun's default (16 MiB) so both servers face the same per-socket limit. */
+async function startHubUnderTest() {
+  const sy = await startSwitchyard({ access: "token", backpressure_limit_bytes: 16 * 1024 * 1024 });
+  const token = await signStreamToken(sy.secret, { topic: "bench", scopes: ["read", "write"], ttlSeconds: 3600 });
+  return { pid: sy.pid, url: `ws://127.0.0.1:${sy.port}/ws/bench?token=${token}`, stop: sy.stop };
 }
 
 async function startBare() {
   const proc = Bun.spawn([process.execPath, join(import.meta.dir, "support", "bare-pubsub.ts")], { stdout: "pipe", stderr: "inherit", stdin: "ignore" });
   const port = await waitForOutput(proc, /^(\d+)$/m);
-  return { proc, url: `ws://127.0.0.1:${port}/ws/bench`, cleanup: () => {} };
+  return { pid: proc.pid, url: `ws://127.0.0.1:${port}/ws/bench`, stop: async () => { proc.kill("SIGTERM"); await proc.exited; } };
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
@@ -74,10 +40,10 @@ export async function run(args: string[]) {
     : [{ subs: 10, messages: 100_000 }, { subs: 100, messages: 20_000 }, { subs: 1000, messages: 2_000 }];
   const bytes = 80;
 
-  const sy = await startSwitchyard();
+  const sy = await startHubUnderTest();
   const bare = await startBare();
   await Bun.sleep(500);
-  const idle = { switchyard: await rssBytes(sy.proc.pid), bare: await rssBytes(bare.proc.pid) };
+  const idle = { switchyard: await rssBytes(sy.pid), bare: await rssBytes(bare.pid) };
   console.log(`hub benchmark: ${bytes}-byte messages, one publisher, ${rounds} round(s) per scenario, best round kept; Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
   console.log(`idle RSS: switchyard ${mib(idle.switchyard)}, bare Bun.serve ${mib(idle.bare)}`);
 
@@ -103,16 +69,13 @@ export async function run(args: string[]) {
     for (const [name, target] of [["bare", bare], ["switchyard", sy]] as const) {
       paced[name] = await runClient<Result>(CLIENT, { url: target.url, subs: 100, messages: 6_000, bytes, rate: 2_000 });
     }
-    const busy = await rssBytes(sy.proc.pid);
+    const busy = await rssBytes(sy.pid);
     console.log("\n| subscribers x messages | switchyard delivered/s | bare delivered/s | ratio | switchyard p50 / p99 ms | bare p50 / p99 ms | lost |");
     console.log("|---|---|---|---|---|---|---|");
     for (const r of rows) console.log(r);
     console.log(`\npaced 100 subscribers x 2,000 msg/s: switchyard p50 ${paced.switchyard!.p50ms.toFixed(2)} ms, p99 ${paced.switchyard!.p99ms.toFixed(2)} ms; bare p50 ${paced.bare!.p50ms.toFixed(2)} ms, p99 ${paced.bare!.p99ms.toFixed(2)} ms`);
     console.log(`RSS: switchyard idle ${mib(idle.switchyard)}, after the runs ${mib(busy)}; bare idle ${mib(idle.bare)}`);
   } finally {
-    sy.proc.kill("SIGTERM");
-    bare.proc.kill("SIGTERM");
-    await Promise.all([sy.proc.exited, bare.proc.exited]);
-    sy.cleanup();
+    await Promise.all([sy.stop(), bare.stop()]);
   }
 }

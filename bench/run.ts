@@ -5,6 +5,7 @@
 const BENCHES: Record<string, string> = {
   hub: "./hub.ts",
   udp: "./udp.ts",
+  relay: "./relay.ts",
 };
 
 const name = process.argv[2];

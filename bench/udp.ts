@@ -7,13 +7,11 @@
  *
  *   npm run bench -- udp [--quick] [--rounds N]
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { countingSubscriber } from "./support/frame-counter.ts";
 import { rssBytes, runClient, waitForOutput } from "./support/proc.ts";
+import { startSwitchyard } from "./support/switchyard-proc.ts";
 
-const ROOT = join(import.meta.dir, "..");
 const SENDER = join(import.meta.dir, "support", "udp-sender.ts");
 
 interface Target {
@@ -32,25 +30,20 @@ async function freePort(): Promise<number> {
   return p;
 }
 
-async function startSwitchyard(): Promise<Target & { delivered(): number }> {
-  const dataDir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
+async function startListenerUnderTest(): Promise<Target & { delivered(): number }> {
   const udpPort = await freePort();
-  const proc = Bun.spawn([process.execPath, join(ROOT, "app", "main.ts"), "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-host", "127.0.0.1", "--udp-port", String(udpPort)],
-    { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
-  const httpPort = Number(await waitForOutput(proc, /http=http:\/\/127\.0\.0\.1:(\d+)/, "stderr"));
-  const subscriber = await countingSubscriber(httpPort, "/ws/bench");
+  const sy = await startSwitchyard({}, udpPort);
+  const subscriber = await countingSubscriber(sy.port, "/ws/bench");
   return {
-    name: "switchyard", port: udpPort, pid: proc.pid,
+    name: "switchyard", port: udpPort, pid: sy.pid,
     async count() {
-      const r = await (await fetch(`http://127.0.0.1:${httpPort}/api/ingest`)).json() as { udp: { listeners: { port: number; accepted: number }[] } };
+      const r = await (await fetch(`${sy.url}/api/ingest`)).json() as { udp: { listeners: { port: number; accepted: number }[] } };
       return r.udp.listeners.find((l) => l.port === udpPort)!.accepted;
     },
     delivered: () => subscriber.count(),
     async stop() {
       subscriber.close();
-      proc.kill("SIGTERM");
-      await proc.exited;
-      rmSync(dataDir, { recursive: true, force: true });
+      await sy.stop();
     },
   };
 }
@@ -92,7 +85,7 @@ export async function run(args: string[]) {
   const rates = quick ? [50_000, 100_000] : [25_000, 50_000, 100_000, 150_000, 200_000, 300_000];
   const seconds = quick ? 1 : 2;
   const flatCount = quick ? 200_000 : 1_000_000;
-  const sy = await startSwitchyard();
+  const sy = await startListenerUnderTest();
   const bare = await startBare();
   const rmem = (await Bun.file("/proc/sys/net/core/rmem_default").text()).trim();
   console.log(`udp benchmark: ~60-byte JSON datagrams, sender and receivers on one machine (${navigator.hardwareConcurrency} cores), ${rounds} round(s), net.core.rmem_default=${rmem}`);

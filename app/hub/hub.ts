@@ -159,7 +159,12 @@ export class Hub {
     this.totals.messagesIn++;
     this.totals.bytesIn += size;
     if (from) from.published++;
-    else s.otherPublishers.set(origin, msg.ts / 1000);
+    else if (origin !== s.lastOrigin || now - s.lastOriginAt > 1_000_000) {
+      // Publishers are counted over a minute: refreshing the same origin once a second is enough.
+      s.otherPublishers.set(origin, now / 1000);
+      s.lastOrigin = origin;
+      s.lastOriginAt = now;
+    }
 
     const feedReaders = this.feedReaders.size > 0 ? this.feedReaders.get(stream) ?? 0 : 0;
     const receivers = s.readers + feedReaders - (from?.subscribed ? 1 : 0);

@@ -1,10 +1,10 @@
 import type { Message } from "../core/message.ts";
 
-/** Limits of the recent-messages memory, read on every add so setting changes apply live. */
+/** Limits of the recent-messages memory (the settings' fields), read on every add so changes apply live. */
 export interface RecentLimits {
-  perStreamMessages: number;
-  perStreamBytes: number;
-  totalBytes: number;
+  recent_messages_per_stream: number;
+  recent_bytes_per_stream: number;
+  recent_total_bytes: number;
 }
 
 interface Ring {
@@ -35,7 +35,10 @@ export class RecentMessages {
 
   /** A hub sink: remembers `m`. */
   add(m: Message): void {
-    const { perStreamMessages, perStreamBytes, totalBytes } = this.limits();
+    const limits = this.limits();
+    const perStreamMessages = limits.recent_messages_per_stream;
+    const perStreamBytes = limits.recent_bytes_per_stream;
+    const totalBytes = limits.recent_total_bytes;
     if (perStreamMessages === 0) return;
     let ring = this.rings.get(m.stream);
     if (!ring) {

@@ -11,6 +11,9 @@ export class StreamState {
   wsPublishers = 0;
   /** Other origins (UDP, HTTP, relay) and when they last published, ms. */
   readonly otherPublishers = new Map<string, number>();
+  /** The origin last noted in otherPublishers, and when (µs). */
+  lastOrigin = "";
+  lastOriginAt = 0;
   messagesIn = 0;
   bytesIn = 0;
   messagesOut = 0;

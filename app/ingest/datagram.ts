@@ -43,7 +43,7 @@ export class DatagramDecoder {
     if (buf.byteLength === 0) return [reject("empty", "empty datagram")];
     if (r.format === "raw") return [this.onStream(r.stream!, buf)];
     if (!isUtf8(buf)) return [reject("bad_utf8", "datagram is not valid UTF-8")];
-    const text = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString("utf8");
+    const text = (Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)).toString("utf8");
     if (r.format === "text") return [this.onStream(r.stream!, text)];
     const lines = text.includes("\n") ? text.split("\n").filter((l) => l.trim() !== "") : [text];
     if (lines.length === 0) return [reject("empty", "datagram holds only blank lines")];

@@ -58,6 +58,9 @@ export class UdpListener {
   private readonly rateIn = new RateWindow();
   private readonly rateAccepted = new RateWindow();
   private receiveBufferBytes: number | null = null;
+  private lastPort = -1;
+  private lastAddress = "";
+  private lastOrigin = "";
 
   constructor(
     readonly host: string,
@@ -114,14 +117,20 @@ export class UdpListener {
     this.rateIn.add();
     try {
       const records = this.decoder.decode(buf, truncated);
-      let origin: string | undefined;
+      // The same sender again (the common case) reuses its origin string, which the hub can compare by identity.
+      if (port !== this.lastPort || address !== this.lastAddress) {
+        this.lastPort = port;
+        this.lastAddress = address;
+        this.lastOrigin = `udp:${address}:${port}`;
+      }
+      const origin = this.lastOrigin;
       for (const r of records) {
         if (!r.ok) {
           this.reject(r.reason, r.detail, address, port, buf.byteLength);
           continue;
         }
         try {
-          this.hub.publish(r.stream, r.data, (origin ??= `udp:${address}:${port}`));
+          this.hub.publish(r.stream, r.data, origin);
           this.accepted++;
           this.rateAccepted.add();
         } catch (err) {

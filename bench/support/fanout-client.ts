@@ -1,11 +1,12 @@
 /**
  * Load client for the hub benchmark, run as its own process: opens `subs`
  * subscribers and one publisher on a stream, sends `messages` messages of
- * `bytes` bytes (flat out, or at `rate` per second), and prints one JSON line:
+ * `bytes` bytes (flat out, or at `rate` per second) on `pubUrl` (default: the
+ * same URL), and prints one JSON line:
  * delivered, seconds, delivered per second, and publish-to-deliver latency
  * percentiles (publisher and subscribers share this process's clock).
  */
-const opts = JSON.parse(process.argv[2]!) as { url: string; subs: number; messages: number; bytes: number; rate?: number; timeoutMs?: number };
+const opts = JSON.parse(process.argv[2]!) as { url: string; pubUrl?: string; subs: number; messages: number; bytes: number; rate?: number; timeoutMs?: number };
 const { url, subs, messages, bytes } = opts;
 const sampleEvery = Math.max(1, Math.floor((subs * messages) / 200_000));
 const latencies: number[] = [];
@@ -15,8 +16,8 @@ const expected = subs * messages;
 let finish: () => void;
 const allIn = new Promise<void>((r) => (finish = r));
 
-async function open(): Promise<WebSocket> {
-  const ws = new WebSocket(url);
+async function open(target = url): Promise<WebSocket> {
+  const ws = new WebSocket(target);
   await new Promise<void>((resolve, reject) => {
     ws.onopen = () => resolve();
     ws.onclose = (e) => reject(new Error(`closed ${e.code} ${e.reason}`));
@@ -25,7 +26,7 @@ async function open(): Promise<WebSocket> {
 }
 
 for (let i = 0; i < subs; i += 50) {
-  const batch = await Promise.all(Array.from({ length: Math.min(50, subs - i) }, open));
+  const batch = await Promise.all(Array.from({ length: Math.min(50, subs - i) }, () => open()));
   for (const ws of batch) {
     let n = 0;
     ws.onmessage = (e) => {
@@ -39,7 +40,7 @@ for (let i = 0; i < subs; i += 50) {
     };
   }
 }
-const pub = await open();
+const pub = await open(opts.pubUrl ?? url);
 await Bun.sleep(300);
 const pad = "x".repeat(bytes);
 const t0 = performance.now();

@@ -1,0 +1,40 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { newTokenSecret } from "../../app/auth/stream-token.ts";
+import type { Settings } from "../../app/config/settings.ts";
+import { SettingsStore } from "../../app/config/store.ts";
+import { TOKEN_SECRET_NAME } from "../../app/server.ts";
+import { waitForOutput } from "./proc.ts";
+
+const MAIN = join(import.meta.dir, "..", "..", "app", "main.ts");
+
+/** A `switchyard serve` subprocess on a temp data dir, for benchmarks. */
+export interface SwitchyardProcess {
+  port: number;
+  url: string;
+  pid: number;
+  /** The stream-token signing secret of this instance. */
+  secret: string;
+  stop(): Promise<void>;
+}
+
+/** Starts `switchyard serve` with the given settings on 127.0.0.1 and a free port (UDP off unless `udpPort`). */
+export async function startSwitchyard(settings: Partial<Settings> = {}, udpPort = 0): Promise<SwitchyardProcess> {
+  const dataDir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
+  const store = SettingsStore.open(dataDir);
+  if (Object.keys(settings).length > 0) store.update(settings);
+  const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
+  store.close();
+  const proc = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-host", "127.0.0.1", "--udp-port", String(udpPort)],
+    { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
+  const port = Number(await waitForOutput(proc, /http=http:\/\/127\.0\.0\.1:(\d+)/, "stderr"));
+  return {
+    port, url: `http://127.0.0.1:${port}`, pid: proc.pid, secret,
+    async stop() {
+      proc.kill("SIGTERM");
+      await proc.exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
