@@ -56,6 +56,9 @@ describe("relay: destinations to a remote relay", () => {
     expect([...(got[1] as Uint8Array)]).toEqual([1, 2, 3]);
     const status = (await (await api(host, "/api/destinations/0")).json()).status;
     expect(status).toMatchObject({ state: "connected", connects: 1, messages_out: 2, bytes_out: 12, dropped: 0 });
+    const metrics = await (await api(host, "/metrics")).text();
+    expect(metrics).toContain('switchyard_destination_connected{id="0",stream="spin30"} 1');
+    expect(metrics).toContain('switchyard_destination_messages_out_total{id="0",stream="spin30"} 2');
   });
 
   it("passes messages both ways between two Switchyards, without echo", async () => {

@@ -1,12 +1,13 @@
 import type { Hono } from "hono";
 import type { Hub } from "../../hub/hub.ts";
 import type { UdpIngestSnapshot } from "../../ingest/udp.ts";
+import type { Destination } from "../../relay/destination.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
 /** Renders the hub's and UDP ingest's figures in Prometheus text format 0.0.4. */
-export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot): string {
+export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: Destination[] = []): string {
   const out: string[] = [];
   const metric = (name: string, type: "gauge" | "counter", help: string, samples: [string, number][]) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -43,11 +44,18 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot): string {
     ports.flatMap((l) => Object.entries(l.rejected_by_reason).map(([r, n]) => [`{port="${l.port}",reason="${r}"}`, n ?? 0] as [string, number])));
   perPort("switchyard_udp_errors_total", "counter", "UDP datagrams whose handling failed inside Switchyard (a bug).", (l) => l.errors);
   perPort("switchyard_udp_kernel_drops_total", "counter", "Datagrams the kernel dropped for this socket (receive buffer full), from /proc/net/udp.", (l) => l.kernel_drops);
+  const perDest = (name: string, type: "gauge" | "counter", help: string, pick: (d: Destination) => number) =>
+    metric(name, type, help, destinations.map((d) => [`{id="${escapeLabel(d.rule.id)}",stream="${escapeLabel(d.rule.stream)}"}`, pick(d)]));
+  perDest("switchyard_destination_connected", "gauge", "1 when a destination is connected (webhook: its last POST worked).", (d) => (d.status.state === "connected" ? 1 : 0));
+  perDest("switchyard_destination_connects_total", "counter", "Times a destination (re)connected.", (d) => d.status.connects);
+  perDest("switchyard_destination_messages_out_total", "counter", "Messages a destination sent.", (d) => d.status.messagesOut);
+  perDest("switchyard_destination_messages_in_total", "counter", "Messages a destination's remote sent back.", (d) => d.status.messagesIn);
+  perDest("switchyard_destination_dropped_total", "counter", "Messages a destination dropped (not connected, or its buffer full).", (d) => d.status.dropped);
   metric("process_resident_memory_bytes", "gauge", "Resident memory of the process.", [["", process.memoryUsage.rss()]]);
   return out.join("\n") + "\n";
 }
 
 /** Binds GET /metrics. */
 export function bindMetricsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
-  app.get("/metrics", (c) => c.body(renderMetrics(deps.hub, deps.udp.snapshot()), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }));
+  app.get("/metrics", (c) => c.body(renderMetrics(deps.hub, deps.udp.snapshot(), deps.destinations.list()), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }));
 }
