@@ -113,3 +113,23 @@ describe("websocket fan-out on /ws/{stream}", () => {
     expect((await missing.json()).error.message).toContain("nope");
   });
 });
+
+describe("message sinks", () => {
+  it("a failing sink costs neither the publisher its message nor the other sinks theirs", async () => {
+    const srv = await startTestServer();
+    try {
+      const seen: number[] = [];
+      srv.hub.onMessage(() => { throw new Error("sink bug"); });
+      srv.hub.onMessage((m) => seen.push(m.seq));
+      const sub = await connect(srv.wsUrl("s"));
+      const r = await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body: "x" });
+      expect(r.status).toBe(200);
+      expect(await sub.received(1)).toHaveLength(1);
+      expect(seen).toEqual([1]);
+      expect(srv.hub.totals.sinkErrors).toBe(1);
+      expect(srv.logs.some((l) => l.includes("message sink failed"))).toBe(true);
+    } finally {
+      await srv.close();
+    }
+  });
+});

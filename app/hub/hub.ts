@@ -46,6 +46,7 @@ export interface HubTotals {
   messagesOut: number;
   bytesOut: number;
   slowDisconnects: number;
+  sinkErrors: number;
 }
 
 type MessageSink = (m: Message) => void;
@@ -78,7 +79,7 @@ export class Hub {
   private readonly feeds = new Map<string, string[]>();
   /** How many clients of other streams read a stream as a feed. */
   private readonly feedReaders = new Map<string, number>();
-  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0 };
+  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0, sinkErrors: 0 };
 
   constructor(private readonly opts: HubOptions) {}
 
@@ -181,7 +182,15 @@ export class Hub {
       if (status === 0) this.checkBackpressure(true);
       else if (this.pressure && this.bytesSinceCheck >= this.checkEveryBytes) this.checkBackpressure(false);
     }
-    for (const sink of this.sinks) sink(msg);
+    for (const sink of this.sinks) {
+      try {
+        sink(msg);
+      } catch (err) {
+        // A failing sink is a bug; it must not cost the source its message or the other sinks theirs.
+        this.totals.sinkErrors++;
+        if (this.totals.sinkErrors <= 10 || this.totals.sinkErrors % 1000 === 0) this.opts.logger.error("message sink failed", { stream, error: err, count: this.totals.sinkErrors });
+      }
+    }
     return msg;
   }
 

@@ -83,18 +83,33 @@ export class Destinations {
   }
 
   private start(rule: DestinationRule): Destination {
+    let d: Destination | null = null;
+    const onRecordError = (message: string) => {
+      d?.status.fail(message);
+      this.opts.logger.error("destination record file failed", { id: rule.id, error: message });
+    };
     const deps = {
       hub: this.opts.hub,
       logger: this.opts.logger,
       backoff: this.opts.backoff ?? DEFAULT_BACKOFF,
       bufferLimit: this.opts.bufferLimit,
-      recorder: rule.file ? new Recorder(rule.file, this.opts.recordMaxBytes) : null,
+      recorder: rule.file ? this.openRecorder(rule, onRecordError) : null,
     };
-    const d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);
+    d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);
     this.running.set(rule.id, d);
     this.byStream.set(rule.stream, [...(this.byStream.get(rule.stream) ?? []), d]);
     this.opts.logger.info("destination added", { id: rule.id, stream: rule.stream, kind: rule.kind, destination: rule.destination });
     return d;
+  }
+
+  /** Opens a rule's record file; a failure is logged and the destination runs without it. */
+  private openRecorder(rule: DestinationRule, onError: (message: string) => void): Recorder | null {
+    try {
+      return new Recorder(rule.file, this.opts.recordMaxBytes, onError);
+    } catch (err) {
+      this.opts.logger.error("destination record file cannot be opened; recording is off for it", { id: rule.id, file: rule.file, error: err });
+      return null;
+    }
   }
 
   private async halt(d: Destination): Promise<void> {

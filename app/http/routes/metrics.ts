@@ -23,6 +23,7 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   metric("switchyard_messages_out_total", "counter", "Messages handed to subscribers.", [["", t.messagesOut]]);
   metric("switchyard_bytes_out_total", "counter", "Payload bytes handed to subscribers.", [["", t.bytesOut]]);
   metric("switchyard_slow_disconnects_total", "counter", "Subscribers disconnected for backpressure.", [["", t.slowDisconnects]]);
+  metric("switchyard_sink_errors_total", "counter", "Messages a sink (recent ring, destinations) failed on: a bug to report.", [["", t.sinkErrors]]);
   const streams = hub.listStreams();
   const per = (name: string, type: "gauge" | "counter", help: string, pick: (s: (typeof streams)[number]) => number) =>
     metric(name, type, help, streams.map((s) => [`{stream="${escapeLabel(s.name)}"}`, pick(s)]));

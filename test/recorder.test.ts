@@ -1,0 +1,41 @@
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Recorder } from "../app/relay/recorder.ts";
+import { tempDir } from "./support/server.ts";
+
+// Real files in a temp dir; the same default as the other test files.
+setDefaultTimeout(60_000);
+
+const msg = (seq: number, data: string | Uint8Array) => ({ stream: "s", ts: seq, seq, origin: "test", data, size: typeof data === "string" ? Buffer.byteLength(data) : data.byteLength });
+
+describe("destination record files", () => {
+  it("writes one message per line, binary as base64, and rotates to .1 .2 .3 at the size limit", async () => {
+    const tmp = tempDir();
+    const path = join(tmp.dir, "records", "spin30.log");
+    const rec = new Recorder(path, () => 20);
+    rec.write(msg(1, "0123456789")); // 11 bytes with the newline
+    rec.write(msg(2, new Uint8Array([255, 0, 1]))); // "/wAB\n": 5 bytes, 16 in all
+    rec.write(msg(3, "abcdefghij")); // would pass 20: rotate first
+    for (let i = 4; i <= 6; i++) rec.write(msg(i, `line-${i}-xxxxxx`)); // 16 bytes each: one file each
+    await rec.close();
+    expect(readFileSync(path, "utf8")).toBe("line-6-xxxxxx\n");
+    expect(readFileSync(`${path}.1`, "utf8")).toBe("line-5-xxxxxx\n");
+    expect(readFileSync(`${path}.2`, "utf8")).toBe("line-4-xxxxxx\n");
+    expect(readFileSync(`${path}.3`, "utf8")).toBe("abcdefghij\n");
+    tmp.remove();
+  });
+
+  it("appends to an existing file after a restart", async () => {
+    const tmp = tempDir();
+    const path = join(tmp.dir, "r.log");
+    const a = new Recorder(path, () => 1_000_000);
+    a.write(msg(1, "first"));
+    await a.close();
+    const b = new Recorder(path, () => 1_000_000);
+    b.write(msg(2, "second"));
+    await b.close();
+    expect(readFileSync(path, "utf8")).toBe("first\nsecond\n");
+    tmp.remove();
+  });
+});
