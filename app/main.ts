@@ -4,10 +4,11 @@ import { checkConfig } from "./cli/check-config.ts";
 import type { Command, CommandIO } from "./cli/command.ts";
 import { send } from "./cli/send.ts";
 import { serve } from "./cli/serve.ts";
+import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
 
-const COMMANDS: Command[] = [serve, send, token, version, checkConfig];
+const COMMANDS: Command[] = [serve, send, token, slack, version, checkConfig];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

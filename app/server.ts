@@ -15,6 +15,11 @@ import { FeedRules } from "./relay/feeds.ts";
 import { SESSION_PREFIX, SessionServer } from "./relay/session-server.ts";
 import type { Backoff } from "./relay/status.ts";
 import { join } from "node:path";
+import { hostname } from "node:os";
+import { AlertEngine } from "./alerts/engine.ts";
+import { SlackNotifier } from "./alerts/notifier.ts";
+import { slackWebhookUrl } from "./alerts/webhook-url.ts";
+import { VERSION } from "./version.ts";
 import { createHttpApp } from "./http/app.ts";
 
 /** What `startServer` needs. */
@@ -25,6 +30,10 @@ export interface ServerOptions {
   clock?: Clock;
   /** Reconnect timing of destinations (tests shorten it). */
   backoff?: Backoff;
+  /** Retry timing of Slack sends (tests shorten it). */
+  slackRetryMs?: number;
+  /** Free and total bytes of the data dir's file system (tests replace it). */
+  diskSpace?: () => { free: number; total: number };
 }
 
 /** A running Switchyard: its address, hub, and a graceful stop. */
@@ -35,6 +44,7 @@ export interface RunningServer {
   udp: UdpIngest;
   recent: RecentMessages;
   destinations: Destinations;
+  alerts: AlertEngine;
   /** The Hono app (for `app.request` in tests). */
   app: ReturnType<typeof createHttpApp>;
   server: Server<Connection>;
@@ -65,8 +75,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   feeds.load();
   const sessions = new SessionServer(secret, settings);
   const recordsDir = join(config.dataDir, "records");
+  const slackUrl = () => slackWebhookUrl(config.slackWebhookUrl, store);
+  const notifier = new SlackNotifier(() => slackUrl().url, logger, { baseDelayMs: opts.slackRetryMs });
+  const alerts = new AlertEngine({
+    hub, settings, udp: () => udp.snapshot(), destinations: () => destinations.list(), dataDir: config.dataDir,
+    host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace,
+  });
+  hub.onMessage((m) => alerts.onMessage(m));
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir });
+  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl });
   const wsDeps = { hub, settings, secret, logger };
   const boot = store.settings;
 
@@ -109,7 +126,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const ticker = setInterval(() => {
     hub.tick();
     udp.tick();
+    alerts.tick();
   }, 1000);
+  alerts.started();
   const port = server.port!;
   logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 
@@ -117,6 +136,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const stop = () =>
     (stopping ??= (async () => {
       clearInterval(ticker);
+      await alerts.stopping();
       udp.close();
       await destinations.stop();
       server.stop(false);
@@ -132,5 +152,5 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, app, server, stop };
+  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, alerts, app, server, stop };
 }

@@ -4,6 +4,7 @@ import { DEFAULT_SETTINGS, SETTING_FIELDS, type Settings } from "../config/setti
 import { resolveStartupConfig, startupOptionsHelp, startupParseOptions } from "../config/startup.ts";
 import { SETTINGS_FILE, SettingsStore } from "../config/store.ts";
 import { parseCommandArgs, type Command } from "./command.ts";
+import { redactWebhookUrl } from "../alerts/slack.ts";
 
 /** `switchyard check-config`: validates flags and environment, shows what `serve` would use. */
 export const checkConfig: Command = {
@@ -15,7 +16,11 @@ export const checkConfig: Command = {
     if (values.help) return io.out(this.usage + "\n"), 0;
     const { config, sources, warnings } = resolveStartupConfig(values, io.env);
     const lines = ["startup config:"];
-    for (const [k, v] of Object.entries(config)) lines.push(`  ${k.padEnd(10)} ${String(v).padEnd(30)} (${sources[k as keyof typeof sources]})`);
+    for (const [k, v] of Object.entries(config)) {
+      if (k === "slackWebhookUrl") continue;
+      lines.push(`  ${k.padEnd(10)} ${(typeof v === "object" ? JSON.stringify(v) : String(v)).padEnd(30)} (${sources[k as keyof typeof sources]})`);
+    }
+    if (config.slackWebhookUrl) lines.push(`  slack      ${redactWebhookUrl(config.slackWebhookUrl)} (env SWITCHYARD_SLACK_WEBHOOK_URL)`);
     let settings: Settings = DEFAULT_SETTINGS;
     const dbFile = join(config.dataDir, SETTINGS_FILE);
     if (existsSync(dbFile)) {

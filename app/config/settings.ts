@@ -33,6 +33,13 @@ export interface Settings {
   recent_total_bytes: number;
   relay_buffer_bytes: number;
   relay_record_max_bytes: number;
+  alert_destination_down_seconds: number;
+  alert_silent_streams: { pattern: string; seconds: number }[];
+  alert_udp_reject_percent: number;
+  alert_backpressure: boolean;
+  alert_disk_free_percent: number;
+  alert_lifecycle: boolean;
+  alert_cooldown_seconds: number;
 }
 
 interface FieldSpec {
@@ -69,6 +76,13 @@ export const DEFAULT_SETTINGS: Settings = {
   recent_total_bytes: 64 * 1024 * 1024,
   relay_buffer_bytes: 4 * 1024 * 1024,
   relay_record_max_bytes: 64 * 1024 * 1024,
+  alert_destination_down_seconds: 60,
+  alert_silent_streams: [],
+  alert_udp_reject_percent: 10,
+  alert_backpressure: true,
+  alert_disk_free_percent: 10,
+  alert_lifecycle: true,
+  alert_cooldown_seconds: 300,
 };
 
 /** What each setting means and allows. */
@@ -118,6 +132,25 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   recent_bytes_per_stream: { description: "payload bytes kept in memory per stream for recent messages", check: int(0, 256 * 1024 * 1024) },
   relay_buffer_bytes: { description: "bytes a destination may have waiting to go out; past that its messages are dropped (counted), so a stalled remote never stalls the hub", check: int(64 * 1024, 1024 ** 3) },
   relay_record_max_bytes: { description: "a destination's record file is rotated (to .1, .2, .3) when it reaches this size", check: int(1024, 64 * 1024 ** 3) },
+  alert_destination_down_seconds: { description: "alert when a destination has been disconnected this long, and again when it recovers (0: off)", check: int(0, 86_400) },
+  alert_silent_streams: {
+    description: "alert when a stream matching a pattern has said nothing for its seconds, e.g. [{\"pattern\":\"spin*\",\"seconds\":30}]",
+    check: (v) => {
+      if (!Array.isArray(v)) return "allowed: a list of {pattern, seconds}";
+      for (const r of v as { pattern?: unknown; seconds?: unknown }[]) {
+        if (typeof r !== "object" || r === null) return "allowed: a list of {pattern, seconds}";
+        const p = streamPatternProblem(r.pattern);
+        if (p) return p;
+        if (typeof r.seconds !== "number" || !Number.isInteger(r.seconds) || r.seconds < 1 || r.seconds > 86_400) return "seconds: allowed: a whole number from 1 to 86400";
+      }
+      return null;
+    },
+  },
+  alert_udp_reject_percent: { description: "alert when more than this percent of UDP records were rejected over the last minute (0: off)", check: int(0, 100) },
+  alert_backpressure: { description: "alert when subscribers lose messages or are disconnected for being too slow", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
+  alert_disk_free_percent: { description: "alert when the data dir's file system has less than this percent free (0: off)", check: int(0, 99) },
+  alert_lifecycle: { description: "tell Slack when Switchyard starts and stops", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
+  alert_cooldown_seconds: { description: "at most one message per alert rule and subject in this time; repeats are grouped", check: int(0, 86_400) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

@@ -13,6 +13,8 @@ export interface StartupConfig {
   /** Extra UDP listeners from --udp, besides those in the settings. */
   udp: UdpListenerSpec[];
   logLevel: LogLevel;
+  /** From SWITCHYARD_SLACK_WEBHOOK_URL only (never a flag: a flag shows in `ps`); overrides the stored URL. */
+  slackWebhookUrl: string | null;
 }
 
 /** Where a value came from, for `check-config`. */
@@ -135,6 +137,7 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
     }
   }
   config.dataDir = resolve(config.dataDir as string);
+  config.slackWebhookUrl = env.SWITCHYARD_SLACK_WEBHOOK_URL || null;
   const known = new Set([...OPTIONS.map((o) => o.env), ...OTHER_KNOWN_ENV]);
   const warnings = Object.keys(env)
     .filter((k) => k.startsWith("SWITCHYARD_") && !known.has(k))

@@ -69,6 +69,17 @@ export class SettingsStore {
     return this.db.query<{ value: string }, [string]>("SELECT value FROM secrets WHERE name = ?").get(name)!.value;
   }
 
+  /** The named secret, or null. */
+  getSecret(name: string): string | null {
+    return this.db.query<{ value: string }, [string]>("SELECT value FROM secrets WHERE name = ?").get(name)?.value ?? null;
+  }
+
+  /** Sets (or with null, removes) the named secret. */
+  setSecret(name: string, value: string | null): void {
+    if (value === null) this.db.run("DELETE FROM secrets WHERE name = ?", [name]);
+    else this.db.run("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", [name, value]);
+  }
+
   close(): void {
     this.db.close();
   }

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
 import { handleError, handleNotFound } from "./errors.ts";
+import { bindAlertRoutes } from "./routes/alerts.ts";
 import { bindDestinationRoutes } from "./routes/destinations.ts";
 import { bindEventRoutes } from "./routes/events.ts";
 import { bindFeedRoutes } from "./routes/feeds.ts";
@@ -19,6 +20,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindStreamRoutes(app, deps);
   bindDestinationRoutes(app, deps);
   bindSessionRoutes(app, deps);
+  bindAlertRoutes(app, deps);
   bindEventRoutes(app, deps);
   bindIngestRoutes(app, deps);
   app.onError(handleError(deps.logger));

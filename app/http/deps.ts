@@ -5,6 +5,7 @@ import type { Logger } from "../core/logger.ts";
 import type { Hub } from "../hub/hub.ts";
 import type { RecentMessages } from "../hub/recent.ts";
 import type { UdpIngest } from "../ingest/udp.ts";
+import type { AlertEngine } from "../alerts/engine.ts";
 import type { Destinations } from "../relay/destinations.ts";
 import type { FeedRules } from "../relay/feeds.ts";
 import type { SessionServer } from "../relay/session-server.ts";
@@ -25,6 +26,9 @@ export interface HttpDeps {
   sessions: SessionServer;
   /** Folder that destination record files must stay inside. */
   recordsDir: string;
+  alerts: AlertEngine;
+  /** The Slack webhook URL in force and where it came from. */
+  slackUrl: () => { url: string | null; source: "env" | "settings" | null };
 }
 
 /** What Hono's `c.env` holds when Bun serves the app. */

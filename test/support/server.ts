@@ -42,6 +42,8 @@ export interface TestStartup {
   dataDir?: string;
   /** Destination reconnect timing. */
   backoff?: Backoff;
+  /** As if SWITCHYARD_SLACK_WEBHOOK_URL were set. */
+  slackWebhookUrl?: string;
 }
 
 /** Starts a real Switchyard (Bun.serve, hub, settings store, UDP when asked) on 127.0.0.1 and free ports. */
@@ -52,7 +54,7 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
   const logs: string[] = [];
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
-    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug" },
+    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null },
     store, logger, backoff: startup.backoff,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");

@@ -1,0 +1,261 @@
+import { statfsSync } from "node:fs";
+import type { Settings } from "../config/settings.ts";
+import type { Logger } from "../core/logger.ts";
+import type { Message } from "../core/message.ts";
+import { compileStreamPatterns } from "../core/stream-pattern.ts";
+import type { Hub } from "../hub/hub.ts";
+import type { UdpIngestSnapshot } from "../ingest/udp.ts";
+import type { Destination } from "../relay/destination.ts";
+import { alertMessage, duration } from "./message.ts";
+import type { SlackNotifier } from "./notifier.ts";
+
+/** The alert rules. */
+export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "lifecycle";
+
+/** One entry of the alert history (GET /api/alerts). */
+export interface AlertRecord {
+  ts: string;
+  rule: AlertRule;
+  subject: string;
+  state: "firing" | "resolved" | "info";
+  text: string;
+  /** Sent to Slack (false: held back by the cooldown, or Slack not set up). */
+  sent: boolean;
+}
+
+const HISTORY = 200;
+
+/** What the rules look at, passed in. */
+export interface AlertInputs {
+  hub: Hub;
+  settings: () => Settings;
+  udp: () => UdpIngestSnapshot;
+  destinations: () => Destination[];
+  dataDir: string;
+  host: string;
+  version: string;
+  logger: Logger;
+  notifier: SlackNotifier;
+  now?: () => number;
+  /** Free and total bytes of the data dir's file system (tests replace it). */
+  diskSpace?: () => { free: number; total: number };
+}
+
+interface Active {
+  since: number;
+  sent: boolean;
+}
+
+/**
+ * Evaluates the alert rules once a second and tells Slack through the notifier:
+ * a condition fires once, and resolves once when it clears. Per rule and subject
+ * at most one message per cooldown; a condition that comes and goes within the
+ * cooldown is held back and counted, and the next message says how often.
+ */
+export class AlertEngine {
+  private readonly active = new Map<string, Active>();
+  private readonly lastSent = new Map<string, number>();
+  private readonly heldBack = new Map<string, number>();
+  private readonly history: AlertRecord[] = [];
+  private readonly downSince = new Map<string, number>();
+  private readonly lastSeen = new Map<string, number>();
+  private silentMatcher: { key: string; match: (s: string) => boolean } = { key: "", match: () => false };
+  private readonly udpWindow: { records: number; rejected: number }[] = [];
+  private readonly dropWindow: number[] = [];
+  private readonly now: () => number;
+
+  constructor(private readonly inputs: AlertInputs) {
+    this.now = inputs.now ?? Date.now;
+  }
+
+  /** Hub sink: notes when streams watched for silence last spoke. */
+  onMessage(m: Message): void {
+    const patterns = this.inputs.settings().alert_silent_streams;
+    if (patterns.length === 0) return;
+    const key = JSON.stringify(patterns);
+    if (this.silentMatcher.key !== key) this.silentMatcher = { key, match: compileStreamPatterns(patterns.map((p) => p.pattern)) };
+    if (this.silentMatcher.match(m.stream)) this.lastSeen.set(m.stream, this.now());
+  }
+
+  /** Evaluates every rule; call once a second. */
+  tick(): void {
+    const s = this.inputs.settings();
+    const now = this.now();
+    this.checkDestinations(s, now);
+    this.checkSilence(s, now);
+    this.checkUdp(s);
+    this.checkBackpressure(s);
+    this.checkDisk(s);
+  }
+
+  /** "Switchyard started" (with version and host). */
+  started(): void {
+    if (this.inputs.settings().alert_lifecycle) this.info("lifecycle", "started", `Switchyard ${this.inputs.version} started`);
+  }
+
+  /** "Switchyard stopping"; waits a little for Slack so the message gets out. */
+  async stopping(): Promise<void> {
+    if (!this.inputs.settings().alert_lifecycle) return;
+    this.info("lifecycle", "stopping", `Switchyard ${this.inputs.version} is stopping`);
+    await this.inputs.notifier.drain(3000);
+  }
+
+  /** History, newest first, and what is firing now. */
+  snapshot() {
+    return {
+      alerts: [...this.history].reverse(),
+      firing: [...this.active.entries()].map(([key, a]) => ({ rule: key.split("\u0000")[0], subject: key.split("\u0000")[1], since: new Date(a.since).toISOString() })),
+      slack: this.inputs.notifier.stats(),
+    };
+  }
+
+  private link(path: string): string | undefined {
+    const base = this.inputs.settings().public_url;
+    return base ? `${base.replace(/\/+$/, "")}${path}` : undefined;
+  }
+
+  private checkDestinations(s: Settings, now: number): void {
+    const limit = s.alert_destination_down_seconds * 1000;
+    const seen = new Set<string>();
+    for (const d of this.inputs.destinations()) {
+      const id = d.rule.id;
+      seen.add(id);
+      if (d.status.state === "connected" || d.status.state === "stopped") {
+        this.downSince.delete(id);
+        this.resolve("destination_down", id, `Destination ${id} is connected again (stream ${d.rule.stream})`, [], `/api/destinations/${id}`);
+        continue;
+      }
+      if (!this.downSince.has(id)) this.downSince.set(id, now);
+      const down = now - this.downSince.get(id)!;
+      if (limit > 0 && down >= limit) {
+        let where: string;
+        try { const u = new URL(d.rule.destination); where = `${u.host}${u.pathname}`; } catch { where = "?"; }
+        this.fire("destination_down", id, `Destination ${id} disconnected for ${duration(down)}`, [
+          `stream ${d.rule.stream} → ${where}`,
+          `state ${d.status.state}, ${d.status.dropped} messages dropped`,
+          ...(d.status.lastError ? [`last error: ${d.status.lastError}`] : []),
+        ], `/api/destinations/${id}`, now - down);
+      }
+    }
+    for (const id of this.downSince.keys()) if (!seen.has(id)) this.downSince.delete(id);
+  }
+
+  private checkSilence(s: Settings, now: number): void {
+    for (const [stream, last] of this.lastSeen) {
+      const rule = s.alert_silent_streams.find((r) => compileStreamPatterns([r.pattern])(stream));
+      if (!rule) {
+        this.lastSeen.delete(stream);
+        continue;
+      }
+      const quiet = now - last;
+      if (quiet > rule.seconds * 1000) {
+        this.fire("stream_silent", stream, `Stream ${stream} has been silent for ${duration(quiet)}`, [`it must speak every ${rule.seconds} s (pattern ${rule.pattern})`], `/api/streams/${stream}`, last);
+      } else {
+        this.resolve("stream_silent", stream, `Stream ${stream} is speaking again`, [], `/api/streams/${stream}`);
+      }
+    }
+  }
+
+  private checkUdp(s: Settings): void {
+    const t = this.inputs.udp().totals;
+    this.udpWindow.push({ records: t.accepted + t.rejected, rejected: t.rejected });
+    if (this.udpWindow.length > 61) this.udpWindow.shift();
+    if (s.alert_udp_reject_percent === 0 || this.udpWindow.length < 2) return;
+    const first = this.udpWindow[0]!, last = this.udpWindow[this.udpWindow.length - 1]!;
+    const records = last.records - first.records, rejected = last.rejected - first.rejected;
+    const pct = records > 0 ? (100 * rejected) / records : 0;
+    if (records >= 20 && pct > s.alert_udp_reject_percent) {
+      const reasons = new Map<string, number>();
+      for (const l of this.inputs.udp().listeners) for (const [r, n] of Object.entries(l.rejected_by_reason)) reasons.set(r, (reasons.get(r) ?? 0) + (n ?? 0));
+      const top = [...reasons].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([r, n]) => `${r} ${n}`).join(", ");
+      this.fire("udp_rejects", "udp", `${pct.toFixed(0)}% of UDP records rejected in the last minute`, [`${rejected} of ${records}; the limit is ${s.alert_udp_reject_percent}%`, `reasons since start: ${top}`], "/api/ingest");
+    } else if (pct <= s.alert_udp_reject_percent) {
+      this.resolve("udp_rejects", "udp", "UDP rejects are back under the limit", [`${pct.toFixed(1)}% over the last minute`], "/api/ingest");
+    }
+  }
+
+  private checkBackpressure(s: Settings): void {
+    const hub = this.inputs.hub;
+    let total = hub.totals.slowDisconnects;
+    for (const st of hub.listStreams()) total += st.dropped;
+    this.dropWindow.push(total);
+    if (this.dropWindow.length > 61) this.dropWindow.shift();
+    if (!s.alert_backpressure || this.dropWindow.length < 2) return;
+    const grew = Math.max(0, this.dropWindow[this.dropWindow.length - 1]! - this.dropWindow[0]!);
+    if (grew > 0) {
+      const worst = hub.listStreams().filter((x) => x.dropped > 0 || x.slowDisconnects > 0).sort((a, b) => b.dropped - a.dropped).slice(0, 3)
+        .map((x) => `${x.name}: ${x.dropped} dropped, ${x.slowDisconnects} disconnected`);
+      this.fire("backpressure", "subscribers", "Slow subscribers are losing messages", [`${grew} messages dropped or subscribers disconnected in the last minute`, ...worst], "/api/streams");
+    } else {
+      this.resolve("backpressure", "subscribers", "Subscribers are keeping up again", [], "/api/streams");
+    }
+  }
+
+  private checkDisk(s: Settings): void {
+    if (s.alert_disk_free_percent === 0) return;
+    let space: { free: number; total: number };
+    try {
+      if (this.inputs.diskSpace) space = this.inputs.diskSpace();
+      else {
+        const f = statfsSync(this.inputs.dataDir);
+        space = { free: f.bavail * f.bsize, total: f.blocks * f.bsize };
+      }
+    } catch {
+      return;
+    }
+    const pct = space.total > 0 ? (100 * space.free) / space.total : 100;
+    const gib = (b: number) => `${(b / 1024 ** 3).toFixed(1)} GiB`;
+    if (pct < s.alert_disk_free_percent) {
+      this.fire("disk_space", this.inputs.dataDir, `Disk space low: ${pct.toFixed(1)}% free`, [`${gib(space.free)} of ${gib(space.total)} free for ${this.inputs.dataDir}; the limit is ${s.alert_disk_free_percent}%`]);
+    } else if (pct >= s.alert_disk_free_percent + 1) {
+      this.resolve("disk_space", this.inputs.dataDir, "Disk space is back over the limit", [`${pct.toFixed(1)}% free`]);
+    }
+  }
+
+  private fire(rule: AlertRule, subject: string, headline: string, details: string[], path?: string, since = this.now()): void {
+    const key = `${rule}\u0000${subject}`;
+    if (this.active.has(key)) return;
+    const now = this.now();
+    const cooldown = this.inputs.settings().alert_cooldown_seconds * 1000;
+    const last = this.lastSent.get(key);
+    const held = this.heldBack.get(key) ?? 0;
+    let sent = false;
+    if (last === undefined || now - last >= cooldown) {
+      const extra = held > 0 ? [`(also fired ${held} time${held === 1 ? "" : "s"} since the last message, held back by the cooldown)`] : [];
+      sent = this.send(alertMessage({ headline, details: [...details, `since ${new Date(since).toISOString()}`, ...extra], host: this.inputs.host, link: path ? this.link(path) : undefined }));
+      if (sent) {
+        this.lastSent.set(key, now);
+        this.heldBack.delete(key);
+      }
+    } else {
+      this.heldBack.set(key, held + 1);
+    }
+    this.active.set(key, { since, sent });
+    this.record(rule, subject, "firing", headline, sent);
+  }
+
+  private resolve(rule: AlertRule, subject: string, headline: string, details: string[], path?: string): void {
+    const key = `${rule}\u0000${subject}`;
+    const a = this.active.get(key);
+    if (!a) return;
+    this.active.delete(key);
+    // Only an alert Slack heard about gets its all-clear.
+    const sent = a.sent && this.send(alertMessage({ headline: `Resolved: ${headline}`, details: [...details, `it began ${new Date(a.since).toISOString()}, ${duration(this.now() - a.since)} ago`], host: this.inputs.host, link: path ? this.link(path) : undefined }));
+    this.record(rule, subject, "resolved", headline, sent);
+  }
+
+  private info(rule: AlertRule, subject: string, headline: string): void {
+    const sent = this.send(alertMessage({ headline, details: [`pid ${process.pid}`], host: this.inputs.host }));
+    this.record(rule, subject, "info", headline, sent);
+  }
+
+  private send(message: ReturnType<typeof alertMessage>): boolean {
+    return this.inputs.notifier.enqueue(message);
+  }
+
+  private record(rule: AlertRule, subject: string, state: AlertRecord["state"], text: string, sent: boolean): void {
+    this.history.push({ ts: new Date(this.now()).toISOString(), rule, subject, state, text, sent });
+    if (this.history.length > HISTORY) this.history.shift();
+    this.inputs.logger.info("alert", { rule, subject, state, text, sent });
+  }
+}

@@ -1,0 +1,11 @@
+import type { SettingsStore } from "../config/store.ts";
+
+/** Name of the Slack webhook URL in the settings store's secrets (never listed with the settings). */
+export const SLACK_URL_SECRET = "slack_webhook_url";
+
+/** Where the Slack webhook URL comes from: SWITCHYARD_SLACK_WEBHOOK_URL wins over the stored one. */
+export function slackWebhookUrl(envUrl: string | null, store: SettingsStore): { url: string | null; source: "env" | "settings" | null } {
+  if (envUrl) return { url: envUrl, source: "env" };
+  const stored = store.getSecret(SLACK_URL_SECRET);
+  return stored ? { url: stored, source: "settings" } : { url: null, source: null };
+}

@@ -1,0 +1,47 @@
+import type { Hono } from "hono";
+import { alertMessage } from "../../alerts/message.ts";
+import { redactWebhookUrl, sendToSlack, webhookUrlProblem } from "../../alerts/slack.ts";
+import { SLACK_URL_SECRET } from "../../alerts/webhook-url.ts";
+import { badRequest } from "../../core/errors.ts";
+import { requireAdmin } from "../admin.ts";
+import type { HttpDeps, HttpEnv } from "../deps.ts";
+
+/**
+ * Binds GET /api/alerts (history, firing, Slack queue), GET/PUT /api/slack (the
+ * webhook URL, always redacted) and POST /api/slack/test (send now, show Slack's answer).
+ */
+export function bindAlertRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  const admin = requireAdmin(deps);
+  app.get("/api/alerts", admin, (c) => c.json(deps.alerts.snapshot()));
+
+  const slackView = () => {
+    const { url, source } = deps.slackUrl();
+    return { webhook_url: url ? redactWebhookUrl(url) : null, source };
+  };
+  app.get("/api/slack", admin, (c) => c.json(slackView()));
+  app.put("/api/slack", admin, async (c) => {
+    let body: { webhook_url?: unknown };
+    try { body = JSON.parse(await c.req.text()); } catch { throw badRequest('the body is not JSON; send {"webhook_url":"https://hooks.slack.com/services/…"} (or null to remove it)'); }
+    const url = body.webhook_url;
+    if (url !== null && typeof url !== "string") throw badRequest("webhook_url: allowed: a URL string, or null to remove it", { fields: { webhook_url: "must be a string or null" } });
+    if (typeof url === "string") {
+      const problem = webhookUrlProblem(url);
+      if (problem) throw badRequest(`webhook_url: ${problem}`, { fields: { webhook_url: problem } });
+    }
+    deps.store.setSecret(SLACK_URL_SECRET, url || null);
+    const view = slackView();
+    return c.json({ ...view, ...(view.source === "env" ? { note: "SWITCHYARD_SLACK_WEBHOOK_URL is set and wins over the stored URL" } : {}) });
+  });
+
+  app.post("/api/slack/test", admin, async (c) => {
+    const { url } = deps.slackUrl();
+    if (!url) throw badRequest("no Slack webhook URL is set; PUT /api/slack {\"webhook_url\": …} or set SWITCHYARD_SLACK_WEBHOOK_URL");
+    let text = "Test message from Switchyard: Slack alerts work.";
+    const raw = await c.req.text();
+    if (raw) {
+      try { const b = JSON.parse(raw) as { text?: unknown }; if (typeof b.text === "string" && b.text) text = b.text; } catch { throw badRequest('the body is not JSON; send {"text":"…"} or nothing'); }
+    }
+    const result = await sendToSlack(url, alertMessage({ headline: text, details: [], host: (await import("node:os")).hostname() }));
+    return c.json(result, result.ok ? 200 : 502);
+  });
+}
