@@ -34,6 +34,8 @@ export interface ServerOptions {
   slackRetryMs?: number;
   /** Free and total bytes of the data dir's file system (tests replace it). */
   diskSpace?: () => { free: number; total: number };
+  /** Seconds over which UDP rejects and drops are judged for alerts (tests shorten it). */
+  alertWindowTicks?: number;
 }
 
 /** A running Switchyard: its address, hub, and a graceful stop. */
@@ -79,7 +81,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const notifier = new SlackNotifier(() => slackUrl().url, logger, { baseDelayMs: opts.slackRetryMs });
   const alerts = new AlertEngine({
     hub, settings, udp: () => udp.snapshot(), destinations: () => destinations.list(), dataDir: config.dataDir,
-    host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace,
+    host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace, windowTicks: opts.alertWindowTicks,
   });
   hub.onMessage((m) => alerts.onMessage(m));
   const startedAt = Date.now();

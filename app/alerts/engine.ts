@@ -39,6 +39,8 @@ export interface AlertInputs {
   now?: () => number;
   /** Free and total bytes of the data dir's file system (tests replace it). */
   diskSpace?: () => { free: number; total: number };
+  /** Ticks (seconds) over which UDP rejects and backpressure drops are judged; 60 unless a test shortens it. */
+  windowTicks?: number;
 }
 
 interface Active {
@@ -66,6 +68,9 @@ export class AlertEngine {
 
   constructor(private readonly inputs: AlertInputs) {
     this.now = inputs.now ?? Date.now;
+    // Counting starts from zero, so what happens before the first tick is judged too.
+    this.udpWindow.push({ records: 0, rejected: 0 });
+    this.dropWindow.push(0);
   }
 
   /** Hub sink: notes when streams watched for silence last spoke. */
@@ -159,7 +164,7 @@ export class AlertEngine {
   private checkUdp(s: Settings): void {
     const t = this.inputs.udp().totals;
     this.udpWindow.push({ records: t.accepted + t.rejected, rejected: t.rejected });
-    if (this.udpWindow.length > 61) this.udpWindow.shift();
+    if (this.udpWindow.length > (this.inputs.windowTicks ?? 60) + 1) this.udpWindow.shift();
     if (s.alert_udp_reject_percent === 0 || this.udpWindow.length < 2) return;
     const first = this.udpWindow[0]!, last = this.udpWindow[this.udpWindow.length - 1]!;
     const records = last.records - first.records, rejected = last.rejected - first.rejected;
@@ -179,7 +184,7 @@ export class AlertEngine {
     let total = hub.totals.slowDisconnects;
     for (const st of hub.listStreams()) total += st.dropped;
     this.dropWindow.push(total);
-    if (this.dropWindow.length > 61) this.dropWindow.shift();
+    if (this.dropWindow.length > (this.inputs.windowTicks ?? 60) + 1) this.dropWindow.shift();
     if (!s.alert_backpressure || this.dropWindow.length < 2) return;
     const grew = Math.max(0, this.dropWindow[this.dropWindow.length - 1]! - this.dropWindow[0]!);
     if (grew > 0) {

@@ -44,6 +44,10 @@ export interface TestStartup {
   backoff?: Backoff;
   /** As if SWITCHYARD_SLACK_WEBHOOK_URL were set. */
   slackWebhookUrl?: string;
+  /** Alert timing and inputs that tests control. */
+  slackRetryMs?: number;
+  diskSpace?: () => { free: number; total: number };
+  alertWindowTicks?: number;
 }
 
 /** Starts a real Switchyard (Bun.serve, hub, settings store, UDP when asked) on 127.0.0.1 and free ports. */
@@ -55,7 +59,7 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
     config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null },
-    store, logger, backoff: startup.backoff,
+    store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
   return {
