@@ -20,6 +20,8 @@ import { AlertEngine } from "./alerts/engine.ts";
 import { SlackNotifier } from "./alerts/notifier.ts";
 import { slackWebhookUrl } from "./alerts/webhook-url.ts";
 import { VERSION } from "./version.ts";
+import { Spool } from "./log/spool.ts";
+import { compileStreamPatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
 
 /** What `startServer` needs. */
@@ -47,6 +49,7 @@ export interface RunningServer {
   recent: RecentMessages;
   destinations: Destinations;
   alerts: AlertEngine;
+  spool: Spool;
   /** The Hono app (for `app.request` in tests). */
   app: ReturnType<typeof createHttpApp>;
   server: Server<Connection>;
@@ -63,7 +66,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const clock = opts.clock ?? systemClock;
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
   const settings = () => store.settings;
-  const hub = new Hub({ settings, clock, logger });
+  const boot0 = store.settings;
+  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot0.log_segment_bytes, segmentSeconds: boot0.log_segment_seconds, fsyncMs: boot0.log_fsync_ms, logger });
+  logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length });
+  // Streams keep counting up from where the log left them, across restarts.
+  const hub = new Hub({ settings, clock, logger, lastSeq: (stream) => spool.lastSeq.get(stream) ?? 0 });
+  // The log comes first among the sinks: it is the system of record.
+  let excluded = { key: "", match: (_: string) => false };
+  hub.onMessage((m) => {
+    const patterns = store.settings.log_exclude;
+    if (patterns.length > 0) {
+      const key = patterns.join("\u0000");
+      if (excluded.key !== key) excluded = { key, match: compileStreamPatterns(patterns) };
+      if (excluded.match(m.stream)) return;
+    }
+    spool.append(m);
+  });
+  hub.onBeforeDelivery(() => spool.flush());
   const recent = new RecentMessages(settings);
   hub.onMessage((m) => recent.add(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
@@ -72,7 +91,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     bufferLimit: () => store.settings.relay_buffer_bytes,
     recordMaxBytes: () => store.settings.relay_record_max_bytes,
   });
-  hub.onMessage((m) => destinations.deliver(m));
+  hub.onDelivery((m) => destinations.deliver(m));
   const feeds = new FeedRules(store.db, hub);
   feeds.load();
   const sessions = new SessionServer(secret, settings);
@@ -85,7 +104,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   hub.onMessage((m) => alerts.onMessage(m));
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl });
+  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool });
   const wsDeps = { hub, settings, secret, logger };
   const boot = store.settings;
 
@@ -140,7 +159,6 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       clearInterval(ticker);
       await alerts.stopping();
       udp.close();
-      await destinations.stop();
       server.stop(false);
       const open = hub.allConnections();
       for (const c of open) {
@@ -151,8 +169,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const deadline = Date.now() + 2000;
       while (hub.connections > 0 && Date.now() < deadline) await Bun.sleep(20);
       await server.stop(true);
+      await destinations.stop();
+      spool.close();
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, alerts, app, server, stop };
+  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, alerts, spool, app, server, stop };
 }

@@ -40,6 +40,10 @@ export interface Settings {
   alert_disk_free_percent: number;
   alert_lifecycle: boolean;
   alert_cooldown_seconds: number;
+  log_exclude: string[];
+  log_fsync_ms: number;
+  log_segment_bytes: number;
+  log_segment_seconds: number;
 }
 
 interface FieldSpec {
@@ -83,6 +87,10 @@ export const DEFAULT_SETTINGS: Settings = {
   alert_disk_free_percent: 10,
   alert_lifecycle: true,
   alert_cooldown_seconds: 300,
+  log_exclude: [],
+  log_fsync_ms: 200,
+  log_segment_bytes: 64 * 1024 * 1024,
+  log_segment_seconds: 300,
 };
 
 /** What each setting means and allows. */
@@ -151,6 +159,13 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   alert_disk_free_percent: { description: "alert when the data dir's file system has less than this percent free (0: off)", check: int(0, 99) },
   alert_lifecycle: { description: "tell Slack when Switchyard starts and stops", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_cooldown_seconds: { description: "at most one message per alert rule and subject in this time; repeats are grouped", check: int(0, 86_400) },
+  log_exclude: {
+    description: "streams matching these patterns are not written to the durable log (* matches any run of characters)",
+    check: (v) => (Array.isArray(v) ? v.map(streamPatternProblem).find((p) => p !== null) ?? null : "allowed: a list of patterns, e.g. [\"debug/*\"]"),
+  },
+  log_fsync_ms: { description: "the spool is fsynced at least this often, bounding what a power cut can take (HTTP publishes wait for their own fsync)", check: int(10, 60_000) },
+  log_segment_bytes: { description: "a spool segment is sealed at this size", restart: true, check: int(1024 * 1024, 1024 ** 3) },
+  log_segment_seconds: { description: "a spool segment is sealed at this age", restart: true, check: int(1, 86_400) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

@@ -6,6 +6,7 @@ import type { Hub } from "../hub/hub.ts";
 import type { RecentMessages } from "../hub/recent.ts";
 import type { UdpIngest } from "../ingest/udp.ts";
 import type { AlertEngine } from "../alerts/engine.ts";
+import type { Spool } from "../log/spool.ts";
 import type { Destinations } from "../relay/destinations.ts";
 import type { FeedRules } from "../relay/feeds.ts";
 import type { SessionServer } from "../relay/session-server.ts";
@@ -29,6 +30,8 @@ export interface HttpDeps {
   alerts: AlertEngine;
   /** The Slack webhook URL in force and where it came from. */
   slackUrl: () => { url: string | null; source: "env" | "settings" | null };
+  /** The durable log's spool: an HTTP publish answers after its message is fsynced. */
+  spool: Spool;
 }
 
 /** What Hono's `c.env` holds when Bun serves the app. */

@@ -56,6 +56,11 @@ type EventListener = (e: StreamEvent) => void;
  * The hub: the streams registry, `publish` (the one path every message takes),
  * fan-out with a backpressure policy, lifecycle events and stats.
  *
+ * Delivery: `publish` records a message (sinks: the log's spool, the recent
+ * ring) at once; fan-out to subscribers and destinations happens at the end of
+ * the event-loop turn, after the spool has written the turn's batch, so nothing
+ * is seen that the log does not have.
+ *
  * Backpressure: fan-out uses native topics; the hub watches how many bytes it has
  * handed to them since its last check and, once that passes a quarter of the
  * limit while any publish reported backpressure, checks the buffered bytes of the
@@ -69,6 +74,11 @@ export class Hub {
   /** Last seq of streams that were removed, so a stream that comes back keeps counting up. */
   private readonly retiredSeq = new Map<string, number>();
   private readonly sinks: MessageSink[] = [];
+  private readonly deliverySinks: MessageSink[] = [];
+  private readonly beforeDelivery: (() => void)[] = [];
+  private outbox: Message[] = [];
+  private outboxFrom: (Connection | undefined)[] = [];
+  private deliveryScheduled = false;
   private readonly eventListeners: EventListener[] = [];
   private fanout: FanOut | null = null;
   private bytesSinceCheck = 0;
@@ -115,9 +125,19 @@ export class Hub {
     return this.connectionCount;
   }
 
-  /** Registers a sink that sees every accepted message, in order (log, destinations, stats). It must not block. */
+  /** Registers a sink that sees every accepted message, in order, as it is accepted (log, recent ring, alerts). It must not block. */
   onMessage(sink: MessageSink): void {
     this.sinks.push(sink);
+  }
+
+  /** Registers a sink that sees every message when it is delivered: after the turn's log write (destinations). */
+  onDelivery(sink: MessageSink): void {
+    this.deliverySinks.push(sink);
+  }
+
+  /** Registers a hook run at the end of each turn before delivery (the log writes its batch here). */
+  onBeforeDelivery(hook: () => void): void {
+    this.beforeDelivery.push(hook);
   }
 
   /** Registers a listener for streams appearing and disappearing. */
@@ -167,31 +187,75 @@ export class Hub {
       s.lastOriginAt = now;
     }
 
-    const feedReaders = this.feedReaders.size > 0 ? this.feedReaders.get(stream) ?? 0 : 0;
-    const receivers = s.readers + feedReaders - (from?.subscribed ? 1 : 0);
-    if (receivers > 0 && this.fanout) {
-      const status = this.fanout.publish(stream, data, from);
-      s.messagesOut += receivers;
-      s.bytesOut += receivers * size;
-      this.totals.messagesOut += receivers;
-      this.totals.bytesOut += receivers * size;
-      s.dirty = true;
-      if (feedReaders > 0) for (const [name] of this.feeds) { const r = this.streams.get(name); if (r) r.dirty = true; }
-      this.bytesSinceCheck += size + FRAME_OVERHEAD;
-      if (status <= 0) this.pressure = true;
-      if (status === 0) this.checkBackpressure(true);
-      else if (this.pressure && this.bytesSinceCheck >= this.checkEveryBytes) this.checkBackpressure(false);
+    this.runSinks(this.sinks, msg);
+    // Delivery (subscribers, destinations) waits for the end of the turn, after the log has written it:
+    // whatever anyone has seen is in the log, also after kill -9.
+    this.outbox.push(msg);
+    this.outboxFrom.push(from);
+    if (!this.deliveryScheduled) {
+      this.deliveryScheduled = true;
+      setImmediate(this.deliverAll);
     }
-    for (const sink of this.sinks) {
+    return msg;
+  }
+
+  /** Runs the before-delivery hooks (the log's write), then fans out this turn's messages in order. */
+  private readonly deliverAll = (): void => {
+    this.deliveryScheduled = false;
+    const messages = this.outbox;
+    const froms = this.outboxFrom;
+    if (messages.length === 0) return;
+    this.outbox = [];
+    this.outboxFrom = [];
+    for (const hook of this.beforeDelivery) {
+      try {
+        hook();
+      } catch (err) {
+        this.opts.logger.error("before-delivery hook failed", { error: err });
+      }
+    }
+    for (let i = 0; i < messages.length; i++) this.deliver(messages[i]!, froms[i]);
+  };
+
+  /** Delivers now what is waiting (tests and shutdown). */
+  flushDeliveries(): void {
+    this.deliverAll();
+  }
+
+  private deliver(msg: Message, from: Connection | undefined): void {
+    const s = this.streams.get(msg.stream);
+    if (s && this.fanout) {
+      const sender = from && from.ws?.readyState === 1 ? from : undefined;
+      const feedReaders = this.feedReaders.size > 0 ? this.feedReaders.get(msg.stream) ?? 0 : 0;
+      const receivers = s.readers + feedReaders - (sender?.subscribed ? 1 : 0);
+      if (receivers > 0) {
+        const size = msg.size;
+        const status = this.fanout.publish(msg.stream, msg.data, sender);
+        s.messagesOut += receivers;
+        s.bytesOut += receivers * size;
+        this.totals.messagesOut += receivers;
+        this.totals.bytesOut += receivers * size;
+        s.dirty = true;
+        if (feedReaders > 0) for (const [name] of this.feeds) { const r = this.streams.get(name); if (r) r.dirty = true; }
+        this.bytesSinceCheck += size + FRAME_OVERHEAD;
+        if (status <= 0) this.pressure = true;
+        if (status === 0) this.checkBackpressure(true);
+        else if (this.pressure && this.bytesSinceCheck >= this.checkEveryBytes) this.checkBackpressure(false);
+      }
+    }
+    this.runSinks(this.deliverySinks, msg);
+  }
+
+  private runSinks(sinks: MessageSink[], msg: Message): void {
+    for (const sink of sinks) {
       try {
         sink(msg);
       } catch (err) {
         // A failing sink is a bug; it must not cost the source its message or the other sinks theirs.
         this.totals.sinkErrors++;
-        if (this.totals.sinkErrors <= 10 || this.totals.sinkErrors % 1000 === 0) this.opts.logger.error("message sink failed", { stream, error: err, count: this.totals.sinkErrors });
+        if (this.totals.sinkErrors <= 10 || this.totals.sinkErrors % 1000 === 0) this.opts.logger.error("message sink failed", { stream: msg.stream, error: err, count: this.totals.sinkErrors });
       }
     }
-    return msg;
   }
 
   /**

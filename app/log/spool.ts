@@ -1,0 +1,209 @@
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "../core/logger.ts";
+import type { Message } from "../core/message.ts";
+import { decodeRecord, encodeRecordInto, recordBound } from "./record.ts";
+
+/** How the spool writes: segment size and age, and how often it fsyncs. */
+export interface SpoolOptions {
+  segmentBytes: number;
+  segmentSeconds: number;
+  fsyncMs: number;
+  logger: Logger;
+}
+
+/** What recovery found when the spool opened. */
+export interface RecoveryReport {
+  segments: number;
+  records: number;
+  /** Torn or corrupt tails cut off: never read as data. */
+  truncated: { file: string; offset: number; bytes: number; reason: string }[];
+}
+
+const SEGMENT = /^(\d{16})\.wal$/;
+
+/**
+ * The write-ahead spool: every accepted message is appended as a checksummed
+ * record. Appends are gathered and written once per event-loop turn (group
+ * commit), so the hub never waits for the disk; the file is fsynced every
+ * `fsyncMs`, and `durable()` resolves once everything appended so far is fsynced
+ * (what an HTTP publish waits for before its 2xx). Segments roll by size and age.
+ */
+export class Spool {
+  private fd: number;
+  private segment: string;
+  private segmentNumber: number;
+  private segmentSize: number;
+  private segmentOpenedAt = Date.now();
+  /** This turn's records, encoded back to back; grown when a turn needs more. */
+  private batch = Buffer.allocUnsafe(1024 * 1024);
+  private used = 0;
+  private flushScheduled = false;
+  private unsynced = false;
+  private syncing = false;
+  private waiters: (() => void)[] = [];
+  private readonly timer: ReturnType<typeof setInterval>;
+  private closed = false;
+  /** Records and bytes appended since open. */
+  readonly stats = { appended: 0, bytes: 0, writes: 0, fsyncs: 0, writeErrors: 0 };
+
+  private constructor(readonly dir: string, private readonly opts: SpoolOptions, readonly recovery: RecoveryReport, readonly lastSeq: Map<string, number>, lastNumber: number) {
+    this.segmentNumber = lastNumber + 1;
+    this.segment = this.path(this.segmentNumber);
+    this.fd = openSync(this.segment, "a");
+    this.segmentSize = 0;
+    this.timer = setInterval(() => this.sync(), Math.max(10, opts.fsyncMs));
+  }
+
+  /** Opens the spool in `dir`: recovers every segment (cutting off torn tails), then starts a new segment. */
+  static open(dir: string, opts: SpoolOptions): Spool {
+    mkdirSync(dir, { recursive: true });
+    const report: RecoveryReport = { segments: 0, records: 0, truncated: [] };
+    const lastSeq = new Map<string, number>();
+    let lastNumber = 0;
+    for (const file of Spool.segments(dir)) {
+      lastNumber = Number(SEGMENT.exec(file)![1]);
+      report.segments++;
+      const path = join(dir, file);
+      const buf = readFileSync(path);
+      let offset = 0;
+      while (offset < buf.length) {
+        const r = decodeRecord(buf, offset);
+        if (!r.ok) {
+          const fd = openSync(path, "r+");
+          ftruncateSync(fd, offset);
+          fdatasyncSync(fd);
+          closeSync(fd);
+          report.truncated.push({ file, offset, bytes: buf.length - offset, reason: r.reason });
+          opts.logger.warn("spool: cut off a torn or corrupt tail", { file, offset, bytes: buf.length - offset, reason: r.reason });
+          break;
+        }
+        report.records++;
+        const m = r.message;
+        if ((lastSeq.get(m.stream) ?? 0) < m.seq) lastSeq.set(m.stream, m.seq);
+        offset = r.next;
+      }
+    }
+    return new Spool(dir, opts, report, lastSeq, lastNumber);
+  }
+
+  /** The segment files of a spool folder, oldest first. */
+  static segments(dir: string): string[] {
+    return readdirSync(dir).filter((f) => SEGMENT.test(f)).sort();
+  }
+
+  /** Every message in a segment file, in order (stops at the first bad record). */
+  static *read(path: string): Generator<Message> {
+    const buf = readFileSync(path);
+    let offset = 0;
+    while (offset < buf.length) {
+      const r = decodeRecord(buf, offset);
+      if (!r.ok) return;
+      yield r.message;
+      offset = r.next;
+    }
+  }
+
+  /** The segment being written now. */
+  get current(): string {
+    return this.segment;
+  }
+
+  /** A hub sink: queues the message for this turn's write. Never blocks on disk. */
+  append(m: Message): void {
+    if (this.closed) return;
+    const bound = recordBound(m);
+    if (this.used + bound > this.batch.length) this.grow(this.used + bound);
+    this.used = encodeRecordInto(this.batch, this.used, m);
+    this.stats.appended++;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Resolves when every message appended so far is written and fsynced. */
+  durable(): Promise<void> {
+    return new Promise((resolve) => {
+      this.waiters.push(resolve);
+      this.flush();
+      this.sync();
+    });
+  }
+
+  /** Writes what is pending: one write for the whole batch. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.used === 0) return;
+    const batch = this.batch.subarray(0, this.used);
+    this.used = 0;
+    // After a flood turn, give back a grown buffer (once this write is done with it).
+    const shrink = this.batch.length > 8 * 1024 * 1024;
+    try {
+      let written = 0;
+      while (written < batch.length) written += writeSync(this.fd, batch, written);
+      this.stats.writes++;
+      this.stats.bytes += batch.length;
+      this.segmentSize += batch.length;
+      this.unsynced = true;
+    } catch (err) {
+      this.stats.writeErrors++;
+      this.opts.logger.error("spool write failed", { segment: this.segment, error: err });
+    }
+    if (shrink) this.batch = Buffer.allocUnsafe(1024 * 1024);
+    if (this.segmentSize >= this.opts.segmentBytes || (this.segmentSize > 0 && Date.now() - this.segmentOpenedAt >= this.opts.segmentSeconds * 1000)) this.roll();
+  }
+
+  /** Flushes, fsyncs and closes the spool. */
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    clearInterval(this.timer);
+    this.closed = true;
+    fdatasyncSync(this.fd);
+    closeSync(this.fd);
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Starts an fsync (off the event loop) if anything is unsynced; wakes durable() waiters after it. */
+  private sync(): void {
+    if (this.syncing || this.closed) return;
+    if (!this.unsynced) {
+      for (const w of this.waiters.splice(0)) w();
+      return;
+    }
+    const waiting = this.waiters.splice(0);
+    this.unsynced = false;
+    this.syncing = true;
+    fdatasync(this.fd, (err) => {
+      this.syncing = false;
+      this.stats.fsyncs++;
+      if (err) this.opts.logger.error("spool fsync failed", { segment: this.segment, error: err });
+      for (const w of waiting) w();
+      if (this.waiters.length > 0) this.sync();
+    });
+  }
+
+  /** Makes room for at least `bytes` in the batch buffer, keeping what is in it. */
+  private grow(bytes: number): void {
+    const next = Buffer.allocUnsafe(Math.max(bytes, this.batch.length * 2));
+    this.batch.copy(next, 0, 0, this.used);
+    this.batch = next;
+  }
+
+  /** Seals the current segment (fsynced) and starts the next. */
+  private roll(): void {
+    fdatasyncSync(this.fd);
+    closeSync(this.fd);
+    this.unsynced = false;
+    this.segmentNumber++;
+    this.segment = this.path(this.segmentNumber);
+    this.fd = openSync(this.segment, "a");
+    this.segmentSize = fstatSync(this.fd).size;
+    this.segmentOpenedAt = Date.now();
+  }
+
+  private path(n: number): string {
+    return join(this.dir, `${String(n).padStart(16, "0")}.wal`);
+  }
+}

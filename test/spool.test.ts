@@ -1,0 +1,160 @@
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { appendFileSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { silentLogger } from "../app/core/logger.ts";
+import type { Message } from "../app/core/message.ts";
+import { decodeRecord, encodeRecord } from "../app/log/record.ts";
+import { Spool } from "../app/log/spool.ts";
+import { connect } from "./support/client.ts";
+import { tempDir, waitFor } from "./support/server.ts";
+
+// Real files and subprocesses killed with SIGKILL: more than Bun's 5 s default.
+setDefaultTimeout(60_000);
+
+const MAIN = join(import.meta.dir, "..", "app", "main.ts");
+const msg = (stream: string, seq: number, data: string | Uint8Array, origin = "test"): Message =>
+  ({ stream, ts: 1_800_000_000_000_000 + seq, seq, origin, data, size: typeof data === "string" ? Buffer.byteLength(data) : data.byteLength });
+const OPTS = { segmentBytes: 64 * 1024 * 1024, segmentSeconds: 3600, fsyncMs: 50, logger: silentLogger };
+
+/** Every message in a spool folder, oldest first. */
+function readAll(dir: string): Message[] {
+  return Spool.segments(dir).flatMap((f) => [...Spool.read(join(dir, f))]);
+}
+
+describe("spool records", () => {
+  it("round-trips text and binary with their stream, origin, ts and seq", () => {
+    for (const m of [msg("lab/ü-1", 7, "héllo"), msg("s", 8, new Uint8Array([0, 255, 3]), "udp:10.0.0.1:5"), msg("s", 9, "")]) {
+      const r = decodeRecord(encodeRecord(m), 0);
+      expect(r.ok).toBe(true);
+      if (r.ok) expect(r.message).toEqual(typeof m.data === "string" ? m : { ...m, data: new Uint8Array(m.data as Uint8Array) });
+    }
+  });
+
+  it("tells a corrupt or cut record from data", () => {
+    const rec = encodeRecord(msg("s", 1, "payload"));
+    const flipped = Buffer.from(rec);
+    flipped[flipped.length - 2] = flipped[flipped.length - 2]! ^ 0xff;
+    expect(decodeRecord(flipped, 0)).toEqual({ ok: false, reason: "bad_crc" });
+    expect(decodeRecord(rec.subarray(0, rec.length - 1), 0)).toEqual({ ok: false, reason: "incomplete" });
+    const huge = Buffer.from(rec);
+    huge.writeUInt32LE(0xffffffff, 0);
+    expect(decodeRecord(huge, 0)).toEqual({ ok: false, reason: "bad_length" });
+  });
+});
+
+describe("the spool", () => {
+  it("writes a turn's appends in one write, keeps them in order, and reads them back", async () => {
+    const tmp = tempDir();
+    const spool = Spool.open(tmp.dir, OPTS);
+    for (let i = 1; i <= 1000; i++) spool.append(msg("s", i, `m${i}`));
+    await spool.durable();
+    expect(spool.stats.writes).toBe(1);
+    expect(spool.stats.fsyncs).toBeGreaterThanOrEqual(1);
+    spool.close();
+    expect(readAll(tmp.dir).map((m) => m.data)).toEqual(Array.from({ length: 1000 }, (_, i) => `m${i + 1}`));
+    tmp.remove();
+  });
+
+  it("rolls segments by size and remembers each stream's last seq", () => {
+    const tmp = tempDir();
+    const spool = Spool.open(tmp.dir, { ...OPTS, segmentBytes: 10_000 });
+    for (let i = 1; i <= 300; i++) {
+      spool.append(msg(i % 2 ? "odd" : "even", i, "x".repeat(100)));
+      if (i % 50 === 0) spool.flush();
+    }
+    spool.close();
+    expect(Spool.segments(tmp.dir).length).toBeGreaterThan(2);
+    const again = Spool.open(tmp.dir, OPTS);
+    expect(again.recovery).toMatchObject({ records: 300, truncated: [] });
+    expect(again.lastSeq.get("odd")).toBe(299);
+    expect(again.lastSeq.get("even")).toBe(300);
+    again.close();
+    tmp.remove();
+  });
+
+  it("cuts off a torn tail on recovery, reports it, and never reads it as data", () => {
+    const tmp = tempDir();
+    const spool = Spool.open(tmp.dir, OPTS);
+    for (let i = 1; i <= 10; i++) spool.append(msg("s", i, `m${i}`));
+    spool.close();
+    const file = join(tmp.dir, Spool.segments(tmp.dir)[0]!);
+    const good = statSync(file).size;
+    // A power cut mid-write: half of a record, then garbage.
+    const half = encodeRecord(msg("s", 11, "never acknowledged"));
+    appendFileSync(file, half.subarray(0, half.length - 5));
+    const recovered = Spool.open(tmp.dir, OPTS);
+    expect(recovered.recovery.truncated).toEqual([{ file: Spool.segments(tmp.dir)[0]!, offset: good, bytes: half.length - 5, reason: "incomplete" }]);
+    expect(statSync(file).size).toBe(good);
+    recovered.close();
+    expect(readAll(tmp.dir).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // A corrupt record (bit flip) in the middle: everything from it on is cut, and said so.
+    const bytes = readFileSync(file);
+    bytes[good - 3] = bytes[good - 3]! ^ 0x55;
+    writeFileSync(file, bytes);
+    const again = Spool.open(tmp.dir, OPTS);
+    expect(again.recovery.truncated[0]).toMatchObject({ reason: "bad_crc" });
+    again.close();
+    expect(readAll(tmp.dir).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    tmp.remove();
+  });
+});
+
+describe("durability against kill -9", () => {
+  async function serve(dir: string) {
+    const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
+    let log = "";
+    (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
+    await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log), "the server", 10_000);
+    return { p, port: Number(/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]), log: () => log };
+  }
+
+  it("keeps every HTTP-published message that got its 2xx, exactly once, and seq goes on after the restart", async () => {
+    const tmp = tempDir();
+    const a = await serve(tmp.dir);
+    const acked: string[] = [];
+    let stop = false;
+    const writers = [0, 1, 2].map(async (w) => {
+      for (let i = 0; !stop; i++) {
+        const body = `w${w}-${i}`;
+        try {
+          const r = await fetch(`http://127.0.0.1:${a.port}/api/streams/crash/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } });
+          if (r.status === 200) acked.push(body);
+        } catch { return; }
+      }
+    });
+    await waitFor(() => acked.length >= 300, "some acknowledged messages", 20_000);
+    a.p.kill("SIGKILL");
+    stop = true;
+    await Promise.all(writers);
+    await a.p.exited;
+    const logged = readAll(join(tmp.dir, "spool")).filter((m) => m.stream === "crash").map((m) => m.data as string);
+    for (const body of acked) expect(logged.filter((x) => x === body).length).toBe(1);
+    expect(new Set(logged).size).toBe(logged.length);
+    const maxSeq = Math.max(...readAll(join(tmp.dir, "spool")).filter((m) => m.stream === "crash").map((m) => m.seq));
+    const b = await serve(tmp.dir);
+    const r = await (await fetch(`http://127.0.0.1:${b.port}/api/streams/crash/messages`, { method: "POST", body: "after" })).json();
+    expect(r.seq).toBe(maxSeq + 1);
+    b.p.kill("SIGTERM");
+    await b.p.exited;
+    tmp.remove();
+  });
+
+  it("has every websocket message a subscriber saw in the spool after kill -9", async () => {
+    const tmp = tempDir();
+    const a = await serve(tmp.dir);
+    const sub = await connect(`ws://127.0.0.1:${a.port}/ws/wscrash`);
+    const pub = await connect(`ws://127.0.0.1:${a.port}/ws/wscrash`);
+    for (let i = 0; i < 20_000; i++) {
+      pub.ws.send(`k${i}`);
+      if (i % 1000 === 999) await Bun.sleep(1);
+    }
+    await waitFor(() => sub.messages.length >= 5000, "the subscriber to see messages", 20_000);
+    a.p.kill("SIGKILL");
+    await a.p.exited;
+    const seen = [...sub.messages];
+    const logged = new Set(readAll(join(tmp.dir, "spool")).map((m) => m.data as string));
+    const missing = seen.filter((m) => !logged.has(m as string));
+    expect(missing).toEqual([]);
+    tmp.remove();
+  });
+});
