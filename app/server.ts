@@ -67,7 +67,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
   const settings = () => store.settings;
   const boot0 = store.settings;
-  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot0.log_segment_bytes, segmentSeconds: boot0.log_segment_seconds, fsyncMs: boot0.log_fsync_ms, logger });
+  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot0.log_segment_bytes, segmentSeconds: boot0.log_segment_seconds, fsyncMs: boot0.log_fsync_ms, logger,
+    retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }) });
+  spool.enforceRetention();
   logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length });
   // Streams keep counting up from where the log left them, across restarts.
   const hub = new Hub({ settings, clock, logger, lastSeq: (stream) => spool.lastSeq.get(stream) ?? 0 });

@@ -158,3 +158,30 @@ describe("durability against kill -9", () => {
     tmp.remove();
   });
 });
+
+describe("spool retention", () => {
+  it("removes sealed segments oldest first past the size or age limit, never the one being written", async () => {
+    const tmp = tempDir();
+    const limits = { days: 0, bytes: 0 };
+    const spool = Spool.open(tmp.dir, { ...OPTS, segmentBytes: 2000, retention: () => limits });
+    for (let i = 1; i <= 100; i++) {
+      spool.append(msg("s", i, "x".repeat(100)));
+      spool.flush();
+    }
+    const before = Spool.segments(tmp.dir);
+    expect(before.length).toBeGreaterThan(4);
+    limits.bytes = 5000;
+    const removed = spool.enforceRetention();
+    const after = Spool.segments(tmp.dir);
+    expect(removed.length).toBeGreaterThan(0);
+    expect(after).toEqual(before.slice(removed.length));
+    expect(after).toContain(spool.current.split("/").pop()!);
+    // Every sealed segment is "older than 1 day" a day and a minute from now; the current one stays.
+    limits.bytes = 0;
+    limits.days = 1;
+    spool.enforceRetention(Date.now() + 86_460_000);
+    expect(Spool.segments(tmp.dir)).toEqual([spool.current.split("/").pop()!]);
+    spool.close();
+    tmp.remove();
+  });
+});

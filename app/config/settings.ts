@@ -44,6 +44,8 @@ export interface Settings {
   log_fsync_ms: number;
   log_segment_bytes: number;
   log_segment_seconds: number;
+  log_retention_days: number;
+  log_retention_bytes: number;
 }
 
 interface FieldSpec {
@@ -91,6 +93,8 @@ export const DEFAULT_SETTINGS: Settings = {
   log_fsync_ms: 200,
   log_segment_bytes: 64 * 1024 * 1024,
   log_segment_seconds: 300,
+  log_retention_days: 30,
+  log_retention_bytes: 8 * 1024 ** 3,
 };
 
 /** What each setting means and allows. */
@@ -166,6 +170,8 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   log_fsync_ms: { description: "the spool is fsynced at least this often, bounding what a power cut can take (HTTP publishes wait for their own fsync)", check: int(10, 60_000) },
   log_segment_bytes: { description: "a spool segment is sealed at this size", restart: true, check: int(1024 * 1024, 1024 ** 3) },
   log_segment_seconds: { description: "a spool segment is sealed at this age", restart: true, check: int(1, 86_400) },
+  log_retention_days: { description: "sealed log data older than this is removed, oldest first (0: keep by age forever)", check: int(0, 36_500) },
+  log_retention_bytes: { description: "sealed log data beyond this total size is removed, oldest first (0: no size limit)", check: int(0, Number.MAX_SAFE_INTEGER) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

@@ -25,6 +25,9 @@ export interface StreamEvent {
 /** The system stream that carries StreamEvents to websocket clients. */
 export const STREAMS_EVENTS_STREAM = "$streams";
 
+/** Most messages waiting for the end of the turn before they are delivered at once. */
+const MAX_OUTBOX = 4096;
+
 /** Largest websocket frame header, added to payload size when bounding buffered bytes. */
 const FRAME_OVERHEAD = 14;
 
@@ -192,7 +195,10 @@ export class Hub {
     // whatever anyone has seen is in the log, also after kill -9.
     this.outbox.push(msg);
     this.outboxFrom.push(from);
-    if (!this.deliveryScheduled) {
+    // A flood can keep the event loop from reaching the end of its turn: deliver
+    // (and so let the log write) every few thousand messages, so memory stays bounded.
+    if (this.outbox.length >= MAX_OUTBOX) this.deliverAll();
+    else if (!this.deliveryScheduled) {
       this.deliveryScheduled = true;
       setImmediate(this.deliverAll);
     }

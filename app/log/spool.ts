@@ -1,4 +1,4 @@
-import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../core/logger.ts";
 import type { Message } from "../core/message.ts";
@@ -10,6 +10,8 @@ export interface SpoolOptions {
   segmentSeconds: number;
   fsyncMs: number;
   logger: Logger;
+  /** Retention of sealed segments, read at each roll so changes apply: days (0: no age limit) and total bytes (0: no size limit). */
+  retention?: () => { days: number; bytes: number };
 }
 
 /** What recovery found when the spool opened. */
@@ -116,6 +118,8 @@ export class Spool {
     if (this.used + bound > this.batch.length) this.grow(this.used + bound);
     this.used = encodeRecordInto(this.batch, this.used, m);
     this.stats.appended++;
+    // Within a long turn (a flood), write every 4 MiB rather than let the batch grow.
+    if (this.used >= 4 * 1024 * 1024) this.flush();
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
@@ -201,6 +205,31 @@ export class Spool {
     this.fd = openSync(this.segment, "a");
     this.segmentSize = fstatSync(this.fd).size;
     this.segmentOpenedAt = Date.now();
+    this.enforceRetention();
+  }
+
+  /**
+   * Removes sealed segments, oldest first, that are older than the retention age
+   * or beyond the retention size (the segment being written is never removed).
+   * Returns the files removed.
+   */
+  enforceRetention(now = Date.now()): string[] {
+    const limits = this.opts.retention?.();
+    if (!limits || (limits.days === 0 && limits.bytes === 0)) return [];
+    const sealed = Spool.segments(this.dir).map((f) => join(this.dir, f)).filter((p) => p !== this.segment)
+      .map((path) => { const st = statSync(path); return { path, size: st.size, mtime: st.mtimeMs }; });
+    let total = sealed.reduce((a, s) => a + s.size, 0) + this.segmentSize;
+    const removed: string[] = [];
+    for (const seg of sealed) {
+      const tooOld = limits.days > 0 && now - seg.mtime > limits.days * 86_400_000;
+      const tooBig = limits.bytes > 0 && total > limits.bytes;
+      if (!tooOld && !tooBig) break;
+      unlinkSync(seg.path);
+      total -= seg.size;
+      removed.push(seg.path);
+      this.opts.logger.warn("log retention removed a sealed spool segment", { file: seg.path, bytes: seg.size, reason: tooOld ? `older than ${limits.days} days` : `log over ${limits.bytes} bytes` });
+    }
+    return removed;
   }
 
   private path(n: number): string {
