@@ -6,6 +6,7 @@ const BENCHES: Record<string, string> = {
   hub: "./hub.ts",
   udp: "./udp.ts",
   relay: "./relay.ts",
+  log: "./log.ts",
 };
 
 const name = process.argv[2];
