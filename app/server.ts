@@ -113,8 +113,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const server: Server<Connection> = Bun.serve<Connection>({
     hostname: config.host,
     port: config.port,
-    // Bodies up to twice the message limit reach the route, which answers 413 with the limit.
-    maxRequestBodySize: Math.max(2 * boot.max_message_bytes, 1024 * 1024),
+    // Routes read bodies with their own limits (413 naming the limit, read in chunks); /ts/{stream}
+    // bodies are long-lived streams, so Bun's own cap is set out of the way.
+    maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     fetch(req, srv) {
       const url = new URL(req.url);
       if (url.pathname.startsWith(WS_PREFIX)) return upgradeStream(req, url, srv, wsDeps);

@@ -88,3 +88,43 @@ describe("limits and refusals", () => {
     expect(srv.hub.stream("idle")!.connections.size).toBe(1);
   }, 30_000);
 });
+
+describe("HTTP bodies", () => {
+  let srv: TestServer;
+  afterEach(async () => { await srv.close(); });
+
+  it("refuses a chunked publish past the limit without reading it whole", async () => {
+    srv = await startTestServer({ max_message_bytes: 1000 });
+    const body = new ReadableStream({
+      start(ctl) {
+        for (let i = 0; i < 5; i++) ctl.enqueue(new Uint8Array(600));
+        ctl.close();
+      },
+    });
+    const r = await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body, duplex: "half" } as RequestInit);
+    expect(r.status).toBe(413);
+    expect((await r.json()).error.message).toContain("limit of 1000 bytes");
+    expect(srv.hub.stream("s")).toBeUndefined();
+  });
+
+  it("publishes a long-lived POST /ts/{stream} body as binary messages (practable's mpegts route)", async () => {
+    srv = await startTestServer({ max_message_bytes: 1000 });
+    const sub = await connect(srv.wsUrl("video0"));
+    const parts = [new Uint8Array(300).fill(1), new Uint8Array(2500).fill(2), new Uint8Array(10).fill(3)];
+    const body = new ReadableStream({
+      async start(ctl) {
+        for (const p of parts) { ctl.enqueue(p); await Bun.sleep(30); }
+        ctl.close();
+      },
+    });
+    const r = await fetch(`${srv.url}/ts/video0`, { method: "POST", body, duplex: "half" } as RequestInit);
+    expect(r.status).toBe(200);
+    const res = await r.json();
+    expect(res).toMatchObject({ stream: "video0", bytes: 2810 });
+    const got = await sub.received(res.messages);
+    expect(got.every((m) => m instanceof Uint8Array && m.byteLength <= 1000)).toBe(true);
+    const joined = Buffer.concat(got as Uint8Array[]);
+    expect(joined.length).toBe(2810);
+    expect([joined[0], joined[300], joined[2809]]).toEqual([1, 2, 3]);
+  });
+});

@@ -6,6 +6,7 @@ import { bindDestinationRoutes } from "./routes/destinations.ts";
 import { bindEventRoutes } from "./routes/events.ts";
 import { bindFeedRoutes } from "./routes/feeds.ts";
 import { bindSessionRoutes } from "./routes/session.ts";
+import { bindTsRoutes } from "./routes/ts.ts";
 import { bindHealthRoutes } from "./routes/health.ts";
 import { bindIngestRoutes } from "./routes/ingest.ts";
 import { bindMetricsRoutes } from "./routes/metrics.ts";
@@ -20,6 +21,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindStreamRoutes(app, deps);
   bindDestinationRoutes(app, deps);
   bindSessionRoutes(app, deps);
+  bindTsRoutes(app, deps);
   bindAlertRoutes(app, deps);
   bindEventRoutes(app, deps);
   bindIngestRoutes(app, deps);

@@ -3,12 +3,13 @@ import { badRequest, notFound } from "../../core/errors.ts";
 import { destinationView } from "../../relay/destinations.ts";
 import { parseRule } from "../../relay/rule.ts";
 import { requireAdmin } from "../admin.ts";
+import { readJsonText } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const PREFIX = "/api/destinations/";
 
 async function jsonBody(c: Context<HttpEnv>): Promise<unknown> {
-  const text = await c.req.text();
+  const text = await readJsonText(c.req.raw);
   try {
     return JSON.parse(text);
   } catch {

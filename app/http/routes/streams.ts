@@ -1,5 +1,6 @@
 import type { Context, Hono } from "hono";
-import { AppError, badRequest, notFound, tooLarge } from "../../core/errors.ts";
+import { AppError, badRequest, notFound } from "../../core/errors.ts";
+import { readBodyCapped } from "../body.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
 import { streamStats } from "../../hub/stream-state.ts";
@@ -101,11 +102,7 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const problem = streamNameProblem(name);
     if (problem) throw badRequest(problem);
     await requireStreamGrant(c, deps, name, "write");
-    const limit = deps.store.settings.max_message_bytes;
-    const declared = Number(c.req.header("content-length") ?? "0");
-    if (declared > limit) throw tooLarge(`body of ${declared} bytes is larger than the limit of ${limit} bytes (setting max_message_bytes)`, { limit });
-    const body = new Uint8Array(await c.req.arrayBuffer());
-    if (body.byteLength > limit) throw tooLarge(`body of ${body.byteLength} bytes is larger than the limit of ${limit} bytes (setting max_message_bytes)`, { limit });
+    const body = await readBodyCapped(c.req.raw, deps.store.settings.max_message_bytes);
     let data: string | Uint8Array = body;
     if (isTextType(c.req.header("content-type"))) {
       try {
