@@ -86,7 +86,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   hub.onBeforeDelivery(() => spool.flush());
   const recent = new RecentMessages(settings);
-  hub.onMessage((m) => recent.add(m));
+  // Recent messages are "seen" (GET …/messages): they join at delivery, after the log has them.
+  hub.onDelivery((m) => recent.add(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
   const destinations = new Destinations({
     db: store.db, hub, logger, backoff: opts.backoff,
@@ -161,6 +162,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     (stopping ??= (async () => {
       clearInterval(ticker);
       await alerts.stopping();
+      alerts.close();
       udp.close();
       server.stop(false);
       const open = hub.allConnections();

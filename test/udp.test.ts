@@ -211,17 +211,18 @@ describe("recent messages: GET /api/streams/{name}/messages", () => {
   });
 
   it("bounds memory across streams, dropping the least recently written stream first", async () => {
-    srv = await startTestServer({ recent_total_bytes: 25 });
+    // Each 10-byte message counts 210 bytes (payload + 200 of overhead): two fit in 425.
+    srv = await startTestServer({ recent_total_bytes: 425 });
     await post("s1", "0123456789");
     await post("s2", "0123456789");
     await post("s1", "0123456789");
-    // 30 bytes > 25: s2, written least recently, goes.
+    // 630 bytes > 425: s2, written least recently, goes.
     expect((await fetch(`${srv.url}/api/streams/s2/messages`)).status).toBe(404);
     expect((await (await fetch(`${srv.url}/api/streams/s1/messages`)).json()).messages).toHaveLength(2);
     await post("s3", "0123456789");
     // Now s1 is the least recently written.
     expect((await fetch(`${srv.url}/api/streams/s1/messages`)).status).toBe(404);
     expect((await (await fetch(`${srv.url}/api/streams/s3/messages`)).json()).messages).toHaveLength(1);
-    expect(srv.recent.bytes).toBe(10);
+    expect(srv.recent.bytes).toBe(210);
   });
 });

@@ -105,6 +105,11 @@ export class AlertEngine {
     await this.inputs.notifier.drain(3000);
   }
 
+  /** Stops the notifier (after `stopping`): nothing more is sent, nothing keeps the process up. */
+  close(): void {
+    this.inputs.notifier.stop();
+  }
+
   /** History, newest first, and what is firing now. */
   snapshot() {
     return {
@@ -181,8 +186,7 @@ export class AlertEngine {
 
   private checkBackpressure(s: Settings): void {
     const hub = this.inputs.hub;
-    let total = hub.totals.slowDisconnects;
-    for (const st of hub.listStreams()) total += st.dropped;
+    const total = hub.totals.slowDisconnects + hub.droppedTotal();
     this.dropWindow.push(total);
     if (this.dropWindow.length > (this.inputs.windowTicks ?? 60) + 1) this.dropWindow.shift();
     if (!s.alert_backpressure || this.dropWindow.length < 2) return;
@@ -219,10 +223,19 @@ export class AlertEngine {
 
   private fire(rule: AlertRule, subject: string, headline: string, details: string[], path?: string, since = this.now()): void {
     const key = `${rule}\u0000${subject}`;
-    if (this.active.has(key)) return;
     const now = this.now();
     const cooldown = this.inputs.settings().alert_cooldown_seconds * 1000;
     const last = this.lastSent.get(key);
+    const current = this.active.get(key);
+    if (current) {
+      // Held back by the cooldown and still going on: once the cooldown is over, say so.
+      if (!current.sent && (last === undefined || now - last >= cooldown)) {
+        this.active.delete(key);
+        this.heldBack.set(key, Math.max(0, (this.heldBack.get(key) ?? 1) - 1));
+        this.fire(rule, subject, headline, details, path, current.since);
+      }
+      return;
+    }
     const held = this.heldBack.get(key) ?? 0;
     let sent = false;
     if (last === undefined || now - last >= cooldown) {

@@ -26,6 +26,8 @@ export class SlackNotifier {
   private readonly counts = { sent: 0, failed: 0, dropped: 0 };
   private lastError: string | null = null;
   private wake: (() => void) | null = null;
+  private stopped = false;
+  private readonly abort = new AbortController();
 
   constructor(
     private readonly url: () => string | null,
@@ -35,7 +37,7 @@ export class SlackNotifier {
 
   /** Queues a message; returns false (and counts a drop) when the queue is full or no URL is set. */
   enqueue(message: SlackMessage): boolean {
-    if (!this.url()) return false;
+    if (this.stopped || !this.url()) return false;
     if (this.queue.length >= MAX_QUEUED) {
       this.counts.dropped++;
       return false;
@@ -58,22 +60,33 @@ export class SlackNotifier {
     }
   }
 
+  /** Stops for good: drops what is queued (counted) and cancels a send in flight (at shutdown, after drain). */
+  stop(): void {
+    this.stopped = true;
+    this.counts.dropped += this.queue.length;
+    this.queue.length = 0;
+    this.abort.abort();
+    this.wake?.();
+  }
+
   private async pump(): Promise<void> {
     this.running = true;
     try {
-      while (this.queue.length > 0) {
+      while (this.queue.length > 0 && !this.stopped) {
         const message = this.queue[0]!;
         let result: SlackResult | null = null;
-        for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        for (let attempt = 0; attempt < MAX_ATTEMPTS && !this.stopped; attempt++) {
           const url = this.url();
           if (!url) break;
-          result = await sendToSlack(url, message, this.opts.timeoutMs);
+          result = await sendToSlack(url, message, this.opts.timeoutMs, this.abort.signal);
+          if (this.stopped) return;
           if (result.ok || result.reason === "bad_url" || result.reason === "not_found" || result.reason === "invalid_payload") break;
           await new Promise<void>((resolve) => {
-            this.wake = resolve;
-            setTimeout(resolve, Math.min(60_000, (this.opts.baseDelayMs ?? 1000) * 2 ** attempt));
+            const timer = setTimeout(resolve, Math.min(60_000, (this.opts.baseDelayMs ?? 1000) * 2 ** attempt));
+            this.wake = () => { clearTimeout(timer); resolve(); };
           });
           this.wake = null;
+          if (this.stopped) return;
         }
         this.queue.shift();
         if (result?.ok) this.counts.sent++;

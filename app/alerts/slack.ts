@@ -32,10 +32,15 @@ export function redactWebhookUrl(url: string): string {
  * every failure into a reason and a sentence (bad URL, 404 no_service, 400
  * invalid_payload, time-out, no network). Never throws; never puts the URL in a message.
  */
-export async function sendToSlack(url: string, message: SlackMessage, timeoutMs = 10_000): Promise<SlackResult> {
+export async function sendToSlack(url: string, message: SlackMessage, timeoutMs = 10_000, signal?: AbortSignal): Promise<SlackResult> {
   const problem = webhookUrlProblem(url);
   if (problem) return { ok: false, reason: "bad_url", message: problem };
-  const webhook = new IncomingWebhook(url, { timeout: timeoutMs });
+  // `signal` lets a shutdown cancel a send in flight; @slack/webhook takes a fetch of our own for that.
+  const fetchWithSignal: typeof fetch = Object.assign(
+    (input: string | URL | Request, init?: RequestInit) => fetch(input, { ...init, signal: signal && init?.signal ? AbortSignal.any([signal, init.signal]) : signal ?? init?.signal }),
+    { preconnect: fetch.preconnect },
+  );
+  const webhook = new IncomingWebhook(url, { timeout: timeoutMs, fetch: fetchWithSignal });
   try {
     const res = await webhook.send(message);
     return { ok: true, message: `Slack accepted the message (${JSON.stringify(res.text ?? "ok")})` };

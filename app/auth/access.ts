@@ -25,6 +25,18 @@ export function isLoopback(address: string): boolean {
   return a === "::1" || a.startsWith("127.");
 }
 
+const PROXY_HEADERS = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/**
+ * The address to judge a client by: its peer address, or "" (never loopback)
+ * when the request came through a proxy. A reverse proxy on the same box (for
+ * TLS) connects from 127.0.0.1; its clients are not local.
+ */
+export function clientAddress(req: Request, peer: string): string {
+  for (const h of PROXY_HEADERS) if (req.headers.has(h)) return "";
+  return peer;
+}
+
 /** Everything the access decision needs, passed in by the caller. */
 export interface AccessRequest {
   policy: AccessPolicy;

@@ -36,6 +36,8 @@ export const serve: Command = {
       process.once("SIGTERM", () => shutdown("SIGTERM"));
     });
     store.close();
+    // Everything is closed; should a stray handle remain, do not let it hold the exit.
+    setTimeout(() => process.exit(0), 200).unref();
     return 0;
   },
 };

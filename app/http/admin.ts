@@ -3,7 +3,7 @@ import { isLoopback, tokenFromRequest } from "../auth/access.ts";
 import { TokenError, verifyStreamToken } from "../auth/stream-token.ts";
 import { AppError } from "../core/errors.ts";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
-import { remoteAddress } from "./stream-access.ts";
+import { accessAddress } from "./stream-access.ts";
 
 /**
  * Guards the routes that run the box (destinations, feed rules): a client on
@@ -12,7 +12,7 @@ import { remoteAddress } from "./stream-access.ts";
  */
 export const requireAdmin = (deps: HttpDeps): MiddlewareHandler<HttpEnv> =>
   async function requireAdmin(c, next) {
-    if (isLoopback(remoteAddress(c))) return next();
+    if (isLoopback(accessAddress(c))) return next();
     const token = tokenFromRequest(c.req.raw, new URL(c.req.url));
     if (!token) throw new AppError(401, "this route changes or shows how the box runs: call it from the box itself, or with a token that has the 'admin' scope (switchyard token --stream '*' --scopes admin)");
     try {

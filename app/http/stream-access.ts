@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { AccessDenied, authorizeStream, isLoopback, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { AccessDenied, authorizeStream, clientAddress, isLoopback, tokenFromRequest, type Grant } from "../auth/access.ts";
 import { topicCovers, TokenError, verifyStreamToken } from "../auth/stream-token.ts";
 import { AppError } from "../core/errors.ts";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
@@ -9,13 +9,18 @@ export function remoteAddress(c: Context<HttpEnv>): string {
   return c.env?.server?.requestIP(c.req.raw)?.address ?? "";
 }
 
+/** The address access decisions use: "" (not local) for requests that came through a proxy. */
+export function accessAddress(c: Context<HttpEnv>): string {
+  return clientAddress(c.req.raw, remoteAddress(c));
+}
+
 /** Checks that the request may use `stream`, by the access policy and any token; throws a 401/403 AppError if not. */
 export async function requireStreamGrant(c: Context<HttpEnv>, deps: HttpDeps, stream: string, need: "read" | "write"): Promise<Grant> {
   const settings = deps.store.settings;
   let grant: Grant;
   try {
     grant = await authorizeStream({
-      policy: settings.access, remoteAddress: remoteAddress(c), token: tokenFromRequest(c.req.raw, new URL(c.req.url)),
+      policy: settings.access, remoteAddress: accessAddress(c), token: tokenFromRequest(c.req.raw, new URL(c.req.url)),
       stream, secret: deps.secret, audience: settings.public_url,
     });
   } catch (err) {
@@ -33,7 +38,7 @@ export async function requireStreamGrant(c: Context<HttpEnv>, deps: HttpDeps, st
 export async function streamVisibility(c: Context<HttpEnv>, deps: HttpDeps): Promise<(stream: string) => boolean> {
   const settings = deps.store.settings;
   const token = tokenFromRequest(c.req.raw, new URL(c.req.url));
-  const free = settings.access === "open" || (settings.access === "loopback-open" && isLoopback(remoteAddress(c)));
+  const free = settings.access === "open" || (settings.access === "loopback-open" && isLoopback(accessAddress(c)));
   if (!token) {
     if (free) return () => true;
     throw new AppError(401, `a token is required (access policy '${settings.access}'); pass it as ?token= or an Authorization header`);

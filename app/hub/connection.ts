@@ -22,7 +22,10 @@ export interface Connection {
   /** Messages this connection published. */
   published: number;
   /** Set while a slow subscriber is held off its topic under the drop policy. */
-  lag?: { seq: number; published: number; feeds: [string, number][] };
+  /** Messages of this connection that have been delivered (fanned out to the others). */
+  ownDelivered: number;
+  /** Set while a slow subscriber is held off its topic: the delivered seqs and own count when it began. */
+  lag?: { seq: number; own: number; feeds: [string, number][] };
   /** Messages this subscriber lost to backpressure. */
   dropped: number;
   /** Being closed by the server (slow, shutdown, token expired). */
@@ -34,5 +37,5 @@ let nextId = 1;
 
 /** Builds the per-connection record handed to `server.upgrade`. */
 export function newConnection(stream: string, origin: string, grant: Grant, refusal?: Refusal): Connection {
-  return { id: nextId++, stream, origin, grant, refusal, subscribed: false, published: 0, dropped: 0, closing: false, timers: [] };
+  return { id: nextId++, stream, origin, grant, refusal, subscribed: false, published: 0, ownDelivered: 0, dropped: 0, closing: false, timers: [] };
 }

@@ -25,6 +25,9 @@ export interface StreamEvent {
 /** The system stream that carries StreamEvents to websocket clients. */
 export const STREAMS_EVENTS_STREAM = "$streams";
 
+/** Most removed streams whose last seq is remembered in memory. */
+const MAX_RETIRED = 100_000;
+
 /** Most messages waiting for the end of the turn before they are delivered at once. */
 const MAX_OUTBOX = 4096;
 
@@ -50,6 +53,8 @@ export interface HubTotals {
   bytesOut: number;
   slowDisconnects: number;
   sinkErrors: number;
+  /** Messages slow subscribers lost, counted when they caught up or left (never goes down). */
+  droppedSettled: number;
 }
 
 type MessageSink = (m: Message) => void;
@@ -92,7 +97,7 @@ export class Hub {
   private readonly feeds = new Map<string, string[]>();
   /** How many clients of other streams read a stream as a feed. */
   private readonly feedReaders = new Map<string, number>();
-  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0, sinkErrors: 0 };
+  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0, sinkErrors: 0, droppedSettled: 0 };
 
   constructor(private readonly opts: HubOptions) {}
 
@@ -114,6 +119,13 @@ export class Hub {
   /** The per-socket limit to give Bun: above anything the policy lets through between two checks. */
   nativeBackpressureLimit(maxMessageBytes: number): number {
     return this.backpressureLimit + this.checkEveryBytes + maxMessageBytes + 64 * 1024;
+  }
+
+  /** Messages lost to backpressure since start, hub-wide: settled plus those of subscribers lagging now. Never goes down. */
+  droppedTotal(): number {
+    let live = 0;
+    for (const s of this.streams.values()) live += s.dropped - s.droppedSettled;
+    return this.totals.droppedSettled + live;
   }
 
   /** Every open websocket connection, including those on system streams. */
@@ -230,6 +242,8 @@ export class Hub {
 
   private deliver(msg: Message, from: Connection | undefined): void {
     const s = this.streams.get(msg.stream);
+    if (s) s.deliveredSeq = msg.seq;
+    if (from) from.ownDelivered++;
     if (s && this.fanout) {
       const sender = from && from.ws?.readyState === 1 ? from : undefined;
       const feedReaders = this.feedReaders.size > 0 ? this.feedReaders.get(msg.stream) ?? 0 : 0;
@@ -301,6 +315,7 @@ export class Hub {
     const missed = this.missedWhileLagging(s, c);
     c.dropped += missed;
     s.droppedSettled += missed;
+    this.totals.droppedSettled += missed;
     c.lag = undefined;
     this.subscribe(s, c);
     this.opts.logger.info("slow subscriber caught up", { stream: s.name, origin: c.origin, dropped: missed });
@@ -336,7 +351,9 @@ export class Hub {
     this.connectionCount--;
     this.unsubscribe(s, c);
     if (c.lag) {
-      s.droppedSettled += this.missedWhileLagging(s, c);
+      const missed = this.missedWhileLagging(s, c);
+      s.droppedSettled += missed;
+      this.totals.droppedSettled += missed;
       c.lag = undefined;
     }
     if (c.published > 0) s.wsPublishers--;
@@ -394,13 +411,14 @@ export class Hub {
   /** Messages a lagging subscriber missed: on its stream (less its own) and on its feeds. */
   private missedWhileLagging(s: StreamState, c: Connection): number {
     if (!c.lag) return 0;
-    let missed = s.seq - c.lag.seq - (c.published - c.lag.published);
+    let missed = s.deliveredSeq - c.lag.seq - (c.ownDelivered - c.lag.own);
     for (const [feed, seq] of c.lag.feeds) missed += this.currentSeq(feed) - seq;
     return missed;
   }
 
+  /** The last delivered seq of a stream (live or retired). */
   private currentSeq(stream: string): number {
-    return this.streams.get(stream)?.seq ?? this.retiredSeq.get(stream) ?? 0;
+    return this.streams.get(stream)?.deliveredSeq ?? this.retiredSeq.get(stream) ?? 0;
   }
 
   private subscribe(s: StreamState, c: Connection): void {
@@ -429,7 +447,7 @@ export class Hub {
 
   private holdOff(s: StreamState, c: Connection): void {
     this.unsubscribe(s, c);
-    c.lag = { seq: s.seq, published: c.published, feeds: (this.feeds.get(s.name) ?? []).map((f) => [f, this.currentSeq(f)]) };
+    c.lag = { seq: s.deliveredSeq, own: c.ownDelivered, feeds: (this.feeds.get(s.name) ?? []).map((f) => [f, this.currentSeq(f)]) };
     this.opts.logger.warn("slow subscriber: dropping its messages until it catches up", { stream: s.name, origin: c.origin, limit: this.backpressureLimit });
   }
 
@@ -458,6 +476,8 @@ export class Hub {
   private closeStream(s: StreamState): void {
     this.streams.delete(s.name);
     this.retiredSeq.set(s.name, s.seq);
+    // Bounded: a sender inventing stream names must not grow it without end (the log keeps seqs across restarts).
+    if (this.retiredSeq.size > MAX_RETIRED) this.retiredSeq.delete(this.retiredSeq.keys().next().value!);
     this.emit({ event: "stream_removed", stream: s.name, ts: new Date().toISOString() });
   }
 

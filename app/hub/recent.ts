@@ -7,6 +7,9 @@ export interface RecentLimits {
   recent_total_bytes: number;
 }
 
+/** Bytes counted per kept message on top of its payload. */
+export const OVERHEAD = 200;
+
 interface Ring {
   messages: Message[];
   bytes: number;
@@ -22,7 +25,8 @@ export interface RecentQuery {
 /**
  * The latest messages of each stream, in memory: for devices and dashboards that
  * ask "what did X say last" (GET /api/streams/{name}/messages). Kept per stream
- * by count and bytes, and across streams by total bytes, dropping the stream least
+ * by count and bytes, and across streams by total bytes (each message counted at
+ * its payload plus 200 bytes), dropping the stream least
  * recently written first. Outlives the stream's listing, so a device that reports
  * once an hour can still be looked up.
  */
@@ -50,7 +54,8 @@ export class RecentMessages {
       this.rings.set(m.stream, ring);
     }
     this.last = m.stream;
-    const size = m.size;
+    // What a kept message costs besides its payload (the object, its strings): counted so tiny messages cannot grow memory unseen.
+    const size = m.size + OVERHEAD;
     ring.messages.push(m);
     ring.bytes += size;
     this.total += size;
@@ -80,7 +85,7 @@ export class RecentMessages {
 
   private dropOldest(ring: Ring): void {
     const gone = ring.messages.shift()!;
-    ring.bytes -= gone.size;
-    this.total -= gone.size;
+    ring.bytes -= gone.size + OVERHEAD;
+    this.total -= gone.size + OVERHEAD;
   }
 }

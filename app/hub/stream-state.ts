@@ -4,6 +4,8 @@ import { RateWindow } from "./rate.ts";
 /** Live state and counters of one stream. */
 export class StreamState {
   seq: number;
+  /** The seq of the last message delivered (fanned out); behind `seq` until the end of the turn. */
+  deliveredSeq: number;
   readonly connections = new Set<Connection>();
   /** Connections subscribed to the topic (readers that are not lagging). */
   readers = 0;
@@ -31,13 +33,14 @@ export class StreamState {
 
   constructor(readonly name: string, readonly createdAt: number, lastSeq: number) {
     this.seq = lastSeq;
+    this.deliveredSeq = lastSeq;
   }
 
   /** Messages lost to backpressure, including those of subscribers still lagging. */
   get dropped(): number {
     let d = this.droppedSettled;
     // Live misses on the stream itself; misses on feeds are added when the subscriber catches up.
-    for (const c of this.connections) if (c.lag) d += this.seq - c.lag.seq - (c.published - c.lag.published);
+    for (const c of this.connections) if (c.lag) d += this.deliveredSeq - c.lag.seq - (c.ownDelivered - c.lag.own);
     return d;
   }
 

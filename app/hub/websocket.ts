@@ -1,5 +1,5 @@
 import type { Server, WebSocketHandler } from "bun";
-import { AccessDenied, authorizeStream, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { AccessDenied, authorizeStream, clientAddress, tokenFromRequest, type Grant } from "../auth/access.ts";
 import type { Logger } from "../core/logger.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
@@ -61,7 +61,7 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
     const settings = deps.settings();
     try {
       grant = await authorizeStream({
-        policy: settings.access, remoteAddress: address, token: tokenFromRequest(req, url),
+        policy: settings.access, remoteAddress: clientAddress(req, address), token: tokenFromRequest(req, url),
         stream, secret: deps.secret, audience: settings.public_url,
       });
     } catch (err) {
@@ -108,13 +108,24 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
         ws.close(CLOSE.tryAgain, `too many connections: the limit is ${max} (setting max_connections)`);
         return;
       }
+      if (c.stream === STREAMS_EVENTS_STREAM && !c.grant.read) {
+        hub.countRefused("policy");
+        c.closing = true;
+        ws.close(CLOSE.policy, `${STREAMS_EVENTS_STREAM} needs the 'read' scope`);
+        return;
+      }
       hub.join(c);
       if (c.grant.exp) {
-        const ms = c.grant.exp * 1000 - Date.now();
-        c.timers.push(setTimeout(() => {
-          c.closing = true;
-          ws.close(CLOSE.policy, "token expired");
-        }, Math.max(0, Math.min(ms, 2 ** 31 - 1))));
+        // Timers hold at most about 24.8 days: re-arm until the real expiry.
+        const arm = () => {
+          const ms = c.grant.exp! * 1000 - Date.now();
+          c.timers.push(setTimeout(() => {
+            if (c.grant.exp! * 1000 > Date.now()) return arm();
+            c.closing = true;
+            ws.close(CLOSE.policy, "token expired");
+          }, Math.max(0, Math.min(ms, 2 ** 31 - 1))));
+        };
+        arm();
       }
       if (c.stream === STREAMS_EVENTS_STREAM) {
         ws.send(JSON.stringify({ event: "snapshot", streams: hub.listStreams().map(streamStats), ts: new Date().toISOString() }));
@@ -134,8 +145,9 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
         return;
       }
       try {
-        if (c.published === 0) hub.notePublisher(c);
+        const first = c.published === 0;
         hub.publish(c.stream, message, c.origin, c);
+        if (first) hub.notePublisher(c);
       } catch (err) {
         if (!(err instanceof PublishError)) throw err;
         c.closing = true;

@@ -43,7 +43,8 @@ export class Spool {
   private flushScheduled = false;
   private unsynced = false;
   private syncing = false;
-  private waiters: (() => void)[] = [];
+  private waiters: { resolve: () => void; reject: (err: Error) => void; errorsBefore: number }[] = [];
+  private lastError = "";
   private readonly timer: ReturnType<typeof setInterval>;
   private closed = false;
   /** Records and bytes appended since open. */
@@ -126,13 +127,23 @@ export class Spool {
     }
   }
 
-  /** Resolves when every message appended so far is written and fsynced. */
+  /**
+   * Resolves when every message appended so far is written and fsynced; rejects
+   * when a write or fsync since the call failed (disk full, I/O error).
+   */
   durable(): Promise<void> {
-    return new Promise((resolve) => {
-      this.waiters.push(resolve);
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject, errorsBefore: this.stats.writeErrors });
       this.flush();
       this.sync();
     });
+  }
+
+  private wake(waiters: Spool["waiters"]): void {
+    for (const w of waiters) {
+      if (this.stats.writeErrors > w.errorsBefore) w.reject(new Error(`the log could not write it: ${this.lastError}`));
+      else w.resolve();
+    }
   }
 
   /** Writes what is pending: one write for the whole batch. */
@@ -152,10 +163,20 @@ export class Spool {
       this.unsynced = true;
     } catch (err) {
       this.stats.writeErrors++;
+      this.lastError = (err as Error).message;
       this.opts.logger.error("spool write failed", { segment: this.segment, error: err });
+      // Cut off whatever part of the batch did get written, so no torn record sits mid-segment.
+      try { ftruncateSync(this.fd, this.segmentSize); } catch { /* recovery cuts it at the next start */ }
+      this.wake(this.waiters.splice(0));
     }
     if (shrink) this.batch = Buffer.allocUnsafe(1024 * 1024);
-    if (this.segmentSize >= this.opts.segmentBytes || (this.segmentSize > 0 && Date.now() - this.segmentOpenedAt >= this.opts.segmentSeconds * 1000)) this.roll();
+    if (this.segmentSize >= this.opts.segmentBytes || (this.segmentSize > 0 && Date.now() - this.segmentOpenedAt >= this.opts.segmentSeconds * 1000)) {
+      try {
+        this.roll();
+      } catch (err) {
+        this.opts.logger.error("spool could not start a new segment; writing on in the current one", { segment: this.segment, error: err });
+      }
+    }
   }
 
   /** Flushes, fsyncs and closes the spool. */
@@ -166,14 +187,14 @@ export class Spool {
     this.closed = true;
     fdatasyncSync(this.fd);
     closeSync(this.fd);
-    for (const w of this.waiters.splice(0)) w();
+    this.wake(this.waiters.splice(0));
   }
 
   /** Starts an fsync (off the event loop) if anything is unsynced; wakes durable() waiters after it. */
   private sync(): void {
     if (this.syncing || this.closed) return;
     if (!this.unsynced) {
-      for (const w of this.waiters.splice(0)) w();
+      this.wake(this.waiters.splice(0));
       return;
     }
     const waiting = this.waiters.splice(0);
@@ -182,8 +203,12 @@ export class Spool {
     fdatasync(this.fd, (err) => {
       this.syncing = false;
       this.stats.fsyncs++;
-      if (err) this.opts.logger.error("spool fsync failed", { segment: this.segment, error: err });
-      for (const w of waiting) w();
+      if (err) {
+        this.stats.writeErrors++;
+        this.lastError = `fsync: ${err.message}`;
+        this.opts.logger.error("spool fsync failed", { segment: this.segment, error: err });
+      }
+      this.wake(waiting);
       if (this.waiters.length > 0) this.sync();
     });
   }
@@ -197,12 +222,15 @@ export class Spool {
 
   /** Seals the current segment (fsynced) and starts the next. */
   private roll(): void {
+    // Open the next segment first: if that fails, the current one stays in use.
+    const nextPath = this.path(this.segmentNumber + 1);
+    const nextFd = openSync(nextPath, "a");
     fdatasyncSync(this.fd);
     closeSync(this.fd);
     this.unsynced = false;
     this.segmentNumber++;
-    this.segment = this.path(this.segmentNumber);
-    this.fd = openSync(this.segment, "a");
+    this.segment = nextPath;
+    this.fd = nextFd;
     this.segmentSize = fstatSync(this.fd).size;
     this.segmentOpenedAt = Date.now();
     this.enforceRetention();

@@ -26,6 +26,8 @@ export interface DestinationsOptions {
 export class Destinations {
   private readonly running = new Map<string, Destination>();
   private readonly byStream = new Map<string, Destination[]>();
+  /** Changes to one id, one after another (two POSTs of the same id at once must not both start). */
+  private readonly locks = new Map<string, Promise<unknown>>();
 
   constructor(private readonly opts: DestinationsOptions) {}
 
@@ -41,7 +43,11 @@ export class Destinations {
    * (re-posting from a boot script is harmless); a changed one is closed (1000)
    * and started anew.
    */
-  async upsert(rule: DestinationRule): Promise<Destination> {
+  upsert(rule: DestinationRule): Promise<Destination> {
+    return this.serial(rule.id, () => this.upsertNow(rule));
+  }
+
+  private async upsertNow(rule: DestinationRule): Promise<Destination> {
     const existing = this.running.get(rule.id);
     if (existing && JSON.stringify(existing.rule) === JSON.stringify(rule)) return existing;
     this.opts.db.run("INSERT INTO destinations (id, rule) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET rule = excluded.rule, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [rule.id, JSON.stringify(rule)]);
@@ -50,7 +56,21 @@ export class Destinations {
   }
 
   /** Removes a rule and closes its connection; false when there was none. */
-  async remove(id: string): Promise<boolean> {
+  remove(id: string): Promise<boolean> {
+    return this.serial(id, () => this.removeNow(id));
+  }
+
+  /** Runs `fn` after every earlier change to the same id has finished. */
+  private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.locks.get(id) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const tail = run.catch(() => {});
+    this.locks.set(id, tail);
+    void tail.then(() => { if (this.locks.get(id) === tail) this.locks.delete(id); });
+    return run;
+  }
+
+  private async removeNow(id: string): Promise<boolean> {
     this.opts.db.run("DELETE FROM destinations WHERE id = ?", [id]);
     const d = this.running.get(id);
     if (!d) return false;

@@ -63,12 +63,14 @@ export class Recorder {
   }
 
   private rotate(): void {
-    closeSync(this.fd);
     for (let i = KEEP - 1; i >= 1; i--) {
       try { renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`); } catch { /* not there yet */ }
     }
+    // If the rename or the open fails, the open file stays in use (and the error is reported).
     renameSync(this.path, `${this.path}.1`);
-    this.fd = openSync(this.path, "a");
+    const next = openSync(this.path, "a");
+    closeSync(this.fd);
+    this.fd = next;
     this.size = 0;
   }
 }

@@ -33,8 +33,8 @@ export function bindEventRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
         }
         // Wait for an event, or 15 s for a keepalive comment that lets proxies and clients see a dead peer.
         await new Promise<void>((resolve) => {
-          wake = resolve;
-          setTimeout(resolve, 15_000);
+          const timer = setTimeout(resolve, 15_000);
+          wake = () => { clearTimeout(timer); resolve(); };
         });
         wake = null;
         if (queue.length === 0 && !sse.aborted) await sse.write(": keepalive\n\n");

@@ -3,11 +3,12 @@ import type { Hub } from "../../hub/hub.ts";
 import type { UdpIngestSnapshot } from "../../ingest/udp.ts";
 import type { Destination } from "../../relay/destination.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
+import { streamVisibility } from "../stream-access.ts";
 
 const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
 /** Renders the hub's and UDP ingest's figures in Prometheus text format 0.0.4. */
-export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: Destination[] = []): string {
+export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: Destination[] = [], visible: (stream: string) => boolean = () => true): string {
   const out: string[] = [];
   const metric = (name: string, type: "gauge" | "counter", help: string, samples: [string, number][]) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -24,7 +25,7 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   metric("switchyard_bytes_out_total", "counter", "Payload bytes handed to subscribers.", [["", t.bytesOut]]);
   metric("switchyard_slow_disconnects_total", "counter", "Subscribers disconnected for backpressure.", [["", t.slowDisconnects]]);
   metric("switchyard_sink_errors_total", "counter", "Messages a sink (recent ring, destinations) failed on: a bug to report.", [["", t.sinkErrors]]);
-  const streams = hub.listStreams();
+  const streams = hub.listStreams().filter((s) => visible(s.name));
   const per = (name: string, type: "gauge" | "counter", help: string, pick: (s: (typeof streams)[number]) => number) =>
     metric(name, type, help, streams.map((s) => [`{stream="${escapeLabel(s.name)}"}`, pick(s)]));
   per("switchyard_stream_subscribers", "gauge", "Subscribers of a stream.", (s) => s.subscribers);
@@ -58,5 +59,12 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
 
 /** Binds GET /metrics. */
 export function bindMetricsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
-  app.get("/metrics", (c) => c.body(renderMetrics(deps.hub, deps.udp.snapshot(), deps.destinations.list()), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" }));
+  app.get("/metrics", async (c) => {
+    // Same rule as GET /api/streams: per-stream figures only for the streams the client may see.
+    const visible = await streamVisibility(c, deps);
+    // A name no stream can have: only a client that sees every stream (free access, or topic "*") sees the destinations too.
+    const everything = visible("\u0000all");
+    const body = renderMetrics(deps.hub, deps.udp.snapshot(), everything ? deps.destinations.list() : [], visible);
+    return c.body(body, 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
 }

@@ -114,7 +114,11 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     try {
       const m = deps.hub.publish(name, data, `http:${remoteAddress(c)}`);
       // The 2xx means "in the log, on disk": wait for the fsync that covers this message.
-      await deps.spool.durable();
+      try {
+        await deps.spool.durable();
+      } catch (err) {
+        throw new AppError(503, `message ${m.seq} was delivered but ${(err as Error).message}; the server log has the details`);
+      }
       return c.json({ stream: m.stream, seq: m.seq, ts: m.ts, kind: typeof data === "string" ? "text" : "binary", bytes: body.byteLength });
     } catch (err) {
       if (err instanceof PublishError) throw new AppError(err.code === "too_large" ? 413 : 400, err.message);
