@@ -87,3 +87,27 @@ describe("publisher counts", () => {
     keep.close();
   });
 });
+
+describe("runtime settings over the API", () => {
+  it("shows the settings, changes them live, says which need a restart, and refuses bad ones field by field", async () => {
+    srv = await startTestServer();
+    const view = await (await fetch(`${srv.url}/api/settings`)).json();
+    expect(view.settings.access).toBe("loopback-open");
+    expect(view.fields.keepalive_seconds.restart).toBe(true);
+    const patch = (body: unknown) => fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify(body) });
+    const r = await (await patch({ max_connections: 1, keepalive_seconds: 30 })).json();
+    expect(r.changed.sort()).toEqual(["keepalive_seconds", "max_connections"]);
+    expect(r.restart_needed).toEqual(["keepalive_seconds"]);
+    // Applied live: a second connection is now one too many.
+    const a = await connect(srv.wsUrl("s"));
+    const b = await connect(srv.wsUrl("s"));
+    expect((await b.closed).code).toBe(1013);
+    a.close();
+    const bad = await patch({ access: "everyone", max_connections: 0 });
+    expect(bad.status).toBe(400);
+    const err = (await bad.json()).error;
+    expect(Object.keys(err.data.fields).sort()).toEqual(["access", "max_connections"]);
+    expect(err.message).toContain("allowed: open, loopback-open, token");
+    expect(srv.store.settings.max_connections).toBe(1);
+  });
+});

@@ -6,6 +6,7 @@ import { bindDestinationRoutes } from "./routes/destinations.ts";
 import { bindEventRoutes } from "./routes/events.ts";
 import { bindFeedRoutes } from "./routes/feeds.ts";
 import { bindSessionRoutes } from "./routes/session.ts";
+import { bindSettingsRoutes } from "./routes/settings.ts";
 import { bindTsRoutes } from "./routes/ts.ts";
 import { bindHealthRoutes } from "./routes/health.ts";
 import { bindIngestRoutes } from "./routes/ingest.ts";
@@ -23,6 +24,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindSessionRoutes(app, deps);
   bindTsRoutes(app, deps);
   bindAlertRoutes(app, deps);
+  bindSettingsRoutes(app, deps);
   bindEventRoutes(app, deps);
   bindIngestRoutes(app, deps);
   app.onError(handleError(deps.logger));
