@@ -21,7 +21,7 @@ import { SlackNotifier } from "./alerts/notifier.ts";
 import { slackWebhookUrl } from "./alerts/webhook-url.ts";
 import { VERSION } from "./version.ts";
 import { Spool } from "./log/spool.ts";
-import { compileStreamPatterns } from "./core/stream-pattern.ts";
+import { livePatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
 
 /** What `startServer` needs. */
@@ -74,15 +74,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Streams keep counting up from where the log left them, across restarts.
   const hub = new Hub({ settings, clock, logger, lastSeq: (stream) => spool.lastSeq.get(stream) ?? 0 });
   // The log comes first among the sinks: it is the system of record.
-  let excluded = { key: "", match: (_: string) => false };
+  const excluded = livePatterns(() => store.settings.log_exclude);
   hub.onMessage((m) => {
-    const patterns = store.settings.log_exclude;
-    if (patterns.length > 0) {
-      const key = patterns.join("\u0000");
-      if (excluded.key !== key) excluded = { key, match: compileStreamPatterns(patterns) };
-      if (excluded.match(m.stream)) return;
-    }
-    spool.append(m);
+    if (!excluded(m.stream)) spool.append(m);
   });
   hub.onBeforeDelivery(() => spool.flush());
   const recent = new RecentMessages(settings);

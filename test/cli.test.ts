@@ -1,25 +1,17 @@
 import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { join } from "node:path";
 import { verifyStreamToken } from "../app/auth/stream-token.ts";
 import { SettingsStore } from "../app/config/store.ts";
 import { TOKEN_SECRET_NAME } from "../app/server.ts";
+import { cli, MAIN } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
 import { tempDir, waitFor } from "./support/server.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
 setDefaultTimeout(60_000);
 
-const MAIN = join(import.meta.dir, "..", "app", "main.ts");
 const tmp = tempDir();
 afterAll(() => tmp.remove());
 
-/** Runs the real CLI in a subprocess with a clean SWITCHYARD_* environment. */
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHYARD_")));
-  const p = Bun.spawn([process.execPath, MAIN, ...args], { env: { ...clean, ...env }, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { stdout, stderr, code };
-}
 
 describe("the switchyard CLI", () => {
   it.each([

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { join } from "node:path";
 import { SlackNotifier } from "../app/alerts/notifier.ts";
 import { sendToSlack } from "../app/alerts/slack.ts";
 import { silentLogger } from "../app/core/logger.ts";
+import { cli } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
 import { SECRET_PART, startFakeSlack, type FakeSlack } from "./support/fake-slack.ts";
 import { RawWebSocket } from "./support/raw-socket.ts";
@@ -11,7 +11,6 @@ import { freeUdpPort, startTestServer, tempDir, waitFor, type TestServer } from 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine.
 setDefaultTimeout(60_000);
 
-const MAIN = join(import.meta.dir, "..", "app", "main.ts");
 let slack: FakeSlack;
 const servers: TestServer[] = [];
 afterEach(async () => {
@@ -19,12 +18,6 @@ afterEach(async () => {
   slack?.stop();
 });
 
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHYARD_")));
-  const p = Bun.spawn([process.execPath, MAIN, ...args], { env: { ...clean, ...env }, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { stdout, stderr, code };
-}
 
 const texts = () => slack.received.map((m) => m.text.split("\n")[0]!);
 
@@ -157,7 +150,7 @@ describe("alert rules", () => {
 
   it("fires on UDP rejects over the limit and recovers when they stop", async () => {
     const port = await freeUdpPort();
-    const srv = await alerting({ alert_udp_reject_percent: 10 }, { udpPort: port });
+    await alerting({ alert_udp_reject_percent: 10 }, { udpPort: port });
     const s = await Bun.udpSocket({ hostname: "127.0.0.1" });
     for (let i = 0; i < 40; i++) s.send(i % 2 ? "{broken" : '{"stream":"ok1"}', port, "127.0.0.1");
     await waitFor(() => texts().some((t) => /^\d+% of UDP records rejected in the last minute$/.test(t)), "the UDP alert", 5000);

@@ -5,13 +5,13 @@ import { silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
 import { decodeRecord, encodeRecord } from "../app/log/record.ts";
 import { Spool } from "../app/log/spool.ts";
+import { MAIN } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
 import { tempDir, waitFor } from "./support/server.ts";
 
 // Real files and subprocesses killed with SIGKILL: more than Bun's 5 s default.
 setDefaultTimeout(60_000);
 
-const MAIN = join(import.meta.dir, "..", "app", "main.ts");
 const msg = (stream: string, seq: number, data: string | Uint8Array, origin = "test"): Message =>
   ({ stream, ts: 1_800_000_000_000_000 + seq, seq, origin, data, size: typeof data === "string" ? Buffer.byteLength(data) : data.byteLength });
 const OPTS = { segmentBytes: 64 * 1024 * 1024, segmentSeconds: 3600, fsyncMs: 50, logger: silentLogger };

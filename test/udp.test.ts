@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { join } from "node:path";
+import { MAIN } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
 import { freeUdpPort, startTestServer, waitFor, type TestServer } from "./support/server.ts";
 
@@ -153,7 +153,7 @@ describe("UDP ingest", () => {
     const port = await freeUdpPort();
     srv = await startTestServer({}, { udpPort: port });
     const sub = await connect(srv.wsUrl("spin30"));
-    const p = Bun.spawn([process.execPath, join(import.meta.dir, "..", "app", "main.ts"), "send", "--udp", `127.0.0.1:${port}`, "--stream", "spin30"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const p = Bun.spawn([process.execPath, MAIN, "send", "--udp", `127.0.0.1:${port}`, "--stream", "spin30"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
     p.stdin.write('{"v":1}\n{"stream":"elsewhere","v":2}\n\nplain text\n');
     await p.stdin.end();
     expect(await p.exited).toBe(0);
@@ -161,7 +161,7 @@ describe("UDP ingest", () => {
     expect((await sub.received(3)).map((m) => JSON.parse(m as string))).toEqual([
       { v: 1, stream: "spin30" }, { stream: "spin30", v: 2 }, { stream: "spin30", data: "plain text" },
     ]);
-    const plain = Bun.spawn([process.execPath, join(import.meta.dir, "..", "app", "main.ts"), "send", "--udp", String(port)], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const plain = Bun.spawn([process.execPath, MAIN, "send", "--udp", String(port)], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
     plain.stdin.write('{"stream":"spin30","v":3}\n');
     await plain.stdin.end();
     expect(await plain.exited).toBe(0);

@@ -2,7 +2,7 @@ import { statfsSync } from "node:fs";
 import type { Settings } from "../config/settings.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Message } from "../core/message.ts";
-import { compileStreamPatterns } from "../core/stream-pattern.ts";
+import { compileStreamPatterns, livePatterns } from "../core/stream-pattern.ts";
 import type { Hub } from "../hub/hub.ts";
 import type { UdpIngestSnapshot } from "../ingest/udp.ts";
 import type { Destination } from "../relay/destination.ts";
@@ -61,7 +61,9 @@ export class AlertEngine {
   private readonly history: AlertRecord[] = [];
   private readonly downSince = new Map<string, number>();
   private readonly lastSeen = new Map<string, number>();
-  private silentMatcher: { key: string; match: (s: string) => boolean } = { key: "", match: () => false };
+  private readonly watched = livePatterns(() => this.silentPatterns());
+  private silentRules: Settings["alert_silent_streams"] | null = null;
+  private silentPatternList: string[] = [];
   private readonly udpWindow: { records: number; rejected: number }[] = [];
   private readonly dropWindow: number[] = [];
   private readonly now: () => number;
@@ -75,11 +77,17 @@ export class AlertEngine {
 
   /** Hub sink: notes when streams watched for silence last spoke. */
   onMessage(m: Message): void {
-    const patterns = this.inputs.settings().alert_silent_streams;
-    if (patterns.length === 0) return;
-    const key = JSON.stringify(patterns);
-    if (this.silentMatcher.key !== key) this.silentMatcher = { key, match: compileStreamPatterns(patterns.map((p) => p.pattern)) };
-    if (this.silentMatcher.match(m.stream)) this.lastSeen.set(m.stream, this.now());
+    if (this.watched(m.stream)) this.lastSeen.set(m.stream, this.now());
+  }
+
+  /** The silence rules' patterns, as one list that stays the same object while the setting does. */
+  private silentPatterns(): string[] {
+    const rules = this.inputs.settings().alert_silent_streams;
+    if (rules !== this.silentRules) {
+      this.silentRules = rules;
+      this.silentPatternList = rules.map((r) => r.pattern);
+    }
+    return this.silentPatternList;
   }
 
   /** Evaluates every rule; call once a second. */

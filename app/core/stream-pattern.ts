@@ -18,3 +18,20 @@ export function compileStreamPatterns(patterns: readonly string[]): (stream: str
   const re = new RegExp(`^(?:${escaped.join("|")})$`);
   return (stream) => re.test(stream);
 }
+
+/**
+ * A matcher over patterns that can change at run time (a setting): recompiled
+ * only when the list changes, so the hot path pays one comparison, not a regex build.
+ */
+export function livePatterns(get: () => readonly string[]): (stream: string) => boolean {
+  let list: readonly string[] | null = null;
+  let match: (stream: string) => boolean = () => false;
+  return (stream) => {
+    const now = get();
+    if (now !== list) {
+      list = now;
+      match = now.length === 0 ? () => false : compileStreamPatterns(now);
+    }
+    return match(stream);
+  };
+}
