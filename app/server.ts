@@ -66,8 +66,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const clock = opts.clock ?? systemClock;
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
   const settings = () => store.settings;
-  const boot0 = store.settings;
-  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot0.log_segment_bytes, segmentSeconds: boot0.log_segment_seconds, fsyncMs: boot0.log_fsync_ms, logger,
+  const boot = store.settings;
+  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger,
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }) });
   spool.enforceRetention();
   logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length });
@@ -103,9 +103,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool });
   const wsDeps = { hub, settings, secret, logger };
-  const boot = store.settings;
 
-  const server: Server<Connection> = Bun.serve<Connection>({
+  let server: Server<Connection>;
+  try {
+    server = Bun.serve<Connection>({
     hostname: config.host,
     port: config.port,
     // Routes read bodies with their own limits (413 naming the limit, read in chunks); /ts/{stream}
@@ -129,13 +130,20 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       sendPings: true,
       perMessageDeflate: false,
     },
-  });
+    });
+  } catch (err) {
+    spool.close();
+    await destinations.stop();
+    throw new Error(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
+  }
   hub.attachFanOut(new BunTopicFanOut(server));
   try {
     await udp.start();
   } catch (err) {
     udp.close();
     await server.stop(true);
+    await destinations.stop();
+    spool.close();
     throw err;
   }
   destinations.load();

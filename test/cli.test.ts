@@ -74,6 +74,19 @@ describe("the switchyard CLI", () => {
     expect(claims.exp - claims.iat).toBe(3600);
   });
 
+  it("serve exits 1 with a clear message when its port is taken", async () => {
+    const taken = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("busy") });
+    const dir = tempDir();
+    try {
+      const r = await cli(["serve", "--data-dir", dir.dir, "--host", "127.0.0.1", "--port", String(taken.port), "--udp-port", "0"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${taken.port}`);
+    } finally {
+      taken.stop(true);
+      dir.remove();
+    }
+  });
+
   it("serve runs until SIGTERM, closes clients with 1001, and exits 0", async () => {
     const dir = tempDir();
     const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dir.dir, "--port", "0", "--host", "127.0.0.1", "--udp-port", "0"], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });

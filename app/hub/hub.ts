@@ -176,9 +176,10 @@ export class Hub {
 
   /**
    * Accepts one message: checks it, stamps it with receive time and the stream's
-   * next seq, fans it out to every subscriber (but `from`, when a websocket client
-   * sent it), and hands it to every sink. Never waits on a subscriber. Throws
-   * PublishError for a bad stream name or an oversized message.
+   * next seq, hands it to the recording sinks (the log) now, and queues it for
+   * delivery at the end of the turn: to every subscriber (but `from`, when a
+   * websocket client sent it) and the delivery sinks. Never waits on a subscriber
+   * or the disk. Throws PublishError for a bad stream name or an oversized message.
    */
   publish(stream: string, data: Payload, origin: Origin, from?: Connection): Message {
     const size = payloadBytes(data);
@@ -234,11 +235,6 @@ export class Hub {
     }
     for (let i = 0; i < messages.length; i++) this.deliver(messages[i]!, froms[i]);
   };
-
-  /** Delivers now what is waiting (tests and shutdown). */
-  flushDeliveries(): void {
-    this.deliverAll();
-  }
 
   private deliver(msg: Message, from: Connection | undefined): void {
     const s = this.streams.get(msg.stream);
