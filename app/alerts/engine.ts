@@ -64,6 +64,8 @@ export class AlertEngine {
   private readonly watched = livePatterns(() => this.silentPatterns());
   private silentRules: Settings["alert_silent_streams"] | null = null;
   private silentPatternList: string[] = [];
+  private compiledFor: Settings["alert_silent_streams"] | null = null;
+  private compiledRules: { rule: Settings["alert_silent_streams"][number]; match: (s: string) => boolean }[] = [];
   private readonly udpWindow: { records: number; rejected: number }[] = [];
   private readonly dropWindow: number[] = [];
   private readonly now: () => number;
@@ -159,8 +161,12 @@ export class AlertEngine {
   }
 
   private checkSilence(s: Settings, now: number): void {
+    if (this.compiledFor !== s.alert_silent_streams) {
+      this.compiledFor = s.alert_silent_streams;
+      this.compiledRules = s.alert_silent_streams.map((r) => ({ rule: r, match: compileStreamPatterns([r.pattern]) }));
+    }
     for (const [stream, last] of this.lastSeen) {
-      const rule = s.alert_silent_streams.find((r) => compileStreamPatterns([r.pattern])(stream));
+      const rule = this.compiledRules.find((r) => r.match(stream))?.rule;
       if (!rule) {
         this.lastSeen.delete(stream);
         continue;
