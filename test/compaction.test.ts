@@ -1,0 +1,79 @@
+import { DuckDBInstance } from "@duckdb/node-api";
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { join } from "node:path";
+import { silentLogger } from "../app/core/logger.ts";
+import type { Message } from "../app/core/message.ts";
+import { COMPACTION_STEPS, compactSegments } from "../app/log/compaction.ts";
+import { Spool } from "../app/log/spool.ts";
+import { tempDir } from "./support/server.ts";
+
+// DuckDB, Parquet files and subprocesses killed with SIGKILL: more than Bun's 5 s default.
+setDefaultTimeout(60_000);
+
+const CRASH = join(import.meta.dir, "support", "compact-crash.ts");
+const msg = (stream: string, seq: number, data: string | Uint8Array): Message =>
+  ({ stream, ts: Date.UTC(2026, 10, 23, 12) * 1000 + seq, seq, origin: "test", data, size: typeof data === "string" ? Buffer.byteLength(data) : data.byteLength });
+
+/** Writes `n` messages over two streams into a spool that rolls every ~2 KB, and closes it. */
+function spoolWith(dir: string, n: number): string[] {
+  const spool = Spool.open(dir, { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+  for (let i = 1; i <= n; i++) {
+    spool.append(msg(i % 2 ? "lab/rig-1" : "spin30", i, i % 10 === 0 ? new Uint8Array([i % 256, 0, 255]) : `{"v":${i}}`));
+    if (i % 10 === 0) spool.flush();
+  }
+  spool.close();
+  return Spool.segments(dir).map((f) => join(dir, f));
+}
+
+async function query(sql: string): Promise<Record<string, unknown>[]> {
+  const db = await DuckDBInstance.create(":memory:");
+  const c = await db.connect();
+  const rows = (await c.runAndReadAll(sql)).getRowObjectsJson() as Record<string, unknown>[];
+  c.closeSync();
+  db.closeSync();
+  return rows;
+}
+
+describe("compaction to Parquet", () => {
+  it("writes hive-partitioned zstd Parquet that any DuckDB can read, and removes the segments", async () => {
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, "spool");
+    const logsDir = join(tmp.dir, "logs");
+    const segments = spoolWith(spoolDir, 100);
+    expect(segments.length).toBeGreaterThan(2);
+    const r = await compactSegments(segments, logsDir);
+    expect(r).toMatchObject({ segments: segments.length, rows: 100, recovered: 0 });
+    expect(Spool.segments(spoolDir)).toEqual([]);
+    expect(r.files.every((f) => /^stream=(lab%2Frig-1|spin30)\/date=2026-11-23\/seg\d+_\d+\.parquet$/.test(f))).toBe(true);
+    const glob = `read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true)`;
+    expect(await query(`SELECT stream, count(*)::INT AS n, min(seq)::INT AS first, max(seq)::INT AS last FROM ${glob} GROUP BY 1 ORDER BY 1`)).toEqual([
+      { stream: "lab/rig-1", n: 50, first: 1, last: 99 },
+      { stream: "spin30", n: 50, first: 2, last: 100 },
+    ]);
+    const [row] = await query(`SELECT strftime(ts, '%Y-%m-%dT%H:%M:%S.%f') AS ts, kind, data, origin FROM ${glob} WHERE seq = 7`);
+    expect(row).toEqual({ ts: "2026-11-23T12:00:00.000007", kind: "text", data: '{"v":7}', origin: "test" });
+    const [bin] = await query(`SELECT kind, data FROM ${glob} WHERE seq = 20`);
+    expect(bin).toEqual({ kind: "binary", data: Buffer.from([20, 0, 255]).toString("base64") });
+    const [codec] = await query(`SELECT DISTINCT compression FROM parquet_metadata('${logsDir}/**/*.parquet')`);
+    expect(codec).toEqual({ compression: "ZSTD" });
+    tmp.remove();
+  });
+
+  it.each(COMPACTION_STEPS)("loses and duplicates nothing when the compactor is killed after step %s", async (step) => {
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, "spool");
+    const logsDir = join(tmp.dir, "logs");
+    const segments = spoolWith(spoolDir, 60);
+    const p = Bun.spawn([process.execPath, CRASH, JSON.stringify({ segments, logsDir, crashAt: step })], { stdout: "pipe", stderr: "pipe" });
+    await p.exited;
+    expect(p.signalCode).toBe("SIGKILL");
+    // The next run finishes or redoes what the killed one left.
+    const r = await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), logsDir);
+    expect(r.recovered).toBe(1);
+    expect(Spool.segments(spoolDir)).toEqual([]);
+    const rows = await query(`SELECT seq::INT AS seq, count(*)::INT AS n FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) GROUP BY 1 ORDER BY 1`);
+    expect(rows.map((x) => x.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    expect(rows.every((x) => x.n === 1)).toBe(true);
+    tmp.remove();
+  });
+});
