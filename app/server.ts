@@ -21,6 +21,7 @@ import { SlackNotifier } from "./alerts/notifier.ts";
 import { slackWebhookUrl } from "./alerts/webhook-url.ts";
 import { VERSION } from "./version.ts";
 import { Spool } from "./log/spool.ts";
+import { Compactor } from "./log/compactor.ts";
 import { livePatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
 
@@ -50,6 +51,7 @@ export interface RunningServer {
   destinations: Destinations;
   alerts: AlertEngine;
   spool: Spool;
+  compactor: Compactor;
   /** The Hono app (for `app.request` in tests). */
   app: ReturnType<typeof createHttpApp>;
   server: Server<Connection>;
@@ -100,6 +102,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace, windowTicks: opts.alertWindowTicks,
   });
   hub.onMessage((m) => alerts.onMessage(m));
+  const compactor = new Compactor({
+    spool, logsDir: join(config.dataDir, "logs"), intervalSeconds: () => store.settings.log_compact_seconds, logger,
+    onOutcome: (o) => alerts.compaction(o),
+  });
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool });
   const wsDeps = { hub, settings, secret, logger };
@@ -147,6 +153,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     throw err;
   }
   destinations.load();
+  compactor.start();
   store.onChange((next) => {
     udp.apply(next).catch((err) => logger.error("udp listeners could not be changed", { error: err }));
   });
@@ -163,6 +170,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const stop = () =>
     (stopping ??= (async () => {
       clearInterval(ticker);
+      await compactor.stop();
       await alerts.stopping();
       alerts.close();
       udp.close();
@@ -181,5 +189,5 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, alerts, spool, app, server, stop };
+  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, alerts, spool, compactor, app, server, stop };
 }

@@ -10,7 +10,7 @@ import { alertMessage, duration } from "./message.ts";
 import type { SlackNotifier } from "./notifier.ts";
 
 /** The alert rules. */
-export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "lifecycle";
+export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "lifecycle";
 
 /** One entry of the alert history (GET /api/alerts). */
 export interface AlertRecord {
@@ -101,6 +101,13 @@ export class AlertEngine {
     this.checkUdp(s);
     this.checkBackpressure(s);
     this.checkDisk(s);
+  }
+
+  /** A compaction run's outcome: a failure fires the `log_compaction` alert, the next success resolves it. */
+  compaction(outcome: { ok: true } | { ok: false; error: string }): void {
+    if (!this.inputs.settings().alert_log_compaction) return;
+    if (outcome.ok) this.resolve("log_compaction", "log", "Log compaction works again", []);
+    else this.fire("log_compaction", "log", "Log compaction is failing", [`error: ${outcome.error}`, "sealed spool segments wait in DATA_DIR/spool until it works"]);
   }
 
   /** "Switchyard started" (with version and host). */

@@ -39,6 +39,7 @@ export interface Settings {
   alert_backpressure: boolean;
   alert_disk_free_percent: number;
   alert_lifecycle: boolean;
+  alert_log_compaction: boolean;
   alert_cooldown_seconds: number;
   log_exclude: string[];
   log_fsync_ms: number;
@@ -46,6 +47,7 @@ export interface Settings {
   log_segment_seconds: number;
   log_retention_days: number;
   log_retention_bytes: number;
+  log_compact_seconds: number;
 }
 
 interface FieldSpec {
@@ -88,6 +90,7 @@ export const DEFAULT_SETTINGS: Settings = {
   alert_backpressure: true,
   alert_disk_free_percent: 10,
   alert_lifecycle: true,
+  alert_log_compaction: true,
   alert_cooldown_seconds: 300,
   log_exclude: [],
   log_fsync_ms: 200,
@@ -95,6 +98,7 @@ export const DEFAULT_SETTINGS: Settings = {
   log_segment_seconds: 300,
   log_retention_days: 30,
   log_retention_bytes: 8 * 1024 ** 3,
+  log_compact_seconds: 60,
 };
 
 /** What each setting means and allows. */
@@ -161,6 +165,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   alert_udp_reject_percent: { description: "alert when more than this percent of UDP records were rejected over the last minute (0: off)", check: int(0, 100) },
   alert_backpressure: { description: "alert when subscribers lose messages or are disconnected for being too slow", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_disk_free_percent: { description: "alert when the data dir's file system has less than this percent free (0: off)", check: int(0, 99) },
+  alert_log_compaction: { description: "alert when compacting the log to Parquet fails, and when it works again", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_lifecycle: { description: "tell Slack when Switchyard starts and stops", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_cooldown_seconds: { description: "at most one message per alert rule and subject in this time; repeats are grouped", check: int(0, 86_400) },
   log_exclude: {
@@ -172,6 +177,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   log_segment_seconds: { description: "a spool segment is sealed at this age", restart: true, check: int(1, 86_400) },
   log_retention_days: { description: "sealed log data older than this is removed, oldest first (0: keep by age forever)", check: int(0, 36_500) },
   log_retention_bytes: { description: "sealed log data beyond this total size is removed, oldest first (0: no size limit)", check: int(0, Number.MAX_SAFE_INTEGER) },
+  log_compact_seconds: { description: "how often sealed spool segments are compacted to Parquet under DATA_DIR/logs (0: never)", check: int(0, 86_400) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

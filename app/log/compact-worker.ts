@@ -1,0 +1,17 @@
+/**
+ * The compaction worker: runs `compactSegments` off the hub's thread (DuckDB is
+ * loaded here only, so the hub's idle memory stays small). One message in
+ * ({segments, logsDir}), one out ({ok, result} or {ok: false, error}).
+ */
+import { compactSegments } from "./compaction.ts";
+
+declare const self: Worker;
+
+self.onmessage = async (e: MessageEvent<{ segments: string[]; logsDir: string }>) => {
+  try {
+    const result = await compactSegments(e.data.segments, e.data.logsDir);
+    self.postMessage({ ok: true, result });
+  } catch (err) {
+    self.postMessage({ ok: false, error: (err as Error).message });
+  }
+};
