@@ -2,13 +2,14 @@
 import { UsageError } from "./core/errors.ts";
 import { checkConfig } from "./cli/check-config.ts";
 import type { Command, CommandIO } from "./cli/command.ts";
+import { query } from "./cli/query.ts";
 import { send } from "./cli/send.ts";
 import { serve } from "./cli/serve.ts";
 import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
 
-const COMMANDS: Command[] = [serve, send, token, slack, version, checkConfig];
+const COMMANDS: Command[] = [serve, send, query, token, slack, version, checkConfig];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

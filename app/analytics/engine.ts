@@ -1,0 +1,145 @@
+import { DuckDBInstance, StatementType, type DuckDBConnection } from "@duckdb/node-api";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { Spool } from "../log/spool.ts";
+
+/** Where the log lives and how much a query may take. */
+export interface QueryEngineOptions {
+  logsDir: string;
+  spoolDir: string;
+  /** DuckDB's spill folder (under the data dir). */
+  tempDir: string;
+  threads?: number;
+  memoryLimit?: string;
+}
+
+/** One query's answer. */
+export interface QueryResult {
+  columns: string[];
+  rows: Record<string, unknown>[];
+}
+
+/** A query refused or failed; `message` says why, for the user. */
+export class QueryError extends Error {
+  override name = "QueryError";
+}
+
+const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
+
+function hasParquet(dir: string): boolean {
+  if (!existsSync(dir)) return false;
+  const stack = [dir];
+  while (stack.length) {
+    const d = stack.pop()!;
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory() && !e.name.startsWith(".")) stack.push(join(d, e.name));
+      else if (e.name.endsWith(".parquet")) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * A DuckDB for querying the log, sandboxed with DuckDB's own controls: it may
+ * read the Parquet folder and nothing else (`allowed_directories`,
+ * `enable_external_access = false`, no extension loading), its configuration is
+ * locked, and only single SELECT statements run. The view `messages(ts, stream,
+ * seq, origin, kind, data, date)` covers the Parquet files and the spool's
+ * not-yet-compacted records (loaded when the engine opens).
+ */
+export class QueryEngine {
+  private constructor(private readonly db: DuckDBInstance, private readonly conn: DuckDBConnection) {}
+
+  static async open(opts: QueryEngineOptions): Promise<QueryEngine> {
+    mkdirSync(opts.tempDir, { recursive: true });
+    const db = await DuckDBInstance.create(":memory:", {
+      threads: String(opts.threads ?? 1),
+      memory_limit: opts.memoryLimit ?? "128MB",
+      autoinstall_known_extensions: "false",
+      autoload_known_extensions: "false",
+    });
+    const conn = await db.connect();
+    await conn.run(`SET temp_directory = ${q(opts.tempDir)}`);
+    await conn.run("CREATE TABLE spool_tail (ts_us BIGINT, stream VARCHAR, seq BIGINT, origin VARCHAR, kind VARCHAR, data VARCHAR)");
+    if (existsSync(opts.spoolDir)) {
+      const appender = await conn.createAppender("spool_tail");
+      for (const f of Spool.segments(opts.spoolDir)) {
+        for (const m of Spool.read(join(opts.spoolDir, f))) {
+          appender.appendBigInt(BigInt(Math.round(m.ts)));
+          appender.appendVarchar(m.stream);
+          appender.appendBigInt(BigInt(m.seq));
+          appender.appendVarchar(m.origin);
+          appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
+          appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
+          appender.endRow();
+        }
+      }
+      appender.closeSync();
+    }
+    const parquet = hasParquet(opts.logsDir)
+      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet(${q(join(opts.logsDir, "**", "*.parquet"))}, hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}) UNION ALL `
+      : "";
+    await conn.run(`CREATE VIEW messages AS ${parquet}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM spool_tail`);
+    await conn.run(`SET allowed_directories = [${q(opts.logsDir + "/")}, ${q(opts.tempDir + "/")}]`);
+    await conn.run("SET enable_external_access = false");
+    await conn.run("SET lock_configuration = true");
+    return new QueryEngine(db, conn);
+  }
+
+  /**
+   * Runs one SELECT, returning at most `rowLimit` rows (more is an error that
+   * says to add a LIMIT) within `timeoutMs` (the query is interrupted after).
+   */
+  async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number } = {}): Promise<QueryResult> {
+    const rowLimit = opts.rowLimit ?? 100_000;
+    let statements;
+    try {
+      statements = await this.conn.extractStatements(sql);
+    } catch (err) {
+      throw new QueryError((err as Error).message);
+    }
+    if (statements.count !== 1) throw new QueryError(`send exactly one statement (got ${statements.count}); allowed: a single SELECT over the view messages`);
+    let prepared;
+    try {
+      prepared = await statements.prepare(0);
+    } catch (err) {
+      throw new QueryError((err as Error).message);
+    }
+    if (prepared.statementType !== StatementType.SELECT) {
+      throw new QueryError(`only SELECT queries run here (this is a ${StatementType[prepared.statementType] ?? "other"} statement); the log is read-only`);
+    }
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; this.conn.interrupt(); }, timeoutMs);
+    try {
+      const reader = await prepared.streamAndReadUntil(rowLimit + 1);
+      if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
+      return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[] };
+    } catch (err) {
+      if (err instanceof QueryError) throw err;
+      if (timedOut) throw new QueryError(`the query took longer than ${timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`} and was stopped`);
+      throw new QueryError((err as Error).message);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  close(): void {
+    this.conn.closeSync();
+    this.db.closeSync();
+  }
+}
+
+/** Renders a result as an aligned text table, CSV, a JSON array or NDJSON. */
+export function formatResult(r: QueryResult, format: "table" | "csv" | "json" | "ndjson"): string {
+  const cell = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  if (format === "json") return JSON.stringify(r.rows) + "\n";
+  if (format === "ndjson") return r.rows.map((row) => JSON.stringify(row)).join("\n") + (r.rows.length ? "\n" : "");
+  if (format === "csv") {
+    const esc = (s: string) => (/[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s);
+    return [r.columns.map(esc).join(","), ...r.rows.map((row) => r.columns.map((c) => esc(cell(row[c]))).join(","))].join("\n") + "\n";
+  }
+  const widths = r.columns.map((c) => Math.max(c.length, ...r.rows.map((row) => cell(row[c]).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd();
+  return [line(r.columns), line(widths.map((w) => "-".repeat(w))), ...r.rows.map((row) => line(r.columns.map((c) => cell(row[c])))), `(${r.rows.length} row${r.rows.length === 1 ? "" : "s"})`].join("\n") + "\n";
+}

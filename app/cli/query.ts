@@ -1,0 +1,52 @@
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
+import { UsageError } from "../core/errors.ts";
+import { parseCommandArgs, type Command } from "./command.ts";
+
+const FORMATS = ["table", "csv", "json", "ndjson"] as const;
+
+/** `switchyard query "SQL"`: SQL over the durable log, read-only. */
+export const query: Command = {
+  name: "query",
+  summary: "run SQL over the durable log (the view messages), read-only",
+  usage: `Usage: switchyard query "SELECT …" [--format table|csv|json|ndjson] [--output FILE] [--limit N] [--timeout S] [--data-dir DIR]
+
+Runs one SELECT over the view messages(ts, stream, seq, origin, kind, data, date):
+the Parquet files in DATA_DIR/logs and the records not yet compacted in
+DATA_DIR/spool. The query may read the log and nothing else.
+
+  switchyard query "SELECT stream, count(*) FROM messages GROUP BY 1"`,
+  async run(argv, io) {
+    const { values, positionals } = parseCommandArgs("query", argv, {
+      ...startupParseOptions, format: { type: "string" }, output: { type: "string" }, limit: { type: "string" }, timeout: { type: "string" },
+    }, true);
+    if (values.help) return io.out(this.usage + "\n"), 0;
+    if (positionals.length !== 1) throw new UsageError(`query: give the SQL as one argument (in quotes); got ${positionals.length}`);
+    const format = (values.format ?? "table") as (typeof FORMATS)[number];
+    if (!FORMATS.includes(format)) throw new UsageError(`query: --format: ${JSON.stringify(values.format)} is not valid; allowed: ${FORMATS.join(", ")}`);
+    const limit = values.limit === undefined ? 100_000 : Number(values.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000_000) throw new UsageError(`query: --limit: ${JSON.stringify(values.limit)} is not valid; allowed: a whole number from 1 to 10000000`);
+    const timeout = values.timeout === undefined ? 30 : Number(values.timeout);
+    if (!(timeout > 0 && timeout <= 3600)) throw new UsageError(`query: --timeout: ${JSON.stringify(values.timeout)} is not valid; allowed: seconds from 1 to 3600`);
+    const { config } = resolveStartupConfig(values, io.env);
+    // DuckDB is loaded only by the commands that query: the hub never carries it.
+    const { formatResult, QueryEngine, QueryError } = await import("../analytics/engine.ts");
+    const engine = await QueryEngine.open({
+      logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"),
+    });
+    try {
+      const result = await engine.query(positionals[0]!, { rowLimit: limit, timeoutMs: timeout * 1000 });
+      const text = formatResult(result, format);
+      if (values.output) writeFileSync(values.output, text);
+      else io.out(text);
+      return 0;
+    } catch (err) {
+      if (!(err instanceof QueryError)) throw err;
+      io.err(`query failed: ${err.message}\n`);
+      return 1;
+    } finally {
+      engine.close();
+    }
+  },
+};

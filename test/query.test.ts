@@ -1,0 +1,100 @@
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { formatResult, QueryEngine, QueryError } from "../app/analytics/engine.ts";
+import { silentLogger } from "../app/core/logger.ts";
+import { compactSegments } from "../app/log/compaction.ts";
+import { Spool } from "../app/log/spool.ts";
+import { cli } from "./support/cli.ts";
+import { tempDir } from "./support/server.ts";
+
+// DuckDB and subprocesses: more than Bun's 5 s default.
+setDefaultTimeout(60_000);
+
+/** A data dir with 30 messages compacted to Parquet and 10 more still in the spool. */
+async function dataDir() {
+  const tmp = tempDir();
+  const spoolDir = join(tmp.dir, "spool");
+  const spool = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+  for (let i = 1; i <= 30; i++) spool.append({ stream: i % 2 ? "spin30" : "lab/rig", ts: Date.UTC(2026, 10, 23) * 1000 + i, seq: i, origin: "t", data: `{"v":${i}}`, size: 8 });
+  spool.close();
+  await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), join(tmp.dir, "logs"));
+  const tail = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+  for (let i = 31; i <= 40; i++) tail.append({ stream: "spin30", ts: Date.UTC(2026, 10, 23) * 1000 + i, seq: i, origin: "t", data: i === 40 ? new Uint8Array([1, 2]) : `{"v":${i}}`, size: 8 });
+  tail.close();
+  return tmp;
+}
+
+const open = (dir: string) => QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir: join(dir, "spool"), tempDir: join(dir, "tmp", "duckdb") });
+
+describe("SQL over the log", () => {
+  it("sees Parquet and the not-yet-compacted spool in one view", async () => {
+    const tmp = await dataDir();
+    const engine = await open(tmp.dir);
+    const r = await engine.query("SELECT stream, count(*) AS n, max(seq) AS last FROM messages GROUP BY 1 ORDER BY 1");
+    expect(r.columns).toEqual(["stream", "n", "last"]);
+    expect(r.rows).toEqual([{ stream: "lab/rig", n: "15", last: "30" }, { stream: "spin30", n: "25", last: "40" }]);
+    const [row] = (await engine.query("SELECT kind, data, strftime(ts, '%Y-%m-%d') AS day, date::VARCHAR AS date FROM messages WHERE seq = 40")).rows;
+    expect(row).toEqual({ kind: "binary", data: "AQI=", day: "2026-11-23", date: "2026-11-23" });
+    const [json] = (await engine.query("SELECT sum((data::JSON->>'v')::INT) AS total FROM messages WHERE kind = 'text'")).rows;
+    expect(json).toEqual({ total: "780" });
+    engine.close();
+    tmp.remove();
+  });
+
+  it.each([
+    ["COPY (SELECT 1) TO '/tmp/switchyard-evil.csv'", /only SELECT|disabled by configuration/],
+    ["SELECT * FROM read_csv('/etc/passwd')", /file system operations are disabled/],
+    ["SELECT * FROM read_text('/etc/hostname')", /file system operations are disabled/],
+    ["ATTACH '/tmp/switchyard-evil.db' AS evil", /only SELECT|disabled by configuration/],
+    ["INSTALL httpfs", /only SELECT|disabled/],
+    ["LOAD httpfs", /only SELECT|disabled/],
+    ["SET enable_external_access = true", /only SELECT|locked/],
+    ["CREATE TABLE t AS SELECT 1", /only SELECT/],
+    ["DELETE FROM spool_tail", /only SELECT/],
+    ["SELECT 1; SELECT 2", /exactly one statement/],
+    ["SELECT * FROM nowhere", /nowhere/],
+  ])("refuses %s with a clear error", async (sql, why) => {
+    const tmp = await dataDir();
+    const engine = await open(tmp.dir);
+    let err: unknown;
+    try { await engine.query(sql); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(QueryError);
+    expect((err as Error).message).toMatch(why);
+    expect(existsSync("/tmp/switchyard-evil.csv")).toBe(false);
+    engine.close();
+    tmp.remove();
+  });
+
+  it("enforces a row limit and a time limit with errors that say what to do", async () => {
+    const tmp = await dataDir();
+    const engine = await open(tmp.dir);
+    await expect(engine.query("SELECT * FROM messages", { rowLimit: 10 })).rejects.toThrow("more than 10 rows; add a LIMIT");
+    await expect(engine.query("SELECT count(*) FROM range(100000000000) a", { timeoutMs: 300 })).rejects.toThrow("longer than 300 ms and was stopped");
+    engine.close();
+    tmp.remove();
+  });
+
+  it("formats results as a table, CSV, JSON and NDJSON", () => {
+    const r = { columns: ["a", "b"], rows: [{ a: "x,y", b: 1 }, { a: "z", b: null }] };
+    expect(formatResult(r, "csv")).toBe('a,b\n"x,y",1\nz,\n');
+    expect(formatResult(r, "json")).toBe('[{"a":"x,y","b":1},{"a":"z","b":null}]\n');
+    expect(formatResult(r, "ndjson")).toBe('{"a":"x,y","b":1}\n{"a":"z","b":null}\n');
+    expect(formatResult(r, "table")).toBe("a    b\n---  -\nx,y  1\nz\n(2 rows)\n");
+  });
+
+  it("switchyard query prints results and exits 1 with the reason for a refused query", async () => {
+    const tmp = await dataDir();
+    const ok = await cli(["query", "SELECT stream, count(*) AS n FROM messages GROUP BY 1 ORDER BY 1", "--format", "csv", "--data-dir", tmp.dir]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toBe("stream,n\nlab/rig,15\nspin30,25\n");
+    const out = join(tmp.dir, "out.ndjson");
+    expect((await cli(["query", "SELECT seq FROM messages WHERE seq <= 2 ORDER BY seq", "--format", "ndjson", "--output", out, "--data-dir", tmp.dir])).code).toBe(0);
+    expect(readFileSync(out, "utf8")).toBe('{"seq":"1"}\n{"seq":"2"}\n');
+    const bad = await cli(["query", "SELECT * FROM read_csv('/etc/passwd')", "--data-dir", tmp.dir]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("query failed:");
+    expect((await cli(["query", "SELECT 1", "--format", "xml", "--data-dir", tmp.dir])).code).toBe(2);
+    tmp.remove();
+  });
+});
