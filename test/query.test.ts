@@ -98,3 +98,27 @@ describe("SQL over the log", () => {
     tmp.remove();
   });
 });
+
+describe("POST /api/query", () => {
+  it("answers SQL over the live log from a worker, in JSON or CSV, and refuses escapes with 400", async () => {
+    const { startTestServer } = await import("./support/server.ts");
+    const srv = await startTestServer();
+    try {
+      for (let i = 1; i <= 5; i++) await fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", body: `{"v":${i}}`, headers: { "content-type": "application/json" } });
+      const ask = (body: unknown) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify(body) });
+      const json = await ask({ sql: "SELECT seq, data FROM messages WHERE stream = 'spin30' ORDER BY seq DESC LIMIT 2" });
+      expect(json.status).toBe(200);
+      expect(json.headers.get("x-switchyard-rows")).toBe("2");
+      expect(await json.json()).toEqual([{ seq: "5", data: '{"v":5}' }, { seq: "4", data: '{"v":4}' }]);
+      const csv = await ask({ sql: "SELECT count(*) AS n FROM messages", format: "csv" });
+      expect(csv.headers.get("content-type")).toContain("text/csv");
+      expect(await csv.text()).toBe("n\n5\n");
+      const escape = await ask({ sql: "SELECT * FROM read_csv('/etc/passwd')" });
+      expect(escape.status).toBe(400);
+      expect((await escape.json()).error.message).toContain("file system operations are disabled");
+      expect((await ask({ sql: "SELECT 1", format: "xml" })).status).toBe(400);
+    } finally {
+      await srv.close();
+    }
+  });
+});

@@ -1,0 +1,31 @@
+import type { Hono } from "hono";
+import { join } from "node:path";
+import { runQueryInWorker } from "../../analytics/run-query.ts";
+import { AppError, badRequest } from "../../core/errors.ts";
+import { requireAdmin } from "../admin.ts";
+import { readJsonText } from "../body.ts";
+import type { HttpDeps, HttpEnv } from "../deps.ts";
+
+const FORMATS = { json: "application/json", ndjson: "application/x-ndjson", csv: "text/csv; charset=utf-8", table: "text/plain; charset=utf-8" } as const;
+
+/**
+ * Binds POST /api/query (admin): `{"sql": "SELECT …", "format": "json"|"ndjson"|"csv"|"table"}`,
+ * run read-only over the log in a worker, with a row limit (100,000) and a time limit (30 s).
+ */
+export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  app.post("/api/query", requireAdmin(deps), async (c) => {
+    const text = await readJsonText(c.req.raw);
+    let body: { sql?: unknown; format?: unknown };
+    try { body = JSON.parse(text); } catch { throw badRequest('the body is not JSON; send {"sql":"SELECT …","format":"json"}'); }
+    if (typeof body.sql !== "string" || body.sql.trim() === "") throw badRequest("sql: allowed: one SELECT over the view messages", { fields: { sql: "required" } });
+    const format = (body.format ?? "json") as keyof typeof FORMATS;
+    if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
+    const dataDir = deps.config.dataDir;
+    const reply = await runQueryInWorker({
+      sql: body.sql, format, rowLimit: 100_000, timeoutMs: 30_000,
+      dirs: { logsDir: join(dataDir, "logs"), spoolDir: join(dataDir, "spool"), tempDir: join(dataDir, "tmp", "duckdb") },
+    });
+    if (!reply.ok) throw new AppError(reply.refused ? 400 : 500, `query failed: ${reply.error}`);
+    return c.body(reply.body, 200, { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) });
+  });
+}
