@@ -179,16 +179,24 @@ describe("recent messages: GET /api/streams/{name}/messages", () => {
   it("returns the latest messages, oldest first, with limit, since and after_seq", async () => {
     srv = await startTestServer({ recent_messages_per_stream: 5 });
     for (let i = 1; i <= 7; i++) await post("dev/abc", `m${i}`);
+    // Memory keeps 5; the default limit (100) wants more, so the log answers, back to the first.
     const all = await (await fetch(`${srv.url}/api/streams/dev/abc/messages`)).json();
-    expect(all.stream).toBe("dev/abc");
-    expect(all.messages.map((m: { data: string }) => m.data)).toEqual(["m3", "m4", "m5", "m6", "m7"]);
-    expect(all.messages[0]).toMatchObject({ seq: 3, kind: "text", origin: "http:127.0.0.1", time: expect.stringMatching(/^\d{4}-/) });
+    expect(all).toMatchObject({ stream: "dev/abc", source: "log" });
+    expect(all.messages.map((m: { data: string }) => m.data)).toEqual(["m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
+    expect(all.messages[0]).toMatchObject({ seq: 1, kind: "text", origin: "http:127.0.0.1", time: expect.stringMatching(/^\d{4}-/) });
+    const memory = await (await fetch(`${srv.url}/api/streams/dev/abc/messages?source=memory`)).json();
+    expect(memory.messages.map((m: { data: string }) => m.data)).toEqual(["m3", "m4", "m5", "m6", "m7"]);
+    const old = await (await fetch(`${srv.url}/api/streams/dev/abc/messages?until=${all.messages[1].ts}`)).json();
+    expect(old).toMatchObject({ source: "log", messages: [{ seq: 1 }, { seq: 2 }] });
+    const logAfter = await (await fetch(`${srv.url}/api/streams/dev/abc/messages?source=log&after_seq=5&since=${all.messages[0].ts}`)).json();
+    expect(logAfter.messages.map((m: { seq: number }) => m.seq)).toEqual([6, 7]);
     const two = await (await fetch(`${srv.url}/api/streams/dev/abc/messages?limit=2`)).json();
+    expect(two.source).toBe("memory");
     expect(two.messages.map((m: { seq: number }) => m.seq)).toEqual([6, 7]);
     const after = await (await fetch(`${srv.url}/api/streams/dev/abc/messages?after_seq=5`)).json();
     expect(after.messages.map((m: { seq: number }) => m.seq)).toEqual([6, 7]);
     const since = await (await fetch(`${srv.url}/api/streams/dev/abc/messages?since=${all.messages[3].ts}`)).json();
-    expect(since.messages.map((m: { seq: number }) => m.seq)).toEqual([7]);
+    expect(since.messages.map((m: { seq: number }) => m.seq)).toEqual([5, 6, 7]);
     const iso = await (await fetch(`${srv.url}/api/streams/dev/abc/messages?since=2000-01-01T00:00:00Z&limit=1`)).json();
     expect(iso.messages.map((m: { seq: number }) => m.seq)).toEqual([7]);
   });
@@ -205,7 +213,7 @@ describe("recent messages: GET /api/streams/{name}/messages", () => {
     expect(none.status).toBe(404);
     const bad = await fetch(`${srv.url}/api/streams/bin/messages?limit=0`);
     expect(bad.status).toBe(400);
-    expect((await bad.json()).error.message).toBe('limit: "0" is not valid; allowed: a whole number from 1 to 100');
+    expect((await bad.json()).error.message).toBe('limit: "0" is not valid; allowed: a whole number from 1 to 10000');
     const badSince = await fetch(`${srv.url}/api/streams/bin/messages?since=yesterday`);
     expect((await badSince.json()).error.message).toContain("allowed: an ISO 8601 time");
   });
@@ -216,13 +224,16 @@ describe("recent messages: GET /api/streams/{name}/messages", () => {
     await post("s1", "0123456789");
     await post("s2", "0123456789");
     await post("s1", "0123456789");
-    // 630 bytes > 425: s2, written least recently, goes.
-    expect((await fetch(`${srv.url}/api/streams/s2/messages`)).status).toBe(404);
-    expect((await (await fetch(`${srv.url}/api/streams/s1/messages`)).json()).messages).toHaveLength(2);
+    // 630 bytes > 425: s2, written least recently, goes from memory (the log still has it).
+    expect((await fetch(`${srv.url}/api/streams/s2/messages?source=memory`)).status).toBe(404);
+    expect((await (await fetch(`${srv.url}/api/streams/s1/messages?source=memory`)).json()).messages).toHaveLength(2);
     await post("s3", "0123456789");
     // Now s1 is the least recently written.
-    expect((await fetch(`${srv.url}/api/streams/s1/messages`)).status).toBe(404);
-    expect((await (await fetch(`${srv.url}/api/streams/s3/messages`)).json()).messages).toHaveLength(1);
+    expect((await fetch(`${srv.url}/api/streams/s1/messages?source=memory`)).status).toBe(404);
+    expect((await (await fetch(`${srv.url}/api/streams/s3/messages?source=memory`)).json()).messages).toHaveLength(1);
+    // History comes from the log.
+    const s2 = await (await fetch(`${srv.url}/api/streams/s2/messages`)).json();
+    expect(s2).toMatchObject({ source: "log", messages: [{ seq: 1, data: "0123456789", kind: "text" }] });
     expect(srv.recent.bytes).toBe(210);
   });
 });

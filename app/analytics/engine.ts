@@ -90,7 +90,7 @@ export class QueryEngine {
    * Runs one SELECT, returning at most `rowLimit` rows (more is an error that
    * says to add a LIMIT) within `timeoutMs` (the query is interrupted after).
    */
-  async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number } = {}): Promise<QueryResult> {
+  async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number; params?: (string | number | bigint)[] } = {}): Promise<QueryResult> {
     const rowLimit = opts.rowLimit ?? 100_000;
     let statements;
     try {
@@ -108,6 +108,7 @@ export class QueryEngine {
     if (prepared.statementType !== StatementType.SELECT) {
       throw new QueryError(`only SELECT queries run here (this is a ${StatementType[prepared.statementType] ?? "other"} statement); the log is read-only`);
     }
+    if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
     const timeoutMs = opts.timeoutMs ?? 30_000;
     let timedOut = false;
     const timer = setTimeout(() => { timedOut = true; this.conn.interrupt(); }, timeoutMs);

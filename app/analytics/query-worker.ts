@@ -13,7 +13,7 @@ self.onmessage = async (e: MessageEvent<QueryJob>) => {
   let reply: QueryReply;
   try {
     engine = await QueryEngine.open(job.dirs);
-    const result = await engine.query(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs });
+    const result = await engine.query(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params });
     reply = { ok: true, body: formatResult(result, job.format), rows: result.rows.length };
   } catch (err) {
     reply = { ok: false, error: (err as Error).message, refused: err instanceof QueryError };

@@ -6,6 +6,8 @@ export interface QueryJob {
   format: "table" | "csv" | "json" | "ndjson";
   rowLimit: number;
   timeoutMs: number;
+  /** Values for `$1`, `$2`, … in `sql` (never pasted into the SQL text). */
+  params?: (string | number)[];
   dirs: QueryEngineOptions;
 }
 

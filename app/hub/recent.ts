@@ -78,6 +78,11 @@ export class RecentMessages {
     return out.slice(Math.max(0, out.length - q.limit));
   }
 
+  /** The oldest message kept for a stream, if any. */
+  oldest(stream: string): Message | null {
+    return this.rings.get(stream)?.messages[0] ?? null;
+  }
+
   /** Payload bytes held, across streams. */
   get bytes(): number {
     return this.total;

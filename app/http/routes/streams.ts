@@ -1,6 +1,9 @@
 import type { Context, Hono } from "hono";
 import { AppError, badRequest, notFound } from "../../core/errors.ts";
 import { readBodyCapped } from "../body.ts";
+import { join } from "node:path";
+import { runQueryInWorker } from "../../analytics/run-query.ts";
+import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
 import { streamStats } from "../../hub/stream-state.ts";
@@ -28,12 +31,12 @@ function isTextType(contentType: string | undefined): boolean {
     || t === "application/xml" || t.endsWith("+xml") || t === "application/x-www-form-urlencoded";
 }
 
-/** Parses `since` (ISO 8601 time, or microseconds since the epoch) into µs. */
-function parseSince(text: string | undefined): number | undefined {
+/** Parses a time (ISO 8601, or microseconds since the epoch) into µs. */
+function parseSince(text: string | undefined, name: string): number | undefined {
   if (text === undefined || text === "") return undefined;
   if (/^\d+$/.test(text)) return Number(text);
   const ms = Date.parse(text);
-  if (Number.isNaN(ms)) throw badRequest(`since: ${JSON.stringify(text)} is not a time; allowed: an ISO 8601 time (2026-11-23T12:00:00Z) or microseconds since the epoch`);
+  if (Number.isNaN(ms)) throw badRequest(`${name}: ${JSON.stringify(text)} is not a time; allowed: an ISO 8601 time (2026-11-23T12:00:00Z) or microseconds since the epoch`);
   return ms * 1000;
 }
 
@@ -50,23 +53,52 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   const problem = streamNameProblem(name);
   if (problem) throw badRequest(problem);
   await requireStreamGrant(c, deps, name, "read");
-  const kept = Math.max(1, deps.store.settings.recent_messages_per_stream);
-  const limit = parseCount("limit", c.req.query("limit"), Math.min(100, kept), 1, kept)!;
-  const since = parseSince(c.req.query("since"));
+  const limit = parseCount("limit", c.req.query("limit"), 100, 1, 10_000)!;
+  const since = parseSince(c.req.query("since"), "since");
+  const until = parseSince(c.req.query("until"), "until");
   const afterSeq = parseCount("after_seq", c.req.query("after_seq"), undefined, 0, Number.MAX_SAFE_INTEGER);
-  const messages = deps.recent.query(name, { limit, since, afterSeq });
-  if (messages === null) throw notFound(`no messages are kept for stream ${JSON.stringify(name)}; nothing was published on it since the server started, or it was evicted`);
+  const source = c.req.query("source") ?? "auto";
+  if (!["auto", "memory", "log"].includes(source)) throw badRequest(`source: ${JSON.stringify(source)} is not valid; allowed: auto, memory, log`);
+  // Memory answers when it holds the whole answer: `limit` messages, or everything back to the
+  // stream's first message or to the since/after_seq boundary. Otherwise (or with until, or
+  // source=log) the log answers.
+  const inMemory = source !== "log" && until === undefined ? deps.recent.query(name, { limit, since, afterSeq }) : null;
+  const oldest = deps.recent.oldest(name);
+  const complete = inMemory !== null && oldest !== null && (inMemory.length === limit || oldest.seq === 1
+    || (since !== undefined && oldest.ts <= since) || (afterSeq !== undefined && oldest.seq <= afterSeq + 1));
+  if (source === "memory" && inMemory === null) throw notFound(`no messages are kept in memory for stream ${JSON.stringify(name)}; ask source=log for history`);
+  if (inMemory !== null && (complete || source === "memory")) return c.json({ stream: name, source: "memory", messages: inMemory.map(messageJson) });
+  const conditions = ["stream = $1"];
+  const params: (string | number)[] = [name];
+  if (since !== undefined) { params.push(since); conditions.push(`ts > make_timestamp($${params.length}::BIGINT)`); }
+  if (until !== undefined) { params.push(until); conditions.push(`ts <= make_timestamp($${params.length}::BIGINT)`); }
+  if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
+  const dataDir = deps.config.dataDir;
+  const reply = await runQueryInWorker({
+    sql: `SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
+    params, format: "json", rowLimit: limit, timeoutMs: 30_000,
+    dirs: { logsDir: join(dataDir, "logs"), spoolDir: join(dataDir, "spool"), tempDir: join(dataDir, "tmp", "duckdb") },
+  });
+  if (!reply.ok) throw new AppError(500, `reading the log failed: ${reply.error}`);
+  const rows = JSON.parse(reply.body) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
+  if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
   return c.json({
     stream: name,
-    messages: messages.map((m) => ({
+    source: "log",
+    messages: rows.map((r) => ({ seq: Number(r.seq), ts: Number(r.ts), time: new Date(Number(r.ts) / 1000).toISOString(), origin: r.origin, kind: r.kind, data: r.data })),
+  });
+}
+
+/** A message as the messages endpoints show it (binary as base64). */
+function messageJson(m: Message) {
+  return {
       seq: m.seq,
       ts: m.ts,
       time: new Date(m.ts / 1000).toISOString(),
       origin: m.origin,
       kind: typeof m.data === "string" ? "text" : "binary",
       data: typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"),
-    })),
-  });
+  };
 }
 
 /**
