@@ -7,11 +7,17 @@
  * Measures messages/s the hub accepted (from the first message to the last
  * counted in /api/streams) and RSS idle and during ingest.
  *
- *   npm run bench -- log [--quick] [--rounds N]
+ *   npm run bench -- log [--quick] [--rounds N] [--rows N]
  *
- * Parts 2 and 3 (query latency over 10 million rows, RSS during a query) come
- * with the DuckDB query engine.
+ * Part 2, query latency: 10 million rows of log are generated straight into the
+ * Parquet layout (by DuckDB: logging them through the hub would take the whole
+ * run), and typical queries go to POST /api/query of a running Switchyard:
+ * median and worst of 5 runs each. Part 3: the server's RSS idle, during ingest
+ * (part 1) and during a query.
  */
+import { DuckDBInstance } from "@duckdb/node-api";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { rssBytes, runClient } from "./support/proc.ts";
 import { startSwitchyard, type SwitchyardProcess } from "./support/switchyard-proc.ts";
@@ -35,6 +41,50 @@ async function trial(sy: SwitchyardProcess, stream: string, messages: number) {
   const seconds = (performance.now() - t0) / 1000;
   clearInterval(sampler);
   return { perSecond: messages / seconds, peak };
+}
+
+/** Writes `rows` log rows over 20 streams and 3 days into the hive layout under `logsDir`, as compaction would. */
+async function generateLog(logsDir: string, rows: number): Promise<void> {
+  const db = await DuckDBInstance.create(":memory:", { threads: "2", memory_limit: "1GB" });
+  const c = await db.connect();
+  await c.run(`COPY (
+      SELECT make_timestamp(1795392000000000 + i * (259200000000 // ${rows})) AS ts,
+             'spin' || (i % 20) AS stream, i // 20 + 1 AS seq, 'udp:10.0.0.' || (i % 20) || ':5000' AS origin, 'text' AS kind,
+             '{"stream":"spin' || (i % 20) || '","v":' || (i % 1000) || ',"t":' || i || '}' AS data,
+             strftime(make_timestamp(1795392000000000 + i * (259200000000 // ${rows})), '%Y-%m-%d') AS date
+      FROM range(${rows}) t(i))
+    TO '${logsDir}' (FORMAT parquet, PARTITION_BY (stream, date), COMPRESSION zstd, ROW_GROUP_SIZE 100000, FILENAME_PATTERN 'seg0_{i}')`);
+  c.closeSync();
+  db.closeSync();
+}
+
+/** Times POST /api/query for each query: median and worst of `runs`, and the server's peak RSS meanwhile. */
+async function queryLatency(sy: SwitchyardProcess, runs: number, rows: number) {
+  const queries: [string, string][] = [
+    ["count by stream", "SELECT stream, count(*) AS n FROM messages GROUP BY 1"],
+    ["1-minute buckets of one stream, one day", "SELECT time_bucket(INTERVAL 1 MINUTE, ts) AS t, avg((data::JSON->>'v')::INT) AS v FROM messages WHERE stream = 'spin7' AND date = DATE '2026-11-24' GROUP BY 1 ORDER BY 1"],
+    ["latest 100 of one stream", "SELECT ts, seq, data FROM messages WHERE stream = 'spin7' ORDER BY ts DESC LIMIT 100"],
+    ["point lookup by seq", `SELECT * FROM messages WHERE stream = 'spin7' AND seq = ${Math.floor(rows / 40)}`],
+  ];
+  let peak = 0;
+  const sampler = setInterval(async () => { peak = Math.max(peak, await rssBytes(sy.pid)); }, 50);
+  const out: { name: string; median: number; worst: number; rows: string }[] = [];
+  for (const [name, sql] of queries) {
+    const times: number[] = [];
+    let rows = "";
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      const r = await fetch(`${sy.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }) });
+      if (!r.ok) throw new Error(`${name}: ${await r.text()}`);
+      await r.arrayBuffer();
+      times.push(performance.now() - t0);
+      rows = r.headers.get("x-switchyard-rows") ?? "";
+    }
+    times.sort((a, b) => a - b);
+    out.push({ name, median: times[Math.floor(times.length / 2)]!, worst: times[times.length - 1]!, rows });
+  }
+  clearInterval(sampler);
+  return { results: out, peak };
 }
 
 export async function run(args: string[]) {
@@ -66,5 +116,27 @@ export async function run(args: string[]) {
     console.log(`\nratio on / off: **${(best.on!.perSecond / best.off!.perSecond).toFixed(2)}**; idle RSS ${mib(idle)}`);
   } finally {
     await sy.stop();
+  }
+
+  const rowsArg = args.indexOf("--rows");
+  const rows = rowsArg >= 0 ? Number(args[rowsArg + 1]) : quick ? 1_000_000 : 10_000_000;
+  const dataDir = mkdtempSync(join(tmpdir(), "switchyard-bench-log-"));
+  try {
+    const t0 = performance.now();
+    await generateLog(join(dataDir, "logs"), rows);
+    console.log(`\ngenerated ${fmt(rows)} rows of log as Parquet in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const q = await startSwitchyard({}, 0, dataDir);
+    try {
+      const idleQ = await rssBytes(q.pid);
+      const { results, peak } = await queryLatency(q, 5, rows);
+      console.log("\n| query over " + fmt(rows) + " rows (POST /api/query) | median ms | worst ms | rows |");
+      console.log("|---|---|---|---|");
+      for (const r of results) console.log(`| ${r.name} | ${r.median.toFixed(0)} | ${r.worst.toFixed(0)} | ${r.rows} |`);
+      console.log(`\nserver RSS: idle ${mib(idleQ)}, peak during the queries ${mib(peak)}, after ${mib(await rssBytes(q.pid))}`);
+    } finally {
+      await q.stop();
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
   }
 }

@@ -20,8 +20,8 @@ export interface SwitchyardProcess {
 }
 
 /** Starts `switchyard serve` with the given settings on 127.0.0.1 and a free port (UDP off unless `udpPort`). */
-export async function startSwitchyard(settings: Partial<Settings> = {}, udpPort = 0): Promise<SwitchyardProcess> {
-  const dataDir = mkdtempSync(join(tmpdir(), "switchyard-bench-"));
+export async function startSwitchyard(settings: Partial<Settings> = {}, udpPort = 0, existingDataDir?: string): Promise<SwitchyardProcess> {
+  const dataDir = existingDataDir ?? mkdtempSync(join(tmpdir(), "switchyard-bench-"));
   const store = SettingsStore.open(dataDir);
   if (Object.keys(settings).length > 0) store.update(settings);
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
@@ -34,7 +34,7 @@ export async function startSwitchyard(settings: Partial<Settings> = {}, udpPort 
     async stop() {
       proc.kill("SIGTERM");
       await proc.exited;
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!existingDataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
