@@ -120,3 +120,28 @@ describe("the server compacts its log", () => {
     }
   });
 });
+
+describe("an independent Parquet reader", () => {
+  it("reads compacted files with hyparquet (no DuckDB): the same rows, zstd and all", async () => {
+    const { parquetReadObjects } = await import("hyparquet");
+    const { asyncBufferFromFile } = await import("hyparquet/src/node.js");
+    const { compressors } = await import("hyparquet-compressors");
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, "spool");
+    const logsDir = join(tmp.dir, "logs");
+    const r = await compactSegments(spoolWith(spoolDir, 40), logsDir);
+    const rows: Record<string, unknown>[] = [];
+    for (const f of r.files) {
+      const file = await asyncBufferFromFile(join(logsDir, f));
+      const stream = decodeURIComponent(/stream=([^/]+)/.exec(f)![1]!);
+      for (const row of await parquetReadObjects({ file, compressors })) rows.push({ ...row, stream });
+    }
+    expect(rows).toHaveLength(40);
+    const seven = rows.find((x) => Number(x.seq) === 7)!;
+    expect(seven).toMatchObject({ stream: "lab/rig-1", kind: "text", data: '{"v":7}', origin: "test" });
+    // hyparquet hands TIMESTAMP columns back as Dates (millisecond precision).
+    expect(seven.ts).toBeInstanceOf(Date);
+    expect((seven.ts as Date).toISOString()).toBe("2026-11-23T12:00:00.000Z");
+    tmp.remove();
+  });
+});
