@@ -104,6 +104,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   hub.onMessage((m) => alerts.onMessage(m));
   const compactor = new Compactor({
     spool, logsDir: join(config.dataDir, "logs"), intervalSeconds: () => store.settings.log_compact_seconds, logger,
+    retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }),
     onOutcome: (o) => alerts.compaction(o),
   });
   const startedAt = Date.now();

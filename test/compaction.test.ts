@@ -145,3 +145,29 @@ describe("an independent Parquet reader", () => {
     tmp.remove();
   });
 });
+
+describe("retention of the Parquet log", () => {
+  it("removes date partitions past the age limit, then the oldest dates while over the size limit", async () => {
+    const { enforceParquetRetention } = await import("../app/log/retention.ts");
+    const { mkdirSync, writeFileSync, existsSync } = await import("node:fs");
+    const tmp = tempDir();
+    const part = (stream: string, date: string, bytes: number) => {
+      const dir = join(tmp.dir, `stream=${stream}`, `date=${date}`);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, "seg1_0.parquet"), new Uint8Array(bytes));
+      return dir;
+    };
+    const a1 = part("a", "2026-10-01", 100);
+    const b1 = part("b", "2026-11-20", 100);
+    const a2 = part("a", "2026-11-21", 100);
+    const b2 = part("b", "2026-11-22", 100);
+    const now = Date.parse("2026-11-23T12:00:00Z");
+    expect(enforceParquetRetention(tmp.dir, { days: 0, bytes: 0 }, now)).toEqual([]);
+    const byAge = enforceParquetRetention(tmp.dir, { days: 30, bytes: 0 }, now);
+    expect(byAge).toEqual([{ path: a1, bytes: 100, reason: "older than 30 days" }]);
+    const bySize = enforceParquetRetention(tmp.dir, { days: 30, bytes: 150 }, now);
+    expect(bySize.map((r) => r.path)).toEqual([b1, a2]);
+    expect([existsSync(a1), existsSync(b1), existsSync(a2), existsSync(b2)]).toEqual([false, false, false, true]);
+    tmp.remove();
+  });
+});

@@ -4,13 +4,15 @@
  * ({segments, logsDir}), one out ({ok, result} or {ok: false, error}).
  */
 import { compactSegments } from "./compaction.ts";
+import { enforceParquetRetention } from "./retention.ts";
 
 declare const self: Worker;
 
-self.onmessage = async (e: MessageEvent<{ segments: string[]; logsDir: string }>) => {
+self.onmessage = async (e: MessageEvent<{ segments: string[]; logsDir: string; retention: { days: number; bytes: number } }>) => {
   try {
     const result = await compactSegments(e.data.segments, e.data.logsDir);
-    self.postMessage({ ok: true, result });
+    const removed = enforceParquetRetention(e.data.logsDir, e.data.retention);
+    self.postMessage({ ok: true, result, removed });
   } catch (err) {
     self.postMessage({ ok: false, error: (err as Error).message });
   }

@@ -1,10 +1,11 @@
 import type { Logger } from "../core/logger.ts";
 import type { CompactionResult } from "./compaction.ts";
+import type { RemovedPartition } from "./retention.ts";
 import { Spool } from "./spool.ts";
 import { join } from "node:path";
 
 /** What the compactor reports after each run. */
-export type CompactionOutcome = { ok: true; result: CompactionResult } | { ok: false; error: string };
+export type CompactionOutcome = { ok: true; result: CompactionResult; removed?: RemovedPartition[] } | { ok: false; error: string };
 
 /** How long one run may take before it is called failed (and its worker stopped). */
 const RUN_TIMEOUT_MS = 10 * 60_000;
@@ -26,6 +27,8 @@ export class Compactor {
     spool: Spool;
     logsDir: string;
     intervalSeconds: () => number;
+    /** Retention of the Parquet log, applied after each run. */
+    retention: () => { days: number; bytes: number };
     logger: Logger;
     onOutcome: (o: CompactionOutcome) => void;
   }) {}
@@ -60,7 +63,6 @@ export class Compactor {
   private async run(): Promise<CompactionOutcome> {
     const current = this.opts.spool.current;
     const sealed = Spool.segments(this.opts.spool.dir).map((f) => join(this.opts.spool.dir, f)).filter((p) => p !== current);
-    if (sealed.length === 0) return { ok: true, result: { segments: 0, rows: 0, files: [], recovered: 0 } };
     const outcome = await new Promise<CompactionOutcome>((resolve) => {
       const worker = new Worker(new URL("./compact-worker.ts", import.meta.url).href);
       this.worker = worker;
@@ -73,11 +75,12 @@ export class Compactor {
       const limit = setTimeout(() => done({ ok: false, error: `compaction took longer than ${RUN_TIMEOUT_MS / 60_000} minutes` }), RUN_TIMEOUT_MS);
       worker.onmessage = (e: MessageEvent<CompactionOutcome>) => done(e.data);
       worker.onerror = (e) => done({ ok: false, error: e.message || "the compaction worker failed" });
-      worker.postMessage({ segments: sealed, logsDir: this.opts.logsDir });
+      worker.postMessage({ segments: sealed, logsDir: this.opts.logsDir, retention: this.opts.retention() });
     });
     this.last = { at: new Date().toISOString(), outcome };
     if (outcome.ok) {
       if (outcome.result.segments > 0) this.opts.logger.info("log compacted", { segments: outcome.result.segments, rows: outcome.result.rows, files: outcome.result.files.length });
+      for (const r of outcome.removed ?? []) this.opts.logger.warn("log retention removed a partition", { path: r.path, bytes: r.bytes, reason: r.reason });
     } else {
       this.opts.logger.error("log compaction failed", { error: outcome.error });
     }
