@@ -5,6 +5,7 @@ import { bindAlertRoutes } from "./routes/alerts.ts";
 import { bindDestinationRoutes } from "./routes/destinations.ts";
 import { bindEventRoutes } from "./routes/events.ts";
 import { bindFeedRoutes } from "./routes/feeds.ts";
+import { bindGrafanaRoutes } from "./routes/grafana.ts";
 import { bindQueryRoutes } from "./routes/query.ts";
 import { bindSessionRoutes } from "./routes/session.ts";
 import { bindSettingsRoutes } from "./routes/settings.ts";
@@ -27,6 +28,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindAlertRoutes(app, deps);
   bindSettingsRoutes(app, deps);
   bindQueryRoutes(app, deps);
+  bindGrafanaRoutes(app, deps);
   bindEventRoutes(app, deps);
   bindIngestRoutes(app, deps);
   app.onError(handleError(deps.logger));
