@@ -171,3 +171,48 @@ describe("retention of the Parquet log", () => {
     tmp.remove();
   });
 });
+
+describe("merging the small files of closed partitions", () => {
+  const MERGE_CRASH = join(import.meta.dir, "support", "merge-crash.ts");
+  const files = async (dir: string) => {
+    const { readdirSync, statSync } = await import("node:fs");
+    const out: string[] = [];
+    const walk = (d: string) => { for (const e of readdirSync(d)) { const p = join(d, e); if (statSync(p).isDirectory()) walk(p); else out.push(p); } };
+    walk(dir);
+    return out;
+  };
+
+  it("leaves one file per closed partition with the same rows, and leaves today's alone", async () => {
+    const { mergeClosedPartitions } = await import("../app/log/merge.ts");
+    const tmp = tempDir();
+    const logsDir = join(tmp.dir, "logs");
+    await compactSegments(spoolWith(join(tmp.dir, "spool"), 100), logsDir);
+    const before = (await files(logsDir)).filter((f) => f.endsWith(".parquet"));
+    expect(before.length).toBeGreaterThan(2);
+    expect(await mergeClosedPartitions(logsDir, "2026-11-23")).toEqual([]);
+    const merged = await mergeClosedPartitions(logsDir, "2026-11-24");
+    expect(merged).toHaveLength(2);
+    const after = (await files(logsDir)).filter((f) => f.endsWith(".parquet"));
+    expect(after).toHaveLength(2);
+    const rows = await query(`SELECT seq::INT AS seq FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY seq`);
+    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    tmp.remove();
+  });
+
+  it.each(["written", "manifest", "renamed", "inputs-removed"])("loses and duplicates nothing when killed after %s", async (step) => {
+    const { mergeClosedPartitions } = await import("../app/log/merge.ts");
+    const tmp = tempDir();
+    const logsDir = join(tmp.dir, "logs");
+    await compactSegments(spoolWith(join(tmp.dir, "spool"), 60), logsDir);
+    const p = Bun.spawn([process.execPath, MERGE_CRASH, JSON.stringify({ logsDir, today: "2026-11-24", crashAt: step })], { stdout: "pipe", stderr: "pipe" });
+    await p.exited;
+    expect(p.signalCode).toBe("SIGKILL");
+    await mergeClosedPartitions(logsDir, "2026-11-24");
+    const rows = await query(`SELECT seq::INT AS seq, count(*)::INT AS n FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) GROUP BY 1 ORDER BY 1`);
+    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    expect(rows.every((r) => r.n === 1)).toBe(true);
+    expect((await files(logsDir)).filter((f) => f.endsWith(".parquet"))).toHaveLength(2);
+    expect((await files(logsDir)).some((f) => f.endsWith(".merge") || f.endsWith(".tmp"))).toBe(false);
+    tmp.remove();
+  });
+});

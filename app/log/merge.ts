@@ -1,0 +1,76 @@
+import { DuckDBInstance } from "@duckdb/node-api";
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+const MANIFEST = ".merge";
+
+/** Steps of merging one partition; a test may stop the process at any of them. */
+export const MERGE_STEPS = ["written", "manifest", "renamed", "inputs-removed"] as const;
+export type MergeStep = (typeof MERGE_STEPS)[number];
+
+/**
+ * Merges the Parquet files of each closed partition (a date before `today`,
+ * YYYY-MM-DD) that holds more than one file into one file, ordered by ts, so the
+ * log is a few large files rather than many small ones. Exactly once across a
+ * crash: the merged file is written under a temporary name, a manifest naming
+ * inputs and output is fsynced, the output renamed into place, then the inputs
+ * removed; a later run completes an interrupted merge (or drops it, when the
+ * rename had not happened). Returns the partitions merged.
+ */
+export async function mergeClosedPartitions(logsDir: string, today: string, opts: { crashAt?: MergeStep } = {}): Promise<string[]> {
+  if (!existsSync(logsDir)) return [];
+  const todo: string[] = [];
+  for (const s of readdirSync(logsDir)) {
+    if (!s.startsWith("stream=")) continue;
+    for (const d of readdirSync(join(logsDir, s))) {
+      const m = /^date=(\d{4}-\d{2}-\d{2})$/.exec(d);
+      if (!m) continue;
+      const dir = join(logsDir, s, d);
+      recover(dir);
+      if (m[1]! < today && readdirSync(dir).filter((f) => f.endsWith(".parquet")).length > 1) todo.push(dir);
+    }
+  }
+  if (todo.length === 0) return [];
+  const crash = (step: MergeStep) => { if (opts.crashAt === step) process.kill(process.pid, "SIGKILL"); };
+  const db = await DuckDBInstance.create(":memory:", { threads: "1", memory_limit: "128MB" });
+  const conn = await db.connect();
+  try {
+    for (const dir of todo) {
+      const inputs = readdirSync(dir).filter((f) => f.endsWith(".parquet")).sort();
+      const output = `merged_${Date.now()}.parquet`;
+      const tmp = join(dir, `${output}.tmp`);
+      const list = inputs.map((f) => `'${join(dir, f).replaceAll("'", "''")}'`).join(", ");
+      await conn.run(`COPY (SELECT * FROM read_parquet([${list}], hive_partitioning = false) ORDER BY ts, seq) TO '${tmp.replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)`);
+      crash("written");
+      const manifest = join(dir, MANIFEST);
+      writeFileSync(manifest, JSON.stringify({ inputs, output }));
+      const fd = openSync(manifest, "r");
+      fsyncSync(fd);
+      closeSync(fd);
+      crash("manifest");
+      renameSync(tmp, join(dir, output));
+      crash("renamed");
+      for (const f of inputs) unlinkSync(join(dir, f));
+      crash("inputs-removed");
+      unlinkSync(manifest);
+    }
+  } finally {
+    conn.closeSync();
+    db.closeSync();
+  }
+  return todo;
+}
+
+/** Completes or drops a merge a crash interrupted in `dir`. */
+function recover(dir: string): void {
+  const manifest = join(dir, MANIFEST);
+  if (existsSync(manifest)) {
+    const { inputs, output } = JSON.parse(readFileSync(manifest, "utf8")) as { inputs: string[]; output: string };
+    if (existsSync(join(dir, output))) {
+      // The merged file is in place: the inputs are its duplicates.
+      for (const f of inputs) rmSync(join(dir, f), { force: true });
+    }
+    unlinkSync(manifest);
+  }
+  for (const f of readdirSync(dir)) if (f.endsWith(".parquet.tmp")) unlinkSync(join(dir, f));
+}
