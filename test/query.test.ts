@@ -122,3 +122,39 @@ describe("POST /api/query", () => {
     }
   });
 });
+
+describe("Parquet exports", () => {
+  it("switchyard query --format parquet writes a Parquet file; POST /api/query downloads one", async () => {
+    const tmp = await dataDir();
+    const out = join(tmp.dir, "export", "spin30.parquet");
+    const { mkdirSync } = await import("node:fs");
+    mkdirSync(join(tmp.dir, "export"));
+    const r = await cli(["query", "SELECT seq, data FROM messages WHERE stream = 'spin30' ORDER BY seq", "--format", "parquet", "--output", out, "--data-dir", tmp.dir]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("wrote 25 rows");
+    const { DuckDBInstance } = await import("@duckdb/node-api");
+    const db = await DuckDBInstance.create(":memory:");
+    const conn = await db.connect();
+    expect((await conn.runAndReadAll(`SELECT count(*)::INT AS n, min(seq)::INT AS first FROM read_parquet('${out}')`)).getRowObjectsJson()).toEqual([{ n: 25, first: 1 }]);
+    conn.closeSync();
+    db.closeSync();
+    expect((await cli(["query", "SELECT 1", "--format", "parquet", "--data-dir", tmp.dir])).code).toBe(2);
+    tmp.remove();
+
+    const { startTestServer } = await import("./support/server.ts");
+    const srv = await startTestServer();
+    try {
+      await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body: "hello" });
+      const res = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT data FROM messages", format: "parquet" }) });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-type")).toBe("application/vnd.apache.parquet");
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      expect(Buffer.from(bytes.subarray(0, 4)).toString()).toBe("PAR1");
+      expect(res.headers.get("x-switchyard-rows")).toBe("1");
+      const escape = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT * FROM read_csv('/etc/passwd')", format: "parquet" }) });
+      expect(escape.status).toBe(400);
+    } finally {
+      await srv.close();
+    }
+  });
+});

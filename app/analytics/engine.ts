@@ -11,6 +11,8 @@ export interface QueryEngineOptions {
   tempDir: string;
   threads?: number;
   memoryLimit?: string;
+  /** A folder the engine may also write Parquet exports into (and read back). */
+  exportDir?: string;
 }
 
 /** One query's answer. */
@@ -80,7 +82,8 @@ export class QueryEngine {
       ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet(${q(join(opts.logsDir, "**", "*.parquet"))}, hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}) UNION ALL `
       : "";
     await conn.run(`CREATE VIEW messages AS ${parquet}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM spool_tail`);
-    await conn.run(`SET allowed_directories = [${q(opts.logsDir + "/")}, ${q(opts.tempDir + "/")}]`);
+    const allowed = [opts.logsDir, opts.tempDir, ...(opts.exportDir ? [opts.exportDir] : [])].map((d) => q(d + "/"));
+    await conn.run(`SET allowed_directories = [${allowed.join(", ")}]`);
     await conn.run("SET enable_external_access = false");
     await conn.run("SET lock_configuration = true");
     return new QueryEngine(db, conn);
@@ -92,6 +95,30 @@ export class QueryEngine {
    */
   async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number; params?: (string | number | bigint)[] } = {}): Promise<QueryResult> {
     const rowLimit = opts.rowLimit ?? 100_000;
+    const prepared = await this.prepareSelect(sql);
+    if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
+    return this.withTimeout(opts.timeoutMs ?? 30_000, async () => {
+      const reader = await prepared.streamAndReadUntil(rowLimit + 1);
+      if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
+      return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[] };
+    });
+  }
+
+  /**
+   * Writes the result of one SELECT to `path` (inside the engine's export folder)
+   * as a zstd Parquet file; returns the rows written.
+   */
+  async exportParquet(sql: string, path: string, timeoutMs = 30_000): Promise<number> {
+    await this.prepareSelect(sql);
+    const body = sql.trim().replace(/;\s*$/, "");
+    return this.withTimeout(timeoutMs, async () => {
+      const r = await this.conn.runAndReadAll(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd)`);
+      return Number(r.getRows()[0]?.[0] ?? 0);
+    });
+  }
+
+  /** Checks that `sql` is exactly one SELECT (by DuckDB's own parser) and prepares it. */
+  private async prepareSelect(sql: string) {
     let statements;
     try {
       statements = await this.conn.extractStatements(sql);
@@ -108,14 +135,15 @@ export class QueryEngine {
     if (prepared.statementType !== StatementType.SELECT) {
       throw new QueryError(`only SELECT queries run here (this is a ${StatementType[prepared.statementType] ?? "other"} statement); the log is read-only`);
     }
-    if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
-    const timeoutMs = opts.timeoutMs ?? 30_000;
+    return prepared;
+  }
+
+  /** Runs `fn`, interrupting DuckDB after `timeoutMs`; every failure becomes a QueryError. */
+  private async withTimeout<T>(timeoutMs: number, fn: () => Promise<T>): Promise<T> {
     let timedOut = false;
     const timer = setTimeout(() => { timedOut = true; this.conn.interrupt(); }, timeoutMs);
     try {
-      const reader = await prepared.streamAndReadUntil(rowLimit + 1);
-      if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
-      return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[] };
+      return await fn();
     } catch (err) {
       if (err instanceof QueryError) throw err;
       if (timedOut) throw new QueryError(`the query took longer than ${timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`} and was stopped`);

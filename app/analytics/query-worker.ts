@@ -2,6 +2,8 @@
  * Runs one query off the hub's thread: opens the sandboxed engine, runs the
  * SELECT, formats the result, answers once and is ended by its caller.
  */
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
 import { formatResult, QueryEngine, QueryError } from "./engine.ts";
 import type { QueryJob, QueryReply } from "./run-query.ts";
 
@@ -11,14 +13,24 @@ self.onmessage = async (e: MessageEvent<QueryJob>) => {
   const job = e.data;
   let engine: QueryEngine | null = null;
   let reply: QueryReply;
+  // A Parquet download is written to a folder of its own (the only one this query may write to), read, and removed.
+  const exportDir = job.format === "parquet" ? join(job.dirs.tempDir, "..", `export-${crypto.randomUUID()}`) : undefined;
   try {
-    engine = await QueryEngine.open(job.dirs);
-    const result = await engine.query(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params });
-    reply = { ok: true, body: formatResult(result, job.format), rows: result.rows.length };
+    if (exportDir) mkdirSync(exportDir, { recursive: true });
+    engine = await QueryEngine.open({ ...job.dirs, exportDir });
+    if (exportDir) {
+      const path = join(exportDir, "result.parquet");
+      const rows = await engine.exportParquet(job.sql, path, job.timeoutMs);
+      reply = { ok: true, body: new Uint8Array(readFileSync(path)), rows };
+    } else {
+      const result = await engine.query(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params });
+      reply = { ok: true, body: formatResult(result, job.format as Exclude<typeof job.format, "parquet">), rows: result.rows.length };
+    }
   } catch (err) {
     reply = { ok: false, error: (err as Error).message, refused: err instanceof QueryError };
   } finally {
     engine?.close();
+    if (exportDir) rmSync(exportDir, { recursive: true, force: true });
   }
   self.postMessage(reply);
 };

@@ -3,7 +3,7 @@ import type { QueryEngineOptions } from "./engine.ts";
 /** One query for the worker. */
 export interface QueryJob {
   sql: string;
-  format: "table" | "csv" | "json" | "ndjson";
+  format: "table" | "csv" | "json" | "ndjson" | "parquet";
   rowLimit: number;
   timeoutMs: number;
   /** Values for `$1`, `$2`, … in `sql` (never pasted into the SQL text). */
@@ -12,7 +12,7 @@ export interface QueryJob {
 }
 
 /** The worker's answer: the formatted result, or why not (refused: the query's fault, not the server's). */
-export type QueryReply = { ok: true; body: string; rows: number } | { ok: false; error: string; refused: boolean };
+export type QueryReply = { ok: true; body: string | Uint8Array; rows: number } | { ok: false; error: string; refused: boolean };
 
 /**
  * Runs a query in a fresh worker (DuckDB never loads on the hub's thread) and

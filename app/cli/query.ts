@@ -1,16 +1,16 @@
 import { writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
 import { UsageError } from "../core/errors.ts";
 import { parseCommandArgs, type Command } from "./command.ts";
 
-const FORMATS = ["table", "csv", "json", "ndjson"] as const;
+const FORMATS = ["table", "csv", "json", "ndjson", "parquet"] as const;
 
 /** `switchyard query "SQL"`: SQL over the durable log, read-only. */
 export const query: Command = {
   name: "query",
   summary: "run SQL over the durable log (the view messages), read-only",
-  usage: `Usage: switchyard query "SELECT …" [--format table|csv|json|ndjson] [--output FILE] [--limit N] [--timeout S] [--data-dir DIR]
+  usage: `Usage: switchyard query "SELECT …" [--format table|csv|json|ndjson|parquet] [--output FILE] [--limit N] [--timeout S] [--data-dir DIR]
 
 Runs one SELECT over the view messages(ts, stream, seq, origin, kind, data, date):
 the Parquet files in DATA_DIR/logs and the records not yet compacted in
@@ -29,13 +29,21 @@ DATA_DIR/spool. The query may read the log and nothing else.
     if (!Number.isInteger(limit) || limit < 1 || limit > 10_000_000) throw new UsageError(`query: --limit: ${JSON.stringify(values.limit)} is not valid; allowed: a whole number from 1 to 10000000`);
     const timeout = values.timeout === undefined ? 30 : Number(values.timeout);
     if (!(timeout > 0 && timeout <= 3600)) throw new UsageError(`query: --timeout: ${JSON.stringify(values.timeout)} is not valid; allowed: seconds from 1 to 3600`);
+    if (format === "parquet" && !values.output) throw new UsageError("query: --format parquet needs --output FILE");
     const { config } = resolveStartupConfig(values, io.env);
     // DuckDB is loaded only by the commands that query: the hub never carries it.
     const { formatResult, QueryEngine, QueryError } = await import("../analytics/engine.ts");
+    const output = values.output ? resolve(values.output) : undefined;
     const engine = await QueryEngine.open({
       logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"),
+      exportDir: format === "parquet" ? dirname(output!) : undefined,
     });
     try {
+      if (format === "parquet") {
+        const rows = await engine.exportParquet(positionals[0]!, output!, timeout * 1000);
+        io.err(`wrote ${rows} rows to ${output}\n`);
+        return 0;
+      }
       const result = await engine.query(positionals[0]!, { rowLimit: limit, timeoutMs: timeout * 1000 });
       const text = formatResult(result, format);
       if (values.output) writeFileSync(values.output, text);

@@ -48,6 +48,8 @@ export interface Settings {
   log_retention_days: number;
   log_retention_bytes: number;
   log_compact_seconds: number;
+  query_threads: number;
+  query_memory_mb: number;
 }
 
 interface FieldSpec {
@@ -99,6 +101,8 @@ export const DEFAULT_SETTINGS: Settings = {
   log_retention_days: 30,
   log_retention_bytes: 8 * 1024 ** 3,
   log_compact_seconds: 60,
+  query_threads: 1,
+  query_memory_mb: 128,
 };
 
 /** What each setting means and allows. */
@@ -178,6 +182,8 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   log_retention_days: { description: "sealed log data older than this is removed, oldest first (0: keep by age forever)", check: int(0, 36_500) },
   log_retention_bytes: { description: "sealed log data beyond this total size is removed, oldest first (0: no size limit)", check: int(0, Number.MAX_SAFE_INTEGER) },
   log_compact_seconds: { description: "how often sealed spool segments are compacted to Parquet under DATA_DIR/logs (0: never)", check: int(0, 86_400) },
+  query_threads: { description: "threads DuckDB may use for one query (SQL, history, Grafana)", check: int(1, 64) },
+  query_memory_mb: { description: "memory DuckDB may use for one query before it spills to DATA_DIR/tmp/duckdb, in MiB (128 suits a 512 MB machine)", check: int(32, 65_536) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

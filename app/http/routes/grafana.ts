@@ -1,5 +1,5 @@
 import type { Hono } from "hono";
-import { join } from "node:path";
+import { queryDirs } from "./query.ts";
 import { runQueryInWorker, type QueryJob } from "../../analytics/run-query.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
@@ -39,11 +39,11 @@ function parseRange(range: unknown): { from: number; to: number } {
 export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.use("/grafana", requireAdmin(deps));
   app.use("/grafana/*", requireAdmin(deps));
-  const dirs = () => ({ logsDir: join(deps.config.dataDir, "logs"), spoolDir: join(deps.config.dataDir, "spool"), tempDir: join(deps.config.dataDir, "tmp", "duckdb") });
+  const dirs = () => queryDirs(deps);
   const run = async (job: Omit<QueryJob, "dirs">) => {
     const reply = await runQueryInWorker({ ...job, dirs: dirs() });
     if (!reply.ok) throw new AppError(reply.refused ? 400 : 500, `query failed: ${reply.error}`);
-    return reply.body;
+    return reply.body as string; // text formats only here
   };
   const json = async (c: { req: { raw: Request } }) => {
     const text = await readJsonText(c.req.raw);

@@ -1,15 +1,23 @@
 import type { Hono } from "hono";
 import { join } from "node:path";
 import { runQueryInWorker } from "../../analytics/run-query.ts";
+import type { QueryEngineOptions } from "../../analytics/engine.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
 import { readJsonText } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
-const FORMATS = { json: "application/json", ndjson: "application/x-ndjson", csv: "text/csv; charset=utf-8", table: "text/plain; charset=utf-8" } as const;
+const FORMATS = { json: "application/json", ndjson: "application/x-ndjson", csv: "text/csv; charset=utf-8", table: "text/plain; charset=utf-8", parquet: "application/vnd.apache.parquet" } as const;
+
+/** Where the query engine finds the log, and how big it may be (settings query_threads, query_memory_mb). */
+export function queryDirs(deps: HttpDeps): QueryEngineOptions {
+  const d = deps.config.dataDir;
+  const s = deps.store.settings;
+  return { logsDir: join(d, "logs"), spoolDir: join(d, "spool"), tempDir: join(d, "tmp", "duckdb"), threads: s.query_threads, memoryLimit: `${s.query_memory_mb}MB` };
+}
 
 /**
- * Binds POST /api/query (admin): `{"sql": "SELECT …", "format": "json"|"ndjson"|"csv"|"table"}`,
+ * Binds POST /api/query (admin): `{"sql": "SELECT …", "format": "json"|"ndjson"|"csv"|"table"|"parquet"}`,
  * run read-only over the log in a worker, with a row limit (100,000) and a time limit (30 s).
  */
 export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
@@ -20,12 +28,10 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (typeof body.sql !== "string" || body.sql.trim() === "") throw badRequest("sql: allowed: one SELECT over the view messages", { fields: { sql: "required" } });
     const format = (body.format ?? "json") as keyof typeof FORMATS;
     if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
-    const dataDir = deps.config.dataDir;
-    const reply = await runQueryInWorker({
-      sql: body.sql, format, rowLimit: 100_000, timeoutMs: 30_000,
-      dirs: { logsDir: join(dataDir, "logs"), spoolDir: join(dataDir, "spool"), tempDir: join(dataDir, "tmp", "duckdb") },
-    });
+    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: 30_000, dirs: queryDirs(deps) });
     if (!reply.ok) throw new AppError(reply.refused ? 400 : 500, `query failed: ${reply.error}`);
-    return c.body(reply.body, 200, { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) });
+    const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
+    if (format === "parquet") headers["Content-Disposition"] = 'attachment; filename="query.parquet"';
+    return c.body(reply.body as string, 200, headers);
   });
 }

@@ -1,7 +1,7 @@
 import type { Context, Hono } from "hono";
 import { AppError, badRequest, notFound } from "../../core/errors.ts";
 import { readBodyCapped } from "../body.ts";
-import { join } from "node:path";
+import { queryDirs } from "./query.ts";
 import { runQueryInWorker } from "../../analytics/run-query.ts";
 import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
@@ -73,14 +73,13 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   if (since !== undefined) { params.push(since); conditions.push(`ts > make_timestamp($${params.length}::BIGINT)`); }
   if (until !== undefined) { params.push(until); conditions.push(`ts <= make_timestamp($${params.length}::BIGINT)`); }
   if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
-  const dataDir = deps.config.dataDir;
   const reply = await runQueryInWorker({
     sql: `SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
     params, format: "json", rowLimit: limit, timeoutMs: 30_000,
-    dirs: { logsDir: join(dataDir, "logs"), spoolDir: join(dataDir, "spool"), tempDir: join(dataDir, "tmp", "duckdb") },
+    dirs: queryDirs(deps),
   });
   if (!reply.ok) throw new AppError(500, `reading the log failed: ${reply.error}`);
-  const rows = JSON.parse(reply.body) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
+  const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
   if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
   return c.json({
     stream: name,
