@@ -158,3 +158,29 @@ describe("Parquet exports", () => {
     }
   });
 });
+
+describe("streamed answers", () => {
+  it("streams NDJSON and CSV as DuckDB produces them, and ends a stream past the row limit with an error line", async () => {
+    const { startTestServer } = await import("./support/server.ts");
+    const srv = await startTestServer();
+    try {
+      const ask = (sql: string, format: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format }) });
+      const big = await ask("SELECT range AS i FROM range(150000)", "ndjson");
+      expect(big.status).toBe(200);
+      const lines = (await big.text()).trimEnd().split("\n");
+      expect(lines).toHaveLength(100_001);
+      expect(JSON.parse(lines[0]!)).toEqual({ i: "0" });
+      expect(JSON.parse(lines[99_999]!)).toEqual({ i: "99999" });
+      expect(JSON.parse(lines[100_000]!).error).toContain("more than 100000 rows");
+      const none = await ask("SELECT 1 AS a, 2 AS b WHERE false", "csv");
+      expect(await none.text()).toBe("a,b\n");
+      const many = await (await ask("SELECT range AS i FROM range(5000)", "csv")).text();
+      expect(many.split("\n")[0]).toBe("i");
+      expect(many.trimEnd().split("\n")).toHaveLength(5001);
+      const bad = await ask("SELECT * FROM read_csv('/etc/passwd')", "ndjson");
+      expect(bad.status).toBe(400);
+    } finally {
+      await srv.close();
+    }
+  });
+});

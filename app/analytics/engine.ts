@@ -1,4 +1,4 @@
-import { DuckDBInstance, StatementType, type DuckDBConnection } from "@duckdb/node-api";
+import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBConnection } from "@duckdb/node-api";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Spool } from "../log/spool.ts";
@@ -101,6 +101,33 @@ export class QueryEngine {
       const reader = await prepared.streamAndReadUntil(rowLimit + 1);
       if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
       return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[] };
+    });
+  }
+
+  /**
+   * Runs one SELECT and hands its rows over chunk by chunk as DuckDB produces
+   * them (for streamed answers). Past `rowLimit` rows, or `timeoutMs`, it stops
+   * with a QueryError (after the chunks already handed over). Returns the rows sent.
+   */
+  async streamRows(sql: string, opts: { rowLimit: number; timeoutMs: number }, onChunk: (columns: string[], rows: Record<string, unknown>[]) => void): Promise<number> {
+    const prepared = await this.prepareSelect(sql);
+    return this.withTimeout(opts.timeoutMs, async () => {
+      const result = await prepared.stream();
+      const columns = result.columnNames();
+      onChunk(columns, []); // the columns are known now, even when no row follows
+      let sent = 0;
+      for (;;) {
+        const chunk = await result.fetchChunk();
+        if (!chunk || chunk.rowCount === 0) break;
+        const rows = chunk.convertRows(JsonDuckDBValueConverter).map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])));
+        if (sent + rows.length > opts.rowLimit) {
+          onChunk(columns, rows.slice(0, opts.rowLimit - sent));
+          throw new QueryError(`the result has more than ${opts.rowLimit} rows; it was cut there: add a LIMIT or aggregate`);
+        }
+        onChunk(columns, rows);
+        sent += rows.length;
+      }
+      return sent;
     });
   }
 

@@ -33,3 +33,55 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
     worker.postMessage(job);
   });
 }
+
+/** A streamed answer: the text as it comes, or an error before anything came. */
+export type StreamReply = { ok: true; body: ReadableStream<Uint8Array> } | { ok: false; error: string; refused: boolean };
+
+/**
+ * Runs a query in a fresh worker and streams its rows (NDJSON or CSV) as DuckDB
+ * produces them. An error before the first rows is returned as such; one after
+ * (row or time limit) ends the stream with a last line saying so
+ * (`{"error": …}` in NDJSON, `# error: …` in CSV).
+ */
+export function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "csv" }): Promise<StreamReply> {
+  return new Promise((resolve) => {
+    const worker = new Worker(new URL("./query-worker.ts", import.meta.url).href);
+    const encoder = new TextEncoder();
+    let controller: ReadableStreamDefaultController<Uint8Array> | null = null;
+    let started = false;
+    const body = new ReadableStream<Uint8Array>({
+      start: (c) => { controller = c; },
+      cancel: () => finish(),
+    });
+    const finish = () => {
+      clearTimeout(limit);
+      worker.terminate();
+    };
+    const fail = (error: string, refused: boolean) => {
+      if (!started) {
+        finish();
+        resolve({ ok: false, error, refused });
+        return;
+      }
+      controller?.enqueue(encoder.encode(job.format === "ndjson" ? `${JSON.stringify({ error })}\n` : `# error: ${error}\n`));
+      controller?.close();
+      finish();
+    };
+    const limit = setTimeout(() => fail(`the query took longer than ${Math.round(job.timeoutMs / 1000)} s and was stopped`, true), job.timeoutMs + 5000);
+    worker.onmessage = (e: MessageEvent<{ type: "chunk"; text: string } | { type: "end" } | { type: "error"; error: string; refused: boolean }>) => {
+      const m = e.data;
+      if (m.type === "error") return fail(m.error, m.refused);
+      if (!started) {
+        started = true;
+        resolve({ ok: true, body });
+      }
+      if (m.type === "chunk") controller?.enqueue(encoder.encode(m.text));
+      else {
+        controller?.close();
+        finish();
+      }
+    };
+    worker.onerror = (e) => fail(e.message || "the query worker failed", false);
+    worker.postMessage({ ...job, stream: true });
+  });
+}

@@ -1,6 +1,6 @@
 import type { Hono } from "hono";
 import { join } from "node:path";
-import { runQueryInWorker } from "../../analytics/run-query.ts";
+import { runQueryInWorker, streamQueryInWorker } from "../../analytics/run-query.ts";
 import type { QueryEngineOptions } from "../../analytics/engine.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
@@ -28,6 +28,12 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (typeof body.sql !== "string" || body.sql.trim() === "") throw badRequest("sql: allowed: one SELECT over the view messages", { fields: { sql: "required" } });
     const format = (body.format ?? "json") as keyof typeof FORMATS;
     if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
+    if (format === "ndjson" || format === "csv") {
+      // Streamed: rows go out as DuckDB produces them; a limit hit after the first rows ends the stream with an error line.
+      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: 30_000, dirs: queryDirs(deps) });
+      if (!streamed.ok) throw new AppError(streamed.refused ? 400 : 500, `query failed: ${streamed.error}`);
+      return new Response(streamed.body, { status: 200, headers: { "Content-Type": FORMATS[format] } });
+    }
     const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: 30_000, dirs: queryDirs(deps) });
     if (!reply.ok) throw new AppError(reply.refused ? 400 : 500, `query failed: ${reply.error}`);
     const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
