@@ -1,6 +1,7 @@
 import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBConnection } from "@duckdb/node-api";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { loadSegments } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -62,22 +63,8 @@ export class QueryEngine {
     });
     const conn = await db.connect();
     await conn.run(`SET temp_directory = ${q(opts.tempDir)}`);
-    await conn.run("CREATE TABLE spool_tail (ts_us BIGINT, stream VARCHAR, seq BIGINT, origin VARCHAR, kind VARCHAR, data VARCHAR)");
-    if (existsSync(opts.spoolDir)) {
-      const appender = await conn.createAppender("spool_tail");
-      for (const f of Spool.segments(opts.spoolDir)) {
-        for (const m of Spool.read(join(opts.spoolDir, f))) {
-          appender.appendBigInt(BigInt(Math.round(m.ts)));
-          appender.appendVarchar(m.stream);
-          appender.appendBigInt(BigInt(m.seq));
-          appender.appendVarchar(m.origin);
-          appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
-          appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
-          appender.endRow();
-        }
-      }
-      appender.closeSync();
-    }
+    const segments = existsSync(opts.spoolDir) ? Spool.segments(opts.spoolDir).map((f) => join(opts.spoolDir, f)) : [];
+    await loadSegments(conn, "spool_tail", segments);
     const parquet = hasParquet(opts.logsDir)
       ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet(${q(join(opts.logsDir, "**", "*.parquet"))}, hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}) UNION ALL `
       : "";

@@ -1,7 +1,7 @@
 import { DuckDBInstance } from "@duckdb/node-api";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
-import { Spool } from "./spool.ts";
+import { loadSegments } from "./rows.ts";
 
 /** The steps of compacting one segment; a test may stop the process at any of them. */
 export const COMPACTION_STEPS = ["read", "parquet", "manifest", "moved-one", "moved", "segment-removed"] as const;
@@ -46,23 +46,10 @@ export async function compactSegments(segmentPaths: string[], logsDir: string, o
       const tmp = join(logsDir, `${TMP_PREFIX}${n}`);
       rmSync(tmp, { recursive: true, force: true });
       mkdirSync(tmp, { recursive: true });
-      await conn.run("CREATE OR REPLACE TEMP TABLE batch (ts BIGINT, stream VARCHAR, seq BIGINT, origin VARCHAR, kind VARCHAR, data VARCHAR)");
-      const appender = await conn.createAppender("batch");
-      let rows = 0;
-      for (const m of Spool.read(segment)) {
-        appender.appendBigInt(BigInt(Math.round(m.ts)));
-        appender.appendVarchar(m.stream);
-        appender.appendBigInt(BigInt(m.seq));
-        appender.appendVarchar(m.origin);
-        appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
-        appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
-        appender.endRow();
-        rows++;
-      }
-      appender.closeSync();
+      const rows = await loadSegments(conn, "batch", [segment]);
       crash("read");
       if (rows > 0) {
-        await conn.run(`COPY (SELECT make_timestamp(ts) AS ts, stream, seq, origin, kind, data, strftime(make_timestamp(ts), '%Y-%m-%d') AS date FROM batch ORDER BY stream, ts)
+        await conn.run(`COPY (SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, strftime(make_timestamp(ts_us), '%Y-%m-%d') AS date FROM batch ORDER BY stream, ts_us)
           TO '${tmp.replaceAll("'", "''")}' (FORMAT parquet, PARTITION_BY (stream, date), COMPRESSION zstd, ROW_GROUP_SIZE 100000, FILENAME_PATTERN 'seg${n}_{i}')`);
       }
       crash("parquet");
