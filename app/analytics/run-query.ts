@@ -11,8 +11,24 @@ export interface QueryJob {
   dirs: QueryEngineOptions;
 }
 
-/** The worker's answer: the formatted result, or why not (refused: the query's fault, not the server's). */
-export type QueryReply = { ok: true; body: string | Uint8Array; rows: number } | { ok: false; error: string; refused: boolean };
+/** The worker's answer: the formatted result, or why not (refused: the query's fault; busy: too many at once). */
+export type QueryReply = { ok: true; body: string | Uint8Array; rows: number } | { ok: false; error: string; refused: boolean; busy?: boolean };
+
+/** Most query workers at once: each holds a DuckDB, and a small box has little memory to spare. */
+export const MAX_CONCURRENT_QUERIES = 2;
+let running = 0;
+
+/** Query workers running now. */
+export function activeQueries(): number {
+  return running;
+}
+
+/** Takes a slot for a query worker, or says why not. */
+function acquire(): QueryReply | null {
+  if (running >= MAX_CONCURRENT_QUERIES) return { ok: false, error: `${MAX_CONCURRENT_QUERIES} queries are running already; try again in a moment`, refused: false, busy: true };
+  running++;
+  return null;
+}
 
 /**
  * Runs a query in a fresh worker (DuckDB never loads on the hub's thread) and
@@ -20,11 +36,14 @@ export type QueryReply = { ok: true; body: string | Uint8Array; rows: number } |
  * ended and the query reported as stopped.
  */
 export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
+  const busy = acquire();
+  if (busy) return Promise.resolve(busy);
   return new Promise((resolve) => {
     const worker = new Worker(new URL("./query-worker.ts", import.meta.url).href);
     const finish = (r: QueryReply) => {
       clearTimeout(limit);
       worker.terminate();
+      running--;
       resolve(r);
     };
     const limit = setTimeout(() => finish({ ok: false, error: `the query took longer than ${Math.round(job.timeoutMs / 1000)} s and was stopped`, refused: true }), job.timeoutMs + 5000);
@@ -35,7 +54,7 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
 }
 
 /** A streamed answer: the text as it comes, or an error before anything came. */
-export type StreamReply = { ok: true; body: ReadableStream<Uint8Array> } | { ok: false; error: string; refused: boolean };
+export type StreamReply = { ok: true; body: ReadableStream<Uint8Array> } | { ok: false; error: string; refused: boolean; busy?: boolean };
 
 /**
  * Runs a query in a fresh worker and streams its rows (NDJSON or CSV) as DuckDB
@@ -44,6 +63,8 @@ export type StreamReply = { ok: true; body: ReadableStream<Uint8Array> } | { ok:
  * (`{"error": …}` in NDJSON, `# error: …` in CSV).
  */
 export function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "csv" }): Promise<StreamReply> {
+  const busy = acquire();
+  if (busy) return Promise.resolve(busy as StreamReply);
   return new Promise((resolve) => {
     const worker = new Worker(new URL("./query-worker.ts", import.meta.url).href);
     const encoder = new TextEncoder();
@@ -53,9 +74,13 @@ export function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "csv" }
       start: (c) => { controller = c; },
       cancel: () => finish(),
     });
+    let done = false;
     const finish = () => {
+      if (done) return;
+      done = true;
       clearTimeout(limit);
       worker.terminate();
+      running--;
     };
     const fail = (error: string, refused: boolean) => {
       if (!started) {

@@ -50,6 +50,7 @@ export interface Settings {
   log_compact_seconds: number;
   query_threads: number;
   query_memory_mb: number;
+  query_timeout_seconds: number;
 }
 
 interface FieldSpec {
@@ -103,6 +104,7 @@ export const DEFAULT_SETTINGS: Settings = {
   log_compact_seconds: 60,
   query_threads: 1,
   query_memory_mb: 128,
+  query_timeout_seconds: 30,
 };
 
 /** What each setting means and allows. */
@@ -184,6 +186,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   log_compact_seconds: { description: "how often sealed spool segments are compacted to Parquet under DATA_DIR/logs (0: never)", check: int(0, 86_400) },
   query_threads: { description: "threads DuckDB may use for one query (SQL, history, Grafana)", check: int(1, 64) },
   query_memory_mb: { description: "memory DuckDB may use for one query before it spills to DATA_DIR/tmp/duckdb, in MiB (128 suits a 512 MB machine)", check: int(32, 65_536) },
+  query_timeout_seconds: { description: "a query over HTTP (SQL, history, Grafana) is stopped after this long", check: int(1, 3600) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

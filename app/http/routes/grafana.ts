@@ -42,7 +42,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const dirs = () => queryDirs(deps);
   const run = async (job: Omit<QueryJob, "dirs">) => {
     const reply = await runQueryInWorker({ ...job, dirs: dirs() });
-    if (!reply.ok) throw new AppError(reply.refused ? 400 : 500, `query failed: ${reply.error}`);
+    if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);
     return reply.body as string; // text formats only here
   };
   const json = async (c: { req: { raw: Request } }) => {
@@ -80,7 +80,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       if (t.type === "table") {
         const rows = JSON.parse(await run({
           sql: "SELECT epoch_ms(ts) AS t, seq, origin, kind, data FROM messages WHERE stream = $1 AND ts >= make_timestamp($2::BIGINT) AND ts <= make_timestamp($3::BIGINT) ORDER BY ts DESC LIMIT $4::BIGINT",
-          params: [stream, from, to, maxPoints], format: "json", rowLimit: maxPoints, timeoutMs: 30_000,
+          params: [stream, from, to, maxPoints], format: "json", rowLimit: maxPoints, timeoutMs: deps.store.settings.query_timeout_seconds * 1000,
         })) as { t: string; seq: string; origin: string; kind: string; data: string }[];
         out.push({
           type: "table",
@@ -93,7 +93,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       const rows = JSON.parse(await run({
         sql: `SELECT epoch_ms(time_bucket(to_milliseconds($4::BIGINT), ts)) AS t, ${value} AS v FROM messages
               WHERE stream = $1 AND ts >= make_timestamp($2::BIGINT) AND ts <= make_timestamp($3::BIGINT) GROUP BY 1 ORDER BY 1`,
-        params: field ? [stream, from, to, intervalMs, field] : [stream, from, to, intervalMs], format: "json", rowLimit: 1_000_000, timeoutMs: 30_000,
+        params: field ? [stream, from, to, intervalMs, field] : [stream, from, to, intervalMs], format: "json", rowLimit: 1_000_000, timeoutMs: deps.store.settings.query_timeout_seconds * 1000,
       })) as { t: string; v: number | string | null }[];
       out.push({ target: t.target, datapoints: rows.filter((r) => r.v !== null).map((r) => [Number(r.v), Number(r.t)]) });
     }
@@ -115,7 +115,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     app.get(`/grafana/${format}`, async (c) => {
       const sql = c.req.query("sql");
       if (!sql) throw badRequest("sql: allowed: one SELECT over the view messages, as ?sql=");
-      return c.body(await run({ sql, format, rowLimit: 100_000, timeoutMs: 30_000 }), 200, { "Content-Type": type });
+      return c.body(await run({ sql, format, rowLimit: 100_000, timeoutMs: deps.store.settings.query_timeout_seconds * 1000 }), 200, { "Content-Type": type });
     });
   }
 }

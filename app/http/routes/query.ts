@@ -30,12 +30,12 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
     if (format === "ndjson" || format === "csv") {
       // Streamed: rows go out as DuckDB produces them; a limit hit after the first rows ends the stream with an error line.
-      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: 30_000, dirs: queryDirs(deps) });
-      if (!streamed.ok) throw new AppError(streamed.refused ? 400 : 500, `query failed: ${streamed.error}`);
+      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) });
+      if (!streamed.ok) throw new AppError(streamed.busy ? 503 : streamed.refused ? 400 : 500, `query failed: ${streamed.error}`);
       return new Response(streamed.body, { status: 200, headers: { "Content-Type": FORMATS[format] } });
     }
-    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: 30_000, dirs: queryDirs(deps) });
-    if (!reply.ok) throw new AppError(reply.refused ? 400 : 500, `query failed: ${reply.error}`);
+    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) });
+    if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);
     const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
     if (format === "parquet") headers["Content-Disposition"] = 'attachment; filename="query.parquet"';
     return c.body(reply.body as string, 200, headers);
