@@ -111,3 +111,14 @@ describe("runtime settings over the API", () => {
     expect(srv.store.settings.max_connections).toBe(1);
   });
 });
+
+describe("JSON bodies of the API", () => {
+  it("answers 400 naming what to send for a body that is JSON but not an object, on every route that takes one", async () => {
+    srv = await startTestServer();
+    for (const [method, path] of [["PUT", "/api/slack"], ["POST", "/api/query"], ["PATCH", "/api/settings"], ["POST", "/api/destinations"], ["POST", "/api/streams"]]) {
+      const r = await fetch(`${srv.url}${path}`, { method, body: "null" });
+      expect(r.status).toBe(400);
+      expect((await r.json()).error.message).toStartWith("the body must be a JSON object; send ");
+    }
+  });
+});

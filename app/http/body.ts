@@ -1,4 +1,4 @@
-import { tooLarge } from "../core/errors.ts";
+import { badRequest, tooLarge } from "../core/errors.ts";
 
 /**
  * Reads a request body, refusing (413, with the limit) as soon as it passes
@@ -22,7 +22,19 @@ export async function readBodyCapped(req: Request, limit: number, why = "setting
 /** Most bytes a JSON request body of the API may have. */
 export const JSON_BODY_LIMIT = 1024 * 1024;
 
-/** Reads a JSON request body (at most 1 MiB) as text. */
-export async function readJsonText(req: Request): Promise<string> {
-  return new TextDecoder().decode(await readBodyCapped(req, JSON_BODY_LIMIT, "JSON bodies of the API"));
+/**
+ * Reads a JSON object body (at most 1 MiB). Not JSON, or not an object: 400
+ * saying to send `example`. An empty body is `empty`, where the route allows one.
+ */
+export async function readJsonObject(req: Request, example: string, empty?: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const text = new TextDecoder().decode(await readBodyCapped(req, JSON_BODY_LIMIT, "JSON bodies of the API"));
+  if (empty && text.trim() === "") return empty;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw badRequest(`the body is not JSON; send ${example}`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw badRequest(`the body must be a JSON object; send ${example}`);
+  return value as Record<string, unknown>;
 }

@@ -4,7 +4,7 @@ import { redactWebhookUrl, sendToSlack, webhookUrlProblem } from "../../alerts/s
 import { SLACK_URL_SECRET } from "../../alerts/webhook-url.ts";
 import { badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
-import { readJsonText } from "../body.ts";
+import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 /**
@@ -21,9 +21,7 @@ export function bindAlertRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   };
   app.get("/api/slack", admin, (c) => c.json(slackView()));
   app.put("/api/slack", admin, async (c) => {
-    let body: { webhook_url?: unknown };
-    const text = await readJsonText(c.req.raw);
-    try { body = JSON.parse(text); } catch { throw badRequest('the body is not JSON; send {"webhook_url":"https://hooks.slack.com/services/…"} (or null to remove it)'); }
+    const body = await readJsonObject(c.req.raw, '{"webhook_url":"https://hooks.slack.com/services/…"} (or null to remove it)');
     const url = body.webhook_url;
     if (url !== null && typeof url !== "string") throw badRequest("webhook_url: allowed: a URL string, or null to remove it", { fields: { webhook_url: "must be a string or null" } });
     if (typeof url === "string") {
@@ -39,10 +37,8 @@ export function bindAlertRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const { url } = deps.slackUrl();
     if (!url) throw badRequest("no Slack webhook URL is set; PUT /api/slack {\"webhook_url\": …} or set SWITCHYARD_SLACK_WEBHOOK_URL");
     let text = "Test message from Switchyard: Slack alerts work.";
-    const raw = await readJsonText(c.req.raw);
-    if (raw) {
-      try { const b = JSON.parse(raw) as { text?: unknown }; if (typeof b.text === "string" && b.text) text = b.text; } catch { throw badRequest('the body is not JSON; send {"text":"…"} or nothing'); }
-    }
+    const b = await readJsonObject(c.req.raw, '{"text":"…"} or nothing', {});
+    if (typeof b.text === "string" && b.text) text = b.text;
     const result = await sendToSlack(url, alertMessage({ headline: text, details: [], host: (await import("node:os")).hostname() }));
     return c.json(result, result.ok ? 200 : 502);
   });

@@ -1,21 +1,13 @@
 import type { Context, Hono } from "hono";
-import { badRequest, notFound } from "../../core/errors.ts";
+import { notFound } from "../../core/errors.ts";
 import { destinationView } from "../../relay/destinations.ts";
 import { parseRule } from "../../relay/rule.ts";
 import { requireAdmin } from "../admin.ts";
-import { readJsonText } from "../body.ts";
+import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const PREFIX = "/api/destinations/";
 
-async function jsonBody(c: Context<HttpEnv>): Promise<unknown> {
-  const text = await readJsonText(c.req.raw);
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw badRequest(`the body is not JSON: ${JSON.stringify(text.slice(0, 80))}; send a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}`);
-  }
-}
 
 /** The id in /api/destinations/{id}[/reconnect] (ids may hold "/"). */
 function idFromPath(c: Context<HttpEnv>, suffix = ""): string {
@@ -35,7 +27,7 @@ export function bindDestinationRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void 
   app.use(`${PREFIX}*`, admin);
 
   const upsert = async (c: Context<HttpEnv>) => {
-    const rule = parseRule(await jsonBody(c), deps.recordsDir);
+    const rule = parseRule(await readJsonObject(c.req.raw, 'a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}'), deps.recordsDir);
     const d = await deps.destinations.upsert(rule);
     return c.json(destinationView(d));
   };

@@ -1,8 +1,7 @@
 import type { Hono } from "hono";
-import { badRequest } from "../../core/errors.ts";
 import { parseFeedRule } from "../../relay/feeds.ts";
 import { requireAdmin } from "../admin.ts";
-import { readJsonText } from "../body.ts";
+import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 /**
@@ -14,10 +13,7 @@ import type { HttpDeps, HttpEnv } from "../deps.ts";
 export function bindFeedRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const admin = requireAdmin(deps);
   app.on(["POST", "PUT"], "/api/streams", admin, async (c) => {
-    let body: unknown;
-    const text = await readJsonText(c.req.raw);
-    try { body = JSON.parse(text); } catch { throw badRequest('the body is not JSON; send {"stream":"stream/x","feeds":["video0","audio0"]}'); }
-    const rule = parseFeedRule(body);
+    const rule = parseFeedRule(await readJsonObject(c.req.raw, '{"stream":"stream/x","feeds":["video0","audio0"]}'));
     deps.feeds.set(rule);
     return c.json(rule);
   });

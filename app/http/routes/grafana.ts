@@ -4,7 +4,7 @@ import { runQueryInWorker, type QueryJob } from "../../analytics/run-query.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { requireAdmin } from "../admin.ts";
-import { readJsonText } from "../body.ts";
+import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
@@ -45,10 +45,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);
     return reply.body as string; // text formats only here
   };
-  const json = async (c: { req: { raw: Request } }) => {
-    const text = await readJsonText(c.req.raw);
-    try { return JSON.parse(text || "{}") as Record<string, unknown>; } catch { throw badRequest("the body is not JSON"); }
-  };
+  const json = (c: { req: { raw: Request } }) => readJsonObject(c.req.raw, "a Grafana JSON request, e.g. {\"target\": \"\"}", {});
 
   app.get("/grafana", (c) => c.text("Switchyard Grafana data source: ok"));
 

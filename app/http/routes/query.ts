@@ -4,7 +4,7 @@ import { runQueryInWorker, streamQueryInWorker } from "../../analytics/run-query
 import type { QueryEngineOptions } from "../../analytics/engine.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
-import { readJsonText } from "../body.ts";
+import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const FORMATS = { json: "application/json", ndjson: "application/x-ndjson", csv: "text/csv; charset=utf-8", table: "text/plain; charset=utf-8", parquet: "application/vnd.apache.parquet" } as const;
@@ -22,9 +22,7 @@ export function queryDirs(deps: HttpDeps): QueryEngineOptions {
  */
 export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.post("/api/query", requireAdmin(deps), async (c) => {
-    const text = await readJsonText(c.req.raw);
-    let body: { sql?: unknown; format?: unknown };
-    try { body = JSON.parse(text); } catch { throw badRequest('the body is not JSON; send {"sql":"SELECT …","format":"json"}'); }
+    const body = await readJsonObject(c.req.raw, '{"sql":"SELECT …","format":"json"}');
     if (typeof body.sql !== "string" || body.sql.trim() === "") throw badRequest("sql: allowed: one SELECT over the view messages", { fields: { sql: "required" } });
     const format = (body.format ?? "json") as keyof typeof FORMATS;
     if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });

@@ -1,8 +1,7 @@
 import type { Hono } from "hono";
 import { SETTING_FIELDS, type Settings } from "../../config/settings.ts";
-import { badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
-import { readJsonText } from "../body.ts";
+import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 /** The settings with what each means and whether a change needs a restart. */
@@ -22,12 +21,9 @@ export function bindSettingsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const admin = requireAdmin(deps);
   app.get("/api/settings", admin, (c) => c.json(settingsView(deps.store.settings)));
   app.patch("/api/settings", admin, async (c) => {
-    const text = await readJsonText(c.req.raw);
-    let patch: unknown;
-    try { patch = JSON.parse(text); } catch { throw badRequest('the body is not JSON; send the settings to change, e.g. {"access":"token"}'); }
-    if (typeof patch !== "object" || patch === null || Array.isArray(patch)) throw badRequest('send an object of settings to change, e.g. {"access":"token"}');
+    const patch = await readJsonObject(c.req.raw, 'the settings to change, e.g. {"access":"token"}');
     const before = deps.store.settings;
-    const after = deps.store.update(patch as Record<string, unknown>);
+    const after = deps.store.update(patch);
     const changed = Object.keys(patch).filter((k) => JSON.stringify(before[k as keyof Settings]) !== JSON.stringify(after[k as keyof Settings]));
     const restart = changed.filter((k) => SETTING_FIELDS[k as keyof Settings].restart);
     return c.json({ ...settingsView(after), changed, ...(restart.length ? { restart_needed: restart } : {}) });
