@@ -1,6 +1,7 @@
 import { DuckDBInstance } from "@duckdb/node-api";
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { datePartitions } from "./partitions.ts";
 
 const MANIFEST = ".merge";
 
@@ -18,17 +19,10 @@ export type MergeStep = (typeof MERGE_STEPS)[number];
  * rename had not happened). Returns the partitions merged.
  */
 export async function mergeClosedPartitions(logsDir: string, today: string, opts: { crashAt?: MergeStep } = {}): Promise<string[]> {
-  if (!existsSync(logsDir)) return [];
   const todo: string[] = [];
-  for (const s of readdirSync(logsDir)) {
-    if (!s.startsWith("stream=")) continue;
-    for (const d of readdirSync(join(logsDir, s))) {
-      const m = /^date=(\d{4}-\d{2}-\d{2})$/.exec(d);
-      if (!m) continue;
-      const dir = join(logsDir, s, d);
-      recover(dir);
-      if (m[1]! < today && readdirSync(dir).filter((f) => f.endsWith(".parquet")).length > 1) todo.push(dir);
-    }
+  for (const { path: dir, date } of datePartitions(logsDir)) {
+    recover(dir);
+    if (date < today && readdirSync(dir).filter((f) => f.endsWith(".parquet")).length > 1) todo.push(dir);
   }
   if (todo.length === 0) return [];
   const crash = (step: MergeStep) => { if (opts.crashAt === step) process.kill(process.pid, "SIGKILL"); };

@@ -1,5 +1,6 @@
-import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { datePartitions } from "./partitions.ts";
 
 /** A date partition removed by retention, and why. */
 export interface RemovedPartition {
@@ -14,18 +15,8 @@ export interface RemovedPartition {
  * over `bytes`. 0 turns either limit off. Returns what it removed.
  */
 export function enforceParquetRetention(logsDir: string, limits: { days: number; bytes: number }, now = Date.now()): RemovedPartition[] {
-  if (!existsSync(logsDir) || (limits.days === 0 && limits.bytes === 0)) return [];
-  const parts: { path: string; date: string; bytes: number }[] = [];
-  for (const s of readdirSync(logsDir)) {
-    if (!s.startsWith("stream=")) continue;
-    for (const d of readdirSync(join(logsDir, s))) {
-      const m = /^date=(\d{4}-\d{2}-\d{2})$/.exec(d);
-      if (!m) continue;
-      const path = join(logsDir, s, d);
-      const bytes = readdirSync(path).reduce((a, f) => a + statSync(join(path, f)).size, 0);
-      parts.push({ path, date: m[1]!, bytes });
-    }
-  }
+  if (limits.days === 0 && limits.bytes === 0) return [];
+  const parts = datePartitions(logsDir).map((p) => ({ ...p, bytes: readdirSync(p.path).reduce((a, f) => a + statSync(join(p.path, f)).size, 0) }));
   parts.sort((a, b) => a.date.localeCompare(b.date));
   let total = parts.reduce((a, p) => a + p.bytes, 0);
   const cutoff = new Date(now - limits.days * 86_400_000).toISOString().slice(0, 10);
