@@ -2,9 +2,9 @@ import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { verifyStreamToken } from "../app/auth/stream-token.ts";
 import { SettingsStore } from "../app/config/store.ts";
 import { TOKEN_SECRET_NAME } from "../app/server.ts";
-import { cli, MAIN } from "./support/cli.ts";
+import { cli, spawnServe } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
-import { tempDir, waitFor } from "./support/server.ts";
+import { tempDir } from "./support/server.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
 setDefaultTimeout(60_000);
@@ -89,18 +89,14 @@ describe("the switchyard CLI", () => {
 
   it("serve runs until SIGTERM, closes clients with 1001, and exits 0", async () => {
     const dir = tempDir();
-    const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dir.dir, "--port", "0", "--host", "127.0.0.1", "--udp-port", "0"], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-    let log = "";
-    const reader = (async () => { for await (const chunk of p.stderr) log += new TextDecoder().decode(chunk); })();
-    await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log), "the server to listen", 10_000);
-    const port = Number(/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]);
+    const { p, port, log, reader } = await spawnServe(dir.dir);
     expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()).toMatchObject({ status: "ok" });
     const c = await connect(`ws://127.0.0.1:${port}/ws/spin30`);
     p.kill("SIGTERM");
     expect(await c.closed).toEqual({ code: 1001, reason: "server shutting down" });
     expect(await p.exited).toBe(0);
     await reader;
-    expect(log).toContain("shutting down signal=SIGTERM");
+    expect(log()).toContain("shutting down signal=SIGTERM");
     dir.remove();
   });
 });

@@ -5,7 +5,7 @@ import { silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
 import { decodeRecord, encodeRecord } from "../app/log/record.ts";
 import { Spool } from "../app/log/spool.ts";
-import { MAIN } from "./support/cli.ts";
+import { spawnServe } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
 import { tempDir, waitFor } from "./support/server.ts";
 
@@ -100,17 +100,10 @@ describe("the spool", () => {
 });
 
 describe("durability against kill -9", () => {
-  async function serve(dir: string) {
-    const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
-    let log = "";
-    (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
-    await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log), "the server", 10_000);
-    return { p, port: Number(/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]), log: () => log };
-  }
 
   it("keeps every HTTP-published message that got its 2xx, exactly once, and seq goes on after the restart", async () => {
     const tmp = tempDir();
-    const a = await serve(tmp.dir);
+    const a = await spawnServe(tmp.dir);
     const acked: string[] = [];
     let stop = false;
     const writers = [0, 1, 2].map(async (w) => {
@@ -131,7 +124,7 @@ describe("durability against kill -9", () => {
     for (const body of acked) expect(logged.filter((x) => x === body).length).toBe(1);
     expect(new Set(logged).size).toBe(logged.length);
     const maxSeq = Math.max(...readAll(join(tmp.dir, "spool")).filter((m) => m.stream === "crash").map((m) => m.seq));
-    const b = await serve(tmp.dir);
+    const b = await spawnServe(tmp.dir);
     const r = await (await fetch(`http://127.0.0.1:${b.port}/api/streams/crash/messages`, { method: "POST", body: "after" })).json();
     expect(r.seq).toBe(maxSeq + 1);
     b.p.kill("SIGTERM");
@@ -141,7 +134,7 @@ describe("durability against kill -9", () => {
 
   it("has every websocket message a subscriber saw in the spool after kill -9", async () => {
     const tmp = tempDir();
-    const a = await serve(tmp.dir);
+    const a = await spawnServe(tmp.dir);
     const sub = await connect(`ws://127.0.0.1:${a.port}/ws/wscrash`);
     const pub = await connect(`ws://127.0.0.1:${a.port}/ws/wscrash`);
     for (let i = 0; i < 20_000; i++) {

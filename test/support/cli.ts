@@ -10,3 +10,13 @@ export async function cli(args: string[], env: Record<string, string> = {}) {
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { stdout, stderr, code };
 }
+
+/** A `switchyard serve` subprocess on 127.0.0.1 and a free port (UDP off), once it listens. */
+export async function spawnServe(dataDir: string) {
+  const { waitFor } = await import("./server.ts");
+  const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
+  let log = "";
+  const reader = (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
+  await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log), "the server to listen", 10_000);
+  return { p, port: Number(/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]), log: () => log, reader };
+}
