@@ -1,6 +1,7 @@
 import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBConnection } from "@duckdb/node-api";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { datePartitions } from "../log/partitions.ts";
 import { loadSegments } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
 
@@ -29,17 +30,9 @@ export class QueryError extends Error {
 
 const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
 
-function hasParquet(dir: string): boolean {
-  if (!existsSync(dir)) return false;
-  const stack = [dir];
-  while (stack.length) {
-    const d = stack.pop()!;
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory() && !e.name.startsWith(".")) stack.push(join(d, e.name));
-      else if (e.name.endsWith(".parquet")) return true;
-    }
-  }
-  return false;
+/** True when the log has a Parquet file yet (read_parquet fails on a glob that matches nothing). */
+function hasParquet(logsDir: string): boolean {
+  return datePartitions(logsDir).some((p) => readdirSync(p.path).some((f) => f.endsWith(".parquet")));
 }
 
 /**
