@@ -1,5 +1,6 @@
 #!/usr/bin/env bun
 import { UsageError } from "./core/errors.ts";
+import { admin } from "./cli/admin.ts";
 import { checkConfig } from "./cli/check-config.ts";
 import type { Command, CommandIO } from "./cli/command.ts";
 import { query } from "./cli/query.ts";
@@ -9,7 +10,7 @@ import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
 
-const COMMANDS: Command[] = [serve, send, query, token, slack, version, checkConfig];
+const COMMANDS: Command[] = [serve, send, query, token, admin, slack, version, checkConfig];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

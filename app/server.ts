@@ -24,6 +24,12 @@ import { Spool } from "./log/spool.ts";
 import { Compactor } from "./log/compactor.ts";
 import { livePatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
+import { ensureAdminAccount } from "./auth/admin-account.ts";
+import { AdminSessions } from "./auth/admin-session.ts";
+import { SignInLimiter } from "./auth/sign-in-limit.ts";
+import { RateHistory } from "./hub/rate-history.ts";
+import { StreamTaps } from "./hub/taps.ts";
+import { logUsageReader } from "./log/usage.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -67,6 +73,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, store, logger } = opts;
   const clock = opts.clock ?? systemClock;
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
+  await ensureAdminAccount(store, config.dataDir, logger);
   const settings = () => store.settings;
   const boot = store.settings;
   const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger,
@@ -91,6 +98,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     recordMaxBytes: () => store.settings.relay_record_max_bytes,
   });
   hub.onDelivery((m) => destinations.deliver(m));
+  const taps = new StreamTaps();
+  hub.onDelivery((m) => taps.deliver(m));
+  const rates = new RateHistory(hub);
   const feeds = new FeedRules(store.db, hub);
   feeds.load();
   const sessions = new SessionServer(secret, settings);
@@ -108,7 +118,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onOutcome: (o) => alerts.compaction(o),
   });
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool });
+  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
+    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir) });
   const wsDeps = { hub, settings, secret, logger };
 
   let server: Server<Connection>;
@@ -160,6 +171,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const ticker = setInterval(() => {
     hub.tick();
+    rates.sample();
     udp.tick();
     alerts.tick();
   }, 1000);

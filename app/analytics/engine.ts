@@ -21,6 +21,8 @@ export interface QueryEngineOptions {
 export interface QueryResult {
   columns: string[];
   rows: Record<string, unknown>[];
+  /** DuckDB's type of each column (e.g. TIMESTAMP, BIGINT), when known. */
+  types?: string[];
 }
 
 /** A query refused or failed; `message` says why, for the user. */
@@ -80,7 +82,7 @@ export class QueryEngine {
     return this.withTimeout(opts.timeoutMs ?? 30_000, async () => {
       const reader = await prepared.streamAndReadUntil(rowLimit + 1);
       if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
-      return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[] };
+      return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[], types: reader.columnTypes().map((t) => t.toString()) };
     });
   }
 
@@ -167,7 +169,8 @@ export class QueryEngine {
 }
 
 /** Renders a result as an aligned text table, CSV, a JSON array or NDJSON. */
-export function formatResult(r: QueryResult, format: "table" | "csv" | "json" | "ndjson"): string {
+export function formatResult(r: QueryResult, format: "table" | "csv" | "json" | "ndjson" | "grid"): string {
+  if (format === "grid") return JSON.stringify({ columns: r.columns, types: r.types ?? [], rows: r.rows.map((row) => r.columns.map((c) => row[c] ?? null)) });
   const cell = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
   if (format === "json") return JSON.stringify(r.rows) + "\n";
   if (format === "ndjson") return r.rows.map((row) => JSON.stringify(row)).join("\n") + (r.rows.length ? "\n" : "");

@@ -3,7 +3,8 @@ import type { QueryEngineOptions } from "./engine.ts";
 /** One query for the worker. */
 export interface QueryJob {
   sql: string;
-  format: "table" | "csv" | "json" | "ndjson" | "parquet";
+  /** grid: JSON {columns, types, rows: [[…]]} for the admin UI's table and chart. */
+  format: "table" | "csv" | "json" | "ndjson" | "parquet" | "grid";
   rowLimit: number;
   timeoutMs: number;
   /** Values for `$1`, `$2`, … in `sql` (never pasted into the SQL text). */

@@ -7,13 +7,17 @@ import { streamNameProblem } from "../core/stream-name.ts";
 import { STREAMS_EVENTS_STREAM } from "../hub/hub.ts";
 import { TOKEN_SECRET_NAME } from "../server.ts";
 
-import { parseCommandArgs, type Command } from "./command.ts";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { generateTokenBatch, parseTokenBatch, tokenFiles } from "../auth/token-batch.ts";
+import { parseCommandArgs, type Command, type CommandIO } from "./command.ts";
 
 /** `switchyard token`: prints a stream token signed with this box's secret. */
 export const token: Command = {
   name: "token",
-  summary: "print a stream token (JWT) for a stream",
+  summary: "print a stream token (JWT) for a stream, or write tokens for a range of devices",
   usage: `Usage: switchyard token --stream NAME [--scopes read,write] [--ttl 365d] [--audience URL] [--data-dir DIR]
+       switchyard token --prefix spin --from 30 --to 41 --kind log --access-url URL --out DIR [--scopes] [--ttl]
 
 Prints an HS256 token with practable's claims (topic, scopes, aud, iat, nbf, exp),
 signed with the secret in the data dir's settings store, and a newline.
@@ -23,13 +27,24 @@ Options:
   --scopes LIST     comma-separated: read, write (default read,write)
   --ttl DURATION    lifetime, ${DURATION_RULE} (default 365d)
   --audience URL    put this URL in aud (the box's public_url, when it checks audiences)
-  --data-dir DIR    the data dir whose secret signs the token (default ./data)`,
+  --data-dir DIR    the data dir whose secret signs the token (default ./data)
+
+Range mode (as practable's configure script): for each N from --from to --to, writes
+DIR/<kind>.access.<prefix>N (URL/session/<prefix>N-<kind>) and DIR/<kind>.token.<prefix>N
+(a token for topic <prefix>N-<kind>, audience URL), mode 0600, and prints the files' names.
+  --prefix NAME     device name prefix, e.g. spin
+  --from N, --to N  the range of device numbers (at most 1000 devices)
+  --kind KIND       e.g. log, data, video
+  --access-url URL  the relay's access URL (https://relay.example.org/access)
+  --out DIR         folder to write the files to (created if missing)`,
   async run(argv, io) {
     const { values } = parseCommandArgs("token", argv, {
       ...startupParseOptions,
       stream: { type: "string" }, scopes: { type: "string" }, ttl: { type: "string" }, audience: { type: "string" },
+      prefix: { type: "string" }, from: { type: "string" }, to: { type: "string" }, kind: { type: "string" }, "access-url": { type: "string" }, out: { type: "string" },
     });
     if (values.help) return io.out(this.usage + "\n"), 0;
+    if (values.prefix !== undefined) return batch(values, io);
     const stream = values.stream;
     if (!stream) throw new UsageError("token: --stream is required; e.g. switchyard token --stream spin30");
     const topicProblem = stream === STREAMS_EVENTS_STREAM || stream === "*" ? null : streamNameProblem(stream.replace(/\*$/, "") || "x");
@@ -54,4 +69,32 @@ Options:
   },
 };
 
-
+/** `switchyard token --prefix …`: the range mode, sharing the admin page's generator. */
+async function batch(values: Record<string, string | boolean | undefined>, io: CommandIO): Promise<number> {
+  const str = (k: string) => (typeof values[k] === "string" ? (values[k] as string) : undefined);
+  if (str("stream")) throw new UsageError("token: --stream and --prefix do not go together; --prefix makes one token per device of a range");
+  if (!str("out")) throw new UsageError("token: --out DIR is required with --prefix (the folder for the access and token files)");
+  const parsed = parseTokenBatch({
+    prefix: str("prefix"), from: str("from"), to: str("to"), kind: str("kind"), access_url: str("access-url"),
+    scopes: str("scopes")?.split(","), ttl: str("ttl"),
+  });
+  if ("errors" in parsed) {
+    const flag = (k: string) => `--${k.replace("_", "-")}`;
+    throw new UsageError(`token: ${Object.entries(parsed.errors).map(([k, v]) => `${flag(k)}: ${v}`).join("; ")}`);
+  }
+  const { config } = resolveStartupConfig(values, io.env);
+  const store = SettingsStore.open(config.dataDir);
+  let tokens;
+  try {
+    tokens = await generateTokenBatch(store.secret(TOKEN_SECRET_NAME, newTokenSecret), parsed.request);
+  } finally {
+    store.close();
+  }
+  const out = str("out")!;
+  mkdirSync(out, { recursive: true });
+  for (const f of tokenFiles(parsed.request.kind, tokens)) {
+    writeFileSync(join(out, f.name), f.content, { mode: 0o600 });
+    io.out(join(out, f.name) + "\n");
+  }
+  return 0;
+}

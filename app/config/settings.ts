@@ -14,6 +14,7 @@ export type BackpressurePolicy = (typeof BACKPRESSURE_POLICIES)[number];
 /** Runtime settings: one validated record, stored in the settings store, applied live unless noted. */
 export interface Settings {
   access: AccessPolicy;
+  api_loopback_admin: boolean;
   backpressure_policy: BackpressurePolicy;
   backpressure_limit_bytes: number;
   max_message_bytes: number;
@@ -68,6 +69,7 @@ const int = (min: number, max: number) => (v: unknown) =>
 /** Defaults for a new box. */
 export const DEFAULT_SETTINGS: Settings = {
   access: "loopback-open",
+  api_loopback_admin: true,
   backpressure_policy: "drop",
   backpressure_limit_bytes: 1024 * 1024,
   max_message_bytes: 1024 * 1024,
@@ -110,6 +112,7 @@ export const DEFAULT_SETTINGS: Settings = {
 /** What each setting means and allows. */
 export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   access: { description: "open: no tokens; loopback-open: clients on 127.0.0.0/8 and ::1 need no token; token: every client needs one", check: oneOf(ACCESS_POLICIES) },
+  api_loopback_admin: { description: "clients on the box itself (127.0.0.0/8, ::1, not through a proxy) may use the admin API without signing in, as practable's boot scripts do with curl localhost; false: they need an admin session or a token with the admin scope", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   backpressure_policy: { description: "drop: a slow subscriber loses messages (counted); disconnect: it is closed with code 1013", check: oneOf(BACKPRESSURE_POLICIES) },
   backpressure_limit_bytes: { description: "bytes a subscriber may have waiting to be sent before the policy applies", restart: true, check: int(64 * 1024, 1024 ** 3) },
   max_message_bytes: { description: "largest message accepted, in bytes (websocket close 1009, HTTP 413 above it)", restart: true, check: int(1, 64 * 1024 * 1024) },

@@ -14,10 +14,14 @@ import { bindHealthRoutes } from "./routes/health.ts";
 import { bindIngestRoutes } from "./routes/ingest.ts";
 import { bindMetricsRoutes } from "./routes/metrics.ts";
 import { bindStreamRoutes } from "./routes/streams.ts";
+import { apiCsrf } from "./csrf.ts";
+import { bindAdminUi } from "./ui/index.ts";
 
 /** Assembles the HTTP app: every route group, one error handler, one 404. */
 export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
+  // Browsers may only call the API from this server's own pages; other clients are judged by their credentials.
+  app.use("/api/*", apiCsrf(deps));
   bindHealthRoutes(app, deps);
   bindMetricsRoutes(app, deps);
   bindFeedRoutes(app, deps);
@@ -31,6 +35,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindGrafanaRoutes(app, deps);
   bindEventRoutes(app, deps);
   bindIngestRoutes(app, deps);
+  bindAdminUi(app, deps);
   app.onError(handleError(deps.logger));
   app.notFound(handleNotFound);
   return app;

@@ -10,6 +10,11 @@ import type { Spool } from "../log/spool.ts";
 import type { Destinations } from "../relay/destinations.ts";
 import type { FeedRules } from "../relay/feeds.ts";
 import type { SessionServer } from "../relay/session-server.ts";
+import type { AdminSessions } from "../auth/admin-session.ts";
+import type { SignInLimiter } from "../auth/sign-in-limit.ts";
+import type { RateHistory } from "../hub/rate-history.ts";
+import type { StreamTaps } from "../hub/taps.ts";
+import type { LogUsage } from "../log/usage.ts";
 
 /** Everything the HTTP routes need, set once when the app is assembled. */
 export interface HttpDeps {
@@ -32,6 +37,15 @@ export interface HttpDeps {
   slackUrl: () => { url: string | null; source: "env" | "settings" | null };
   /** The durable log's spool: an HTTP publish answers after its message is fsynced. */
   spool: Spool;
+  /** Admin UI sign-ins. */
+  adminSessions: AdminSessions;
+  signInLimiter: SignInLimiter;
+  /** Per-second rates of each stream (dashboard sparklines). */
+  rates: RateHistory;
+  /** Live tails of single streams (stream page). */
+  taps: StreamTaps;
+  /** Disk use of the log. */
+  logUsage: () => LogUsage;
 }
 
 /** What Hono's `c.env` holds when Bun serves the app. */

@@ -1,0 +1,72 @@
+import type { Hono } from "hono";
+import { AppError } from "../../core/errors.ts";
+import { destinationView } from "../../relay/destinations.ts";
+import { parseRule } from "../../relay/rule.ts";
+import { DestinationForm, DestinationsPage, DestinationsTable, EMPTY_DESTINATION, type DestinationFormValues } from "../../../views/destinations.tsx";
+import { Notice } from "../../../views/layout.tsx";
+import type { HttpDeps, HttpEnv } from "../deps.ts";
+import { formFields, html, livePage } from "./support.ts";
+
+/** A relative record-file name for the form (rules hold the full path inside the records dir). */
+function fileField(deps: HttpDeps, file: string): string {
+  return file.startsWith(deps.recordsDir + "/") ? file.slice(deps.recordsDir.length + 1) : file;
+}
+
+/** Binds /admin/destinations: the live list, add/edit (the API's rules), reconnect and delete. */
+export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  const views = () => deps.destinations.list().map(destinationView);
+  app.get("/admin/destinations", (c) => c.html(<DestinationsPage destinations={views()} />));
+  app.get("/admin/events/destinations", (c) => livePage(c, async () => ({ destinations: await html(<DestinationsTable destinations={views()} />) })));
+
+  app.get("/admin/destinations/edit", (c) => {
+    const id = c.req.query("id");
+    if (!id) return c.html(<DestinationForm values={EMPTY_DESTINATION} />);
+    const d = deps.destinations.get(id);
+    if (!d) return c.html(<DestinationForm values={EMPTY_DESTINATION} notice={`no destination ${JSON.stringify(id)}: it may have been deleted`} />, 404);
+    const r = d.rule;
+    return c.html(<DestinationForm editing values={{ id: r.id, stream: r.stream, destination: r.destination, token: "", file: fileField(deps, r.file), kind: r.kind, batch: String(r.batch) }} />);
+  });
+
+  app.post("/admin/destinations", async (c) => {
+    const form = await formFields(c);
+    const values: DestinationFormValues = { ...EMPTY_DESTINATION, ...form };
+    const editing = form.editing === "1";
+    // Editing: an empty token keeps the rule's token, "-" removes it.
+    let token = values.token;
+    if (editing && token === "") token = deps.destinations.get(values.id)?.rule.token ?? "";
+    if (token === "-") token = "";
+    const batch = /^\d+$/.test(values.batch.trim()) ? Number(values.batch) : values.batch;
+    try {
+      const rule = parseRule({ id: values.id, stream: values.stream, destination: values.destination, token, file: values.file, kind: values.kind, batch }, deps.recordsDir);
+      const existed = deps.destinations.get(rule.id) !== undefined;
+      await deps.destinations.upsert(rule);
+      return c.html(
+        <>
+          <Notice kind="ok" text={`destination ${rule.id} ${existed ? "replaced" : "added"}: relaying stream ${rule.stream}`} />
+          <DestinationForm values={EMPTY_DESTINATION} />
+        </>,
+      );
+    } catch (err) {
+      if (err instanceof AppError && err.status === 400) {
+        const fields = (err.data?.fields as Record<string, string> | undefined) ?? {};
+        return c.html(<DestinationForm values={values} editing={editing} errors={fields} notice={Object.keys(fields).length ? undefined : err.message} />, 422);
+      }
+      throw err;
+    }
+  });
+
+  app.post("/admin/destinations/reconnect", async (c) => {
+    const { id = "" } = await formFields(c);
+    const d = deps.destinations.get(id);
+    if (!d) return c.html(<Notice kind="bad" text={`no destination ${JSON.stringify(id)}`} />, 404);
+    d.reconnect();
+    return c.html(<Notice kind="ok" text={`destination ${id}: reconnecting now`} />);
+  });
+
+  app.post("/admin/destinations/delete", async (c) => {
+    const { id = "" } = await formFields(c);
+    if (!deps.destinations.get(id)) return c.html(<Notice kind="bad" text={`no destination ${JSON.stringify(id)}`} />, 404);
+    await deps.destinations.remove(id);
+    return c.html(<Notice kind="ok" text={`destination ${id} deleted`} />);
+  });
+}
