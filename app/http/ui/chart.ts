@@ -8,14 +8,14 @@ const MAX_POINTS = 5000;
 /** Most series (category values × numeric columns). */
 const MAX_SERIES = 12;
 
-/** Seconds since the epoch of a DuckDB timestamp or date as JSON gives it, or null. */
+/** Seconds since the epoch (fraction kept to the microsecond) of a DuckDB timestamp or date as JSON gives it, or null. */
 function seconds(v: unknown): number | null {
   if (typeof v !== "string") return null;
-  let t = v.trim().replace(" ", "T").replace(/(\.\d{3})\d+/, "$1");
-  if (/^\d{4}-\d\d-\d\d$/.test(t)) t += "T00:00:00";
-  if (!/[zZ]|[+-]\d\d(:?\d\d)?$/.test(t)) t += "Z";
-  const ms = Date.parse(t);
-  return Number.isNaN(ms) ? null : ms / 1000;
+  const m = /^(\d{4}-\d\d-\d\d)(?:[ T](\d\d:\d\d:\d\d)(\.\d+)?)?\s*(Z|[+-]\d\d(?::?\d\d)?)?$/.exec(v.trim());
+  if (!m) return null;
+  const zone = m[4] ? (m[4] === "Z" ? "Z" : m[4].length === 3 ? `${m[4]}:00` : m[4].replace(/^([+-]\d\d)(\d\d)$/, "$1:$2")) : "Z";
+  const ms = Date.parse(`${m[1]}T${m[2] ?? "00:00:00"}${zone}`);
+  return Number.isNaN(ms) ? null : ms / 1000 + (m[3] ? Number(m[3]) : 0);
 }
 
 function number(v: unknown): number | null {

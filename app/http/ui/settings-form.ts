@@ -1,4 +1,4 @@
-import { ACCESS_POLICIES, BACKPRESSURE_POLICIES, DEFAULT_SETTINGS, SETTING_FIELDS, type Settings } from "../../config/settings.ts";
+import { ACCESS_POLICIES, BACKPRESSURE_POLICIES, DEFAULT_SETTINGS, SETTING_FIELDS, validateSettings, type Settings } from "../../config/settings.ts";
 import type { SettingsStore } from "../../config/store.ts";
 import { AppError } from "../../core/errors.ts";
 import { UDP_FORMATS } from "../../core/udp-spec.ts";
@@ -69,7 +69,16 @@ export function saveSettingsForm(store: SettingsStore, keys: (keyof Settings)[],
     } else patch[f.key] = text;
   }
   const typed = { ...settingValues(store.settings), ...form };
-  if (Object.keys(errors).length > 0) return { values: typed, errors, notice: { kind: "bad", text: "nothing saved: fix the fields marked below" } };
+  if (Object.keys(errors).length > 0) {
+    // Check the fields that did parse too, so every problem shows at once.
+    try {
+      validateSettings(store.settings, patch);
+    } catch (err) {
+      if (!(err instanceof AppError)) throw err;
+      Object.assign(errors, (err.data?.fields as Record<string, string> | undefined) ?? {}, { ...errors });
+    }
+    return { values: typed, errors, notice: { kind: "bad", text: "nothing saved: fix the fields marked below" } };
+  }
   const before = store.settings;
   try {
     const after = store.update(patch);
