@@ -321,7 +321,7 @@ describe("admin UI: pages and fragments", () => {
 
   test("settings: every setting is on a page; bad input keeps what was typed with the error beside it; good input applies live and says when a restart is needed", async () => {
     const shown = [...SETTING_GROUPS.flatMap((g) => g.keys), ...ALERT_KEYS].sort();
-    expect(shown).toEqual(Object.keys(SETTING_FIELDS).sort());
+    expect(shown as string[]).toEqual(Object.keys(SETTING_FIELDS).sort());
     const page = await (await admin.get("/admin/settings")).text();
     expect(page).toContain("--port");
     const bad = await admin.post("/admin/settings", { group: "hub", max_connections: "lots", keepalive_seconds: "2" });
@@ -350,7 +350,10 @@ describe("admin UI: pages and fragments", () => {
   });
 
   test("query: a result as a table with a chart for time series, errors shown, downloads as CSV and Parquet", async () => {
-    for (let i = 0; i < 5; i++) s.hub.publish("q", JSON.stringify({ value: i }), "test");
+    for (let i = 0; i < 5; i++) {
+      s.hub.publish("q", JSON.stringify({ value: i }), "test");
+      await Bun.sleep(2); // distinct timestamps: a chart has one point per time
+    }
     await s.spool.durable();
     const r = await admin.post("/admin/query", { sql: "SELECT ts, CAST(json_extract(data, '$.value') AS DOUBLE) AS value FROM messages WHERE stream = 'q' ORDER BY ts" });
     expect(r.status).toBe(200);
@@ -376,6 +379,12 @@ describe("admin UI: pages and fragments", () => {
     const bytes = new Uint8Array(await pq.arrayBuffer());
     expect(new TextDecoder().decode(bytes.subarray(0, 4))).toBe("PAR1");
     expect((await admin.post("/admin/query/download", { sql: "SELECT 1", format: "xlsx" })).status).toBe(400);
+    const { EXAMPLES } = await import("../views/query.tsx");
+    for (const e of EXAMPLES) {
+      const r = await admin.post("/admin/query", { sql: e.sql });
+      expect(r.status, e.title).toBe(200);
+      expect(await r.text(), e.title).toContain('id="query-summary"');
+    }
   });
 });
 

@@ -4,7 +4,7 @@ import { Layout, Notice } from "./layout.tsx";
 /** Example queries over the `messages` view, offered as links that fill the box. */
 export const EXAMPLES: { title: string; sql: string }[] = [
   { title: "Latest messages", sql: "SELECT ts, stream, seq, origin, data FROM messages ORDER BY ts DESC LIMIT 50" },
-  { title: "Messages per stream", sql: "SELECT stream, count(*) AS messages, sum(size) AS bytes, max(ts) AS last FROM messages GROUP BY stream ORDER BY messages DESC" },
+  { title: "Messages per stream", sql: "SELECT stream, count(*) AS messages, min(ts) AS first, max(ts) AS last FROM messages GROUP BY stream ORDER BY messages DESC" },
   { title: "Rate per minute (chart)", sql: "SELECT time_bucket(INTERVAL 1 minute, ts) AS minute, stream, count(*) AS messages FROM messages WHERE ts > now() - INTERVAL 1 hour GROUP BY ALL ORDER BY minute" },
   { title: "A JSON field over time (chart)", sql: "SELECT ts, CAST(json_extract(data, '$.value') AS DOUBLE) AS value FROM messages WHERE stream = 'demo' AND kind = 'text' ORDER BY ts DESC LIMIT 1000" },
 ];
@@ -62,7 +62,7 @@ export const QueryPage: FC<{ sql: string }> = ({ sql }) => (
     <section class="card">
       <form class="stack" style="max-width:none" method="post" action="/admin/query" hx-post="/admin/query" hx-target="#query-result" hx-indicator="#query-running">
         <label>
-          SQL over the view <code>messages</code> (ts, stream, seq, origin, kind, data, size)
+          SQL over the view <code>messages</code> (ts, stream, seq, origin, kind, data, date)
           <textarea name="sql" rows={6} required spellcheck={false}>{sql}</textarea>
           <span class="help">one SELECT, read-only; at most 100,000 rows; stopped after the query time limit (Settings)</span>
         </label>

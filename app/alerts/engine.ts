@@ -149,7 +149,7 @@ export class AlertEngine {
       seen.add(id);
       if (d.status.state === "connected" || d.status.state === "stopped") {
         this.downSince.delete(id);
-        this.resolve("destination_down", id, `Destination ${id} is connected again (stream ${d.rule.stream})`, [], `/api/destinations/${id}`);
+        this.resolve("destination_down", id, `Destination ${id} is connected again (stream ${d.rule.stream})`, [], `/admin/destinations#d-${id}`);
         continue;
       }
       if (!this.downSince.has(id)) this.downSince.set(id, now);
@@ -161,7 +161,7 @@ export class AlertEngine {
           `stream ${d.rule.stream} → ${where}`,
           `state ${d.status.state}, ${d.status.dropped} messages dropped`,
           ...(d.status.lastError ? [`last error: ${d.status.lastError}`] : []),
-        ], `/api/destinations/${id}`, now - down);
+        ], `/admin/destinations#d-${id}`, now - down);
       }
     }
     for (const id of this.downSince.keys()) if (!seen.has(id)) this.downSince.delete(id);
@@ -180,9 +180,9 @@ export class AlertEngine {
       }
       const quiet = now - last;
       if (quiet > rule.seconds * 1000) {
-        this.fire("stream_silent", stream, `Stream ${stream} has been silent for ${duration(quiet)}`, [`it must speak every ${rule.seconds} s (pattern ${rule.pattern})`], `/api/streams/${stream}`, last);
+        this.fire("stream_silent", stream, `Stream ${stream} has been silent for ${duration(quiet)}`, [`it must speak every ${rule.seconds} s (pattern ${rule.pattern})`], `/admin/streams/${encodeURIComponent(stream)}`, last);
       } else {
-        this.resolve("stream_silent", stream, `Stream ${stream} is speaking again`, [], `/api/streams/${stream}`);
+        this.resolve("stream_silent", stream, `Stream ${stream} is speaking again`, [], `/admin/streams/${encodeURIComponent(stream)}`);
       }
     }
   }
@@ -199,9 +199,9 @@ export class AlertEngine {
       const reasons = new Map<string, number>();
       for (const l of this.inputs.udp().listeners) for (const [r, n] of Object.entries(l.rejected_by_reason)) reasons.set(r, (reasons.get(r) ?? 0) + (n ?? 0));
       const top = [...reasons].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([r, n]) => `${r} ${n}`).join(", ");
-      this.fire("udp_rejects", "udp", `${pct.toFixed(0)}% of UDP records rejected in the last minute`, [`${rejected} of ${records}; the limit is ${s.alert_udp_reject_percent}%`, `reasons since start: ${top}`], "/api/ingest");
+      this.fire("udp_rejects", "udp", `${pct.toFixed(0)}% of UDP records rejected in the last minute`, [`${rejected} of ${records}; the limit is ${s.alert_udp_reject_percent}%`, `reasons since start: ${top}`], "/admin");
     } else if (pct <= s.alert_udp_reject_percent) {
-      this.resolve("udp_rejects", "udp", "UDP rejects are back under the limit", [`${pct.toFixed(1)}% over the last minute`], "/api/ingest");
+      this.resolve("udp_rejects", "udp", "UDP rejects are back under the limit", [`${pct.toFixed(1)}% over the last minute`], "/admin");
     }
   }
 
@@ -215,9 +215,9 @@ export class AlertEngine {
     if (grew > 0) {
       const worst = hub.listStreams().filter((x) => x.dropped > 0 || x.slowDisconnects > 0).sort((a, b) => b.dropped - a.dropped).slice(0, 3)
         .map((x) => `${x.name}: ${x.dropped} dropped, ${x.slowDisconnects} disconnected`);
-      this.fire("backpressure", "subscribers", "Slow subscribers are losing messages", [`${grew} messages dropped or subscribers disconnected in the last minute`, ...worst], "/api/streams");
+      this.fire("backpressure", "subscribers", "Slow subscribers are losing messages", [`${grew} messages dropped or subscribers disconnected in the last minute`, ...worst], "/admin");
     } else {
-      this.resolve("backpressure", "subscribers", "Subscribers are keeping up again", [], "/api/streams");
+      this.resolve("backpressure", "subscribers", "Subscribers are keeping up again", [], "/admin");
     }
   }
 

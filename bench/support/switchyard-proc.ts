@@ -14,6 +14,7 @@ export interface SwitchyardProcess {
   port: number;
   url: string;
   pid: number;
+  dataDir: string;
   /** The stream-token signing secret of this instance. */
   secret: string;
   stop(): Promise<void>;
@@ -30,7 +31,7 @@ export async function startSwitchyard(settings: Partial<Settings> = {}, udpPort 
     { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
   const port = Number(await waitForOutput(proc, /http=http:\/\/127\.0\.0\.1:(\d+)/, "stderr"));
   return {
-    port, url: `http://127.0.0.1:${port}`, pid: proc.pid, secret,
+    port, url: `http://127.0.0.1:${port}`, pid: proc.pid, secret, dataDir,
     async stop() {
       proc.kill("SIGTERM");
       await proc.exited;

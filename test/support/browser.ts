@@ -1,12 +1,12 @@
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 
 /** Debian's Chromium (installed by .ci/run with apt-get install -y chromium). */
 export const CHROMIUM = process.env.SWITCHYARD_CHROMIUM ?? "/usr/bin/chromium";
 
 /** Starts headless Chromium with the flags this sandbox needs (no sandbox, no background network); Playwright gives it a fresh profile. */
 export async function launchBrowser(): Promise<{ browser: Browser; close(): Promise<void> }> {
+  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: install Debian's (apt-get install -y chromium; .ci/run does) or set SWITCHYARD_CHROMIUM`);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -18,11 +18,6 @@ export async function launchBrowser(): Promise<{ browser: Browser; close(): Prom
       await browser.close();
     },
   };
-}
-
-/** The first admin password the server wrote to its data dir. */
-export function initialPassword(dataDir: string): string {
-  return readFileSync(join(dataDir, "initial-admin-password"), "utf8").trim();
 }
 
 /** A new browser context signed in to the admin UI at `baseUrl`. */
