@@ -347,6 +347,22 @@ describe("admin UI: pages and fragments", () => {
     expect(bool.status).toBe(200);
     expect(s.store.settings.api_loopback_admin).toBe(false);
     expect((await admin.post("/admin/settings", { group: "nope" })).status).toBe(400);
+
+    // Ports: saved for the next start (a flag or variable still wins), empty for the default.
+    const far = await admin.post("/admin/settings", { group: "ports", http_port: "70000", udp_port: "" });
+    expect(far.status).toBe(422);
+    expect(await far.text()).toMatch(/id="http_port-error"[^>]*>70000 is not valid; allowed: a port from 1 to 65535/);
+    const port = await admin.post("/admin/settings", { group: "ports", http_port: "9555", udp_port: "" });
+    expect(await port.text()).toContain("saved: http_port. Restart Switchyard for http_port");
+    expect(s.store.settings.http_port).toBe(9555);
+    expect(s.store.settings.udp_port).toBeNull();
+    const { cli } = await import("./support/cli.ts");
+    const check = await cli(["check-config", "--data-dir", s.dataDir]);
+    expect(check.stdout).toMatch(/port\s+9555\s+\(settings\)/);
+    expect(check.stdout).toMatch(/udpPort\s+8889\s+\(default\)/);
+    expect((await cli(["check-config", "--data-dir", s.dataDir, "--port", "9600"])).stdout).toMatch(/port\s+9600\s+\(flag\)/);
+    await admin.post("/admin/settings", { group: "ports", http_port: "", udp_port: "" });
+    expect(s.store.settings.http_port).toBeNull();
   });
 
   test("query: a result as a table with a chart for time series, errors shown, downloads as CSV and Parquet", async () => {
@@ -435,6 +451,29 @@ describe("admin CLI", () => {
       expect(bad.stderr).toContain("--to: must be at least from (5)");
       expect(bad.stderr).toContain("--access-url: allowed:");
     } finally {
+      dir.remove();
+    }
+  });
+});
+
+describe("ports saved in the settings", () => {
+  test("serve listens on the stored http_port when no flag or variable names one", async () => {
+    const { MAIN } = await import("./support/cli.ts");
+    const { SettingsStore } = await import("../app/config/store.ts");
+    const dir = tempDir();
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    const store = SettingsStore.open(dir.dir);
+    store.update({ http_port: port, udp_port: 0 });
+    store.close();
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHYARD_")));
+    const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dir.dir, "--host", "127.0.0.1"], { env: clean, stdout: "ignore", stderr: "pipe" });
+    try {
+      await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => null))?.ok === true, `serve on the stored port ${port}`, 15_000);
+    } finally {
+      p.kill("SIGTERM");
+      await p.exited;
       dir.remove();
     }
   });

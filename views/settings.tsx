@@ -10,7 +10,8 @@ export interface SettingInput {
   restart: boolean;
   /** Allowed values, for a select. */
   choices?: readonly string[];
-  kind: "boolean" | "number" | "string" | "json";
+  /** optional-number: a number, or empty for "not set" (null). */
+  kind: "boolean" | "number" | "optional-number" | "string" | "json";
 }
 
 /** The inputs of a group of settings, each with its description and error. */
@@ -40,7 +41,7 @@ export const SettingsFields: FC<{ inputs: SettingInput[]; values: Record<string,
           ) : f.kind === "json" ? (
             <textarea name={f.key} rows={2} aria-invalid={invalid} aria-describedby={describedBy}>{values[f.key]}</textarea>
           ) : (
-            <input type={f.kind === "number" ? "text" : "text"} inputmode={f.kind === "number" ? "numeric" : undefined} name={f.key} value={values[f.key]} aria-invalid={invalid} aria-describedby={describedBy} />
+            <input type="text" inputmode={f.kind === "string" ? undefined : "numeric"} name={f.key} value={values[f.key]} aria-invalid={invalid} aria-describedby={describedBy} />
           )}
           {help}
           <FieldError errors={errors} name={f.key} />
@@ -66,15 +67,15 @@ export const SettingsGroupForm: FC<{ id: string; title: string; action: string; 
 /** What can only be set at startup, shown read-only. */
 export const StartupCard: FC<{ config: StartupConfig }> = ({ config }) => (
   <section class="card" id="startup">
-    <h2>Ports and data (set at startup)</h2>
+    <h2>Running on</h2>
     <table class="small">
       <tbody>
-        <tr><th>HTTP and websocket</th><td>{config.host}:{config.port}</td><td class="muted">--host, --port (SWITCHYARD_HOST, SWITCHYARD_PORT)</td></tr>
-        <tr><th>UDP ingest</th><td>{config.udpPort === 0 ? "off" : `${config.udpHost}:${config.udpPort}`}</td><td class="muted">--udp-port, --udp-host (SWITCHYARD_UDP_PORT); more ports: udp_listeners below, applied live</td></tr>
+        <tr><th>HTTP and websocket</th><td>{config.host}:{config.port}</td><td class="muted">--host, --port (SWITCHYARD_HOST, SWITCHYARD_PORT), or http_port below</td></tr>
+        <tr><th>UDP ingest</th><td>{config.udpPort === 0 ? "off" : `${config.udpHost}:${config.udpPort}`}</td><td class="muted">--udp-port, --udp-host (SWITCHYARD_UDP_PORT), or udp_port below; more ports: udp_listeners, applied live</td></tr>
         <tr><th>Data dir</th><td><code>{config.dataDir}</code></td><td class="muted">--data-dir (SWITCHYARD_DATA_DIR)</td></tr>
       </tbody>
     </table>
-    <p class="small muted">These are read when Switchyard starts: change them in the service's flags or environment (systemd: <code>systemctl edit switchyard</code>) and restart.</p>
+    <p class="small muted">These are read when Switchyard starts. A flag or variable (systemd: <code>systemctl edit switchyard</code>) wins over the ports saved below; either way a restart applies them.</p>
   </section>
 );
 

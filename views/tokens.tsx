@@ -68,7 +68,7 @@ export const TokensPage: FC<{ values: TokenFormValues }> = ({ values }) => (
     <section class="card">
       <h2>Generate stream tokens for a range of devices</h2>
       <p class="small muted">
-        As practable's <code>configure</code> script: for prefix <code>spin</code>, 30 to 41, kind <code>log</code>, each device <code>spinN</code> gets a relay session <code>spinN-log</code>
+        As practable's <code>configure</code> script: for prefix <code>spin</code>, 30 to 41, kind <code>log</code>, each device <code>spinN</code> gets a relay session <code>spinN-log</code>{" "}
         and a token for it signed by this box. The command line does the same:{" "}
         <code>switchyard token --prefix spin --from 30 --to 41 --kind log --access-url URL --out DIR</code>.
       </p>

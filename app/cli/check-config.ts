@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { DEFAULT_SETTINGS, SETTING_FIELDS, type Settings } from "../config/settings.ts";
-import { resolveStartupConfig, startupOptionsHelp, startupParseOptions } from "../config/startup.ts";
+import { resolveStartupConfig, startupOptionsHelp, startupParseOptions, withStoredPorts } from "../config/startup.ts";
 import { SETTINGS_FILE, SettingsStore } from "../config/store.ts";
 import { parseCommandArgs, type Command } from "./command.ts";
 import { redactWebhookUrl } from "../alerts/slack.ts";
@@ -14,20 +14,24 @@ export const checkConfig: Command = {
   async run(argv, io) {
     const { values } = parseCommandArgs("check-config", argv, startupParseOptions);
     if (values.help) return io.out(this.usage + "\n"), 0;
-    const { config, sources, warnings } = resolveStartupConfig(values, io.env);
+    const resolved = resolveStartupConfig(values, io.env);
+    let settings: Settings = DEFAULT_SETTINGS;
+    const dbFile = join(resolved.config.dataDir, SETTINGS_FILE);
+    if (existsSync(dbFile)) {
+      // Opening applies pending migrations, exactly as serve would.
+      const store = SettingsStore.open(resolved.config.dataDir);
+      settings = store.settings;
+      store.close();
+    }
+    // Ports saved in the settings apply where no flag or variable gave one, as in serve.
+    const { config, sources, warnings } = withStoredPorts(resolved, settings);
     const lines = ["startup config:"];
     for (const [k, v] of Object.entries(config)) {
       if (k === "slackWebhookUrl") continue;
       lines.push(`  ${k.padEnd(10)} ${(typeof v === "object" ? JSON.stringify(v) : String(v)).padEnd(30)} (${sources[k as keyof typeof sources]})`);
     }
     if (config.slackWebhookUrl) lines.push(`  slack      ${redactWebhookUrl(config.slackWebhookUrl)} (env SWITCHYARD_SLACK_WEBHOOK_URL)`);
-    let settings: Settings = DEFAULT_SETTINGS;
-    const dbFile = join(config.dataDir, SETTINGS_FILE);
     if (existsSync(dbFile)) {
-      // Opening applies pending migrations, exactly as serve would.
-      const store = SettingsStore.open(config.dataDir);
-      settings = store.settings;
-      store.close();
       lines.push(`runtime settings (from ${dbFile}):`);
     } else {
       lines.push(`runtime settings (defaults; ${dbFile} is created at first start):`);

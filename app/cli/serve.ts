@@ -1,4 +1,4 @@
-import { resolveStartupConfig, startupOptionsHelp, startupParseOptions } from "../config/startup.ts";
+import { resolveStartupConfig, startupOptionsHelp, startupParseOptions, withStoredPorts } from "../config/startup.ts";
 import { SettingsStore } from "../config/store.ts";
 import { createLogger } from "../core/logger.ts";
 import { startServer } from "../server.ts";
@@ -13,10 +13,11 @@ export const serve: Command = {
   async run(argv, io) {
     const { values } = parseCommandArgs("serve", argv, startupParseOptions);
     if (values.help) return io.out(this.usage + "\n"), 0;
-    const { config, warnings } = resolveStartupConfig(values, io.env);
-    const logger = createLogger(config.logLevel, io.err);
-    for (const w of warnings) logger.warn(w);
-    const store = SettingsStore.open(config.dataDir);
+    const resolved = resolveStartupConfig(values, io.env);
+    const logger = createLogger(resolved.config.logLevel, io.err);
+    for (const w of resolved.warnings) logger.warn(w);
+    const store = SettingsStore.open(resolved.config.dataDir);
+    const { config } = withStoredPorts(resolved, store.settings);
     if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });
     logger.info("switchyard starting", { version: VERSION, pid: process.pid });
     let running;

@@ -15,6 +15,8 @@ export type BackpressurePolicy = (typeof BACKPRESSURE_POLICIES)[number];
 export interface Settings {
   access: AccessPolicy;
   api_loopback_admin: boolean;
+  http_port: number | null;
+  udp_port: number | null;
   backpressure_policy: BackpressurePolicy;
   backpressure_limit_bytes: number;
   max_message_bytes: number;
@@ -70,6 +72,8 @@ const int = (min: number, max: number) => (v: unknown) =>
 export const DEFAULT_SETTINGS: Settings = {
   access: "loopback-open",
   api_loopback_admin: true,
+  http_port: null,
+  udp_port: null,
   backpressure_policy: "drop",
   backpressure_limit_bytes: 1024 * 1024,
   max_message_bytes: 1024 * 1024,
@@ -113,6 +117,14 @@ export const DEFAULT_SETTINGS: Settings = {
 export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   access: { description: "open: no tokens; loopback-open: clients on 127.0.0.0/8 and ::1 need no token; token: every client needs one", check: oneOf(ACCESS_POLICIES) },
   api_loopback_admin: { description: "clients on the box itself (127.0.0.0/8, ::1, not through a proxy) may use the admin API without signing in, as practable's boot scripts do with curl localhost; false: they need an admin session or a token with the admin scope", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
+  http_port: {
+    description: "HTTP and websocket port from the next start, unless --port or SWITCHYARD_PORT is given (empty: 8888)", restart: true,
+    check: (v) => (v === null || (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535) ? null : "allowed: a port from 1 to 65535, or null (empty) for the default"),
+  },
+  udp_port: {
+    description: "UDP ingest port from the next start, unless --udp-port or SWITCHYARD_UDP_PORT is given (0: off; empty: 8889)", restart: true,
+    check: (v) => (v === null || (Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535) ? null : "allowed: a port from 0 (off) to 65535, or null (empty) for the default"),
+  },
   backpressure_policy: { description: "drop: a slow subscriber loses messages (counted); disconnect: it is closed with code 1013", check: oneOf(BACKPRESSURE_POLICIES) },
   backpressure_limit_bytes: { description: "bytes a subscriber may have waiting to be sent before the policy applies", restart: true, check: int(64 * 1024, 1024 ** 3) },
   max_message_bytes: { description: "largest message accepted, in bytes (websocket close 1009, HTTP 413 above it)", restart: true, check: int(1, 64 * 1024 * 1024) },

@@ -18,7 +18,7 @@ export interface StartupConfig {
 }
 
 /** Where a value came from, for `check-config`. */
-export type ConfigSource = "flag" | "env" | "default";
+export type ConfigSource = "flag" | "env" | "settings" | "default";
 
 interface OptionSpec<K extends keyof StartupConfig> {
   key: K;
@@ -148,4 +148,22 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
     sources: sources as Record<keyof StartupConfig, ConfigSource>,
     warnings,
   };
+}
+
+/**
+ * Applies the ports saved in the settings (http_port, udp_port: set from the admin
+ * UI or PATCH /api/settings) where neither a flag nor the environment gave one.
+ */
+export function withStoredPorts(resolved: ResolvedStartupConfig, stored: { http_port: number | null; udp_port: number | null }): ResolvedStartupConfig {
+  const config = { ...resolved.config };
+  const sources = { ...resolved.sources };
+  if (sources.port === "default" && stored.http_port !== null) {
+    config.port = stored.http_port;
+    sources.port = "settings";
+  }
+  if (sources.udpPort === "default" && stored.udp_port !== null) {
+    config.udpPort = stored.udp_port;
+    sources.udpPort = "settings";
+  }
+  return { ...resolved, config, sources };
 }

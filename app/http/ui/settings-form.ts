@@ -13,18 +13,19 @@ export function settingInputs(keys: (keyof Settings)[]): SettingInput[] {
     const spec = SETTING_FIELDS[key];
     return {
       key, description: spec.description, restart: spec.restart ?? false, choices: CHOICES[key],
-      kind: typeof d === "boolean" ? "boolean" : typeof d === "number" ? "number" : typeof d === "string" ? "string" : "json",
+      kind: typeof d === "boolean" ? "boolean" : typeof d === "number" ? "number" : d === null ? "optional-number" : typeof d === "string" ? "string" : "json",
     };
   });
 }
 
 /** Every setting as the form shows it. */
 export function settingValues(s: Settings): Record<string, string> {
-  return Object.fromEntries(Object.entries(s).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]));
+  return Object.fromEntries(Object.entries(s).map(([k, v]) => [k, typeof v === "string" ? v : v === null ? "" : JSON.stringify(v)]));
 }
 
 /** Groups of the Settings page (the alert_* settings are on the Slack page). */
 export const SETTING_GROUPS: { id: string; title: string; keys: (keyof Settings)[] }[] = [
+  { id: "ports", title: "Ports", keys: ["http_port", "udp_port"] },
   { id: "access", title: "Access", keys: ["access", "api_loopback_admin", "public_url"] },
   { id: "hub", title: "Websocket hub", keys: ["backpressure_policy", "backpressure_limit_bytes", "max_message_bytes", "max_connections", "keepalive_seconds", "stream_linger_seconds"] },
   { id: "udp", title: "UDP ingest", keys: ["udp_format", "udp_stream", "udp_stream_field", "udp_allow", "udp_max_datagram_bytes", "udp_listeners", "udp_receive_buffer_bytes"] },
@@ -57,7 +58,8 @@ export function saveSettingsForm(store: SettingsStore, keys: (keyof Settings)[],
     if (raw === undefined) continue;
     const text = raw.trim();
     if (f.kind === "boolean") patch[f.key] = text === "true";
-    else if (f.kind === "number") {
+    else if (f.kind === "optional-number" && text === "") patch[f.key] = null;
+    else if (f.kind === "number" || f.kind === "optional-number") {
       if (!/^-?\d+$/.test(text)) errors[f.key] = `${JSON.stringify(raw)} is not a whole number`;
       else patch[f.key] = Number(text);
     } else if (f.kind === "json") {
