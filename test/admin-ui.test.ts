@@ -169,11 +169,28 @@ describe("admin UI: pages and fragments", () => {
     await s.close();
   });
 
+  test("without JavaScript a form answers with a whole page and a way back; admin errors are HTML", async () => {
+    const plain = await admin.post("/admin/destinations", { id: "x y", stream: "a", destination: "nope" }, { Referer: "http://localhost/admin/destinations" });
+    expect(plain.status).toBe(422);
+    const page = await plain.text();
+    expect(page).toStartWith("<!DOCTYPE html>");
+    expect(page).toContain('<a href="/admin/destinations">← back</a>');
+    expect(page).toContain('id="id-error"');
+    const hx = await admin.post("/admin/destinations", { id: "x y", stream: "a", destination: "nope" }, { "HX-Request": "true" });
+    expect(await hx.text()).toStartWith('<section class="card" id="destination-form">');
+    const missing = await admin.get("/admin/nope");
+    expect(missing.status).toBe(404);
+    expect(await missing.text()).toContain("no page /admin/nope");
+    const hxMissing = await admin.get("/admin/streams/" + encodeURIComponent("bad name!"), { "HX-Request": "true" });
+    expect(await hxMissing.text()).toStartWith('<div class="notice bad"');
+  });
+
   test("every page answers signed in, with the menu and phone viewport", async () => {
     for (const p of PAGES) {
       const r = await admin.get(p);
       expect(r.status, p).toBe(200);
       const html = await r.text();
+      expect(html, p).toStartWith("<!DOCTYPE html>");
       expect(html, p).toContain('name="viewport"');
       expect(html, p).toContain('href="/admin/destinations"');
     }

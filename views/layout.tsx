@@ -1,3 +1,4 @@
+import { raw } from "hono/html";
 import type { Child, FC, PropsWithChildren } from "hono/jsx";
 import { ASSET_VERSION } from "./assets.ts";
 
@@ -28,6 +29,8 @@ const asset = (name: string) => `/admin/assets/${name}?v=${ASSET_VERSION}`;
 
 /** The page frame: menu, sign-out, scripts (all served by Switchyard itself). */
 export const Layout: FC<PropsWithChildren<{ title: string; active: NavKey; signedIn?: boolean; head?: Child }>> = ({ title, active, signedIn = true, head, children }) => (
+  <>
+  {raw("<!DOCTYPE html>")}
   <html lang="en">
     <head>
       <meta charset="utf-8" />
@@ -59,6 +62,24 @@ export const Layout: FC<PropsWithChildren<{ title: string; active: NavKey; signe
       <main>{children}</main>
     </body>
   </html>
+  </>
+);
+
+/** A whole page around an answer meant for htmx, for a browser without JavaScript, with the way back. */
+export const FallbackPage: FC<{ fragment: string; back: string; status: number }> = ({ fragment, back, status }) => (
+  <Layout title={status >= 400 ? "Not saved" : "Done"} active="stream">
+    <p><a href={back}>← back</a></p>
+    {raw(fragment)}
+  </Layout>
+);
+
+/** An error as a page (or, for htmx, as a notice to swap in). */
+export const ErrorPage: FC<{ status: number; message: string }> = ({ status, message }) => (
+  <Layout title={`Error ${status}`} active="stream">
+    <h1>Error {status}</h1>
+    <Notice kind="bad" text={message} />
+    <p><a href="/admin">Back to the dashboard</a></p>
+  </Layout>
 );
 
 /** An input's error, shown next to it. */

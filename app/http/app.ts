@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
-import { handleError, handleNotFound } from "./errors.ts";
+import { handleError, handleNotFound } from "./errors.tsx";
 import { bindAlertRoutes } from "./routes/alerts.ts";
 import { bindDestinationRoutes } from "./routes/destinations.ts";
 import { bindEventRoutes } from "./routes/events.ts";

@@ -7,6 +7,7 @@ import { bindDestinationPages } from "./destinations.tsx";
 import { bindLiveRoutes } from "./live.tsx";
 import { bindQueryPage } from "./query.tsx";
 import { bindTokenPages } from "./tokens.tsx";
+import { withoutJavaScript } from "./fallback.tsx";
 
 /**
  * Binds the admin UI under /admin: every form is CSRF-checked; assets and
@@ -15,6 +16,7 @@ import { bindTokenPages } from "./tokens.tsx";
 export function bindAdminUi(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.get("/", (c) => c.redirect("/admin", 303));
   app.use("/admin/*", uiCsrf(deps));
+  app.use("/admin/*", withoutJavaScript);
   bindAuthRoutes(app, deps);
   const session = requireSession(deps);
   app.use("/admin", session);
