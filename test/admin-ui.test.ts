@@ -77,13 +77,15 @@ describe("admin UI: sign-in, sessions, CSRF", () => {
     const from = { "X-Forwarded-For": "203.0.113.9" };
     const t = await startTestServer();
     try {
-      // Behind no proxy, X-Forwarded-For is not trusted; all app.request clients share one address here.
       for (let i = 0; i < 5; i++) expect((await t.app.request("/admin/login", formPost({ password: "wrong-password-" + i }, from))).status).toBe(401);
       const limited = await t.app.request("/admin/login", formPost({ password: firstPassword(t.dataDir) }, from));
       expect(limited.status).toBe(429);
       expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
       expect(await limited.text()).toContain("too many failed sign-ins");
       expect(limited.headers.get("set-cookie")).toBeNull();
+      // Another user behind the same proxy has a budget of their own.
+      const other = await t.app.request("/admin/login", formPost({ password: firstPassword(t.dataDir) }, { "X-Forwarded-For": "203.0.113.10" }));
+      expect(other.status).toBe(303);
     } finally {
       await t.close();
     }

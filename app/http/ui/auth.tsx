@@ -8,8 +8,18 @@ import { ASSETS, ASSET_VERSION } from "../../../views/assets.ts";
 import { LoginPage } from "../../../views/login.tsx";
 import { hasAdminSession } from "../admin.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-import { accessAddress } from "../stream-access.ts";
+import { remoteAddress } from "../stream-access.ts";
 import { formFields, isHtmx } from "./support.ts";
+
+/**
+ * Who is signing in, for the rate limit: the peer's address, plus the address a
+ * proxy names (so users behind one proxy do not share one budget; a forged header
+ * only buys a new per-client budget, and the overall limit still holds).
+ */
+function signInClient(c: Context<HttpEnv>): string {
+  const forwarded = c.req.header("x-forwarded-for")?.split(",")[0]?.trim() ?? c.req.header("x-real-ip") ?? "";
+  return forwarded ? `${remoteAddress(c)}|${forwarded.slice(0, 64)}` : remoteAddress(c);
+}
 
 /** A `next` target after sign-in: only paths of the admin UI. */
 function safeNext(next: string | undefined): string {
@@ -50,7 +60,7 @@ export function bindAuthRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.post("/admin/login", async (c) => {
     const form = await formFields(c);
     const next = safeNext(form.next);
-    const client = accessAddress(c);
+    const client = signInClient(c);
     const wait = deps.signInLimiter.retryAfter(client);
     if (wait > 0) {
       c.header("Retry-After", String(wait));
