@@ -73,19 +73,56 @@ describe("admin UI: sign-in, sessions, CSRF", () => {
     expect(tls.headers.get("location")).toBe("/admin");
   });
 
-  test("sign-in attempts are rate-limited per client: the sixth failure in a minute gets 429 and Retry-After, even with the right password", async () => {
-    const from = { "X-Forwarded-For": "203.0.113.9" };
+  test("sign-in attempts are rate-limited per client, parallel guesses included; a proxy on the box gets a budget per client it names", async () => {
     const t = await startTestServer();
     try {
-      for (let i = 0; i < 5; i++) expect((await t.app.request("/admin/login", formPost({ password: "wrong-password-" + i }, from))).status).toBe(401);
-      const limited = await t.app.request("/admin/login", formPost({ password: firstPassword(t.dataDir) }, from));
+      const login = (password: string, headers: Record<string, string> = {}) =>
+        fetch(`${t.url}/admin/login`, { method: "POST", redirect: "manual", body: new URLSearchParams({ password }), headers: { Origin: t.url, ...headers } });
+      // 20 guesses at once: each counts from its start, and at most 2 hashes run at once.
+      const answers = await Promise.all([...Array(20)].map((_, i) => login(`wrong-password-${i}`)));
+      const codes = answers.map((r) => r.status);
+      expect(codes.filter((c) => c === 429).length).toBeGreaterThanOrEqual(15);
+      // However they come, at most 5 wrong passwords a minute are ever checked.
+      let checked = codes.filter((c) => c === 401).length;
+      for (let i = 0; i < 10; i++) if ((await login(`wrong-again-${i}`)).status === 401) checked++;
+      expect(checked).toBe(5);
+      const limited = await login(firstPassword(t.dataDir));
       expect(limited.status).toBe(429);
       expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
-      expect(await limited.text()).toContain("too many failed sign-ins");
+      expect(await limited.text()).toMatch(/too many failed sign-ins|other sign-ins are being checked/);
       expect(limited.headers.get("set-cookie")).toBeNull();
-      // Another user behind the same proxy has a budget of their own.
-      const other = await t.app.request("/admin/login", formPost({ password: firstPassword(t.dataDir) }, { "X-Forwarded-For": "203.0.113.10" }));
-      expect(other.status).toBe(303);
+      // Behind a proxy on the box, each client the proxy names (last X-Forwarded-For entry) has a budget of its own;
+      // what a client puts earlier in the header changes nothing.
+      for (let i = 0; i < 5; i++) expect((await login("wrong-password", { "X-Forwarded-For": `10.9.9.${i}, 203.0.113.9` })).status).toBe(401);
+      expect((await login(firstPassword(t.dataDir), { "X-Forwarded-For": "10.9.9.99, 203.0.113.9" })).status).toBe(429);
+      expect((await login(firstPassword(t.dataDir), { "X-Forwarded-For": "203.0.113.10" })).status).toBe(303);
+    } finally {
+      await t.close();
+    }
+  });
+
+  test("loopback trust needs a Host DNS cannot rebind and no foreign Origin: rebinding pages and cross-site websockets get nothing free", async () => {
+    const t = await startTestServer();
+    try {
+      const { connect } = await import("./support/client.ts");
+      const port = t.port;
+      // A DNS-rebinding page: same socket (127.0.0.1), but Host and Origin are the attacker's name.
+      const rebound = await fetch(`${t.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ access: "open" }), headers: { Host: `evil.example:${port}`, Origin: `http://evil.example:${port}`, "Sec-Fetch-Site": "same-origin", "Content-Type": "application/json" } });
+      expect(rebound.status).toBe(401);
+      expect(t.store.settings.access).toBe("loopback-open");
+      // The same from localhost itself works (practable boot scripts).
+      const local = await fetch(`http://localhost:${port}/api/destinations/all`);
+      expect(local.status).toBe(200);
+      // A page of another site opening a websocket to the box is not a local client.
+      const foreign = await connect(`ws://127.0.0.1:${port}/ws/secret`, undefined, { Origin: "http://evil.example" });
+      const closed = await foreign.closed;
+      expect(closed.code).toBe(1008);
+      const own = await connect(`ws://127.0.0.1:${port}/ws/secret`, undefined, { Origin: `http://127.0.0.1:${port}` });
+      expect(own.ws.readyState).toBe(WebSocket.OPEN);
+      own.close();
+      // Cross-site posts to /ts/ are refused too.
+      const ts = await fetch(`${t.url}/ts/x`, { method: "POST", body: "x", headers: { Origin: "http://evil.example", "Content-Type": "text/plain" } });
+      expect(ts.status).toBe(403);
     } finally {
       await t.close();
     }
@@ -137,6 +174,10 @@ describe("admin UI: sign-in, sessions, CSRF", () => {
       const out = await asAdmin(t, fresh).post("/admin/logout", {});
       expect(out.status).toBe(303);
       expect(out.headers.get("set-cookie")).toMatch(/switchyard_session=;.*Max-Age=0/);
+      // Signed out for good: the old cookie no longer works, here or after a restart.
+      expect((await asAdmin(t, fresh).get("/admin")).status).toBe(303);
+      const { AdminSessions } = await import("../app/auth/admin-session.ts");
+      expect(new AdminSessions(t.store).valid(fresh.split("=")[1])).toBe(false);
       // A tampered cookie is no session.
       expect((await asAdmin(t, fresh.slice(0, -2) + "xx").get("/admin")).status).toBe(303);
     } finally {
@@ -153,6 +194,8 @@ describe("admin UI: sign-in, sessions, CSRF", () => {
     expect(r.headers.get("cache-control")).toContain("immutable");
     expect(await r.text()).toContain("htmx");
     expect((await s.app.request("/admin/assets/nope.js")).status).toBe(404);
+    expect((await s.app.request("/admin/assets/constructor")).status).toBe(404);
+    expect((await s.app.request("/admin/assets/__proto__")).status).toBe(404);
     expect(page).not.toMatch(/https?:\/\/(unpkg|cdn)/);
   });
 });
@@ -237,6 +280,7 @@ describe("admin UI: pages and fragments", () => {
     expect(s.hub.stream("tail")!.lastMessageAt).not.toBeNull();
     const bad = await admin.get("/admin/streams/" + encodeURIComponent("bad name!"));
     expect(bad.status).toBe(404);
+    expect((await admin.get("/admin/streams/%E0%A4%A")).status).toBe(404);
   });
 
   test("destinations: bad input shows each error next to its field and adds nothing; add, edit (token kept), reconnect, delete", async () => {
@@ -261,6 +305,14 @@ describe("admin UI: pages and fragments", () => {
     const edit = await (await admin.get("/admin/destinations/edit?id=0")).text();
     expect(edit).toContain("Edit destination 0");
     expect(edit).not.toContain("tok-123");
+    expect(edit).toMatch(/name="id" value="0" readonly/);
+    // A bad new rule keeps the token typed (it is the user's own, on their page).
+    const typed = await admin.post("/admin/destinations", { id: "1", stream: "spin30", destination: "wss://x", token: "tok-typed", kind: "websocket", batch: "1", file: "" });
+    expect(typed.status).toBe(422);
+    expect(await typed.text()).toContain('value="tok-typed"');
+    const gone = await admin.post("/admin/destinations", { id: "deleted-meanwhile", stream: "a", destination: "ws://h/x", token: "", kind: "websocket", batch: "1", file: "", editing: "1" });
+    expect(gone.status).toBe(404);
+    expect(s.destinations.get("deleted-meanwhile")).toBeUndefined();
     const saved = await admin.post("/admin/destinations", { id: "0", stream: "spin31", destination: "http://127.0.0.1:9/session/spin31-log", token: "", kind: "websocket", batch: "1", file: "", editing: "1" });
     expect(await saved.text()).toContain("destination 0 replaced");
     expect(s.destinations.get("0")!.rule).toMatchObject({ stream: "spin31", token: "tok-123" });
@@ -279,6 +331,10 @@ describe("admin UI: pages and fragments", () => {
     const badHtml = await bad.text();
     expect(badHtml).toMatch(/id="to-error"[^>]*>must be at least from \(41\)/);
     expect(badHtml).toMatch(/id="access_url-error"/);
+    const names = await (await admin.post("/admin/tokens", { prefix: "spin_", from: "1", to: "2", kind: "x".repeat(41), access_url: "wss://relay.example.org", scopes: ["read"], ttl: "1d" })).text();
+    expect(names).toMatch(/id="prefix-error"[^>]*>allowed: 1 to 40 characters A-Z a-z 0-9 -/);
+    expect(names).toMatch(/id="kind-error"/);
+    expect(names).toMatch(/id="access_url-error"[^>]*>allowed: the relay&#39;s access URL, http:\/\/ or https:\/\//);
 
     const r = await admin.post("/admin/tokens", { prefix: "spin", from: "30", to: "41", kind: "log", access_url: "https://relay.example.org/access/", scopes: ["read", "write"], ttl: "365d" });
     expect(r.status).toBe(200);

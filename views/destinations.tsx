@@ -67,7 +67,15 @@ export const DestinationForm: FC<{ values: DestinationFormValues; errors?: Recor
     <h2>{editing ? `Edit destination ${values.id}` : "Add a destination"}</h2>
     {notice && <Notice kind="bad" text={notice} />}
     <form class="stack" method="post" action="/admin/destinations" hx-post="/admin/destinations" hx-target="#destination-form" hx-swap="outerHTML">
-      <TextField name="id" label="Id" value={values.id} errors={errors} required help="letters, digits, - and /; posting an existing id replaces that rule" />
+      {editing ? (
+        <label>
+          Id
+          <input type="text" name="id" value={values.id} readonly />
+          <span class="help">to rename a destination, add it under the new id and delete this one</span>
+        </label>
+      ) : (
+        <TextField name="id" label="Id" value={values.id} errors={errors} required help="letters, digits, - and /; posting an existing id replaces that rule" />
+      )}
       <TextField name="stream" label="Stream" value={values.stream} errors={errors} required help="the local stream to relay, e.g. spin30" />
       <label>
         Kind
@@ -79,7 +87,7 @@ export const DestinationForm: FC<{ values: DestinationFormValues; errors?: Recor
       </label>
       <TextField name="destination" label="Destination URL" value={values.destination} errors={errors} required
         help="with a token: the relay's access URL (https://relay.example.org/session/spin30-log); without: a ws:// or wss:// URL; webhook: an http(s):// URL" />
-      <TextField name="token" label="Token" type="password" value="" errors={errors} autocomplete="off"
+      <TextField name="token" label="Token" type="password" value={editing ? "" : values.token} errors={errors} autocomplete="off"
         help={editing ? "leave empty to keep the current token; type - to remove it" : "the access token for the relay (empty: dial the URL directly)"} />
       <TextField name="file" label="Record file" value={values.file} errors={errors} help="optional: append every message sent to this file (inside the data dir's records folder)" />
       <TextField name="batch" label="Webhook batch" type="number" value={values.batch} errors={errors} help="webhook: most messages per POST (1: the body is the message itself)" />

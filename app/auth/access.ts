@@ -27,13 +27,37 @@ export function isLoopback(address: string): boolean {
 
 const PROXY_HEADERS = ["forwarded", "x-forwarded-for", "x-real-ip"];
 
+/** True for a host name that cannot be rebound by DNS: localhost, or an IP literal. */
+function fixedHost(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || /^\d{1,3}(\.\d{1,3}){3}$/.test(h) || /^\[[0-9a-f:.]+\]$/.test(h);
+}
+
+/** The host name of a Host header or an Origin, or null. */
+function hostnameOf(value: string, isOrigin: boolean): string | null {
+  try {
+    return new URL(isOrigin ? value : `http://${value}`).hostname;
+  } catch {
+    return null;
+  }
+}
+
 /**
- * The address to judge a client by: its peer address, or "" (never loopback)
- * when the request came through a proxy. A reverse proxy on the same box (for
- * TLS) connects from 127.0.0.1; its clients are not local.
+ * The address to judge a client by: its peer address, or "" (never loopback) when
+ *  - the request came through a proxy (a reverse proxy on the same box, for TLS,
+ *    connects from 127.0.0.1; its clients are not local);
+ *  - its Host is a name DNS could point anywhere (a DNS-rebinding page in a browser
+ *    on the box would reach us as "evil.example"): local clients say localhost or an IP;
+ *  - a browser sent it from a page of another site (its Origin is not this Host):
+ *    a web page must not get the box's loopback trust.
  */
 export function clientAddress(req: Request, peer: string): string {
   for (const h of PROXY_HEADERS) if (req.headers.has(h)) return "";
+  const host = req.headers.get("host");
+  const hostname = host ? hostnameOf(host, false) : null;
+  if (host && (hostname === null || !fixedHost(hostname))) return "";
+  const origin = req.headers.get("origin");
+  if (origin !== null && (!host || hostnameOf(origin, true) === null || new URL(origin).host !== host)) return "";
   return peer;
 }
 

@@ -1,34 +1,45 @@
 /**
- * Limits failed sign-ins: at most `perClient` failures per client address and
- * `overall` failures in all per window; past that, sign-in is refused until the
- * window has moved on. Successful sign-ins clear the client's count.
+ * Limits sign-in attempts: at most `perClient` failures per client in a window
+ * (an attempt counts as failed from the moment it starts, so parallel guesses
+ * cannot slip past the check while the slow hash runs), and at most
+ * `concurrent` password checks at once (argon2 is meant to be slow: it must not
+ * become a way to keep the box busy).
  */
 export class SignInLimiter {
   private readonly failures = new Map<string, number[]>();
-  private all: number[] = [];
+  private checking = 0;
 
-  constructor(private readonly limits = { perClient: 5, overall: 50, windowMs: 60_000 }) {}
+  constructor(private readonly limits = { perClient: 5, windowMs: 60_000, concurrent: 2 }) {}
 
-  /** Seconds until `client` may try again, or 0 when it may now. */
-  retryAfter(client: string, now = Date.now()): number {
+  /**
+   * Starts an attempt: "ok" with a `done(succeeded)` to call after the check, or
+   * the seconds to wait (too many failures) or "busy" (too many checks at once).
+   */
+  begin(client: string, now = Date.now()): { ok: true; done(succeeded: boolean): void } | { ok: false; retryAfter: number; busy: boolean } {
     const since = now - this.limits.windowMs;
     const mine = (this.failures.get(client) ?? []).filter((t) => t > since);
-    this.all = this.all.filter((t) => t > since);
-    const blocking = mine.length >= this.limits.perClient ? mine : this.all.length >= this.limits.overall ? this.all : null;
-    if (!blocking) return 0;
-    return Math.max(1, Math.ceil((blocking[0]! + this.limits.windowMs - now) / 1000));
-  }
-
-  failed(client: string, now = Date.now()): void {
-    const since = now - this.limits.windowMs;
-    const mine = (this.failures.get(client) ?? []).filter((t) => t > since);
+    if (mine.length >= this.limits.perClient) {
+      return { ok: false, busy: false, retryAfter: Math.max(1, Math.ceil((mine[0]! + this.limits.windowMs - now) / 1000)) };
+    }
+    if (this.checking >= this.limits.concurrent) return { ok: false, busy: true, retryAfter: 1 };
     mine.push(now);
     this.failures.set(client, mine);
-    this.all.push(now);
-    if (this.failures.size > 10_000) this.failures.clear();
+    if (this.failures.size > 10_000) this.prune(since);
+    this.checking++;
+    let finished = false;
+    return {
+      ok: true,
+      done: (succeeded) => {
+        if (finished) return;
+        finished = true;
+        this.checking--;
+        if (succeeded) this.failures.delete(client);
+      },
+    };
   }
 
-  succeeded(client: string): void {
-    this.failures.delete(client);
+  private prune(since: number): void {
+    for (const [k, v] of this.failures) if (!v.some((t) => t > since)) this.failures.delete(k);
+    if (this.failures.size > 10_000) this.failures.clear();
   }
 }

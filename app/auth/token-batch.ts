@@ -30,7 +30,8 @@ export interface DeviceToken {
 
 /** Most devices in one batch. */
 export const MAX_BATCH = 1000;
-const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+// Letters, digits and "-": the names become destination ids ([a-zA-Z0-9-/]) and file names.
+const NAME = /^[A-Za-z0-9-]{1,40}$/;
 
 /** The raw fields of a batch as typed (form or flags). */
 export interface TokenBatchInput {
@@ -47,9 +48,9 @@ export interface TokenBatchInput {
 export function parseTokenBatch(input: TokenBatchInput): { request: TokenBatchRequest } | { errors: Record<string, string> } {
   const errors: Record<string, string> = {};
   const prefix = (input.prefix ?? "").trim();
-  if (!NAME.test(prefix)) errors.prefix = "allowed: 1 to 64 characters A-Z a-z 0-9 _ -, e.g. spin";
+  if (!NAME.test(prefix)) errors.prefix = "allowed: 1 to 40 characters A-Z a-z 0-9 -, e.g. spin";
   const kind = (input.kind ?? "").trim();
-  if (!NAME.test(kind)) errors.kind = "allowed: 1 to 64 characters A-Z a-z 0-9 _ -, e.g. log, data, video";
+  if (!NAME.test(kind)) errors.kind = "allowed: 1 to 40 characters A-Z a-z 0-9 -, e.g. log, data, video";
   const num = (key: "from" | "to") => {
     const text = (input[key] ?? "").trim();
     if (!/^\d{1,9}$/.test(text)) {
@@ -65,7 +66,7 @@ export function parseTokenBatch(input: TokenBatchInput): { request: TokenBatchRe
     else if (to - from + 1 > MAX_BATCH) errors.to = `at most ${MAX_BATCH} devices in one batch (from ${from}: up to ${from + MAX_BATCH - 1})`;
   }
   const accessUrl = (input.access_url ?? "").trim().replace(/\/+$/, "");
-  if (!/^(https?|wss?):\/\/[^\s/]+(\/\S*)?$/.test(accessUrl)) errors.access_url = "allowed: the relay's access URL, http(s):// or ws(s)://, e.g. https://relay.example.org/access";
+  if (!/^https?:\/\/[^\s/]+(\/\S*)?$/.test(accessUrl)) errors.access_url = "allowed: the relay's access URL, http:// or https://, e.g. https://relay.example.org/access";
   const scopes = (input.scopes ?? ["read", "write"]).map((s) => s.trim()).filter(Boolean);
   if (scopes.length === 0 || scopes.some((s) => !(SCOPES as readonly string[]).includes(s))) errors.scopes = `allowed: one or more of ${SCOPES.join(", ")}`;
   const ttl = parseDurationSeconds((input.ttl ?? "").trim() || "365d");

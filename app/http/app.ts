@@ -22,6 +22,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
   // Browsers may only call the API from this server's own pages; other clients are judged by their credentials.
   app.use("/api/*", apiCsrf(deps));
+  app.use("/ts/*", apiCsrf(deps));
   bindHealthRoutes(app, deps);
   bindMetricsRoutes(app, deps);
   bindFeedRoutes(app, deps);

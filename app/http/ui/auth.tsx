@@ -1,5 +1,5 @@
 import type { Context, Hono, MiddlewareHandler } from "hono";
-import { deleteCookie, setCookie } from "hono/cookie";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import { verifyAdminPassword, INITIAL_PASSWORD_FILE } from "../../auth/admin-account.ts";
 import { SESSION_COOKIE, SESSION_SECONDS } from "../../auth/admin-session.ts";
 import { existsSync } from "node:fs";
@@ -9,16 +9,19 @@ import { LoginPage } from "../../../views/login.tsx";
 import { hasAdminSession } from "../admin.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { remoteAddress } from "../stream-access.ts";
+import { isLoopback } from "../../auth/access.ts";
 import { formFields, isHtmx } from "./support.ts";
 
 /**
- * Who is signing in, for the rate limit: the peer's address, plus the address a
- * proxy names (so users behind one proxy do not share one budget; a forged header
- * only buys a new per-client budget, and the overall limit still holds).
+ * Who is signing in, for the rate limit: the peer's address; for a proxy on the
+ * box (peer on loopback), plus the last address it appended to X-Forwarded-For
+ * (earlier entries are whatever the client sent, so they are not used).
  */
 function signInClient(c: Context<HttpEnv>): string {
-  const forwarded = c.req.header("x-forwarded-for")?.split(",")[0]?.trim() ?? c.req.header("x-real-ip") ?? "";
-  return forwarded ? `${remoteAddress(c)}|${forwarded.slice(0, 64)}` : remoteAddress(c);
+  const peer = remoteAddress(c);
+  if (!isLoopback(peer)) return peer;
+  const forwarded = c.req.header("x-forwarded-for")?.split(",").at(-1)?.trim() || c.req.header("x-real-ip") || "";
+  return forwarded ? `${peer}|${forwarded.slice(0, 64)}` : peer;
 }
 
 /** A `next` target after sign-in: only paths of the admin UI. */
@@ -45,7 +48,7 @@ export const requireSession = (deps: HttpDeps): MiddlewareHandler<HttpEnv> =>
 /** Binds /admin/assets/*, /admin/login and /admin/logout: what is reachable without a session. */
 export function bindAuthRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.get("/admin/assets/:name", (c) => {
-    const a = ASSETS[c.req.param("name")];
+    const a = Object.hasOwn(ASSETS, c.req.param("name")) ? ASSETS[c.req.param("name")] : undefined;
     if (!a) return c.text(`no asset ${JSON.stringify(c.req.param("name"))}`, 404);
     const cache = c.req.query("v") === ASSET_VERSION ? "public, max-age=31536000, immutable" : "no-cache";
     return new Response(Bun.file(a.path), { headers: { "Content-Type": a.type, "Cache-Control": cache } });
@@ -61,23 +64,29 @@ export function bindAuthRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const form = await formFields(c);
     const next = safeNext(form.next);
     const client = signInClient(c);
-    const wait = deps.signInLimiter.retryAfter(client);
-    if (wait > 0) {
-      c.header("Retry-After", String(wait));
-      return c.html(<LoginPage next={next} errors={{ password: `too many failed sign-ins: try again in ${wait} s` }} />, 429);
+    const attempt = deps.signInLimiter.begin(client);
+    if (!attempt.ok) {
+      c.header("Retry-After", String(attempt.retryAfter));
+      const why = attempt.busy ? "other sign-ins are being checked right now: try again in a second" : `too many failed sign-ins: try again in ${attempt.retryAfter} s`;
+      return c.html(<LoginPage next={next} errors={{ password: why }} />, 429);
     }
-    if (!(await verifyAdminPassword(deps.store, form.password ?? ""))) {
-      deps.signInLimiter.failed(client);
+    let ok = false;
+    try {
+      ok = await verifyAdminPassword(deps.store, form.password ?? "");
+    } finally {
+      attempt.done(ok);
+    }
+    if (!ok) {
       deps.logger.warn("admin sign-in failed", { client });
       return c.html(<LoginPage next={next} errors={{ password: "wrong password (the user is admin; the first password is in DATA_DIR/initial-admin-password)" }} firstStart={firstStart()} />, 401);
     }
-    deps.signInLimiter.succeeded(client);
     setCookie(c, SESSION_COOKIE, deps.adminSessions.issue(), { path: "/", httpOnly: true, sameSite: "Strict", secure: overTls(c), maxAge: SESSION_SECONDS });
     deps.logger.info("admin signed in", { client });
     return c.redirect(next, 303);
   });
 
   app.post("/admin/logout", (c) => {
+    deps.adminSessions.revoke(getCookie(c, SESSION_COOKIE));
     deleteCookie(c, SESSION_COOKIE, { path: "/", secure: overTls(c) });
     return c.redirect("/admin/login", 303);
   });

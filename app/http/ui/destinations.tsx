@@ -31,9 +31,13 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const form = await formFields(c);
     const values: DestinationFormValues = { ...EMPTY_DESTINATION, ...form };
     const editing = form.editing === "1";
-    // Editing: an empty token keeps the rule's token, "-" removes it.
+    // Editing (the id cannot change there): an empty token keeps the rule's token, "-" removes it.
     let token = values.token;
-    if (editing && token === "") token = deps.destinations.get(values.id)?.rule.token ?? "";
+    if (editing) {
+      const current = deps.destinations.get(values.id);
+      if (!current) return c.html(<DestinationForm values={{ ...values, token: "" }} notice={`no destination ${JSON.stringify(values.id)} to edit: it was deleted; add it again`} />, 404);
+      if (token === "") token = current.rule.token;
+    }
     if (token === "-") token = "";
     const batch = /^\d+$/.test(values.batch.trim()) ? Number(values.batch) : values.batch;
     try {

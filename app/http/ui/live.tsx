@@ -45,7 +45,14 @@ export function bindLiveRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   };
 
   app.get("/admin/streams/*", (c) => {
-    const name = streamName(decodeURIComponent(new URL(c.req.url).pathname.slice("/admin/streams/".length)));
+    const raw = new URL(c.req.url).pathname.slice("/admin/streams/".length);
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(raw);
+    } catch {
+      throw notFound(`no stream page for ${JSON.stringify(raw)}: not valid percent-encoding`);
+    }
+    const name = streamName(decoded);
     const s = deps.hub.stream(name);
     return c.html(<StreamPage name={name} stats={s ? streamStats(s) : null} rates={deps.rates.of(name)} recent={deps.recent.query(name, { limit: 50 }) ?? []} />);
   });
