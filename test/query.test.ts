@@ -1,5 +1,5 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { formatResult, QueryEngine, QueryError } from "../app/analytics/engine.ts";
 import { silentLogger } from "../app/core/logger.ts";
@@ -39,6 +39,29 @@ describe("SQL over the log", () => {
     const [json] = (await engine.query("SELECT sum((data::JSON->>'v')::INT) AS total FROM messages WHERE kind = 'text'")).rows;
     expect(json).toEqual({ total: "780" });
     engine.close();
+    tmp.remove();
+  });
+
+  it("counts a segment once when its Parquet lands while the spool still holds it (a query during compaction)", async () => {
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, "spool");
+    const spool = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+    for (let i = 1; i <= 25; i++) spool.append({ stream: "spin30", ts: Date.UTC(2026, 10, 23) * 1000 + i, seq: i, origin: "t", data: "x", size: 1 });
+    spool.close();
+    const [segment] = Spool.segments(spoolDir);
+    const bytes = readFileSync(join(spoolDir, segment!));
+    await compactSegments([join(spoolDir, segment!)], join(tmp.dir, "logs"));
+    // The moment between "Parquet moved into place" and "segment removed": both are there.
+    writeFileSync(join(spoolDir, segment!), bytes);
+    const engine = await open(tmp.dir);
+    expect((await engine.query("SELECT count(*) AS n, count(DISTINCT seq) AS seqs FROM messages")).rows).toEqual([{ n: "25", seqs: "25" }]);
+    engine.close();
+    // Once the segment is gone, the Parquet answers alone.
+    const { unlinkSync } = await import("node:fs");
+    unlinkSync(join(spoolDir, segment!));
+    const later = await open(tmp.dir);
+    expect((await later.query("SELECT count(*) AS n FROM messages")).rows).toEqual([{ n: "25" }]);
+    later.close();
     tmp.remove();
   });
 

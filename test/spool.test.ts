@@ -1,5 +1,5 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
-import { appendFileSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, unlinkSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
@@ -69,6 +69,35 @@ describe("the spool", () => {
     expect(again.lastSeq.get("odd")).toBe(299);
     expect(again.lastSeq.get("even")).toBe(300);
     again.close();
+    tmp.remove();
+  });
+
+  it("never reuses a segment number and keeps each stream's seq when the segments are gone (compacted or removed by retention)", () => {
+    const tmp = tempDir();
+    const used: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      const spool = Spool.open(tmp.dir, { ...OPTS, segmentBytes: 2_000 });
+      const base = (spool.lastSeq.get("s") ?? 0);
+      expect(base).toBe(round * 40);
+      for (let i = 1; i <= 40; i++) {
+        spool.append(msg("s", base + i, "x".repeat(100)));
+        if (i % 10 === 0) spool.flush();
+      }
+      spool.close();
+      // What compaction does: every segment goes once it is in Parquet.
+      for (const f of Spool.segments(tmp.dir)) {
+        used.push(f);
+        unlinkSync(join(tmp.dir, f));
+      }
+    }
+    expect(new Set(used).size).toBe(used.length);
+    // A kill -9 leaves the last segment in place: the numbers still go up from it.
+    const crashed = Spool.open(tmp.dir, OPTS);
+    crashed.append(msg("s", 121, "y"));
+    crashed.flush();
+    const current = crashed.current;
+    crashed.close();
+    expect(used.some((f) => current.endsWith(f))).toBe(false);
     tmp.remove();
   });
 

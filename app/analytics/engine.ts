@@ -1,6 +1,6 @@
 import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBConnection } from "@duckdb/node-api";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { datePartitions } from "../log/partitions.ts";
 import { loadSegments } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
@@ -59,9 +59,15 @@ export class QueryEngine {
     const conn = await db.connect();
     await conn.run(`SET temp_directory = ${q(opts.tempDir)}`);
     const segments = existsSync(opts.spoolDir) ? Spool.segments(opts.spoolDir).map((f) => join(opts.spoolDir, f)) : [];
-    await loadSegments(conn, "spool_tail", segments);
+    // A segment compacted while this engine opens is either read here (it was still in the
+    // spool) or found as Parquet, never both: Parquet files made from a segment read here
+    // (named seg<N>_<i>.parquet) are left out of the view.
+    const loaded: string[] = [];
+    await loadSegments(conn, "spool_tail", segments, { skipMissing: true, loaded });
+    const numbers = loaded.map((p) => String(Number(basename(p).replace(/\.wal$/, "")))).filter((n) => /^\d+$/.test(n));
+    const notLoaded = numbers.length ? ` WHERE NOT regexp_matches(filename, '/seg(${numbers.join("|")})_[0-9]+\\.parquet$')` : "";
     const parquet = hasParquet(opts.logsDir)
-      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet(${q(join(opts.logsDir, "**", "*.parquet"))}, hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}) UNION ALL `
+      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet(${q(join(opts.logsDir, "**", "*.parquet"))}, hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}, filename = true)${notLoaded} UNION ALL `
       : "";
     await conn.run(`CREATE VIEW messages AS ${parquet}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM spool_tail`);
     const allowed = [opts.logsDir, opts.tempDir, ...(opts.exportDir ? [opts.exportDir] : [])].map((d) => q(d + "/"));

@@ -1,4 +1,4 @@
-import { closeSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../core/logger.ts";
 import type { Message } from "../core/message.ts";
@@ -23,6 +23,14 @@ export interface RecoveryReport {
 }
 
 const SEGMENT = /^(\d{16})\.wal$/;
+/**
+ * What the spool must remember beyond its segments (which compaction and retention
+ * remove): the highest segment number used, so numbers (and the Parquet file names
+ * made from them) are never used twice, and each stream's last seq, so streams keep
+ * counting up across restarts. Rewritten (temp file, fsync, rename) whenever a
+ * segment is sealed.
+ */
+const STATE_FILE = "STATE.json";
 
 /**
  * The write-ahead spool: every accepted message is appended as a checksummed
@@ -64,8 +72,13 @@ export class Spool {
     const report: RecoveryReport = { segments: 0, records: 0, truncated: [] };
     const lastSeq = new Map<string, number>();
     let lastNumber = 0;
+    const state = Spool.readState(dir, opts.logger);
+    if (state) {
+      lastNumber = state.last_segment;
+      for (const [stream, seq] of Object.entries(state.last_seq)) lastSeq.set(stream, seq);
+    }
     for (const file of Spool.segments(dir)) {
-      lastNumber = Number(SEGMENT.exec(file)![1]);
+      lastNumber = Math.max(lastNumber, Number(SEGMENT.exec(file)![1]));
       report.segments++;
       const path = join(dir, file);
       const buf = readFileSync(path);
@@ -87,7 +100,34 @@ export class Spool {
         offset = r.next;
       }
     }
+    // Every segment found is sealed now (a new one starts): remember them before anything can remove them.
+    Spool.writeState(dir, lastNumber, lastSeq);
     return new Spool(dir, opts, report, lastSeq, lastNumber);
+  }
+
+  private static readState(dir: string, logger: Logger): { last_segment: number; last_seq: Record<string, number> } | null {
+    const path = join(dir, STATE_FILE);
+    if (!existsSync(path)) return null;
+    try {
+      const s = JSON.parse(readFileSync(path, "utf8"));
+      if (Number.isInteger(s.last_segment) && typeof s.last_seq === "object" && s.last_seq !== null) return s;
+    } catch {
+      // reported below
+    }
+    logger.warn("spool: STATE.json is unreadable; segment numbers and seqs continue from the segments alone", { file: path });
+    return null;
+  }
+
+  private static writeState(dir: string, lastSegment: number, lastSeq: Map<string, number>): void {
+    const tmp = join(dir, `${STATE_FILE}.tmp`);
+    const fd = openSync(tmp, "w");
+    writeSync(fd, JSON.stringify({ last_segment: lastSegment, last_seq: Object.fromEntries(lastSeq) }));
+    fdatasyncSync(fd);
+    closeSync(fd);
+    renameSync(tmp, join(dir, STATE_FILE));
+    const dfd = openSync(dir, "r");
+    fsyncSync(dfd);
+    closeSync(dfd);
   }
 
   /** The segment files of a spool folder, oldest first. */
@@ -119,6 +159,7 @@ export class Spool {
     if (this.used + bound > this.batch.length) this.grow(this.used + bound);
     this.used = encodeRecordInto(this.batch, this.used, m);
     this.stats.appended++;
+    if ((this.lastSeq.get(m.stream) ?? 0) < m.seq) this.lastSeq.set(m.stream, m.seq);
     // Within a long turn (a flood), write every 4 MiB rather than let the batch grow.
     if (this.used >= 4 * 1024 * 1024) this.flush();
     if (!this.flushScheduled) {
@@ -187,6 +228,12 @@ export class Spool {
     this.closed = true;
     fdatasyncSync(this.fd);
     closeSync(this.fd);
+    // The next open starts a new segment: this one counts as sealed.
+    try {
+      Spool.writeState(this.dir, this.segmentNumber, this.lastSeq);
+    } catch (err) {
+      this.opts.logger.error("spool: could not write STATE.json at close", { error: err });
+    }
     this.wake(this.waiters.splice(0));
   }
 
@@ -227,6 +274,13 @@ export class Spool {
     const nextFd = openSync(nextPath, "a");
     fdatasyncSync(this.fd);
     closeSync(this.fd);
+    // Sealed: from here compaction may take it, so the state covers it first.
+    try {
+      Spool.writeState(this.dir, this.segmentNumber, this.lastSeq);
+    } catch (err) {
+      this.stats.writeErrors++;
+      this.opts.logger.error("spool: could not write STATE.json when sealing a segment", { segment: this.segment, error: err });
+    }
     this.unsynced = false;
     this.segmentNumber++;
     this.segment = nextPath;
