@@ -31,7 +31,7 @@ export const DestinationsTable: FC<{ destinations: DestinationView[] }> = ({ des
               <td class="small">{d.status.last_error ? <>{d.status.last_error} <span class="muted">({ago(d.status.last_error_at)})</span></> : <span class="muted">none</span>}</td>
               <td>
                 <div class="row">
-                  <button class="secondary" hx-get={`/admin/destinations/edit?id=${encodeURIComponent(d.id)}`} hx-target="#destination-form" hx-swap="outerHTML">Edit</button>
+                  <button class="secondary" hx-get={`/admin/destinations/edit?id=${encodeURIComponent(d.id)}`} hx-target="#destination-form" hx-swap="outerHTML show:top">Edit</button>
                   <form method="post" action="/admin/destinations/reconnect" hx-post="/admin/destinations/reconnect" hx-target="#destination-notice" class="inline">
                     <input type="hidden" name="id" value={d.id} />
                     <button class="secondary" type="submit">Reconnect</button>
