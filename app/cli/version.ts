@@ -12,8 +12,10 @@ export const version: Command = {
     if (values.help) return io.out(this.usage + "\n"), 0;
     const duckdb = await duckdbVersion();
     const info = { version: VERSION, commit: COMMIT, platform: `${process.platform}-${process.arch}`, bun: Bun.version, ...duckdb };
-    const duck = "duckdb_error" in duckdb ? `duckdb not available: ${duckdb.duckdb_error}` : `duckdb ${duckdb.duckdb} (${duckdb.duckdb_source})`;
-    io.out(values.json ? JSON.stringify(info) + "\n" : `switchyard ${info.version} (commit ${info.commit}, ${info.platform}, bun ${info.bun}, ${duck})\n`);
+    if (values.json) return io.out(JSON.stringify(info) + "\n"), 0;
+    const duck = "duckdb_error" in duckdb ? "duckdb not available" : `duckdb ${duckdb.duckdb}`;
+    io.out(`switchyard ${info.version} (commit ${info.commit}, ${info.platform}, bun ${info.bun}, ${duck})\n`);
+    io.out("duckdb_error" in duckdb ? `duckdb: ${duckdb.duckdb_error}\n` : `duckdb library: ${duckdb.duckdb_source}\n`);
     return 0;
   },
 };
