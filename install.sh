@@ -42,46 +42,43 @@ warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # ---- options
-BINARY="" SUMS="" BASE_URL="${SWITCHYARD_BASE_URL:-$DEFAULT_BASE_URL}" PREFIX=/usr/local ROOT="" PORT=""
-NO_START=0 NO_SYSTEMD=0 UNINSTALL=0 PURGE=0 YES=0 HEALTH_TIMEOUT=60
 need_arg() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --binary) need_arg "$@"; BINARY=$2; shift 2 ;;
-    --sha256sums) need_arg "$@"; SUMS=$2; shift 2 ;;
-    --base-url) need_arg "$@"; BASE_URL=$2; shift 2 ;;
-    --prefix) need_arg "$@"; PREFIX=$2; shift 2 ;;
-    --root) need_arg "$@"; ROOT=$2; shift 2 ;;
-    --port) need_arg "$@"; PORT=$2; shift 2 ;;
-    --health-timeout) need_arg "$@"; HEALTH_TIMEOUT=$2; shift 2 ;;
-    --no-start) NO_START=1; shift ;;
-    --no-systemd) NO_SYSTEMD=1; shift ;;
-    --uninstall) UNINSTALL=1; shift ;;
-    --purge) PURGE=1; shift ;;
-    --yes|-y) YES=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) die "unknown option \"$1\"; allowed: --binary, --sha256sums, --base-url, --prefix, --root, --port, --no-start, --no-systemd, --health-timeout, --uninstall, --purge, --yes, --help" ;;
-  esac
-done
-case "$PORT" in "" ) ;; *[!0-9]*) die "--port \"$PORT\" is not valid; allowed: a number from 1 to 65535" ;; *) if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then die "--port $PORT is not valid; allowed: 1 to 65535"; fi ;; esac
-case "$HEALTH_TIMEOUT" in ""|*[!0-9]*) die "--health-timeout \"$HEALTH_TIMEOUT\" is not valid; allowed: whole seconds" ;; esac
-[ "$PURGE" -eq 0 ] || [ "$UNINSTALL" -eq 1 ] || die "--purge only goes with --uninstall"
-case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got \"$PREFIX\"" ;; esac
-if [ -n "$ROOT" ]; then
-  case "$ROOT" in /*) ;; *) ROOT="$(pwd)/$ROOT" ;; esac
-  ROOT=${ROOT%/}
-fi
+parse_args() {
+  BINARY="" SUMS="" BASE_URL="${SWITCHYARD_BASE_URL:-$DEFAULT_BASE_URL}" PREFIX=/usr/local ROOT="" PORT=""
+  NO_START=0 NO_SYSTEMD=0 UNINSTALL=0 PURGE=0 YES=0 HEALTH_TIMEOUT=60
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --binary) need_arg "$@"; BINARY=$2; shift 2 ;;
+      --sha256sums) need_arg "$@"; SUMS=$2; shift 2 ;;
+      --base-url) need_arg "$@"; BASE_URL=$2; shift 2 ;;
+      --prefix) need_arg "$@"; PREFIX=$2; shift 2 ;;
+      --root) need_arg "$@"; ROOT=$2; shift 2 ;;
+      --port) need_arg "$@"; PORT=$2; shift 2 ;;
+      --health-timeout) need_arg "$@"; HEALTH_TIMEOUT=$2; shift 2 ;;
+      --no-start) NO_START=1; shift ;;
+      --no-systemd) NO_SYSTEMD=1; shift ;;
+      --uninstall) UNINSTALL=1; shift ;;
+      --purge) PURGE=1; shift ;;
+      --yes|-y) YES=1; shift ;;
+      -h|--help) usage; exit 0 ;;
+      *) die "unknown option \"$1\"; allowed: --binary, --sha256sums, --base-url, --prefix, --root, --port, --no-start, --no-systemd, --health-timeout, --uninstall, --purge, --yes, --help" ;;
+    esac
+  done
+  case "$PORT" in "" ) ;; *[!0-9]*) die "--port \"$PORT\" is not valid; allowed: a number from 1 to 65535" ;; *) if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then die "--port $PORT is not valid; allowed: 1 to 65535"; fi ;; esac
+  case "$HEALTH_TIMEOUT" in ""|*[!0-9]*) die "--health-timeout \"$HEALTH_TIMEOUT\" is not valid; allowed: whole seconds" ;; esac
+  [ "$PURGE" -eq 0 ] || [ "$UNINSTALL" -eq 1 ] || die "--purge only goes with --uninstall"
+  case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got \"$PREFIX\"" ;; esac
+  if [ -n "$ROOT" ]; then
+    case "$ROOT" in /*) ;; *) ROOT="$(pwd)/$ROOT" ;; esac
+    ROOT=${ROOT%/}
+  fi
 
-# Paths as the installed system sees them, and as this script writes them (under --root).
-BIN_PATH="$PREFIX/bin/switchyard"
-DATA_DIR=/var/lib/switchyard
-UNIT_PATH=/etc/systemd/system/$SERVICE.service
-R_BIN="$ROOT$BIN_PATH" R_DATA="$ROOT$DATA_DIR" R_UNIT="$ROOT$UNIT_PATH"
-
-# ---- checks
-if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
-  die "must run as root: it creates a system user and a service (try: curl -fsSL <url>/install.sh | sudo sh, or sudo sh install.sh)"
-fi
+  # Paths as the installed system sees them, and as this script writes them (under --root).
+  BIN_PATH="$PREFIX/bin/switchyard"
+  DATA_DIR=/var/lib/switchyard
+  UNIT_PATH=/etc/systemd/system/$SERVICE.service
+  R_BIN="$ROOT$BIN_PATH" R_DATA="$ROOT$DATA_DIR" R_UNIT="$ROOT$UNIT_PATH"
+}
 
 use_systemd() {
   [ "$NO_SYSTEMD" -eq 0 ] || return 1
@@ -251,7 +248,7 @@ binary_version() { # FILE (also unpacks its DuckDB library into the data folder'
 }
 
 # ---- uninstall
-if [ "$UNINSTALL" -eq 1 ]; then
+uninstall() {
   if use_systemd && [ -f "$R_UNIT" ]; then
     systemctl disable --now "$SERVICE" || warn "could not stop the service"
   fi
@@ -275,112 +272,124 @@ if [ "$UNINSTALL" -eq 1 ]; then
     say "kept the data in $DATA_DIR (remove it with --uninstall --purge)"
   fi
   exit 0
-fi
+}
 
 # ---- install or upgrade
-detect_arch
-NAME="switchyard-linux-$ARCH"
-mkdir -p "$(dirname "$R_BIN")"
-need_space "$(dirname "$R_BIN")" 200000 "the binary"
-need_space "$R_DATA" 100000 "the data folder (DuckDB's library is unpacked there)"
-create_user
-mkdir -p "$R_DATA"
-chown "$(user_ids)" "$R_DATA"
-chmod 0750 "$R_DATA"
-STAGED="$R_BIN.new.$$"
-trap 'rm -f "$STAGED"' EXIT INT TERM
+install_or_upgrade() {
+  detect_arch
+  NAME="switchyard-linux-$ARCH"
+  mkdir -p "$(dirname "$R_BIN")"
+  need_space "$(dirname "$R_BIN")" 200000 "the binary"
+  need_space "$R_DATA" 100000 "the data folder (DuckDB's library is unpacked there)"
+  create_user
+  mkdir -p "$R_DATA"
+  chown "$(user_ids)" "$R_DATA"
+  chmod 0750 "$R_DATA"
+  STAGED="$R_BIN.new.$$"
+  trap 'rm -f "$STAGED"' EXIT INT TERM
 
-if [ -n "$BINARY" ]; then
-  [ -f "$BINARY" ] || die "--binary $BINARY: no such file"
-  [ -n "$SUMS" ] || SUMS="$(dirname "$BINARY")/SHA256SUMS"
-  [ -f "$SUMS" ] || die "no SHA256SUMS beside $BINARY; pass --sha256sums FILE"
-  cp "$BINARY" "$STAGED"
-  verify_sum "$STAGED" "$(basename "$BINARY")" "$SUMS"
-else
-  BASE_URL=${BASE_URL%/}
-  say "downloading $BASE_URL/$NAME"
-  download "$BASE_URL/$NAME" "$STAGED" || die "could not download $BASE_URL/$NAME"
-  sums_tmp="$STAGED.sums"
-  download "$BASE_URL/SHA256SUMS" "$sums_tmp" || { rm -f "$sums_tmp"; die "could not download $BASE_URL/SHA256SUMS"; }
-  verify_sum "$STAGED" "$NAME" "$sums_tmp"
-  rm -f "$sums_tmp"
-fi
-chmod 0755 "$STAGED"
-NEW_VERSION=$(binary_version "$STAGED") || true
-[ -n "$NEW_VERSION" ] || die "the new binary does not run on this machine ($(uname -m)): \"switchyard version\" failed; the installed one was not changed"
-if [ -d "$R_DATA/cache" ]; then chown -R "$(user_ids)" "$R_DATA/cache"; fi
-
-UPGRADE=0
-[ -f "$R_BIN" ] && UPGRADE=1
-[ -n "$PORT" ] || PORT=$(installed_port)
-[ -n "$PORT" ] || PORT=8888
-
-
-SYSTEMD=0
-if use_systemd; then SYSTEMD=1; fi
-
-if [ "$UPGRADE" -eq 1 ]; then
-  OLD_VERSION=$(binary_version "$R_BIN") || true
-  say "upgrading ${OLD_VERSION:-the installed switchyard} to $NEW_VERSION"
-  if [ "$SYSTEMD" -eq 1 ]; then systemctl stop "$SERVICE" || true; fi
-  BACKUP=""
-  if [ -f "$R_DATA/switchyard.db" ]; then
-    BACKUP="$R_DATA/backups/switchyard.db.$(date -u +%Y%m%dT%H%M%SZ)"
-    mkdir -p "$R_DATA/backups"
-    for ext in "" -wal -shm; do
-      if [ -f "$R_DATA/switchyard.db$ext" ]; then cp -p "$R_DATA/switchyard.db$ext" "$BACKUP$ext"; fi
-    done
-    chown -R "$(user_ids)" "$R_DATA/backups"
-    say "backed up the settings store to $DATA_DIR/backups/$(basename "$BACKUP")"
+  if [ -n "$BINARY" ]; then
+    [ -f "$BINARY" ] || die "--binary $BINARY: no such file"
+    [ -n "$SUMS" ] || SUMS="$(dirname "$BINARY")/SHA256SUMS"
+    [ -f "$SUMS" ] || die "no SHA256SUMS beside $BINARY; pass --sha256sums FILE"
+    cp "$BINARY" "$STAGED"
+    verify_sum "$STAGED" "$(basename "$BINARY")" "$SUMS"
+  else
+    BASE_URL=${BASE_URL%/}
+    say "downloading $BASE_URL/$NAME"
+    download "$BASE_URL/$NAME" "$STAGED" || die "could not download $BASE_URL/$NAME"
+    sums_tmp="$STAGED.sums"
+    download "$BASE_URL/SHA256SUMS" "$sums_tmp" || { rm -f "$sums_tmp"; die "could not download $BASE_URL/SHA256SUMS"; }
+    verify_sum "$STAGED" "$NAME" "$sums_tmp"
+    rm -f "$sums_tmp"
   fi
-  cp -p "$R_BIN" "$R_BIN.previous"
-else
-  say "installing $NEW_VERSION"
-fi
-mv "$STAGED" "$R_BIN"
-say "installed $BIN_PATH"
+  chmod 0755 "$STAGED"
+  NEW_VERSION=$(binary_version "$STAGED") || true
+  [ -n "$NEW_VERSION" ] || die "the new binary does not run on this machine ($(uname -m)): \"switchyard version\" failed; the installed one was not changed"
+  if [ -d "$R_DATA/cache" ]; then chown -R "$(user_ids)" "$R_DATA/cache"; fi
 
-if [ "$SYSTEMD" -eq 0 ]; then
-  say ""
-  say "No systemd here (or --no-systemd): no service was set up. Run it by hand:"
-  say "  sudo -u $SVC_USER env XDG_CACHE_HOME=$DATA_DIR/cache $BIN_PATH serve --data-dir $DATA_DIR --port $PORT"
-  say "The admin page will be at http://$(host_ip):$PORT/admin; the first admin password is written to $DATA_DIR/initial-admin-password."
-  exit 0
-fi
+  UPGRADE=0
+  [ -f "$R_BIN" ] && UPGRADE=1
+  [ -n "$PORT" ] || PORT=$(installed_port)
+  [ -n "$PORT" ] || PORT=8888
 
-write_unit "$PORT"
-systemctl daemon-reload
-if [ "$NO_START" -eq 1 ]; then
-  systemctl enable "$SERVICE"
-  say "enabled the $SERVICE service (not started: --no-start); start it with: systemctl start $SERVICE"
-  exit 0
-fi
-systemctl enable "$SERVICE"
-systemctl restart "$SERVICE"
-say "started the $SERVICE service; waiting for http://127.0.0.1:$PORT/healthz"
+  SYSTEMD=0
+  if use_systemd; then SYSTEMD=1; fi
 
-if ! wait_healthy "$PORT"; then
   if [ "$UPGRADE" -eq 1 ]; then
-    warn "the new binary did not answer /healthz within $HEALTH_TIMEOUT s; rolling back to ${OLD_VERSION:-the previous binary}"
-    systemctl stop "$SERVICE" || true
-    mv "$R_BIN.previous" "$R_BIN"
-    if [ -n "$BACKUP" ]; then
+    OLD_VERSION=$(binary_version "$R_BIN") || true
+    say "upgrading ${OLD_VERSION:-the installed switchyard} to $NEW_VERSION"
+    if [ "$SYSTEMD" -eq 1 ]; then systemctl stop "$SERVICE" || true; fi
+    BACKUP=""
+    if [ -f "$R_DATA/switchyard.db" ]; then
+      BACKUP="$R_DATA/backups/switchyard.db.$(date -u +%Y%m%dT%H%M%SZ)"
+      mkdir -p "$R_DATA/backups"
       for ext in "" -wal -shm; do
-        rm -f "$R_DATA/switchyard.db$ext"
-        if [ -f "$BACKUP$ext" ]; then cp -p "$BACKUP$ext" "$R_DATA/switchyard.db$ext"; fi
+        if [ -f "$R_DATA/switchyard.db$ext" ]; then cp -p "$R_DATA/switchyard.db$ext" "$BACKUP$ext"; fi
       done
+      chown -R "$(user_ids)" "$R_DATA/backups"
+      say "backed up the settings store to $DATA_DIR/backups/$(basename "$BACKUP")"
     fi
-    systemctl restart "$SERVICE"
-    if wait_healthy "$PORT"; then
-      die "upgrade to $NEW_VERSION failed its health check; rolled back to ${OLD_VERSION:-the previous binary}, which is running (see journalctl -u $SERVICE)"
-    fi
-    die "upgrade to $NEW_VERSION failed and the previous binary does not answer /healthz either; see journalctl -u $SERVICE"
+    cp -p "$R_BIN" "$R_BIN.previous"
+  else
+    say "installing $NEW_VERSION"
   fi
-  die "the service did not answer /healthz within $HEALTH_TIMEOUT s; see journalctl -u $SERVICE"
-fi
+  mv "$STAGED" "$R_BIN"
+  say "installed $BIN_PATH"
 
-say ""
-say "Switchyard is running: $NEW_VERSION"
-say "  admin:  http://$(host_ip):$PORT/admin"
-say "  first admin password: sudo cat $DATA_DIR/initial-admin-password (or journalctl -u $SERVICE -g 'admin password')"
-say "  logs:   journalctl -u $SERVICE -f"
+  if [ "$SYSTEMD" -eq 0 ]; then
+    say ""
+    say "No systemd here (or --no-systemd): no service was set up. Run it by hand:"
+    say "  sudo -u $SVC_USER env XDG_CACHE_HOME=$DATA_DIR/cache $BIN_PATH serve --data-dir $DATA_DIR --port $PORT"
+    say "The admin page will be at http://$(host_ip):$PORT/admin; the first admin password is written to $DATA_DIR/initial-admin-password."
+    exit 0
+  fi
+
+  write_unit "$PORT"
+  systemctl daemon-reload
+  if [ "$NO_START" -eq 1 ]; then
+    systemctl enable "$SERVICE"
+    say "enabled the $SERVICE service (not started: --no-start); start it with: systemctl start $SERVICE"
+    exit 0
+  fi
+  systemctl enable "$SERVICE"
+  systemctl restart "$SERVICE"
+  say "started the $SERVICE service; waiting for http://127.0.0.1:$PORT/healthz"
+
+  if ! wait_healthy "$PORT"; then
+    if [ "$UPGRADE" -eq 1 ]; then
+      warn "the new binary did not answer /healthz within $HEALTH_TIMEOUT s; rolling back to ${OLD_VERSION:-the previous binary}"
+      systemctl stop "$SERVICE" || true
+      mv "$R_BIN.previous" "$R_BIN"
+      if [ -n "$BACKUP" ]; then
+        for ext in "" -wal -shm; do
+          rm -f "$R_DATA/switchyard.db$ext"
+          if [ -f "$BACKUP$ext" ]; then cp -p "$BACKUP$ext" "$R_DATA/switchyard.db$ext"; fi
+        done
+      fi
+      systemctl restart "$SERVICE"
+      if wait_healthy "$PORT"; then
+        die "upgrade to $NEW_VERSION failed its health check; rolled back to ${OLD_VERSION:-the previous binary}, which is running (see journalctl -u $SERVICE)"
+      fi
+      die "upgrade to $NEW_VERSION failed and the previous binary does not answer /healthz either; see journalctl -u $SERVICE"
+    fi
+    die "the service did not answer /healthz within $HEALTH_TIMEOUT s; see journalctl -u $SERVICE"
+  fi
+
+  say ""
+  say "Switchyard is running: $NEW_VERSION"
+  say "  admin:  http://$(host_ip):$PORT/admin"
+  say "  first admin password: sudo cat $DATA_DIR/initial-admin-password (or journalctl -u $SERVICE -g 'admin password')"
+  say "  logs:   journalctl -u $SERVICE -f"
+}
+
+main() {
+  parse_args "$@"
+  if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+    die "must run as root: it creates a system user and a service (try: curl -fsSL <url>/install.sh | sudo sh, or sudo sh install.sh)"
+  fi
+  if [ "$UNINSTALL" -eq 1 ]; then uninstall; else install_or_upgrade; fi
+}
+
+# Everything above only defines functions: a download cut short runs nothing.
+main "$@"

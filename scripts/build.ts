@@ -1,13 +1,14 @@
 #!/usr/bin/env bun
 /**
  * `npm run build`: compiles dist/switchyard-linux-x64 and dist/switchyard-linux-arm64
- * with DuckDB's native library inside, and writes dist/SHA256SUMS.
+ * with DuckDB's native library inside, copies install.sh beside them and writes
+ * dist/SHA256SUMS: the files of a release.
  *
  *   bun scripts/build.ts [--target linux-x64|linux-arm64 (repeatable)] [--outdir dist]
  */
 import type { BunPlugin } from "bun";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { fetchBindings, type NativePackage } from "./native-package.ts";
@@ -62,7 +63,6 @@ async function buildOne(platform: Platform, outdir: string, commit: string): Pro
   const started = performance.now();
   const result = await Bun.build({
     entrypoints: ENTRIES.map((e) => join(ROOT, e)),
-    root: join(ROOT, "app"),
     compile: { target: TARGETS[platform], outfile },
     minify: true,
     naming: "[name].[ext]",
@@ -83,9 +83,11 @@ const commit = gitCommit();
 const built: string[] = [];
 for (const p of platforms as Platform[]) built.push(await buildOne(p, outdir, commit));
 
+// The release folder also carries install.sh (curl -fsSL <release url>/install.sh | sh).
+copyFileSync(join(ROOT, "install.sh"), join(outdir, "install.sh"));
 // SHA256SUMS lists every binary in the folder (also one built by an earlier run for the other target).
-const sums = Object.keys(TARGETS)
-  .map((p) => join(outdir, `switchyard-${p}`))
+const sums = [...Object.keys(TARGETS).map((p) => `switchyard-${p}`), "install.sh"]
+  .map((f) => join(outdir, f))
   .filter((f) => existsSync(f))
   .map((f) => `${sha256(f)}  ${basename(f)}\n`)
   .join("");

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { distBinary, type Platform } from "./binary-support.ts";
+import { DIST, distBinary, type Platform } from "./binary-support.ts";
 
 setDefaultTimeout(60_000);
 
@@ -260,6 +260,43 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(existsSync(join(r2, "usr/local/bin/switchyard"))).toBe(true);
     expect(b.out).toContain("Run it by hand:");
     expect(b.out).toContain("/usr/local/bin/switchyard serve --data-dir /var/lib/switchyard --port 8888");
+  });
+
+  it("downloads from SWITCHYARD_BASE_URL and checks it against SHA256SUMS, also as `curl -fsSL …/install.sh | sh`", async () => {
+    const server = Bun.serve({
+      hostname: "127.0.0.1", port: 0,
+      fetch(req) {
+        const name = new URL(req.url).pathname.slice(1);
+        const file = name === "install.sh" ? INSTALL : join(DIST, name);
+        return /^[\w.-]+$/.test(name) && existsSync(file) ? new Response(Bun.file(file)) : new Response("not found", { status: 404 });
+      },
+    });
+    try {
+      const base = `http://127.0.0.1:${server.port}`;
+      const r = newRoot();
+      const p = Bun.spawn(["sh", "-c", `curl -fsSL ${base}/install.sh | sh -s -- --root ${r} --no-start`], { env: { PATH: `${STUBS}:${process.env.PATH}`, SWITCHYARD_BASE_URL: base, STUB_ROOT: r }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
+      expect({ code, err }).toEqual({ code: 0, err: "" });
+      expect(out).toContain(`downloading ${base}/switchyard-${NATIVE}`);
+      expect(out).toContain(`checked switchyard-${NATIVE} against SHA256SUMS`);
+      expect(sha(join(r, "usr/local/bin/switchyard"))).toBe(sha(bin.path));
+
+      const bad = Bun.spawn(["sh", INSTALL, "--root", newRoot(), "--base-url", `${base}/nowhere`], { env: { PATH: `${STUBS}:${process.env.PATH}` }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      expect(await bad.exited).toBe(1);
+      expect(await new Response(bad.stderr).text()).toContain(`could not download ${base}/nowhere/switchyard-${NATIVE}`);
+    } finally {
+      server.stop(true);
+    }
+  }, 120_000);
+
+  it("a download cut short runs nothing (the script only defines functions until its last line)", () => {
+    const text = readFileSync(INSTALL, "utf8");
+    const r = newRoot();
+    for (const cut of [0.3, 0.6, 0.95]) {
+      const p = Bun.spawnSync(["sh", "-s", "--", "--root", r, "--binary", bin.path], { stdin: Buffer.from(text.slice(0, Math.floor(text.length * cut))), env: { PATH: `${STUBS}:${process.env.PATH}`, STUB_ROOT: r } });
+      expect(p.stdout.toString()).toBe("");
+      expect(readdirSync(r)).toEqual([]);
+    }
   });
 
   it("--prefix puts the binary elsewhere, and the unit runs it from there", () => {
