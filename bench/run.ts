@@ -7,6 +7,7 @@ const BENCHES: Record<string, string> = {
   udp: "./udp.ts",
   relay: "./relay.ts",
   log: "./log.ts",
+  binary: "./binary.ts",
 };
 
 const name = process.argv[2];
