@@ -143,6 +143,19 @@ for (const platform of PLATFORMS) {
       expect(readdirSync(cacheDir())).toHaveLength(1);
     }, 120_000 * slow);
 
+    it("without a usable folder for DuckDB it says so, and the hub still serves", async () => {
+      const bad = { ...env, SWITCHYARD_NATIVE_DIR: "/dev/null/nowhere" };
+      const v = Bun.spawnSync([...cmd, "version"], { cwd: dir, env: bad });
+      expect(v.exitCode).toBe(0);
+      expect(v.stdout.toString()).toMatch(/duckdb not available\)\nduckdb: cannot create \/dev\/null\/nowhere\/duckdb-.* set SWITCHYARD_NATIVE_DIR to a writable folder\n$/);
+      server = await startBinaryServer(cmd, { cwd: dir, env: bad, args: ["--data-dir", join(dir, "data-2"), "--udp-port", "0"], timeoutMs: 15_000 * slow });
+      expect(server.log()).toContain("WARN  DuckDB is not available: queries, history from the log and compaction will fail");
+      expect((await fetch(`http://127.0.0.1:${server.port}/healthz`)).status).toBe(200);
+      await expect(query(server.port, "SELECT 1")).rejects.toThrow(/DuckDB is not available: cannot create/);
+      expect(await server.stop()).toBe(0);
+      server = null;
+    }, 60_000 * slow);
+
     it("`switchyard version` names the version, commit, platform, Bun and the DuckDB inside", () => {
       const r = Bun.spawnSync([...cmd, "version", "--json"], { cwd: dir, env });
       expect(r.exitCode).toBe(0);
