@@ -247,6 +247,14 @@ binary_version() { # FILE (also unpacks its DuckDB library into the data folder'
   XDG_CACHE_HOME="$R_DATA/cache" "$1" version 2>/dev/null | head -n 1
 }
 
+prune_native_cache() { # removes DuckDB libraries unpacked by earlier versions; keeps the one the installed binary uses
+  keep=$(XDG_CACHE_HOME="$R_DATA/cache" "$R_BIN" version 2>/dev/null | sed -n 's/^duckdb library: embedded, unpacked in //p')
+  [ -n "$keep" ] || return 0
+  for d in "$R_DATA/cache/switchyard"/duckdb-*; do
+    if [ -d "$d" ] && [ "$d" != "$keep" ]; then rm -rf "$d"; say "removed an older DuckDB library, $d"; fi
+  done
+}
+
 # ---- uninstall
 uninstall() {
   if use_systemd && [ -f "$R_UNIT" ]; then
@@ -279,6 +287,7 @@ install_or_upgrade() {
   detect_arch
   NAME="switchyard-linux-$ARCH"
   mkdir -p "$(dirname "$R_BIN")"
+  rm -f "$R_BIN.previous"
   need_space "$(dirname "$R_BIN")" 200000 "the binary"
   need_space "$R_DATA" 100000 "the data folder (DuckDB's library is unpacked there)"
   create_user
@@ -330,7 +339,8 @@ install_or_upgrade() {
       chown -R "$(user_ids)" "$R_DATA/backups"
       say "backed up the settings store to $DATA_DIR/backups/$(basename "$BACKUP")"
     fi
-    cp -p "$R_BIN" "$R_BIN.previous"
+    # A hard link keeps the old binary as .previous without a second copy on disk.
+    ln -f "$R_BIN" "$R_BIN.previous" 2>/dev/null || cp -p "$R_BIN" "$R_BIN.previous"
   else
     say "installing $NEW_VERSION"
   fi
@@ -376,6 +386,7 @@ install_or_upgrade() {
     die "the service did not answer /healthz within $HEALTH_TIMEOUT s; see journalctl -u $SERVICE"
   fi
 
+  if [ "$UPGRADE" -eq 1 ]; then prune_native_cache; fi
   say ""
   say "Switchyard is running: $NEW_VERSION"
   say "  admin:  http://$(host_ip):$PORT/admin"

@@ -191,6 +191,8 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     const post = await fetch(url("/api/streams/kept/messages"), { method: "POST", body: "still here", headers: { "Content-Type": "text/plain" } });
     expect(post.status).toBeLessThan(300);
     writeFileSync(join(root, "systemctl.log"), "");
+    const stale = join(data, "cache", "switchyard", "duckdb-0.0.1-linux-x64-000000000000");
+    mkdirSync(stale);
 
     const r = install(["--root", root, "--binary", bin.path], { root });
     expect(r.err).toBe("");
@@ -201,6 +203,9 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(readFileSync(unit, "utf8")).toContain(`Environment=SWITCHYARD_PORT=${port}`);
     expect(readdirSync(join(data, "backups")).some((f) => /^switchyard\.db\.\d{8}T\d{6}Z$/.test(f))).toBe(true);
     expect(existsSync(installed + ".previous")).toBe(true);
+    // The library an older version unpacked is removed; the one in use stays.
+    expect(existsSync(stale)).toBe(false);
+    expect(readdirSync(join(data, "cache", "switchyard"))).toEqual([expect.stringMatching(/^duckdb-\d/)]);
     const settings = (await (await fetch(url("/api/settings"))).json()) as { settings: { stream_linger_seconds: number } };
     expect(settings.settings.stream_linger_seconds).toBe(77);
     const q = await fetch(url("/api/query"), { method: "POST", body: JSON.stringify({ sql: "SELECT data FROM messages WHERE stream = 'kept'" }) });
