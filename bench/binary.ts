@@ -23,7 +23,8 @@ async function rss(pid: number): Promise<{ total: number; anon: number; file: nu
 
 interface Start { ms: number; unpackMs: number | null }
 
-const TARGETS: Record<Platform, string> = { "linux-x64": "bun-linux-x64", "linux-arm64": "bun-linux-arm64" };
+// The same Bun runtimes as scripts/build.ts uses.
+const TARGETS: Record<Platform, string> = { "linux-x64": "bun-linux-x64-baseline", "linux-arm64": "bun-linux-arm64" };
 const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 

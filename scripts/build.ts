@@ -14,7 +14,9 @@ import { parseArgs } from "node:util";
 import { fetchBindings, type NativePackage } from "./native-package.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
-const TARGETS = { "linux-x64": "bun-linux-x64", "linux-arm64": "bun-linux-arm64" } as const;
+// x64 uses Bun's baseline runtime (x86-64-v2, any CPU since 2008): the default one needs
+// AVX2 and dies with SIGILL on older CPUs and on VMs with a conservative CPU model.
+const TARGETS = { "linux-x64": "bun-linux-x64-baseline", "linux-arm64": "bun-linux-arm64" } as const;
 type Platform = keyof typeof TARGETS;
 const ENTRIES = ["app/main.ts", "app/log/compact-worker.ts", "app/analytics/query-worker.ts"];
 
