@@ -396,7 +396,7 @@ install_or_upgrade() {
 
 main() {
   parse_args "$@"
-  if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
     die "must run as root: it creates a system user and a service (try: curl -fsSL <url>/install.sh | sudo sh, or sudo sh install.sh)"
   fi
   if [ "$UNINSTALL" -eq 1 ]; then uninstall; else install_or_upgrade; fi

@@ -61,6 +61,17 @@ function install(args: string[], opts: { root?: string; path?: string[] } = {}) 
 const calls = (root: string) => (existsSync(join(root, "systemctl.log")) ? readFileSync(join(root, "systemctl.log"), "utf8").trim().split("\n") : []);
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 
+/** A PATH with every command of this machine except `missing`, as symlinks in a temp folder. */
+function pathWithout(missing: string[]): string {
+  const bin = join(newRoot(), "bin");
+  mkdirSync(bin);
+  for (const d of ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]) {
+    if (!existsSync(d)) continue;
+    for (const f of readdirSync(d)) if (!missing.includes(f) && !existsSync(join(bin, f))) symlinkSync(join(d, f), join(bin, f));
+  }
+  return bin;
+}
+
 /** A tool this test needs; missing fails under CI and skips loudly otherwise. */
 function tool(name: string): boolean {
   if (Bun.which(name)) return true;
@@ -89,7 +100,7 @@ describe("install.sh, checks before it changes anything", () => {
     expect(help.out).toContain("--uninstall");
   });
 
-  it("says it must run as root (unless installing into --root)", () => {
+  it("says it must run as root", () => {
     const stubs = stubDir({ id: 'if [ "$1" = -u ]; then echo 1000; else /usr/bin/id "$@"; fi' });
     const r = install(["--binary", "/nonexistent"], { path: [stubs] });
     expect(r.code).toBe(1);
@@ -109,14 +120,7 @@ describe("install.sh, checks before it changes anything", () => {
   });
 
   it("says when there is neither curl nor wget to download with", () => {
-    // A PATH with every command of this machine except curl and wget.
-    const bin = join(newRoot(), "bin");
-    mkdirSync(bin);
-    for (const d of ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]) {
-      if (!existsSync(d)) continue;
-      for (const f of readdirSync(d)) if (f !== "curl" && f !== "wget" && !existsSync(join(bin, f))) symlinkSync(join(d, f), join(bin, f));
-    }
-    const r = Bun.spawnSync(["/bin/sh", INSTALL, "--root", newRoot()], { env: { PATH: bin }, stdin: "ignore" });
+    const r = Bun.spawnSync(["/bin/sh", INSTALL, "--root", newRoot()], { env: { PATH: pathWithout(["curl", "wget"]) }, stdin: "ignore" });
     expect(r.exitCode).toBe(1);
     expect(r.stderr.toString()).toContain("need curl or wget to download");
   });
@@ -265,6 +269,13 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(existsSync(join(r2, "usr/local/bin/switchyard"))).toBe(true);
     expect(b.out).toContain("Run it by hand:");
     expect(b.out).toContain("/usr/local/bin/switchyard serve --data-dir /var/lib/switchyard --port 8888");
+
+    // No systemctl at all: the same, without being told.
+    const r3 = newRoot();
+    const c = Bun.spawnSync(["/bin/sh", INSTALL, "--root", r3, "--binary", bin.path], { env: { PATH: pathWithout(["systemctl"]), STUB_ROOT: r3 }, stdin: "ignore" });
+    expect(c.exitCode).toBe(0);
+    expect(c.stdout.toString()).toContain("No systemd here (or --no-systemd): no service was set up. Run it by hand:");
+    expect(existsSync(join(r3, "etc/systemd/system/switchyard.service"))).toBe(false);
   });
 
   it("downloads from SWITCHYARD_BASE_URL and checks it against SHA256SUMS, also as `curl -fsSL …/install.sh | sh`", async () => {
