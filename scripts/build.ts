@@ -8,7 +8,7 @@
  */
 import type { BunPlugin } from "bun";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { fetchBindings, type NativePackage } from "./native-package.ts";
@@ -62,7 +62,7 @@ function nativePlugin(pkg: NativePackage): BunPlugin {
   };
 }
 
-async function buildOne(platform: Platform, outdir: string, commit: string): Promise<string> {
+async function buildOne(platform: Platform, outdir: string, commit: string): Promise<void> {
   const pkg = await fetchBindings(platform, join(ROOT, ".cache", "native"));
   const outfile = join(outdir, `switchyard-${platform}`);
   const started = performance.now();
@@ -76,7 +76,6 @@ async function buildOne(platform: Platform, outdir: string, commit: string): Pro
   });
   if (!result.success) fail(`${platform}: ${result.logs.map((l) => l.message).join("\n")}`);
   console.log(`build: ${outfile} (${(statSync(outfile).size / 1048576).toFixed(1)} MiB, DuckDB ${pkg.version}, commit ${commit}) in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-  return outfile;
 }
 
 const { values } = parseArgs({ options: { target: { type: "string", multiple: true }, outdir: { type: "string" } } });
@@ -85,8 +84,7 @@ for (const p of platforms) if (!(p in TARGETS)) fail(`--target ${JSON.stringify(
 const outdir = resolve(values.outdir ?? join(ROOT, "dist"));
 mkdirSync(outdir, { recursive: true });
 const commit = gitCommit();
-const built: string[] = [];
-for (const p of platforms as Platform[]) built.push(await buildOne(p, outdir, commit));
+for (const p of platforms as Platform[]) await buildOne(p, outdir, commit);
 
 // The release folder also carries install.sh (curl -fsSL <release url>/install.sh | sh).
 copyFileSync(join(ROOT, "install.sh"), join(outdir, "install.sh"));
@@ -98,5 +96,4 @@ const sums = [...Object.keys(TARGETS).map((p) => `switchyard-${p}`), "install.sh
   .join("");
 writeFileSync(join(outdir, "SHA256SUMS.tmp"), sums);
 renameSync(join(outdir, "SHA256SUMS.tmp"), join(outdir, "SHA256SUMS"));
-rmSync(join(outdir, "SHA256SUMS.tmp"), { force: true });
 console.log(`build: ${join(outdir, "SHA256SUMS")}\n${sums.trimEnd()}`);
