@@ -5,10 +5,11 @@
  * qemu-aarch64-static.
  */
 import { afterAll, beforeAll, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { bareEnv, distBinary, PLATFORMS, type BinaryServer, startBinaryServer } from "./binary-support.ts";
+import { createHash } from "node:crypto";
+import { bareEnv, DIST, distBinary, PLATFORMS, type BinaryServer, startBinaryServer } from "./binary-support.ts";
 import { freeUdpPort } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
@@ -168,3 +169,17 @@ for (const platform of PLATFORMS) {
     }, 60_000 * slow);
   });
 }
+
+describe("dist/SHA256SUMS", () => {
+  const sums = join(DIST, "SHA256SUMS");
+  if (!existsSync(sums)) {
+    if (process.env.CI) it("exists", () => { throw new Error(`${sums} is missing: run npm run build first (CI is set, so this is a failure)`); });
+    else it.skip(`(skipped: ${sums} is missing; run npm run build)`, () => {});
+    return;
+  }
+  it("lists both binaries and install.sh, with their SHA-256", () => {
+    const lines = readFileSync(sums, "utf8").trim().split("\n").map((l) => l.split(/\s+\*?/));
+    expect(lines.map(([, name]) => name).sort()).toEqual(["install.sh", "switchyard-linux-arm64", "switchyard-linux-x64"]);
+    for (const [hash, name] of lines) expect(createHash("sha256").update(readFileSync(join(DIST, name!))).digest("hex")).toBe(hash!);
+  });
+});
