@@ -8,6 +8,7 @@ const BENCHES: Record<string, string> = {
   relay: "./relay.ts",
   log: "./log.ts",
   admin: "./admin.ts",
+  binary: "./binary.ts",
 };
 
 const name = process.argv[2];

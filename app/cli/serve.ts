@@ -1,6 +1,7 @@
 import { resolveStartupConfig, startupOptionsHelp, startupParseOptions, withStoredPorts } from "../config/startup.ts";
 import { SettingsStore } from "../config/store.ts";
 import { createLogger } from "../core/logger.ts";
+import { prepareNativeAtStart } from "../../native/startup.ts";
 import { startServer } from "../server.ts";
 import { VERSION } from "../version.ts";
 import { parseCommandArgs, type Command } from "./command.ts";
@@ -20,6 +21,7 @@ export const serve: Command = {
     const { config } = withStoredPorts(resolved, store.settings);
     if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });
     logger.info("switchyard starting", { version: VERSION, pid: process.pid });
+    prepareNativeAtStart(logger);
     let running;
     try {
       running = await startServer({ config, store, logger });

@@ -1,0 +1,406 @@
+#!/bin/sh
+# Installs Switchyard as a systemd service, or upgrades it in place.
+#
+#   curl -fsSL <url>/install.sh | sudo sh
+#   sudo sh install.sh [options]          (sh install.sh --help for the options)
+#
+# POSIX sh; never asks a question unless standard input is a terminal.
+set -eu
+
+DEFAULT_BASE_URL="https://github.com/switchyard-hub/switchyard/releases/latest/download"
+SERVICE=switchyard
+SVC_USER=switchyard
+
+usage() {
+  cat <<'EOF'
+Usage: install.sh [options]
+
+Installs (or upgrades) the Switchyard binary, a "switchyard" system user, the data
+folder /var/lib/switchyard and a systemd service, starts it and waits for /healthz.
+
+Options:
+  --binary PATH     install this file instead of downloading (checked against the
+                    SHA256SUMS beside it, or --sha256sums FILE)
+  --sha256sums FILE checksums to check --binary against
+  --base-url URL    where to download switchyard-linux-<arch> and SHA256SUMS from
+                    (default: $SWITCHYARD_BASE_URL, else the project's release downloads)
+  --prefix DIR      install the binary as DIR/bin/switchyard (default /usr/local)
+  --root DIR        install into DIR as if it were / (for images and tests)
+  --port N          HTTP port of the service (default 8888, or the port already set)
+  --no-start        install and enable, but do not start (or restart) the service
+  --no-systemd      do not set up a service; print how to run it by hand
+  --health-timeout S  seconds to wait for /healthz after a start (default 60)
+  --uninstall       stop and remove the service and the binary; keep the data
+  --purge           with --uninstall: also remove /var/lib/switchyard and the user
+  --yes             do not ask before --purge (never asked off a terminal)
+  -h, --help        this help
+EOF
+}
+
+say() { printf '%s\n' "$*"; }
+warn() { printf 'install.sh: warning: %s\n' "$*" >&2; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# ---- options
+need_arg() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi; }
+parse_args() {
+  BINARY="" SUMS="" BASE_URL="${SWITCHYARD_BASE_URL:-$DEFAULT_BASE_URL}" PREFIX=/usr/local ROOT="" PORT=""
+  NO_START=0 NO_SYSTEMD=0 UNINSTALL=0 PURGE=0 YES=0 HEALTH_TIMEOUT=60
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --binary) need_arg "$@"; BINARY=$2; shift 2 ;;
+      --sha256sums) need_arg "$@"; SUMS=$2; shift 2 ;;
+      --base-url) need_arg "$@"; BASE_URL=$2; shift 2 ;;
+      --prefix) need_arg "$@"; PREFIX=$2; shift 2 ;;
+      --root) need_arg "$@"; ROOT=$2; shift 2 ;;
+      --port) need_arg "$@"; PORT=$2; shift 2 ;;
+      --health-timeout) need_arg "$@"; HEALTH_TIMEOUT=$2; shift 2 ;;
+      --no-start) NO_START=1; shift ;;
+      --no-systemd) NO_SYSTEMD=1; shift ;;
+      --uninstall) UNINSTALL=1; shift ;;
+      --purge) PURGE=1; shift ;;
+      --yes|-y) YES=1; shift ;;
+      -h|--help) usage; exit 0 ;;
+      *) die "unknown option \"$1\"; allowed: --binary, --sha256sums, --base-url, --prefix, --root, --port, --no-start, --no-systemd, --health-timeout, --uninstall, --purge, --yes, --help" ;;
+    esac
+  done
+  case "$PORT" in "" ) ;; *[!0-9]*) die "--port \"$PORT\" is not valid; allowed: a number from 1 to 65535" ;; *) if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then die "--port $PORT is not valid; allowed: 1 to 65535"; fi ;; esac
+  case "$HEALTH_TIMEOUT" in ""|*[!0-9]*) die "--health-timeout \"$HEALTH_TIMEOUT\" is not valid; allowed: whole seconds" ;; esac
+  [ "$PURGE" -eq 0 ] || [ "$UNINSTALL" -eq 1 ] || die "--purge only goes with --uninstall"
+  case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got \"$PREFIX\"" ;; esac
+  if [ -n "$ROOT" ]; then
+    case "$ROOT" in /*) ;; *) ROOT="$(pwd)/$ROOT" ;; esac
+    ROOT=${ROOT%/}
+  fi
+
+  # Paths as the installed system sees them, and as this script writes them (under --root).
+  BIN_PATH="$PREFIX/bin/switchyard"
+  DATA_DIR=/var/lib/switchyard
+  UNIT_PATH=/etc/systemd/system/$SERVICE.service
+  R_BIN="$ROOT$BIN_PATH" R_DATA="$ROOT$DATA_DIR" R_UNIT="$ROOT$UNIT_PATH"
+}
+
+use_systemd() {
+  [ "$NO_SYSTEMD" -eq 0 ] || return 1
+  command -v systemctl >/dev/null 2>&1 || return 1
+  [ -n "$ROOT" ] || [ -d /run/systemd/system ]
+}
+
+detect_arch() {
+  m=$(uname -m)
+  case "$m" in
+    x86_64|amd64) ARCH=x64 ;;
+    aarch64|arm64) ARCH=arm64 ;;
+    armv6*|armv7*|armv8l|armhf|arm)
+      die "this is a 32-bit ARM system ($m). Switchyard is built on Bun, which runs on 64-bit ARM (aarch64) only. Install a 64-bit OS (on a Raspberry Pi 3, 4, 5 or Zero 2: Raspberry Pi OS (64-bit)) and run this again." ;;
+    *) die "unsupported machine \"$m\"; Switchyard runs on x86_64 and aarch64 Linux" ;;
+  esac
+  if [ "$ARCH" = arm64 ] && [ "$(getconf LONG_BIT 2>/dev/null || echo 64)" = 32 ]; then
+    die "the kernel is 64-bit ($m) but the system (userland) is 32-bit; Bun needs a 64-bit OS. Install Raspberry Pi OS (64-bit) or another arm64 OS."
+  fi
+  [ "$(uname -s)" = Linux ] || die "Switchyard's binaries are for Linux; this is $(uname -s)"
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+download() { # URL FILE
+  if have curl; then curl -fsSL --retry 3 -o "$2" "$1"
+  elif have wget; then wget -q -O "$2" "$1"
+  else die "need curl or wget to download $1; install one, or download the binary yourself and pass --binary PATH"
+  fi
+}
+
+http_ok() { # URL
+  if have curl; then curl -fsS --max-time 3 -o /dev/null "$1" 2>/dev/null
+  elif have wget; then wget -q -T 3 -O /dev/null "$1" 2>/dev/null
+  else return 1
+  fi
+}
+
+sha256_of() {
+  if have sha256sum; then sha256sum "$1" | cut -d' ' -f1
+  elif have shasum; then shasum -a 256 "$1" | cut -d' ' -f1
+  elif have openssl; then openssl dgst -sha256 "$1" | sed 's/.*= *//'
+  else die "need sha256sum, shasum or openssl to check the download"
+  fi
+}
+
+verify_sum() { # FILE NAME SUMSFILE
+  want=$(awk -v n="$2" '$2 == n || $2 == "*" n { print $1; exit }' "$3")
+  [ -n "$want" ] || die "$3 has no line for $2"
+  got=$(sha256_of "$1")
+  [ "$got" = "$want" ] || die "$2 does not match its SHA256SUMS entry (got $got, expected $want): the download is damaged or not the released file"
+  say "checked $2 against SHA256SUMS"
+}
+
+free_kb() { # DIR (its nearest existing parent)
+  d=$1
+  while [ ! -d "$d" ]; do d=$(dirname "$d"); done
+  df -Pk "$d" | awk 'NR == 2 { print $4 }'
+}
+
+need_space() { # DIR KB WHAT
+  have df || return 0
+  f=$(free_kb "$1")
+  [ -z "$f" ] || [ "$f" -ge "$2" ] || die "not enough space for $3 in $1: $((f / 1024)) MiB free, $(($2 / 1024)) MiB needed"
+}
+
+user_exists() {
+  if [ -n "$ROOT" ]; then grep -q "^$SVC_USER:" "$ROOT/etc/passwd" 2>/dev/null
+  else id -u "$SVC_USER" >/dev/null 2>&1
+  fi
+}
+
+user_ids() { # prints uid:gid
+  if [ -n "$ROOT" ]; then awk -F: -v u="$SVC_USER" '$1 == u { print $3 ":" $4 }' "$ROOT/etc/passwd"
+  else printf '%s:%s\n' "$(id -u "$SVC_USER")" "$(id -g "$SVC_USER")"
+  fi
+}
+
+create_user() {
+  user_exists && return 0
+  have useradd || die "need useradd to create the $SVC_USER system user"
+  if [ -n "$ROOT" ]; then
+    mkdir -p "$ROOT/etc"
+    for f in passwd group shadow gshadow; do [ -e "$ROOT/etc/$f" ] || : >"$ROOT/etc/$f"; done
+    useradd --root "$ROOT" --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin --user-group "$SVC_USER" 2>/dev/null
+  else
+    useradd --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin --user-group "$SVC_USER"
+  fi
+  say "created system user $SVC_USER"
+}
+
+host_ip() {
+  ip=$( (hostname -I 2>/dev/null || true) | awk '{ print $1 }')
+  [ -n "$ip" ] || ip=$( (ip route get 1.1.1.1 2>/dev/null || true) | awk '{ for (i = 1; i < NF; i++) if ($i == "src") { print $(i + 1); exit } }')
+  printf '%s\n' "${ip:-localhost}"
+}
+
+write_unit() { # PORT
+  mkdir -p "$(dirname "$R_UNIT")"
+  tmp="$R_UNIT.tmp.$$"
+  cat >"$tmp" <<EOF
+# Written by Switchyard's install.sh; run it again to upgrade. Local changes
+# belong in a drop-in (systemctl edit $SERVICE), which upgrades keep.
+[Unit]
+Description=Switchyard stream hub
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=$SVC_USER
+Group=$SVC_USER
+ExecStart=$BIN_PATH serve
+WorkingDirectory=$DATA_DIR
+Environment=SWITCHYARD_DATA_DIR=$DATA_DIR
+Environment=SWITCHYARD_PORT=$1
+Environment=XDG_CACHE_HOME=$DATA_DIR/cache
+Restart=on-failure
+RestartSec=2
+TimeoutStopSec=20
+LimitNOFILE=65536
+# 512 MB machine: the hub idles near 50 MB, queries take DuckDB to about 120 MB.
+MemoryHigh=320M
+MemoryMax=384M
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths=$DATA_DIR
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictSUIDSGID=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+LockPersonality=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK
+UMask=0027
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  mv "$tmp" "$R_UNIT"
+}
+
+installed_port() {
+  if [ -f "$R_UNIT" ]; then sed -n 's/^Environment=SWITCHYARD_PORT=\([0-9]*\)$/\1/p' "$R_UNIT" | head -n 1; fi
+}
+
+wait_healthy() { # PORT
+  url="http://127.0.0.1:$1/healthz"
+  i=0
+  while [ "$i" -lt $((HEALTH_TIMEOUT * 2)) ]; do
+    if http_ok "$url"; then return 0; fi
+    sleep 0.5
+    i=$((i + 1))
+  done
+  return 1
+}
+
+binary_version() { # FILE (also unpacks its DuckDB library into the data folder's cache, as the service would)
+  XDG_CACHE_HOME="$R_DATA/cache" "$1" version 2>/dev/null | head -n 1
+}
+
+prune_native_cache() { # removes DuckDB libraries unpacked by earlier versions; keeps the one the installed binary uses
+  keep=$(XDG_CACHE_HOME="$R_DATA/cache" "$R_BIN" version 2>/dev/null | sed -n 's/^duckdb library: embedded, unpacked in //p')
+  [ -n "$keep" ] || return 0
+  for d in "$R_DATA/cache/switchyard"/duckdb-*; do
+    if [ -d "$d" ] && [ "$d" != "$keep" ]; then rm -rf "$d"; say "removed an older DuckDB library, $d"; fi
+  done
+}
+
+# ---- uninstall
+uninstall() {
+  if use_systemd && [ -f "$R_UNIT" ]; then
+    systemctl disable --now "$SERVICE" || warn "could not stop the service"
+  fi
+  rm -f "$R_UNIT" "$R_BIN" "$R_BIN.previous"
+  if use_systemd; then systemctl daemon-reload || true; fi
+  say "removed the $SERVICE service and $BIN_PATH"
+  if [ "$PURGE" -eq 1 ]; then
+    if [ -t 0 ] && [ "$YES" -eq 0 ]; then
+      printf 'Delete %s (the log, settings and tokens) for good? [y/N] ' "$DATA_DIR"
+      read -r answer || answer=""
+      case "$answer" in y|Y|yes|YES) ;; *) say "kept $DATA_DIR"; exit 0 ;; esac
+    fi
+    rm -rf "$R_DATA"
+    if user_exists; then
+      if [ -n "$ROOT" ]; then userdel --root "$ROOT" "$SVC_USER" 2>/dev/null || warn "could not remove user $SVC_USER"
+      else userdel "$SVC_USER" || warn "could not remove user $SVC_USER"
+      fi
+    fi
+    say "removed $DATA_DIR and the $SVC_USER user"
+  else
+    say "kept the data in $DATA_DIR (remove it with --uninstall --purge)"
+  fi
+  exit 0
+}
+
+# ---- install or upgrade
+install_or_upgrade() {
+  detect_arch
+  NAME="switchyard-linux-$ARCH"
+  mkdir -p "$(dirname "$R_BIN")"
+  rm -f "$R_BIN.previous"
+  need_space "$(dirname "$R_BIN")" 200000 "the binary"
+  need_space "$R_DATA" 100000 "the data folder (DuckDB's library is unpacked there)"
+  create_user
+  mkdir -p "$R_DATA"
+  chown "$(user_ids)" "$R_DATA"
+  chmod 0750 "$R_DATA"
+  STAGED="$R_BIN.new.$$"
+  trap 'rm -f "$STAGED"' EXIT INT TERM
+
+  if [ -n "$BINARY" ]; then
+    [ -f "$BINARY" ] || die "--binary $BINARY: no such file"
+    [ -n "$SUMS" ] || SUMS="$(dirname "$BINARY")/SHA256SUMS"
+    [ -f "$SUMS" ] || die "no SHA256SUMS beside $BINARY; pass --sha256sums FILE"
+    cp "$BINARY" "$STAGED"
+    verify_sum "$STAGED" "$(basename "$BINARY")" "$SUMS"
+  else
+    BASE_URL=${BASE_URL%/}
+    say "downloading $BASE_URL/$NAME"
+    download "$BASE_URL/$NAME" "$STAGED" || die "could not download $BASE_URL/$NAME"
+    sums_tmp="$STAGED.sums"
+    download "$BASE_URL/SHA256SUMS" "$sums_tmp" || { rm -f "$sums_tmp"; die "could not download $BASE_URL/SHA256SUMS"; }
+    verify_sum "$STAGED" "$NAME" "$sums_tmp"
+    rm -f "$sums_tmp"
+  fi
+  chmod 0755 "$STAGED"
+  NEW_VERSION=$(binary_version "$STAGED") || true
+  [ -n "$NEW_VERSION" ] || die "the new binary does not run on this machine ($(uname -m)): \"switchyard version\" failed; the installed one was not changed"
+  if [ -d "$R_DATA/cache" ]; then chown -R "$(user_ids)" "$R_DATA/cache"; fi
+
+  UPGRADE=0
+  [ -f "$R_BIN" ] && UPGRADE=1
+  [ -n "$PORT" ] || PORT=$(installed_port)
+  [ -n "$PORT" ] || PORT=8888
+
+  SYSTEMD=0
+  if use_systemd; then SYSTEMD=1; fi
+
+  if [ "$UPGRADE" -eq 1 ]; then
+    OLD_VERSION=$(binary_version "$R_BIN") || true
+    say "upgrading ${OLD_VERSION:-the installed switchyard} to $NEW_VERSION"
+    if [ "$SYSTEMD" -eq 1 ]; then systemctl stop "$SERVICE" || true; fi
+    BACKUP=""
+    if [ -f "$R_DATA/switchyard.db" ]; then
+      BACKUP="$R_DATA/backups/switchyard.db.$(date -u +%Y%m%dT%H%M%SZ)"
+      mkdir -p "$R_DATA/backups"
+      for ext in "" -wal -shm; do
+        if [ -f "$R_DATA/switchyard.db$ext" ]; then cp -p "$R_DATA/switchyard.db$ext" "$BACKUP$ext"; fi
+      done
+      chown -R "$(user_ids)" "$R_DATA/backups"
+      say "backed up the settings store to $DATA_DIR/backups/$(basename "$BACKUP")"
+    fi
+    # A hard link keeps the old binary as .previous without a second copy on disk.
+    ln -f "$R_BIN" "$R_BIN.previous" 2>/dev/null || cp -p "$R_BIN" "$R_BIN.previous"
+  else
+    say "installing $NEW_VERSION"
+  fi
+  mv "$STAGED" "$R_BIN"
+  say "installed $BIN_PATH"
+
+  if [ "$SYSTEMD" -eq 0 ]; then
+    say ""
+    say "No systemd here (or --no-systemd): no service was set up. Run it by hand:"
+    say "  sudo -u $SVC_USER env XDG_CACHE_HOME=$DATA_DIR/cache $BIN_PATH serve --data-dir $DATA_DIR --port $PORT"
+    say "The admin page will be at http://$(host_ip):$PORT/admin; the first admin password is written to $DATA_DIR/initial-admin-password."
+    exit 0
+  fi
+
+  write_unit "$PORT"
+  systemctl daemon-reload
+  if [ "$NO_START" -eq 1 ]; then
+    systemctl enable "$SERVICE"
+    say "enabled the $SERVICE service (not started: --no-start); start it with: systemctl start $SERVICE"
+    exit 0
+  fi
+  systemctl enable "$SERVICE"
+  systemctl restart "$SERVICE"
+  say "started the $SERVICE service; waiting for http://127.0.0.1:$PORT/healthz"
+
+  if ! wait_healthy "$PORT"; then
+    if [ "$UPGRADE" -eq 1 ]; then
+      warn "the new binary did not answer /healthz within $HEALTH_TIMEOUT s; rolling back to ${OLD_VERSION:-the previous binary}"
+      systemctl stop "$SERVICE" || true
+      mv "$R_BIN.previous" "$R_BIN"
+      if [ -n "$BACKUP" ]; then
+        for ext in "" -wal -shm; do
+          rm -f "$R_DATA/switchyard.db$ext"
+          if [ -f "$BACKUP$ext" ]; then cp -p "$BACKUP$ext" "$R_DATA/switchyard.db$ext"; fi
+        done
+      fi
+      systemctl restart "$SERVICE"
+      if wait_healthy "$PORT"; then
+        die "upgrade to $NEW_VERSION failed its health check; rolled back to ${OLD_VERSION:-the previous binary}, which is running (see journalctl -u $SERVICE)"
+      fi
+      die "upgrade to $NEW_VERSION failed and the previous binary does not answer /healthz either; see journalctl -u $SERVICE"
+    fi
+    die "the service did not answer /healthz within $HEALTH_TIMEOUT s; see journalctl -u $SERVICE"
+  fi
+
+  if [ "$UPGRADE" -eq 1 ]; then prune_native_cache; fi
+  say ""
+  say "Switchyard is running: $NEW_VERSION"
+  say "  admin:  http://$(host_ip):$PORT/admin"
+  say "  first admin password: sudo cat $DATA_DIR/initial-admin-password (or journalctl -u $SERVICE -g 'admin password')"
+  say "  logs:   journalctl -u $SERVICE -f"
+}
+
+main() {
+  parse_args "$@"
+  if [ "$(id -u)" -ne 0 ]; then
+    die "must run as root: it creates a system user and a service (try: curl -fsSL <url>/install.sh | sudo sh, or sudo sh install.sh)"
+  fi
+  if [ "$UNINSTALL" -eq 1 ]; then uninstall; else install_or_upgrade; fi
+}
+
+# Everything above only defines functions: a download cut short runs nothing.
+main "$@"

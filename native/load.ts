@@ -1,0 +1,43 @@
+import { join } from "node:path";
+import { embedded } from "./embedded.ts";
+import { ensureNativeFiles, nativeCacheBase, type NativeDir } from "./unpack.ts";
+
+/** True in the compiled binary, which carries DuckDB's native library inside. */
+export function hasEmbeddedNative(): boolean {
+  return embedded !== null;
+}
+
+/**
+ * In the compiled binary: unpacks (or checks) the embedded DuckDB files now and
+ * returns where they are; `check: "hash"` re-hashes files already there. In a
+ * checkout: null (nothing to unpack). Throws with the reason when it cannot.
+ */
+export function prepareNative(check: "hash" | "stamp" = "hash"): NativeDir | null {
+  if (!embedded) return null;
+  if (embedded.platform !== `${process.platform}-${process.arch}`) {
+    throw new Error(`this binary carries DuckDB for ${embedded.platform}, but runs on ${process.platform}-${process.arch}`);
+  }
+  return ensureNativeFiles(embedded, nativeCacheBase(), check);
+}
+
+/** Loads the embedded bindings (the compiled binary's `@duckdb/node-bindings`). */
+export function loadEmbeddedBindings(): unknown {
+  let prepared: NativeDir | null;
+  try {
+    prepared = prepareNative("stamp");
+  } catch (err) {
+    throw new Error(`DuckDB is not available: ${(err as Error).message}`);
+  }
+  if (!prepared) throw new Error("DuckDB is not available: this build carries no native library");
+  if (prepared.unpacked.length > 0) {
+    process.stderr.write(`${new Date().toISOString()} INFO  duckdb native library unpacked dir=${JSON.stringify(prepared.dir)} files=${prepared.unpacked.join(",")}\n`);
+  }
+  const file = join(prepared.dir, "duckdb.node");
+  const mod = { exports: {} as unknown };
+  try {
+    process.dlopen(mod, file);
+  } catch (err) {
+    throw new Error(`DuckDB is not available: loading ${file} failed (${(err as Error).message}); if that folder is on a noexec mount, set SWITCHYARD_NATIVE_DIR to another`);
+  }
+  return mod.exports;
+}
