@@ -1,6 +1,6 @@
 import type { Server } from "bun";
 import { newTokenSecret } from "./auth/stream-token.ts";
-import type { StartupConfig } from "./config/startup.ts";
+import type { ConfigSource, StartupConfig } from "./config/startup.ts";
 import type { SettingsStore } from "./config/store.ts";
 import { systemClock, type Clock } from "./core/clock.ts";
 import type { Logger } from "./core/logger.ts";
@@ -34,6 +34,8 @@ import { logUsageReader } from "./log/usage.ts";
 /** What `startServer` needs. */
 export interface ServerOptions {
   config: StartupConfig;
+  /** Where each startup value came from (shown on the Settings page). */
+  configSources?: Partial<Record<keyof StartupConfig, ConfigSource>>;
   store: SettingsStore;
   logger: Logger;
   clock?: Clock;
@@ -118,7 +120,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onOutcome: (o) => alerts.compaction(o),
   });
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
+  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
     adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir) });
   const wsDeps = { hub, settings, secret, logger };
 

@@ -438,6 +438,16 @@ describe("admin UI: pages and fragments", () => {
     expect((await cli(["check-config", "--data-dir", s.dataDir, "--port", "9600"])).stdout).toMatch(/port\s+9600\s+\(flag\)/);
     await admin.post("/admin/settings", { group: "ports", http_port: "", udp_port: "" });
     expect(s.store.settings.http_port).toBeNull();
+    expect(page).not.toContain("wins over http_port below");
+    // Installed as a service, the unit sets SWITCHYARD_PORT: the page says the setting would not apply.
+    const svc = await startTestServer({}, { configSources: { port: "env", udpPort: "default" } });
+    try {
+      const html = await (await asAdmin(svc, await signIn(svc)).get("/admin/settings")).text();
+      expect(html).toContain("The HTTP port (SWITCHYARD_PORT or --port) is set where Switchyard is started, which wins over http_port below");
+      expect(html).toContain("set by the environment");
+    } finally {
+      await svc.close();
+    }
   });
 
   test("query: a result as a table with a chart for time series, errors shown, downloads as CSV and Parquet", async () => {

@@ -1,6 +1,6 @@
 import type { FC } from "hono/jsx";
 import type { Settings } from "../app/config/settings.ts";
-import type { StartupConfig } from "../app/config/startup.ts";
+import type { ConfigSource, StartupConfig } from "../app/config/startup.ts";
 import { FieldError, Layout, Notice } from "./layout.tsx";
 
 /** How one setting is edited, from its default value and its allowed values. */
@@ -65,25 +65,33 @@ export const SettingsGroupForm: FC<{ id: string; title: string; action: string; 
 );
 
 /** What can only be set at startup, shown read-only. */
-export const StartupCard: FC<{ config: StartupConfig }> = ({ config }) => (
+const FROM: Record<ConfigSource, string> = { flag: "set by a flag", env: "set by the environment", settings: "from http_port/udp_port below", default: "the default" };
+
+export const StartupCard: FC<{ config: StartupConfig; sources: Partial<Record<keyof StartupConfig, ConfigSource>> }> = ({ config, sources }) => {
+  const fixed = (["port", "udpPort"] as const).filter((k) => sources[k] === "flag" || sources[k] === "env");
+  return (
   <section class="card" id="startup">
     <h2>Running on</h2>
     <table class="small">
       <tbody>
-        <tr><th>HTTP and websocket</th><td>{config.host}:{config.port}</td><td class="muted">--host, --port (SWITCHYARD_HOST, SWITCHYARD_PORT), or http_port below</td></tr>
-        <tr><th>UDP ingest</th><td>{config.udpPort === 0 ? "off" : `${config.udpHost}:${config.udpPort}`}</td><td class="muted">--udp-port, --udp-host (SWITCHYARD_UDP_PORT), or udp_port below; more ports: udp_listeners, applied live</td></tr>
+        <tr><th>HTTP and websocket</th><td>{config.host}:{config.port}{sources.port && <div class="small muted">{FROM[sources.port]}</div>}</td><td class="muted">--host, --port (SWITCHYARD_HOST, SWITCHYARD_PORT), or http_port below</td></tr>
+        <tr><th>UDP ingest</th><td>{config.udpPort === 0 ? "off" : `${config.udpHost}:${config.udpPort}`}{sources.udpPort && <div class="small muted">{FROM[sources.udpPort]}</div>}</td><td class="muted">--udp-port, --udp-host (SWITCHYARD_UDP_PORT), or udp_port below; more ports: udp_listeners, applied live</td></tr>
         <tr><th>Data dir</th><td><code>{config.dataDir}</code></td><td class="muted">--data-dir (SWITCHYARD_DATA_DIR)</td></tr>
       </tbody>
     </table>
     <p class="small muted">These are read when Switchyard starts. A flag or variable (systemd: <code>systemctl edit switchyard</code>) wins over the ports saved below; either way a restart applies them.</p>
+    {fixed.length > 0 && (
+      <Notice kind="warn" text={`${fixed.map((k) => (k === "port" ? "The HTTP port (SWITCHYARD_PORT or --port)" : "The UDP port (SWITCHYARD_UDP_PORT or --udp-port)")).join(" and ")} is set where Switchyard is started, which wins over ${fixed.map((k) => (k === "port" ? "http_port" : "udp_port")).join(" and ")} below: change it there (installed as a service: systemctl edit switchyard, or run install.sh again with --port), or remove it to use the setting.`} />
+    )}
   </section>
-);
+  );
+};
 
-export const SettingsPage: FC<{ config: StartupConfig; groups: { id: string; title: string; inputs: SettingInput[] }[]; values: Record<string, string> }> = ({ config, groups, values }) => (
+export const SettingsPage: FC<{ config: StartupConfig; sources: Partial<Record<keyof StartupConfig, ConfigSource>>; groups: { id: string; title: string; inputs: SettingInput[] }[]; values: Record<string, string> }> = ({ config, sources, groups, values }) => (
   <Layout title="Settings" active="settings">
     <h1>Settings</h1>
     <p class="muted small">Saved in the settings store and applied at once, except where a field says a restart is needed.</p>
-    <StartupCard config={config} />
+    <StartupCard config={config} sources={sources} />
     {groups.map((g) => <SettingsGroupForm id={g.id} title={g.title} action="/admin/settings" inputs={g.inputs} values={values} />)}
   </Layout>
 );

@@ -18,13 +18,13 @@ export const serve: Command = {
     const logger = createLogger(resolved.config.logLevel, io.err);
     for (const w of resolved.warnings) logger.warn(w);
     const store = SettingsStore.open(resolved.config.dataDir);
-    const { config } = withStoredPorts(resolved, store.settings);
+    const { config, sources } = withStoredPorts(resolved, store.settings);
     if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });
     logger.info("switchyard starting", { version: VERSION, pid: process.pid });
     prepareNativeAtStart(logger);
     let running;
     try {
-      running = await startServer({ config, store, logger });
+      running = await startServer({ config, configSources: sources, store, logger });
     } catch (err) {
       logger.error("switchyard could not start", { error: err });
       store.close();

@@ -1,5 +1,5 @@
 import type { Server } from "bun";
-import type { StartupConfig } from "../config/startup.ts";
+import type { ConfigSource, StartupConfig } from "../config/startup.ts";
 import type { SettingsStore } from "../config/store.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Hub } from "../hub/hub.ts";
@@ -21,6 +21,8 @@ export interface HttpDeps {
   hub: Hub;
   store: SettingsStore;
   config: StartupConfig;
+  /** Where each startup value came from: flag, env, settings or default. */
+  configSources: Partial<Record<keyof StartupConfig, ConfigSource>>;
   logger: Logger;
   /** Signing secret of stream tokens. */
   secret: string;

@@ -6,7 +6,7 @@ import type { UdpListenerSpec } from "../../app/core/udp-spec.ts";
 import type { Backoff } from "../../app/relay/status.ts";
 import { SettingsStore } from "../../app/config/store.ts";
 import { createLogger, type Logger } from "../../app/core/logger.ts";
-import { startServer, TOKEN_SECRET_NAME, type RunningServer } from "../../app/server.ts";
+import { startServer, TOKEN_SECRET_NAME, type RunningServer, type ServerOptions } from "../../app/server.ts";
 
 /** A fresh temp folder, removed by the returned function. */
 export function tempDir(prefix = "switchyard-test-"): { dir: string; remove(): void } {
@@ -48,6 +48,8 @@ export interface TestStartup {
   slackRetryMs?: number;
   diskSpace?: () => { free: number; total: number };
   alertWindowTicks?: number;
+  /** Where the startup values came from, as serve would say. */
+  configSources?: ServerOptions["configSources"];
 }
 
 /** Starts a real Switchyard (Bun.serve, hub, settings store, UDP when asked) on 127.0.0.1 and free ports. */
@@ -59,7 +61,7 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
     config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null },
-    store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks,
+    configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
   return {
