@@ -113,7 +113,7 @@ describe("alert rules", () => {
   });
 
   it("fires once when a destination stays down and once when it recovers", async () => {
-    const srv = await alerting({ alert_destination_down_seconds: 1 }, { backoff: { baseMs: 100, maxMs: 200 } });
+    const srv = await alerting({ alert_destination_down_seconds: 1, public_url: "https://hub.example.org" }, { backoff: { baseMs: 100, maxMs: 200 } });
     const relayPort = await freeUdpPort();
     await fetch(`${srv.url}/api/destinations`, { method: "POST", body: JSON.stringify({ id: "0", stream: "spin30", destination: `ws://127.0.0.1:${relayPort}/ws/copy`, token: "" }) });
     await waitFor(() => texts().some((t) => t.startsWith("Destination 0 disconnected for")), "the down alert");
@@ -126,6 +126,8 @@ describe("alert rules", () => {
     const down = slack.received.find((m) => m.text.startsWith("Destination 0"))!;
     expect(down.text).toContain("stream spin30 → 127.0.0.1");
     expect(down.text).toContain("last error:");
+    // The link opens the admin page of that destination.
+    expect(down.text).toContain("https://hub.example.org/admin/destinations#d-0");
     expect(down.blocks).toHaveLength(2);
   });
 
