@@ -25,7 +25,10 @@ Options:
   --base-url URL    where to download switchyard-linux-<arch> and SHA256SUMS from
                     (default: $SWITCHYARD_BASE_URL, else the project's release downloads)
   --prefix DIR      install the binary as DIR/bin/switchyard (default /usr/local)
-  --root DIR        install into DIR as if it were / (for images and tests)
+  --root DIR        install into DIR as if it were / (an image): the service is
+                    enabled there, not started; set SYSTEMCTL to a command that
+                    manages that root's services to start it and check it (tests)
+  --arch ARCH       x64 or arm64 instead of this machine's (with --root, for an image)
   --port N          HTTP port of the service (default 8888, or the port already set)
   --no-start        install and enable, but do not start (or restart) the service
   --no-systemd      do not set up a service; print how to run it by hand
@@ -44,7 +47,7 @@ die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 # ---- options
 need_arg() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --help)"; fi; }
 parse_args() {
-  BINARY="" SUMS="" BASE_URL="${SWITCHYARD_BASE_URL:-$DEFAULT_BASE_URL}" PREFIX=/usr/local ROOT="" PORT=""
+  BINARY="" SUMS="" BASE_URL="${SWITCHYARD_BASE_URL:-$DEFAULT_BASE_URL}" PREFIX="" ROOT="" PORT="" ARCH=""
   NO_START=0 NO_SYSTEMD=0 UNINSTALL=0 PURGE=0 YES=0 HEALTH_TIMEOUT=60
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -53,6 +56,7 @@ parse_args() {
       --base-url) need_arg "$@"; BASE_URL=$2; shift 2 ;;
       --prefix) need_arg "$@"; PREFIX=$2; shift 2 ;;
       --root) need_arg "$@"; ROOT=$2; shift 2 ;;
+      --arch) need_arg "$@"; ARCH=$2; shift 2 ;;
       --port) need_arg "$@"; PORT=$2; shift 2 ;;
       --health-timeout) need_arg "$@"; HEALTH_TIMEOUT=$2; shift 2 ;;
       --no-start) NO_START=1; shift ;;
@@ -61,32 +65,58 @@ parse_args() {
       --purge) PURGE=1; shift ;;
       --yes|-y) YES=1; shift ;;
       -h|--help) usage; exit 0 ;;
-      *) die "unknown option \"$1\"; allowed: --binary, --sha256sums, --base-url, --prefix, --root, --port, --no-start, --no-systemd, --health-timeout, --uninstall, --purge, --yes, --help" ;;
+      *) die "unknown option \"$1\"; allowed: --binary, --sha256sums, --base-url, --prefix, --root, --arch, --port, --no-start, --no-systemd, --health-timeout, --uninstall, --purge, --yes, --help" ;;
     esac
   done
   case "$PORT" in "" ) ;; *[!0-9]*) die "--port \"$PORT\" is not valid; allowed: a number from 1 to 65535" ;; *) if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then die "--port $PORT is not valid; allowed: 1 to 65535"; fi ;; esac
-  case "$HEALTH_TIMEOUT" in ""|*[!0-9]*) die "--health-timeout \"$HEALTH_TIMEOUT\" is not valid; allowed: whole seconds" ;; esac
+  case "$HEALTH_TIMEOUT" in ""|*[!0-9]*|0|00*) die "--health-timeout \"$HEALTH_TIMEOUT\" is not valid; allowed: whole seconds, at least 1" ;; esac
+  case "$ARCH" in ""|x64|arm64) ;; *) die "--arch \"$ARCH\" is not valid; allowed: x64, arm64" ;; esac
   [ "$PURGE" -eq 0 ] || [ "$UNINSTALL" -eq 1 ] || die "--purge only goes with --uninstall"
-  case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got \"$PREFIX\"" ;; esac
+  case "$PREFIX" in ""|/*) ;; *) die "--prefix must be an absolute path, got \"$PREFIX\"" ;; esac
   if [ -n "$ROOT" ]; then
     case "$ROOT" in /*) ;; *) ROOT="$(pwd)/$ROOT" ;; esac
     ROOT=${ROOT%/}
   fi
 
   # Paths as the installed system sees them, and as this script writes them (under --root).
-  BIN_PATH="$PREFIX/bin/switchyard"
   DATA_DIR=/var/lib/switchyard
   UNIT_PATH=/etc/systemd/system/$SERVICE.service
-  R_BIN="$ROOT$BIN_PATH" R_DATA="$ROOT$DATA_DIR" R_UNIT="$ROOT$UNIT_PATH"
+  R_DATA="$ROOT$DATA_DIR" R_UNIT="$ROOT$UNIT_PATH"
+  # The binary: --prefix, else where the installed unit runs it from, else /usr/local/bin.
+  if [ -n "$PREFIX" ]; then
+    BIN_PATH="$PREFIX/bin/switchyard"
+  else
+    BIN_PATH=$(unit_bin)
+    [ -n "$BIN_PATH" ] || BIN_PATH=/usr/local/bin/switchyard
+  fi
+  R_BIN="$ROOT$BIN_PATH"
+  SYSTEMCTL_CMD=${SYSTEMCTL:-systemctl}
 }
 
-use_systemd() {
-  [ "$NO_SYSTEMD" -eq 0 ] || return 1
-  command -v systemctl >/dev/null 2>&1 || return 1
-  [ -n "$ROOT" ] || [ -d /run/systemd/system ]
+unit_bin() { # the binary the installed unit runs, if any
+  if [ -f "$R_UNIT" ]; then sed -n 's/^ExecStart=\(\/[^ ]*\) serve.*$/\1/p' "$R_UNIT" | head -n 1; fi
+}
+
+# How the service is set up: live (this system's running systemd, or the SYSTEMCTL
+# given for --root), image (--root: unit written and enabled for that system's
+# boot; the host's systemd is never touched), or none.
+service_mode() {
+  if [ "$NO_SYSTEMD" -eq 1 ]; then echo none
+  elif [ -n "$ROOT" ]; then if [ -n "${SYSTEMCTL:-}" ]; then echo live; else echo image; fi
+  elif command -v "$SYSTEMCTL_CMD" >/dev/null 2>&1 && [ -d /run/systemd/system ]; then echo live
+  else echo none
+  fi
+}
+sysctl() { "$SYSTEMCTL_CMD" "$@"; }
+
+enable_in_image() { # what `systemctl --root enable` does: the WantedBy link
+  wants="$ROOT/etc/systemd/system/multi-user.target.wants"
+  mkdir -p "$wants"
+  ln -sf "$UNIT_PATH" "$wants/$SERVICE.service"
 }
 
 detect_arch() {
+  if [ -n "$ARCH" ]; then return 0; fi
   m=$(uname -m)
   case "$m" in
     x86_64|amd64) ARCH=x64 ;;
@@ -111,8 +141,8 @@ download() { # URL FILE
 }
 
 http_ok() { # URL
-  if have curl; then curl -fsS --max-time 3 -o /dev/null "$1" 2>/dev/null
-  elif have wget; then wget -q -T 3 -O /dev/null "$1" 2>/dev/null
+  if have curl; then curl -fsS --noproxy '*' --max-time 3 -o /dev/null "$1" 2>/dev/null
+  elif have wget; then wget -q --no-proxy -T 3 -O /dev/null "$1" 2>/dev/null
   else return 1
   fi
 }
@@ -163,9 +193,12 @@ create_user() {
   if [ -n "$ROOT" ]; then
     mkdir -p "$ROOT/etc"
     for f in passwd group shadow gshadow; do [ -e "$ROOT/etc/$f" ] || : >"$ROOT/etc/$f"; done
-    useradd --root "$ROOT" --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin --user-group "$SVC_USER" 2>/dev/null
+    # (In an image without /usr/sbin/nologin yet, useradd warns about the shell: only a failure is shown.)
+    out=$(useradd --root "$ROOT" --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin --user-group "$SVC_USER" 2>&1) \
+      || die "could not create the system user $SVC_USER in $ROOT: $out"
   else
-    useradd --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin --user-group "$SVC_USER"
+    useradd --system --home-dir "$DATA_DIR" --no-create-home --shell /usr/sbin/nologin --user-group "$SVC_USER" \
+      || die "could not create the system user $SVC_USER (useradd failed; see above)"
   fi
   say "created system user $SVC_USER"
 }
@@ -228,12 +261,20 @@ EOF
   mv "$tmp" "$R_UNIT"
 }
 
-installed_port() {
-  if [ -f "$R_UNIT" ]; then sed -n 's/^Environment=SWITCHYARD_PORT=\([0-9]*\)$/\1/p' "$R_UNIT" | head -n 1; fi
+service_env() { # VAR: its value in the service's environment (drop-ins included when systemd can say), else from the unit file
+  v=""
+  if [ "$MODE" = live ]; then
+    v=$(sysctl show -p Environment --value "$SERVICE" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$1=//p" | tail -n 1) || v=""
+  fi
+  if [ -z "$v" ] && [ -f "$R_UNIT" ]; then v=$(sed -n "s/^Environment=$1=//p" "$R_UNIT" | tail -n 1); fi
+  printf '%s\n' "$v"
 }
 
-wait_healthy() { # PORT
-  url="http://127.0.0.1:$1/healthz"
+wait_healthy() { # waits for /healthz on the port and address the service listens on
+  port=$(service_env SWITCHYARD_PORT)
+  host=$(service_env SWITCHYARD_HOST)
+  case "$host" in ""|0.0.0.0|::|"[::]") host=127.0.0.1 ;; *:*) host="[$host]" ;; esac
+  url="http://$host:${port:-8888}/healthz"
   i=0
   while [ "$i" -lt $((HEALTH_TIMEOUT * 2)) ]; do
     if http_ok "$url"; then return 0; fi
@@ -255,13 +296,20 @@ prune_native_cache() { # removes DuckDB libraries unpacked by earlier versions; 
   done
 }
 
+no_links() { # PATH...: refuses symlinks where root is about to copy (the data folder is the service's to write)
+  for p in "$@"; do
+    if [ -L "$p" ]; then die "$p is a symbolic link; the data folder should hold none there. Remove it (after checking what made it) and run this again"; fi
+  done
+}
+
 # ---- uninstall
 uninstall() {
-  if use_systemd && [ -f "$R_UNIT" ]; then
-    systemctl disable --now "$SERVICE" || warn "could not stop the service"
+  MODE=$(service_mode)
+  if [ "$MODE" = live ] && [ -f "$R_UNIT" ]; then
+    sysctl disable --now "$SERVICE" || warn "could not stop the service"
   fi
-  rm -f "$R_UNIT" "$R_BIN" "$R_BIN.previous"
-  if use_systemd; then systemctl daemon-reload || true; fi
+  rm -f "$R_UNIT" "$R_UNIT.previous" "$R_BIN" "$R_BIN.previous" "$ROOT/etc/systemd/system/multi-user.target.wants/$SERVICE.service"
+  if [ "$MODE" = live ]; then sysctl daemon-reload || true; fi
   say "removed the $SERVICE service and $BIN_PATH"
   if [ "$PURGE" -eq 1 ]; then
     if [ -t 0 ] && [ "$YES" -eq 0 ]; then
@@ -283,19 +331,53 @@ uninstall() {
 }
 
 # ---- install or upgrade
+
+# Puts the previous binary, unit and settings store back and starts it (after a failed
+# health check, or when the upgrade is interrupted). Returns how the old one fared.
+roll_back() {
+  [ "$SWAPPED" -eq 1 ] || return 0
+  sysctl stop "$SERVICE" || true
+  if [ -f "$R_BIN.previous" ]; then mv -f "$R_BIN.previous" "$R_BIN"; fi
+  if [ -f "$R_UNIT.previous" ]; then mv -f "$R_UNIT.previous" "$R_UNIT"; sysctl daemon-reload || true; fi
+  if [ -n "$BACKUP" ]; then
+    no_links "$BACKUP" "$BACKUP-wal" "$BACKUP-shm"
+    for ext in "" -wal -shm; do
+      rm -f "$R_DATA/switchyard.db$ext"
+      if [ -f "$BACKUP$ext" ]; then cp -p "$BACKUP$ext" "$R_DATA/switchyard.db$ext"; fi
+    done
+  fi
+  SWAPPED=0
+  sysctl reset-failed "$SERVICE" 2>/dev/null || true
+  sysctl restart "$SERVICE" && wait_healthy
+}
+
+on_interrupt() {
+  trap - INT TERM
+  rm -f "$STAGED"
+  if [ "${SWAPPED:-0}" -eq 1 ]; then
+    warn "interrupted during the upgrade: putting the previous version back"
+    roll_back || warn "the previous version does not answer /healthz either; see journalctl -u $SERVICE"
+  fi
+  exit 130
+}
+
 install_or_upgrade() {
   detect_arch
   NAME="switchyard-linux-$ARCH"
+  MODE=$(service_mode)
+  SWAPPED=0 BACKUP=""
   mkdir -p "$(dirname "$R_BIN")"
   rm -f "$R_BIN.previous"
   need_space "$(dirname "$R_BIN")" 200000 "the binary"
   need_space "$R_DATA" 100000 "the data folder (DuckDB's library is unpacked there)"
   create_user
+  no_links "$R_DATA"
   mkdir -p "$R_DATA"
   chown "$(user_ids)" "$R_DATA"
   chmod 0750 "$R_DATA"
   STAGED="$R_BIN.new.$$"
-  trap 'rm -f "$STAGED"' EXIT INT TERM
+  trap 'rm -f "$STAGED"' EXIT
+  trap on_interrupt INT TERM
 
   if [ -n "$BINARY" ]; then
     [ -f "$BINARY" ] || die "--binary $BINARY: no such file"
@@ -313,26 +395,32 @@ install_or_upgrade() {
     rm -f "$sums_tmp"
   fi
   chmod 0755 "$STAGED"
-  NEW_VERSION=$(binary_version "$STAGED") || true
-  [ -n "$NEW_VERSION" ] || die "the new binary does not run on this machine ($(uname -m)): \"switchyard version\" failed; the installed one was not changed"
+  if [ -n "$ROOT" ] && [ -n "$ARCH" ] && [ "$MODE" = image ]; then
+    # An image for another machine: the binary may not run here, so it is not tried.
+    NEW_VERSION="switchyard ($NAME)"
+  else
+    NEW_VERSION=$(binary_version "$STAGED") || true
+    [ -n "$NEW_VERSION" ] || die "the new binary does not run on this machine ($(uname -m)): \"switchyard version\" failed; the installed one was not changed"
+    if XDG_CACHE_HOME="$R_DATA/cache" "$STAGED" version 2>/dev/null | grep -q "not available"; then
+      warn "the new binary cannot load its DuckDB library here ($(XDG_CACHE_HOME="$R_DATA/cache" "$STAGED" version 2>&1 | sed -n 's/^duckdb: //p' | head -n 1)); the hub will run, but queries and compaction will not (is $DATA_DIR on a noexec mount?)"
+    fi
+  fi
   if [ -d "$R_DATA/cache" ]; then chown -R "$(user_ids)" "$R_DATA/cache"; fi
 
   UPGRADE=0
   [ -f "$R_BIN" ] && UPGRADE=1
-  [ -n "$PORT" ] || PORT=$(installed_port)
+  [ -n "$PORT" ] || PORT=$(sed -n 's/^Environment=SWITCHYARD_PORT=\([0-9]*\)$/\1/p' "$R_UNIT" 2>/dev/null | head -n 1)
   [ -n "$PORT" ] || PORT=8888
-
-  SYSTEMD=0
-  if use_systemd; then SYSTEMD=1; fi
 
   if [ "$UPGRADE" -eq 1 ]; then
     OLD_VERSION=$(binary_version "$R_BIN") || true
     say "upgrading ${OLD_VERSION:-the installed switchyard} to $NEW_VERSION"
-    if [ "$SYSTEMD" -eq 1 ]; then systemctl stop "$SERVICE" || true; fi
-    BACKUP=""
+    if [ "$MODE" = live ]; then sysctl stop "$SERVICE" || true; fi
+    no_links "$R_DATA/switchyard.db" "$R_DATA/switchyard.db-wal" "$R_DATA/switchyard.db-shm" "$R_DATA/backups"
     if [ -f "$R_DATA/switchyard.db" ]; then
       BACKUP="$R_DATA/backups/switchyard.db.$(date -u +%Y%m%dT%H%M%SZ)"
       mkdir -p "$R_DATA/backups"
+      chmod 0700 "$R_DATA/backups"
       for ext in "" -wal -shm; do
         if [ -f "$R_DATA/switchyard.db$ext" ]; then cp -p "$R_DATA/switchyard.db$ext" "$BACKUP$ext"; fi
       done
@@ -341,56 +429,63 @@ install_or_upgrade() {
     fi
     # A hard link keeps the old binary as .previous without a second copy on disk.
     ln -f "$R_BIN" "$R_BIN.previous" 2>/dev/null || cp -p "$R_BIN" "$R_BIN.previous"
+    if [ -f "$R_UNIT" ]; then cp -p "$R_UNIT" "$R_UNIT.previous"; fi
   else
     say "installing $NEW_VERSION"
   fi
   mv "$STAGED" "$R_BIN"
+  SWAPPED=$UPGRADE
   say "installed $BIN_PATH"
 
-  if [ "$SYSTEMD" -eq 0 ]; then
+  if [ "$MODE" = none ]; then
+    rm -f "$R_BIN.previous" "$R_UNIT.previous"
     say ""
     say "No systemd here (or --no-systemd): no service was set up. Run it by hand:"
-    say "  sudo -u $SVC_USER env XDG_CACHE_HOME=$DATA_DIR/cache $BIN_PATH serve --data-dir $DATA_DIR --port $PORT"
+    say "  sudo -u $SVC_USER $BIN_PATH serve --data-dir $DATA_DIR --port $PORT"
     say "The admin page will be at http://$(host_ip):$PORT/admin; the first admin password is written to $DATA_DIR/initial-admin-password."
     exit 0
   fi
 
   write_unit "$PORT"
-  systemctl daemon-reload
+  if [ "$MODE" = image ]; then
+    enable_in_image
+    rm -f "$R_UNIT.previous"
+    say "installed into $ROOT and enabled: the service starts when that system boots (port $PORT)"
+    say "  first admin password: in $DATA_DIR/initial-admin-password there, after its first start"
+    exit 0
+  fi
+  sysctl daemon-reload
+  sysctl enable "$SERVICE"
   if [ "$NO_START" -eq 1 ]; then
-    systemctl enable "$SERVICE"
+    rm -f "$R_UNIT.previous"
     say "enabled the $SERVICE service (not started: --no-start); start it with: systemctl start $SERVICE"
     exit 0
   fi
-  systemctl enable "$SERVICE"
-  systemctl restart "$SERVICE"
-  say "started the $SERVICE service; waiting for http://127.0.0.1:$PORT/healthz"
+  sysctl restart "$SERVICE"
+  say "started the $SERVICE service; waiting for it to answer /healthz"
 
-  if ! wait_healthy "$PORT"; then
+  if ! wait_healthy; then
     if [ "$UPGRADE" -eq 1 ]; then
       warn "the new binary did not answer /healthz within $HEALTH_TIMEOUT s; rolling back to ${OLD_VERSION:-the previous binary}"
-      systemctl stop "$SERVICE" || true
-      mv "$R_BIN.previous" "$R_BIN"
-      if [ -n "$BACKUP" ]; then
-        for ext in "" -wal -shm; do
-          rm -f "$R_DATA/switchyard.db$ext"
-          if [ -f "$BACKUP$ext" ]; then cp -p "$BACKUP$ext" "$R_DATA/switchyard.db$ext"; fi
-        done
-      fi
-      systemctl restart "$SERVICE"
-      if wait_healthy "$PORT"; then
+      if roll_back; then
         die "upgrade to $NEW_VERSION failed its health check; rolled back to ${OLD_VERSION:-the previous binary}, which is running (see journalctl -u $SERVICE)"
       fi
       die "upgrade to $NEW_VERSION failed and the previous binary does not answer /healthz either; see journalctl -u $SERVICE"
     fi
     die "the service did not answer /healthz within $HEALTH_TIMEOUT s; see journalctl -u $SERVICE"
   fi
+  SWAPPED=0
+  rm -f "$R_UNIT.previous"
 
   if [ "$UPGRADE" -eq 1 ]; then prune_native_cache; fi
   say ""
   say "Switchyard is running: $NEW_VERSION"
   say "  admin:  http://$(host_ip):$PORT/admin"
-  say "  first admin password: sudo cat $DATA_DIR/initial-admin-password (or journalctl -u $SERVICE -g 'admin password')"
+  if [ -f "$R_DATA/initial-admin-password" ]; then
+    say "  first admin password: sudo cat $DATA_DIR/initial-admin-password (or journalctl -u $SERVICE -g 'admin password')"
+  else
+    say "  admin password: as set (a new one: sudo -u $SVC_USER $BIN_PATH admin password --data-dir $DATA_DIR)"
+  fi
   say "  logs:   journalctl -u $SERVICE -f"
 }
 

@@ -2,6 +2,17 @@ import { join } from "node:path";
 import { embedded } from "./embedded.ts";
 import { ensureNativeFiles, nativeCacheBase, type NativeDir } from "./unpack.ts";
 
+/**
+ * Makes the data dir's `cache/switchyard` the place DuckDB's library is unpacked,
+ * unless SWITCHYARD_NATIVE_DIR or XDG_CACHE_HOME says otherwise: the data dir is
+ * the one folder Switchyard may always write (an installed service may write
+ * nothing else). Set in the environment, so workers see it too.
+ */
+export function unpackNativeUnder(dataDir: string, env: Record<string, string | undefined> = process.env): void {
+  if (env.SWITCHYARD_NATIVE_DIR || env.XDG_CACHE_HOME) return;
+  env.SWITCHYARD_NATIVE_DIR = join(dataDir, "cache", "switchyard");
+}
+
 /** True in the compiled binary, which carries DuckDB's native library inside. */
 export function hasEmbeddedNative(): boolean {
   return embedded !== null;

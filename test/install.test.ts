@@ -52,9 +52,12 @@ async function freeTcpPort(): Promise<number> {
 }
 
 /** Runs `sh install.sh ARGS` with no terminal on stdin, the stub systemctl first on PATH. */
-function install(args: string[], opts: { root?: string; path?: string[] } = {}) {
+function install(args: string[], opts: { root?: string; path?: string[]; env?: Record<string, string> } = {}) {
   const PATH = [...(opts.path ?? []), STUBS, process.env.PATH].join(":");
-  const r = Bun.spawnSync(["sh", INSTALL, ...args], { env: { PATH, HOME: process.env.HOME ?? "/root", STUB_ROOT: opts.root ?? "/nonexistent" }, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  // SYSTEMCTL: the stub manages the throwaway root's service (without it, --root only writes an image).
+  // A proxy in the environment must not catch the health check on 127.0.0.1.
+  const env = { PATH, HOME: process.env.HOME ?? "/root", STUB_ROOT: opts.root ?? "/nonexistent", SYSTEMCTL: join(STUBS, "systemctl"), http_proxy: "http://127.0.0.1:9", HTTP_PROXY: "http://127.0.0.1:9", ...opts.env };
+  const r = Bun.spawnSync(["sh", INSTALL, ...args], { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
 }
 
@@ -95,6 +98,8 @@ describe("install.sh, checks before it changes anything", () => {
     expect(install(["--port", "http"]).err).toContain('--port "http" is not valid');
     expect(install(["--purge"]).err).toContain("--purge only goes with --uninstall");
     expect(install(["--binary"]).err).toContain("--binary needs a value");
+    expect(install(["--health-timeout", "0"]).err).toContain('--health-timeout "0" is not valid; allowed: whole seconds, at least 1');
+    expect(install(["--arch", "mips"]).err).toContain('--arch "mips" is not valid; allowed: x64, arm64');
     const help = install(["--help"]);
     expect(help.code).toBe(0);
     expect(help.out).toContain("--uninstall");
@@ -123,6 +128,14 @@ describe("install.sh, checks before it changes anything", () => {
     const r = Bun.spawnSync(["/bin/sh", INSTALL, "--root", newRoot()], { env: { PATH: pathWithout(["curl", "wget"]) }, stdin: "ignore" });
     expect(r.exitCode).toBe(1);
     expect(r.stderr.toString()).toContain("need curl or wget to download");
+  });
+
+  it("says why when the system user cannot be created", () => {
+    const stubs = stubDir({ useradd: 'echo "useradd: cannot lock /etc/passwd; try again later." >&2; exit 1' });
+    const r = install(["--root", newRoot(), "--binary", "/nonexistent"], { path: [stubs] });
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("could not create the system user switchyard in");
+    expect(r.err).toContain("cannot lock /etc/passwd");
   });
 
   it("says when there is not enough space", () => {
@@ -225,12 +238,15 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     writeFileSync(join(d, "SHA256SUMS"), `${sha(broken)}  switchyard-${NATIVE}\n`);
     writeFileSync(join(root, "systemctl.log"), "");
 
-    const r = install(["--root", root, "--binary", broken, "--health-timeout", "3"], { root });
+    const r = install(["--root", root, "--binary", broken, "--health-timeout", "3", "--port", String(port + 1)], { root });
     expect(r.code).toBe(1);
     expect(r.err).toContain("the new binary did not answer /healthz within 3 s; rolling back");
     expect(r.err).toMatch(/upgrade to switchyard 9\.9\.9 \(broken on purpose\) failed its health check; rolled back to switchyard \S+ .*which is running/);
     expect(sha(installed)).toBe(sha(bin.path));
-    expect(calls(root)).toEqual(["stop switchyard", "daemon-reload", "enable switchyard", "restart switchyard", "stop switchyard", "restart switchyard"]);
+    expect(calls(root)).toEqual(["stop switchyard", "daemon-reload", "enable switchyard", "restart switchyard", "stop switchyard", "daemon-reload", "reset-failed switchyard", "restart switchyard"]);
+    // The unit came back too (this failed upgrade asked for another port).
+    expect(readFileSync(unit, "utf8")).toContain(`Environment=SWITCHYARD_PORT=${port}`);
+    expect(existsSync(unit + ".previous")).toBe(false);
     expect((await fetch(url("/healthz"))).status).toBe(200);
     const settings = (await (await fetch(url("/api/settings"))).json()) as { settings: { stream_linger_seconds: number } };
     expect(settings.settings.stream_linger_seconds).toBe(77);
@@ -270,12 +286,41 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(b.out).toContain("Run it by hand:");
     expect(b.out).toContain("/usr/local/bin/switchyard serve --data-dir /var/lib/switchyard --port 8888");
 
-    // No systemctl at all: the same, without being told.
+  });
+
+  it("--root alone writes an image: the unit enabled for that system's boot, the host's systemctl never called; --arch picks the other machine's binary", () => {
     const r3 = newRoot();
-    const c = Bun.spawnSync(["/bin/sh", INSTALL, "--root", r3, "--binary", bin.path], { env: { PATH: pathWithout(["systemctl"]), STUB_ROOT: r3 }, stdin: "ignore" });
-    expect(c.exitCode).toBe(0);
-    expect(c.stdout.toString()).toContain("No systemd here (or --no-systemd): no service was set up. Run it by hand:");
-    expect(existsSync(join(r3, "etc/systemd/system/switchyard.service"))).toBe(false);
+    const c = install(["--root", r3, "--binary", bin.path], { root: r3, env: { SYSTEMCTL: "" } });
+    expect(c.err).toBe("");
+    expect(c.code).toBe(0);
+    expect(calls(r3)).toEqual([]);
+    expect(c.out).toContain(`installed into ${r3} and enabled: the service starts when that system boots`);
+    expect(readFileSync(join(r3, "etc/systemd/system/switchyard.service"), "utf8")).toContain("ExecStart=/usr/local/bin/switchyard serve");
+    const { readlinkSync } = require("node:fs") as typeof import("node:fs");
+    expect(readlinkSync(join(r3, "etc/systemd/system/multi-user.target.wants/switchyard.service"))).toBe("/etc/systemd/system/switchyard.service");
+
+    const other: Platform = NATIVE === "linux-x64" ? "linux-arm64" : "linux-x64";
+    const otherBin = distBinary(other);
+    if ("missing" in otherBin) return;
+    const r4 = newRoot();
+    const d = install(["--root", r4, "--arch", other.slice(6), "--binary", otherBin.path], { root: r4, env: { SYSTEMCTL: "" } });
+    expect(d.code).toBe(0);
+    expect(sha(join(r4, "usr/local/bin/switchyard"))).toBe(sha(otherBin.path));
+  });
+
+  it("refuses to copy the settings store through a symbolic link (root must not read files for the service user)", () => {
+    const r = newRoot();
+    expect(install(["--root", r, "--binary", bin.path, "--no-start"], { root: r }).code).toBe(0);
+    const secret = join(r, "root-only");
+    writeFileSync(secret, "not for the service");
+    chmodSync(secret, 0o600);
+    const db = join(r, "var/lib/switchyard/switchyard.db");
+    rmSync(db, { force: true });
+    symlinkSync(secret, db);
+    const up = install(["--root", r, "--binary", bin.path, "--no-start"], { root: r });
+    expect(up.code).toBe(1);
+    expect(up.err).toContain("switchyard.db is a symbolic link");
+    expect(existsSync(join(r, "var/lib/switchyard/backups"))).toBe(false);
   });
 
   it("downloads from SWITCHYARD_BASE_URL and checks it against SHA256SUMS, also as `curl -fsSL …/install.sh | sh`", async () => {
@@ -321,5 +366,12 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(a.code).toBe(0);
     expect(existsSync(join(r, "opt/switchyard/bin/switchyard"))).toBe(true);
     expect(readFileSync(join(r, "etc/systemd/system/switchyard.service"), "utf8")).toContain("ExecStart=/opt/switchyard/bin/switchyard serve");
+    // Run again without --prefix: the upgrade and the uninstall find the binary where the unit runs it.
+    const again = install(["--root", r, "--binary", bin.path, "--no-start"], { root: r });
+    expect(again.out).toContain("upgrading");
+    expect(existsSync(join(r, "usr/local/bin/switchyard"))).toBe(false);
+    const gone = install(["--root", r, "--uninstall"], { root: r });
+    expect(gone.out).toContain("removed the switchyard service and /opt/switchyard/bin/switchyard");
+    expect(existsSync(join(r, "opt/switchyard/bin/switchyard"))).toBe(false);
   });
 });

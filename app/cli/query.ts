@@ -2,6 +2,7 @@ import { writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
 import { UsageError } from "../core/errors.ts";
+import { unpackNativeUnder } from "../../native/load.ts";
 import { parseCommandArgs, type Command } from "./command.ts";
 
 const FORMATS = ["table", "csv", "json", "ndjson", "parquet"] as const;
@@ -31,6 +32,7 @@ DATA_DIR/spool. The query may read the log and nothing else.
     if (!(timeout > 0 && timeout <= 3600)) throw new UsageError(`query: --timeout: ${JSON.stringify(values.timeout)} is not valid; allowed: seconds from 1 to 3600`);
     if (format === "parquet" && !values.output) throw new UsageError("query: --format parquet needs --output FILE");
     const { config } = resolveStartupConfig(values, io.env);
+    unpackNativeUnder(config.dataDir, io.env);
     // DuckDB is loaded only by the commands that query: the hub never carries it.
     const { formatResult, QueryEngine, QueryError } = await import("../analytics/engine.ts");
     const output = values.output ? resolve(values.output) : undefined;

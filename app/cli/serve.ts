@@ -2,6 +2,7 @@ import { resolveStartupConfig, startupOptionsHelp, startupParseOptions, withStor
 import { SettingsStore } from "../config/store.ts";
 import { createLogger } from "../core/logger.ts";
 import { prepareNativeAtStart } from "../../native/startup.ts";
+import { unpackNativeUnder } from "../../native/load.ts";
 import { startServer } from "../server.ts";
 import { VERSION } from "../version.ts";
 import { parseCommandArgs, type Command } from "./command.ts";
@@ -21,6 +22,7 @@ export const serve: Command = {
     const { config, sources } = withStoredPorts(resolved, store.settings);
     if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });
     logger.info("switchyard starting", { version: VERSION, pid: process.pid });
+    unpackNativeUnder(config.dataDir, io.env);
     prepareNativeAtStart(logger);
     let running;
     try {
