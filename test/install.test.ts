@@ -187,8 +187,12 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     for (const line of ["User=switchyard", "ExecStart=/usr/local/bin/switchyard serve", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/switchyard", "PrivateTmp=yes", "Restart=on-failure", "MemoryMax=384M", `Environment=SWITCHYARD_PORT=${port}`, "Environment=XDG_CACHE_HOME=/var/lib/switchyard/cache", "WantedBy=multi-user.target"]) {
       expect(text.split("\n")).toContain(line);
     }
-    // The service unpacked DuckDB into the data folder (ProtectSystem=strict leaves nothing else writable).
+    // The service itself uses DuckDB from the data folder (ProtectSystem=strict leaves nothing else writable):
+    // its own log says where it found the library.
     expect(readdirSync(join(data, "cache", "switchyard"))[0]).toMatch(/^duckdb-/);
+    const serviceLog = readFileSync(join(root, "service.log"), "utf8");
+    const where = `dir=${join(data, "cache", "switchyard")}/duckdb-`;
+    expect(serviceLog.includes(`duckdb native library reused ${where}`) || serviceLog.includes(`duckdb native library unpacked ${where}`)).toBe(true);
   }, 120_000);
 
   it("writes a unit that systemd-analyze verify accepts without a warning", () => {
