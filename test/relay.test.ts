@@ -286,7 +286,7 @@ describe("relay: Switchyard as the relay (/session/{topic})", () => {
 
   it("closes a session when its token expires", async () => {
     const relay = await server();
-    const { uri } = await (await access(relay, "spin30-log", await relayToken(relay, "spin30-log", { ttl: 2 }))).json();
+    const { uri } = await (await access(relay, "spin30-log", await relayToken(relay, "spin30-log", { ttl: 4 }))).json(); // iat is 1 s back: 2–3 s left, time for a loaded machine to connect
     const c = await connect(uri);
     expect(c.ws.readyState).toBe(WebSocket.OPEN);
     expect(await c.closed).toEqual({ code: 1008, reason: "token expired" });
