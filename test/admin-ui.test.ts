@@ -7,7 +7,7 @@ import { SETTING_FIELDS } from "../app/config/settings.ts";
 import { ALERT_KEYS, SETTING_GROUPS } from "../app/http/ui/settings-form.ts";
 import { asAdmin, firstPassword, formPost, readEvents, signIn } from "./support/admin.ts";
 import { startFakeSlack, SECRET_PART } from "./support/fake-slack.ts";
-import { startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
+import { freeTcpPort, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
 
@@ -546,9 +546,7 @@ describe("ports saved in the settings", () => {
     const { MAIN } = await import("./support/cli.ts");
     const { SettingsStore } = await import("../app/config/store.ts");
     const dir = tempDir();
-    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-    const port = probe.port;
-    probe.stop(true);
+    const port = freeTcpPort();
     const store = SettingsStore.open(dir.dir);
     store.update({ http_port: port, udp_port: 0 });
     store.close();

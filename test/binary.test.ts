@@ -5,6 +5,7 @@
  * qemu-aarch64-static.
  */
 import { afterAll, beforeAll, describe, expect, it, setDefaultTimeout } from "bun:test";
+import { firstPassword } from "./support/admin.ts";
 import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -113,7 +114,7 @@ for (const platform of PLATFORMS) {
 
       // The admin UI comes out of the binary too: pages, htmx, uPlot, the first password.
       const base = `http://127.0.0.1:${server.port}`;
-      const password = readFileSync(join(dir, "data", "initial-admin-password"), "utf8").trim();
+      const password = firstPassword(join(dir, "data"));
       const login = await fetch(`${base}/admin/login`, { method: "POST", redirect: "manual", headers: { Origin: base }, body: new URLSearchParams({ password }) });
       expect(login.status).toBe(303);
       const cookie = login.headers.get("set-cookie")!.split(";")[0]!;

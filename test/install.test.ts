@@ -10,6 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DIST, distBinary, type Platform } from "./binary-support.ts";
+import { freeTcpPort } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
 
@@ -42,13 +43,6 @@ function stubDir(stubs: Record<string, string>): string {
     chmodSync(join(d, name), 0o755);
   }
   return d;
-}
-
-async function freeTcpPort(): Promise<number> {
-  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = s.port;
-  s.stop(true);
-  return port;
 }
 
 /** Runs `sh install.sh ARGS` with no terminal on stdin, the stub systemctl first on PATH. */
@@ -170,7 +164,7 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
   const unit = join(root, "etc/systemd/system/switchyard.service");
 
   it("installs the binary, a system user, the data folder and a hardened unit, starts it and waits for /healthz", async () => {
-    port = await freeTcpPort();
+    port = freeTcpPort();
     const r = install(["--root", root, "--binary", bin.path, "--port", String(port)], { root });
     expect(r.err).toBe("");
     expect(r.code).toBe(0);

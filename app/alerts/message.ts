@@ -1,4 +1,5 @@
-import type { SlackMessage } from "./slack.ts";
+import { hostname } from "node:os";
+import { sendToSlack, type SlackMessage, type SlackResult } from "./slack.ts";
 
 /** What an alert says: a headline, lines of detail, and where to look. */
 export interface AlertText {
@@ -30,4 +31,12 @@ export function duration(ms: number): string {
   if (s < 120) return `${s} s`;
   if (s < 7200) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/** The text of a test message, unless the sender gives one. */
+export const TEST_MESSAGE = "Test message from Switchyard: Slack alerts work.";
+
+/** Sends a test message to `url` now (the CLI's `slack test`, POST /api/slack/test and the Slack page's button). */
+export async function sendTestMessage(url: string, text = TEST_MESSAGE, timeoutMs?: number): Promise<SlackResult> {
+  return sendToSlack(url, alertMessage({ headline: text, details: [], host: hostname() }), timeoutMs);
 }

@@ -1,6 +1,7 @@
 import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBConnection } from "@duckdb/node-api";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
-import { basename, join } from "node:path";
+import { join } from "node:path";
+import { segmentNumber } from "../log/compaction.ts";
 import { datePartitions } from "../log/partitions.ts";
 import { loadSegments } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
@@ -64,7 +65,7 @@ export class QueryEngine {
     // (named seg<N>_<i>.parquet) are left out of the view.
     const loaded: string[] = [];
     await loadSegments(conn, "spool_tail", segments, { skipMissing: true, loaded });
-    const numbers = loaded.map((p) => String(Number(basename(p).replace(/\.wal$/, "")))).filter((n) => /^\d+$/.test(n));
+    const numbers = loaded.map(segmentNumber).filter((n) => /^\d+$/.test(n));
     const notLoaded = numbers.length ? ` WHERE NOT regexp_matches(filename, '/seg(${numbers.join("|")})_[0-9]+\\.parquet$')` : "";
     const parquet = hasParquet(opts.logsDir)
       ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet(${q(join(opts.logsDir, "**", "*.parquet"))}, hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}, filename = true)${notLoaded} UNION ALL `

@@ -1,6 +1,5 @@
-import { hostname } from "node:os";
-import { alertMessage } from "../alerts/message.ts";
-import { redactWebhookUrl, sendToSlack, webhookUrlProblem } from "../alerts/slack.ts";
+import { sendTestMessage } from "../alerts/message.ts";
+import { redactWebhookUrl, webhookUrlProblem } from "../alerts/slack.ts";
 import { SLACK_URL_SECRET, slackWebhookUrl } from "../alerts/webhook-url.ts";
 import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
 import { SettingsStore } from "../config/store.ts";
@@ -47,10 +46,9 @@ store in --data-dir (default ./data). It is never printed in full.`,
         io.err("no Slack webhook URL is set: switchyard slack set-url URL, or SWITCHYARD_SLACK_WEBHOOK_URL\n");
         return 1;
       }
-      const text = values.text ?? "Test message from Switchyard: Slack alerts work.";
       const timeoutSeconds = values.timeout === undefined ? 10 : Number(values.timeout);
       if (!(timeoutSeconds > 0 && timeoutSeconds <= 120)) throw new UsageError(`slack: --timeout: ${JSON.stringify(values.timeout)} is not valid; allowed: seconds from 1 to 120`);
-      const result = await sendToSlack(url, alertMessage({ headline: text, details: [], host: hostname() }), timeoutSeconds * 1000);
+      const result = await sendTestMessage(url, values.text, timeoutSeconds * 1000);
       if (result.ok) {
         io.out(`${result.message}\n`);
         return 0;

@@ -126,6 +126,7 @@ function syncFile(path: string): void {
   closeSync(fd);
 }
 
-function segmentNumber(path: string): string {
+/** The number of a spool segment file (0000000000000012.wal → "12"), as compacted file names carry it (seg12_0.parquet). */
+export function segmentNumber(path: string): string {
   return String(Number(basename(path).replace(/\.wal$/, "")));
 }

@@ -105,6 +105,16 @@ export class Spool {
     return new Spool(dir, opts, report, lastSeq, lastNumber);
   }
 
+  /** Writes STATE.json for the segments sealed so far; a failure is logged and counted, never thrown. */
+  private saveState(when: string): void {
+    try {
+      Spool.writeState(this.dir, this.segmentNumber, this.lastSeq);
+    } catch (err) {
+      this.stats.writeErrors++;
+      this.opts.logger.error(`spool: could not write STATE.json ${when}`, { segment: this.segment, error: err });
+    }
+  }
+
   private static readState(dir: string, logger: Logger): { last_segment: number; last_seq: Record<string, number> } | null {
     const path = join(dir, STATE_FILE);
     if (!existsSync(path)) return null;
@@ -229,11 +239,7 @@ export class Spool {
     fdatasyncSync(this.fd);
     closeSync(this.fd);
     // The next open starts a new segment: this one counts as sealed.
-    try {
-      Spool.writeState(this.dir, this.segmentNumber, this.lastSeq);
-    } catch (err) {
-      this.opts.logger.error("spool: could not write STATE.json at close", { error: err });
-    }
+    this.saveState("at close");
     this.wake(this.waiters.splice(0));
   }
 
@@ -275,12 +281,7 @@ export class Spool {
     fdatasyncSync(this.fd);
     closeSync(this.fd);
     // Sealed: from here compaction may take it, so the state covers it first.
-    try {
-      Spool.writeState(this.dir, this.segmentNumber, this.lastSeq);
-    } catch (err) {
-      this.stats.writeErrors++;
-      this.opts.logger.error("spool: could not write STATE.json when sealing a segment", { segment: this.segment, error: err });
-    }
+    this.saveState("when sealing a segment");
     this.unsynced = false;
     this.segmentNumber++;
     this.segment = nextPath;

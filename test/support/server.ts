@@ -32,6 +32,14 @@ export async function freeUdpPort(): Promise<number> {
   return port;
 }
 
+/** A TCP port on 127.0.0.1 that was free a moment ago (listened on with port 0 and released). */
+export function freeTcpPort(): number {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
+
 /** Startup options a test may set: the main UDP port (0: off) and extra listeners. */
 export interface TestStartup {
   udpPort?: number;

@@ -1,7 +1,7 @@
 import type { Hono } from "hono";
-import { alertMessage } from "../../alerts/message.ts";
-import { redactWebhookUrl, sendToSlack, webhookUrlProblem } from "../../alerts/slack.ts";
-import { SLACK_URL_SECRET } from "../../alerts/webhook-url.ts";
+import { sendTestMessage } from "../../alerts/message.ts";
+import { webhookUrlProblem } from "../../alerts/slack.ts";
+import { SLACK_URL_SECRET, slackUrlView } from "../../alerts/webhook-url.ts";
 import { badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
@@ -15,10 +15,7 @@ export function bindAlertRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const admin = requireAdmin(deps);
   app.get("/api/alerts", admin, (c) => c.json(deps.alerts.snapshot()));
 
-  const slackView = () => {
-    const { url, source } = deps.slackUrl();
-    return { webhook_url: url ? redactWebhookUrl(url) : null, source };
-  };
+  const slackView = () => slackUrlView(deps.slackUrl());
   app.get("/api/slack", admin, (c) => c.json(slackView()));
   app.put("/api/slack", admin, async (c) => {
     const body = await readJsonObject(c.req.raw, '{"webhook_url":"https://hooks.slack.com/services/…"} (or null to remove it)');
@@ -36,10 +33,8 @@ export function bindAlertRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.post("/api/slack/test", admin, async (c) => {
     const { url } = deps.slackUrl();
     if (!url) throw badRequest("no Slack webhook URL is set; PUT /api/slack {\"webhook_url\": …} or set SWITCHYARD_SLACK_WEBHOOK_URL");
-    let text = "Test message from Switchyard: Slack alerts work.";
     const b = await readJsonObject(c.req.raw, '{"text":"…"} or nothing', {});
-    if (typeof b.text === "string" && b.text) text = b.text;
-    const result = await sendToSlack(url, alertMessage({ headline: text, details: [], host: (await import("node:os")).hostname() }));
+    const result = await sendTestMessage(url, typeof b.text === "string" && b.text ? b.text : undefined);
     return c.json(result, result.ok ? 200 : 502);
   });
 }

@@ -16,6 +16,14 @@ export function queryDirs(deps: HttpDeps): QueryEngineOptions {
   return { logsDir: join(d, "logs"), spoolDir: join(d, "spool"), tempDir: join(d, "tmp", "duckdb"), threads: s.query_threads, memoryLimit: `${s.query_memory_mb}MB` };
 }
 
+/** Most rows an HTTP query (API or admin UI) may return. */
+export const HTTP_ROW_LIMIT = 100_000;
+
+/** What every HTTP query runs with: the log's folders and the query_timeout_seconds limit. */
+export function httpQueryLimits(deps: HttpDeps): { timeoutMs: number; dirs: QueryEngineOptions } {
+  return { timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) };
+}
+
 /**
  * Binds POST /api/query (admin): `{"sql": "SELECT …", "format": "json"|"ndjson"|"csv"|"table"|"parquet"}`,
  * run read-only over the log in a worker, with a row limit (100,000) and a time limit (30 s).
@@ -28,11 +36,11 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
     if (format === "ndjson" || format === "csv") {
       // Streamed: rows go out as DuckDB produces them; a limit hit after the first rows ends the stream with an error line.
-      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) });
+      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
       if (!streamed.ok) throw new AppError(streamed.busy ? 503 : streamed.refused ? 400 : 500, `query failed: ${streamed.error}`);
       return new Response(streamed.body, { status: 200, headers: { "Content-Type": FORMATS[format] } });
     }
-    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: 100_000, timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) });
+    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
     if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);
     const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
     if (format === "parquet") headers["Content-Disposition"] = 'attachment; filename="query.parquet"';

@@ -1,7 +1,7 @@
 import type { Context, Hono } from "hono";
 import { AppError, badRequest, notFound } from "../../core/errors.ts";
 import { readBodyCapped } from "../body.ts";
-import { queryDirs } from "./query.ts";
+import { httpQueryLimits } from "./query.ts";
 import { runQueryInWorker } from "../../analytics/run-query.ts";
 import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
@@ -75,8 +75,7 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
   const reply = await runQueryInWorker({
     sql: `SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
-    params, format: "json", rowLimit: limit, timeoutMs: deps.store.settings.query_timeout_seconds * 1000,
-    dirs: queryDirs(deps),
+    params, format: "json", rowLimit: limit, ...httpQueryLimits(deps),
   });
   if (!reply.ok) throw new AppError(reply.busy ? 503 : 500, `reading the log failed: ${reply.error}`);
   const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];

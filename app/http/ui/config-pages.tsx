@@ -1,8 +1,7 @@
 import type { Hono } from "hono";
-import { hostname } from "node:os";
-import { alertMessage } from "../../alerts/message.ts";
-import { redactWebhookUrl, sendToSlack, webhookUrlProblem } from "../../alerts/slack.ts";
-import { SLACK_URL_SECRET } from "../../alerts/webhook-url.ts";
+import { sendTestMessage } from "../../alerts/message.ts";
+import { webhookUrlProblem } from "../../alerts/slack.ts";
+import { SLACK_URL_SECRET, slackUrlView } from "../../alerts/webhook-url.ts";
 import { SettingsGroupForm, SettingsPage } from "../../../views/settings.tsx";
 import { SlackPage, SlackTestResult, SlackUrlForm, type SlackUrlView } from "../../../views/slack.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
@@ -21,10 +20,7 @@ export function bindConfigPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     return c.html(<SettingsGroupForm id={group.id} title={group.title} action="/admin/settings" inputs={settingInputs(group.keys)} values={saved.values} errors={saved.errors} notice={saved.notice} />, saved.errors ? 422 : 200);
   });
 
-  const slackView = (): SlackUrlView => {
-    const { url, source } = deps.slackUrl();
-    return { webhook_url: url ? redactWebhookUrl(url) : null, source };
-  };
+  const slackView = (): SlackUrlView => slackUrlView(deps.slackUrl());
   const rules = settingInputs(ALERT_KEYS);
   app.get("/admin/slack", (c) => c.html(<SlackPage view={slackView()} rules={rules} values={settingValues(deps.store.settings)} />));
   app.post("/admin/slack/url", async (c) => {
@@ -44,7 +40,7 @@ export function bindConfigPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.post("/admin/slack/test", async (c) => {
     const { url } = deps.slackUrl();
     if (!url) return c.html(<SlackTestResult ok={false} text="no webhook URL is set: save one first" />, 422);
-    const r = await sendToSlack(url, alertMessage({ headline: "Test message from Switchyard: Slack alerts work.", details: [], host: hostname() }));
+    const r = await sendTestMessage(url);
     return c.html(<SlackTestResult ok={r.ok} text={r.ok ? `Slack answered: ${r.message}` : `Slack did not take it (${r.reason}${r.status ? ` ${r.status}` : ""}): ${r.message}`} />);
   });
   app.post("/admin/slack/rules", async (c) => {

@@ -2,12 +2,11 @@ import type { Hono } from "hono";
 import { runQueryInWorker } from "../../analytics/run-query.ts";
 import { QueryPage, QueryResult, EXAMPLES } from "../../../views/query.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-import { queryDirs } from "../routes/query.ts";
+import { HTTP_ROW_LIMIT, httpQueryLimits } from "../routes/query.ts";
 import { chartOf } from "./chart.ts";
 import { formFields } from "./support.ts";
 
-/** Rows a query may return in the UI (as the API), and rows shown in the table. */
-const ROW_LIMIT = 100_000;
+/** Rows shown in the table (a query may return HTTP_ROW_LIMIT, as in the API). */
 const SHOWN = 1000;
 
 /** Binds /admin/query: the SQL console (table, chart), and CSV/Parquet downloads. */
@@ -18,7 +17,7 @@ export function bindQueryPage(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const { sql = "" } = await formFields(c);
     if (sql.trim() === "") return c.html(<QueryResult sql={sql} error="write a query first: one SELECT over the view messages" />, 422);
     const started = performance.now();
-    const reply = await runQueryInWorker({ sql, format: "grid", rowLimit: ROW_LIMIT, timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) });
+    const reply = await runQueryInWorker({ sql, format: "grid", rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
     if (!reply.ok) return c.html(<QueryResult sql={sql} error={`query failed: ${reply.error}`} />, reply.busy ? 503 : 422);
     const grid = JSON.parse(reply.body as string) as { columns: string[]; types: string[]; rows: unknown[][] };
     const table = { columns: grid.columns, rows: grid.rows.slice(0, SHOWN), total: grid.rows.length, truncated: grid.rows.length > SHOWN, ms: Math.round(performance.now() - started) };
@@ -29,7 +28,7 @@ export function bindQueryPage(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const { sql = "", format = "csv" } = await formFields(c);
     if (format !== "csv" && format !== "parquet") return c.text(`format: ${JSON.stringify(format)} is not valid; allowed: csv, parquet`, 400);
     if (sql.trim() === "") return c.text("sql: write a query first: one SELECT over the view messages", 400);
-    const reply = await runQueryInWorker({ sql, format, rowLimit: ROW_LIMIT, timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) });
+    const reply = await runQueryInWorker({ sql, format, rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
     if (!reply.ok) return c.text(`query failed: ${reply.error}`, reply.busy ? 503 : 400);
     const type = format === "csv" ? "text/csv; charset=utf-8" : "application/vnd.apache.parquet";
     return c.body(reply.body as string, 200, { "Content-Type": type, "Content-Disposition": `attachment; filename="query.${format}"` });
