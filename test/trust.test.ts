@@ -3,7 +3,7 @@ import { forwardedClient } from "../app/auth/access.ts";
 import { SignInLimiter } from "../app/auth/sign-in-limit.ts";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { addressMatcher } from "../app/core/cidr.ts";
-import { firstPassword } from "./support/admin.ts";
+import { asAdmin, firstPassword, signIn } from "./support/admin.ts";
 import { haveNginx, startNginx, startPlainBunProxy, type Proxy } from "./support/proxy.ts";
 import { startTestServer, type TestServer } from "./support/server.ts";
 
@@ -170,5 +170,20 @@ describe("sign-in limits", () => {
     // Garbage stops the walk at the proxy itself.
     expect(forwardedClient(req({ "X-Forwarded-For": "203.0.113.5, not-an-ip" }), "127.0.0.1", trusted)).toBe("127.0.0.1");
     expect(forwardedClient(req({}), "127.0.0.1", trusted)).toBe("127.0.0.1");
+  });
+});
+
+describe("admin power needs an admin token, never a device token", () => {
+  it("the Tokens page offers no 'admin' scope for device ranges and refuses one posted anyway", async () => {
+    const srv = await server();
+    const admin = asAdmin(srv, await signIn(srv));
+    const page = await (await admin.get("/admin/tokens")).text();
+    expect(page).toContain('name="scopes" value="read"');
+    expect(page).not.toContain('value="admin"');
+    const r = await admin.post("/admin/tokens", { prefix: "spin", from: "1", to: "2", kind: "log", access_url: "https://relay.example.org", scopes: ["read", "admin"], ttl: "1d" });
+    expect(r.status).toBe(422);
+    const html = await r.text();
+    expect(html).toContain("allowed: one or more of read, write");
+    expect(html).not.toContain("eyJ");
   });
 });
