@@ -3,9 +3,14 @@ import { forwardedClient } from "../app/auth/access.ts";
 import { SignInLimiter } from "../app/auth/sign-in-limit.ts";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { addressMatcher } from "../app/core/cidr.ts";
+import { Database } from "bun:sqlite";
+import { join } from "node:path";
+import { migrate } from "../app/config/migrate.ts";
+import { MIGRATIONS } from "../app/config/migrations/index.ts";
+import { SettingsStore } from "../app/config/store.ts";
 import { asAdmin, firstPassword, signIn } from "./support/admin.ts";
 import { haveNginx, startNginx, startPlainBunProxy, type Proxy } from "./support/proxy.ts";
-import { startTestServer, type TestServer } from "./support/server.ts";
+import { startTestServer, tempDir, type TestServer } from "./support/server.ts";
 
 // Real servers, proxies and subprocesses: more than Bun's 5 s default on a busy machine.
 setDefaultTimeout(60_000);
@@ -186,4 +191,25 @@ describe("admin power needs an admin token, never a device token", () => {
     expect(html).toContain("allowed: one or more of read, write");
     expect(html).not.toContain("eyJ");
   });
+});
+
+describe("upgrading a box that had api_loopback_admin", () => {
+  for (const [old, now] of [["false", false], ["true", true]] as const) {
+    it(`api_loopback_admin ${old} becomes practable_loopback_api ${now}, and the old key is gone`, () => {
+      const tmp = tempDir();
+      try {
+        const db = new Database(join(tmp.dir, "switchyard.db"), { create: true });
+        migrate(db, MIGRATIONS.filter((m) => m.id < "20261201"));
+        db.run("INSERT INTO settings (key, value) VALUES ('api_loopback_admin', ?)", [old]);
+        db.close();
+        const store = SettingsStore.open(tmp.dir);
+        expect(store.appliedMigrations).toEqual(["20261201_120000_practable_loopback"]);
+        expect(store.settings.practable_loopback_api).toBe(now);
+        expect(store.db.query("SELECT key FROM settings WHERE key = 'api_loopback_admin'").all()).toEqual([]);
+        store.close();
+      } finally {
+        tmp.remove();
+      }
+    });
+  }
 });
