@@ -70,7 +70,7 @@ const OPTIONS = [
   } satisfies OptionSpec<"udpPort">,
   {
     key: "udpHost", flag: "udp-host", env: "SWITCHYARD_UDP_HOST", default: "",
-    help: "address the UDP ports listen on (default: the --host address)", parse: address,
+    help: "address the UDP ports listen on", parse: address,
   } satisfies OptionSpec<"udpHost">,
   {
     key: "udp", flag: "udp", env: "SWITCHYARD_UDP", default: [] as UdpListenerSpec[], multiple: true,
