@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { forwardedClient } from "../app/auth/access.ts";
+import { forwardedClient, forwardedScheme } from "../app/auth/access.ts";
 import { SignInLimiter } from "../app/auth/sign-in-limit.ts";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { addressMatcher } from "../app/core/cidr.ts";
@@ -175,6 +175,11 @@ describe("sign-in limits", () => {
     // Garbage stops the walk at the proxy itself.
     expect(forwardedClient(req({ "X-Forwarded-For": "203.0.113.5, not-an-ip" }), "127.0.0.1", trusted)).toBe("127.0.0.1");
     expect(forwardedClient(req({}), "127.0.0.1", trusted)).toBe("127.0.0.1");
+    // The scheme too: only a trusted proxy may say the client used https.
+    expect(forwardedScheme(req({ "X-Forwarded-Proto": "https" }), "127.0.0.1", trusted)).toBe("https");
+    expect(forwardedScheme(req({ Forwarded: "for=1.2.3.4;proto=https" }), "10.0.0.1", trusted)).toBe("https");
+    expect(forwardedScheme(req({ "X-Forwarded-Proto": "https" }), "192.0.2.9", trusted)).toBe("http");
+    expect(forwardedScheme(req({ "X-Forwarded-Proto": "gopher" }), "127.0.0.1", trusted)).toBe("http");
   });
 });
 

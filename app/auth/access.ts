@@ -105,6 +105,20 @@ export function forwardedClient(req: Request, peer: string, trusted: (address: s
   return real || peer;
 }
 
+/**
+ * The scheme the client used ("https" or "http"): the request's own, unless the
+ * peer is a trusted proxy that says otherwise (X-Forwarded-Proto, or Forwarded
+ * proto=). From anyone else the headers are ignored.
+ */
+export function forwardedScheme(req: Request, peer: string, trusted: (address: string) => boolean): "http" | "https" {
+  const own = new URL(req.url).protocol === "https:" ? "https" : "http";
+  if (!peer || !trusted(peer)) return own;
+  const xfp = req.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase();
+  const fwd = /(?:^|[;,\s])proto=("?)(https?)\1/i.exec(req.headers.get("forwarded") ?? "")?.[2]?.toLowerCase();
+  const said = xfp ?? fwd;
+  return said === "https" || said === "http" ? said : own;
+}
+
 /** Everything the access decision needs, passed in by the caller. */
 export interface AccessRequest {
   policy: AccessPolicy;

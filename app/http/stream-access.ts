@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { AccessDenied, authorizeStream, clientAddress, forwardedClient, isLoopback, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { AccessDenied, authorizeStream, clientAddress, forwardedClient, forwardedScheme, isLoopback, tokenFromRequest, type Grant } from "../auth/access.ts";
 import { addressMatcher } from "../core/cidr.ts";
 import { topicCovers, TokenError, verifyStreamToken } from "../auth/stream-token.ts";
 import { AppError } from "../core/errors.ts";
@@ -28,6 +28,11 @@ export function trustedProxies(deps: HttpDeps): (address: string) => boolean {
 /** Who sent the request, for limits and logs: the peer, or the client a trusted proxy names (see forwardedClient). */
 export function clientIdentity(c: Context<HttpEnv>, deps: HttpDeps): string {
   return forwardedClient(c.req.raw, remoteAddress(c), trustedProxies(deps));
+}
+
+/** The scheme the client used: the request's own, or what a trusted proxy says (see forwardedScheme). */
+export function clientScheme(c: Context<HttpEnv>, deps: HttpDeps): "http" | "https" {
+  return forwardedScheme(c.req.raw, remoteAddress(c), trustedProxies(deps));
 }
 
 /** Checks that the request may use `stream`, by the access policy and any token; throws a 401/403 AppError if not. */
