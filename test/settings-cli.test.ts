@@ -90,6 +90,11 @@ describe("switchyard settings", () => {
     const free = await connect(`ws://127.0.0.1:${again.port}/ws/spin30`);
     expect(free.ws.readyState).toBe(WebSocket.OPEN);
     free.close();
+    // kill -9 leaves the server file behind: a stale one is recognised and the change stored.
+    again.p.kill(9);
+    await again.p.exited;
+    expect(existsSync(join(dir, "server.json"))).toBe(true);
+    expect((await cli(["settings", "set", "max_connections", "9", "--data-dir", dir])).stdout).toBe("max_connections = 9 (stored; the server is not running, so it applies when it next starts)\n");
   });
 });
 

@@ -1,6 +1,6 @@
 import { adminTokenSecret, signAdminToken } from "../auth/admin-token.ts";
 import { DEFAULT_SETTINGS, SETTING_FIELDS, type Settings } from "../config/settings.ts";
-import { readServerFile } from "../config/server-file.ts";
+import { runningServer } from "../config/server-file.ts";
 import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
 import { AppError, UsageError } from "../core/errors.ts";
 import { CommandFailed, parseCommandArgs, type Command, type CommandIO } from "./command.ts";
@@ -87,7 +87,7 @@ Options:
     const patch = { [key]: parseSettingValue(key, rest[1]!) };
     const store = openOwnStore(config.dataDir, "settings set");
     try {
-      const running = readServerFile(config.dataDir);
+      const running = runningServer(config.dataDir);
       if (running && (await applyLive(running.url, await signAdminToken(adminTokenSecret(store), 60), patch, key, io))) return 0;
       let after: Settings;
       try {

@@ -37,6 +37,19 @@ export function readServerFile(dataDir: string): ServerFile | null {
   }
 }
 
+/** The server file of a data dir when its process still runs (a kill -9 leaves a stale one), or null. */
+export function runningServer(dataDir: string): ServerFile | null {
+  const f = readServerFile(dataDir);
+  if (!f) return null;
+  try {
+    process.kill(f.pid, 0);
+  } catch (err) {
+    // EPERM: it runs, as another user. ESRCH: it is gone.
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") return null;
+  }
+  return f;
+}
+
 /** Removes the server file at stop, when it is still this process's. */
 export function removeServerFile(dataDir: string, pid: number): void {
   if (readServerFile(dataDir)?.pid === pid) rmSync(join(dataDir, SERVER_FILE), { force: true });
