@@ -167,7 +167,7 @@ for (const platform of PLATFORMS) {
       server = await startBinaryServer(cmd, { cwd: dir, env: bad, args: ["--data-dir", join(dir, "data-2"), "--udp-port", "0"], timeoutMs: 15_000 * slow });
       expect(server.log()).toContain("WARN  DuckDB is not available: queries, history from the log and compaction will fail");
       expect((await fetch(`http://127.0.0.1:${server.port}/healthz`)).status).toBe(200);
-      await expect(query(server.port, "SELECT 1", join(dir, "data"))).rejects.toThrow(/DuckDB is not available: cannot create/);
+      await expect(query(server.port, "SELECT 1", join(dir, "data-2"))).rejects.toThrow(/DuckDB is not available: cannot create/);
       expect(await server.stop()).toBe(0);
       server = null;
     }, 60_000 * slow);
