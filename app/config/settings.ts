@@ -126,7 +126,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
     check: (v) => (typeof v === "boolean" ? null : "allowed: true or false"),
   },
   trusted_proxies: {
-    description: "addresses of the reverse proxies in front of this box (IPs or CIDR ranges); only from these peers are X-Forwarded-For, X-Real-IP and Forwarded believed (sign-in limits, logs), and a request they forward is never local",
+    description: "addresses of the reverse proxies in front of this box (IPs or CIDR ranges); only from these peers are X-Forwarded-For, X-Real-IP and Forwarded believed (sign-in limits, logs). A request with a forwarding header is never local, from these peers or any other; make your proxy send one",
     check: addressListProblem,
   },
   http_port: {
