@@ -2,15 +2,16 @@
 import { UsageError } from "./core/errors.ts";
 import { admin } from "./cli/admin.ts";
 import { checkConfig } from "./cli/check-config.ts";
-import type { Command, CommandIO } from "./cli/command.ts";
+import { CommandFailed, type Command, type CommandIO } from "./cli/command.ts";
 import { query } from "./cli/query.ts";
 import { send } from "./cli/send.ts";
 import { serve } from "./cli/serve.ts";
+import { settings } from "./cli/settings.ts";
 import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
 
-const COMMANDS: Command[] = [serve, send, query, token, admin, slack, version, checkConfig];
+const COMMANDS: Command[] = [serve, send, query, token, admin, settings, slack, version, checkConfig];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -42,6 +43,10 @@ export async function main(argv: string[], io: CommandIO): Promise<number> {
   try {
     return await command.run(rest, io);
   } catch (err) {
+    if (err instanceof CommandFailed) {
+      io.err(`switchyard ${err.message}\n`);
+      return 1;
+    }
     if (err instanceof UsageError) {
       io.err(`switchyard ${err.message}\nRun 'switchyard ${command.name} --help' for usage.\n`);
       return 2;

@@ -26,10 +26,12 @@ import { livePatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
 import { ensureAdminAccount } from "./auth/admin-account.ts";
 import { AdminSessions } from "./auth/admin-session.ts";
+import { adminTokenSecret } from "./auth/admin-token.ts";
 import { SignInLimiter } from "./auth/sign-in-limit.ts";
 import { RateHistory } from "./hub/rate-history.ts";
 import { StreamTaps } from "./hub/taps.ts";
 import { logUsageReader } from "./log/usage.ts";
+import { localUrl, removeServerFile, writeServerFile } from "./config/server-file.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -120,7 +122,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onOutcome: (o) => alerts.compaction(o),
   });
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
+  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
     adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir) });
   const wsDeps = { hub, settings, secret, logger };
 
@@ -179,6 +181,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }, 1000);
   alerts.started();
   const port = server.port!;
+  // Where the CLI (switchyard settings set) finds this server to apply changes live.
+  writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port) });
   logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 
   let stopping: Promise<void> | null = null;
@@ -201,6 +205,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await server.stop(true);
       await destinations.stop();
       spool.close();
+      removeServerFile(config.dataDir, process.pid);
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 

@@ -74,7 +74,7 @@ async function queryLatency(sy: SwitchyardProcess, runs: number, rows: number) {
     let rows = "";
     for (let i = 0; i < runs; i++) {
       const t0 = performance.now();
-      const r = await fetch(`${sy.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }) });
+      const r = await fetch(`${sy.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }), headers: sy.adminHeaders });
       if (!r.ok) throw new Error(`${name}: ${await r.text()}`);
       await r.arrayBuffer();
       times.push(performance.now() - t0);
@@ -94,7 +94,7 @@ export async function run(args: string[]) {
   const messages = quick ? 200_000 : 1_000_000;
   const sy = await startSwitchyard({});
   const setLog = async (on: boolean) => {
-    const r = await fetch(`${sy.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ log_exclude: on ? [] : ["*"] }) });
+    const r = await fetch(`${sy.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ log_exclude: on ? [] : ["*"] }), headers: sy.adminHeaders });
     if (!r.ok) throw new Error(`could not switch the log: ${await r.text()}`);
   };
   try {

@@ -6,11 +6,13 @@
  * loss, the highest rate with zero loss in every round, and the flat-out ratio.
  *
  *   npm run bench -- udp [--quick] [--rounds N]
+ *   npm run bench -- udp --sources [--rounds N]   cost of checking senders (udp_allow_sources) against no check
  */
 import { join } from "node:path";
 import { countingSubscriber } from "./support/frame-counter.ts";
 import { rssBytes, runClient, waitForOutput } from "./support/proc.ts";
 import { startSwitchyard } from "./support/switchyard-proc.ts";
+import type { Settings } from "../app/config/settings.ts";
 
 const SENDER = join(import.meta.dir, "support", "udp-sender.ts");
 
@@ -30,12 +32,12 @@ async function freePort(): Promise<number> {
   return p;
 }
 
-async function startListenerUnderTest(): Promise<Target & { delivered(): number }> {
+async function startListenerUnderTest(settings: Partial<Settings> = {}, name = "switchyard"): Promise<Target & { delivered(): number }> {
   const udpPort = await freePort();
-  const sy = await startSwitchyard({}, udpPort);
+  const sy = await startSwitchyard(settings, udpPort);
   const subscriber = await countingSubscriber(sy.port, "/ws/bench");
   return {
-    name: "switchyard", port: udpPort, pid: sy.pid,
+    name, port: udpPort, pid: sy.pid,
     async count() {
       const r = await (await fetch(`${sy.url}/api/ingest`)).json() as { udp: { listeners: { port: number; accepted: number }[] } };
       return r.udp.listeners.find((l) => l.port === udpPort)!.accepted;
@@ -78,7 +80,37 @@ async function trial(t: Target, rate: number, count: number) {
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
+/**
+ * Flat out, the same datagrams to two Switchyards in the same run, rounds
+ * alternating: one with no sender check (access loopback-open, no list), one
+ * whose udp_allow_sources lists the sender's range. The ratio is the check's cost.
+ */
+async function sourcesRun(rounds: number) {
+  const count = 500_000;
+  const plain = await startListenerUnderTest({}, "no check");
+  const listed = await startListenerUnderTest({ udp_allow_sources: ["10.0.0.0/8", "127.0.0.0/8", "fd00::/8"] }, "udp_allow_sources");
+  try {
+    const best: Record<string, number> = {};
+    for (let r = 0; r < rounds; r++) {
+      for (const t of r % 2 === 0 ? [plain, listed] : [listed, plain]) {
+        const res = await trial(t, 0, count);
+        best[t.name] = Math.max(best[t.name] ?? 0, res.perSecond);
+      }
+    }
+    console.log(`udp sender check: flat out, ${fmt(count)} datagrams, best of ${rounds} rounds, ${navigator.hardwareConcurrency} cores`);
+    console.log(`| no check | ${fmt(best["no check"]!)}/s |\n| udp_allow_sources (3 ranges) | ${fmt(best.udp_allow_sources!)}/s |`);
+    console.log(`ratio with/without **${(best.udp_allow_sources! / best["no check"]!).toFixed(2)}**`);
+  } finally {
+    await plain.stop();
+    await listed.stop();
+  }
+}
+
 export async function run(args: string[]) {
+  if (args.includes("--sources")) {
+    const roundsArg = args.indexOf("--rounds");
+    return sourcesRun(roundsArg >= 0 ? Number(args[roundsArg + 1]) : 4);
+  }
   const quick = args.includes("--quick");
   const roundsArg = args.indexOf("--rounds");
   const rounds = roundsArg >= 0 ? Number(args[roundsArg + 1]) : quick ? 1 : 3;

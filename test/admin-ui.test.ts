@@ -73,7 +73,7 @@ describe("admin UI: sign-in, sessions, CSRF", () => {
     expect(tls.headers.get("location")).toBe("/admin");
   });
 
-  test("sign-in attempts are rate-limited per client, parallel guesses included; a proxy on the box gets a budget per client it names", async () => {
+  test("sign-in attempts are rate-limited per client, parallel guesses included; only a trusted proxy gets a budget per client it names", async () => {
     const t = await startTestServer();
     try {
       const login = (password: string, headers: Record<string, string> = {}) =>
@@ -91,8 +91,11 @@ describe("admin UI: sign-in, sessions, CSRF", () => {
       expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
       expect(await limited.text()).toMatch(/too many failed sign-ins|other sign-ins are being checked/);
       expect(limited.headers.get("set-cookie")).toBeNull();
-      // Behind a proxy on the box, each client the proxy names (last X-Forwarded-For entry) has a budget of its own;
+      // Rotating X-Forwarded-For from a peer that is not a trusted proxy buys no guesses: the header is not believed.
+      for (let i = 0; i < 5; i++) expect((await login("wrong-password", { "X-Forwarded-For": `198.51.100.${i}`, "X-Real-IP": `198.51.100.${i}` })).status).toBe(429);
+      // Behind a trusted proxy, each client the proxy names (last X-Forwarded-For entry) has a budget of its own;
       // what a client puts earlier in the header changes nothing.
+      t.store.update({ trusted_proxies: ["127.0.0.1", "::1"] });
       for (let i = 0; i < 5; i++) expect((await login("wrong-password", { "X-Forwarded-For": `10.9.9.${i}, 203.0.113.9` })).status).toBe(401);
       expect((await login(firstPassword(t.dataDir), { "X-Forwarded-For": "10.9.9.99, 203.0.113.9" })).status).toBe(429);
       expect((await login(firstPassword(t.dataDir), { "X-Forwarded-For": "203.0.113.10" })).status).toBe(303);
@@ -418,9 +421,9 @@ describe("admin UI: pages and fragments", () => {
     const list = await admin.post("/admin/settings", { group: "log", log_exclude: '["debug*"]' });
     expect(list.status).toBe(200);
     expect(s.store.settings.log_exclude).toEqual(["debug*"]);
-    const bool = await admin.post("/admin/settings", { group: "access", api_loopback_admin: ["false"], access: "token", public_url: "" });
+    const bool = await admin.post("/admin/settings", { group: "access", practable_loopback_api: ["false"], access: "token", public_url: "" });
     expect(bool.status).toBe(200);
-    expect(s.store.settings.api_loopback_admin).toBe(false);
+    expect(s.store.settings.practable_loopback_api).toBe(false);
     expect((await admin.post("/admin/settings", { group: "nope" })).status).toBe(400);
 
     // Ports: saved for the next start (a flag or variable still wins), empty for the default.

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { createHash } from "node:crypto";
 import { bareEnv, DIST, distBinary, PLATFORMS, type BinaryServer, startBinaryServer } from "./binary-support.ts";
-import { freeUdpPort } from "./support/server.ts";
+import { adminHeadersFor, freeUdpPort } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
 
@@ -41,8 +41,8 @@ async function wsClient(url: string, ms: number): Promise<{ ws: WebSocket; got: 
   return { ws, got };
 }
 
-async function query(port: number, sql: string): Promise<Record<string, unknown>[]> {
-  const r = await fetch(`http://127.0.0.1:${port}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }) });
+async function query(port: number, sql: string, dataDir: string): Promise<Record<string, unknown>[]> {
+  const r = await fetch(`http://127.0.0.1:${port}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }), headers: await adminHeadersFor(dataDir) });
   const text = await r.text();
   if (r.status !== 200) throw new Error(`POST /api/query answered ${r.status}: ${text}`);
   return JSON.parse(text) as Record<string, unknown>[];
@@ -108,7 +108,7 @@ for (const platform of PLATFORMS) {
       pub.ws.close();
       expect(sub.got).toEqual(["hello over websocket", '{"stream":"smoke","v":42}']);
 
-      const rows = await query(server.port, "SELECT stream, seq::INT AS seq, origin, data FROM messages ORDER BY seq");
+      const rows = await query(server.port, "SELECT stream, seq::INT AS seq, origin, data FROM messages ORDER BY seq", join(dir, "data"));
       expect(rows.map((r) => [r.stream, r.seq, r.data])).toEqual([["smoke", 1, "hello over websocket"], ["smoke", 2, '{"stream":"smoke","v":42}']]);
       expect(String(rows[1]!.origin)).toStartWith("udp:");
 
@@ -127,7 +127,7 @@ for (const platform of PLATFORMS) {
       }
 
       // For the second start: seal spool segments after 1 s and compact every second.
-      const patch = await fetch(`http://127.0.0.1:${server.port}/api/settings`, { method: "PATCH", body: JSON.stringify({ log_segment_seconds: 1, log_compact_seconds: 1 }) });
+      const patch = await fetch(`http://127.0.0.1:${server.port}/api/settings`, { method: "PATCH", body: JSON.stringify({ log_segment_seconds: 1, log_compact_seconds: 1 }), headers: await adminHeadersFor(join(dir, "data")) });
       expect(patch.status).toBe(200);
       expect(await server.stop()).toBe(0);
       server = null;
@@ -145,7 +145,7 @@ for (const platform of PLATFORMS) {
       pub.ws.send("after restart 2"); // a write after log_segment_seconds seals the segment
       await poll(() => parquetFiles(join(dir, "data", "logs")).length > 0, "compaction to write Parquet", 30_000 * slow);
       pub.ws.close();
-      const rows = await query(server.port, "SELECT count(*)::INT AS n FROM messages");
+      const rows = await query(server.port, "SELECT count(*)::INT AS n FROM messages", join(dir, "data"));
       expect(rows).toEqual([{ n: 4 }]);
       expect(await server.stop()).toBe(0);
       server = null;
@@ -167,7 +167,7 @@ for (const platform of PLATFORMS) {
       server = await startBinaryServer(cmd, { cwd: dir, env: bad, args: ["--data-dir", join(dir, "data-2"), "--udp-port", "0"], timeoutMs: 15_000 * slow });
       expect(server.log()).toContain("WARN  DuckDB is not available: queries, history from the log and compaction will fail");
       expect((await fetch(`http://127.0.0.1:${server.port}/healthz`)).status).toBe(200);
-      await expect(query(server.port, "SELECT 1")).rejects.toThrow(/DuckDB is not available: cannot create/);
+      await expect(query(server.port, "SELECT 1", join(dir, "data-2"))).rejects.toThrow(/DuckDB is not available: cannot create/);
       expect(await server.stop()).toBe(0);
       server = null;
     }, 60_000 * slow);

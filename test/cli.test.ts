@@ -19,7 +19,7 @@ describe("the switchyard CLI", () => {
     [["serve", "--port", "eighty"], '--port: "eighty" is not a port'],
     [["frobnicate"], 'unknown command "frobnicate"'],
     [["token"], "--stream is required"],
-    [["token", "--stream", "s", "--scopes", "read,delete"], "allowed: a comma-separated list of read, write, admin"],
+    [["token", "--stream", "s", "--scopes", "read,delete"], "allowed: a comma-separated list of read, write"],
     [["token", "--stream", "s", "--ttl", "forever"], "is not a duration"],
     [["token", "--stream", "bad name"], "allowed"],
     [["serve", "--udp", "9001=:raw"], "--udp: \"9001=:raw\": format raw needs a stream"],

@@ -7,7 +7,7 @@ setDefaultTimeout(60_000);
 let srv: TestServer;
 afterEach(async () => { await srv.close(); });
 
-const post = (path: string, body: unknown) => fetch(`${srv.url}${path}`, { method: "POST", body: JSON.stringify(body) });
+const post = (path: string, body: unknown) => fetch(`${srv.url}${path}`, { method: "POST", body: JSON.stringify(body), headers: srv.adminHeaders });
 const range = () => ({ from: new Date(Date.now() - 3_600_000).toISOString(), to: new Date(Date.now() + 60_000).toISOString() });
 
 describe("Grafana data source (SimpleJSON protocol)", () => {
@@ -20,7 +20,7 @@ describe("Grafana data source (SimpleJSON protocol)", () => {
 
   it("answers the connection test and lists streams with their numeric fields", async () => {
     await withData();
-    expect((await fetch(`${srv.url}/grafana`)).status).toBe(200);
+    expect((await fetch(`${srv.url}/grafana`, { headers: srv.adminHeaders })).status).toBe(200);
     expect(await (await post("/grafana/search", { target: "" })).json()).toEqual(["spin30", "spin30:rpm", "spin30:v"]);
     expect(await (await post("/grafana/search", { target: "rpm" })).json()).toEqual(["spin30:rpm"]);
   });
@@ -50,9 +50,9 @@ describe("Grafana data source (SimpleJSON protocol)", () => {
     const ann = await (await post("/grafana/annotations", { range: range(), annotation: { name: "alerts" } })).json();
     // The alert history has the "started" entry from this server's start.
     expect(ann).toContainEqual(expect.objectContaining({ annotation: { name: "alerts" }, title: "lifecycle: info", text: expect.stringMatching(/^Switchyard .* started$/), tags: ["lifecycle", "info", "started"] }));
-    const csv = await fetch(`${srv.url}/grafana/csv?sql=${encodeURIComponent("SELECT count(*) AS n FROM messages")}`);
+    const csv = await fetch(`${srv.url}/grafana/csv?sql=${encodeURIComponent("SELECT count(*) AS n FROM messages")}`, { headers: srv.adminHeaders });
     expect(await csv.text()).toBe("n\n6\n");
-    const json = await fetch(`${srv.url}/grafana/json?sql=${encodeURIComponent("SELECT max(seq) AS last FROM messages")}`);
+    const json = await fetch(`${srv.url}/grafana/json?sql=${encodeURIComponent("SELECT max(seq) AS last FROM messages")}`, { headers: srv.adminHeaders });
     expect(await json.json()).toEqual([{ last: "6" }]);
   });
 
@@ -62,7 +62,7 @@ describe("Grafana data source (SimpleJSON protocol)", () => {
     expect(bad.status).toBe(400);
     expect((await bad.json()).error.message).toContain("allowed: [A-Za-z_][A-Za-z0-9_]*");
     expect((await post("/grafana/query", { range: { from: "yesterday" }, targets: [] })).status).toBe(400);
-    const escape = await fetch(`${srv.url}/grafana/csv?sql=${encodeURIComponent("SELECT * FROM read_csv('/etc/passwd')")}`);
+    const escape = await fetch(`${srv.url}/grafana/csv?sql=${encodeURIComponent("SELECT * FROM read_csv('/etc/passwd')")}`, { headers: srv.adminHeaders });
     expect(escape.status).toBe(400);
   });
 });

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DIST, distBinary, type Platform } from "./binary-support.ts";
-import { freeTcpPort } from "./support/server.ts";
+import { adminHeadersFor, freeTcpPort } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
 
@@ -201,7 +201,7 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
   });
 
   it("run again, upgrades in place: stops, backs up the settings store, keeps data and settings, restarts", async () => {
-    const patch = await fetch(url("/api/settings"), { method: "PATCH", body: JSON.stringify({ stream_linger_seconds: 77 }) });
+    const patch = await fetch(url("/api/settings"), { method: "PATCH", body: JSON.stringify({ stream_linger_seconds: 77 }), headers: await adminHeadersFor(data) });
     expect(patch.status).toBe(200);
     const post = await fetch(url("/api/streams/kept/messages"), { method: "POST", body: "still here", headers: { "Content-Type": "text/plain" } });
     expect(post.status).toBeLessThan(300);
@@ -221,9 +221,9 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     // The library an older version unpacked is removed; the one in use stays.
     expect(existsSync(stale)).toBe(false);
     expect(readdirSync(join(data, "cache", "switchyard"))).toEqual([expect.stringMatching(/^duckdb-\d/)]);
-    const settings = (await (await fetch(url("/api/settings"))).json()) as { settings: { stream_linger_seconds: number } };
+    const settings = (await (await fetch(url("/api/settings"), { headers: await adminHeadersFor(data) })).json()) as { settings: { stream_linger_seconds: number } };
     expect(settings.settings.stream_linger_seconds).toBe(77);
-    const q = await fetch(url("/api/query"), { method: "POST", body: JSON.stringify({ sql: "SELECT data FROM messages WHERE stream = 'kept'" }) });
+    const q = await fetch(url("/api/query"), { method: "POST", body: JSON.stringify({ sql: "SELECT data FROM messages WHERE stream = 'kept'" }), headers: await adminHeadersFor(data) });
     expect(await q.json()).toEqual([{ data: "still here" }]);
   }, 120_000);
 
@@ -246,7 +246,7 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(readFileSync(unit, "utf8")).toContain(`Environment=SWITCHYARD_PORT=${port}`);
     expect(existsSync(unit + ".previous")).toBe(false);
     expect((await fetch(url("/healthz"))).status).toBe(200);
-    const settings = (await (await fetch(url("/api/settings"))).json()) as { settings: { stream_linger_seconds: number } };
+    const settings = (await (await fetch(url("/api/settings"), { headers: await adminHeadersFor(data) })).json()) as { settings: { stream_linger_seconds: number } };
     expect(settings.settings.stream_linger_seconds).toBe(77);
   }, 120_000);
 

@@ -128,7 +128,7 @@ describe("POST /api/query", () => {
     const srv = await startTestServer();
     try {
       for (let i = 1; i <= 5; i++) await fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", body: `{"v":${i}}`, headers: { "content-type": "application/json" } });
-      const ask = (body: unknown) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify(body) });
+      const ask = (body: unknown) => fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify(body) });
       const json = await ask({ sql: "SELECT seq, data FROM messages WHERE stream = 'spin30' ORDER BY seq DESC LIMIT 2" });
       expect(json.status).toBe(200);
       expect(json.headers.get("x-switchyard-rows")).toBe("2");
@@ -168,13 +168,13 @@ describe("Parquet exports", () => {
     const srv = await startTestServer();
     try {
       await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body: "hello" });
-      const res = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT data FROM messages", format: "parquet" }) });
+      const res = await fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql: "SELECT data FROM messages", format: "parquet" }) });
       expect(res.status).toBe(200);
       expect(res.headers.get("content-type")).toBe("application/vnd.apache.parquet");
       const bytes = new Uint8Array(await res.arrayBuffer());
       expect(Buffer.from(bytes.subarray(0, 4)).toString()).toBe("PAR1");
       expect(res.headers.get("x-switchyard-rows")).toBe("1");
-      const escape = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT * FROM read_csv('/etc/passwd')", format: "parquet" }) });
+      const escape = await fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql: "SELECT * FROM read_csv('/etc/passwd')", format: "parquet" }) });
       expect(escape.status).toBe(400);
     } finally {
       await srv.close();
@@ -187,7 +187,7 @@ describe("streamed answers", () => {
     const { startTestServer } = await import("./support/server.ts");
     const srv = await startTestServer();
     try {
-      const ask = (sql: string, format: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format }) });
+      const ask = (sql: string, format: string) => fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql, format }) });
       const big = await ask("SELECT range AS i FROM range(150000)", "ndjson");
       expect(big.status).toBe(200);
       const lines = (await big.text()).trimEnd().split("\n");
@@ -217,7 +217,7 @@ describe("query concurrency", () => {
     try {
       // A cross join far too big to finish: stopped by the 2 s time limit.
       const slow = "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3";
-      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }) });
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql, format: "json" }) });
       const running = Array.from({ length: MAX_CONCURRENT_QUERIES }, () => ask(slow));
       await waitFor(() => activeQueries() === MAX_CONCURRENT_QUERIES, "the slow queries to start");
       const refused = await ask("SELECT 1 AS x");

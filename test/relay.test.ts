@@ -218,16 +218,19 @@ describe("relay: destinations to a remote relay", () => {
     expect(await (await api(host, "/api/destinations/all")).json()).toEqual({});
   });
 
-  it("asks a client off the box for an admin token", async () => {
+  it("asks a client off the box for an admin token; a stream token, even one with scopes [\"admin\"], is not one", async () => {
     const host = await server();
     const remote = { server: { requestIP: () => ({ address: "10.1.2.3", port: 4000, family: "IPv4" as const }) } };
     const r = await host.app.request("/api/destinations/all", {}, remote);
     expect(r.status).toBe(401);
-    expect((await r.json()).error.message).toContain("'admin' scope");
-    const reader = await signStreamToken(host.secret, { topic: "*", scopes: ["read"], ttlSeconds: 60 });
-    expect((await host.app.request("/api/destinations/all", { headers: { Authorization: `Bearer ${reader}` } }, remote)).status).toBe(403);
-    const admin = await signStreamToken(host.secret, { topic: "*", scopes: ["admin"], ttlSeconds: 60 });
-    expect((await host.app.request("/api/destinations/all", { headers: { Authorization: `Bearer ${admin}` } }, remote)).status).toBe(200);
+    expect((await r.json()).error.message).toContain("switchyard token --admin");
+    for (const scopes of [["read"], ["admin"], ["read", "write", "admin"]]) {
+      const device = await signStreamToken(host.secret, { topic: "*", scopes, ttlSeconds: 60 });
+      const refused = await host.app.request("/api/destinations/all", { headers: { Authorization: `Bearer ${device}` } }, remote);
+      expect(refused.status).toBe(401);
+      expect((await refused.json()).error.message).toContain("stream tokens never give admin power");
+    }
+    expect((await host.app.request("/api/destinations/all", { headers: host.adminHeaders }, remote)).status).toBe(200);
   });
 });
 

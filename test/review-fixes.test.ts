@@ -91,10 +91,10 @@ describe("publisher counts", () => {
 describe("runtime settings over the API", () => {
   it("shows the settings, changes them live, says which need a restart, and refuses bad ones field by field", async () => {
     srv = await startTestServer();
-    const view = await (await fetch(`${srv.url}/api/settings`)).json();
+    const view = await (await fetch(`${srv.url}/api/settings`, { headers: srv.adminHeaders })).json();
     expect(view.settings.access).toBe("loopback-open");
     expect(view.fields.keepalive_seconds.restart).toBe(true);
-    const patch = (body: unknown) => fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify(body) });
+    const patch = (body: unknown) => fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify(body), headers: srv.adminHeaders });
     const r = await (await patch({ max_connections: 1, keepalive_seconds: 30 })).json();
     expect(r.changed.sort()).toEqual(["keepalive_seconds", "max_connections"]);
     expect(r.restart_needed).toEqual(["keepalive_seconds"]);
@@ -116,7 +116,7 @@ describe("JSON bodies of the API", () => {
   it("answers 400 naming what to send for a body that is JSON but not an object, on every route that takes one", async () => {
     srv = await startTestServer();
     for (const [method, path] of [["PUT", "/api/slack"], ["POST", "/api/query"], ["PATCH", "/api/settings"], ["POST", "/api/destinations"], ["POST", "/api/streams"]]) {
-      const r = await fetch(`${srv.url}${path}`, { method, body: "null" });
+      const r = await fetch(`${srv.url}${path}`, { method, body: "null", headers: srv.adminHeaders });
       expect(r.status).toBe(400);
       expect((await r.json()).error.message).toStartWith("the body must be a JSON object; send ");
     }

@@ -76,21 +76,21 @@ describe("Slack over the API", () => {
     slack = startFakeSlack();
     const srv = await startTestServer();
     servers.push(srv);
-    const put = await fetch(`${srv.url}/api/slack`, { method: "PUT", body: JSON.stringify({ webhook_url: slack.url("gone") }) });
+    const put = await fetch(`${srv.url}/api/slack`, { method: "PUT", body: JSON.stringify({ webhook_url: slack.url("gone") }), headers: srv.adminHeaders });
     const view = await put.json();
     expect(view.webhook_url).toMatch(/\/gone\/…\(redacted\)$/);
     expect(view.source).toBe("settings");
-    const failed = await fetch(`${srv.url}/api/slack/test`, { method: "POST" });
+    const failed = await fetch(`${srv.url}/api/slack/test`, { method: "POST", headers: srv.adminHeaders });
     expect(failed.status).toBe(502);
     expect(await failed.json()).toMatchObject({ ok: false, reason: "not_found", status: 404 });
-    await fetch(`${srv.url}/api/slack`, { method: "PUT", body: JSON.stringify({ webhook_url: slack.url("ok") }) });
-    const ok = await fetch(`${srv.url}/api/slack/test`, { method: "POST", body: JSON.stringify({ text: "from the UI" }) });
+    await fetch(`${srv.url}/api/slack`, { method: "PUT", body: JSON.stringify({ webhook_url: slack.url("ok") }), headers: srv.adminHeaders });
+    const ok = await fetch(`${srv.url}/api/slack/test`, { method: "POST", body: JSON.stringify({ text: "from the UI" }), headers: srv.adminHeaders });
     expect(await ok.json()).toMatchObject({ ok: true });
     expect(texts()).toContain("from the UI");
-    const bad = await fetch(`${srv.url}/api/slack`, { method: "PUT", body: JSON.stringify({ webhook_url: "nope" }) });
+    const bad = await fetch(`${srv.url}/api/slack`, { method: "PUT", body: JSON.stringify({ webhook_url: "nope" }), headers: srv.adminHeaders });
     expect(bad.status).toBe(400);
     for (const path of ["/api/slack", "/api/alerts", "/metrics", "/api/streams"]) {
-      expect(await (await fetch(`${srv.url}${path}`)).text()).not.toContain(SECRET_PART);
+      expect(await (await fetch(`${srv.url}${path}`, { headers: path === "/api/slack" || path === "/api/alerts" ? srv.adminHeaders : {} })).text()).not.toContain(SECRET_PART);
     }
     expect(srv.logs.join("")).not.toContain(SECRET_PART);
   });
@@ -141,7 +141,7 @@ describe("alert rules", () => {
     await post();
     await waitFor(() => texts().includes("Resolved: Stream spin30 is speaking again"), "the recovery");
     // Silent again within the cooldown: recorded, not sent.
-    await waitFor(async () => (await (await fetch(`${srv.url}/api/alerts`)).json()).alerts.some((a: { state: string; sent: boolean }) => a.state === "firing" && !a.sent), "the held-back repeat", 5000);
+    await waitFor(async () => (await (await fetch(`${srv.url}/api/alerts`, { headers: srv.adminHeaders })).json()).alerts.some((a: { state: string; sent: boolean }) => a.state === "firing" && !a.sent), "the held-back repeat", 5000);
     expect(texts().filter((t) => t.startsWith("Stream spin30 has been silent")).length).toBe(1);
     await post(); // resolves the held-back one (no all-clear: Slack never heard of it)
     await Bun.sleep(6200);

@@ -25,7 +25,7 @@ export const TokenForm: FC<{ values: TokenFormValues; errors?: Record<string, st
       help="tokens name it as their audience; each device's access file holds ACCESS_URL/session/<prefix>N-<kind>" />
     <fieldset>
       <legend>Scopes</legend>
-      {(["read", "write", "admin"] as const).map((s) => (
+      {(["read", "write"] as const).map((s) => (
         <label class="checkbox"><input type="checkbox" name="scopes" value={s} checked={values.scopes.includes(s)} /> {s}</label>
       ))}
       <FieldError errors={errors} name="scopes" />

@@ -8,6 +8,7 @@ import type { UdpIngestSnapshot } from "../ingest/udp.ts";
 import type { Destination } from "../relay/destination.ts";
 import { alertMessage, duration } from "./message.ts";
 import type { SlackNotifier } from "./notifier.ts";
+import { redactDestination, scrubDestination } from "../relay/secret-url.ts";
 
 /** The alert rules. */
 export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "lifecycle";
@@ -155,12 +156,11 @@ export class AlertEngine {
       if (!this.downSince.has(id)) this.downSince.set(id, now);
       const down = now - this.downSince.get(id)!;
       if (limit > 0 && down >= limit) {
-        let where: string;
-        try { const u = new URL(d.rule.destination); where = `${u.host}${u.pathname}`; } catch { where = "?"; }
+        const where = redactDestination(d.rule.destination, d.rule.kind).replace(/^[a-z]+:\/\//, "");
         this.fire("destination_down", id, `Destination ${id} disconnected for ${duration(down)}`, [
           `stream ${d.rule.stream} → ${where}`,
           `state ${d.status.state}, ${d.status.dropped} messages dropped`,
-          ...(d.status.lastError ? [`last error: ${d.status.lastError}`] : []),
+          ...(d.status.lastError ? [`last error: ${scrubDestination(d.status.lastError, d.rule)}`] : []),
         ], `/admin/destinations#d-${id}`, now - down);
       }
     }

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import type { AccessPolicy } from "../config/settings.ts";
 import { topicCovers, TokenError, verifyStreamToken } from "./stream-token.ts";
 
@@ -59,6 +60,63 @@ export function clientAddress(req: Request, peer: string): string {
   const origin = req.headers.get("origin");
   if (origin !== null && (!host || hostnameOf(origin, true) === null || new URL(origin).host !== host)) return "";
   return peer;
+}
+
+/** An address from a forwarding header entry: an IP, without port or brackets ("" when it is none). */
+function forwardedAddress(entry: string): string {
+  let a = entry.trim().replace(/^"|"$/g, "");
+  if (a.startsWith("[")) a = a.slice(1, a.indexOf("]") > 0 ? a.indexOf("]") : undefined);
+  else if (/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a)) a = a.slice(0, a.lastIndexOf(":"));
+  return isIP(a) ? a : "";
+}
+
+/** The `for=` addresses of a Forwarded header (RFC 7239), in order. */
+function forwardedFor(header: string): string[] {
+  const out: string[] = [];
+  for (const element of header.split(",")) {
+    for (const pair of element.split(";")) {
+      const eq = pair.indexOf("=");
+      if (eq > 0 && pair.slice(0, eq).trim().toLowerCase() === "for") out.push(pair.slice(eq + 1));
+    }
+  }
+  return out;
+}
+
+/**
+ * Who sent a request, for sign-in limits and logs: the peer, unless the peer is
+ * one of the operator's trusted proxies; then the client its forwarding headers
+ * name: the right-most X-Forwarded-For (or Forwarded for=) entry that is not
+ * itself a trusted proxy (entries left of it are whatever the client wrote), else
+ * X-Real-IP. Headers from any other peer are ignored: a client cannot pick its own
+ * address by sending them.
+ */
+export function forwardedClient(req: Request, peer: string, trusted: (address: string) => boolean): string {
+  if (!peer || !trusted(peer)) return peer;
+  const chain = [
+    ...(req.headers.get("x-forwarded-for")?.split(",") ?? []),
+    ...forwardedFor(req.headers.get("forwarded") ?? ""),
+  ].map(forwardedAddress);
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const a = chain[i]!;
+    if (a === "") return peer; // an entry that is not an address: trust stops here
+    if (!trusted(a)) return a;
+  }
+  const real = forwardedAddress(req.headers.get("x-real-ip") ?? "");
+  return real || peer;
+}
+
+/**
+ * The scheme the client used ("https" or "http"): the request's own, unless the
+ * peer is a trusted proxy that says otherwise (X-Forwarded-Proto, or Forwarded
+ * proto=). From anyone else the headers are ignored.
+ */
+export function forwardedScheme(req: Request, peer: string, trusted: (address: string) => boolean): "http" | "https" {
+  const own = new URL(req.url).protocol === "https:" ? "https" : "http";
+  if (!peer || !trusted(peer)) return own;
+  const xfp = req.headers.get("x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase();
+  const fwd = /(?:^|[;,\s])proto=("?)(https?)\1/i.exec(req.headers.get("forwarded") ?? "")?.[2]?.toLowerCase();
+  const said = xfp ?? fwd;
+  return said === "https" || said === "http" ? said : own;
 }
 
 /** Everything the access decision needs, passed in by the caller. */

@@ -1,8 +1,8 @@
 import { sign, verify } from "hono/jwt";
 import { randomBytes } from "node:crypto";
 
-/** What a token lets its holder do: read and write streams; admin: change the box (destinations, rules) from off the box. */
-export const SCOPES = ["read", "write", "admin"] as const;
+/** What a stream token lets its holder do: read and write streams. Admin power needs an admin token (admin-token.ts), never a scope. */
+export const SCOPES = ["read", "write"] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /** The claims of a stream token: practable's, so tokens work on either kind of relay. */

@@ -16,6 +16,11 @@ export interface Command {
   run(argv: string[], io: CommandIO): Promise<number>;
 }
 
+/** A command that could not do its job for a reason the user can act on: printed as is, exit code 1. */
+export class CommandFailed extends Error {
+  override name = "CommandFailed";
+}
+
 /**
  * node:util parseArgs, strict, with `--help` added; its errors become UsageError
  * (exit code 2) with the message saying what was wrong.

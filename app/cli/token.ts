@@ -11,12 +11,16 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateTokenBatch, parseTokenBatch, tokenFiles } from "../auth/token-batch.ts";
 import { parseCommandArgs, type Command, type CommandIO } from "./command.ts";
+import { adminTokenSecret, revokeAdminTokens, signAdminToken } from "../auth/admin-token.ts";
+import { openOwnStore } from "./data-dir.ts";
 
 /** `switchyard token`: prints a stream token signed with this box's secret. */
 export const token: Command = {
   name: "token",
   summary: "print a stream token (JWT) for a stream, or write tokens for a range of devices",
   usage: `Usage: switchyard token --stream NAME [--scopes read,write] [--ttl 365d] [--audience URL] [--data-dir DIR]
+       switchyard token --admin [--ttl 1h] [--data-dir DIR]
+       switchyard token --revoke-admin [--data-dir DIR]
        switchyard token --prefix spin --from 30 --to 41 --kind log --access-url URL --out DIR [--scopes] [--ttl]
 
 Prints an HS256 token with practable's claims (topic, scopes, aud, iat, nbf, exp),
@@ -28,6 +32,12 @@ Options:
   --ttl DURATION    lifetime, ${DURATION_RULE} (default 365d)
   --audience URL    put this URL in aud (the box's public_url, when it checks audiences)
   --data-dir DIR    the data dir whose secret signs the token (default ./data)
+
+Admin tokens (--admin) give what an admin UI session gives (settings, queries,
+destinations, Slack, Grafana) to scripts: send one as Authorization: Bearer <token>.
+They are signed with their own key, which only the data dir's owner can read (stream
+tokens never give admin power). --ttl defaults to 1h for them. --revoke-admin makes
+every admin token made so far stop working, at once, also on a running server.
 
 Range mode (as practable's configure script): for each N from --from to --to, writes
 DIR/<kind>.access.<prefix>N (URL/session/<prefix>N-<kind>) and DIR/<kind>.token.<prefix>N
@@ -41,15 +51,18 @@ DIR/<kind>.access.<prefix>N (URL/session/<prefix>N-<kind>) and DIR/<kind>.token.
     const { values } = parseCommandArgs("token", argv, {
       ...startupParseOptions,
       stream: { type: "string" }, scopes: { type: "string" }, ttl: { type: "string" }, audience: { type: "string" },
+      admin: { type: "boolean" }, "revoke-admin": { type: "boolean" },
       prefix: { type: "string" }, from: { type: "string" }, to: { type: "string" }, kind: { type: "string" }, "access-url": { type: "string" }, out: { type: "string" },
     });
     if (values.help) return io.out(this.usage + "\n"), 0;
+    if (values.admin || values["revoke-admin"]) return adminToken(values, io);
     if (values.prefix !== undefined) return batch(values, io);
     const stream = values.stream;
     if (!stream) throw new UsageError("token: --stream is required; e.g. switchyard token --stream spin30");
     const topicProblem = stream === STREAMS_EVENTS_STREAM || stream === "*" ? null : streamNameProblem(stream.replace(/\*$/, "") || "x");
     if (topicProblem) throw new UsageError(`token: --stream: ${topicProblem} (or a prefix ending in *)`);
     const scopes = (values.scopes ?? "read,write").split(",").map((s) => s.trim()).filter(Boolean);
+    if (scopes.includes("admin")) throw new UsageError("token: --scopes: 'admin' is not a stream scope; admin power needs an admin token: switchyard token --admin");
     const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
     if (bad.length > 0 || scopes.length === 0) throw new UsageError(`token: --scopes: ${JSON.stringify(values.scopes)} is not valid; allowed: a comma-separated list of ${SCOPES.join(", ")}`);
     const ttl = parseDurationSeconds(values.ttl ?? "365d");
@@ -68,6 +81,29 @@ DIR/<kind>.access.<prefix>N (URL/session/<prefix>N-<kind>) and DIR/<kind>.token.
     return 0;
   },
 };
+
+/** `switchyard token --admin` and `--revoke-admin`: only for whoever can read the data dir's store. */
+async function adminToken(values: Record<string, string | boolean | undefined>, io: CommandIO): Promise<number> {
+  const clash = ["stream", "scopes", "audience", "prefix"].filter((k) => values[k] !== undefined);
+  if (clash.length > 0) throw new UsageError(`token: --admin and --revoke-admin take only --ttl and --data-dir, not ${clash.map((k) => `--${k}`).join(", ")}`);
+  if (values.admin && values["revoke-admin"]) throw new UsageError("token: --admin and --revoke-admin do not go together");
+  const ttlText = typeof values.ttl === "string" ? values.ttl : "1h";
+  const ttl = parseDurationSeconds(ttlText);
+  if (ttl === null || ttl < 1) throw new UsageError(`token: --ttl: ${JSON.stringify(ttlText)} is not a duration; allowed: ${DURATION_RULE}, at least 1s`);
+  const { config } = resolveStartupConfig(values, io.env);
+  const store = openOwnStore(config.dataDir, values.admin ? "token --admin" : "token --revoke-admin");
+  try {
+    if (values["revoke-admin"]) {
+      revokeAdminTokens(store);
+      io.out("every admin token made so far is revoked (a new signing key is in force)\n");
+    } else {
+      io.out((await signAdminToken(adminTokenSecret(store), ttl)) + "\n");
+    }
+  } finally {
+    store.close();
+  }
+  return 0;
+}
 
 /** `switchyard token --prefix …`: the range mode, sharing the admin page's generator. */
 async function batch(values: Record<string, string | boolean | undefined>, io: CommandIO): Promise<number> {

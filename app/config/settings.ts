@@ -1,6 +1,7 @@
 import { badRequest } from "../core/errors.ts";
 import { streamPatternProblem } from "../core/stream-pattern.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
+import { addressListProblem } from "../core/cidr.ts";
 import { UDP_FORMATS, udpListenerProblem, type UdpFormat, type UdpListenerSpec } from "../core/udp-spec.ts";
 
 /** Who may use streams without a token. */
@@ -14,7 +15,8 @@ export type BackpressurePolicy = (typeof BACKPRESSURE_POLICIES)[number];
 /** Runtime settings: one validated record, stored in the settings store, applied live unless noted. */
 export interface Settings {
   access: AccessPolicy;
-  api_loopback_admin: boolean;
+  practable_loopback_api: boolean;
+  trusted_proxies: string[];
   http_port: number | null;
   udp_port: number | null;
   backpressure_policy: BackpressurePolicy;
@@ -28,6 +30,7 @@ export interface Settings {
   udp_stream: string;
   udp_stream_field: string;
   udp_allow: string[];
+  udp_allow_sources: string[];
   udp_max_datagram_bytes: number;
   udp_listeners: UdpListenerSpec[];
   udp_receive_buffer_bytes: number;
@@ -71,7 +74,8 @@ const int = (min: number, max: number) => (v: unknown) =>
 /** Defaults for a new box. */
 export const DEFAULT_SETTINGS: Settings = {
   access: "loopback-open",
-  api_loopback_admin: true,
+  practable_loopback_api: true,
+  trusted_proxies: [],
   http_port: null,
   udp_port: null,
   backpressure_policy: "drop",
@@ -85,6 +89,7 @@ export const DEFAULT_SETTINGS: Settings = {
   udp_stream: "",
   udp_stream_field: "stream",
   udp_allow: [],
+  udp_allow_sources: [],
   udp_max_datagram_bytes: 65536,
   udp_listeners: [],
   udp_receive_buffer_bytes: 4 * 1024 * 1024,
@@ -116,7 +121,14 @@ export const DEFAULT_SETTINGS: Settings = {
 /** What each setting means and allows. */
 export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   access: { description: "open: no tokens; loopback-open: clients on 127.0.0.0/8 and ::1 need no token; token: every client needs one", check: oneOf(ACCESS_POLICIES) },
-  api_loopback_admin: { description: "clients on the box itself (127.0.0.0/8, ::1, not through a proxy) may use the admin API without signing in, as practable's boot scripts do with curl localhost; false: they need an admin session or a token with the admin scope", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
+  practable_loopback_api: {
+    description: "clients on the box itself (127.0.0.0/8, ::1, not through a proxy) may use practable's local API without credentials (POST/PUT/GET/DELETE /api/destinations and the /api/streams feed rules), as practable's boot scripts do with curl localhost; never settings, queries, tokens or Slack. false: those routes need an admin session or an admin token too",
+    check: (v) => (typeof v === "boolean" ? null : "allowed: true or false"),
+  },
+  trusted_proxies: {
+    description: "addresses of the reverse proxies in front of this box (IPs or CIDR ranges); only from these peers are X-Forwarded-For, X-Real-IP and Forwarded believed (sign-in limits, logs). A request with a forwarding header is never local, from these peers or any other; make your proxy send one",
+    check: addressListProblem,
+  },
   http_port: {
     description: "HTTP and websocket port from the next start, unless --port or SWITCHYARD_PORT is given (empty: 8888)", restart: true,
     check: (v) => (v === null || (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535) ? null : "allowed: a port from 1 to 65535, or null (empty) for the default"),
@@ -144,6 +156,10 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   udp_allow: {
     description: "if not empty, UDP datagrams may only feed streams matching one of these patterns (* matches any run of characters); others are rejected as not_allowed",
     check: (v) => (Array.isArray(v) ? v.map(streamPatternProblem).find((p) => p !== null) ?? null : "allowed: a list of patterns, e.g. [\"spin*\"]"),
+  },
+  udp_allow_sources: {
+    description: "UDP senders allowed in (IPs or CIDR ranges). Empty: with access token only senders on the box (127.0.0.0/8, ::1); with open or loopback-open any sender. Not empty: only these, whatever the policy (list 127.0.0.1 too if programs on the box send). Others are rejected as source_not_allowed",
+    check: addressListProblem,
   },
   udp_max_datagram_bytes: { description: "largest datagram accepted; larger ones are rejected as too_large", check: int(1, 65536) },
   udp_listeners: {

@@ -69,7 +69,7 @@ const OPTIONS = [
     help: "UDP ingest port (0 turns the main UDP port off)", parse: port(true),
   } satisfies OptionSpec<"udpPort">,
   {
-    key: "udpHost", flag: "udp-host", env: "SWITCHYARD_UDP_HOST", default: "0.0.0.0",
+    key: "udpHost", flag: "udp-host", env: "SWITCHYARD_UDP_HOST", default: "",
     help: "address the UDP ports listen on", parse: address,
   } satisfies OptionSpec<"udpHost">,
   {
@@ -104,7 +104,7 @@ export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag
 
 /** Help lines for the startup options. */
 export function startupOptionsHelp(): string {
-  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}${o.multiple ? "" : `, default ${String(o.default)}`})`).join("\n");
+  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}${o.multiple ? "" : `, default ${o.default === "" ? "as --host" : String(o.default)}`})`).join("\n");
 }
 
 /** The result of resolving startup config: the config, where each value came from, and warnings. */
@@ -137,6 +137,8 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
     }
   }
   config.dataDir = resolve(config.dataDir as string);
+  // UDP listens where HTTP does unless told otherwise: --host 127.0.0.1 must not leave UDP open to the network.
+  if (config.udpHost === "") config.udpHost = config.host;
   config.slackWebhookUrl = env.SWITCHYARD_SLACK_WEBHOOK_URL || null;
   const known = new Set([...OPTIONS.map((o) => o.env), ...OTHER_KNOWN_ENV]);
   const warnings = Object.keys(env)

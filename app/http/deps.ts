@@ -26,6 +26,8 @@ export interface HttpDeps {
   logger: Logger;
   /** Signing secret of stream tokens. */
   secret: string;
+  /** Signing secret of admin tokens (read on each use: revoking replaces it). */
+  adminTokenSecret: () => string;
   startedAt: number;
   recent: RecentMessages;
   udp: UdpIngest;

@@ -1,5 +1,6 @@
 import type { Context } from "hono";
-import { AccessDenied, authorizeStream, clientAddress, isLoopback, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { AccessDenied, authorizeStream, clientAddress, forwardedClient, forwardedScheme, isLoopback, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { addressMatcher } from "../core/cidr.ts";
 import { topicCovers, TokenError, verifyStreamToken } from "../auth/stream-token.ts";
 import { AppError } from "../core/errors.ts";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
@@ -12,6 +13,26 @@ export function remoteAddress(c: Context<HttpEnv>): string {
 /** The address access decisions use: "" (not local) for requests that came through a proxy. */
 export function accessAddress(c: Context<HttpEnv>): string {
   return clientAddress(c.req.raw, remoteAddress(c));
+}
+
+const matchers = new WeakMap<readonly string[], (address: string) => boolean>();
+
+/** A test for "is this peer one of the trusted_proxies" (built once per settings change). */
+export function trustedProxies(deps: HttpDeps): (address: string) => boolean {
+  const list = deps.store.settings.trusted_proxies;
+  let m = matchers.get(list);
+  if (!m) matchers.set(list, (m = addressMatcher(list)));
+  return m;
+}
+
+/** Who sent the request, for limits and logs: the peer, or the client a trusted proxy names (see forwardedClient). */
+export function clientIdentity(c: Context<HttpEnv>, deps: HttpDeps): string {
+  return forwardedClient(c.req.raw, remoteAddress(c), trustedProxies(deps));
+}
+
+/** The scheme the client used: the request's own, or what a trusted proxy says (see forwardedScheme). */
+export function clientScheme(c: Context<HttpEnv>, deps: HttpDeps): "http" | "https" {
+  return forwardedScheme(c.req.raw, remoteAddress(c), trustedProxies(deps));
 }
 
 /** Checks that the request may use `stream`, by the access policy and any token; throws a 401/403 AppError if not. */

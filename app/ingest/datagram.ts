@@ -4,7 +4,7 @@ import { streamNameProblem } from "../core/stream-name.ts";
 import type { UdpFormat } from "../core/udp-spec.ts";
 
 /** Why a datagram, or one record in it, was rejected. Stable names, used as metric labels. */
-export const REJECT_REASONS = ["too_large", "truncated", "empty", "bad_utf8", "bad_json", "not_object", "no_stream", "bad_stream", "not_allowed", "bad_line"] as const;
+export const REJECT_REASONS = ["too_large", "truncated", "empty", "bad_utf8", "bad_json", "not_object", "no_stream", "bad_stream", "not_allowed", "bad_line", "source_not_allowed"] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** How a listener reads its datagrams. */
@@ -16,6 +16,8 @@ export interface DatagramRules {
   streamField: string;
   maxBytes: number;
   allowed: (stream: string) => boolean;
+  /** Which senders may feed this listener (by address); none given: any. Checked before decoding. */
+  sourceAllowed?: (address: string) => boolean;
 }
 
 /** One record of a datagram: a message to publish, or a reject with a short detail. */

@@ -115,6 +115,11 @@ export class UdpListener {
     this.datagrams++;
     this.bytes += buf.byteLength;
     this.rateIn.add();
+    const sourceAllowed = this.decoder.rules.sourceAllowed;
+    if (sourceAllowed && !sourceAllowed(address)) {
+      this.reject("source_not_allowed", `sender ${address} is not allowed to send by UDP (settings access and udp_allow_sources)`, address, port, buf.byteLength);
+      return;
+    }
     try {
       const records = this.decoder.decode(buf, truncated);
       // The same sender again (the common case) reuses its origin string, which the hub can compare by identity.

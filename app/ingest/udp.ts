@@ -1,6 +1,8 @@
 import type { Settings } from "../config/settings.ts";
 import type { Logger } from "../core/logger.ts";
 import { compileStreamPatterns } from "../core/stream-pattern.ts";
+import { addressMatcher } from "../core/cidr.ts";
+import { isLoopback } from "../auth/access.ts";
 import type { UdpListenerSpec } from "../core/udp-spec.ts";
 import type { Hub } from "../hub/hub.ts";
 import type { DatagramRules } from "./datagram.ts";
@@ -31,6 +33,18 @@ export interface UdpIngestSnapshot {
 }
 
 /**
+ * Which UDP senders may publish. A datagram carries no credentials, so it is
+ * judged by its source address: the operator's udp_allow_sources when set; else,
+ * under access "token" (every client needs a token), only programs on the box;
+ * under "open" and "loopback-open", any sender, as before.
+ */
+export function udpSources(settings: Pick<Settings, "access" | "udp_allow_sources">): ((address: string) => boolean) | undefined {
+  if (settings.udp_allow_sources.length > 0) return addressMatcher(settings.udp_allow_sources);
+  if (settings.access === "token") return isLoopback;
+  return undefined;
+}
+
+/**
  * UDP ingest: the main port (format from the settings) and the extra listeners
  * (from --udp and the `udp_listeners` setting). Applies setting changes live:
  * new rules for the next datagram, listeners added and removed by port.
@@ -57,8 +71,9 @@ export class UdpIngest {
       wanted.set(spec.port, spec);
     }
     const allowed = compileStreamPatterns(settings.udp_allow);
+    const sourceAllowed = udpSources(settings);
     const rules = (spec: UdpListenerSpec): DatagramRules => ({
-      format: spec.format, stream: spec.stream, streamField: settings.udp_stream_field, maxBytes: settings.udp_max_datagram_bytes, allowed,
+      format: spec.format, stream: spec.stream, streamField: settings.udp_stream_field, maxBytes: settings.udp_max_datagram_bytes, allowed, sourceAllowed,
     });
     for (const [port, l] of this.listeners) {
       if (!wanted.has(port)) {

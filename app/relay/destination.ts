@@ -4,6 +4,7 @@ import { PublishError, type Hub } from "../hub/hub.ts";
 import type { Recorder } from "./recorder.ts";
 import type { DestinationRule } from "./rule.ts";
 import { backoffDelay, DestinationStatus, Pause, type Backoff } from "./status.ts";
+import { redactDestination, scrubDestination } from "./secret-url.ts";
 
 /** What every destination kind offers the manager. */
 export interface Destination {
@@ -93,7 +94,7 @@ export class WebSocketDestination implements Destination {
         }
       } catch (err) {
         this.status.fail((err as Error).message);
-        this.deps.logger.warn("destination failed", { id: this.rule.id, destination: this.rule.destination, error: (err as Error).message });
+        this.deps.logger.warn("destination failed", { id: this.rule.id, destination: redactDestination(this.rule.destination, this.rule.kind), error: scrubDestination((err as Error).message, this.rule) });
       }
       if (this.stopped) break;
       this.status.set("backing-off");

@@ -7,6 +7,7 @@ import { Recorder } from "./recorder.ts";
 import { publicRule, type DestinationRule } from "./rule.ts";
 import { DEFAULT_BACKOFF, type Backoff } from "./status.ts";
 import { WebhookDestination } from "./webhook.ts";
+import { redactDestination, scrubDestination } from "./secret-url.ts";
 
 /** What the destinations need: the settings database, the hub, limits. */
 export interface DestinationsOptions {
@@ -118,7 +119,7 @@ export class Destinations {
     d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);
     this.running.set(rule.id, d);
     this.byStream.set(rule.stream, [...(this.byStream.get(rule.stream) ?? []), d]);
-    this.opts.logger.info("destination added", { id: rule.id, stream: rule.stream, kind: rule.kind, destination: rule.destination });
+    this.opts.logger.info("destination added", { id: rule.id, stream: rule.stream, kind: rule.kind, destination: redactDestination(rule.destination, rule.kind) });
     return d;
   }
 
@@ -143,5 +144,6 @@ export class Destinations {
 
 /** A destination as the API shows it: practable's rule fields (token redacted) and its status. */
 export function destinationView(d: Destination) {
-  return { ...publicRule(d.rule), status: d.status.toJSON() };
+  const status = d.status.toJSON();
+  return { ...publicRule(d.rule), status: { ...status, last_error: status.last_error && scrubDestination(status.last_error, d.rule) } };
 }

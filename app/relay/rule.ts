@@ -1,6 +1,7 @@
 import { isAbsolute, relative, resolve } from "node:path";
 import { badRequest } from "../core/errors.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
+import { redactDestination } from "./secret-url.ts";
 
 /** How a destination sends: a websocket relay session (practable) or HTTP POSTs (webhook). */
 export const DESTINATION_KINDS = ["websocket", "webhook"] as const;
@@ -73,7 +74,7 @@ export function parseRule(body: unknown, recordsDir: string): DestinationRule {
   return { id, stream, destination, token, file, kind, batch: batchValue as number };
 }
 
-/** The rule as responses show it: the token redacted. */
+/** The rule as responses show it: the token redacted, and the secrets a destination URL may hold. */
 export function publicRule(rule: DestinationRule) {
-  return { ...rule, token: rule.token ? REDACTED : "" };
+  return { ...rule, destination: redactDestination(rule.destination, rule.kind), token: rule.token ? REDACTED : "" };
 }

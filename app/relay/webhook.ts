@@ -2,6 +2,7 @@ import type { Message } from "../core/message.ts";
 import type { Destination, DestinationDeps } from "./destination.ts";
 import type { DestinationRule } from "./rule.ts";
 import { backoffDelay, DestinationStatus, Pause } from "./status.ts";
+import { redactDestination, scrubDestination } from "./secret-url.ts";
 
 /** Most messages a webhook destination keeps waiting; past that it drops (counted). */
 const MAX_QUEUED = 10_000;
@@ -98,9 +99,10 @@ export class WebhookDestination implements Destination {
     try {
       res = await fetch(this.rule.destination, { method: "POST", headers, body, signal: AbortSignal.timeout(10_000) });
     } catch (err) {
-      throw new Error(`POST ${this.rule.destination} failed: ${(err as Error).message}`);
+      // The URL may hold a secret (user:password@, a secret path): never in a status, alert or log line.
+      throw new Error(`POST ${redactDestination(this.rule.destination, "webhook")} failed: ${scrubDestination((err as Error).message, this.rule)}`);
     }
     await res.arrayBuffer();
-    if (!res.ok) throw new Error(`POST ${this.rule.destination} answered ${res.status}`);
+    if (!res.ok) throw new Error(`POST ${redactDestination(this.rule.destination, "webhook")} answered ${res.status}`);
   }
 }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { newTokenSecret } from "../../app/auth/stream-token.ts";
 import type { Settings } from "../../app/config/settings.ts";
 import { SettingsStore } from "../../app/config/store.ts";
+import { adminTokenSecret, signAdminToken } from "../../app/auth/admin-token.ts";
 import { TOKEN_SECRET_NAME } from "../../app/server.ts";
 import { waitForOutput } from "./proc.ts";
 
@@ -17,6 +18,8 @@ export interface SwitchyardProcess {
   dataDir: string;
   /** The stream-token signing secret of this instance. */
   secret: string;
+  /** An Authorization header with an admin token (for settings and queries). */
+  adminHeaders: Record<string, string>;
   stop(): Promise<void>;
 }
 
@@ -26,12 +29,13 @@ export async function startSwitchyard(settings: Partial<Settings> = {}, udpPort 
   const store = SettingsStore.open(dataDir);
   if (Object.keys(settings).length > 0) store.update(settings);
   const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
+  const adminHeaders = { Authorization: `Bearer ${await signAdminToken(adminTokenSecret(store), 24 * 3600)}` };
   store.close();
   const proc = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-host", "127.0.0.1", "--udp-port", String(udpPort)],
     { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
   const port = Number(await waitForOutput(proc, /http=http:\/\/127\.0\.0\.1:(\d+)/, "stderr"));
   return {
-    port, url: `http://127.0.0.1:${port}`, pid: proc.pid, secret, dataDir,
+    port, url: `http://127.0.0.1:${port}`, pid: proc.pid, secret, adminHeaders, dataDir,
     async stop() {
       proc.kill("SIGTERM");
       await proc.exited;

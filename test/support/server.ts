@@ -5,6 +5,7 @@ import type { Settings } from "../../app/config/settings.ts";
 import type { UdpListenerSpec } from "../../app/core/udp-spec.ts";
 import type { Backoff } from "../../app/relay/status.ts";
 import { SettingsStore } from "../../app/config/store.ts";
+import { adminTokenSecret, signAdminToken } from "../../app/auth/admin-token.ts";
 import { createLogger, type Logger } from "../../app/core/logger.ts";
 import { startServer, TOKEN_SECRET_NAME, type RunningServer, type ServerOptions } from "../../app/server.ts";
 
@@ -19,6 +20,8 @@ export interface TestServer extends RunningServer {
   dataDir: string;
   store: SettingsStore;
   secret: string;
+  /** An Authorization header with an admin token of this server (an hour long). */
+  adminHeaders: Record<string, string>;
   logs: string[];
   wsUrl(stream: string, query?: string): string;
   close(): Promise<void>;
@@ -72,9 +75,10 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
     configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
+  const adminHeaders = { Authorization: `Bearer ${await signAdminToken(adminTokenSecret(store), 3600)}` };
   return {
     ...running,
-    dataDir: tmp.dir, store, secret, logs,
+    dataDir: tmp.dir, store, secret, adminHeaders, logs,
     wsUrl: (stream, query) => `ws://127.0.0.1:${running.port}/ws/${stream}${query ? `?${query}` : ""}`,
     async close() {
       await running.stop();
@@ -82,6 +86,16 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
       tmp.remove();
     },
   };
+}
+
+/** An Authorization header with an admin token for the server of `dataDir` (as `switchyard token --admin` makes). */
+export async function adminHeadersFor(dataDir: string): Promise<Record<string, string>> {
+  const store = SettingsStore.open(dataDir);
+  try {
+    return { Authorization: `Bearer ${await signAdminToken(adminTokenSecret(store), 3600)}` };
+  } finally {
+    store.close();
+  }
 }
 
 /** Polls `check` until it returns true or `ms` pass; throws with `what` on time-out. */

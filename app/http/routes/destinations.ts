@@ -2,7 +2,8 @@ import type { Context, Hono } from "hono";
 import { notFound } from "../../core/errors.ts";
 import { destinationView } from "../../relay/destinations.ts";
 import { parseRule } from "../../relay/rule.ts";
-import { requireAdmin } from "../admin.ts";
+import { restoreRedactedDestination } from "../../relay/secret-url.ts";
+import { requireAdmin, requirePractableApi } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
@@ -22,12 +23,16 @@ function idFromPath(c: Context<HttpEnv>, suffix = ""): string {
  * redacted) and its live status.
  */
 export function bindDestinationRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  // practable's routes are open to its boot scripts on the box; the reconnect button (ours) is admin only.
+  const practable = requirePractableApi(deps);
   const admin = requireAdmin(deps);
-  app.use("/api/destinations", admin);
-  app.use(`${PREFIX}*`, admin);
+  app.use("/api/destinations", practable);
+  app.use(`${PREFIX}*`, async (c, next) => (c.req.method === "POST" && c.req.path.startsWith(PREFIX) ? admin : practable)(c, next));
 
   const upsert = async (c: Context<HttpEnv>) => {
-    const rule = parseRule(await readJsonObject(c.req.raw, 'a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}'), deps.recordsDir);
+    const body = await readJsonObject(c.req.raw, 'a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}');
+    // A rule read back and posted again keeps its stored URL where the read redacted it.
+    const rule = parseRule(restoreRedactedDestination(body, typeof body.id === "string" ? deps.destinations.get(body.id)?.rule : undefined), deps.recordsDir);
     const d = await deps.destinations.upsert(rule);
     return c.json(destinationView(d));
   };

@@ -1,6 +1,6 @@
 import type { Hono } from "hono";
 import { parseFeedRule } from "../../relay/feeds.ts";
-import { requireAdmin } from "../admin.ts";
+import { requirePractableApi } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
@@ -11,7 +11,7 @@ import type { HttpDeps, HttpEnv } from "../deps.ts";
  * Must be bound before the streams routes so /all is not taken for a stream.
  */
 export function bindFeedRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
-  const admin = requireAdmin(deps);
+  const admin = requirePractableApi(deps);
   app.on(["POST", "PUT"], "/api/streams", admin, async (c) => {
     const rule = parseFeedRule(await readJsonObject(c.req.raw, '{"stream":"stream/x","feeds":["video0","audio0"]}'));
     deps.feeds.set(rule);

@@ -8,21 +8,8 @@ import { ASSETS, ASSET_VERSION } from "../../../views/assets.ts";
 import { LoginPage } from "../../../views/login.tsx";
 import { hasAdminSession } from "../admin.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-import { remoteAddress } from "../stream-access.ts";
-import { isLoopback } from "../../auth/access.ts";
+import { clientIdentity } from "../stream-access.ts";
 import { formFields, isHtmx } from "./support.ts";
-
-/**
- * Who is signing in, for the rate limit: the peer's address; for a proxy on the
- * box (peer on loopback), plus the last address it appended to X-Forwarded-For
- * (earlier entries are whatever the client sent, so they are not used).
- */
-function signInClient(c: Context<HttpEnv>): string {
-  const peer = remoteAddress(c);
-  if (!isLoopback(peer)) return peer;
-  const forwarded = c.req.header("x-forwarded-for")?.split(",").at(-1)?.trim() || c.req.header("x-real-ip") || "";
-  return forwarded ? `${peer}|${forwarded.slice(0, 64)}` : peer;
-}
 
 /** A `next` target after sign-in: only paths of the admin UI. */
 function safeNext(next: string | undefined): string {
@@ -63,7 +50,8 @@ export function bindAuthRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.post("/admin/login", async (c) => {
     const form = await formFields(c);
     const next = safeNext(form.next);
-    const client = signInClient(c);
+    // The peer, or for a trusted proxy the client it names: forwarding headers from anyone else pick nothing.
+    const client = clientIdentity(c, deps) || "unknown";
     const attempt = deps.signInLimiter.begin(client);
     if (!attempt.ok) {
       c.header("Retry-After", String(attempt.retryAfter));

@@ -2,6 +2,7 @@ import type { Hono } from "hono";
 import { AppError } from "../../core/errors.ts";
 import { destinationView } from "../../relay/destinations.ts";
 import { parseRule } from "../../relay/rule.ts";
+import { redactDestination, restoreRedactedDestination } from "../../relay/secret-url.ts";
 import { DestinationForm, DestinationsPage, DestinationsTable, EMPTY_DESTINATION, type DestinationFormValues } from "../../../views/destinations.tsx";
 import { Notice } from "../../../views/layout.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
@@ -24,7 +25,7 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const d = deps.destinations.get(id);
     if (!d) return c.html(<DestinationForm values={EMPTY_DESTINATION} notice={`no destination ${JSON.stringify(id)}: it may have been deleted`} />, 404);
     const r = d.rule;
-    return c.html(<DestinationForm editing values={{ id: r.id, stream: r.stream, destination: r.destination, token: "", file: fileField(deps, r.file), kind: r.kind, batch: String(r.batch) }} />);
+    return c.html(<DestinationForm editing values={{ id: r.id, stream: r.stream, destination: redactDestination(r.destination, r.kind), token: "", file: fileField(deps, r.file), kind: r.kind, batch: String(r.batch) }} />);
   });
 
   app.post("/admin/destinations", async (c) => {
@@ -41,7 +42,9 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (token === "-") token = "";
     const batch = /^\d+$/.test(values.batch.trim()) ? Number(values.batch) : values.batch;
     try {
-      const rule = parseRule({ id: values.id, stream: values.stream, destination: values.destination, token, file: values.file, kind: values.kind, batch }, deps.recordsDir);
+      // An unchanged (redacted) URL keeps the stored one, as an empty token keeps the token.
+      const destination = restoreRedactedDestination({ destination: values.destination }, deps.destinations.get(values.id)?.rule).destination;
+      const rule = parseRule({ id: values.id, stream: values.stream, destination, token, file: values.file, kind: values.kind, batch }, deps.recordsDir);
       const existed = deps.destinations.get(rule.id) !== undefined;
       await deps.destinations.upsert(rule);
       return c.html(
