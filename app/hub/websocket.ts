@@ -30,11 +30,19 @@ export interface WebSocketDeps {
 /** The path prefix of the stream endpoint. */
 export const WS_PREFIX = "/ws/";
 
-/** Picks the subprotocol to answer with: "null" if offered (practable clients), else the first offered. */
-function chooseProtocol(header: string | null): string | undefined {
-  if (!header) return undefined;
-  const offered = header.split(",").map((p) => p.trim()).filter(Boolean);
-  return offered.includes("null") ? "null" : offered.find((p) => !p.startsWith("token.")) ?? offered[0];
+/**
+ * Picks the subprotocol to answer with: "null" if offered (practable clients),
+ * else the first named one (e.g. "switchyard"). A `token.<jwt>` protocol is
+ * never answered: the response header would carry the whole token. Undefined
+ * when nothing else was offered beside it (see tokenOnlyOffer).
+ */
+function chooseProtocol(offered: string[]): string | undefined {
+  return offered.includes("null") ? "null" : offered.find((p) => !p.startsWith("token."));
+}
+
+/** The subprotocols a client offered, in order. */
+function offeredProtocols(header: string | null): string[] {
+  return (header ?? "").split(",").map((p) => p.trim()).filter(Boolean);
 }
 
 /**
@@ -77,7 +85,12 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
  * or refused with a reason it will get as a close frame); 426 for a plain HTTP request.
  */
 export function acceptUpgrade(req: Request, url: URL, server: Server<Connection>, data: Connection): Response | undefined {
-  const protocol = chooseProtocol(req.headers.get("sec-websocket-protocol"));
+  const offered = offeredProtocols(req.headers.get("sec-websocket-protocol"));
+  const protocol = chooseProtocol(offered);
+  if (offered.length > 0 && !protocol) {
+    // A client that offers subprotocols fails the handshake unless one is answered, and the token must not be.
+    return Response.json({ error: { status: 400, message: "the only subprotocol offered is token.<jwt>, which is never echoed back; offer a named one beside it, e.g. new WebSocket(url, [\"switchyard\", \"token.\" + jwt])" } }, { status: 400 });
+  }
   const upgraded = server.upgrade(req, { data, headers: protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined });
   if (upgraded) return undefined;
   return Response.json({ error: { status: 426, message: `${url.pathname} is a websocket endpoint; connect with a websocket client (Upgrade: websocket)` } }, { status: 426, headers: { Upgrade: "websocket" } });

@@ -1,0 +1,44 @@
+import type { Logger } from "../core/logger.ts";
+import { bodyLimitFor, tooLargeMessage } from "./body.ts";
+import { errorBody } from "./errors.tsx";
+
+/** A request that passed the first look: its parsed URL and decoded path. */
+export interface ScreenedRequest {
+  url: URL;
+}
+
+/** A refusal as the API's JSON error; a 413 also closes the connection so the rest of the body is never read. */
+function refuse(status: 400 | 413, message: string): Response {
+  return Response.json(errorBody(status, message), { status, headers: status === 413 ? { Connection: "close" } : undefined });
+}
+
+/**
+ * The first look at every request, before any route or upgrade: a URL that does
+ * not parse (a bad Host header), a path that is not valid percent-encoding, or a
+ * declared body over the route's limit is refused here with a one-line reason
+ * (400 or 413) and one short debug log line. Bodies without a Content-Length
+ * are held to the same limits by the readers of each route.
+ */
+export function screenRequest(req: Request, maxMessageBytes: number, logger: Logger): ScreenedRequest | Response {
+  const refused = (status: 400 | 413, reason: string) => {
+    logger.debug("request refused", { method: req.method, status, reason });
+    return refuse(status, reason);
+  };
+  let url: URL;
+  try {
+    url = new URL(req.url);
+  } catch {
+    return refused(400, "the request URL does not parse: check the Host header (a host name or address, with an optional :port)");
+  }
+  try {
+    decodeURIComponent(url.pathname);
+  } catch {
+    return refused(400, "the path is not valid percent-encoding: each % must start a UTF-8 byte as %XX (hex); write a literal % as %25");
+  }
+  const limit = bodyLimitFor(req.method, url.pathname, maxMessageBytes);
+  const declared = req.headers.get("content-length");
+  if (limit && declared !== null && Number(declared) > limit.bytes) {
+    return refused(413, tooLargeMessage(Number(declared), limit));
+  }
+  return { url };
+}
