@@ -9,6 +9,7 @@ import { serve } from "./cli/serve.ts";
 import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
+import { privateUmask } from "./config/private-files.ts";
 
 const COMMANDS: Command[] = [serve, send, query, token, admin, slack, version, checkConfig];
 
@@ -51,6 +52,8 @@ export async function main(argv: string[], io: CommandIO): Promise<number> {
 }
 
 if (import.meta.main) {
+  // Before anything is written: what Switchyard creates is its user's alone.
+  privateUmask();
   const io: CommandIO = {
     out: (t) => process.stdout.write(t),
     err: (t) => process.stderr.write(t),
