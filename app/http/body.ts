@@ -46,12 +46,36 @@ export async function readBodyCapped(req: Request, limit: number, why = "setting
   if (!req.body) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let total = 0;
-  for await (const chunk of req.body) {
+  for await (const chunk of bodyChunks(req)) {
     total += chunk.byteLength;
     if (total > limit) throw tooLarge(tooLargeMessage(limit, rule, true), { limit });
     chunks.push(chunk);
   }
   return chunks.length === 1 ? chunks[0]! : new Uint8Array(Buffer.concat(chunks, total));
+}
+
+/**
+ * The chunks of a request body as they arrive. A body cut short (the client
+ * closed the connection, or its chunked framing broke) is the client's fault:
+ * a 400 saying so, not an unhandled error.
+ */
+export async function* bodyChunks(req: Request): AsyncGenerator<Uint8Array> {
+  if (!req.body) return;
+  const reader = req.body.getReader();
+  try {
+    for (;;) {
+      let next;
+      try {
+        next = await reader.read();
+      } catch {
+        throw badRequest("the request body ended early: the connection closed, or the chunked encoding broke, before the whole body arrived");
+      }
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
 }
 
 /**

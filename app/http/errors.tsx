@@ -24,7 +24,7 @@ export const handleError = (logger: Logger) =>
       if (c.req.path.startsWith("/admin")) return adminError(c, err.status, err.message);
       return c.json(errorBody(err.status, err.message, err.data), err.status as 400);
     }
-    logger.error("unhandled error", { method: c.req.method, path: c.req.path, error: err, at: stackTop(err) });
+    logger.error("unhandled error", { method: c.req.method, path: c.req.path, error: err, ...stackTop(err) });
     if (c.req.path.startsWith("/admin")) return adminError(c, 500, "internal error; the server log has the details");
     return c.json(errorBody(500, "internal error; the server log has the details"), 500);
   };
@@ -48,12 +48,13 @@ export function handleNotFound(c: Context) {
  */
 export function lastResortError(logger: Logger) {
   return function lastResortError(err: Error): Response {
-    logger.error("unhandled error", { error: err, at: stackTop(err) });
+    logger.error("unhandled error", { error: err, ...stackTop(err) });
     return Response.json(errorBody(500, "internal error; the server log has the details"), { status: 500 });
   };
 }
 
-/** The first frames of a stack on one line: enough to find the place, short enough for a log line. */
-export function stackTop(err: Error, frames = 3): string {
-  return (err.stack ?? "").split("\n").filter((l) => l.trim().startsWith("at ")).slice(0, frames).map((l) => l.trim().slice(3)).join(" < ");
+/** `{at}`: the first frames of a stack on one line, enough to find the place and short enough for a log line; nothing when there are none. */
+export function stackTop(err: Error, frames = 3): { at?: string } {
+  const at = (err.stack ?? "").split("\n").filter((l) => l.trim().startsWith("at ")).slice(0, frames).map((l) => l.trim().slice(3)).join(" < ");
+  return at ? { at } : {};
 }
