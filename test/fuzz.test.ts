@@ -97,7 +97,12 @@ function body(r: Rng): { bytes: Uint8Array; type?: string } {
       const text = r.chance(0.3) ? `{"__proto__": ${JSON.stringify(json(r))}, "constructor": {"prototype": {"x": 1}}}` : JSON.stringify(json(r));
       return { bytes: enc.encode(text), type: "application/json" };
     }
-    case 3: return { bytes: enc.encode("[".repeat(r.pick([10, 5000, 100_000]))), type: "application/json" };
+    case 3: {
+      // Deep nesting: cut off, or valid and deep enough to overflow a recursive walker.
+      const n = r.pick([10, 5000, 100_000]);
+      const deep = r.pick(["[".repeat(n), "[".repeat(n) + "]".repeat(n), `{"targets":${"[".repeat(n)}${"]".repeat(n)},"stream":${'{"a":'.repeat(n)}1${"}".repeat(n)}}`]);
+      return { bytes: enc.encode(deep), type: "application/json" };
+    }
     case 4: {
       const names = ["password", "next", "sql", "format", "stream", "data", "id", "rules", "scopes", "prefix", "from", "to", "kind", "ttl", "url", "access", "max_connections", "destination", "token", "__proto__"];
       const form = Array.from({ length: r.int(6) }, () => `${r.pick(names)}=${value(r)}`).join("&");
@@ -289,7 +294,9 @@ describe(`fuzz: random requests, websocket frames and datagrams (seed ${SEED})`,
     await pool(12, reqs, async (q) => {
       const a = await rawRequest(srv.port, q.bytes, 1500);
       statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
-      if (a.status >= 500) bad.push(`${a.status} for ${q.label}: ${a.body.slice(0, 200)}`);
+      // The one 5xx allowed: the SQL engine's designed "busy, try again" when the fuzz runs more queries at once than it takes.
+      const busy = a.status === 503 && a.body.includes("queries are running already");
+      if (a.status >= 500 && !busy) bad.push(`${a.status} for ${q.label}: ${a.body.slice(0, 200)}`);
       if (SOURCE.test(a.raw)) bad.push(`source in the answer to ${q.label}: ${SOURCE.exec(a.raw)![0]}`);
       if (++done % 200 === 0) await healthy();
     });
