@@ -4,6 +4,7 @@ import { redactSecrets } from "../app/core/logger.ts";
 import { signIn } from "./support/admin.ts";
 import { connect } from "./support/client.ts";
 import { rawRequest } from "./support/raw-http.ts";
+import { RawWebSocket } from "./support/raw-socket.ts";
 import { startTestServer, waitFor, type TestServer } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
@@ -32,7 +33,6 @@ describe("malformed requests get a 400 with a one-line reason (raw sockets: fetc
     ["DELETE /api/streams/ with bad percent-encoding", "DELETE /api/streams/%ZZ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", /not valid percent-encoding/],
     ["DELETE /api/destinations/ with bad percent-encoding", "DELETE /api/destinations/%ZZ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", /not valid percent-encoding/],
     ["an overlong UTF-8 escape in a stream path", "GET /api/streams/%C0%AF/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", /not valid percent-encoding/],
-    ["a websocket upgrade with bad percent-encoding", "GET /ws/%ZZ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", /not valid percent-encoding/],
     ["an admin page with bad percent-encoding", "GET /admin/streams/%F0%9F HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", /not valid percent-encoding/],
     ["a lone % in a path", "GET /api/streams/50% HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", /not valid percent-encoding/],
   ];
@@ -57,6 +57,21 @@ describe("malformed requests get a 400 with a one-line reason (raw sockets: fetc
       expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
     });
   }
+});
+
+describe("a websocket path with bad percent-encoding", () => {
+  let srv: TestServer;
+  beforeAll(async () => { srv = await startTestServer(); });
+  afterAll(async () => { await srv.close(); });
+
+  it("is upgraded and closed with 1008 and the reason, which a browser can read", async () => {
+    const ws = await RawWebSocket.open(srv.port, "/ws/%E0%A4zz");
+    const closed = await ws.readUntilClose(10_000);
+    ws.destroy();
+    expect(closed.code).toBe(1008);
+    expect(closed.reason).toContain("not valid percent-encoding");
+    expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
+  });
 });
 
 describe("bodies cut short are the client's fault, not an unhandled error", () => {

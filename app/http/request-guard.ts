@@ -1,6 +1,20 @@
 import type { Logger } from "../core/logger.ts";
 import { bodyLimitFor, tooLargeMessage } from "./body.ts";
 import { errorBody } from "./errors.tsx";
+import { WS_PREFIX } from "../hub/websocket.ts";
+
+/** What percent-encoding a path must follow, as 400s say it. */
+export const PERCENT_RULE = "each % must start a UTF-8 byte as %XX (hex); write a literal % as %25";
+
+/** True when `text` is valid percent-encoding (decodeURIComponent would not throw). */
+export function decodes(text: string): boolean {
+  try {
+    decodeURIComponent(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** A request that passed the first look: its parsed URL and decoded path. */
 export interface ScreenedRequest {
@@ -14,7 +28,8 @@ function refuse(status: 400 | 413, message: string): Response {
 
 /**
  * The first look at every request, before any route or upgrade: a URL that does
- * not parse (a bad Host header), a path that is not valid percent-encoding, or a
+ * not parse (a bad Host header), a path that is not valid percent-encoding
+ * (but /ws/…, whose handler answers with a close frame), or a
  * declared body over the route's limit is refused here with a one-line reason
  * (400 or 413) and one short debug log line. Bodies without a Content-Length
  * are held to the same limits by the readers of each route.
@@ -30,10 +45,9 @@ export function screenRequest(req: Request, maxMessageBytes: number, logger: Log
   } catch {
     return refused(400, "the request URL does not parse: check the Host header (a host name or address, with an optional :port)");
   }
-  try {
-    decodeURIComponent(url.pathname);
-  } catch {
-    return refused(400, "the path is not valid percent-encoding: each % must start a UTF-8 byte as %XX (hex); write a literal % as %25");
+  // /ws/{stream} answers a bad name, this one too, with a close frame a browser can read (see upgradeStream).
+  if (!url.pathname.startsWith(WS_PREFIX) && !decodes(url.pathname)) {
+    return refused(400, `the path is not valid percent-encoding: ${PERCENT_RULE}`);
   }
   const limit = bodyLimitFor(req.method, url.pathname, maxMessageBytes);
   const declared = req.headers.get("content-length");

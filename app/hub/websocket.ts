@@ -52,17 +52,20 @@ function offeredProtocols(header: string | null): string[] {
  */
 export async function upgradeStream(req: Request, url: URL, server: Server<Connection>, deps: WebSocketDeps): Promise<Response | undefined> {
   let stream: string;
+  let badEncoding = false;
   try {
     stream = decodeURIComponent(url.pathname.slice(WS_PREFIX.length));
   } catch {
     stream = url.pathname.slice(WS_PREFIX.length);
+    badEncoding = true;
   }
   const ip = server.requestIP(req);
   const address = ip?.address ?? "";
   const origin = `ws:${address}:${ip?.port ?? 0}`;
   let refusal: Refusal | undefined;
   let grant: Grant = { read: false, write: false, via: "token" };
-  const problem = stream === STREAMS_EVENTS_STREAM ? null : streamNameProblem(stream);
+  const problem = badEncoding ? "the stream name in the path is not valid percent-encoding: each % must start a UTF-8 byte as %XX (hex); write a literal % as %25"
+    : stream === STREAMS_EVENTS_STREAM ? null : streamNameProblem(stream);
   if (problem) {
     refusal = { code: CLOSE.policy, reason: problem };
   } else {
