@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { AppError, badRequest } from "../core/errors.ts";
+import { AppError, badRequest, PERCENT_ENCODING_RULE } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import { ErrorPage, Notice } from "../../views/layout.tsx";
 import { html } from "./ui/support.ts";
@@ -16,7 +16,7 @@ export function errorBody(status: number, message: string, data?: Record<string,
 export const handleError = (logger: Logger) =>
   function handleError(err: Error, c: Context) {
     // decodeURIComponent's URIError is always bad input; the request screen catches most before routing.
-    if (err instanceof URIError) err = badRequest("the request is not valid percent-encoding: each % must start a UTF-8 byte as %XX (hex); write a literal % as %25");
+    if (err instanceof URIError) err = badRequest(`the request is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`);
     if (err instanceof AppError) {
       if (err.cause) logger.warn("request failed", { path: c.req.path, status: err.status, cause: err.cause });
       // The rest of a body over the limit is never read: the connection ends after this answer.

@@ -1,10 +1,8 @@
+import { PERCENT_ENCODING_RULE } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import { bodyLimitFor, tooLargeMessage } from "./body.ts";
 import { errorBody } from "./errors.tsx";
 import { WS_PREFIX } from "../hub/websocket.ts";
-
-/** What percent-encoding a path must follow, as 400s say it. */
-export const PERCENT_RULE = "each % must start a UTF-8 byte as %XX (hex); write a literal % as %25";
 
 /** True when `text` is valid percent-encoding (decodeURIComponent would not throw). */
 export function decodes(text: string): boolean {
@@ -16,7 +14,7 @@ export function decodes(text: string): boolean {
   }
 }
 
-/** A request that passed the first look: its parsed URL and decoded path. */
+/** A request that passed the first look, with its parsed URL. */
 export interface ScreenedRequest {
   url: URL;
 }
@@ -47,7 +45,7 @@ export function screenRequest(req: Request, maxMessageBytes: number, logger: Log
   }
   // /ws/{stream} answers a bad name, this one too, with a close frame a browser can read (see upgradeStream).
   if (!url.pathname.startsWith(WS_PREFIX) && !decodes(url.pathname)) {
-    return refused(400, `the path is not valid percent-encoding: ${PERCENT_RULE}`);
+    return refused(400, `the path is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`);
   }
   const limit = bodyLimitFor(req.method, url.pathname, maxMessageBytes);
   const declared = req.headers.get("content-length");

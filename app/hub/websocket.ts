@@ -1,5 +1,6 @@
 import type { Server, WebSocketHandler } from "bun";
 import { AccessDenied, authorizeStream, clientAddress, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { PERCENT_ENCODING_RULE } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
@@ -34,7 +35,7 @@ export const WS_PREFIX = "/ws/";
  * Picks the subprotocol to answer with: "null" if offered (practable clients),
  * else the first named one (e.g. "switchyard"). A `token.<jwt>` protocol is
  * never answered: the response header would carry the whole token. Undefined
- * when nothing else was offered beside it (see tokenOnlyOffer).
+ * when nothing else was offered beside it (acceptUpgrade then refuses).
  */
 function chooseProtocol(offered: string[]): string | undefined {
   return offered.includes("null") ? "null" : offered.find((p) => !p.startsWith("token."));
@@ -64,7 +65,7 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
   const origin = `ws:${address}:${ip?.port ?? 0}`;
   let refusal: Refusal | undefined;
   let grant: Grant = { read: false, write: false, via: "token" };
-  const problem = badEncoding ? "the stream name in the path is not valid percent-encoding: each % must start a UTF-8 byte as %XX (hex); write a literal % as %25"
+  const problem = badEncoding ? `the stream name in the path is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`
     : stream === STREAMS_EVENTS_STREAM ? null : streamNameProblem(stream);
   if (problem) {
     refusal = { code: CLOSE.policy, reason: problem };
