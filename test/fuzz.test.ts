@@ -136,7 +136,22 @@ function headers(r: Rng, port: number, cookie: string): string[] {
 }
 
 /** A whole request as bytes: method, path with query, headers, framed body (sometimes misframed). */
-function request(r: Rng, routes: { method: string; path: string }[], port: number, cookie: string): { bytes: Buffer; label: string } {
+function request(r: Rng, routes: { method: string; path: string }[], port: number, cookie: string): { bytes: Buffer; label: string; broken?: boolean } {
+  if (r.chance(0.04)) {
+    // Not HTTP as the parser knows it: garbage, broken request lines and headers.
+    const broken = r.pick([
+      () => Buffer.from(r.bytes(1 + r.int(600))),
+      () => Buffer.from("GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n"),
+      () => Buffer.from("GET /\u0000x HTTP/1.1\r\nHost: x\r\n\r\n", "latin1"),
+      () => Buffer.from("GET /healthz HTTP/1.1\r\nNo colon here\r\n\r\n"),
+      () => Buffer.from(`GET /${"a".repeat(70_000)} HTTP/1.1\r\nHost: x\r\n\r\n`),
+      () => Buffer.from(`GET /healthz HTTP/1.1\r\n${"X-A: b\r\n".repeat(500)}\r\n`),
+      () => Buffer.from("POST /api/streams/s/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello"),
+      () => Buffer.from("POST /api/streams/s/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+      () => Buffer.from("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n X-Folded: continuation\r\n\r\n"),
+    ])();
+    return { bytes: broken, label: `broken: ${JSON.stringify(broken.subarray(0, 60).toString("latin1"))}`, broken: true };
+  }
   const route = r.pick(routes);
   let method = route.method === "ALL" ? r.pick(METHODS) : route.method;
   if (r.chance(0.15)) method = r.pick(METHODS);
@@ -294,9 +309,11 @@ describe(`fuzz: random requests, websocket frames and datagrams (seed ${SEED})`,
     await pool(12, reqs, async (q) => {
       const a = await rawRequest(srv.port, q.bytes, 1500);
       statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
-      // The one 5xx allowed: the SQL engine's designed "busy, try again" when the fuzz runs more queries at once than it takes.
+      // 5xx allowed: the SQL engine's designed "busy, try again" when the fuzz runs more queries at once than it takes.
       const busy = a.status === 503 && a.body.includes("queries are running already");
-      if (a.status >= 500 && !busy) bad.push(`${a.status} for ${q.label}: ${a.body.slice(0, 200)}`);
+      // Bun's HTTP parser answers what is not an HTTP/1.x request line with an empty 505, before any code of ours runs.
+      const notHttp = q.broken && a.status === 505 && a.body === "";
+      if (a.status >= 500 && !busy && !notHttp) bad.push(`${a.status} for ${q.label}: ${a.body.slice(0, 200)}`);
       if (SOURCE.test(a.raw)) bad.push(`source in the answer to ${q.label}: ${SOURCE.exec(a.raw)![0]}`);
       if (++done % 200 === 0) await healthy();
     });
