@@ -74,6 +74,37 @@ describe("a websocket path with bad percent-encoding", () => {
   });
 });
 
+describe("hostile websocket frames on an upgraded socket", () => {
+  let srv: TestServer;
+  beforeAll(async () => { srv = await startTestServer(); });
+  afterAll(async () => { await srv.close(); });
+
+  /** A masked client frame; `claim` overrides the length in its header. */
+  const frame = (opcode: number, payload: Buffer, claim = payload.length) => {
+    const head = claim < 126 ? Buffer.from([0x80 | opcode, 0x80 | claim]) : Buffer.alloc(10);
+    if (claim >= 126) { head[0] = 0x80 | opcode; head[1] = 0x80 | 127; head.writeBigUInt64BE(BigInt(claim), 2); }
+    const key = Buffer.from([1, 2, 3, 4]);
+    return Buffer.concat([head, key, Buffer.from(payload.map((b, i) => b ^ key[i % 4]!))]);
+  };
+
+  const cases: [string, Buffer, number[]][] = [
+    ["a frame that claims 2^62 bytes", frame(0x2, Buffer.from("abc"), 2 ** 62), [1009, 1002]],
+    ["a text frame of bad UTF-8", frame(0x1, Buffer.from([0xc3, 0x28, 0xed, 0xa0, 0x80])), [1007]],
+    ["an unknown opcode", frame(0x3, Buffer.from("x")), [1002]],
+  ];
+  for (const [name, bytes, codes] of cases) {
+    it(`${name}: the connection is closed (${codes.join(" or ")}), the server stays up`, async () => {
+      const ws = await RawWebSocket.open(srv.port, "/ws/hostile");
+      ws.socket.write(bytes);
+      const closed = await ws.readUntilClose(10_000);
+      await ws.ended();
+      expect(codes).toContain(closed.code!);
+      expect(srv.logs.join("")).not.toContain("unhandled error");
+      expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
+    });
+  }
+});
+
 describe("bodies cut short are the client's fault, not an unhandled error", () => {
   let srv: TestServer;
   beforeAll(async () => { srv = await startTestServer(); });
