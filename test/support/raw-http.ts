@@ -128,11 +128,14 @@ export function rssOf(pid: number): number {
 
 /**
  * Starts `switchyard serve` in its own process (a shell sets `umask` first, so a
- * test sees what a loose umask would make) on free ports, and waits until it listens.
+ * test sees what a loose umask would make) on free ports, and waits until it
+ * listens. The source runs, or the binary named by SWITCHYARD_TEST_BINARY.
  */
 export async function startServeProcess(dataDir: string, opts: { umask?: string; udpPort?: number; logLevel?: string } = {}): Promise<ServeProcess> {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SWITCHYARD_")));
-  const args = [process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-port", String(opts.udpPort ?? 0), "--log-level", opts.logLevel ?? "info"];
+  // SWITCHYARD_TEST_BINARY runs these tests against a compiled binary instead of the source.
+  const program = process.env.SWITCHYARD_TEST_BINARY ? [process.env.SWITCHYARD_TEST_BINARY] : [process.execPath, MAIN];
+  const args = [...program, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-port", String(opts.udpPort ?? 0), "--log-level", opts.logLevel ?? "info"];
   const quoted = args.map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ");
   const p = Bun.spawn(["sh", "-c", `umask ${opts.umask ?? "022"}; exec ${quoted}`], { env: clean, stdout: "ignore", stderr: "pipe", stdin: "ignore" });
   let log = "";
