@@ -10,6 +10,7 @@ import { settings } from "./cli/settings.ts";
 import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
+import { privateUmask } from "./config/private-files.ts";
 
 const COMMANDS: Command[] = [serve, send, query, token, admin, settings, slack, version, checkConfig];
 
@@ -56,6 +57,8 @@ export async function main(argv: string[], io: CommandIO): Promise<number> {
 }
 
 if (import.meta.main) {
+  // Before anything is written: what Switchyard creates is its user's alone.
+  privateUmask();
   const io: CommandIO = {
     out: (t) => process.stdout.write(t),
     err: (t) => process.stderr.write(t),

@@ -24,6 +24,8 @@ import { Spool } from "./log/spool.ts";
 import { Compactor } from "./log/compactor.ts";
 import { livePatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
+import { lastResortError } from "./http/errors.tsx";
+import { screenRequest } from "./http/request-guard.ts";
 import { ensureAdminAccount } from "./auth/admin-account.ts";
 import { AdminSessions } from "./auth/admin-session.ts";
 import { adminTokenSecret } from "./auth/admin-token.ts";
@@ -131,17 +133,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     server = Bun.serve<Connection>({
     hostname: config.host,
     port: config.port,
-    // Routes read bodies with their own limits (413 naming the limit, read in chunks); /ts/{stream}
-    // bodies are long-lived streams, so Bun's own cap is set out of the way.
+    // Production mode, always: an error never shows Bun's development page or source.
+    development: false,
+    // Bun's cap counts chunked bodies too, and /ts/{stream} bodies are long-lived streams, so
+    // it is set out of the way: every route has its own limit (app/http/body.ts), checked on
+    // Content-Length before routing (screenRequest) and while reading (413 naming the limit).
     maxRequestBodySize: Number.MAX_SAFE_INTEGER,
     fetch(req, srv) {
-      const url = new URL(req.url);
+      const screened = screenRequest(req, store.settings.max_message_bytes, logger);
+      if (screened instanceof Response) return screened;
+      const { url } = screened;
       if (url.pathname.startsWith(WS_PREFIX)) return upgradeStream(req, url, srv, wsDeps);
       if (url.pathname.startsWith(SESSION_PREFIX) && req.method === "GET") {
         return sessions.upgrade(req, url, decodeURIComponent(url.pathname.slice(SESSION_PREFIX.length)), srv);
       }
       return app.fetch(req, { server: srv });
     },
+    error: lastResortError(logger),
     websocket: {
       ...streamSocketHandlers(wsDeps),
       // Frames up to twice the limit reach the handler, which closes with 1009 and a reason naming the limit.

@@ -1,5 +1,6 @@
-import { writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { copyFileSync, mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
 import { UsageError } from "../core/errors.ts";
 import { unpackNativeUnder } from "../../native/load.ts";
@@ -36,13 +37,28 @@ DATA_DIR/spool. The query may read the log and nothing else.
     // DuckDB is loaded only by the commands that query: the hub never carries it.
     const { formatResult, QueryEngine, QueryError } = await import("../analytics/engine.ts");
     const output = values.output ? resolve(values.output) : undefined;
-    const engine = await QueryEngine.open({
-      logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"),
-      exportDir: format === "parquet" ? dirname(output!) : undefined,
-    });
+    // DuckDB may write (and so read) only a fresh private folder, never the output's: a query
+    // must not read the other files there. The finished file is moved to --output afterwards.
+    const exportDir = format === "parquet" ? mkdtempSync(join(tmpdir(), "switchyard-export-")) : undefined;
+    let engine;
+    try {
+      engine = await QueryEngine.open({
+        logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"), exportDir,
+      });
+    } catch (err) {
+      if (exportDir) rmSync(exportDir, { recursive: true, force: true });
+      throw err;
+    }
     try {
       if (format === "parquet") {
-        const rows = await engine.exportParquet(positionals[0]!, output!, timeout * 1000);
+        const staged = join(exportDir!, "result.parquet");
+        const rows = await engine.exportParquet(positionals[0]!, staged, timeout * 1000);
+        try {
+          moveFile(staged, output!);
+        } catch (err) {
+          io.err(`query failed: cannot write --output ${output}: ${(err as Error).message}\n`);
+          return 1;
+        }
         io.err(`wrote ${rows} rows to ${output}\n`);
         return 0;
       }
@@ -57,6 +73,18 @@ DATA_DIR/spool. The query may read the log and nothing else.
       return 1;
     } finally {
       engine.close();
+      if (exportDir) rmSync(exportDir, { recursive: true, force: true });
     }
   },
 };
+
+/** Moves a file, copying when the two paths are on different file systems. */
+function moveFile(from: string, to: string): void {
+  try {
+    renameSync(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+    copyFileSync(from, to);
+    unlinkSync(from);
+  }
+}

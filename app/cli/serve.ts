@@ -1,5 +1,6 @@
 import { resolveStartupConfig, startupOptionsHelp, startupParseOptions, withStoredPorts } from "../config/startup.ts";
 import { SettingsStore } from "../config/store.ts";
+import { securePrivateDataDir } from "../config/private-files.ts";
 import { createLogger } from "../core/logger.ts";
 import { prepareNativeAtStart } from "../../native/startup.ts";
 import { unpackNativeUnder } from "../../native/load.ts";
@@ -18,6 +19,7 @@ export const serve: Command = {
     const resolved = resolveStartupConfig(values, io.env);
     const logger = createLogger(resolved.config.logLevel, io.err);
     for (const w of resolved.warnings) logger.warn(w);
+    securePrivateDataDir(resolved.config.dataDir, logger);
     const store = SettingsStore.open(resolved.config.dataDir);
     const { config, sources } = withStoredPorts(resolved, store.settings);
     if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });

@@ -226,9 +226,10 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
  * 400 AppError whose data names each bad field and what it allows.
  */
 export function validateSettings(base: Settings, patch: Record<string, unknown>): Settings {
-  const errors: Record<string, string> = {};
+  // No prototype: a key like __proto__ or constructor is just an unknown key here.
+  const errors: Record<string, string> = Object.create(null);
   for (const [key, value] of Object.entries(patch)) {
-    const spec = SETTING_FIELDS[key as keyof Settings];
+    const spec = Object.hasOwn(SETTING_FIELDS, key) ? SETTING_FIELDS[key as keyof Settings] : undefined;
     if (!spec) {
       errors[key] = `unknown setting; known: ${Object.keys(SETTING_FIELDS).join(", ")}`;
       continue;

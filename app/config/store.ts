@@ -24,7 +24,7 @@ export class SettingsStore {
 
   /** Opens (creating if needed) the store in `dataDir` and applies pending migrations. */
   static open(dataDir: string): SettingsStore {
-    mkdirSync(dataDir, { recursive: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const file = join(dataDir, SETTINGS_FILE);
     const db = new Database(file, { create: true, strict: true });
     chmodSync(file, 0o600);

@@ -14,6 +14,9 @@ export class AppError extends Error {
   }
 }
 
+/** What percent-encoding in a path must follow, as the 400s for it say. */
+export const PERCENT_ENCODING_RULE = "each % must start a UTF-8 byte as %XX (hex); write a literal % as %25";
+
 /** 400: the request is malformed; say what is wrong and what is allowed. */
 export const badRequest = (message: string, data?: Record<string, unknown>) => new AppError(400, message, data);
 /** 401: no credentials, or credentials that do not verify. */

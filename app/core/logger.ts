@@ -2,7 +2,7 @@
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** A structured logger: one line per event, `level msg key=value …`. */
+/** A structured logger: one line per event, `level msg key=value …`; URL credentials are redacted. */
 export interface Logger {
   debug(msg: string, fields?: Record<string, unknown>): void;
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -16,6 +16,14 @@ function formatValue(v: unknown): string {
   return JSON.stringify(v) ?? "undefined";
 }
 
+/** `?token=…` and `&code=…` (stream tokens, relay access codes) wherever a URL lands in a line. */
+const SECRET_QUERY = /([?&](?:token|code)=)[^&\s"#]+/gi;
+
+/** A log line with the values of `token` and `code` query parameters replaced, so no credential reaches the log. */
+export function redactSecrets(line: string): string {
+  return line.replace(SECRET_QUERY, "$1[redacted]");
+}
+
 /**
  * Builds a logger that writes lines through `write` (the caller owns the I/O),
  * dropping events below `level`.
@@ -26,7 +34,7 @@ export function createLogger(level: LogLevel, write: (line: string) => void, now
     if (LOG_LEVELS.indexOf(lvl) < min) return;
     let line = `${now().toISOString()} ${lvl.toUpperCase().padEnd(5)} ${msg}`;
     if (fields) for (const [k, v] of Object.entries(fields)) line += ` ${k}=${formatValue(v)}`;
-    write(line + "\n");
+    write(redactSecrets(line) + "\n");
   };
   return {
     debug: (m, f) => emit("debug", m, f),

@@ -1,5 +1,6 @@
 import type { Server, WebSocketHandler } from "bun";
 import { AccessDenied, authorizeStream, clientAddress, tokenFromRequest, type Grant } from "../auth/access.ts";
+import { PERCENT_ENCODING_RULE } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
@@ -30,11 +31,19 @@ export interface WebSocketDeps {
 /** The path prefix of the stream endpoint. */
 export const WS_PREFIX = "/ws/";
 
-/** Picks the subprotocol to answer with: "null" if offered (practable clients), else the first offered. */
-function chooseProtocol(header: string | null): string | undefined {
-  if (!header) return undefined;
-  const offered = header.split(",").map((p) => p.trim()).filter(Boolean);
-  return offered.includes("null") ? "null" : offered.find((p) => !p.startsWith("token.")) ?? offered[0];
+/**
+ * Picks the subprotocol to answer with: "null" if offered (practable clients),
+ * else the first named one (e.g. "switchyard"). A `token.<jwt>` protocol is
+ * never answered: the response header would carry the whole token. Undefined
+ * when nothing else was offered beside it (acceptUpgrade then refuses).
+ */
+function chooseProtocol(offered: string[]): string | undefined {
+  return offered.includes("null") ? "null" : offered.find((p) => !p.startsWith("token."));
+}
+
+/** The subprotocols a client offered, in order. */
+function offeredProtocols(header: string | null): string[] {
+  return (header ?? "").split(",").map((p) => p.trim()).filter(Boolean);
 }
 
 /**
@@ -44,17 +53,20 @@ function chooseProtocol(header: string | null): string | undefined {
  */
 export async function upgradeStream(req: Request, url: URL, server: Server<Connection>, deps: WebSocketDeps): Promise<Response | undefined> {
   let stream: string;
+  let badEncoding = false;
   try {
     stream = decodeURIComponent(url.pathname.slice(WS_PREFIX.length));
   } catch {
     stream = url.pathname.slice(WS_PREFIX.length);
+    badEncoding = true;
   }
   const ip = server.requestIP(req);
   const address = ip?.address ?? "";
   const origin = `ws:${address}:${ip?.port ?? 0}`;
   let refusal: Refusal | undefined;
   let grant: Grant = { read: false, write: false, via: "token" };
-  const problem = stream === STREAMS_EVENTS_STREAM ? null : streamNameProblem(stream);
+  const problem = badEncoding ? `the stream name in the path is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`
+    : stream === STREAMS_EVENTS_STREAM ? null : streamNameProblem(stream);
   if (problem) {
     refusal = { code: CLOSE.policy, reason: problem };
   } else {
@@ -77,7 +89,12 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
  * or refused with a reason it will get as a close frame); 426 for a plain HTTP request.
  */
 export function acceptUpgrade(req: Request, url: URL, server: Server<Connection>, data: Connection): Response | undefined {
-  const protocol = chooseProtocol(req.headers.get("sec-websocket-protocol"));
+  const offered = offeredProtocols(req.headers.get("sec-websocket-protocol"));
+  const protocol = chooseProtocol(offered);
+  if (offered.length > 0 && !protocol) {
+    // A client that offers subprotocols fails the handshake unless one is answered, and the token must not be.
+    return Response.json({ error: { status: 400, message: "the only subprotocol offered is token.<jwt>, which is never echoed back; offer a named one beside it, e.g. new WebSocket(url, [\"switchyard\", \"token.\" + jwt])" } }, { status: 400 });
+  }
   const upgraded = server.upgrade(req, { data, headers: protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined });
   if (upgraded) return undefined;
   return Response.json({ error: { status: 426, message: `${url.pathname} is a websocket endpoint; connect with a websocket client (Upgrade: websocket)` } }, { status: 426, headers: { Upgrade: "websocket" } });

@@ -61,14 +61,14 @@ export class Spool {
   private constructor(readonly dir: string, private readonly opts: SpoolOptions, readonly recovery: RecoveryReport, readonly lastSeq: Map<string, number>, lastNumber: number) {
     this.segmentNumber = lastNumber + 1;
     this.segment = this.path(this.segmentNumber);
-    this.fd = openSync(this.segment, "a");
+    this.fd = openSync(this.segment, "a", 0o600);
     this.segmentSize = 0;
     this.timer = setInterval(() => this.sync(), Math.max(10, opts.fsyncMs));
   }
 
   /** Opens the spool in `dir`: recovers every segment (cutting off torn tails), then starts a new segment. */
   static open(dir: string, opts: SpoolOptions): Spool {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     const report: RecoveryReport = { segments: 0, records: 0, truncated: [] };
     const lastSeq = new Map<string, number>();
     let lastNumber = 0;
@@ -130,7 +130,7 @@ export class Spool {
 
   private static writeState(dir: string, lastSegment: number, lastSeq: Map<string, number>): void {
     const tmp = join(dir, `${STATE_FILE}.tmp`);
-    const fd = openSync(tmp, "w");
+    const fd = openSync(tmp, "w", 0o600);
     writeSync(fd, JSON.stringify({ last_segment: lastSegment, last_seq: Object.fromEntries(lastSeq) }));
     fdatasyncSync(fd);
     closeSync(fd);
@@ -277,7 +277,7 @@ export class Spool {
   private roll(): void {
     // Open the next segment first: if that fails, the current one stays in use.
     const nextPath = this.path(this.segmentNumber + 1);
-    const nextFd = openSync(nextPath, "a");
+    const nextFd = openSync(nextPath, "a", 0o600);
     fdatasyncSync(this.fd);
     closeSync(this.fd);
     // Sealed: from here compaction may take it, so the state covers it first.

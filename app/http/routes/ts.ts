@@ -2,6 +2,7 @@ import type { Hono } from "hono";
 import { badRequest } from "../../core/errors.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
+import { bodyChunks } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { remoteAddress, requireStreamGrant } from "../stream-access.ts";
 
@@ -23,7 +24,7 @@ export function bindTsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     let messages = 0;
     let bytes = 0;
     if (c.req.raw.body) {
-      for await (const chunk of c.req.raw.body) {
+      for await (const chunk of bodyChunks(c.req.raw)) {
         // A chunk larger than one message may hold is split, so nothing is refused mid-stream.
         for (let o = 0; o < chunk.byteLength; o += limit) {
           const part = chunk.subarray(o, Math.min(chunk.byteLength, o + limit));

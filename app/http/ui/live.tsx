@@ -9,6 +9,7 @@ import { dashboardParts, DashboardPage, type DashboardData } from "../../../view
 import { PublishForm, StreamPage, StreamStatsCard, TailRows } from "../../../views/stream.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { formFields, html, livePage } from "./support.ts";
+import { bodyLimitFor } from "../body.ts";
 
 /** Most messages a live tail sends per batch (4 batches a second); the rest are counted. */
 const TAIL_BATCH = 25;
@@ -87,7 +88,7 @@ export function bindLiveRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   });
 
   app.post("/admin/streams/publish", async (c) => {
-    const form = await formFields(c);
+    const form = await formFields(c, bodyLimitFor("POST", "/admin/streams/publish", deps.store.settings.max_message_bytes)!);
     const name = streamName(form.stream);
     const data = form.data ?? "";
     const fail = (msg: string) => c.html(<PublishForm stream={name} value={data} errors={{ data: msg }} />, 422);

@@ -1,22 +1,34 @@
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { HttpEnv } from "../deps.ts";
+import { bodyLimitFor, readFormCapped, type BodyLimit, type FormValues } from "../body.ts";
+
+const forms = new WeakMap<Request, Promise<FormValues>>();
+
+/**
+ * The posted form of this request, read once (capped at the route's body limit,
+ * 413 above it) however many times the handler asks.
+ */
+function postedForm(c: Context<HttpEnv>, limit?: BodyLimit): Promise<FormValues> {
+  let form = forms.get(c.req.raw);
+  if (!form) {
+    // Only the publish form's limit depends on settings; it passes its own.
+    form = readFormCapped(c.req.raw, limit ?? bodyLimitFor(c.req.method, c.req.path, 0)!);
+    forms.set(c.req.raw, form);
+  }
+  return form;
+}
 
 /** The fields of a posted form as strings (repeated fields: the last; see formAll). */
-export async function formFields(c: Context<HttpEnv>): Promise<Record<string, string>> {
-  const body = await c.req.parseBody({ all: true });
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(body)) {
-    const last = Array.isArray(v) ? v.at(-1) : v;
-    if (typeof last === "string") out[k] = last;
-  }
+export async function formFields(c: Context<HttpEnv>, limit?: BodyLimit): Promise<Record<string, string>> {
+  const out: Record<string, string> = Object.create(null);
+  for (const [k, v] of await postedForm(c, limit)) out[k] = v.at(-1)!;
   return out;
 }
 
 /** Every value of a repeated form field (checkboxes). */
 export async function formAll(c: Context<HttpEnv>, name: string): Promise<string[]> {
-  const v = (await c.req.parseBody({ all: true }))[name];
-  return (Array.isArray(v) ? v : v === undefined ? [] : [v]).filter((x): x is string => typeof x === "string");
+  return (await postedForm(c)).get(name) ?? [];
 }
 
 /** True for requests htmx made (they get fragments; plain requests get whole pages). */
