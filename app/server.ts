@@ -98,6 +98,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     db: store.db, hub, logger, backoff: opts.backoff,
     bufferLimit: () => store.settings.relay_buffer_bytes,
     recordMaxBytes: () => store.settings.relay_record_max_bytes,
+    silenceMs: () => store.settings.relay_silence_seconds * 1000,
   });
   hub.onDelivery((m) => destinations.deliver(m));
   const taps = new StreamTaps();

@@ -35,6 +35,7 @@ export interface Settings {
   recent_bytes_per_stream: number;
   recent_total_bytes: number;
   relay_buffer_bytes: number;
+  relay_silence_seconds: number;
   relay_record_max_bytes: number;
   alert_destination_down_seconds: number;
   alert_silent_streams: { pattern: string; seconds: number }[];
@@ -92,6 +93,7 @@ export const DEFAULT_SETTINGS: Settings = {
   recent_bytes_per_stream: 1024 * 1024,
   recent_total_bytes: 64 * 1024 * 1024,
   relay_buffer_bytes: 4 * 1024 * 1024,
+  relay_silence_seconds: 60,
   relay_record_max_bytes: 64 * 1024 * 1024,
   alert_destination_down_seconds: 60,
   alert_silent_streams: [],
@@ -168,6 +170,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   recent_messages_per_stream: { description: "messages kept in memory per stream for GET /api/streams/{name}/messages", check: int(0, 100_000) },
   recent_bytes_per_stream: { description: "payload bytes kept in memory per stream for recent messages", check: int(0, 256 * 1024 * 1024) },
   relay_buffer_bytes: { description: "bytes a destination may have waiting to go out; past that its messages are dropped (counted), so a stalled remote never stalls the hub", check: int(64 * 1024, 1024 ** 3) },
+  relay_silence_seconds: { description: "a destination pings its remote and closes the connection (and counts it down) when it hears nothing for this long; applies to connections opened after the change", check: int(1, 3600) },
   relay_record_max_bytes: { description: "a destination's record file is rotated (to .1, .2, .3) when it reaches this size", check: int(1024, 64 * 1024 ** 3) },
   alert_destination_down_seconds: { description: "alert when a destination has been disconnected this long, and again when it recovers (0: off)", check: int(0, 86_400) },
   alert_silent_streams: {

@@ -15,6 +15,8 @@ export interface DestinationsOptions {
   logger: Logger;
   bufferLimit: () => number;
   recordMaxBytes: () => number;
+  /** Silence (ms) after which a connected remote counts as down. */
+  silenceMs?: () => number;
   backoff?: Backoff;
 }
 
@@ -113,6 +115,7 @@ export class Destinations {
       logger: this.opts.logger,
       backoff: this.opts.backoff ?? DEFAULT_BACKOFF,
       bufferLimit: this.opts.bufferLimit,
+      silenceMs: this.opts.silenceMs,
       recorder: rule.file ? this.openRecorder(rule, onRecordError) : null,
     };
     d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);

@@ -48,7 +48,7 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   perPort("switchyard_udp_kernel_drops_total", "counter", "Datagrams the kernel dropped for this socket (receive buffer full), from /proc/net/udp.", (l) => l.kernel_drops);
   const perDest = (name: string, type: "gauge" | "counter", help: string, pick: (d: Destination) => number) =>
     metric(name, type, help, destinations.map((d) => [`{id="${escapeLabel(d.rule.id)}",stream="${escapeLabel(d.rule.stream)}"}`, pick(d)]));
-  perDest("switchyard_destination_connected", "gauge", "1 when a destination is connected (webhook: its last POST worked).", (d) => (d.status.state === "connected" ? 1 : 0));
+  perDest("switchyard_destination_connected", "gauge", "1 when a destination is connected and not in a run of failed attempts (webhook: its last POST worked).", (d) => (d.status.up ? 1 : 0));
   perDest("switchyard_destination_connects_total", "counter", "Times a destination (re)connected.", (d) => d.status.connects);
   perDest("switchyard_destination_messages_out_total", "counter", "Messages a destination sent.", (d) => d.status.messagesOut);
   perDest("switchyard_destination_messages_in_total", "counter", "Messages a destination's remote sent back.", (d) => d.status.messagesIn);
