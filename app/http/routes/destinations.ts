@@ -27,18 +27,24 @@ export function bindDestinationRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void 
   app.use(`${PREFIX}*`, admin);
 
   const upsert = async (c: Context<HttpEnv>) => {
-    const rule = parseRule(await readJsonObject(c.req.raw, 'a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}'), deps.recordsDir);
+    const warnings: string[] = [];
+    const body = await readJsonObject(c.req.raw, 'a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}');
+    const rule = parseRule(body, deps.recordsDir, { storedToken: (id) => deps.destinations.get(id)?.rule.token, warnings });
+    for (const w of warnings) deps.logger.warn("destination rule: " + w, { id: rule.id });
     const d = await deps.destinations.upsert(rule);
-    return c.json(destinationView(d));
+    return c.json(warnings.length > 0 ? { ...destinationView(d), warnings } : destinationView(d));
   };
   app.on(["POST", "PUT"], "/api/destinations", upsert);
 
   app.get(`${PREFIX}all`, (c) => c.json(Object.fromEntries(deps.destinations.list().map((d) => [d.rule.id, destinationView(d)]))));
-  app.delete(`${PREFIX}all`, async (c) => {
-    const ids = deps.destinations.list().map((d) => d.rule.id);
-    await deps.destinations.removeAll();
-    return c.json({ deleted: ids });
-  });
+  // practable's delete-everything is DELETE …/deleteAll (its …/all deletes a rule named "all");
+  // here both delete every rule, and each answers its own name as practable does.
+  for (const name of ["all", "deleteAll"]) {
+    app.delete(`${PREFIX}${name}`, async (c) => {
+      await deps.destinations.removeAll();
+      return c.json(name);
+    });
+  }
   app.post(`${PREFIX}*`, (c) => {
     if (!c.req.path.endsWith("/reconnect")) throw notFound(`no route POST ${c.req.path}; add a rule with POST /api/destinations`);
     const id = idFromPath(c, "/reconnect");
