@@ -179,10 +179,19 @@ describe("relay: destinations to a remote relay", () => {
     dir.remove();
   });
 
-  it("records what it sends to the rule's file, binary as base64, under the data dir", async () => {
+  it("records what it sends to the rule's file under the data dir: raw bytes back to back by default, one per line on request", async () => {
     const relay = await server();
     const host = await server();
-    await postRule(host, { id: "rec", stream: "spin30", destination: relay.wsUrl("copy"), token: "", file: "spin30.log" });
+    await postRule(host, { id: "raw", stream: "spin31", destination: relay.wsUrl("copy31"), token: "", file: "spin31.bin" });
+    await waitFor(() => relay.hub.stream("copy31")?.connections.size === 1, "connected");
+    const pub31 = await connect(host.wsUrl("spin31"));
+    pub31.ws.send("ab");
+    pub31.ws.send(new Uint8Array([255, 0]));
+    pub31.ws.send("c");
+    const rawFile = join(host.dataDir, "records", "spin31.bin");
+    await waitFor(() => existsSync(rawFile) && readFileSync(rawFile).length === 5, "the raw record file");
+    expect([...readFileSync(rawFile)]).toEqual([97, 98, 255, 0, 99]);
+    await postRule(host, { id: "rec", stream: "spin30", destination: relay.wsUrl("copy"), token: "", file: "spin30.log", record_format: "lines" });
     await waitFor(() => relay.hub.stream("copy")?.connections.size === 1, "connected");
     const pub = await connect(host.wsUrl("spin30"));
     pub.ws.send("line one");
@@ -192,6 +201,8 @@ describe("relay: destinations to a remote relay", () => {
     expect(readFileSync(file, "utf8")).toBe(`line one\n${Buffer.from([255, 0]).toString("base64")}\n`);
     const outside = await postRule(host, { id: "bad", stream: "s", destination: relay.wsUrl("x"), file: "../../etc/cron.d/x" });
     expect(outside.status).toBe(400);
+    const format = await postRule(host, { id: "bad", stream: "s", destination: relay.wsUrl("x"), file: "x", record_format: "csv" });
+    expect((await format.json()).error.data.fields.record_format).toBe('"csv" is not valid; allowed: raw, lines');
   });
 
   it("answers bad rules with 400 naming each field, and practable's shapes for the rest", async () => {

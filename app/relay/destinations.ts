@@ -36,7 +36,8 @@ export class Destinations {
   /** Starts every stored rule. */
   load(): void {
     for (const row of this.opts.db.query<{ rule: string }, []>("SELECT rule FROM destinations ORDER BY id").all()) {
-      this.start(JSON.parse(row.rule) as DestinationRule);
+      // Rules stored before record_format existed recorded one message per line: they keep doing so.
+      this.start({ record_format: "lines", ...(JSON.parse(row.rule) as Omit<DestinationRule, "record_format">) });
     }
   }
 
@@ -128,7 +129,7 @@ export class Destinations {
   /** Opens a rule's record file; a failure is logged and the destination runs without it. */
   private openRecorder(rule: DestinationRule, onError: (message: string) => void): Recorder | null {
     try {
-      return new Recorder(rule.file, this.opts.recordMaxBytes, onError);
+      return new Recorder(rule.file, this.opts.recordMaxBytes, onError, rule.record_format);
     } catch (err) {
       this.opts.logger.error("destination record file cannot be opened; recording is off for it", { id: rule.id, file: rule.file, error: err });
       return null;

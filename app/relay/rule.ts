@@ -1,6 +1,7 @@
 import { isAbsolute, relative, resolve } from "node:path";
 import { badRequest } from "../core/errors.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
+import { RECORD_FORMATS, type RecordFormat } from "./recorder.ts";
 
 /** How a destination sends: a websocket relay session (practable) or HTTP POSTs (webhook). */
 export const DESTINATION_KINDS = ["websocket", "webhook"] as const;
@@ -16,10 +17,12 @@ export interface DestinationRule {
   kind: DestinationKind;
   /** Webhook: most messages per POST (1: the body is the message itself). */
   batch: number;
+  /** How `file` holds messages: raw bytes back to back (practable's way, the default) or one per line. */
+  record_format: RecordFormat;
 }
 
 const ID = /^[a-zA-Z0-9\-/]+$/;
-const FIELDS = ["id", "stream", "destination", "token", "file", "kind", "batch"];
+const FIELDS = ["id", "stream", "destination", "token", "file", "kind", "batch", "record_format"];
 /** Fields a rule's view carries that are not part of the rule: ignored on input, so a rule read can be posted back. */
 const READ_ONLY = ["status", "warnings"];
 /** Ids the API's own paths use: `all` lists the rules and `deleteAll` deletes them (as in practable). */
@@ -81,6 +84,8 @@ export function parseRule(body: unknown, recordsDir: string, opts: ParseRuleOpti
   else if (kind === "websocket" && token !== "" && scheme !== "http" && scheme !== "https") errors.destination = "with a token the destination is the relay's access URL: http:// or https://";
   const batchValue = b.batch ?? 1;
   if (typeof batchValue !== "number" || !Number.isInteger(batchValue) || batchValue < 1 || batchValue > 10_000) errors.batch = "allowed: a whole number from 1 to 10000";
+  const recordFormat = str("record_format", "raw") as RecordFormat;
+  if (!RECORD_FORMATS.includes(recordFormat)) errors.record_format = `${JSON.stringify(recordFormat)} is not valid; allowed: ${RECORD_FORMATS.join(", ")}`;
   const fileText = str("file");
   let file = "";
   if (fileText !== "") {
@@ -92,7 +97,7 @@ export function parseRule(body: unknown, recordsDir: string, opts: ParseRuleOpti
   if (Object.keys(errors).length > 0) {
     throw badRequest(`invalid destination rule: ${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}`, { fields: errors });
   }
-  return { id, stream, destination, token, file, kind, batch: batchValue as number };
+  return { id, stream, destination, token, file, kind, batch: batchValue as number, record_format: recordFormat };
 }
 
 /** The rule as responses show it: the token redacted. */
