@@ -8,7 +8,7 @@ import type { Connection } from "./hub/connection.ts";
 import { BunTopicFanOut } from "./hub/fanout.ts";
 import { Hub } from "./hub/hub.ts";
 import { RecentMessages } from "./hub/recent.ts";
-import { CLOSE, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./hub/websocket.ts";
+import { CLOSE, keepaliveSweep, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./hub/websocket.ts";
 import { UdpIngest } from "./ingest/udp.ts";
 import { Destinations } from "./relay/destinations.ts";
 import { FeedRules } from "./relay/feeds.ts";
@@ -147,7 +147,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       maxPayloadLength: 2 * boot.max_message_bytes,
       backpressureLimit: hub.nativeBackpressureLimit(boot.max_message_bytes),
       closeOnBackpressureLimit: false,
-      idleTimeout: boot.keepalive_seconds,
+      // A backstop only: the keepalive sweep closes silent connections first, with a close frame.
+      idleTimeout: Math.min(960, boot.keepalive_seconds + 8),
       sendPings: true,
       perMessageDeflate: false,
     },
@@ -177,6 +178,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     rates.sample();
     udp.tick();
     alerts.tick();
+    keepaliveSweep(hub.listStreams().flatMap((s) => [...s.connections]), boot.keepalive_seconds * 1000);
   }, 1000);
   alerts.started();
   const port = server.port!;
