@@ -330,6 +330,26 @@ describe("relay: Switchyard as the relay (/session/{topic})", () => {
     }
   });
 
+  it("answers browsers from the cors_origins setting with CORS headers, and others without", async () => {
+    const relay = await server();
+    const token = await relayToken(relay, "spin30-log");
+    const preflight = (origin: string) => api(relay, "/session/spin30-log", { method: "OPTIONS", headers: { Origin: origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization" } });
+    // By default no origin is allowed: the browser refuses the cross-origin call.
+    expect((await preflight("https://lab.example.org")).headers.get("access-control-allow-origin")).toBeNull();
+    relay.store.update({ cors_origins: ["https://lab.example.org"] });
+    const ok = await preflight("https://lab.example.org");
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get("access-control-allow-origin")).toBe("https://lab.example.org");
+    expect(ok.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("authorization");
+    expect(ok.headers.get("access-control-allow-methods")).toContain("POST");
+    expect((await preflight("https://evil.example.com")).headers.get("access-control-allow-origin")).toBeNull();
+    const post = await api(relay, "/session/spin30-log", { method: "POST", headers: { Origin: "https://lab.example.org", Authorization: token } });
+    expect(post.status).toBe(200);
+    expect(post.headers.get("access-control-allow-origin")).toBe("https://lab.example.org");
+    expect((await post.json()).uri).toContain("?code=");
+    expect(() => relay.store.update({ cors_origins: ["https://lab.example.org/path"] })).toThrow(/scheme and host/);
+  });
+
   it("closes a session with a made-up code or for another topic, with a reason", async () => {
     const relay = await server();
     const made = await connect(`ws://127.0.0.1:${relay.port}/session/spin30-log?code=00000000-0000-0000-0000-000000000000`);

@@ -24,6 +24,7 @@ export interface Settings {
   keepalive_seconds: number;
   stream_linger_seconds: number;
   public_url: string;
+  cors_origins: string[];
   udp_format: UdpFormat;
   udp_stream: string;
   udp_stream_field: string;
@@ -82,6 +83,7 @@ export const DEFAULT_SETTINGS: Settings = {
   keepalive_seconds: 60,
   stream_linger_seconds: 30,
   public_url: "",
+  cors_origins: [],
   udp_format: "json",
   udp_stream: "",
   udp_stream_field: "stream",
@@ -136,6 +138,10 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   public_url: {
     description: "the URL this box is reached at (e.g. https://relay.example.org); tokens with an audience must name it",
     check: (v) => (typeof v === "string" && (v === "" || /^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(v)) ? null : "allowed: empty, or an http:// or https:// URL"),
+  },
+  cors_origins: {
+    description: "web page origins (e.g. https://lab.example.org, or * for any) whose browsers may call POST /session/{topic} from another origin (CORS); empty: none",
+    check: (v) => (Array.isArray(v) && v.every((o) => typeof o === "string" && (o === "*" || /^https?:\/\/[^\s/?#]+$/.test(o))) ? null : "allowed: a list of origins such as https://lab.example.org (scheme and host, optional port, no path), or *"),
   },
   udp_format: { description: "how the main UDP port reads datagrams: json (stream field), line (stream<TAB>payload), raw (binary onto udp_stream), text (text onto udp_stream)", check: oneOf(UDP_FORMATS) },
   udp_stream: {
