@@ -4,13 +4,15 @@ import { admin } from "./cli/admin.ts";
 import { checkConfig } from "./cli/check-config.ts";
 import type { Command, CommandIO } from "./cli/command.ts";
 import { query } from "./cli/query.ts";
+import { secret } from "./cli/secret.ts";
+import { booking } from "./cli/booking.ts";
 import { send } from "./cli/send.ts";
 import { serve } from "./cli/serve.ts";
 import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
 
-const COMMANDS: Command[] = [serve, send, query, token, admin, slack, version, checkConfig];
+const COMMANDS: Command[] = [serve, send, query, token, admin, slack, version, checkConfig, secret, booking];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -30,6 +30,8 @@ import { SignInLimiter } from "./auth/sign-in-limit.ts";
 import { RateHistory } from "./hub/rate-history.ts";
 import { StreamTaps } from "./hub/taps.ts";
 import { logUsageReader } from "./log/usage.ts";
+import { BookingControl } from "./relay/bookings.ts";
+import { relaySecret } from "./relay/relay-secret.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -106,7 +108,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const rates = new RateHistory(hub);
   const feeds = new FeedRules(store.db, hub);
   feeds.load();
-  const sessions = new SessionServer(secret, settings);
+  // Tokens verify with this box's secret or an imported practable relay secret (read live: it can be set while running).
+  const verifyKeys = () => {
+    const imported = relaySecret(config.relaySecret, store).secret;
+    return imported ? [secret, imported] : [secret];
+  };
+  const bookings = new BookingControl(hub);
+  let listenPort = 0;
+  const localBases = () => {
+    const hosts = ["127.0.0.1", "localhost", "[::1]", ...(["0.0.0.0", "::", "127.0.0.1", "localhost"].includes(config.host) ? [] : [config.host.includes(":") ? `[${config.host}]` : config.host])];
+    return hosts.map((h) => `http://${h}:${listenPort}`);
+  };
+  const sessions = new SessionServer({ keys: verifyKeys, settings, localBases, bookings });
   const recordsDir = join(config.dataDir, "records");
   const slackUrl = () => slackWebhookUrl(config.slackWebhookUrl, store);
   const notifier = new SlackNotifier(() => slackUrl().url, logger, { baseDelayMs: opts.slackRetryMs });
@@ -121,9 +134,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onOutcome: (o) => alerts.compaction(o),
   });
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
+  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, verifyKeys, bookings, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
     adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir) });
-  const wsDeps = { hub, settings, secret, logger };
+  const wsDeps = { hub, settings, secret: verifyKeys, logger };
 
   let server: Server<Connection>;
   try {
@@ -182,6 +195,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }, 1000);
   alerts.started();
   const port = server.port!;
+  listenPort = port;
   logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 
   let stopping: Promise<void> | null = null;

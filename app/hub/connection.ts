@@ -35,6 +35,8 @@ export interface Connection {
   lastHeard: number;
   /** ms of the last keepalive ping sent. */
   pingedAt: number;
+  /** The token's practable booking_id (relay sessions), so a denied booking's connections can be closed. */
+  bookingId?: string;
 }
 
 let nextId = 1;

@@ -1,5 +1,6 @@
 import type { Server, WebSocketHandler } from "bun";
 import { AccessDenied, authorizeStream, clientAddress, tokenFromRequest, type Grant } from "../auth/access.ts";
+import type { VerifyKeys } from "../auth/stream-token.ts";
 import type { Logger } from "../core/logger.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
@@ -23,7 +24,8 @@ export const CLOSE = {
 export interface WebSocketDeps {
   hub: Hub;
   settings: () => Settings;
-  secret: string;
+  /** The secrets a token may verify with (this box's own, and an imported practable relay secret). */
+  secret: VerifyKeys;
   logger: Logger;
 }
 
