@@ -208,3 +208,39 @@ describe("compat: practable's booking control", () => {
     expect(bad.status).toBe(400);
   });
 });
+
+describe("compat: the Relay admin page and the Tokens page", () => {
+  it("imports the secret (never shown again), signs a device range with it, and denies a booking from the page", async () => {
+    const { signIn, asAdmin } = await import("../support/admin.ts");
+    const srv = await startTestServer();
+    servers.push(srv);
+    const admin = asAdmin(srv, await signIn(srv));
+    const page = await (await admin.get("/admin/bookings")).text();
+    expect(page).toContain("Not set.");
+    // Signing with the relay secret before it is imported is refused with the reason.
+    const early = await admin.post("/admin/tokens", { prefix: "spin", from: "30", to: "30", kind: "log", access_url: "https://relay.example.org", scopes: ["read", "write"], ttl: "1d", sign_with: "relay" });
+    expect(early.status).toBe(422);
+    expect(await early.text()).toContain("no practable relay secret is imported");
+    const bad = await admin.post("/admin/bookings/secret", { action: "set", secret: "short" });
+    expect(bad.status).toBe(422);
+    const set = await admin.post("/admin/bookings/secret", { action: "set", secret: LAB_SECRET });
+    const setText = await set.text();
+    expect(setText).toMatch(/Imported \(fingerprint [0-9a-f]{12}\)/);
+    expect(setText).not.toContain(LAB_SECRET);
+    expect(await (await admin.get("/admin/bookings")).text()).not.toContain(LAB_SECRET);
+    const made = await (await admin.post("/admin/tokens", { prefix: "spin", from: "30", to: "30", kind: "log", access_url: "https://relay.example.org", scopes: ["read", "write"], ttl: "1d", sign_with: "relay", booking_id: "b-7" })).text();
+    const token = /<td class="secret">([^<]+)<\/td>/.exec(made)![1]!;
+    const [h, p, sig] = token.split(".");
+    expect(createHmac("sha256", LAB_SECRET).update(`${h}.${p}`).digest("base64url")).toBe(sig!);
+    expect(decode(token)).toMatchObject({ booking_id: "b-7", topic: "spin30-log", scopes: ["write", "read"], aud: ["https://relay.example.org"] });
+    // Deny from the page: the relay session with that booking id is closed.
+    srv.store.update({ public_url: "https://relay.example.org" });
+    const res = await access(srv, "spin30-log", token);
+    const session = await connect(((await res.json()) as { uri: string }).uri.replace("wss://relay.example.org", srv.url.replace("http", "ws")));
+    expect(await (await admin.get("/admin/bookings")).text()).toContain("<td>b-7</td>");
+    const denied = await (await admin.post("/admin/bookings", { action: "deny", booking_id: "b-7", hours: "2" })).text();
+    expect(denied).toContain("Denied b-7 until");
+    expect(denied).toContain("closed 1 connection(s)");
+    expect((await session.closed).code).toBe(1008);
+  });
+});
