@@ -41,7 +41,9 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (token === "-") token = "";
     const batch = /^\d+$/.test(values.batch.trim()) ? Number(values.batch) : values.batch;
     try {
-      const rule = parseRule({ id: values.id, stream: values.stream, destination: values.destination, token, file: values.file, kind: values.kind, batch }, deps.recordsDir);
+      // The form has no record format field: an edited rule keeps its own (new rules record raw bytes, as practable).
+      const recordFormat = editing ? deps.destinations.get(values.id)?.rule.record_format : undefined;
+      const rule = parseRule({ id: values.id, stream: values.stream, destination: values.destination, token, file: values.file, kind: values.kind, batch, ...(recordFormat ? { record_format: recordFormat } : {}) }, deps.recordsDir);
       const existed = deps.destinations.get(rule.id) !== undefined;
       await deps.destinations.upsert(rule);
       return c.html(
