@@ -4,6 +4,8 @@ import { admin } from "./cli/admin.ts";
 import { checkConfig } from "./cli/check-config.ts";
 import { CommandFailed, type Command, type CommandIO } from "./cli/command.ts";
 import { query } from "./cli/query.ts";
+import { secret } from "./cli/secret.ts";
+import { booking } from "./cli/booking.ts";
 import { send } from "./cli/send.ts";
 import { serve } from "./cli/serve.ts";
 import { settings } from "./cli/settings.ts";
@@ -12,7 +14,7 @@ import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
 import { privateUmask } from "./config/private-files.ts";
 
-const COMMANDS: Command[] = [serve, send, query, token, admin, settings, slack, version, checkConfig];
+const COMMANDS: Command[] = [serve, send, query, token, admin, settings, secret, booking, slack, version, checkConfig];
 
 function usage(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

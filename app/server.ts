@@ -8,7 +8,7 @@ import type { Connection } from "./hub/connection.ts";
 import { BunTopicFanOut } from "./hub/fanout.ts";
 import { Hub } from "./hub/hub.ts";
 import { RecentMessages } from "./hub/recent.ts";
-import { CLOSE, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./hub/websocket.ts";
+import { CLOSE, keepaliveSweep, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./hub/websocket.ts";
 import { UdpIngest } from "./ingest/udp.ts";
 import { Destinations } from "./relay/destinations.ts";
 import { FeedRules } from "./relay/feeds.ts";
@@ -34,6 +34,8 @@ import { RateHistory } from "./hub/rate-history.ts";
 import { StreamTaps } from "./hub/taps.ts";
 import { logUsageReader } from "./log/usage.ts";
 import { localUrl, removeServerFile, writeServerFile } from "./config/server-file.ts";
+import { BookingControl } from "./relay/bookings.ts";
+import { relaySecret } from "./relay/relay-secret.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -102,6 +104,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     db: store.db, hub, logger, backoff: opts.backoff,
     bufferLimit: () => store.settings.relay_buffer_bytes,
     recordMaxBytes: () => store.settings.relay_record_max_bytes,
+    silenceMs: () => store.settings.relay_silence_seconds * 1000,
   });
   hub.onDelivery((m) => destinations.deliver(m));
   const taps = new StreamTaps();
@@ -109,7 +112,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const rates = new RateHistory(hub);
   const feeds = new FeedRules(store.db, hub);
   feeds.load();
-  const sessions = new SessionServer(secret, settings);
+  // Tokens verify with this box's secret or an imported practable relay secret (read live: it can be set while running).
+  const verifyKeys = () => {
+    const imported = relaySecret(config.relaySecret, store).secret;
+    return imported ? [secret, imported] : [secret];
+  };
+  const bookings = new BookingControl(hub);
+  let listenPort = 0;
+  const localBases = () => {
+    const hosts = ["127.0.0.1", "localhost", "[::1]", ...(["0.0.0.0", "::", "127.0.0.1", "localhost"].includes(config.host) ? [] : [config.host.includes(":") ? `[${config.host}]` : config.host])];
+    return hosts.map((h) => `http://${h}:${listenPort}`);
+  };
+  const sessions = new SessionServer({ keys: verifyKeys, settings, localBases, bookings });
   const recordsDir = join(config.dataDir, "records");
   const slackUrl = () => slackWebhookUrl(config.slackWebhookUrl, store);
   const notifier = new SlackNotifier(() => slackUrl().url, logger, { baseDelayMs: opts.slackRetryMs });
@@ -124,9 +138,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onOutcome: (o) => alerts.compaction(o),
   });
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
+  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
     adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir) });
-  const wsDeps = { hub, settings, secret, logger };
+  const wsDeps = { hub, settings, secret: verifyKeys, logger };
 
   let server: Server<Connection>;
   try {
@@ -156,7 +170,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       maxPayloadLength: 2 * boot.max_message_bytes,
       backpressureLimit: hub.nativeBackpressureLimit(boot.max_message_bytes),
       closeOnBackpressureLimit: false,
-      idleTimeout: boot.keepalive_seconds,
+      // A backstop only: the keepalive sweep closes silent connections first, with a close frame.
+      idleTimeout: Math.min(960, boot.keepalive_seconds + 8),
       sendPings: true,
       perMessageDeflate: false,
     },
@@ -186,11 +201,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     rates.sample();
     udp.tick();
     alerts.tick();
+    keepaliveSweep(hub.listStreams().flatMap((s) => [...s.connections]), boot.keepalive_seconds * 1000);
   }, 1000);
   alerts.started();
   const port = server.port!;
   // Where the CLI (switchyard settings set) finds this server to apply changes live.
   writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port) });
+  listenPort = port;
   logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 
   let stopping: Promise<void> | null = null;

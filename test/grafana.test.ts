@@ -53,7 +53,7 @@ describe("Grafana data source (SimpleJSON protocol)", () => {
     const csv = await fetch(`${srv.url}/grafana/csv?sql=${encodeURIComponent("SELECT count(*) AS n FROM messages")}`, { headers: srv.adminHeaders });
     expect(await csv.text()).toBe("n\n6\n");
     const json = await fetch(`${srv.url}/grafana/json?sql=${encodeURIComponent("SELECT max(seq) AS last FROM messages")}`, { headers: srv.adminHeaders });
-    expect(await json.json()).toEqual([{ last: "6" }]);
+    expect(await json.json()).toEqual([{ last: 6 }]);
   });
 
   it("refuses bad targets, ranges and SQL with 400 and the reason", async () => {

@@ -26,6 +26,19 @@ describe("destination record files", () => {
     tmp.remove();
   });
 
+  it("writes raw bytes back to back in raw format, rotating only between messages", async () => {
+    const tmp = tempDir();
+    const path = join(tmp.dir, "v.ts");
+    const rec = new Recorder(path, () => 6, () => {}, "raw");
+    rec.write(msg(1, new Uint8Array([0x47, 1, 2])));
+    rec.write(msg(2, "é")); // two bytes of UTF-8
+    rec.write(msg(3, new Uint8Array([0x47, 3, 4]))); // would pass 6: rotate first
+    await rec.close();
+    expect([...readFileSync(`${path}.1`)]).toEqual([0x47, 1, 2, 0xc3, 0xa9]);
+    expect([...readFileSync(path)]).toEqual([0x47, 3, 4]);
+    tmp.remove();
+  });
+
   it("appends to an existing file after a restart", async () => {
     const tmp = tempDir();
     const path = join(tmp.dir, "r.log");

@@ -179,10 +179,19 @@ describe("relay: destinations to a remote relay", () => {
     dir.remove();
   });
 
-  it("records what it sends to the rule's file, binary as base64, under the data dir", async () => {
+  it("records what it sends to the rule's file under the data dir: raw bytes back to back by default, one per line on request", async () => {
     const relay = await server();
     const host = await server();
-    await postRule(host, { id: "rec", stream: "spin30", destination: relay.wsUrl("copy"), token: "", file: "spin30.log" });
+    await postRule(host, { id: "raw", stream: "spin31", destination: relay.wsUrl("copy31"), token: "", file: "spin31.bin" });
+    await waitFor(() => relay.hub.stream("copy31")?.connections.size === 1, "connected");
+    const pub31 = await connect(host.wsUrl("spin31"));
+    pub31.ws.send("ab");
+    pub31.ws.send(new Uint8Array([255, 0]));
+    pub31.ws.send("c");
+    const rawFile = join(host.dataDir, "records", "spin31.bin");
+    await waitFor(() => existsSync(rawFile) && readFileSync(rawFile).length === 5, "the raw record file");
+    expect([...readFileSync(rawFile)]).toEqual([97, 98, 255, 0, 99]);
+    await postRule(host, { id: "rec", stream: "spin30", destination: relay.wsUrl("copy"), token: "", file: "spin30.log", record_format: "lines" });
     await waitFor(() => relay.hub.stream("copy")?.connections.size === 1, "connected");
     const pub = await connect(host.wsUrl("spin30"));
     pub.ws.send("line one");
@@ -192,6 +201,8 @@ describe("relay: destinations to a remote relay", () => {
     expect(readFileSync(file, "utf8")).toBe(`line one\n${Buffer.from([255, 0]).toString("base64")}\n`);
     const outside = await postRule(host, { id: "bad", stream: "s", destination: relay.wsUrl("x"), file: "../../etc/cron.d/x" });
     expect(outside.status).toBe(400);
+    const format = await postRule(host, { id: "bad", stream: "s", destination: relay.wsUrl("x"), file: "x", record_format: "csv" });
+    expect((await format.json()).error.data.fields.record_format).toBe('"csv" is not valid; allowed: raw, lines');
   });
 
   it("answers bad rules with 400 naming each field, and practable's shapes for the rest", async () => {
@@ -199,7 +210,8 @@ describe("relay: destinations to a remote relay", () => {
     const bad = await postRule(host, { id: "no spaces", stream: "bad name", destination: "ftp://x", token: "", colour: 1 });
     expect(bad.status).toBe(400);
     const body = await bad.json();
-    expect(Object.keys(body.error.data.fields).sort()).toEqual(["colour", "destination", "id", "stream"]);
+    // Unknown fields are ignored (practable ignores them), so only the real problems are named.
+    expect(Object.keys(body.error.data.fields).sort()).toEqual(["destination", "id", "stream"]);
     expect(body.error.data.fields.destination).toContain("ws:// or wss://");
     const notJson = await api(host, "/api/destinations", { method: "POST", body: "{oops" });
     expect(notJson.status).toBe(400);
@@ -214,8 +226,52 @@ describe("relay: destinations to a remote relay", () => {
     const put2 = await api(host, "/api/destinations", { method: "PUT", body: JSON.stringify({ id: "2", stream: "spin30", destination: "ws://127.0.0.1:9/ws/x", token: "" }) });
     expect(put2.status).toBe(200);
     const delAll = await api(host, "/api/destinations/all", { method: "DELETE" });
-    expect((await delAll.json()).deleted.sort()).toEqual(["1", "2"]);
+    expect(await delAll.json()).toBe("all");
     expect(await (await api(host, "/api/destinations/all")).json()).toEqual({});
+    // practable's own delete-everything route, and its answer.
+    await api(host, "/api/destinations", { method: "PUT", body: JSON.stringify({ id: "3", stream: "spin30", destination: "ws://127.0.0.1:9/ws/x", token: "" }) });
+    const deleteAll = await api(host, "/api/destinations/deleteAll", { method: "DELETE" });
+    expect(await deleteAll.json()).toBe("deleteAll");
+    expect(await (await api(host, "/api/destinations/all")).json()).toEqual({});
+    for (const id of ["deleteAll", "all"]) {
+      const reserved = await postRule(host, { id, stream: "spin30", destination: "ws://127.0.0.1:9/ws/x", token: "" });
+      expect(reserved.status).toBe(400);
+      expect((await reserved.json()).error.data.fields.id).toContain("reserved");
+    }
+  });
+
+  it("takes back a rule read with GET: read-only fields ignored, the redaction marker keeps the stored token, unknown fields ignored with a warning", async () => {
+    const relay = await server();
+    const host = await server();
+    const token = await relayToken(relay, "spin30-log");
+    expect((await postRule(host, { id: "0", stream: "spin30", destination: `${relay.url}/session/spin30-log`, token })).status).toBe(200);
+    await waitFor(async () => (await (await api(host, "/api/destinations/0")).json()).status.state === "connected", "the destination to connect");
+    const read = await (await api(host, "/api/destinations/0")).json();
+    expect(read.token).toBe("<redacted>");
+    expect(read.status).toBeDefined();
+    const back = await postRule(host, read);
+    expect(back.status).toBe(200);
+    expect((await back.json()).warnings).toBeUndefined();
+    // The stored token is still the real one: the same rule, left running (no reconnect).
+    expect(host.destinations.get("0")!.rule.token).toBe(token);
+    expect((await (await api(host, "/api/destinations/0")).json()).status.connects).toBe(1);
+    // The whole /all answer, one rule at a time, posts back too.
+    const all = await (await api(host, "/api/destinations/all")).json();
+    expect((await postRule(host, all["0"])).status).toBe(200);
+    expect(host.destinations.get("0")!.rule.token).toBe(token);
+    // A changed rule keeps the token and reconnects with it.
+    const moved = await postRule(host, { ...read, stream: "spin31", colour: "blue", note: 1 });
+    expect(moved.status).toBe(200);
+    const movedBody = await moved.json();
+    expect(movedBody.warnings[0]).toContain('"colour", "note"');
+    expect(host.logs.some((l) => l.includes("ignored unknown fields") && l.includes("colour"))).toBe(true);
+    expect(host.destinations.get("0")!.rule).toMatchObject({ stream: "spin31", token });
+    await waitFor(async () => (await (await api(host, "/api/destinations/0")).json()).status.state === "connected", "the changed rule to connect with the kept token");
+    // The marker for a rule with no stored token is an error, never a literal token.
+    const orphan = await postRule(host, { ...read, id: "9" });
+    expect(orphan.status).toBe(400);
+    expect((await orphan.json()).error.data.fields.token).toContain("has none");
+    expect(host.destinations.get("9")).toBeUndefined();
   });
 
   it("asks a client off the box for an admin token; a stream token, even one with scopes [\"admin\"], is not one", async () => {
@@ -275,6 +331,26 @@ describe("relay: Switchyard as the relay (/session/{topic})", () => {
       expect(r.status).toBe(401);
       expect((await r.json()).detail).toContain(why);
     }
+  });
+
+  it("answers browsers from the cors_origins setting with CORS headers, and others without", async () => {
+    const relay = await server();
+    const token = await relayToken(relay, "spin30-log");
+    const preflight = (origin: string) => api(relay, "/session/spin30-log", { method: "OPTIONS", headers: { Origin: origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization" } });
+    // By default no origin is allowed: the browser refuses the cross-origin call.
+    expect((await preflight("https://lab.example.org")).headers.get("access-control-allow-origin")).toBeNull();
+    relay.store.update({ cors_origins: ["https://lab.example.org"] });
+    const ok = await preflight("https://lab.example.org");
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get("access-control-allow-origin")).toBe("https://lab.example.org");
+    expect(ok.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("authorization");
+    expect(ok.headers.get("access-control-allow-methods")).toContain("POST");
+    expect((await preflight("https://evil.example.com")).headers.get("access-control-allow-origin")).toBeNull();
+    const post = await api(relay, "/session/spin30-log", { method: "POST", headers: { Origin: "https://lab.example.org", Authorization: token } });
+    expect(post.status).toBe(200);
+    expect(post.headers.get("access-control-allow-origin")).toBe("https://lab.example.org");
+    expect((await post.json()).uri).toContain("?code=");
+    expect(() => relay.store.update({ cors_origins: ["https://lab.example.org/path"] })).toThrow(/scheme and host/);
   });
 
   it("closes a session with a made-up code or for another topic, with a reason", async () => {
@@ -354,12 +430,18 @@ describe("relay: stream feed rules (/api/streams)", () => {
     cam.ws.send("frame");
     mic.ws.send("sound");
     expect((await viewer.received(2)).sort()).toEqual(["frame", "sound"]);
-    expect(await (await api(srv, "/api/streams/all")).json()).toEqual({ "stream/x": { stream: "stream/x", feeds: ["video0", "audio0"] } });
-    expect((await (await api(srv, "/api/streams/stream/x")).json()).feeds).toEqual(["video0", "audio0"]);
+    // practable's shapes: the map of stream to feeds, and one stream's feeds array.
+    expect(await (await api(srv, "/api/streams/all")).json()).toEqual({ "stream/x": ["video0", "audio0"] });
+    expect(await (await api(srv, "/api/streams/stream/x")).json()).toEqual(["video0", "audio0"]);
     expect(await (await api(srv, "/api/streams/stream/x", { method: "DELETE" })).json()).toBe("stream/x");
     cam.ws.send("after");
     await Bun.sleep(100);
     expect(viewer.messages).toHaveLength(2);
+    // Without a rule the name falls through to the stream's stats.
+    expect((await (await api(srv, "/api/streams/video0")).json()).stream).toBe("video0");
+    await api(srv, "/api/streams", { method: "POST", body: JSON.stringify({ stream: "stream/y", feeds: ["video0"] }) });
+    expect(await (await api(srv, "/api/streams/deleteAll", { method: "DELETE" })).json()).toBe("deleteAll");
+    expect(await (await api(srv, "/api/streams/all")).json()).toEqual({});
     const bad = await api(srv, "/api/streams", { method: "PUT", body: JSON.stringify({ stream: "x", feeds: ["bad name"] }) });
     expect(bad.status).toBe(400);
   });

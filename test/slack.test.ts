@@ -119,7 +119,8 @@ describe("alert rules", () => {
     await waitFor(() => texts().some((t) => t.startsWith("Destination 0 disconnected for")), "the down alert");
     const relay = await startTestServer({}, { port: relayPort });
     servers.push(relay);
-    await waitFor(() => texts().includes("Resolved: Destination 0 is connected again (stream spin30)"), "the recovery");
+    // A destination counts as up again once its connection has lasted (3 s), not the moment it opens.
+    await waitFor(() => texts().includes("Resolved: Destination 0 is connected again (stream spin30)"), "the recovery", 15_000);
     await Bun.sleep(1500);
     expect(texts().filter((t) => t.startsWith("Destination 0 disconnected")).length).toBe(1);
     expect(texts().filter((t) => t.startsWith("Resolved: Destination 0")).length).toBe(1);

@@ -7,6 +7,7 @@ export const NAV = [
   ["dashboard", "/admin", "Dashboard"],
   ["destinations", "/admin/destinations", "Destinations"],
   ["tokens", "/admin/tokens", "Tokens"],
+  ["relay", "/admin/bookings", "Relay"],
   ["query", "/admin/query", "Query"],
   ["slack", "/admin/slack", "Slack"],
   ["settings", "/admin/settings", "Settings"],

@@ -10,6 +10,9 @@ export interface TokenFormValues {
   access_url: string;
   scopes: string[];
   ttl: string;
+  /** "box": this box's secret; "relay": the imported practable relay secret. */
+  sign_with?: string;
+  booking_id?: string;
 }
 
 /** The generator's form: practable's configure script as fields. */
@@ -31,6 +34,15 @@ export const TokenForm: FC<{ values: TokenFormValues; errors?: Record<string, st
       <FieldError errors={errors} name="scopes" />
     </fieldset>
     <TextField name="ttl" label="Lifetime" value={values.ttl} errors={errors} help="e.g. 365d (practable's one year), 30d, 12h" />
+    <label>
+      Sign with
+      <select name="sign_with">
+        <option value="box" selected={values.sign_with !== "relay"}>this box's secret</option>
+        <option value="relay" selected={values.sign_with === "relay"}>the imported practable relay secret (tokens then also work on that relay)</option>
+      </select>
+      <FieldError errors={errors} name="sign_with" />
+    </label>
+    <TextField name="booking_id" label="Booking id" value={values.booking_id ?? ""} errors={errors} placeholder="relay-token-cli" help="practable's booking_id claim (empty: relay-token-cli, as practable's relay token)" />
     <div><button type="submit">Generate tokens</button></div>
   </form>
 );

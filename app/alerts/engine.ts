@@ -148,7 +148,7 @@ export class AlertEngine {
     for (const d of this.inputs.destinations()) {
       const id = d.rule.id;
       seen.add(id);
-      if (d.status.state === "connected" || d.status.state === "stopped") {
+      if (d.status.up || d.status.state === "stopped") {
         this.downSince.delete(id);
         this.resolve("destination_down", id, `Destination ${id} is connected again (stream ${d.rule.stream})`, [], `/admin/destinations#d-${id}`);
         continue;

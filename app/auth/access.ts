@@ -1,6 +1,6 @@
 import { isIP } from "node:net";
 import type { AccessPolicy } from "../config/settings.ts";
-import { topicCovers, TokenError, verifyStreamToken } from "./stream-token.ts";
+import { topicCovers, TokenError, verifyStreamToken, type VerifyKeys } from "./stream-token.ts";
 
 /** What a client may do on a stream. */
 export interface Grant {
@@ -125,7 +125,7 @@ export interface AccessRequest {
   remoteAddress: string;
   token: string | null;
   stream: string;
-  secret: string;
+  secret: VerifyKeys;
   /** This server's public URL; a token with an audience must name it. */
   audience?: string;
 }

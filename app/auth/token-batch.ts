@@ -15,7 +15,14 @@ export interface TokenBatchRequest {
   accessUrl: string;
   scopes: Scope[];
   ttlSeconds: number;
+  /** The booking_id claim (practable's `relay token` default: relay-token-cli). */
+  bookingId: string;
 }
+
+/** practable's `relay token` default booking id, which its relay needs to find in a token. */
+export const DEFAULT_BOOKING_ID = "relay-token-cli";
+/** The order practable's `relay token` lists scopes in. */
+const PRACTABLE_SCOPE_ORDER = ["relay:admin", "write", "read"];
 
 /** One device's access URL and token. */
 export interface DeviceToken {
@@ -42,6 +49,7 @@ export interface TokenBatchInput {
   access_url?: string;
   scopes?: string[];
   ttl?: string;
+  booking_id?: string;
 }
 
 /** Validates typed fields; returns the request, or the problem with each field and what it allows. */
@@ -71,9 +79,16 @@ export function parseTokenBatch(input: TokenBatchInput): { request: TokenBatchRe
   if (scopes.length === 0 || scopes.some((s) => !(SCOPES as readonly string[]).includes(s))) errors.scopes = `allowed: one or more of ${SCOPES.join(", ")}`;
   const ttl = parseDurationSeconds((input.ttl ?? "").trim() || "365d");
   if (ttl === null || ttl < 1) errors.ttl = `allowed: ${DURATION_RULE}, at least 1s`;
+  const bookingId = (input.booking_id ?? "").trim() || DEFAULT_BOOKING_ID;
+  if (bookingId.length > 256 || /[\u0000-\u001f\u007f]/.test(bookingId)) errors.booking_id = "allowed: 1 to 256 printable characters (default relay-token-cli, as practable's relay token)";
   if (Object.keys(errors).length > 0) return { errors };
-  return { request: { prefix, from, to, kind, accessUrl, scopes: scopes as Scope[], ttlSeconds: ttl! } };
+  return { request: { prefix, from, to, kind, accessUrl, scopes: scopes as Scope[], ttlSeconds: ttl!, bookingId } };
 }
+
+const rank = (scope: string) => {
+  const i = PRACTABLE_SCOPE_ORDER.indexOf(scope);
+  return i < 0 ? PRACTABLE_SCOPE_ORDER.length : i;
+};
 
 /** Signs one token per device of the range with `secret`. */
 export async function generateTokenBatch(secret: string, req: TokenBatchRequest, nowSeconds = Date.now() / 1000): Promise<DeviceToken[]> {
@@ -81,7 +96,9 @@ export async function generateTokenBatch(secret: string, req: TokenBatchRequest,
   for (let n = req.from; n <= req.to; n++) {
     const device = `${req.prefix}${n}`;
     const topic = `${device}-${req.kind}`;
-    const token = await signStreamToken(secret, { topic, scopes: req.scopes, ttlSeconds: req.ttlSeconds, audience: req.accessUrl, nowSeconds });
+    // Claims and scope order as practable's `relay token` writes them, so the files work on a practable relay too.
+    const scopes = [...req.scopes].sort((a, b) => rank(a) - rank(b));
+    const token = await signStreamToken(secret, { topic, scopes, ttlSeconds: req.ttlSeconds, audience: req.accessUrl, bookingId: req.bookingId ?? DEFAULT_BOOKING_ID, nowSeconds });
     out.push({ device, topic, access: `${req.accessUrl}/session/${topic}`, token, expires: new Date((Math.floor(nowSeconds) - 1 + req.ttlSeconds) * 1000).toISOString() });
   }
   return out;

@@ -6,6 +6,7 @@ import { UsageError } from "../core/errors.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { STREAMS_EVENTS_STREAM } from "../hub/hub.ts";
 import { TOKEN_SECRET_NAME } from "../server.ts";
+import { relaySecret } from "../relay/relay-secret.ts";
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -32,6 +33,9 @@ Options:
   --ttl DURATION    lifetime, ${DURATION_RULE} (default 365d)
   --audience URL    put this URL in aud (the box's public_url, when it checks audiences)
   --data-dir DIR    the data dir whose secret signs the token (default ./data)
+  --relay-secret    sign with the imported practable relay secret (switchyard secret set),
+                    so the token works on that practable relay too
+  --booking-id ID   put practable's booking_id claim in (range mode: default relay-token-cli)
 
 Admin tokens (--admin) give what an admin UI session gives (settings, queries,
 destinations, Slack, Grafana) to scripts: send one as Authorization: Bearer <token>.
@@ -52,6 +56,7 @@ DIR/<kind>.access.<prefix>N (URL/session/<prefix>N-<kind>) and DIR/<kind>.token.
       ...startupParseOptions,
       stream: { type: "string" }, scopes: { type: "string" }, ttl: { type: "string" }, audience: { type: "string" },
       admin: { type: "boolean" }, "revoke-admin": { type: "boolean" },
+      "relay-secret": { type: "boolean" }, "booking-id": { type: "string" },
       prefix: { type: "string" }, from: { type: "string" }, to: { type: "string" }, kind: { type: "string" }, "access-url": { type: "string" }, out: { type: "string" },
     });
     if (values.help) return io.out(this.usage + "\n"), 0;
@@ -73,8 +78,8 @@ DIR/<kind>.access.<prefix>N (URL/session/<prefix>N-<kind>) and DIR/<kind>.token.
     const { config } = resolveStartupConfig(values, io.env);
     const store = SettingsStore.open(config.dataDir);
     try {
-      const secret = store.secret(TOKEN_SECRET_NAME, newTokenSecret);
-      io.out((await signStreamToken(secret, { topic: stream, scopes, ttlSeconds: ttl, audience: values.audience })) + "\n");
+      const secret = signingSecret(values, config.relaySecret, store);
+      io.out((await signStreamToken(secret, { topic: stream, scopes, ttlSeconds: ttl, audience: values.audience, bookingId: values["booking-id"] })) + "\n");
     } finally {
       store.close();
     }
@@ -105,6 +110,14 @@ async function adminToken(values: Record<string, string | boolean | undefined>, 
   return 0;
 }
 
+/** This box's secret, or with --relay-secret the imported practable relay secret (a UsageError when there is none). */
+function signingSecret(values: Record<string, unknown>, fromEnv: string | null | undefined, store: SettingsStore): string {
+  if (!values["relay-secret"]) return store.secret(TOKEN_SECRET_NAME, newTokenSecret);
+  const imported = relaySecret(fromEnv, store).secret;
+  if (!imported) throw new UsageError("token: --relay-secret: no practable relay secret is set; import it with: switchyard secret set --stdin");
+  return imported;
+}
+
 /** `switchyard token --prefix …`: the range mode, sharing the admin page's generator. */
 async function batch(values: Record<string, string | boolean | undefined>, io: CommandIO): Promise<number> {
   const str = (k: string) => (typeof values[k] === "string" ? (values[k] as string) : undefined);
@@ -112,7 +125,7 @@ async function batch(values: Record<string, string | boolean | undefined>, io: C
   if (!str("out")) throw new UsageError("token: --out DIR is required with --prefix (the folder for the access and token files)");
   const parsed = parseTokenBatch({
     prefix: str("prefix"), from: str("from"), to: str("to"), kind: str("kind"), access_url: str("access-url"),
-    scopes: str("scopes")?.split(","), ttl: str("ttl"),
+    scopes: str("scopes")?.split(","), ttl: str("ttl"), booking_id: str("booking-id"),
   });
   if ("errors" in parsed) {
     const flag = (k: string) => `--${k.replace("_", "-")}`;
@@ -122,7 +135,7 @@ async function batch(values: Record<string, string | boolean | undefined>, io: C
   const store = SettingsStore.open(config.dataDir);
   let tokens;
   try {
-    tokens = await generateTokenBatch(store.secret(TOKEN_SECRET_NAME, newTokenSecret), parsed.request);
+    tokens = await generateTokenBatch(signingSecret(values, config.relaySecret, store), parsed.request);
   } finally {
     store.close();
   }

@@ -26,6 +26,7 @@ export interface Settings {
   keepalive_seconds: number;
   stream_linger_seconds: number;
   public_url: string;
+  cors_origins: string[];
   udp_format: UdpFormat;
   udp_stream: string;
   udp_stream_field: string;
@@ -38,6 +39,7 @@ export interface Settings {
   recent_bytes_per_stream: number;
   recent_total_bytes: number;
   relay_buffer_bytes: number;
+  relay_silence_seconds: number;
   relay_record_max_bytes: number;
   alert_destination_down_seconds: number;
   alert_silent_streams: { pattern: string; seconds: number }[];
@@ -85,6 +87,7 @@ export const DEFAULT_SETTINGS: Settings = {
   keepalive_seconds: 60,
   stream_linger_seconds: 30,
   public_url: "",
+  cors_origins: [],
   udp_format: "json",
   udp_stream: "",
   udp_stream_field: "stream",
@@ -97,6 +100,7 @@ export const DEFAULT_SETTINGS: Settings = {
   recent_bytes_per_stream: 1024 * 1024,
   recent_total_bytes: 64 * 1024 * 1024,
   relay_buffer_bytes: 4 * 1024 * 1024,
+  relay_silence_seconds: 60,
   relay_record_max_bytes: 64 * 1024 * 1024,
   alert_destination_down_seconds: 60,
   alert_silent_streams: [],
@@ -147,6 +151,10 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
     description: "the URL this box is reached at (e.g. https://relay.example.org); tokens with an audience must name it",
     check: (v) => (typeof v === "string" && (v === "" || /^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(v)) ? null : "allowed: empty, or an http:// or https:// URL"),
   },
+  cors_origins: {
+    description: "web page origins (e.g. https://lab.example.org, or * for any) whose browsers may call POST /session/{topic} from another origin (CORS); empty: none",
+    check: (v) => (Array.isArray(v) && v.every((o) => typeof o === "string" && (o === "*" || /^https?:\/\/[^\s/?#]+$/.test(o))) ? null : "allowed: a list of origins such as https://lab.example.org (scheme and host, optional port, no path), or *"),
+  },
   udp_format: { description: "how the main UDP port reads datagrams: json (stream field), line (stream<TAB>payload), raw (binary onto udp_stream), text (text onto udp_stream)", check: oneOf(UDP_FORMATS) },
   udp_stream: {
     description: "the stream the main UDP port feeds when udp_format is raw or text (for json, every datagram goes there when set)",
@@ -184,6 +192,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   recent_messages_per_stream: { description: "messages kept in memory per stream for GET /api/streams/{name}/messages", check: int(0, 100_000) },
   recent_bytes_per_stream: { description: "payload bytes kept in memory per stream for recent messages", check: int(0, 256 * 1024 * 1024) },
   relay_buffer_bytes: { description: "bytes a destination may have waiting to go out; past that its messages are dropped (counted), so a stalled remote never stalls the hub", check: int(64 * 1024, 1024 ** 3) },
+  relay_silence_seconds: { description: "a destination pings its remote and closes the connection (and counts it down) when it hears nothing for this long; applies to connections opened after the change", check: int(1, 3600) },
   relay_record_max_bytes: { description: "a destination's record file is rotated (to .1, .2, .3) when it reaches this size", check: int(1024, 64 * 1024 ** 3) },
   alert_destination_down_seconds: { description: "alert when a destination has been disconnected this long, and again when it recovers (0: off)", check: int(0, 86_400) },
   alert_silent_streams: {

@@ -15,6 +15,8 @@ export interface StartupConfig {
   logLevel: LogLevel;
   /** From SWITCHYARD_SLACK_WEBHOOK_URL only (never a flag: a flag shows in `ps`); overrides the stored URL. */
   slackWebhookUrl: string | null;
+  /** From SWITCHYARD_RELAY_SECRET only: an imported practable relay secret; overrides the stored one. */
+  relaySecret?: string | null;
 }
 
 /** Where a value came from, for `check-config`. */
@@ -97,7 +99,7 @@ const OPTIONS = [
  * Environment variables Switchyard reads besides the startup options. Any other
  * `SWITCHYARD_*` variable is reported as unknown.
  */
-export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL", "SWITCHYARD_NATIVE_DIR"];
+export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL", "SWITCHYARD_NATIVE_DIR", "SWITCHYARD_RELAY_SECRET"];
 
 /** The startup options in `parseArgs` form, for commands that take them. */
 export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const, multiple: o.multiple ?? false }])) as Record<string, { type: "string"; multiple: boolean }>;
@@ -140,6 +142,7 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
   // UDP listens where HTTP does unless told otherwise: --host 127.0.0.1 must not leave UDP open to the network.
   if (config.udpHost === "") config.udpHost = config.host;
   config.slackWebhookUrl = env.SWITCHYARD_SLACK_WEBHOOK_URL || null;
+  config.relaySecret = env.SWITCHYARD_RELAY_SECRET || null;
   const known = new Set([...OPTIONS.map((o) => o.env), ...OTHER_KNOWN_ENV]);
   const warnings = Object.keys(env)
     .filter((k) => k.startsWith("SWITCHYARD_") && !known.has(k))

@@ -2,6 +2,8 @@ import { Hono } from "hono";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
 import { handleError, handleNotFound } from "./errors.tsx";
 import { bindAlertRoutes } from "./routes/alerts.ts";
+import { bindBookingRoutes } from "./routes/bookings.ts";
+import { bindRelaySecretRoutes } from "./routes/relay-secret.ts";
 import { bindDestinationRoutes } from "./routes/destinations.ts";
 import { bindEventRoutes } from "./routes/events.ts";
 import { bindFeedRoutes } from "./routes/feeds.ts";
@@ -29,6 +31,8 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindStreamRoutes(app, deps);
   bindDestinationRoutes(app, deps);
   bindSessionRoutes(app, deps);
+  bindBookingRoutes(app, deps);
+  bindRelaySecretRoutes(app, deps);
   bindTsRoutes(app, deps);
   bindAlertRoutes(app, deps);
   bindSettingsRoutes(app, deps);

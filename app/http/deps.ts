@@ -2,6 +2,7 @@ import type { Server } from "bun";
 import type { ConfigSource, StartupConfig } from "../config/startup.ts";
 import type { SettingsStore } from "../config/store.ts";
 import type { Logger } from "../core/logger.ts";
+import type { BookingControl } from "../relay/bookings.ts";
 import type { Hub } from "../hub/hub.ts";
 import type { RecentMessages } from "../hub/recent.ts";
 import type { UdpIngest } from "../ingest/udp.ts";
@@ -28,6 +29,10 @@ export interface HttpDeps {
   secret: string;
   /** Signing secret of admin tokens (read on each use: revoking replaces it). */
   adminTokenSecret: () => string;
+  /** The secrets a token may verify with: this box's own and an imported practable relay secret (live). */
+  verifyKeys: () => readonly string[];
+  /** practable's booking control (deny and allow booking ids; relay sessions with their booking ids). */
+  bookings: BookingControl;
   startedAt: number;
   recent: RecentMessages;
   udp: UdpIngest;

@@ -42,7 +42,7 @@ export async function requireStreamGrant(c: Context<HttpEnv>, deps: HttpDeps, st
   try {
     grant = await authorizeStream({
       policy: settings.access, remoteAddress: accessAddress(c), token: tokenFromRequest(c.req.raw, new URL(c.req.url)),
-      stream, secret: deps.secret, audience: settings.public_url,
+      stream, secret: deps.verifyKeys, audience: settings.public_url,
     });
   } catch (err) {
     if (err instanceof AccessDenied) throw new AppError(err.status, err.reason);
@@ -65,7 +65,7 @@ export async function streamVisibility(c: Context<HttpEnv>, deps: HttpDeps): Pro
     throw new AppError(401, `a token is required (access policy '${settings.access}'); pass it as ?token= or an Authorization header`);
   }
   try {
-    const claims = await verifyStreamToken(deps.secret, token, settings.public_url || undefined);
+    const claims = await verifyStreamToken(deps.verifyKeys, token, settings.public_url || undefined);
     return free ? () => true : (stream) => claims.scopes.includes("read") && topicCovers(claims.topic, stream);
   } catch (err) {
     if (err instanceof TokenError) throw new AppError(401, err.message);

@@ -31,11 +31,17 @@ export interface Connection {
   /** Being closed by the server (slow, shutdown, token expired). */
   closing: boolean;
   timers: ReturnType<typeof setTimeout>[];
+  /** ms when anything (a message or a pong) last came from the client; the keepalive sweep pings and closes from it. */
+  lastHeard: number;
+  /** ms of the last keepalive ping sent. */
+  pingedAt: number;
+  /** The token's practable booking_id (relay sessions), so a denied booking's connections can be closed. */
+  bookingId?: string;
 }
 
 let nextId = 1;
 
 /** Builds the per-connection record handed to `server.upgrade`. */
 export function newConnection(stream: string, origin: string, grant: Grant, refusal?: Refusal): Connection {
-  return { id: nextId++, stream, origin, grant, refusal, subscribed: false, published: 0, ownDelivered: 0, dropped: 0, closing: false, timers: [] };
+  return { id: nextId++, stream, origin, grant, refusal, subscribed: false, published: 0, ownDelivered: 0, dropped: 0, closing: false, timers: [], lastHeard: Date.now(), pingedAt: 0 };
 }

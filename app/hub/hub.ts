@@ -5,7 +5,7 @@ import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
 import type { Connection } from "./connection.ts";
 import type { FanOut } from "./fanout.ts";
-import { StreamState } from "./stream-state.ts";
+import { StreamState, type StreamCounters } from "./stream-state.ts";
 
 /** Why a publish was refused; `code` is stable for counting, `message` for people. */
 export class PublishError extends Error {
@@ -81,6 +81,8 @@ export class Hub {
   private readonly streams = new Map<string, StreamState>();
   /** Last seq of streams that were removed, so a stream that comes back keeps counting up. */
   private readonly retiredSeq = new Map<string, number>();
+  /** Counters of retired streams, so they carry on (never reset) when the stream comes back; bounded as retiredSeq. */
+  private readonly retiredCounters = new Map<string, StreamCounters>();
   private readonly sinks: MessageSink[] = [];
   private readonly deliverySinks: MessageSink[] = [];
   private readonly beforeDelivery: (() => void)[] = [];
@@ -463,7 +465,8 @@ export class Hub {
     if (problem) throw new PublishError("bad_stream", problem);
     const last = this.retiredSeq.get(name) ?? this.opts.lastSeq?.(name) ?? 0;
     this.retiredSeq.delete(name);
-    const s = new StreamState(name, this.opts.clock.nowMillis(), last);
+    const s = new StreamState(name, this.opts.clock.nowMillis(), last, this.retiredCounters.get(name));
+    this.retiredCounters.delete(name);
     this.streams.set(name, s);
     this.emit({ event: "stream_added", stream: name, ts: new Date().toISOString() });
     return s;
@@ -472,8 +475,10 @@ export class Hub {
   private closeStream(s: StreamState): void {
     this.streams.delete(s.name);
     this.retiredSeq.set(s.name, s.seq);
+    this.retiredCounters.set(s.name, s.counters());
     // Bounded: a sender inventing stream names must not grow it without end (the log keeps seqs across restarts).
     if (this.retiredSeq.size > MAX_RETIRED) this.retiredSeq.delete(this.retiredSeq.keys().next().value!);
+    if (this.retiredCounters.size > MAX_RETIRED) this.retiredCounters.delete(this.retiredCounters.keys().next().value!);
     this.emit({ event: "stream_removed", stream: s.name, ts: new Date().toISOString() });
   }
 

@@ -1,6 +1,16 @@
 import type { Connection } from "./connection.ts";
 import { RateWindow } from "./rate.ts";
 
+/** A stream's counters that only go up for the process's lifetime, kept when the stream is retired. */
+export interface StreamCounters {
+  messagesIn: number;
+  bytesIn: number;
+  messagesOut: number;
+  bytesOut: number;
+  droppedSettled: number;
+  slowDisconnects: number;
+}
+
 /** Live state and counters of one stream. */
 export class StreamState {
   seq: number;
@@ -31,9 +41,20 @@ export class StreamState {
   /** Bytes (payload + frame header) fanned out since the last backpressure sweep. */
   dirty = false;
 
-  constructor(readonly name: string, readonly createdAt: number, lastSeq: number) {
+  /**
+   * `carried`: the counters of the same stream when it was last retired (after
+   * stream_linger_seconds idle), so that Prometheus counters never go down when
+   * a rarely-sending device's stream comes back.
+   */
+  constructor(readonly name: string, readonly createdAt: number, lastSeq: number, carried?: StreamCounters) {
     this.seq = lastSeq;
     this.deliveredSeq = lastSeq;
+    if (carried) Object.assign(this, carried);
+  }
+
+  /** The counters to carry over when the stream is retired. */
+  counters(): StreamCounters {
+    return { messagesIn: this.messagesIn, bytesIn: this.bytesIn, messagesOut: this.messagesOut, bytesOut: this.bytesOut, droppedSettled: this.dropped, slowDisconnects: this.slowDisconnects };
   }
 
   /** Messages lost to backpressure, including those of subscribers still lagging. */

@@ -1,6 +1,7 @@
 import type { Server, WebSocketHandler } from "bun";
 import { AccessDenied, authorizeStream, clientAddress, tokenFromRequest, type Grant } from "../auth/access.ts";
 import { PERCENT_ENCODING_RULE } from "../core/errors.ts";
+import type { VerifyKeys } from "../auth/stream-token.ts";
 import type { Logger } from "../core/logger.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
@@ -24,7 +25,8 @@ export const CLOSE = {
 export interface WebSocketDeps {
   hub: Hub;
   settings: () => Settings;
-  secret: string;
+  /** The secrets a token may verify with (this box's own, and an imported practable relay secret). */
+  secret: VerifyKeys;
   logger: Logger;
 }
 
@@ -100,6 +102,28 @@ export function acceptUpgrade(req: Request, url: URL, server: Server<Connection>
   return Response.json({ error: { status: 426, message: `${url.pathname} is a websocket endpoint; connect with a websocket client (Upgrade: websocket)` } }, { status: 426, headers: { Upgrade: "websocket" } });
 }
 
+/**
+ * The keepalive, run once a second: a connection silent (no message, no pong)
+ * for half of `keepaliveMs` is pinged; silent for all of it, it gets a close
+ * frame (1001, with the reason) and is cut off 2 s later if it does not answer.
+ * Bun's own idle timeout only drops the TCP connection, without a close frame.
+ */
+export function keepaliveSweep(connections: Iterable<Connection>, keepaliveMs: number, now = Date.now()): void {
+  for (const c of connections) {
+    const ws = c.ws;
+    if (!ws || c.closing || c.refusal) continue;
+    const silent = now - c.lastHeard;
+    if (silent >= keepaliveMs) {
+      c.closing = true;
+      ws.close(CLOSE.goingAway, `keepalive timeout: nothing received for ${Math.round(silent / 1000)} s, not even a pong`);
+      c.timers.push(setTimeout(() => ws.readyState === 1 && ws.terminate(), 2000));
+    } else if (silent >= keepaliveMs / 2 && now - c.pingedAt >= keepaliveMs / 4) {
+      c.pingedAt = now;
+      ws.ping();
+    }
+  }
+}
+
 /** Websocket close reasons are limited to 123 bytes. */
 function reason(text: string): string {
   return Buffer.byteLength(text) <= 123 ? text : Buffer.from(text).subarray(0, 120).toString().replace(/\uFFFD$/, "") + "...";
@@ -150,6 +174,7 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
     },
     message(ws, message) {
       const c = ws.data;
+      c.lastHeard = Date.now();
       if (c.refusal || c.closing) return;
       if (c.stream === STREAMS_EVENTS_STREAM) {
         c.closing = true;
@@ -170,6 +195,9 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
         c.closing = true;
         ws.close(err.code === "too_large" ? CLOSE.tooBig : CLOSE.policy, reason(err.message));
       }
+    },
+    pong(ws) {
+      ws.data.lastHeard = Date.now();
     },
     drain(ws) {
       hub.drained(ws.data);

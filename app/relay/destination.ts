@@ -3,7 +3,7 @@ import type { Message } from "../core/message.ts";
 import { PublishError, type Hub } from "../hub/hub.ts";
 import type { Recorder } from "./recorder.ts";
 import type { DestinationRule } from "./rule.ts";
-import { backoffDelay, DestinationStatus, Pause, type Backoff } from "./status.ts";
+import { backoffDelay, DestinationStatus, LogRateLimit, Pause, type Backoff } from "./status.ts";
 import { redactDestination, scrubDestination } from "./secret-url.ts";
 
 /** What every destination kind offers the manager. */
@@ -25,6 +25,32 @@ export interface DestinationDeps {
   /** Bytes that may wait to go out before messages are dropped. */
   bufferLimit: () => number;
   recorder: Recorder | null;
+  /** Silence (ms) after which a connected remote counts as down; it is pinged every third of it. */
+  silenceMs?: () => number;
+  /** A connection that closes sooner than this after opening counts as a failed attempt (default 3 s). */
+  stableMs?: number;
+}
+
+/** Close codes that mean "refused": they always count as a failed attempt. */
+export function isRefusalCode(code: number): boolean {
+  return code === 1008 || code === 1013 || (code >= 4000 && code <= 4999);
+}
+
+/** A failure log line at most once a minute per destination (with the count held back). */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
+const DEFAULT_STABLE_MS = 3000;
+/** A websocket handshake that has not finished by then is given up (a frozen remote accepts TCP and answers nothing). */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const DEFAULT_SILENCE_MS = 60_000;
+
+/** How a session ended. */
+interface SessionEnd {
+  opened: boolean;
+  lastedMs: number;
+  code: number;
+  reason: string;
+  /** Closed by us because the remote went silent. */
+  silent: boolean;
 }
 
 /**
@@ -32,7 +58,14 @@ export interface DestinationDeps {
  * `Authorization: <token>` and dial the `uri` it answers; without, dial the
  * destination. Local messages go out one websocket message each; remote
  * messages are published locally with origin `relay:<id>` (and not sent back).
- * Reconnects with backoff; after a connection that worked, at once.
+ *
+ * Reconnects with backoff (1 s doubling to 10 s, jittered). Unlike practable, a
+ * connection that closes within `stableMs` of opening, with a refusal code
+ * (1008, 1013, 4xxx), or because the remote went silent counts as a failed
+ * attempt: a relay that accepts and at once closes would otherwise be dialled
+ * thousands of times a second. After a connection that lasted, it reconnects at
+ * once. The remote is pinged; hearing nothing (no pong, no message) for the
+ * silence limit closes the connection, so a frozen relay does not look connected.
  */
 export class WebSocketDestination implements Destination {
   readonly status = new DestinationStatus();
@@ -40,6 +73,7 @@ export class WebSocketDestination implements Destination {
   private stopped = false;
   private readonly pause = new Pause();
   private readonly origin: string;
+  private readonly failureLog = new LogRateLimit(FAILURE_LOG_INTERVAL_MS);
   private loop: Promise<void>;
 
   constructor(readonly rule: DestinationRule, private readonly deps: DestinationDeps) {
@@ -81,26 +115,52 @@ export class WebSocketDestination implements Destination {
   }
 
   private async run(): Promise<void> {
-    let failures = 0;
     while (!this.stopped) {
       this.status.set("connecting");
+      this.status.attempts++;
       try {
         const uri = this.rule.token ? await this.access() : this.rule.destination;
         if (this.stopped) break;
-        const opened = await this.session(uri);
-        if (opened) {
-          failures = 0;
-          continue; // it worked and then closed: straight back
-        }
+        const end = await this.session(uri);
+        if (this.stopped) break;
+        const where = uri.replace(/\?.*$/, "");
+        const why = `closed with ${end.code}${end.reason ? `: ${end.reason}` : ""}`;
+        if (!end.opened) throw new Error(`could not connect to ${where}: ${why}`);
+        if (end.silent) throw new Error(`connection to ${where} closed: the remote sent nothing (not even a pong) for ${Math.round(this.silenceMs() / 1000)} s`);
+        if (isRefusalCode(end.code)) throw new Error(`connection to ${where} refused: ${why}`);
+        if (end.lastedMs < this.stableMs()) throw new Error(`connection to ${where} ${why} ${end.lastedMs} ms after opening`);
+        // It lasted and then closed: straight back, as practable does.
+        this.status.fail(`connection to ${where} ${why}`);
+        this.status.healthy();
+        continue;
       } catch (err) {
-        this.status.fail((err as Error).message);
-        this.deps.logger.warn("destination failed", { id: this.rule.id, destination: redactDestination(this.rule.destination, this.rule.kind), error: scrubDestination((err as Error).message, this.rule) });
+        this.failed((err as Error).message);
       }
       if (this.stopped) break;
       this.status.set("backing-off");
-      await this.pause.sleep(backoffDelay(this.deps.backoff, failures++));
+      await this.pause.sleep(backoffDelay(this.deps.backoff, this.status.failures - 1));
     }
     this.status.set("stopped");
+  }
+
+  private stableMs(): number {
+    return this.deps.stableMs ?? DEFAULT_STABLE_MS;
+  }
+
+  private silenceMs(): number {
+    return this.deps.silenceMs?.() ?? DEFAULT_SILENCE_MS;
+  }
+
+  /** Counts a failed attempt, keeps its reason, and logs it (at most once a minute). */
+  private failed(message: string): void {
+    this.status.failedAttempt();
+    this.status.fail(message);
+    const held = this.failureLog.take();
+    if (held === null) return;
+    this.deps.logger.warn("destination failed", {
+      id: this.rule.id, destination: redactDestination(this.rule.destination, this.rule.kind), error: scrubDestination(message, this.rule), failures: this.status.failures,
+      ...(held > 0 ? { similar_lines_held_back: held } : {}),
+    });
   }
 
   /** The access step: POST with the raw token, expect 2xx and {"uri": "ws(s)://…"}. */
@@ -119,20 +179,59 @@ export class WebSocketDestination implements Destination {
     return uri;
   }
 
-  /** Dials `uri` and runs the session until it closes. Resolves true when it had opened. */
-  private session(uri: string): Promise<boolean> {
-    return new Promise((resolve, reject) => {
-      let opened = false;
+  /** Dials `uri` and runs the session until it closes. */
+  private session(uri: string): Promise<SessionEnd> {
+    return new Promise((resolve) => {
+      let openedAt = 0;
+      let lastHeard = 0;
+      let silent = false;
+      let watch: ReturnType<typeof setInterval> | null = null;
+      let stable: ReturnType<typeof setTimeout> | null = null;
+      let done = false;
       const ws = new WebSocket(uri);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
+      const handshake = setTimeout(() => {
+        ws.terminate();
+        finish(1006, `no websocket handshake within ${HANDSHAKE_TIMEOUT_MS / 1000} s`);
+      }, HANDSHAKE_TIMEOUT_MS);
+      const finish = (code: number, reason: string) => {
+        if (done) return;
+        done = true;
+        clearTimeout(handshake);
+        if (watch) clearInterval(watch);
+        if (stable) clearTimeout(stable);
+        if (this.ws === ws) this.ws = null;
+        this.status.lastCloseCode = code;
+        this.status.lastCloseReason = reason;
+        resolve({ opened: openedAt > 0, lastedMs: openedAt ? Date.now() - openedAt : 0, code, reason, silent });
+      };
       ws.onopen = () => {
-        opened = true;
+        clearTimeout(handshake);
+        openedAt = lastHeard = Date.now();
         this.status.connects++;
         this.status.set("connected");
-        this.deps.logger.info("destination connected", { id: this.rule.id, stream: this.rule.stream });
+        if (this.status.failures === 0) this.deps.logger.info("destination connected", { id: this.rule.id, stream: this.rule.stream });
+        stable = setTimeout(() => {
+          if (this.status.failures > 0) this.deps.logger.info("destination connected again", { id: this.rule.id, stream: this.rule.stream, after_failures: this.status.failures });
+          this.status.healthy();
+          this.failureLog.reset();
+        }, this.stableMs());
+        // Ping a third of the silence limit apart; a remote that answers nothing for the whole limit is down.
+        const limit = this.silenceMs();
+        watch = setInterval(() => {
+          if (Date.now() - lastHeard > limit) {
+            silent = true;
+            ws.terminate();
+            finish(1006, "remote silent");
+            return;
+          }
+          try { ws.ping(); } catch { /* closing already */ }
+        }, Math.max(200, Math.floor(limit / 3)));
       };
+      ws.addEventListener("pong", () => { lastHeard = Date.now(); });
       ws.onmessage = (e) => {
+        lastHeard = Date.now();
         const data = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);
         try {
           const m = this.deps.hub.publish(this.rule.stream, data, this.origin);
@@ -144,14 +243,7 @@ export class WebSocketDestination implements Destination {
           this.status.fail(`message from the remote refused: ${err.message}`);
         }
       };
-      ws.onclose = (e) => {
-        this.ws = null;
-        const why = `closed with ${e.code}${e.reason ? `: ${e.reason}` : ""}`;
-        if (opened) {
-          if (e.code !== 1000 || !this.stopped) this.status.fail(`connection to ${uri.replace(/\?.*$/, "")} ${why}`);
-          resolve(true);
-        } else reject(new Error(`could not connect to ${uri.replace(/\?.*$/, "")}: ${why}`));
-      };
+      ws.onclose = (e) => finish(e.code, e.reason);
     });
   }
 }

@@ -16,6 +16,8 @@ export interface DestinationsOptions {
   logger: Logger;
   bufferLimit: () => number;
   recordMaxBytes: () => number;
+  /** Silence (ms) after which a connected remote counts as down. */
+  silenceMs?: () => number;
   backoff?: Backoff;
 }
 
@@ -35,7 +37,8 @@ export class Destinations {
   /** Starts every stored rule. */
   load(): void {
     for (const row of this.opts.db.query<{ rule: string }, []>("SELECT rule FROM destinations ORDER BY id").all()) {
-      this.start(JSON.parse(row.rule) as DestinationRule);
+      // Rules stored before record_format existed recorded one message per line: they keep doing so.
+      this.start({ record_format: "lines", ...(JSON.parse(row.rule) as Omit<DestinationRule, "record_format">) });
     }
   }
 
@@ -114,6 +117,7 @@ export class Destinations {
       logger: this.opts.logger,
       backoff: this.opts.backoff ?? DEFAULT_BACKOFF,
       bufferLimit: this.opts.bufferLimit,
+      silenceMs: this.opts.silenceMs,
       recorder: rule.file ? this.openRecorder(rule, onRecordError) : null,
     };
     d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);
@@ -126,7 +130,7 @@ export class Destinations {
   /** Opens a rule's record file; a failure is logged and the destination runs without it. */
   private openRecorder(rule: DestinationRule, onError: (message: string) => void): Recorder | null {
     try {
-      return new Recorder(rule.file, this.opts.recordMaxBytes, onError);
+      return new Recorder(rule.file, this.opts.recordMaxBytes, onError, rule.record_format);
     } catch (err) {
       this.opts.logger.error("destination record file cannot be opened; recording is off for it", { id: rule.id, file: rule.file, error: err });
       return null;

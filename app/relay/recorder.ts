@@ -5,25 +5,35 @@ import type { Message } from "../core/message.ts";
 const KEEP = 3;
 
 /**
- * Appends every message a destination sends to its `file`, one per line (binary
- * as base64), and rotates the file to .1, .2, .3 when it would pass `maxBytes`.
- * Lines are gathered and written once per event-loop turn; a failed write is
- * reported through `onError`, never thrown at the sender.
+ * How a record file holds messages: `raw`, each message's bytes back to back with
+ * no separator (as practable records: a recorded MPEG-TS stream is a playable
+ * .ts file); `lines`, one message per line, binary as base64.
+ */
+export const RECORD_FORMATS = ["raw", "lines"] as const;
+export type RecordFormat = (typeof RECORD_FORMATS)[number];
+
+/**
+ * Appends every message a destination sends to its `file` in `format`, and
+ * rotates the file to .1, .2, .3 when it would pass `maxBytes` (a rotation
+ * falls between two messages, never inside one). Writes are gathered and made
+ * once per event-loop turn; a failed write is reported through `onError`, never
+ * thrown at the sender.
  */
 export class Recorder {
   private fd: number;
   private size: number;
-  private pending: string[] = [];
+  private pending: Uint8Array[] = [];
   private scheduled = false;
 
-  constructor(readonly path: string, private readonly maxBytes: () => number, private readonly onError: (message: string) => void = () => {}) {
+  constructor(readonly path: string, private readonly maxBytes: () => number, private readonly onError: (message: string) => void = () => {}, readonly format: RecordFormat = "lines") {
     mkdirSync(dirname(path), { recursive: true });
     this.fd = openSync(path, "a");
     this.size = fstatSync(this.fd).size;
   }
 
   write(m: Message): void {
-    this.pending.push((typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64")) + "\n");
+    if (this.format === "raw") this.pending.push(typeof m.data === "string" ? Buffer.from(m.data) : m.data);
+    else this.pending.push(Buffer.from((typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64")) + "\n"));
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
@@ -38,25 +48,26 @@ export class Recorder {
 
   private flush(): void {
     this.scheduled = false;
-    const lines = this.pending;
+    const records = this.pending;
     this.pending = [];
-    let chunk = "";
+    let chunk: Uint8Array[] = [];
     let chunkBytes = 0;
+    const write = () => {
+      if (chunk.length > 0) writeSync(this.fd, chunk.length === 1 ? chunk[0]! : Buffer.concat(chunk));
+      this.size += chunkBytes;
+      chunk = [];
+      chunkBytes = 0;
+    };
     try {
-      for (const line of lines) {
-        const bytes = Buffer.byteLength(line);
-        if (this.size + chunkBytes > 0 && this.size + chunkBytes + bytes > this.maxBytes()) {
-          if (chunk) writeSync(this.fd, chunk);
-          this.size += chunkBytes;
-          chunk = "";
-          chunkBytes = 0;
+      for (const r of records) {
+        if (this.size + chunkBytes > 0 && this.size + chunkBytes + r.byteLength > this.maxBytes()) {
+          write();
           this.rotate();
         }
-        chunk += line;
-        chunkBytes += bytes;
+        chunk.push(r);
+        chunkBytes += r.byteLength;
       }
-      if (chunk) writeSync(this.fd, chunk);
-      this.size += chunkBytes;
+      write();
     } catch (err) {
       this.onError(`could not write the record file ${this.path}: ${(err as Error).message}`);
     }

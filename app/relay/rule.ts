@@ -2,6 +2,7 @@ import { isAbsolute, relative, resolve } from "node:path";
 import { badRequest } from "../core/errors.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { redactDestination } from "./secret-url.ts";
+import { RECORD_FORMATS, type RecordFormat } from "./recorder.ts";
 
 /** How a destination sends: a websocket relay session (practable) or HTTP POSTs (webhook). */
 export const DESTINATION_KINDS = ["websocket", "webhook"] as const;
@@ -17,26 +18,44 @@ export interface DestinationRule {
   kind: DestinationKind;
   /** Webhook: most messages per POST (1: the body is the message itself). */
   batch: number;
+  /** How `file` holds messages: raw bytes back to back (practable's way, the default) or one per line. */
+  record_format: RecordFormat;
 }
 
 const ID = /^[a-zA-Z0-9\-/]+$/;
-const FIELDS = ["id", "stream", "destination", "token", "file", "kind", "batch"];
+const FIELDS = ["id", "stream", "destination", "token", "file", "kind", "batch", "record_format"];
+/** Fields a rule's view carries that are not part of the rule: ignored on input, so a rule read can be posted back. */
+const READ_ONLY = ["status", "warnings"];
+/** Ids the API's own paths use: `all` lists the rules and `deleteAll` deletes them (as in practable). */
+const RESERVED_IDS = ["all", "deleteAll"];
 
 /** What a rule's token looks like in any response: never the token itself. */
 export const REDACTED = "<redacted>";
 
+/** What parseRule may use beyond the body. */
+export interface ParseRuleOptions {
+  /** The stored token of a rule id, for a posted `token` equal to the redaction marker. */
+  storedToken?: (id: string) => string | undefined;
+  /** Receives a line for each field that was ignored (unknown fields, as practable ignores them). */
+  warnings?: string[];
+}
+
 /**
  * Validates a posted rule. Trims a leading "/" from `stream` (as practable does);
- * `file` must stay inside `recordsDir`. Throws a 400 AppError naming every bad
+ * `file` must stay inside `recordsDir`. Unknown fields are ignored (with a
+ * warning), read-only fields of a rule's view (`status`) silently, and a token
+ * equal to the redaction marker means "keep the stored token", so a rule read
+ * with GET can be posted back as it is. Throws a 400 AppError naming every bad
  * field and what it allows.
  */
-export function parseRule(body: unknown, recordsDir: string): DestinationRule {
+export function parseRule(body: unknown, recordsDir: string, opts: ParseRuleOptions = {}): DestinationRule {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
     throw badRequest('the body must be a JSON object like {"id":"0","stream":"spin30","destination":"wss://relay.example.org/session/spin30","token":""}');
   }
   const b = body as Record<string, unknown>;
   const errors: Record<string, string> = {};
-  for (const k of Object.keys(b)) if (!FIELDS.includes(k)) errors[k] = `unknown field; allowed: ${FIELDS.join(", ")}`;
+  const unknown = Object.keys(b).filter((k) => !FIELDS.includes(k) && !READ_ONLY.includes(k));
+  if (unknown.length > 0) opts.warnings?.push(`ignored unknown field${unknown.length > 1 ? "s" : ""} ${unknown.map((k) => JSON.stringify(k)).join(", ")}; a rule has: ${FIELDS.join(", ")}`);
   const str = (k: string, fallback = "") => {
     const v = b[k] ?? fallback;
     if (typeof v !== "string") { errors[k] = "must be a string"; return ""; }
@@ -44,12 +63,18 @@ export function parseRule(body: unknown, recordsDir: string): DestinationRule {
   };
   const id = str("id");
   if (!ID.test(id)) errors.id = `${JSON.stringify(id)} is not valid; allowed: one or more of [a-zA-Z0-9-/]`;
+  else if (RESERVED_IDS.includes(id)) errors.id = `${JSON.stringify(id)} is reserved (GET /api/destinations/all lists the rules, DELETE /api/destinations/deleteAll deletes them); choose another id`;
   const stream = str("stream").replace(/^\/+/, "");
   const streamProblem = streamNameProblem(stream);
   if (streamProblem && !errors.stream) errors.stream = streamProblem;
   const kind = str("kind", "websocket") as DestinationKind;
   if (!DESTINATION_KINDS.includes(kind)) errors.kind = `${JSON.stringify(kind)} is not valid; allowed: ${DESTINATION_KINDS.join(", ")}`;
-  const token = str("token");
+  let token = str("token");
+  if (token === REDACTED && !errors.id) {
+    const stored = opts.storedToken?.(id);
+    if (stored) token = stored;
+    else errors.token = `${REDACTED} stands for the stored token, but rule ${JSON.stringify(id)} has none; send the token itself, or "" for none`;
+  }
   const destination = str("destination");
   let url: URL | null = null;
   try { url = new URL(destination); } catch { /* reported below */ }
@@ -60,6 +85,8 @@ export function parseRule(body: unknown, recordsDir: string): DestinationRule {
   else if (kind === "websocket" && token !== "" && scheme !== "http" && scheme !== "https") errors.destination = "with a token the destination is the relay's access URL: http:// or https://";
   const batchValue = b.batch ?? 1;
   if (typeof batchValue !== "number" || !Number.isInteger(batchValue) || batchValue < 1 || batchValue > 10_000) errors.batch = "allowed: a whole number from 1 to 10000";
+  const recordFormat = str("record_format", "raw") as RecordFormat;
+  if (!RECORD_FORMATS.includes(recordFormat)) errors.record_format = `${JSON.stringify(recordFormat)} is not valid; allowed: ${RECORD_FORMATS.join(", ")}`;
   const fileText = str("file");
   let file = "";
   if (fileText !== "") {
@@ -71,7 +98,7 @@ export function parseRule(body: unknown, recordsDir: string): DestinationRule {
   if (Object.keys(errors).length > 0) {
     throw badRequest(`invalid destination rule: ${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}`, { fields: errors });
   }
-  return { id, stream, destination, token, file, kind, batch: batchValue as number };
+  return { id, stream, destination, token, file, kind, batch: batchValue as number, record_format: recordFormat };
 }
 
 /** The rule as responses show it: the token redacted, and the secrets a destination URL may hold. */

@@ -1,9 +1,10 @@
 import type { Server } from "bun";
-import { verifyStreamToken, TokenError, type StreamTokenClaims } from "../auth/stream-token.ts";
+import { verifyStreamToken, TokenError, type StreamTokenClaims, type VerifyKeys } from "../auth/stream-token.ts";
 import type { Settings } from "../config/settings.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { newConnection, type Connection } from "../hub/connection.ts";
 import { acceptUpgrade, CLOSE } from "../hub/websocket.ts";
+import type { BookingControl } from "./bookings.ts";
 
 /** How long an access code may wait to be used. */
 const CODE_TTL_MS = 30_000;
@@ -17,12 +18,33 @@ interface Pending {
   expires: number;
 }
 
-/** The audience a token must name, and the websocket base of this relay: from public_url, else from the request. */
-function relayBase(req: Request, settings: Settings): { audience: string; wsBase: string } {
+/** What the session server needs. */
+export interface SessionServerOptions {
+  /** The secrets tokens may be signed with: this box's own and the imported practable relay secret. */
+  keys: VerifyKeys;
+  settings: () => Settings;
+  /** This box's own base URLs (http://127.0.0.1:PORT, …): the audience when public_url is empty. */
+  localBases: () => readonly string[];
+  bookings?: BookingControl;
+}
+
+/**
+ * The audiences a token must name and the websocket base of this relay. The
+ * audience is public_url, or without it this box's own listening URLs
+ * (`localBases`): never the request's Host header, which the client chooses.
+ * The websocket base the answer points at is public_url, else where the request
+ * came to (a client that lies about Host only sends itself astray).
+ */
+function relayBase(req: Request, settings: Settings, localBases: () => readonly string[]): { audiences: readonly string[]; wsBase: string } {
   const url = new URL(req.url);
-  const base = settings.public_url || `${url.protocol}//${req.headers.get("host") ?? url.host}`;
-  const trimmed = base.replace(/\/+$/, "");
-  return { audience: trimmed, wsBase: trimmed.replace(/^http/, "ws") };
+  const publicUrl = settings.public_url.replace(/\/+$/, "");
+  const here = `${url.protocol}//${req.headers.get("host") ?? url.host}`;
+  return { audiences: publicUrl ? [publicUrl] : localBases(), wsBase: (publicUrl || here).replace(/^http/, "ws") };
+}
+
+/** practable's answer to an access request refused for its booking id. */
+function badBooking(message: string): Response {
+  return Response.json({ code: 400, message }, { status: 400 });
 }
 
 /** practable's answer to a refused access request (with our reason beside it). */
@@ -38,7 +60,12 @@ function unauthenticated(detail: string): Response {
 export class SessionServer {
   private readonly pending = new Map<string, Pending>();
 
-  constructor(private readonly secret: string, private readonly settings: () => Settings) {}
+  constructor(private readonly opts: SessionServerOptions) {
+    // A denied booking's codes are dropped at once, as practable's relay does.
+    opts.bookings?.onDeny((bid) => {
+      for (const [code, p] of this.pending) if (p.claims.booking_id === bid) this.pending.delete(code);
+    });
+  }
 
   /** POST /session/{topic}: checks the token and hands out an access code. */
   async access(req: Request, topic: string): Promise<Response> {
@@ -46,17 +73,25 @@ export class SessionServer {
     if (!header) return unauthenticated("no Authorization header; send the token as Authorization: <jwt>");
     const problem = streamNameProblem(topic);
     if (problem) return unauthenticated(`topic: ${problem}`);
-    const { audience, wsBase } = relayBase(req, this.settings());
+    const { audiences, wsBase } = relayBase(req, this.opts.settings(), this.opts.localBases);
     let claims: StreamTokenClaims;
     try {
-      claims = await verifyStreamToken(this.secret, header.replace(/^Bearer\s+/i, "").trim(), audience);
+      claims = await verifyStreamToken(this.opts.keys, header.replace(/^Bearer\s+/i, "").trim(), audiences);
     } catch (err) {
       if (err instanceof TokenError) return unauthenticated(err.message);
       throw err;
     }
-    if (!claims.aud) return unauthenticated(`token has no audience; it must name ${audience}`);
+    // practable's required claims: topic, scopes, prefix, aud, exp (the last checked by verify).
+    if (!claims.aud || claims.aud.length === 0) return unauthenticated(`token has no audience; it must name ${audiences.join(" or ")}`);
+    if (claims.scopes.length === 0) return unauthenticated("token has no scopes");
     if (claims.topic !== topic) return unauthenticated(`token is for topic ${JSON.stringify(claims.topic)}, not ${JSON.stringify(topic)}`);
-    if (claims.prefix !== undefined && claims.prefix !== "session") return unauthenticated(`token prefix ${JSON.stringify(claims.prefix)} is not "session"`);
+    if (claims.prefix !== "session") return unauthenticated(claims.prefix === undefined ? 'token has no prefix claim; a relay session token has "prefix":"session"' : `token prefix ${JSON.stringify(claims.prefix)} is not "session"`);
+    // No booking id is accepted (as practable's relay with "allow no booking id"): older tokens have none.
+    const bid = claims.booking_id;
+    if (bid && this.opts.bookings) {
+      if (this.opts.bookings.isDenied(bid)) return badBooking("bookingID has been deny-listed, probably because the session was cancelled");
+      this.opts.bookings.allow(bid, claims.exp);
+    }
     this.sweep();
     const code = crypto.randomUUID();
     this.pending.set(code, { topic, claims, expires: Date.now() + CODE_TTL_MS });
@@ -78,8 +113,13 @@ export class SessionServer {
     if (p.topic !== topic) {
       return acceptUpgrade(req, url, server, newConnection(topic, origin, none, { code: CLOSE.policy, reason: `access code is for topic ${p.topic}, not ${topic}` }));
     }
+    if (p.claims.booking_id && this.opts.bookings?.isDenied(p.claims.booking_id)) {
+      return acceptUpgrade(req, url, server, newConnection(topic, origin, none, { code: CLOSE.policy, reason: "booking id has been deny-listed, probably because the session was cancelled" }));
+    }
     const grant = { read: p.claims.scopes.includes("read"), write: p.claims.scopes.includes("write"), exp: p.claims.exp, via: "token" as const };
-    return acceptUpgrade(req, url, server, newConnection(topic, origin, grant));
+    const conn = newConnection(topic, origin, grant);
+    if (p.claims.booking_id) conn.bookingId = p.claims.booking_id;
+    return acceptUpgrade(req, url, server, conn);
   }
 
   private sweep(): void {

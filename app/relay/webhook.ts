@@ -57,6 +57,7 @@ export class WebhookDestination implements Destination {
         continue;
       }
       const batch = this.queue.slice(0, this.rule.batch);
+      this.status.attempts++;
       try {
         await this.post(batch);
         this.queue.splice(0, batch.length);
@@ -68,9 +69,11 @@ export class WebhookDestination implements Destination {
         }
         if (failures > 0 || this.status.state !== "connected") this.status.connects++;
         failures = 0;
+        this.status.healthy();
         this.status.set("connected");
       } catch (err) {
         this.status.fail((err as Error).message);
+        this.status.failedAttempt();
         this.status.set("backing-off");
         await this.pause.sleep(backoffDelay(this.deps.backoff, failures++));
       }

@@ -30,20 +30,26 @@ export function bindDestinationRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void 
   app.use(`${PREFIX}*`, async (c, next) => (c.req.method === "POST" && c.req.path.startsWith(PREFIX) ? admin : practable)(c, next));
 
   const upsert = async (c: Context<HttpEnv>) => {
+    const warnings: string[] = [];
     const body = await readJsonObject(c.req.raw, 'a rule like {"id":"0","stream":"spin30","destination":"wss://…","token":""}');
-    // A rule read back and posted again keeps its stored URL where the read redacted it.
-    const rule = parseRule(restoreRedactedDestination(body, typeof body.id === "string" ? deps.destinations.get(body.id)?.rule : undefined), deps.recordsDir);
+    // A rule read back and posted again keeps its stored URL and token where the read redacted them.
+    const stored = typeof body.id === "string" ? deps.destinations.get(body.id)?.rule : undefined;
+    const rule = parseRule(restoreRedactedDestination(body, stored), deps.recordsDir, { storedToken: (id) => deps.destinations.get(id)?.rule.token, warnings });
+    for (const w of warnings) deps.logger.warn("destination rule: " + w, { id: rule.id });
     const d = await deps.destinations.upsert(rule);
-    return c.json(destinationView(d));
+    return c.json(warnings.length > 0 ? { ...destinationView(d), warnings } : destinationView(d));
   };
   app.on(["POST", "PUT"], "/api/destinations", upsert);
 
   app.get(`${PREFIX}all`, (c) => c.json(Object.fromEntries(deps.destinations.list().map((d) => [d.rule.id, destinationView(d)]))));
-  app.delete(`${PREFIX}all`, async (c) => {
-    const ids = deps.destinations.list().map((d) => d.rule.id);
-    await deps.destinations.removeAll();
-    return c.json({ deleted: ids });
-  });
+  // practable's delete-everything is DELETE …/deleteAll (its …/all deletes a rule named "all");
+  // here both delete every rule, and each answers its own name as practable does.
+  for (const name of ["all", "deleteAll"]) {
+    app.delete(`${PREFIX}${name}`, async (c) => {
+      await deps.destinations.removeAll();
+      return c.json(name);
+    });
+  }
   app.post(`${PREFIX}*`, (c) => {
     if (!c.req.path.endsWith("/reconnect")) throw notFound(`no route POST ${c.req.path}; add a rule with POST /api/destinations`);
     const id = idFromPath(c, "/reconnect");

@@ -1,14 +1,31 @@
 import type { Hono } from "hono";
+import { badRequest } from "../../core/errors.ts";
 import { parseFeedRule } from "../../relay/feeds.ts";
 import { requirePractableApi } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
+import { requireStreamGrant } from "../stream-access.ts";
+
+const PREFIX = "/api/streams/";
+
+/** The stream name after /api/streams/ (percent-decoded; bad encoding is a 400). */
+function nameFromPath(url: string): string {
+  const raw = new URL(url).pathname.slice(PREFIX.length);
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw badRequest(`stream name in the path is not valid percent-encoding: ${JSON.stringify(raw)}`);
+  }
+}
 
 /**
- * Binds practable's stream rules: POST/PUT /api/streams {"stream","feeds"},
- * GET/DELETE /api/streams/all and DELETE /api/streams/{name}. (GET of one
- * stream is in the streams routes, which add the stream's feeds to its stats.)
- * Must be bound before the streams routes so /all is not taken for a stream.
+ * Binds practable's stream rules with practable's shapes: POST/PUT /api/streams
+ * {"stream","feeds"} (answers the rule), GET /api/streams/all
+ * ({"stream/x":["video0","audio0"]}), GET /api/streams/{name} (the feeds array,
+ * for a stream that has a rule; other names fall through to the stream's stats),
+ * DELETE /api/streams/all (also practable's /deleteAll) and /api/streams/{name}
+ * (each answers the name as a JSON string). Must be bound before the streams
+ * routes so /all is not taken for a stream.
  */
 export function bindFeedRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const admin = requirePractableApi(deps);
@@ -17,13 +34,22 @@ export function bindFeedRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     deps.feeds.set(rule);
     return c.json(rule);
   });
-  app.get("/api/streams/all", admin, (c) => c.json(Object.fromEntries(deps.feeds.all().map((r) => [r.stream, r]))));
-  app.delete("/api/streams/all", admin, (c) => {
-    deps.feeds.removeAll();
-    return c.json("all");
+  app.get(`${PREFIX}all`, admin, (c) => c.json(Object.fromEntries(deps.feeds.all().map((r) => [r.stream, r.feeds]))));
+  for (const name of ["all", "deleteAll"]) {
+    app.delete(`${PREFIX}${name}`, admin, (c) => {
+      deps.feeds.removeAll();
+      return c.json(name);
+    });
+  }
+  app.get(`${PREFIX}*`, async (c, next) => {
+    const name = nameFromPath(c.req.url);
+    const rule = deps.feeds.get(name);
+    if (!rule) return next();
+    await requireStreamGrant(c, deps, name, "read");
+    return c.json(rule.feeds);
   });
-  app.delete("/api/streams/*", admin, (c) => {
-    const name = decodeURIComponent(new URL(c.req.url).pathname.slice("/api/streams/".length));
+  app.delete(`${PREFIX}*`, admin, (c) => {
+    const name = nameFromPath(c.req.url);
     deps.feeds.remove(name);
     return c.json(name);
   });

@@ -1,28 +1,40 @@
 import type { Hono } from "hono";
 import type { Hub } from "../../hub/hub.ts";
+import { REJECT_REASONS } from "../../ingest/datagram.ts";
 import type { UdpIngestSnapshot } from "../../ingest/udp.ts";
+import { COMMIT, VERSION } from "../../version.ts";
 import type { Destination } from "../../relay/destination.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { streamVisibility } from "../stream-access.ts";
 
 const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
-/** Renders the hub's and UDP ingest's figures in Prometheus text format 0.0.4. */
-export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: Destination[] = [], visible: (stream: string) => boolean = () => true): string {
+/** Reasons a websocket connection is refused, listed at 0 before the first one. */
+const REFUSAL_REASONS = ["policy", "max_connections", "other"];
+
+/**
+ * Renders the hub's and UDP ingest's figures in Prometheus text format 0.0.4.
+ * Counters only go up for the process's lifetime (a stream retired after
+ * stream_linger_seconds carries its counters when it comes back); byte counters
+ * say so in their names; every labelled reason is present from 0.
+ */
+export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: Destination[] = [], visible: (stream: string) => boolean = () => true, startedAtMs = Date.now()): string {
   const out: string[] = [];
   const metric = (name: string, type: "gauge" | "counter", help: string, samples: [string, number][]) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, value] of samples) out.push(`${name}${labels} ${value}`);
   };
   const t = hub.totals;
+  metric("switchyard_build_info", "gauge", "Build of the running Switchyard (always 1).", [[`{version="${escapeLabel(VERSION)}",commit="${escapeLabel(COMMIT)}",bun="${escapeLabel(Bun.version)}"}`, 1]]);
+  metric("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.", [["", Math.floor(startedAtMs / 1000)]]);
   metric("switchyard_connections", "gauge", "Open websocket connections.", [["", hub.connections]]);
   metric("switchyard_connections_opened_total", "counter", "Websocket connections accepted.", [["", t.connectionsOpened]]);
   metric("switchyard_connections_refused_total", "counter", "Websocket connections refused, by reason.",
-    Object.entries(t.connectionsRefused).map(([r, n]) => [`{reason="${escapeLabel(r)}"}`, n]));
+    [...new Set([...REFUSAL_REASONS, ...Object.keys(t.connectionsRefused)])].map((r) => [`{reason="${escapeLabel(r)}"}`, t.connectionsRefused[r] ?? 0]));
   metric("switchyard_messages_in_total", "counter", "Messages accepted by the hub.", [["", t.messagesIn]]);
-  metric("switchyard_bytes_in_total", "counter", "Payload bytes accepted by the hub.", [["", t.bytesIn]]);
+  metric("switchyard_received_bytes_total", "counter", "Payload bytes accepted by the hub.", [["", t.bytesIn]]);
   metric("switchyard_messages_out_total", "counter", "Messages handed to subscribers.", [["", t.messagesOut]]);
-  metric("switchyard_bytes_out_total", "counter", "Payload bytes handed to subscribers.", [["", t.bytesOut]]);
+  metric("switchyard_sent_bytes_total", "counter", "Payload bytes handed to subscribers.", [["", t.bytesOut]]);
   metric("switchyard_slow_disconnects_total", "counter", "Subscribers disconnected for backpressure.", [["", t.slowDisconnects]]);
   metric("switchyard_sink_errors_total", "counter", "Messages a sink (recent ring, destinations) failed on: a bug to report.", [["", t.sinkErrors]]);
   const streams = hub.listStreams().filter((s) => visible(s.name));
@@ -31,26 +43,28 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   per("switchyard_stream_subscribers", "gauge", "Subscribers of a stream.", (s) => s.subscribers);
   per("switchyard_stream_publishers", "gauge", "Publishers of a stream (websocket clients that sent, other origins seen in the last minute).", (s) => s.publishers);
   per("switchyard_stream_messages_in_total", "counter", "Messages published on a stream.", (s) => s.messagesIn);
-  per("switchyard_stream_bytes_in_total", "counter", "Payload bytes published on a stream.", (s) => s.bytesIn);
+  per("switchyard_stream_received_bytes_total", "counter", "Payload bytes published on a stream.", (s) => s.bytesIn);
   per("switchyard_stream_messages_out_total", "counter", "Messages handed to a stream's subscribers.", (s) => s.messagesOut);
-  per("switchyard_stream_bytes_out_total", "counter", "Payload bytes handed to a stream's subscribers.", (s) => s.bytesOut);
+  per("switchyard_stream_sent_bytes_total", "counter", "Payload bytes handed to a stream's subscribers.", (s) => s.bytesOut);
   per("switchyard_stream_dropped_total", "counter", "Messages a stream's slow subscribers lost to backpressure.", (s) => s.dropped);
   per("switchyard_stream_slow_disconnects_total", "counter", "Subscribers of a stream disconnected for backpressure.", (s) => s.slowDisconnects);
   const ports = udp.listeners;
   const perPort = (name: string, type: "gauge" | "counter", help: string, pick: (l: (typeof ports)[number]) => number | null) =>
     metric(name, type, help, ports.flatMap((l) => (pick(l) === null ? [] : [[`{port="${l.port}",format="${l.format}"}`, pick(l)!] as [string, number]])));
   perPort("switchyard_udp_datagrams_total", "counter", "UDP datagrams received.", (l) => l.datagrams);
-  perPort("switchyard_udp_bytes_total", "counter", "UDP bytes received.", (l) => l.bytes);
+  perPort("switchyard_udp_received_bytes_total", "counter", "UDP bytes received.", (l) => l.bytes);
   perPort("switchyard_udp_accepted_total", "counter", "Messages published from UDP datagrams.", (l) => l.accepted);
   metric("switchyard_udp_rejected_total", "counter", "UDP records rejected, by reason.",
-    ports.flatMap((l) => Object.entries(l.rejected_by_reason).map(([r, n]) => [`{port="${l.port}",reason="${r}"}`, n ?? 0] as [string, number])));
+    ports.flatMap((l) => REJECT_REASONS.map((r) => [`{port="${l.port}",reason="${r}"}`, l.rejected_by_reason[r] ?? 0] as [string, number])));
   perPort("switchyard_udp_errors_total", "counter", "UDP datagrams whose handling failed inside Switchyard (a bug).", (l) => l.errors);
   perPort("switchyard_udp_kernel_drops_total", "counter", "Datagrams the kernel dropped for this socket (receive buffer full), from /proc/net/udp.", (l) => l.kernel_drops);
   const perDest = (name: string, type: "gauge" | "counter", help: string, pick: (d: Destination) => number) =>
     metric(name, type, help, destinations.map((d) => [`{id="${escapeLabel(d.rule.id)}",stream="${escapeLabel(d.rule.stream)}"}`, pick(d)]));
-  perDest("switchyard_destination_connected", "gauge", "1 when a destination is connected (webhook: its last POST worked).", (d) => (d.status.state === "connected" ? 1 : 0));
+  perDest("switchyard_destination_connected", "gauge", "1 when a destination is connected and not in a run of failed attempts (webhook: its last POST worked).", (d) => (d.status.up ? 1 : 0));
   perDest("switchyard_destination_connects_total", "counter", "Times a destination (re)connected.", (d) => d.status.connects);
   perDest("switchyard_destination_messages_out_total", "counter", "Messages a destination sent.", (d) => d.status.messagesOut);
+  perDest("switchyard_destination_sent_bytes_total", "counter", "Payload bytes a destination sent.", (d) => d.status.bytesOut);
+  perDest("switchyard_destination_attempts_total", "counter", "Connection attempts a destination made (or POSTs it tried).", (d) => d.status.attempts);
   perDest("switchyard_destination_messages_in_total", "counter", "Messages a destination's remote sent back.", (d) => d.status.messagesIn);
   perDest("switchyard_destination_dropped_total", "counter", "Messages a destination dropped (not connected, or its buffer full).", (d) => d.status.dropped);
   metric("process_resident_memory_bytes", "gauge", "Resident memory of the process.", [["", process.memoryUsage.rss()]]);
@@ -64,7 +78,7 @@ export function bindMetricsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const visible = await streamVisibility(c, deps);
     // A name no stream can have: only a client that sees every stream (free access, or topic "*") sees the destinations too.
     const everything = visible("\u0000all");
-    const body = renderMetrics(deps.hub, deps.udp.snapshot(), everything ? deps.destinations.list() : [], visible);
+    const body = renderMetrics(deps.hub, deps.udp.snapshot(), everything ? deps.destinations.list() : [], visible, deps.startedAt);
     return c.body(body, 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
   });
 }

@@ -1,8 +1,23 @@
 import type { Hono } from "hono";
+import { cors } from "hono/cors";
 import { SESSION_PREFIX } from "../../relay/session-server.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
-/** Binds POST /session/{topic}: the access step of a relay session (the upgrade itself is in the server's fetch). */
+/**
+ * Binds POST /session/{topic}: the access step of a relay session (the upgrade
+ * itself is in the server's fetch). Browsers on the origins of the
+ * `cors_origins` setting may call it from another origin: their preflight and
+ * answer carry the CORS headers; other origins get none (the browser refuses).
+ */
 export function bindSessionRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  app.use(`${SESSION_PREFIX}*`, cors({
+    origin: (origin) => {
+      const allowed = deps.store.settings.cors_origins;
+      return allowed.includes("*") || allowed.includes(origin) ? origin : null;
+    },
+    allowMethods: ["POST", "OPTIONS"],
+    allowHeaders: ["Authorization", "Content-Type"],
+    maxAge: 600,
+  }));
   app.post(`${SESSION_PREFIX}*`, (c) => deps.sessions.access(c.req.raw, decodeURIComponent(new URL(c.req.url).pathname.slice(SESSION_PREFIX.length))));
 }

@@ -44,7 +44,9 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     try {
       // An unchanged (redacted) URL keeps the stored one, as an empty token keeps the token.
       const destination = restoreRedactedDestination({ destination: values.destination }, deps.destinations.get(values.id)?.rule).destination;
-      const rule = parseRule({ id: values.id, stream: values.stream, destination, token, file: values.file, kind: values.kind, batch }, deps.recordsDir);
+      // The form has no record format field: an edited rule keeps its own (new rules record raw bytes, as practable).
+      const recordFormat = editing ? deps.destinations.get(values.id)?.rule.record_format : undefined;
+      const rule = parseRule({ id: values.id, stream: values.stream, destination, token, file: values.file, kind: values.kind, batch, ...(recordFormat ? { record_format: recordFormat } : {}) }, deps.recordsDir);
       const existed = deps.destinations.get(rule.id) !== undefined;
       await deps.destinations.upsert(rule);
       return c.html(

@@ -7,6 +7,7 @@ import { bindDestinationPages } from "./destinations.tsx";
 import { bindLiveRoutes } from "./live.tsx";
 import { bindQueryPage } from "./query.tsx";
 import { bindTokenPages } from "./tokens.tsx";
+import { bindBookingPages } from "./bookings.tsx";
 import { withoutJavaScript } from "./fallback.tsx";
 
 /**
@@ -24,6 +25,7 @@ export function bindAdminUi(app: Hono<HttpEnv>, deps: HttpDeps): void {
   bindLiveRoutes(app, deps);
   bindDestinationPages(app, deps);
   bindTokenPages(app, deps);
+  bindBookingPages(app, deps);
   bindQueryPage(app, deps);
   bindConfigPages(app, deps);
 }

@@ -3,6 +3,7 @@ import { destinationRuleFor, generateTokenBatch, parseTokenBatch, tokenFiles } f
 import { AppError } from "../../core/errors.ts";
 import { tarGz } from "../../core/tar.ts";
 import { parseRule } from "../../relay/rule.ts";
+import { relaySecret } from "../../relay/relay-secret.ts";
 import { Notice } from "../../../views/layout.tsx";
 import { TokenForm, TokenResult, TokensPage, type TokenFormValues } from "../../../views/tokens.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
@@ -22,7 +23,13 @@ export function bindTokenPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const parsed = parseTokenBatch({ ...values, scopes });
     if ("errors" in parsed) return c.html(<section class="card"><TokenForm values={values} errors={parsed.errors} /></section>, 422);
     const req = parsed.request;
-    const tokens = await generateTokenBatch(deps.secret, req);
+    let secret = deps.secret;
+    if (values.sign_with === "relay") {
+      const imported = relaySecret(deps.config.relaySecret, deps.store).secret;
+      if (!imported) return c.html(<section class="card"><TokenForm values={values} errors={{ sign_with: "no practable relay secret is imported: import it on the Relay page first" }} /></section>, 422);
+      secret = imported;
+    }
+    const tokens = await generateTokenBatch(secret, req);
     const name = `${req.kind}-tokens-${req.prefix}${req.from}-${req.prefix}${req.to}`;
     const archive = tarGz(tokenFiles(req.kind, tokens));
     const json = JSON.stringify({ kind: req.kind, access_url: req.accessUrl, scopes: req.scopes, tokens }, null, 2);

@@ -1,0 +1,95 @@
+import type { Hub } from "../hub/hub.ts";
+import { CLOSE } from "../hub/websocket.ts";
+
+/** A booking id on a list until `exp` (seconds since the epoch). */
+export interface BookingEntry {
+  booking_id: string;
+  exp: number;
+}
+
+/** A relay session as the booking views show it. */
+export interface BookedConnection {
+  stream: string;
+  origin: string;
+  booking_id: string | null;
+  read: boolean;
+  write: boolean;
+  expires: string | null;
+}
+
+/**
+ * practable's booking control: a booking system can deny a booking id until a
+ * time (its relay sessions are closed at once, its unused access codes dropped,
+ * new access requests refused with 400) and allow it again. Like practable's
+ * relay it also lists the booking ids it has seen in access requests (the allow
+ * list). Both lists live in memory and forget entries past their `exp`.
+ */
+export class BookingControl {
+  private readonly denied = new Map<string, number>();
+  private readonly allowed = new Map<string, number>();
+  private readonly onDenyListeners: ((bookingId: string) => void)[] = [];
+
+  constructor(private readonly hub: Hub, private readonly now: () => number = () => Date.now() / 1000) {}
+
+  /** Calls `fn` with each booking id that is denied (the session server drops its codes). */
+  onDeny(fn: (bookingId: string) => void): void {
+    this.onDenyListeners.push(fn);
+  }
+
+  /** Denies `bookingId` until `exp`; closes its open sessions. Answers how many were closed. */
+  deny(bookingId: string, exp: number): number {
+    this.allowed.delete(bookingId);
+    this.denied.set(bookingId, exp);
+    for (const fn of this.onDenyListeners) fn(bookingId);
+    let closed = 0;
+    for (const s of this.hub.listStreams()) {
+      for (const c of s.connections) {
+        if (c.bookingId !== bookingId || c.closing || !c.ws) continue;
+        c.closing = true;
+        c.ws.close(CLOSE.policy, `booking ${bookingId} was cancelled (denied until ${new Date(exp * 1000).toISOString()})`);
+        closed++;
+      }
+    }
+    return closed;
+  }
+
+  /** Takes `bookingId` off the deny list and notes it as allowed until `exp`. */
+  allow(bookingId: string, exp: number): void {
+    this.denied.delete(bookingId);
+    this.allowed.set(bookingId, exp);
+  }
+
+  isDenied(bookingId: string): boolean {
+    const exp = this.denied.get(bookingId);
+    if (exp === undefined) return false;
+    if (exp > this.now()) return true;
+    this.denied.delete(bookingId);
+    return false;
+  }
+
+  deniedList(): BookingEntry[] {
+    return this.list(this.denied);
+  }
+
+  allowedList(): BookingEntry[] {
+    return this.list(this.allowed);
+  }
+
+  /** Open relay sessions and websocket connections, with their booking ids. */
+  connections(): BookedConnection[] {
+    const out: BookedConnection[] = [];
+    for (const s of this.hub.listStreams()) {
+      for (const c of s.connections) {
+        if (c.closing) continue;
+        out.push({ stream: c.stream, origin: c.origin, booking_id: c.bookingId ?? null, read: c.grant.read, write: c.grant.write, expires: c.grant.exp ? new Date(c.grant.exp * 1000).toISOString() : null });
+      }
+    }
+    return out.sort((a, b) => (a.booking_id ?? "").localeCompare(b.booking_id ?? "") || a.stream.localeCompare(b.stream));
+  }
+
+  private list(m: Map<string, number>): BookingEntry[] {
+    const now = this.now();
+    for (const [bid, exp] of m) if (exp <= now) m.delete(bid);
+    return [...m].map(([booking_id, exp]) => ({ booking_id, exp })).sort((a, b) => a.booking_id.localeCompare(b.booking_id));
+  }
+}
