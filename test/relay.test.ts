@@ -353,6 +353,19 @@ describe("relay: Switchyard as the relay (/session/{topic})", () => {
     expect(() => relay.store.update({ cors_origins: ["https://lab.example.org/path"] })).toThrow(/scheme and host/);
   });
 
+  it("answers a wss:// session uri when a trusted TLS proxy says https, and ignores the header from anyone else", async () => {
+    const relay = await server();
+    const token = await relayToken(relay, "spin30-log");
+    const uriWith = async (headers: Record<string, string>) =>
+      ((await (await api(relay, "/session/spin30-log", { method: "POST", headers: { Authorization: token, Host: "relay.example.org", ...headers } })).json()) as { uri: string }).uri;
+    // Not a trusted proxy (the default: none): the header is the client's word, and ignored.
+    expect(await uriWith({ "X-Forwarded-Proto": "https" })).toStartWith("ws://relay.example.org/session/spin30-log?code=");
+    relay.store.update({ trusted_proxies: ["127.0.0.1", "::1"] });
+    expect(await uriWith({ "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7" })).toStartWith("wss://relay.example.org/session/spin30-log?code=");
+    expect(await uriWith({ Forwarded: "for=203.0.113.7;proto=https" })).toStartWith("wss://relay.example.org/");
+    expect(await uriWith({ "X-Forwarded-Proto": "http", "X-Forwarded-For": "203.0.113.7" })).toStartWith("ws://relay.example.org/");
+  });
+
   it("closes a session with a made-up code or for another topic, with a reason", async () => {
     const relay = await server();
     const made = await connect(`ws://127.0.0.1:${relay.port}/session/spin30-log?code=00000000-0000-0000-0000-000000000000`);

@@ -35,10 +35,10 @@ export interface SessionServerOptions {
  * The websocket base the answer points at is public_url, else where the request
  * came to (a client that lies about Host only sends itself astray).
  */
-function relayBase(req: Request, settings: Settings, localBases: () => readonly string[]): { audiences: readonly string[]; wsBase: string } {
+function relayBase(req: Request, settings: Settings, localBases: () => readonly string[], scheme?: "http" | "https"): { audiences: readonly string[]; wsBase: string } {
   const url = new URL(req.url);
   const publicUrl = settings.public_url.replace(/\/+$/, "");
-  const here = `${url.protocol}//${req.headers.get("host") ?? url.host}`;
+  const here = `${scheme ? `${scheme}:` : url.protocol}//${req.headers.get("host") ?? url.host}`;
   return { audiences: publicUrl ? [publicUrl] : localBases(), wsBase: (publicUrl || here).replace(/^http/, "ws") };
 }
 
@@ -67,13 +67,16 @@ export class SessionServer {
     });
   }
 
-  /** POST /session/{topic}: checks the token and hands out an access code. */
-  async access(req: Request, topic: string): Promise<Response> {
+  /**
+   * POST /session/{topic}: checks the token and hands out an access code.
+   * `scheme` is the one the client used, when a trusted proxy says so (https gives a wss:// uri).
+   */
+  async access(req: Request, topic: string, scheme?: "http" | "https"): Promise<Response> {
     const header = req.headers.get("authorization");
     if (!header) return unauthenticated("no Authorization header; send the token as Authorization: <jwt>");
     const problem = streamNameProblem(topic);
     if (problem) return unauthenticated(`topic: ${problem}`);
-    const { audiences, wsBase } = relayBase(req, this.opts.settings(), this.opts.localBases);
+    const { audiences, wsBase } = relayBase(req, this.opts.settings(), this.opts.localBases, scheme);
     let claims: StreamTokenClaims;
     try {
       claims = await verifyStreamToken(this.opts.keys, header.replace(/^Bearer\s+/i, "").trim(), audiences);
