@@ -8,7 +8,7 @@
  * marker naming the uid it ran as.
  */
 import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { distBinary } from "./binary-support.ts";
 import { install, NATIVE, newRoot, removeRoots, serviceIds, sha, tool } from "./install-support.ts";
@@ -128,5 +128,35 @@ __attribute__((constructor)) static void planted(void) {
     expect(readFileSync(join(root, "service.log"), "utf8")).toMatch(/duckdb native library unpacked dir=.*files=duckdb\.node/);
     expect(sha(join(libDir, "duckdb.node"))).toBe(sha(join(rootCopy, "duckdb.node")));
     expect(existsSync(join(markers, "loaded-by-uid-0"))).toBe(false);
+  });
+});
+
+describe("install.sh's own folder for the library root loads", () => {
+  it("refuses to run any binary when /var/cache/switchyard is not root's alone, and says what to do", () => {
+    // A stand-in binary that would leave a marker if install.sh ran it.
+    const d = newRoot();
+    const marker = join(d, "ran");
+    const fake = join(d, `switchyard-${NATIVE}`);
+    writeFileSync(fake, `#!/bin/sh\ntouch ${marker}\necho "switchyard 9.9.9 (stand-in)"\n`);
+    chmodSync(fake, 0o755);
+    writeFileSync(join(d, "SHA256SUMS"), `${sha(fake)}  switchyard-${NATIVE}\n`);
+    const root = newRoot();
+    const cache = join(root, "var/cache/switchyard");
+    mkdirSync(cache, { recursive: true });
+    chownSync(cache, 65534, 65534);
+    const r = install(["--root", root, "--binary", fake, "--no-start"], { root });
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`install.sh: error: /var/cache/switchyard must be root's alone to hold the DuckDB library root loads here, but ${cache} is owned by uid 65534, not root. Make it (and every folder above it) owned by root and writable by root only, then run this again`);
+    expect(existsSync(marker)).toBe(false);
+    expect(existsSync(join(root, "usr/local/bin/switchyard"))).toBe(false);
+    // Group- or world-writable is refused too; root's own, it goes ahead.
+    chownSync(cache, 0, 0);
+    chmodSync(cache, 0o777);
+    chmodSync(join(root, "var/cache"), 0o777);
+    expect(install(["--root", root, "--binary", fake, "--no-start"], { root }).err).toContain(`${join(root, "var/cache")} is writable by every user`);
+    chmodSync(join(root, "var/cache"), 0o755);
+    const ok = install(["--root", root, "--binary", fake, "--no-start"], { root });
+    expect(ok).toMatchObject({ code: 0, err: "" });
+    expect(existsSync(marker)).toBe(true);
   });
 });
