@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, realpathSync, type Stats } from "node:fs";
+import { existsSync, lstatSync, realpathSync, statSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
 
 /**
@@ -70,7 +70,7 @@ export function nearestExisting(path: string): string {
 export function rootNativeBase(configured: string, fallback = ROOT_NATIVE_DIR): string {
   const existing = nearestExisting(configured);
   // Not a folder (a file on the way): unpacking there fails with its own clear error, and nothing is loaded.
-  if (!lstatSync(existing).isDirectory()) return configured;
+  if (!statSync(existing).isDirectory()) return configured;
   const why = whyNotRootOnly(existing);
   if (why === null) return configured;
   const whyFallback = whyNotRootOnly(nearestExisting(fallback));
