@@ -81,7 +81,9 @@ parse_args() {
   # Paths as the installed system sees them, and as this script writes them (under --root).
   DATA_DIR=/var/lib/switchyard
   UNIT_PATH=/etc/systemd/system/$SERVICE.service
-  R_DATA="$ROOT$DATA_DIR" R_UNIT="$ROOT$UNIT_PATH"
+  # Root's own copy of DuckDB's library, for the binaries this script runs (never the service's).
+  NATIVE_DIR=/var/cache/switchyard
+  R_DATA="$ROOT$DATA_DIR" R_UNIT="$ROOT$UNIT_PATH" R_NATIVE="$ROOT$NATIVE_DIR"
   # The binary: --prefix, else where the installed unit runs it from, else /usr/local/bin.
   if [ -n "$PREFIX" ]; then
     BIN_PATH="$PREFIX/bin/switchyard"
@@ -236,12 +238,23 @@ LimitNOFILE=65536
 # 512 MB machine: the hub idles near 50 MB, queries take DuckDB to about 120 MB.
 MemoryHigh=320M
 MemoryMax=384M
+# The sandbox (systemd-analyze security rates it 1.1; test/install-unit.test.ts).
+# No MemoryDenyWriteExecute: Bun's JIT writes the code it runs.
 NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+PrivateUsers=yes
 ProtectSystem=strict
 ReadWritePaths=$DATA_DIR
 ProtectHome=yes
 PrivateTmp=yes
 PrivateDevices=yes
+DevicePolicy=closed
+PrivateMounts=yes
+PrivateIPC=yes
+RemoveIPC=yes
+ProtectProc=invisible
+ProcSubset=pid
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
@@ -252,7 +265,13 @@ RestrictSUIDSGID=yes
 RestrictNamespaces=yes
 RestrictRealtime=yes
 LockPersonality=yes
-RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK
+# UDP, TCP, and local sockets (the resolver may ask nscd or systemd-resolved); no netlink.
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+# A call outside the list fails with EPERM rather than killing the service.
+SystemCallErrorNumber=EPERM
 UMask=0027
 
 [Install]
@@ -284,15 +303,52 @@ wait_healthy() { # waits for /healthz on the port and address the service listen
   return 1
 }
 
-binary_version() { # FILE (also unpacks its DuckDB library into the data folder's cache, as the service would)
-  XDG_CACHE_HOME="$R_DATA/cache" "$1" version 2>/dev/null | head -n 1
+# Root runs the binaries (`version`, which loads DuckDB's library) with the library in
+# root's own folder, never in the data folder's cache: the service user can write
+# there, and root must not run code another user could have put in place. This also
+# holds for an installed binary older than this script, which does not check by itself.
+why_not_root_only() { # DIR: prints why a user other than root could change DIR or a folder above it; nothing if none can
+  d=$(realpath "$1" 2>/dev/null) || { printf '%s cannot be resolved\n' "$1"; return 0; }
+  last=1
+  while :; do
+    # shellcheck disable=SC2046 # three numbers: uid, gid, octal mode
+    set -- $(stat -c '%u %g %a' "$d")
+    m=$((0$3))
+    if [ "$1" -ne 0 ]; then printf '%s is owned by uid %s, not root\n' "$d" "$1"; return 0; fi
+    # A sticky folder (/tmp) above is fine: only root may replace what root put in it.
+    if [ "$last" -eq 1 ] || [ $((m & 01000)) -eq 0 ]; then
+      if [ $((m & 02)) -ne 0 ]; then printf '%s is writable by every user\n' "$d"; return 0; fi
+      if [ $((m & 020)) -ne 0 ] && [ "$2" -ne 0 ]; then printf '%s is writable by group %s\n' "$d" "$2"; return 0; fi
+    fi
+    [ "$d" != / ] || return 0
+    d=$(dirname "$d") last=0
+  done
 }
 
-prune_native_cache() { # removes DuckDB libraries unpacked by earlier versions; keeps the one the installed binary uses
-  keep=$(XDG_CACHE_HOME="$R_DATA/cache" "$R_BIN" version 2>/dev/null | sed -n 's/^duckdb library: embedded, unpacked in //p')
-  [ -n "$keep" ] || return 0
-  for d in "$R_DATA/cache/switchyard"/duckdb-*; do
-    if [ -d "$d" ] && [ "$d" != "$keep" ]; then rm -rf "$d"; say "removed an older DuckDB library, $d"; fi
+prepare_native_cache() { # root's own folder for DuckDB's library
+  mkdir -p "$R_NATIVE"
+  chmod 0755 "$R_NATIVE"
+  why=$(why_not_root_only "$R_NATIVE")
+  [ -z "$why" ] || die "$NATIVE_DIR must be root's alone to hold the DuckDB library root loads here, but $why. Make it (and every folder above it) owned by root and writable by root only, then run this again"
+}
+
+binary_version() { # FILE: the output of FILE version, with DuckDB's library unpacked in root's own folder (prepare_native_cache first)
+  SWITCHYARD_NATIVE_DIR="$R_NATIVE" "$1" version 2>/dev/null
+}
+
+warn_noexec_data() { # the service unpacks and loads DuckDB's library under the data folder
+  have findmnt || return 0
+  opts=$(findmnt -n -o OPTIONS -T "$R_DATA" 2>/dev/null) || return 0
+  case ",$opts," in
+    *,noexec,*) warn "$DATA_DIR is on a noexec mount: the service cannot load DuckDB's library from its cache there, so queries and compaction will not work (see \"DuckDB's native library\" in docs/INSTALL.md)" ;;
+  esac
+}
+
+prune_native_cache() { # removes DuckDB libraries of earlier versions (root's and the service's); keeps the installed one's
+  [ -n "$NATIVE_KEEP" ] || return 0
+  for d in "$R_NATIVE"/duckdb-* "$R_DATA/cache/switchyard"/duckdb-*; do
+    # rm -rf removes a symbolic link the service may have put there, never what it points to.
+    if [ -e "$d" ] && [ "${d##*/}" != "$NATIVE_KEEP" ]; then rm -rf "$d"; say "removed an older DuckDB library, $d"; fi
   done
 }
 
@@ -309,6 +365,7 @@ uninstall() {
     sysctl disable --now "$SERVICE" || warn "could not stop the service"
   fi
   rm -f "$R_UNIT" "$R_UNIT.previous" "$R_BIN" "$R_BIN.previous" "$ROOT/etc/systemd/system/multi-user.target.wants/$SERVICE.service"
+  rm -rf "$R_NATIVE"
   if [ "$MODE" = live ]; then sysctl daemon-reload || true; fi
   say "removed the $SERVICE service and $BIN_PATH"
   if [ "$PURGE" -eq 1 ]; then
@@ -365,7 +422,7 @@ install_or_upgrade() {
   detect_arch
   NAME="switchyard-linux-$ARCH"
   MODE=$(service_mode)
-  SWAPPED=0 BACKUP=""
+  SWAPPED=0 BACKUP="" NATIVE_KEEP=""
   mkdir -p "$(dirname "$R_BIN")"
   rm -f "$R_BIN.previous"
   need_space "$(dirname "$R_BIN")" 200000 "the binary"
@@ -399,13 +456,17 @@ install_or_upgrade() {
     # An image for another machine: the binary may not run here, so it is not tried.
     NEW_VERSION="switchyard ($NAME)"
   else
-    NEW_VERSION=$(binary_version "$STAGED") || true
+    prepare_native_cache
+    out=$(binary_version "$STAGED") || true
+    NEW_VERSION=$(printf '%s\n' "$out" | head -n 1)
     [ -n "$NEW_VERSION" ] || die "the new binary does not run on this machine ($(uname -m)): \"switchyard version\" failed; the installed one was not changed"
-    if XDG_CACHE_HOME="$R_DATA/cache" "$STAGED" version 2>/dev/null | grep -q "not available"; then
-      warn "the new binary cannot load its DuckDB library here ($(XDG_CACHE_HOME="$R_DATA/cache" "$STAGED" version 2>&1 | sed -n 's/^duckdb: //p' | head -n 1)); the hub will run, but queries and compaction will not (is $DATA_DIR on a noexec mount?)"
-    fi
+    case "$out" in
+      *"duckdb not available"*) warn "the new binary cannot load its DuckDB library here ($(printf '%s\n' "$out" | sed -n 's/^duckdb: //p' | head -n 1)); the hub will run, but queries and compaction will not" ;;
+    esac
+    NATIVE_KEEP=$(printf '%s\n' "$out" | sed -n 's/^duckdb library: embedded, unpacked in //p' | head -n 1)
+    NATIVE_KEEP=${NATIVE_KEEP##*/}
   fi
-  if [ -d "$R_DATA/cache" ]; then chown -R "$(user_ids)" "$R_DATA/cache"; fi
+  warn_noexec_data
 
   UPGRADE=0
   [ -f "$R_BIN" ] && UPGRADE=1
@@ -413,7 +474,8 @@ install_or_upgrade() {
   [ -n "$PORT" ] || PORT=8888
 
   if [ "$UPGRADE" -eq 1 ]; then
-    OLD_VERSION=$(binary_version "$R_BIN") || true
+    prepare_native_cache
+    OLD_VERSION=$(binary_version "$R_BIN" | head -n 1) || true
     say "upgrading ${OLD_VERSION:-the installed switchyard} to $NEW_VERSION"
     if [ "$MODE" = live ]; then sysctl stop "$SERVICE" || true; fi
     no_links "$R_DATA/switchyard.db" "$R_DATA/switchyard.db-wal" "$R_DATA/switchyard.db-shm" "$R_DATA/backups"

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { embedded } from "./embedded.ts";
+import { rootNativeBase, runningAsRoot } from "./root-only.ts";
 import { ensureNativeFiles, nativeCacheBase, type NativeDir } from "./unpack.ts";
 
 /**
@@ -22,13 +23,19 @@ export function hasEmbeddedNative(): boolean {
  * In the compiled binary: unpacks (or checks) the embedded DuckDB files now and
  * returns where they are; `check: "hash"` re-hashes files already there. In a
  * checkout: null (nothing to unpack). Throws with the reason when it cannot.
+ *
+ * Run as root, it never loads code another user could change: a configured
+ * folder that is not root-only (the data dir's cache belongs to the service
+ * user) gives way to root's own /var/cache/switchyard, and when that is not
+ * root-only either it refuses, saying why and what to do.
  */
 export function prepareNative(check: "hash" | "stamp" = "hash"): NativeDir | null {
   if (!embedded) return null;
   if (embedded.platform !== `${process.platform}-${process.arch}`) {
     throw new Error(`this binary carries DuckDB for ${embedded.platform}, but runs on ${process.platform}-${process.arch}`);
   }
-  return ensureNativeFiles(embedded, nativeCacheBase(), check);
+  if (!runningAsRoot()) return ensureNativeFiles(embedded, nativeCacheBase(), check);
+  return ensureNativeFiles(embedded, rootNativeBase(nativeCacheBase()), check, { rootOnly: true });
 }
 
 /** Loads the embedded bindings (the compiled binary's `@duckdb/node-bindings`). */

@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
-import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
 import type { EmbeddedNative } from "./embedded.ts";
+import { whyNotRootOnly, whyNotRootOnlyFile } from "./root-only.ts";
 
 /** Where the native files were put, and what this call had to do. */
 export interface NativeDir {
@@ -86,20 +87,33 @@ function removeStaleTemps(dir: string): void {
  * `check: "stamp"`, when its size, mtime and inode are as they were at the last
  * hash check); otherwise it is unpacked from the binary, checked, and renamed
  * into place, so two processes starting at once never see a partial file.
+ *
+ * With `rootOnly` (a process running as root), the folder, resolved, and every
+ * folder above it must be changeable by root alone (else this throws, saying
+ * why), and a file not owned by root, or writable by others, is unpacked again:
+ * root never loads code another user could have written.
  */
-export function ensureNativeFiles(e: EmbeddedNative, base: string, check: "hash" | "stamp"): NativeDir {
-  const dir = nativeDirFor(e, base);
+export function ensureNativeFiles(e: EmbeddedNative, base: string, check: "hash" | "stamp", opts: { rootOnly?: boolean } = {}): NativeDir {
+  let dir = nativeDirFor(e, base);
   try {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
   } catch (err) {
     throw new Error(`cannot create ${dir} for DuckDB's native library (${(err as Error).message}); set SWITCHYARD_NATIVE_DIR to a writable folder`);
+  }
+  if (opts.rootOnly) {
+    // The loader opens the resolved path, so that is the one checked and returned.
+    dir = realpathSync(dir);
+    const why = whyNotRootOnly(dir);
+    if (why) throw new Error(`refusing to load DuckDB's native library as root from ${dir}: ${why}, so another user could put their own code there; set SWITCHYARD_NATIVE_DIR to a folder that only root can write`);
   }
   const stamp = readStamp(dir);
   const unpacked: string[] = [];
   let hashed = false;
   for (const f of e.files) {
     const path = join(dir, f.name);
-    let st = statOrNull(path);
+    let st = statOrNull(path, opts.rootOnly);
+    // For root, a file someone else could have changed is not even hashed: it is replaced.
+    if (st !== null && opts.rootOnly && whyNotRootOnlyFile(st) !== null) st = null;
     const s = stamp[f.name];
     const stampOk = check === "stamp" && st !== null && s !== undefined && s.sha256 === f.sha256 && s.size === st.size && s.mtimeMs === st.mtimeMs && s.ino === st.ino;
     if (stampOk) continue;
@@ -133,9 +147,9 @@ export function ensureNativeFiles(e: EmbeddedNative, base: string, check: "hash"
   return { dir, unpacked, checked: unpacked.length > 0 ? "none" : hashed ? "hash" : "stamp" };
 }
 
-function statOrNull(path: string) {
+function statOrNull(path: string, noFollow = false) {
   try {
-    return statSync(path);
+    return noFollow ? lstatSync(path) : statSync(path);
   } catch {
     return null;
   }

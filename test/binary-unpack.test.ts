@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EmbeddedNative } from "../native/embedded.ts";
+import { rootNativeBase, whyNotRootOnly } from "../native/root-only.ts";
 import { ensureNativeFiles, nativeCacheBase, nativeDirFor, sha256File } from "../native/unpack.ts";
 import { tempDir } from "./support/server.ts";
 
@@ -106,5 +107,90 @@ describe("unpacking the embedded DuckDB library", () => {
     expect(readdirSync(dir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
     expect(existsSync(join(dir, ".verified.json"))).toBe(true);
     expect(ensureNativeFiles(e, base, "hash").unpacked).toEqual([]);
+  });
+});
+
+/** These checks need root (to chown to another user); missing root fails under CI and skips loudly otherwise. */
+function asRoot(): boolean {
+  if (process.geteuid?.() === 0) return true;
+  if (process.env.CI) throw new Error("these tests must run as root (CI is set, so this is a failure, not a skip)");
+  console.warn("\n!!! SKIPPING the root-only checks: not running as root !!!\n");
+  return false;
+}
+
+const NOBODY = 65534;
+
+describe("as root, DuckDB's library is loaded only from where root alone can write", () => {
+  it("refuses a folder another user owns or may write, naming it", () => {
+    if (!asRoot()) return;
+    const { e, base } = fakeEmbedded();
+    mkdirSync(base);
+    chownSync(base, NOBODY, NOBODY);
+    expect(() => ensureNativeFiles(e, base, "stamp", { rootOnly: true })).toThrow(new RegExp(`refusing to load DuckDB's native library as root from .*: ${base} is owned by uid ${NOBODY}, not root, so another user could put their own code there; set SWITCHYARD_NATIVE_DIR`));
+    chownSync(base, 0, NOBODY);
+    chmodSync(base, 0o775);
+    expect(whyNotRootOnly(base)).toBe(`${base} is writable by group ${NOBODY}`);
+    chmodSync(base, 0o757);
+    expect(whyNotRootOnly(base)).toBe(`${base} is writable by every user`);
+    // Sticky and world-writable like /tmp: fine above, never for the folder itself.
+    chmodSync(base, 0o1777);
+    expect(whyNotRootOnly(base)).toBe(`${base} is writable by every user`);
+    expect(ensureNativeFiles(e, base, "stamp", { rootOnly: true }).unpacked).toEqual(["libduckdb.so", "duckdb.node"]);
+  });
+
+  it("replaces a file another user owns or may write, even when its stamp matches", () => {
+    if (!asRoot()) return;
+    const { e, base } = fakeEmbedded();
+    const { dir } = ensureNativeFiles(e, base, "hash", { rootOnly: true });
+    const node = join(dir, "duckdb.node");
+    const lib = join(dir, "libduckdb.so");
+    expect(statSync(node).uid).toBe(0);
+    // chown and chmod leave size, mtime and inode alone: the stamp still matches.
+    chownSync(node, NOBODY, NOBODY);
+    chmodSync(lib, 0o757);
+    const again = ensureNativeFiles(e, base, "stamp", { rootOnly: true });
+    expect(again.unpacked).toEqual(["libduckdb.so", "duckdb.node"]);
+    expect(statSync(node).uid).toBe(0);
+    expect(statSync(lib).mode & 0o777).toBe(0o755);
+    // As another user (not root) the same files are reused on the stamp alone: no extra work.
+    chownSync(node, NOBODY, NOBODY);
+    expect(ensureNativeFiles(e, base, "stamp")).toMatchObject({ unpacked: [], checked: "stamp" });
+  });
+
+  it("loads through a symbolic link only by its resolved path, and only when that is root-only", () => {
+    if (!asRoot()) return;
+    const { e, base, src } = fakeEmbedded();
+    const userDir = join(src, "user");
+    mkdirSync(userDir);
+    chownSync(userDir, NOBODY, NOBODY);
+    mkdirSync(base);
+    symlinkSync(base, join(userDir, "link"));
+    // The link sits where another user could change it; what counts is where it leads.
+    const got = ensureNativeFiles(e, join(userDir, "link"), "stamp", { rootOnly: true });
+    expect(got.dir).toBe(nativeDirFor(e, base));
+    const theirs = join(src, "theirs");
+    mkdirSync(theirs);
+    chownSync(theirs, NOBODY, NOBODY);
+    symlinkSync(theirs, join(src, "root-link"));
+    expect(() => ensureNativeFiles(e, join(src, "root-link"), "stamp", { rootOnly: true })).toThrow(`${theirs} is owned by uid ${NOBODY}`);
+  });
+
+  it("gives way to root's own folder, and refuses with what to do when that is not root-only either", () => {
+    if (!asRoot()) return;
+    const { src } = fakeEmbedded();
+    const service = join(src, "var-lib-switchyard");
+    mkdirSync(service);
+    chownSync(service, NOBODY, NOBODY);
+    const configured = join(service, "cache", "switchyard");
+    const fallback = join(src, "var-cache-switchyard");
+    expect(rootNativeBase(configured, fallback)).toBe(fallback);
+    expect(rootNativeBase(join(src, "root-owned", "cache"), fallback)).toBe(join(src, "root-owned", "cache"));
+    mkdirSync(fallback);
+    chownSync(fallback, NOBODY, NOBODY);
+    expect(() => rootNativeBase(configured, fallback)).toThrow(
+      `refusing to load DuckDB's native library as root from ${configured}: ${service} is owned by uid ${NOBODY}, not root, so another user could put their own code there; ` +
+      `root's own folder ${fallback} cannot be used either: ${fallback} is owned by uid ${NOBODY}, not root. ` +
+      "Run this command as the user that owns the data folder (e.g. sudo -u switchyard switchyard …), or set SWITCHYARD_NATIVE_DIR to a folder that only root can write",
+    );
   });
 });

@@ -5,34 +5,15 @@
  * run against a real Switchyard.
  */
 import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { createHash } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DIST, distBinary, type Platform } from "./binary-support.ts";
+import { calls, INSTALL, install, NATIVE, newRoot, removeRoots, sha, STUBS, tool } from "./install-support.ts";
 import { adminHeadersFor, freeTcpPort } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
 
-const REPO = join(import.meta.dir, "..");
-const INSTALL = join(REPO, "install.sh");
-const STUBS = join(import.meta.dir, "install-stubs");
-const NATIVE: Platform = process.arch === "arm64" ? "linux-arm64" : "linux-x64";
-
-const roots: string[] = [];
-afterAll(() => {
-  for (const r of roots) {
-    const pid = join(r, "service.pid");
-    if (existsSync(pid)) try { process.kill(Number(readFileSync(pid, "utf8")), "SIGKILL"); } catch { /* gone */ }
-    rmSync(r, { recursive: true, force: true });
-  }
-});
-
-function newRoot(): string {
-  const r = mkdtempSync(join(tmpdir(), "switchyard-root-"));
-  roots.push(r);
-  return r;
-}
+afterAll(removeRoots);
 
 /** A folder of stub commands (`name` → sh script body), put first on PATH. */
 function stubDir(stubs: Record<string, string>): string {
@@ -45,19 +26,6 @@ function stubDir(stubs: Record<string, string>): string {
   return d;
 }
 
-/** Runs `sh install.sh ARGS` with no terminal on stdin, the stub systemctl first on PATH. */
-function install(args: string[], opts: { root?: string; path?: string[]; env?: Record<string, string> } = {}) {
-  const PATH = [...(opts.path ?? []), STUBS, process.env.PATH].join(":");
-  // SYSTEMCTL: the stub manages the throwaway root's service (without it, --root only writes an image).
-  // A proxy in the environment must not catch the health check on 127.0.0.1.
-  const env = { PATH, HOME: process.env.HOME ?? "/root", STUB_ROOT: opts.root ?? "/nonexistent", SYSTEMCTL: join(STUBS, "systemctl"), http_proxy: "http://127.0.0.1:9", HTTP_PROXY: "http://127.0.0.1:9", ...opts.env };
-  const r = Bun.spawnSync(["sh", INSTALL, ...args], { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  return { code: r.exitCode, out: r.stdout.toString(), err: r.stderr.toString() };
-}
-
-const calls = (root: string) => (existsSync(join(root, "systemctl.log")) ? readFileSync(join(root, "systemctl.log"), "utf8").trim().split("\n") : []);
-const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
-
 /** A PATH with every command of this machine except `missing`, as symlinks in a temp folder. */
 function pathWithout(missing: string[]): string {
   const bin = join(newRoot(), "bin");
@@ -67,14 +35,6 @@ function pathWithout(missing: string[]): string {
     for (const f of readdirSync(d)) if (!missing.includes(f) && !existsSync(join(bin, f))) symlinkSync(join(d, f), join(bin, f));
   }
   return bin;
-}
-
-/** A tool this test needs; missing fails under CI and skips loudly otherwise. */
-function tool(name: string): boolean {
-  if (Bun.which(name)) return true;
-  if (process.env.CI) throw new Error(`${name} is not installed (CI is set: .ci/run installs it)`);
-  console.warn(`\n!!! SKIPPING a check: ${name} is not installed !!!\n`);
-  return false;
 }
 
 describe("install.sh, checks before it changes anything", () => {
@@ -192,8 +152,8 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
   it("writes a unit that systemd-analyze verify accepts without a warning", () => {
     if (!tool("systemd-analyze")) return;
     // Verify a copy whose ExecStart points into the throwaway root (verify checks the file exists).
-    const d = mkdtempSync(join(tmpdir(), "switchyard-unit-"));
-    roots.push(d);
+    const d = newRoot();
+    
     writeFileSync(join(d, "switchyard.service"), readFileSync(unit, "utf8").replace("ExecStart=/", `ExecStart=${root}/`));
     const r = Bun.spawnSync(["systemd-analyze", "verify", join(d, "switchyard.service")], { cwd: d });
     expect(r.stderr.toString() + r.stdout.toString()).toBe("");
@@ -228,8 +188,8 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
   }, 120_000);
 
   it("rolls back to the previous binary (and settings store) when the new one fails its health check", async () => {
-    const d = mkdtempSync(join(tmpdir(), "switchyard-broken-"));
-    roots.push(d);
+    const d = newRoot();
+    
     const broken = join(d, `switchyard-${NATIVE}`);
     writeFileSync(broken, '#!/bin/sh\nif [ "$1" = version ]; then echo "switchyard 9.9.9 (broken on purpose)"; exit 0; fi\necho "broken on purpose" >&2\nexit 1\n');
     chmodSync(broken, 0o755);

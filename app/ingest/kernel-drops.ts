@@ -9,9 +9,10 @@ export interface KernelUdpStats {
 /**
  * Reads /proc/net/udp and /proc/net/udp6 for the socket bound to `port`, so loss
  * in the kernel (receive buffer full) can be told from rejects in the app.
- * Returns null where /proc is not readable (not Linux, or hidden).
+ * Read through /proc/self/net, which the installed unit's ProcSubset=pid keeps
+ * (it hides /proc/net). Returns null where /proc is not readable (not Linux, or hidden).
  */
-export function kernelUdpStats(port: number, files = ["/proc/net/udp", "/proc/net/udp6"]): KernelUdpStats | null {
+export function kernelUdpStats(port: number, files = ["/proc/self/net/udp", "/proc/self/net/udp6"]): KernelUdpStats | null {
   const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
   let found: KernelUdpStats | null = null;
   for (const file of files) {
