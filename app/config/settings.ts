@@ -45,6 +45,7 @@ export interface Settings {
   alert_log_compaction: boolean;
   alert_cooldown_seconds: number;
   log_exclude: string[];
+  log_deliver_unlogged: boolean;
   log_fsync_ms: number;
   log_segment_bytes: number;
   log_segment_seconds: number;
@@ -102,6 +103,7 @@ export const DEFAULT_SETTINGS: Settings = {
   alert_log_compaction: true,
   alert_cooldown_seconds: 300,
   log_exclude: [],
+  log_deliver_unlogged: false,
   log_fsync_ms: 200,
   log_segment_bytes: 64 * 1024 * 1024,
   log_segment_seconds: 300,
@@ -192,6 +194,10 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   log_exclude: {
     description: "streams matching these patterns are not written to the durable log (* matches any run of characters)",
     check: (v) => (Array.isArray(v) ? v.map(streamPatternProblem).find((p) => p !== null) ?? null : "allowed: a list of patterns, e.g. [\"debug/*\"]"),
+  },
+  log_deliver_unlogged: {
+    description: "false (default): while the log cannot write (disk full, I/O error), publishes to logged streams are refused (HTTP 503, websocket close 1013, UDP counted as rejected), so nothing is seen that the log does not have; true: such messages are still delivered live, not stored, and counted",
+    check: (v) => (typeof v === "boolean" ? null : "allowed: true or false"),
   },
   log_fsync_ms: { description: "the spool is fsynced at least this often, bounding what a power cut can take (HTTP publishes wait for their own fsync)", check: int(10, 60_000) },
   log_segment_bytes: { description: "a spool segment is sealed at this size", restart: true, check: int(1024 * 1024, 1024 ** 3) },

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fdatasyncSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statfsSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../core/logger.ts";
 import type { Message } from "../core/message.ts";
@@ -60,6 +60,8 @@ const SEGMENT = /^(\d{16})\.wal$/;
 const STATE_FILE = "STATE.json";
 /** How soon a failed roll, or a write probe while the log cannot write, is tried again. */
 const RETRY_MS = 1000;
+/** Free space the probe wants before it calls the log writable again (a few bytes free in a page is not room). */
+const PROBE_FREE_BYTES = 256 * 1024;
 
 /**
  * The write-ahead spool: every accepted message is appended as a checksummed
@@ -338,6 +340,11 @@ export class Spool {
   flush(): void {
     this.flushScheduled = false;
     if (this.used > 0) this.writeBatch();
+    this.rollIfDue();
+  }
+
+  /** Seals the current segment once it is big or old enough (also when no message comes to trigger it, so compaction is not held up). */
+  private rollIfDue(): void {
     const due = this.segmentSize >= this.opts.segmentBytes || (this.segmentSize > this.segmentBase && Date.now() - this.segmentOpenedAt >= this.opts.segmentSeconds * 1000);
     if (due && this.fd >= 0 && !this.closed && Date.now() >= this.retryAt) {
       try {
@@ -411,12 +418,15 @@ export class Spool {
     this.sync();
     this.repeats.flush();
     if (this.failure && this.used === 0 && Date.now() >= this.retryAt) this.probe();
+    else if (!this.closed) this.rollIfDue();
   }
 
   /** While the log cannot write and nothing is being appended (writes refused): tries a small write to see if it can again. */
   private probe(): void {
     this.retryAt = Date.now() + RETRY_MS;
     try {
+      const fs = statfsSync(this.dir);
+      if (fs.bavail * fs.bsize < PROBE_FREE_BYTES) throw new Error(`only ${fs.bavail * fs.bsize} bytes free on the spool's file system`);
       if (this.fd < 0) {
         this.useSegment(this.segmentNumber + 1, Spool.startSegment(this.dir, this.segmentNumber + 1, this.lastSeq));
       } else {
