@@ -432,7 +432,15 @@ export class Hub {
       else if (now - quietSince >= linger) this.closeStream(s);
     }
     // A lagging subscriber whose socket drained before it was held off gets no drain event: look again.
-    for (const s of this.streams.values()) for (const c of s.connections) if (c.lag) this.drained(c);
+    // And the policy is read now, not when it began lagging: switched to `disconnect`, a lagging subscriber is closed.
+    const disconnect = this.opts.settings().backpressure_policy === "disconnect";
+    for (const s of this.streams.values()) {
+      for (const c of s.connections) {
+        if (!c.lag) continue;
+        this.drained(c);
+        if (c.lag && disconnect && !c.closing && c.ws) this.disconnectSlow(s, c, c.ws.getBufferedAmount(), this.backpressureLimit);
+      }
+    }
   }
 
   /**
