@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SettingsStore } from "../app/config/store.ts";
 import type { Settings } from "../app/config/settings.ts";
@@ -157,5 +157,42 @@ describe.skipIf(tmpfsProblem !== null)("the log on a full disk (real tmpfs)", ()
     disk!.free();
     await waitFor(async () => (await post(base, "s", "three")).status === 200, "writes to work again", 20_000);
     expect(readdirSync(join(dataDir, "spool")).length).toBeGreaterThan(0);
+  });
+});
+
+describe("a damaged spool segment at start", () => {
+  it("keeps every intact record before and after flipped bytes readable through SQL, keeps the file, and reports the damage in the log and as an alert", async () => {
+    srv = await startTestServer({ log_compact_seconds: 0 });
+    const dataDir = srv.dataDir;
+    for (let i = 1; i <= 300; i++) expect((await post(srv.url, "d", `record-${i}-${"z".repeat(30)}`)).status).toBe(200);
+    const segment = srv.spool.current;
+    await srv.stop();
+    srv.store.close();
+    // 8 bytes flipped in the middle of the file (record ~150's payload).
+    const bytes = readFileSync(segment);
+    const target = [...Spool.read(segment)].findIndex((m) => m.seq === 150);
+    expect(target).toBe(149);
+    const at = bytes.indexOf("record-150-");
+    for (let i = 0; i < 8; i++) bytes[at + i] = bytes[at + i]! ^ 0xff;
+    writeFileSync(segment, bytes);
+    const size = bytes.length;
+    srv = await startTestServer({}, { dataDir });
+    expect(statSync(segment).size).toBe(size);
+    const line = srv.logs.find((l) => l.includes("segment holds unreadable bytes"));
+    expect(line).toContain(`file=${segment.split("/").pop()}`);
+    expect(line).toContain("reason=bad_crc");
+    expect(line).toContain("records_lost=1");
+    expect(line).toContain('missing="d 150-150"');
+    const alert = srv.alerts.snapshot().alerts.find((a) => a.rule === "log_damage");
+    expect(alert?.text).toContain("records lost: 1; seqs missing: d 150-150");
+    const q = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT seq FROM messages WHERE stream = 'd' ORDER BY seq" }) });
+    expect(q.status).toBe(200);
+    const seqs = ((await q.json()) as { seq: number }[]).map((r) => Number(r.seq));
+    expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1).filter((s) => s !== 150));
+    // Seqs go on from the highest, damaged or not.
+    expect((await (await post(srv.url, "d", "next")).json()).seq).toBe(301);
+    await srv.close();
+    srv = null;
+    rmSync(dataDir, { recursive: true, force: true });
   });
 });
