@@ -260,7 +260,7 @@ export class AlertEngine {
 
   private checkLog(s: Settings): void {
     const log = this.inputs.log?.();
-    if (!log) return;
+    if (!log || !s.alert_log_compaction) return;
     if (log.failure !== null) {
       this.fire("log_write", "log", "The log cannot write: messages are not being stored", [
         `error: ${log.failure}`,

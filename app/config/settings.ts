@@ -188,7 +188,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   alert_udp_reject_percent: { description: "alert when more than this percent of UDP records were rejected over the last minute (0: off)", check: int(0, 100) },
   alert_backpressure: { description: "alert when subscribers lose messages or are disconnected for being too slow", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_disk_free_percent: { description: "alert when the data dir's file system has less than this percent free (0: off)", check: int(0, 99) },
-  alert_log_compaction: { description: "alert when compacting the log to Parquet fails, and when it works again", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
+  alert_log_compaction: { description: "alert when the log cannot write (disk full, I/O error), finds damaged segments at start, or fails to compact to Parquet, and when it works again", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_lifecycle: { description: "tell Slack when Switchyard starts and stops", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_cooldown_seconds: { description: "at most one message per alert rule and subject in this time; repeats are grouped", check: int(0, 86_400) },
   log_exclude: {
