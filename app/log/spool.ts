@@ -86,7 +86,9 @@ export class Spool {
   private segmentOpenedAt = Date.now();
   /** This turn's records, encoded back to back; grown when a turn needs more. */
   private batch = Buffer.allocUnsafe(1024 * 1024);
+  /** The messages of this turn's records (the first `batchCount`; the array is reused, so a turn allocates nothing). */
   private batchMessages: Message[] = [];
+  private batchCount = 0;
   private used = 0;
   private flushScheduled = false;
   private unsynced = false;
@@ -301,7 +303,7 @@ export class Spool {
     const bound = recordBound(m);
     if (this.used + bound > this.batch.length) this.grow(this.used + bound);
     this.used = encodeRecordInto(this.batch, this.used, m);
-    this.batchMessages.push(m);
+    this.batchMessages[this.batchCount++] = m;
     this.stats.appended++;
     if ((this.lastSeq.get(m.stream) ?? 0) < m.seq) this.lastSeq.set(m.stream, m.seq);
     // Within a long turn (a flood), write every 4 MiB rather than let the batch grow.
@@ -358,10 +360,10 @@ export class Spool {
 
   private writeBatch(): void {
     const batch = this.batch.subarray(0, this.used);
-    const messages = this.batchMessages;
+    const count = this.batchCount;
     const through = this.stats.appended;
     this.used = 0;
-    this.batchMessages = [];
+    this.batchCount = 0;
     // After a flood turn, give back a grown buffer (once this write is done with it).
     const shrink = this.batch.length > 8 * 1024 * 1024;
     try {
@@ -378,16 +380,18 @@ export class Spool {
       let cut = this.fd < 0;
       if (!cut) try { ftruncateSync(this.fd, this.segmentSize); cut = true; } catch { /* below */ }
       this.stats.writeErrors++;
-      this.stats.lost += messages.length;
-      for (const m of messages) this.lost.add(m);
+      this.stats.lost += count;
+      for (let i = 0; i < count; i++) this.lost.add(this.batchMessages[i]!);
       this.writtenThrough = through;
       const reason = errorText(err);
-      this.failed(reason, "spool write failed; the messages of this write are not in the log", { segment: this.segment, messages: messages.length, error: reason });
-      const from = through - messages.length;
+      this.failed(reason, "spool write failed; the messages of this write are not in the log", { segment: this.segment, messages: count, error: reason });
+      const from = through - count;
       this.settle((w) => w.target > from, new LogWriteError(cut ? "no" : "unknown", cut
         ? `the log could not write it (${reason}), so it is not stored`
         : `the log could not write it (${reason}) and could not cut off the part written, so it may be stored in part`));
     }
+    // Let go of the messages the reused array still points at after a big turn.
+    if (shrink || count > 16_384) this.batchMessages = [];
     if (shrink) this.batch = Buffer.allocUnsafe(1024 * 1024);
   }
 
