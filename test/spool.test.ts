@@ -1,7 +1,7 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
 import { appendFileSync, mkdirSync, unlinkSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { silentLogger } from "../app/core/logger.ts";
+import { createLogger, silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
 import { decodeRecord, encodeRecord } from "../app/log/record.ts";
 import { Spool } from "../app/log/spool.ts";
@@ -279,6 +279,24 @@ describe("a damaged segment", () => {
     expect(again.recovery.damaged).toEqual([expect.objectContaining({ file: file.split("/").pop()!, offset: good, bytes: 100 })]);
     again.close();
     expect(statSync(file).size).toBe(good + 100);
+    tmp.remove();
+  });
+});
+
+describe("STATE.json that cannot be written", () => {
+  it("does not fail a publish: the records are durable, durable() resolves, and the failure is logged once per interval, not per seal", async () => {
+    const tmp = tempDir();
+    mkdirSync(join(tmp.dir, "STATE.json"));
+    const lines: string[] = [];
+    const spool = Spool.open(tmp.dir, { ...OPTS, segmentBytes: 1, logger: createLogger("debug", (l) => lines.push(l)) });
+    for (let i = 1; i <= 20; i++) {
+      spool.append(msg("s", i, `m${i}`));
+      await spool.durable();
+    }
+    expect(spool.stats.writeErrors).toBe(0);
+    expect(lines.filter((l) => l.includes("could not write STATE.json")).length).toBe(1);
+    spool.close();
+    expect(readAll(tmp.dir).map((m) => m.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
     tmp.remove();
   });
 });

@@ -210,7 +210,7 @@ export class Spool {
     try {
       Spool.writeState(this.dir, this.segmentNumber, this.lastSeq);
     } catch (err) {
-      this.repeats.warn(`spool: could not write STATE.json ${when} (the seqs are safe: the newest segment begins with them)`, { dir: this.dir, error: err });
+      this.repeats.warn("spool: could not write STATE.json (the seqs are safe: the newest segment begins with them)", { when, dir: this.dir, error: err });
     }
   }
 
