@@ -6,7 +6,7 @@ import type { Settings } from "../app/config/settings.ts";
 import { Spool } from "../app/log/spool.ts";
 import { spawnServe } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
-import { startTestServer, waitFor, type TestServer } from "./support/server.ts";
+import { freeUdpPort, startTestServer, waitFor, type TestServer } from "./support/server.ts";
 import { smallDisk, tmpfsProblem, type SmallDisk } from "./support/tmpfs.ts";
 
 // Real file systems filled up, servers killed and restarted: generous limits for a loaded machine.
@@ -73,7 +73,8 @@ describe.skipIf(tmpfsProblem !== null)("the log on a full disk (real tmpfs)", ()
 
   it("refuses publishes while it cannot write (503 saying nothing was stored, websocket close 1013), logs and alerts once, and takes them again once there is room", async () => {
     const dataDir = dataDirOnSmallDisk();
-    srv = await startTestServer({}, { dataDir });
+    const udpPort = await freeUdpPort();
+    srv = await startTestServer({}, { dataDir, udpPort });
     const sub = await connect(srv.wsUrl("full"));
     const pub = await connect(srv.wsUrl("full"));
     pub.ws.send("before");
@@ -89,6 +90,12 @@ describe.skipIf(tmpfsProblem !== null)("the log on a full disk (real tmpfs)", ()
     const closed = await pub.closed;
     expect(closed.code).toBe(1013);
     expect(closed.reason).toContain("not stored and not delivered: the log cannot write");
+
+    // UDP: refused too, and counted under its own reason.
+    const udp = await Bun.udpSocket({ connect: { hostname: "127.0.0.1", port: udpPort } });
+    udp.send(JSON.stringify({ stream: "full", v: 1 }));
+    await waitFor(() => (srv!.udp.snapshot().listeners[0]?.rejected_by_reason.log_unavailable ?? 0) === 1, "the datagram to be refused as log_unavailable");
+    udp.close();
 
     // A flood of refused publishes: each says so; the log says it a few times, not per write.
     for (let i = 0; i < 300; i++) {
@@ -107,7 +114,7 @@ describe.skipIf(tmpfsProblem !== null)("the log on a full disk (real tmpfs)", ()
     expect(sub.messages).toEqual(["before"]);
     const health = await (await fetch(`${srv.url}/healthz`)).json();
     expect(health.log.writable).toBe(false);
-    expect(health.log.refused).toBeGreaterThanOrEqual(301);
+    expect(health.log.refused).toBeGreaterThanOrEqual(302);
     expect(health.log.error).toContain("ENOSPC");
 
     disk!.free();
