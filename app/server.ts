@@ -87,11 +87,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger,
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }) });
   spool.enforceRetention();
-  logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length });
-  // Streams keep counting up from where the log left them, across restarts.
-  const hub = new Hub({ settings, clock, logger, lastSeq: (stream) => spool.lastSeq.get(stream) ?? 0 });
-  // The log comes first among the sinks: it is the system of record.
+  logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length, damaged: spool.recovery.damaged.length });
   const excluded = livePatterns(() => store.settings.log_exclude);
+  // Streams keep counting up from where the log left them, across restarts.
+  const hub = new Hub({ settings, clock, logger, lastSeq: (stream) => spool.lastSeq.get(stream) ?? 0,
+    log: { failure: () => spool.failure, logs: (stream) => !excluded(stream), takeLost: () => spool.takeLost() } });
+  // The log comes first among the sinks: it is the system of record.
   hub.onMessage((m) => {
     if (!excluded(m.stream)) spool.append(m);
   });
@@ -130,7 +131,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const alerts = new AlertEngine({
     hub, settings, udp: () => udp.snapshot(), destinations: () => destinations.list(), dataDir: config.dataDir,
     host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace, windowTicks: opts.alertWindowTicks,
+    log: () => ({ failure: spool.failure, notStored: hub.totals.refusedUnlogged + hub.totals.deliveredUnlogged }),
   });
+  alerts.logDamaged(spool.recovery.damaged);
   hub.onMessage((m) => alerts.onMessage(m));
   const compactor = new Compactor({
     spool, logsDir: join(config.dataDir, "logs"), intervalSeconds: () => store.settings.log_compact_seconds, logger,

@@ -1,7 +1,7 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
-import { appendFileSync, unlinkSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, unlinkSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { silentLogger } from "../app/core/logger.ts";
+import { createLogger, silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
 import { decodeRecord, encodeRecord } from "../app/log/record.ts";
 import { Spool } from "../app/log/spool.ts";
@@ -25,8 +25,8 @@ describe("spool records", () => {
   it("round-trips text and binary with their stream, origin, ts and seq", () => {
     for (const m of [msg("lab/ü-1", 7, "héllo"), msg("s", 8, new Uint8Array([0, 255, 3]), "udp:10.0.0.1:5"), msg("s", 9, "")]) {
       const r = decodeRecord(encodeRecord(m), 0);
-      expect(r.ok).toBe(true);
-      if (r.ok) expect(r.message).toEqual(typeof m.data === "string" ? m : { ...m, data: new Uint8Array(m.data as Uint8Array) });
+      expect(r.ok && "message" in r).toBe(true);
+      if (r.ok && "message" in r) expect(r.message).toEqual(typeof m.data === "string" ? m : { ...m, data: new Uint8Array(m.data as Uint8Array) });
     }
   });
 
@@ -116,13 +116,15 @@ describe("the spool", () => {
     expect(statSync(file).size).toBe(good);
     recovered.close();
     expect(readAll(tmp.dir).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    // A corrupt record (bit flip) in the middle: everything from it on is cut, and said so.
+    // A corrupt last record (bit flip, not a write cut short): kept in place, reported, never read as data.
     const bytes = readFileSync(file);
     bytes[good - 3] = bytes[good - 3]! ^ 0x55;
     writeFileSync(file, bytes);
     const again = Spool.open(tmp.dir, OPTS);
-    expect(again.recovery.truncated[0]).toMatchObject({ reason: "bad_crc" });
+    expect(again.recovery.truncated).toEqual([]);
+    expect(again.recovery.damaged).toEqual([expect.objectContaining({ file: Spool.segments(tmp.dir)[0]!, reason: "bad_crc", records: 1 })]);
     again.close();
+    expect(statSync(file).size).toBe(good);
     expect(readAll(tmp.dir).map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
     tmp.remove();
   });
@@ -204,6 +206,123 @@ describe("spool retention", () => {
     spool.enforceRetention(Date.now() + 86_460_000);
     expect(Spool.segments(tmp.dir)).toEqual([spool.current.split("/").pop()!]);
     spool.close();
+    tmp.remove();
+  });
+});
+
+describe("a damaged segment", () => {
+  /** A closed spool of one segment holding `n` messages of stream s (seq 1..n); returns the segment file and each record's offset. */
+  function writeSegment(dir: string, n: number): { file: string; offsets: number[] } {
+    const spool = Spool.open(dir, OPTS);
+    for (let i = 1; i <= n; i++) spool.append(msg("s", i, `payload-${i}-${"x".repeat(40)}`));
+    const file = spool.current;
+    spool.close();
+    const offsets: number[] = [];
+    const buf = readFileSync(file);
+    let o = buf.readUInt32LE(0) + 8; // past the marks record
+    while (o < buf.length) { offsets.push(o); o += buf.readUInt32LE(o) + 8; }
+    return { file, offsets };
+  }
+
+  it("keeps every intact record before and after 8 flipped bytes mid-file, reports the loss exactly, and leaves the file whole", () => {
+    const tmp = tempDir();
+    const { file, offsets } = writeSegment(tmp.dir, 400);
+    const size = statSync(file).size;
+    const bytes = readFileSync(file);
+    // 8 bytes inside record 100's payload: its length still leads to record 101.
+    for (let i = 0; i < 8; i++) bytes[offsets[99]! + 40 + i] = bytes[offsets[99]! + 40 + i]! ^ 0xff;
+    writeFileSync(file, bytes);
+    const damage: { offset: number; bytes: number; reason: string }[] = [];
+    const read = [...Spool.read(file, damage)].map((m) => m.seq);
+    expect(read).toEqual(Array.from({ length: 400 }, (_, i) => i + 1).filter((s) => s !== 100));
+    expect(damage).toEqual([{ offset: offsets[99]!, bytes: offsets[100]! - offsets[99]!, reason: "bad_crc" }]);
+    const spool = Spool.open(tmp.dir, OPTS);
+    expect(spool.recovery.damaged).toEqual([{ file: file.split("/").pop()!, offset: offsets[99]!, bytes: offsets[100]! - offsets[99]!, reason: "bad_crc", records: 1, missing: ["s 100-100"] }]);
+    expect(spool.recovery.truncated).toEqual([]);
+    expect(spool.recovery.records).toBe(399);
+    expect(spool.lastSeq.get("s")).toBe(400);
+    spool.close();
+    expect(statSync(file).size).toBe(size);
+    tmp.remove();
+  });
+
+  it("resynchronises after a smashed length field (scanning for the next good record) and says which seqs are gone", () => {
+    const tmp = tempDir();
+    const { file, offsets } = writeSegment(tmp.dir, 300);
+    const bytes = readFileSync(file);
+    // Records 150-152 overwritten from the middle of 150's header to the middle of 152: no length to trust.
+    bytes.fill(0xa5, offsets[149]! + 2, offsets[151]! + 20);
+    writeFileSync(file, bytes);
+    const damage: { offset: number; bytes: number; reason: string }[] = [];
+    expect([...Spool.read(file, damage)].map((m) => m.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1).filter((s) => s < 150 || s > 152));
+    expect(damage).toEqual([{ offset: offsets[149]!, bytes: offsets[152]! - offsets[149]!, reason: expect.any(String) }]);
+    const spool = Spool.open(tmp.dir, OPTS);
+    expect(spool.recovery.damaged).toEqual([expect.objectContaining({ offset: offsets[149]!, records: null, missing: ["s 150-152"] })]);
+    spool.close();
+    tmp.remove();
+  });
+
+  it("reads a segment whose tail is damaged as far as it can, and only cuts the newest segment's torn or zeroed tail", () => {
+    const tmp = tempDir();
+    const { file } = writeSegment(tmp.dir, 50);
+    const good = statSync(file).size;
+    // A power cut that extended the file with zeros (never written): a torn tail, cut at the next start.
+    appendFileSync(file, Buffer.alloc(4096));
+    const spool = Spool.open(tmp.dir, OPTS);
+    expect(spool.recovery.truncated).toEqual([{ file: file.split("/").pop()!, offset: good, bytes: 4096, reason: "bad_length" }]);
+    expect(spool.recovery.damaged).toEqual([]);
+    spool.close();
+    expect(statSync(file).size).toBe(good);
+    // The same zeros in a segment that is no longer the newest: kept and reported, never cut.
+    appendFileSync(file, Buffer.alloc(100));
+    const again = Spool.open(tmp.dir, OPTS);
+    expect(again.recovery.damaged).toEqual([expect.objectContaining({ file: file.split("/").pop()!, offset: good, bytes: 100 })]);
+    again.close();
+    expect(statSync(file).size).toBe(good + 100);
+    tmp.remove();
+  });
+});
+
+describe("STATE.json that cannot be written", () => {
+  it("does not fail a publish: the records are durable, durable() resolves, and the failure is logged once per interval, not per seal", async () => {
+    const tmp = tempDir();
+    mkdirSync(join(tmp.dir, "STATE.json"));
+    const lines: string[] = [];
+    const spool = Spool.open(tmp.dir, { ...OPTS, segmentBytes: 1, logger: createLogger("debug", (l) => lines.push(l)) });
+    for (let i = 1; i <= 20; i++) {
+      spool.append(msg("s", i, `m${i}`));
+      await spool.durable();
+    }
+    expect(spool.stats.writeErrors).toBe(0);
+    expect(lines.filter((l) => l.includes("could not write STATE.json")).length).toBe(1);
+    spool.close();
+    expect(readAll(tmp.dir).map((m) => m.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    tmp.remove();
+  });
+});
+
+describe("seqs are never given twice", () => {
+  it("keeps each stream's last seq when STATE.json cannot be written and every sealed segment is compacted away", () => {
+    const tmp = tempDir();
+    // STATE.json cannot be written (a directory stands in its way), as on a full disk at the moment of sealing.
+    mkdirSync(join(tmp.dir, "STATE.json"));
+    const spool = Spool.open(tmp.dir, { ...OPTS, segmentBytes: 1 });
+    for (let i = 1; i <= 5; i++) {
+      spool.append(msg("y", i, `m${i}`));
+      spool.flush();
+    }
+    // What compaction does: every sealed segment goes.
+    for (const f of Spool.segments(tmp.dir)) if (!spool.current.endsWith(f)) unlinkSync(join(tmp.dir, f));
+    spool.close();
+    const again = Spool.open(tmp.dir, OPTS);
+    expect(again.lastSeq.get("y")).toBe(5);
+    // And once more after the segment written then is compacted too: the new segment begins with the marks.
+    const newest = again.current;
+    again.close();
+    for (const f of Spool.segments(tmp.dir)) if (!newest.endsWith(f)) unlinkSync(join(tmp.dir, f));
+    const third = Spool.open(tmp.dir, OPTS);
+    expect(third.lastSeq.get("y")).toBe(5);
+    third.close();
     tmp.remove();
   });
 });

@@ -11,7 +11,7 @@ import type { SlackNotifier } from "./notifier.ts";
 import { redactDestination, scrubDestination } from "../relay/secret-url.ts";
 
 /** The alert rules. */
-export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "lifecycle";
+export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "log_write" | "log_damage" | "lifecycle";
 
 /** One entry of the alert history (GET /api/alerts). */
 export interface AlertRecord {
@@ -42,11 +42,15 @@ export interface AlertInputs {
   diskSpace?: () => { free: number; total: number };
   /** Ticks (seconds) over which UDP rejects and backpressure drops are judged; 60 unless a test shortens it. */
   windowTicks?: number;
+  /** The durable log's write state: why it cannot write (null: it can), and the messages not stored since start. */
+  log?: () => { failure: string | null; notStored: number };
 }
 
 interface Active {
   since: number;
   sent: boolean;
+  /** Not sent because of the cooldown (rather than Slack not being set up): sent once the cooldown is over. */
+  heldBack: boolean;
 }
 
 /**
@@ -102,6 +106,18 @@ export class AlertEngine {
     this.checkUdp(s);
     this.checkBackpressure(s);
     this.checkDisk(s);
+    this.checkLog(s);
+  }
+
+  /** Damage found in the spool at start (kept in place, readable records kept): one message listing it. */
+  logDamaged(damage: { file: string; offset: number; bytes: number; reason: string; records: number | null; missing: string[] }[]): void {
+    if (damage.length === 0 || !this.inputs.settings().alert_log_compaction) return;
+    const details = damage.slice(0, 10).map((d) => `${d.file} at byte ${d.offset}: ${d.bytes} bytes unreadable (${d.reason}); records lost: ${d.records ?? "unknown"}${d.missing.length ? `; seqs missing: ${d.missing.join(", ")}` : ""}`);
+    if (damage.length > 10) details.push(`and ${damage.length - 10} more (see the server log)`);
+    details.push("the files are kept in DATA_DIR/spool with every readable record");
+    const headline = `The log found ${damage.length} damaged stretch${damage.length === 1 ? "" : "es"} in its spool at start`;
+    const sent = this.send(alertMessage({ headline, details, host: this.inputs.host }));
+    this.record("log_damage", "spool", "info", `${headline}: ${details.join("; ")}`, sent);
   }
 
   /** A compaction run's outcome: a failure fires the `log_compaction` alert, the next success resolves it. */
@@ -242,6 +258,20 @@ export class AlertEngine {
     }
   }
 
+  private checkLog(s: Settings): void {
+    const log = this.inputs.log?.();
+    if (!log || !s.alert_log_compaction) return;
+    if (log.failure !== null) {
+      this.fire("log_write", "log", "The log cannot write: messages are not being stored", [
+        `error: ${log.failure}`,
+        s.log_deliver_unlogged ? "they are still delivered live (setting log_deliver_unlogged)" : "publishes to logged streams are refused (HTTP 503, websocket close 1013) until it can",
+        `${log.notStored} messages not stored since start`,
+      ]);
+    } else {
+      this.resolve("log_write", "log", "The log can write again", [`${log.notStored} messages not stored since start`]);
+    }
+  }
+
   private fire(rule: AlertRule, subject: string, headline: string, details: string[], path?: string, since = this.now()): void {
     const key = `${rule}\u0000${subject}`;
     const now = this.now();
@@ -250,7 +280,7 @@ export class AlertEngine {
     const current = this.active.get(key);
     if (current) {
       // Held back by the cooldown and still going on: once the cooldown is over, say so.
-      if (!current.sent && (last === undefined || now - last >= cooldown)) {
+      if (current.heldBack && (last === undefined || now - last >= cooldown)) {
         this.active.delete(key);
         this.heldBack.set(key, Math.max(0, (this.heldBack.get(key) ?? 1) - 1));
         this.fire(rule, subject, headline, details, path, current.since);
@@ -259,6 +289,7 @@ export class AlertEngine {
     }
     const held = this.heldBack.get(key) ?? 0;
     let sent = false;
+    let heldBack = false;
     if (last === undefined || now - last >= cooldown) {
       const extra = held > 0 ? [`(also fired ${held} time${held === 1 ? "" : "s"} since the last message, held back by the cooldown)`] : [];
       sent = this.send(alertMessage({ headline, details: [...details, `since ${new Date(since).toISOString()}`, ...extra], host: this.inputs.host, link: path ? this.link(path) : undefined }));
@@ -268,8 +299,10 @@ export class AlertEngine {
       }
     } else {
       this.heldBack.set(key, held + 1);
+      heldBack = true;
     }
-    this.active.set(key, { since, sent });
+    // Firing is recorded once per episode; without Slack (or with its queue full) it is not tried again each second.
+    this.active.set(key, { since, sent, heldBack });
     this.record(rule, subject, "firing", headline, sent);
   }
 

@@ -20,7 +20,7 @@ export const serve: Command = {
     const logger = createLogger(resolved.config.logLevel, io.err);
     for (const w of resolved.warnings) logger.warn(w);
     securePrivateDataDir(resolved.config.dataDir, logger);
-    const store = SettingsStore.open(resolved.config.dataDir);
+    const store = SettingsStore.open(resolved.config.dataDir, (why) => logger.warn(why));
     const { config, sources } = withStoredPorts(resolved, store.settings);
     if (store.appliedMigrations.length > 0) logger.info("settings store migrated", { applied: store.appliedMigrations.join(",") });
     logger.info("switchyard starting", { version: VERSION, pid: process.pid });

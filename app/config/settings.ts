@@ -50,6 +50,7 @@ export interface Settings {
   alert_log_compaction: boolean;
   alert_cooldown_seconds: number;
   log_exclude: string[];
+  log_deliver_unlogged: boolean;
   log_fsync_ms: number;
   log_segment_bytes: number;
   log_segment_seconds: number;
@@ -111,6 +112,7 @@ export const DEFAULT_SETTINGS: Settings = {
   alert_log_compaction: true,
   alert_cooldown_seconds: 300,
   log_exclude: [],
+  log_deliver_unlogged: false,
   log_fsync_ms: 200,
   log_segment_bytes: 64 * 1024 * 1024,
   log_segment_seconds: 300,
@@ -211,12 +213,16 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   alert_udp_reject_percent: { description: "alert when more than this percent of UDP records were rejected over the last minute (0: off)", check: int(0, 100) },
   alert_backpressure: { description: "alert when subscribers lose messages or are disconnected for being too slow", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_disk_free_percent: { description: "alert when the data dir's file system has less than this percent free (0: off)", check: int(0, 99) },
-  alert_log_compaction: { description: "alert when compacting the log to Parquet fails, and when it works again", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
+  alert_log_compaction: { description: "alert when the log cannot write (disk full, I/O error), finds damaged segments at start, or fails to compact to Parquet, and when it works again", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_lifecycle: { description: "tell Slack when Switchyard starts and stops", check: (v) => (typeof v === "boolean" ? null : "allowed: true or false") },
   alert_cooldown_seconds: { description: "at most one message per alert rule and subject in this time; repeats are grouped", check: int(0, 86_400) },
   log_exclude: {
     description: "streams matching these patterns are not written to the durable log (* matches any run of characters)",
     check: (v) => (Array.isArray(v) ? v.map(streamPatternProblem).find((p) => p !== null) ?? null : "allowed: a list of patterns, e.g. [\"debug/*\"]"),
+  },
+  log_deliver_unlogged: {
+    description: "false (default): while the log cannot write (disk full, I/O error), publishes to logged streams are refused (HTTP 503, websocket close 1013, UDP counted as rejected), so nothing is seen that the log does not have; true: such messages are still delivered live, not stored, and counted",
+    check: (v) => (typeof v === "boolean" ? null : "allowed: true or false"),
   },
   log_fsync_ms: { description: "the spool is fsynced at least this often, bounding what a power cut can take (HTTP publishes wait for their own fsync)", check: int(10, 60_000) },
   log_segment_bytes: { description: "a spool segment is sealed at this size", restart: true, check: int(1024 * 1024, 1024 ** 3) },

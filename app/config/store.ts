@@ -22,13 +22,28 @@ export class SettingsStore {
     this.current = this.load();
   }
 
-  /** Opens (creating if needed) the store in `dataDir` and applies pending migrations. */
-  static open(dataDir: string): SettingsStore {
+  /**
+   * Opens (creating if needed) the store in `dataDir` and applies pending
+   * migrations. On a full disk, where SQLite cannot size its shared-memory file
+   * (SQLITE_IOERR_SHMSIZE), it opens with an exclusive lock instead (no
+   * shared-memory file: other processes wait until this one ends) and says so
+   * through `onDegraded`; reads work, writes fail with a clear error until there is room.
+   */
+  static open(dataDir: string, onDegraded?: (why: string) => void): SettingsStore {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const file = join(dataDir, SETTINGS_FILE);
-    const db = new Database(file, { create: true, strict: true });
+    let db = new Database(file, { create: true, strict: true });
     chmodSync(file, 0o600);
-    db.run("PRAGMA journal_mode = WAL");
+    try {
+      db.run("PRAGMA journal_mode = WAL");
+    } catch (err) {
+      if ((err as { code?: string }).code !== "SQLITE_IOERR_SHMSIZE") throw err;
+      db.close();
+      db = new Database(file, { create: true, strict: true });
+      db.run("PRAGMA locking_mode = EXCLUSIVE");
+      db.run("PRAGMA journal_mode = WAL");
+      onDegraded?.("the settings store could not create its shared-memory file (disk full?): it is open with an exclusive lock, so CLI commands that use it wait until the server stops");
+    }
     db.run("PRAGMA busy_timeout = 5000");
     const applied = migrate(db);
     return new SettingsStore(db, applied);

@@ -10,7 +10,7 @@ import { StreamState, type StreamCounters } from "./stream-state.ts";
 /** Why a publish was refused; `code` is stable for counting, `message` for people. */
 export class PublishError extends Error {
   override name = "PublishError";
-  constructor(readonly code: "bad_stream" | "too_large" | "read_only", message: string) {
+  constructor(readonly code: "bad_stream" | "too_large" | "read_only" | "log_unavailable", message: string) {
     super(message);
   }
 }
@@ -41,6 +41,18 @@ export interface HubOptions {
   logger: Logger;
   /** Last seq of a stream seen before this process (from the durable log); 0 when none. */
   lastSeq?: (stream: string) => number;
+  /** The durable log, asked on publish and after each turn's write (see `log_deliver_unlogged`). */
+  log?: HubLog;
+}
+
+/** What the hub asks of the durable log. */
+export interface HubLog {
+  /** Why the log cannot write now (null: it can). */
+  failure(): string | null;
+  /** Whether a stream's messages go to the log (not excluded by log_exclude). */
+  logs(stream: string): boolean;
+  /** The messages whose write failed since the last call, or null when none did. */
+  takeLost(): ((m: Message) => boolean) | null;
 }
 
 /** Hub-wide counters for /metrics. */
@@ -55,6 +67,10 @@ export interface HubTotals {
   sinkErrors: number;
   /** Messages slow subscribers lost, counted when they caught up or left (never goes down). */
   droppedSettled: number;
+  /** Messages refused (not stored, not delivered) because the log could not write them. */
+  refusedUnlogged: number;
+  /** Messages delivered although the log could not write them (setting log_deliver_unlogged). */
+  deliveredUnlogged: number;
 }
 
 type MessageSink = (m: Message) => void;
@@ -99,7 +115,7 @@ export class Hub {
   private readonly feeds = new Map<string, string[]>();
   /** How many clients of other streams read a stream as a feed. */
   private readonly feedReaders = new Map<string, number>();
-  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0, sinkErrors: 0, droppedSettled: 0 };
+  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0, sinkErrors: 0, droppedSettled: 0, refusedUnlogged: 0, deliveredUnlogged: 0 };
 
   constructor(private readonly opts: HubOptions) {}
 
@@ -181,12 +197,22 @@ export class Hub {
    * next seq, hands it to the recording sinks (the log) now, and queues it for
    * delivery at the end of the turn: to every subscriber (but `from`, when a
    * websocket client sent it) and the delivery sinks. Never waits on a subscriber
-   * or the disk. Throws PublishError for a bad stream name or an oversized message.
+   * or the disk. Throws PublishError for a bad stream name, an oversized message,
+   * or (unless log_deliver_unlogged) a logged stream while the log cannot write.
    */
   publish(stream: string, data: Payload, origin: Origin, from?: Connection): Message {
     const size = payloadBytes(data);
-    const limit = this.opts.settings().max_message_bytes;
+    const settings = this.opts.settings();
+    const limit = settings.max_message_bytes;
     if (size > limit) throw new PublishError("too_large", `message of ${size} bytes is larger than the limit of ${limit} bytes (setting max_message_bytes)`);
+    const log = this.opts.log;
+    if (log) {
+      const failure = log.failure();
+      if (failure !== null && !settings.log_deliver_unlogged && log.logs(stream)) {
+        this.totals.refusedUnlogged++;
+        throw new PublishError("log_unavailable", `not stored and not delivered: the log cannot write (${failure}); try again later`);
+      }
+    }
     const s = this.streams.get(stream) ?? this.openStream(stream);
     const now = this.opts.clock.nowMicros();
     const msg: Message = { stream, ts: now, seq: ++s.seq, origin, data, size };
@@ -235,8 +261,31 @@ export class Hub {
         this.opts.logger.error("before-delivery hook failed", { error: err });
       }
     }
-    for (let i = 0; i < messages.length; i++) this.deliver(messages[i]!, froms[i]);
+    const lost = this.opts.log?.takeLost() ?? null;
+    for (let i = 0; i < messages.length; i++) {
+      if (lost !== null && lost(messages[i]!) && !this.deliverUnlogged(messages[i]!, froms[i])) continue;
+      this.deliver(messages[i]!, froms[i]);
+    }
   };
+
+  /**
+   * A message the log could not write: delivered anyway (counted) under
+   * log_deliver_unlogged, else not delivered, and a websocket publisher is
+   * closed with 1013 saying so (it may send it again: nothing of it was kept).
+   */
+  private deliverUnlogged(msg: Message, from: Connection | undefined): boolean {
+    if (this.opts.settings().log_deliver_unlogged) {
+      this.totals.deliveredUnlogged++;
+      return true;
+    }
+    this.totals.refusedUnlogged++;
+    if (from?.ws && !from.closing) {
+      from.closing = true;
+      const text = `message ${msg.seq} not stored and not delivered: the log cannot write; try again later`;
+      from.ws.close(1013, text);
+    }
+    return false;
+  }
 
   private deliver(msg: Message, from: Connection | undefined): void {
     const s = this.streams.get(msg.stream);
@@ -385,7 +434,15 @@ export class Hub {
       else if (now - quietSince >= linger) this.closeStream(s);
     }
     // A lagging subscriber whose socket drained before it was held off gets no drain event: look again.
-    for (const s of this.streams.values()) for (const c of s.connections) if (c.lag) this.drained(c);
+    // And the policy is read now, not when it began lagging: switched to `disconnect`, a lagging subscriber is closed.
+    const disconnect = this.opts.settings().backpressure_policy === "disconnect";
+    for (const s of this.streams.values()) {
+      for (const c of s.connections) {
+        if (!c.lag) continue;
+        this.drained(c);
+        if (c.lag && disconnect && !c.closing && c.ws) this.disconnectSlow(s, c, c.ws.getBufferedAmount(), this.backpressureLimit);
+      }
+    }
   }
 
   /**

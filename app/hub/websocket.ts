@@ -17,7 +17,7 @@ export const CLOSE = {
   policy: 1008,
   /** Message larger than max_message_bytes. */
   tooBig: 1009,
-  /** Try again later: too many connections, or too slow a reader under policy `disconnect`. */
+  /** Try again later: too many connections, too slow a reader under policy `disconnect`, or the log cannot write (the message was not stored or delivered). */
   tryAgain: 1013,
 } as const;
 
@@ -193,7 +193,7 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
       } catch (err) {
         if (!(err instanceof PublishError)) throw err;
         c.closing = true;
-        ws.close(err.code === "too_large" ? CLOSE.tooBig : CLOSE.policy, reason(err.message));
+        ws.close(err.code === "too_large" ? CLOSE.tooBig : err.code === "log_unavailable" ? CLOSE.tryAgain : CLOSE.policy, reason(err.message));
       }
     },
     pong(ws) {

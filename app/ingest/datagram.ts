@@ -4,7 +4,7 @@ import { streamNameProblem } from "../core/stream-name.ts";
 import type { UdpFormat } from "../core/udp-spec.ts";
 
 /** Why a datagram, or one record in it, was rejected. Stable names, used as metric labels. */
-export const REJECT_REASONS = ["too_large", "truncated", "empty", "bad_utf8", "bad_json", "not_object", "no_stream", "bad_stream", "not_allowed", "bad_line", "source_not_allowed"] as const;
+export const REJECT_REASONS = ["too_large", "truncated", "empty", "bad_utf8", "bad_json", "not_object", "no_stream", "bad_stream", "not_allowed", "bad_line", "source_not_allowed", "log_unavailable"] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** How a listener reads its datagrams. */

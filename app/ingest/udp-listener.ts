@@ -140,7 +140,7 @@ export class UdpListener {
           this.rateAccepted.add();
         } catch (err) {
           if (!(err instanceof PublishError)) throw err;
-          this.reject(err.code === "too_large" ? "too_large" : "bad_stream", err.message, address, port, buf.byteLength);
+          this.reject(err.code === "too_large" ? "too_large" : err.code === "log_unavailable" ? "log_unavailable" : "bad_stream", err.message, address, port, buf.byteLength);
         }
       }
     } catch (err) {

@@ -1,18 +1,32 @@
 import type { Message } from "../core/message.ts";
+import type { SegmentDamage } from "./spool.ts";
 
 /**
  * One spool record, little-endian:
  *
  *   u32 body length | u32 CRC-32 of body | body
- *   body = u8 kind (1 text, 2 binary) | f64 ts (µs) | f64 seq | u16 stream length | stream (UTF-8)
+ *   body = u8 kind (1 text, 2 binary, 3 marks) | f64 ts (µs) | f64 seq | u16 stream length | stream (UTF-8)
  *          | u16 origin length | origin (UTF-8) | data
  *
- * The CRC (Bun.hash.crc32) lets recovery tell a torn or corrupt tail from data.
+ * The CRC (Bun.hash.crc32) lets recovery tell a torn or corrupt record from data.
+ * A marks record (kind 3: no stream or origin, seq 0, data a JSON
+ * `{"last_segment": N, "last_seq": {stream: seq}}`) opens every segment: the
+ * high-water mark of every stream when the segment began, so the newest segment
+ * alone says where each stream's seq goes on, whatever happened to older ones.
  */
 export const HEADER_BYTES = 8;
 const FIXED_BODY = 1 + 8 + 8 + 2 + 2;
 /** Largest body accepted when reading: anything bigger is corruption. */
 export const MAX_BODY_BYTES = 256 * 1024 * 1024;
+const KIND_TEXT = 1;
+const KIND_BINARY = 2;
+const KIND_MARKS = 3;
+
+/** Each stream's highest seq given out, and the segment number of the file the marks open. */
+export interface Marks {
+  last_segment: number;
+  last_seq: Record<string, number>;
+}
 
 /** An upper bound of a message's record size, without measuring strings (UTF-8 is at most 3 bytes per UTF-16 unit). */
 export function recordBound(m: Message): number {
@@ -25,18 +39,22 @@ export function recordBound(m: Message): number {
  * written straight into the buffer: no allocation per message.
  */
 export function encodeRecordInto(buf: Buffer, offset: number, m: Message): number {
+  return encodeInto(buf, offset, typeof m.data === "string" ? KIND_TEXT : KIND_BINARY, m.ts, m.seq, m.stream, m.origin, m.data);
+}
+
+function encodeInto(buf: Buffer, offset: number, kind: number, ts: number, seq: number, stream: string, origin0: string, data: string | Uint8Array): number {
   const start = offset + HEADER_BYTES;
   let o = start;
-  buf[o] = typeof m.data === "string" ? 1 : 2; o += 1;
-  buf.writeDoubleLE(m.ts, o); o += 8;
-  buf.writeDoubleLE(m.seq, o); o += 8;
-  const streamLength = buf.write(m.stream, o + 2, "utf8");
+  buf[o] = kind; o += 1;
+  buf.writeDoubleLE(ts, o); o += 8;
+  buf.writeDoubleLE(seq, o); o += 8;
+  const streamLength = buf.write(stream, o + 2, "utf8");
   buf.writeUInt16LE(streamLength, o); o += 2 + streamLength;
-  const origin = m.origin.length > 21_845 ? m.origin.slice(0, 21_845) : m.origin;
+  const origin = origin0.length > 21_845 ? origin0.slice(0, 21_845) : origin0;
   const originLength = buf.write(origin, o + 2, "utf8");
   buf.writeUInt16LE(originLength, o); o += 2 + originLength;
-  if (typeof m.data === "string") o += buf.write(m.data, o, "utf8");
-  else { buf.set(m.data, o); o += m.data.byteLength; }
+  if (typeof data === "string") o += buf.write(data, o, "utf8");
+  else { buf.set(data, o); o += data.byteLength; }
   buf.writeUInt32LE(o - start, offset);
   buf.writeUInt32LE(Bun.hash.crc32(buf.subarray(start, o)), offset + 4);
   return o;
@@ -48,10 +66,21 @@ export function encodeRecord(m: Message): Buffer {
   return buf.subarray(0, encodeRecordInto(buf, 0, m));
 }
 
-/** A decoded record, or why the bytes at `offset` are not one. */
+/** Encodes a marks record (see the file comment). */
+export function encodeMarks(marks: Marks, nowMicros = Date.now() * 1000): Buffer {
+  const json = JSON.stringify(marks);
+  const buf = Buffer.allocUnsafe(HEADER_BYTES + FIXED_BODY + 3 * json.length);
+  return buf.subarray(0, encodeInto(buf, 0, KIND_MARKS, nowMicros, 0, "", "", json));
+}
+
+/** Why the bytes at an offset are not a record. */
+export type BadRecord = "incomplete" | "bad_length" | "bad_crc" | "bad_body";
+
+/** A decoded record (a message, or a segment's marks), or why the bytes at `offset` are not one. */
 export type DecodeResult =
   | { ok: true; message: Message; next: number }
-  | { ok: false; reason: "incomplete" | "bad_length" | "bad_crc" | "bad_body" };
+  | { ok: true; marks: Marks; next: number }
+  | { ok: false; reason: BadRecord };
 
 /** Decodes the record at `offset` of `buf`. */
 export function decodeRecord(buf: Buffer, offset: number): DecodeResult {
@@ -68,12 +97,74 @@ export function decodeRecord(buf: Buffer, offset: number): DecodeResult {
   const ts = body.readDoubleLE(o); o += 8;
   const seq = body.readDoubleLE(o); o += 8;
   const streamLength = body.readUInt16LE(o); o += 2;
-  if (o + streamLength + 2 > body.length || (kind !== 1 && kind !== 2)) return { ok: false, reason: "bad_body" };
+  if (o + streamLength + 2 > body.length || (kind !== KIND_TEXT && kind !== KIND_BINARY && kind !== KIND_MARKS) || !Number.isFinite(ts)) return { ok: false, reason: "bad_body" };
   const stream = body.toString("utf8", o, o + streamLength); o += streamLength;
   const originLength = body.readUInt16LE(o); o += 2;
   if (o + originLength > body.length) return { ok: false, reason: "bad_body" };
   const origin = body.toString("utf8", o, o + originLength); o += originLength;
   const raw = body.subarray(o);
-  const data = kind === 1 ? raw.toString("utf8") : new Uint8Array(raw);
+  if (kind === KIND_MARKS) {
+    try {
+      const marks = JSON.parse(raw.toString("utf8"));
+      if (Number.isInteger(marks?.last_segment) && typeof marks.last_seq === "object" && marks.last_seq !== null) return { ok: true, marks, next: end };
+    } catch {
+      // reported below
+    }
+    return { ok: false, reason: "bad_body" };
+  }
+  if (!Number.isInteger(seq) || seq < 1) return { ok: false, reason: "bad_body" };
+  const data = kind === KIND_TEXT ? raw.toString("utf8") : new Uint8Array(raw);
   return { ok: true, message: { stream, ts, seq, origin, data, size: raw.length }, next: end };
+}
+
+
+/** One step of `scanRecords`: a record, or an unreadable stretch (with how many records it held, when that is knowable). */
+export type ScanStep =
+  | { record: Exclude<DecodeResult, { ok: false }>; offset: number }
+  | { damage: SegmentDamage & { records: number | null; tail: boolean } };
+
+/**
+ * Every record of `buf` in order, resynchronising after a bad one: when the bad
+ * record's own length leads to a good record, exactly that record is skipped;
+ * otherwise the bytes are searched for the next offset where a plausible header,
+ * a matching CRC and a well-formed body parse. Each unreadable stretch is
+ * reported once (`tail` when nothing readable follows it).
+ */
+export function* scanRecords(buf: Buffer): Generator<ScanStep> {
+  let offset = 0;
+  while (offset < buf.length) {
+    const r = decodeRecord(buf, offset);
+    if (r.ok) {
+      yield { record: r, offset };
+      offset = r.next;
+      continue;
+    }
+    let next = -1;
+    let records: number | null = null;
+    if (r.reason === "bad_crc" || r.reason === "bad_body") {
+      // The length field may still be right: then one record is lost and the next starts where it says.
+      const after = offset + HEADER_BYTES + buf.readUInt32LE(offset);
+      if (after === buf.length || decodeRecord(buf, after).ok) {
+        next = after;
+        records = 1;
+      }
+    }
+    if (next < 0) next = nextPlausible(buf, offset + 1);
+    yield { damage: { offset, bytes: next - offset, reason: r.reason, records, tail: next === buf.length } };
+    offset = next;
+  }
+}
+
+/** The first offset at or after `from` where a whole, CRC-checked record starts; `buf.length` if none does. */
+function nextPlausible(buf: Buffer, from: number): number {
+  const last = buf.length - HEADER_BYTES - FIXED_BODY;
+  for (let y = from; y <= last; y++) {
+    // Cheap checks first: a length that fits and a known kind, before the CRC.
+    const kind = buf[y + HEADER_BYTES];
+    if (kind !== KIND_TEXT && kind !== KIND_BINARY && kind !== KIND_MARKS) continue;
+    const length = buf.readUInt32LE(y);
+    if (length < FIXED_BODY || y + HEADER_BYTES + length > buf.length) continue;
+    if (decodeRecord(buf, y).ok) return y;
+  }
+  return buf.length;
 }

@@ -36,6 +36,8 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   metric("switchyard_messages_out_total", "counter", "Messages handed to subscribers.", [["", t.messagesOut]]);
   metric("switchyard_sent_bytes_total", "counter", "Payload bytes handed to subscribers.", [["", t.bytesOut]]);
   metric("switchyard_slow_disconnects_total", "counter", "Subscribers disconnected for backpressure.", [["", t.slowDisconnects]]);
+  metric("switchyard_log_refused_total", "counter", "Messages refused (not stored, not delivered) because the log could not write.", [["", t.refusedUnlogged]]);
+  metric("switchyard_log_delivered_unlogged_total", "counter", "Messages delivered although the log could not write them (log_deliver_unlogged).", [["", t.deliveredUnlogged]]);
   metric("switchyard_sink_errors_total", "counter", "Messages a sink (recent ring, destinations) failed on: a bug to report.", [["", t.sinkErrors]]);
   const streams = hub.listStreams().filter((s) => visible(s.name));
   const per = (name: string, type: "gauge" | "counter", help: string, pick: (s: (typeof streams)[number]) => number) =>

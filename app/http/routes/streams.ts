@@ -6,6 +6,7 @@ import { runQueryInWorker } from "../../analytics/run-query.ts";
 import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
+import { LogWriteError } from "../../log/spool.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { remoteAddress, requireStreamGrant, streamVisibility } from "../stream-access.ts";
@@ -147,12 +148,20 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       try {
         await deps.spool.durable();
       } catch (err) {
-        throw new AppError(503, `message ${m.seq} was delivered but ${(err as Error).message}; the server log has the details`);
+        throw new AppError(503, notStoredMessage(m.seq, m.stream, err as Error, deps.store.settings.log_deliver_unlogged));
       }
       return c.json({ stream: m.stream, seq: m.seq, ts: m.ts, kind: typeof data === "string" ? "text" : "binary", bytes: body.byteLength });
     } catch (err) {
-      if (err instanceof PublishError) throw new AppError(err.code === "too_large" ? 413 : 400, err.message);
+      if (err instanceof PublishError) throw new AppError(err.code === "too_large" ? 413 : err.code === "log_unavailable" ? 503 : 400, err.message);
       throw err;
     }
   });
+}
+
+/** The 503 text for a publish whose log write failed: exactly what was and was not stored and delivered, and whether a retry duplicates. */
+export function notStoredMessage(seq: number, stream: string, err: Error, deliverUnlogged: boolean): string {
+  if (err instanceof LogWriteError && err.stored === "no") {
+    return `message ${seq} of ${JSON.stringify(stream)} is not stored: ${err.message}; ${deliverUnlogged ? "it was delivered to live subscribers (setting log_deliver_unlogged)" : "it was not delivered either"}; sending it again will not duplicate it in the log`;
+  }
+  return `message ${seq} of ${JSON.stringify(stream)} may or may not be stored: ${err.message}; it was delivered to live subscribers; if you send it again, seq tells the copies apart`;
 }

@@ -1,5 +1,5 @@
 import type { Hono } from "hono";
-import { badRequest } from "../../core/errors.ts";
+import { AppError, badRequest } from "../../core/errors.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
 import { bodyChunks } from "../body.ts";
@@ -31,7 +31,7 @@ export function bindTsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
           try {
             deps.hub.publish(stream, new Uint8Array(part), origin);
           } catch (err) {
-            if (err instanceof PublishError) throw badRequest(err.message);
+            if (err instanceof PublishError) throw err.code === "log_unavailable" ? new AppError(503, `${err.message}; ${messages} messages of this request before it were accepted`) : badRequest(err.message);
             throw err;
           }
           messages++;

@@ -2,6 +2,7 @@ import type { Hono } from "hono";
 import { notFound } from "../../core/errors.ts";
 import type { Message } from "../../core/message.ts";
 import { PublishError } from "../../hub/hub.ts";
+import { notStoredMessage } from "../routes/streams.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { destinationView } from "../../relay/destinations.ts";
@@ -95,7 +96,11 @@ export function bindLiveRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (data === "") return fail("allowed: any text; the message must not be empty");
     try {
       const m = deps.hub.publish(name, data, "admin-ui");
-      await deps.spool.durable();
+      try {
+        await deps.spool.durable();
+      } catch (err) {
+        return fail(notStoredMessage(m.seq, m.stream, err as Error, deps.store.settings.log_deliver_unlogged));
+      }
       return c.html(<PublishForm stream={name} value={data} result={`published as message #${m.seq} (${Buffer.byteLength(data)} B)`} />);
     } catch (err) {
       if (err instanceof PublishError) return fail(err.message);
