@@ -209,7 +209,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   alerts.started();
   const port = server.port!;
   // Where the CLI (switchyard settings set) finds this server to apply changes live.
-  writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port) });
+  try {
+    writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port) });
+  } catch (err) {
+    // A full disk must not stop the hub from serving; only `settings set` loses its way to apply live.
+    logger.warn("could not write server.json: `switchyard settings set` will store changes for the next start instead of applying them live", { error: err });
+  }
   listenPort = port;
   logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 

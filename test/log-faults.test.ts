@@ -6,7 +6,7 @@ import type { Settings } from "../app/config/settings.ts";
 import { Spool } from "../app/log/spool.ts";
 import { spawnServe } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
-import { freeUdpPort, startTestServer, waitFor, type TestServer } from "./support/server.ts";
+import { adminHeadersFor, freeUdpPort, startTestServer, waitFor, type TestServer } from "./support/server.ts";
 import { smallDisk, tmpfsProblem, type SmallDisk } from "./support/tmpfs.ts";
 
 // Real file systems filled up, servers killed and restarted: generous limits for a loaded machine.
@@ -65,7 +65,7 @@ describe.skipIf(tmpfsProblem !== null)("the log on a full disk (real tmpfs)", ()
     procs.push(b);
     const next = await (await post(`http://127.0.0.1:${b.port}`, "y", "y6")).json();
     expect(next.seq).toBe(6);
-    const q = await fetch(`http://127.0.0.1:${b.port}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT seq, count(*) AS n FROM messages WHERE stream = 'y' GROUP BY seq ORDER BY seq" }) });
+    const q = await fetch(`http://127.0.0.1:${b.port}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT seq, count(*) AS n FROM messages WHERE stream = 'y' GROUP BY seq ORDER BY seq" }), headers: await adminHeadersFor(dataDir) });
     expect(q.status).toBe(200);
     const rows = (await q.json()) as { seq: number; n: number }[];
     expect(rows.map((r) => [Number(r.seq), Number(r.n)])).toEqual([[1, 1], [2, 1], [3, 1], [4, 1], [5, 1], [6, 1]]);
@@ -194,7 +194,7 @@ describe("a damaged spool segment at start", () => {
     expect(line).toContain('missing="d 150-150"');
     const alert = srv.alerts.snapshot().alerts.find((a) => a.rule === "log_damage");
     expect(alert?.text).toContain("records lost: 1; seqs missing: d 150-150");
-    const q = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT seq FROM messages WHERE stream = 'd' ORDER BY seq" }) });
+    const q = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT seq FROM messages WHERE stream = 'd' ORDER BY seq" }), headers: srv.adminHeaders });
     expect(q.status).toBe(200);
     const seqs = ((await q.json()) as { seq: number }[]).map((r) => Number(r.seq));
     expect(seqs).toEqual(Array.from({ length: 300 }, (_, i) => i + 1).filter((s) => s !== 150));

@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /**
@@ -22,9 +22,16 @@ export function localUrl(host: string, port: number): string {
   return `http://${h}:${port}`;
 }
 
-/** Writes the server file of a data dir (at start). */
+/** Writes the server file of a data dir (at start): whole or not at all (temp file, then rename). */
 export function writeServerFile(dataDir: string, file: ServerFile): void {
-  writeFileSync(join(dataDir, SERVER_FILE), JSON.stringify(file) + "\n", { mode: 0o600 });
+  const tmp = join(dataDir, `${SERVER_FILE}.tmp`);
+  try {
+    writeFileSync(tmp, JSON.stringify(file) + "\n", { mode: 0o600 });
+    renameSync(tmp, join(dataDir, SERVER_FILE));
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** The server file of a data dir, or null when there is none (or it is not readable). */

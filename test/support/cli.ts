@@ -17,6 +17,11 @@ export async function spawnServe(dataDir: string) {
   const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
   let log = "";
   const reader = (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
-  await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log), "the server to listen", 10_000);
+  try {
+    await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log) || p.exitCode !== null, "the server to listen", 10_000);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; its log:\n${log.slice(-2000)}`);
+  }
+  if (p.exitCode !== null) throw new Error(`serve exited with ${p.exitCode} before listening; its log:\n${log.slice(-2000)}`);
   return { p, port: Number(/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]), log: () => log, reader };
 }
