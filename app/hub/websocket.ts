@@ -6,7 +6,8 @@ import type { Logger } from "../core/logger.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
 import { newConnection, type Connection, type Refusal } from "./connection.ts";
-import { Hub, PublishError, STREAMS_EVENTS_STREAM } from "./hub.ts";
+import { Hub, PublishError } from "./hub.ts";
+import { STREAMS_EVENTS_STREAM } from "./stream-events.ts";
 import { streamStats } from "./stream-state.ts";
 
 /** Close codes Switchyard uses, with what each means. */
