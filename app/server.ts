@@ -44,6 +44,7 @@ export interface ServerOptions {
   configSources?: Partial<Record<keyof StartupConfig, ConfigSource>>;
   store: SettingsStore;
   logger: Logger;
+  /** The time every part reads (message timestamps, stream idling, alert silences and cooldowns); tests move it. */
   clock?: Clock;
   /** Reconnect timing of destinations (tests shorten it). */
   backoff?: Backoff;
@@ -130,7 +131,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const notifier = new SlackNotifier(() => slackUrl().url, logger, { baseDelayMs: opts.slackRetryMs });
   const alerts = new AlertEngine({
     hub, settings, udp: () => udp.snapshot(), destinations: () => destinations.list(), dataDir: config.dataDir,
-    host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace, windowTicks: opts.alertWindowTicks,
+    host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace, windowTicks: opts.alertWindowTicks, now: () => clock.nowMillis(),
     log: () => ({ failure: spool.failure, notStored: hub.totals.refusedUnlogged + hub.totals.deliveredUnlogged }),
   });
   alerts.logDamaged(spool.recovery.damaged);

@@ -8,7 +8,8 @@ import { resolveStartupConfig } from "../app/config/startup.ts";
 import { SETTINGS_FILE, SettingsStore } from "../app/config/store.ts";
 import { AppError, UsageError } from "../app/core/errors.ts";
 import { streamNameProblem } from "../app/core/stream-name.ts";
-import { tempDir } from "./support/server.ts";
+import { connect } from "./support/client.ts";
+import { startTestServer, tempDir, type TestServer } from "./support/server.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
 setDefaultTimeout(60_000);
@@ -99,5 +100,32 @@ describe("settings store", () => {
     expect(() => migrate(db, [failing])).toThrow("boom");
     expect(db.query("SELECT name FROM sqlite_master WHERE name = 'half'").all()).toEqual([]);
     expect(migrate(db, [{ id: "20991231_000001_ok", up: (d) => d.run("CREATE TABLE ok (x)") }])).toEqual(["20991231_000001_ok"]);
+  });
+});
+
+describe("runtime settings over the API", () => {
+  let srv: TestServer;
+  afterEach(async () => { await srv?.close(); });
+
+  it("shows the settings, changes them live, says which need a restart, and refuses bad ones field by field", async () => {
+    srv = await startTestServer();
+    const view = await (await fetch(`${srv.url}/api/settings`, { headers: srv.adminHeaders })).json();
+    expect(view.settings.access).toBe("loopback-open");
+    expect(view.fields.keepalive_seconds.restart).toBe(true);
+    const patch = (body: unknown) => fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify(body), headers: srv.adminHeaders });
+    const r = await (await patch({ max_connections: 1, keepalive_seconds: 30 })).json();
+    expect(r.changed.sort()).toEqual(["keepalive_seconds", "max_connections"]);
+    expect(r.restart_needed).toEqual(["keepalive_seconds"]);
+    // Applied live: a second connection is now one too many.
+    const a = await connect(srv.wsUrl("s"));
+    const b = await connect(srv.wsUrl("s"));
+    expect((await b.closed).code).toBe(1013);
+    a.close();
+    const bad = await patch({ access: "everyone", max_connections: 0 });
+    expect(bad.status).toBe(400);
+    const err = (await bad.json()).error;
+    expect(Object.keys(err.data.fields).sort()).toEqual(["access", "max_connections"]);
+    expect(err.message).toContain("allowed: open, loopback-open, token");
+    expect(srv.store.settings.max_connections).toBe(1);
   });
 });

@@ -499,3 +499,15 @@ describe("relay: a stalled remote", () => {
     }
   });
 });
+
+describe("destinations changed twice at once", () => {
+  it("ends with one running destination for the id, the last one posted", async () => {
+    const srv = await server();
+    const post = (n: number) => fetch(`${srv.url}/api/destinations`, { method: "POST", body: JSON.stringify({ id: "0", stream: "s", destination: `ws://127.0.0.1:9/ws/t${n}`, token: "" }) });
+    await Promise.all([post(1), post(2), post(3)]);
+    const all = await (await fetch(`${srv.url}/api/destinations/all`)).json();
+    expect(Object.keys(all)).toEqual(["0"]);
+    expect(srv.destinations.list()).toHaveLength(1);
+    expect(srv.destinations.list()[0]!.rule.destination).toBe(all["0"].destination);
+  });
+});

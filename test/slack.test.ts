@@ -6,7 +6,7 @@ import { cli } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
 import { SECRET_PART, startFakeSlack, type FakeSlack } from "./support/fake-slack.ts";
 import { RawWebSocket } from "./support/raw-socket.ts";
-import { freeUdpPort, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
+import { freeUdpPort, offsetClock, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine.
 setDefaultTimeout(60_000);
@@ -133,9 +133,9 @@ describe("alert rules", () => {
   });
 
   it("fires when a watched stream goes silent, recovers when it speaks, and holds back a flapping repeat within the cooldown", async () => {
-    // A 6 s cooldown leaves a loaded machine time to answer the held-back repeat before the cooldown ends
-    // (after it, the engine re-sends a repeat that is still going on, which this test does not want).
-    const srv = await alerting({ alert_silent_streams: [{ pattern: "spin*", seconds: 1 }], alert_cooldown_seconds: 6 });
+    // A cooldown of an hour, passed by moving the server's clock: nothing ends it early on a loaded machine.
+    const clock = offsetClock();
+    const srv = await alerting({ alert_silent_streams: [{ pattern: "spin*", seconds: 1 }], alert_cooldown_seconds: 3600 }, { clock });
     const post = () => fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", body: "x" });
     await post();
     await waitFor(() => texts().some((t) => t.startsWith("Stream spin30 has been silent")), "the silence alert", 5000);
@@ -145,7 +145,8 @@ describe("alert rules", () => {
     await waitFor(async () => (await (await fetch(`${srv.url}/api/alerts`, { headers: srv.adminHeaders })).json()).alerts.some((a: { state: string; sent: boolean }) => a.state === "firing" && !a.sent), "the held-back repeat", 5000);
     expect(texts().filter((t) => t.startsWith("Stream spin30 has been silent")).length).toBe(1);
     await post(); // resolves the held-back one (no all-clear: Slack never heard of it)
-    await Bun.sleep(6200);
+    await waitFor(async () => (await (await fetch(`${srv.url}/api/alerts`, { headers: srv.adminHeaders })).json()).alerts[0]?.state === "resolved", "the held-back repeat to resolve", 5000);
+    clock.advance(3600_000);
     // After the cooldown the next silence goes out, saying it was held back.
     await waitFor(() => texts().filter((t) => t.startsWith("Stream spin30 has been silent")).length === 2, "the second silence message", 5000);
     const second = slack.received.filter((m) => m.text.startsWith("Stream spin30 has been silent"))[1]!;
