@@ -11,7 +11,7 @@ import type { SlackNotifier } from "./notifier.ts";
 import { redactDestination, scrubDestination } from "../relay/secret-url.ts";
 
 /** The alert rules. */
-export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "lifecycle";
+export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "lifecycle" | "tls_certificate";
 
 /** One entry of the alert history (GET /api/alerts). */
 export interface AlertRecord {
@@ -102,6 +102,12 @@ export class AlertEngine {
     this.checkUdp(s);
     this.checkBackpressure(s);
     this.checkDisk(s);
+  }
+
+  /** A TLS certificate reload or ACME order failed (`error`), or works again (null). Always on: an expiring certificate takes the box off the air. */
+  certificate(error: string | null): void {
+    if (error === null) this.resolve("tls_certificate", "tls", "TLS certificate renewed", []);
+    else this.fire("tls_certificate", "tls", "TLS certificate could not be renewed or reloaded", [`error: ${error}`, "the current certificate keeps serving until it expires"]);
   }
 
   /** A compaction run's outcome: a failure fires the `log_compaction` alert, the next success resolves it. */

@@ -2,9 +2,10 @@ import { resolve } from "node:path";
 import { LOG_LEVELS, type LogLevel } from "../core/logger.ts";
 import { UsageError } from "../core/errors.ts";
 import { parseUdpListenerSpec, UDP_SPEC_RULE, type UdpListenerSpec } from "../core/udp-spec.ts";
+import { checkTlsStartup, TLS_OPTIONS, type TlsStartup } from "../tls/startup.ts";
 
 /** Startup configuration: what must be known before anything opens. Everything else is a runtime setting. */
-export interface StartupConfig {
+export interface StartupConfig extends TlsStartup {
   dataDir: string;
   host: string;
   port: number;
@@ -91,6 +92,7 @@ const OPTIONS = [
       return t as LogLevel;
     },
   } satisfies OptionSpec<"logLevel">,
+  ...TLS_OPTIONS,
 ];
 
 /**
@@ -104,7 +106,7 @@ export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag
 
 /** Help lines for the startup options. */
 export function startupOptionsHelp(): string {
-  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}${o.multiple ? "" : `, default ${o.default === "" ? "as --host" : String(o.default)}`})`).join("\n");
+  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}${o.multiple ? "" : `, default ${o.default === "" ? "as --host" : o.default === null ? "none" : String(o.default)}`})`).join("\n");
 }
 
 /** The result of resolving startup config: the config, where each value came from, and warnings. */
@@ -140,6 +142,7 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
   // UDP listens where HTTP does unless told otherwise: --host 127.0.0.1 must not leave UDP open to the network.
   if (config.udpHost === "") config.udpHost = config.host;
   config.slackWebhookUrl = env.SWITCHYARD_SLACK_WEBHOOK_URL || null;
+  checkTlsStartup(config as unknown as StartupConfig);
   const known = new Set([...OPTIONS.map((o) => o.env), ...OTHER_KNOWN_ENV]);
   const warnings = Object.keys(env)
     .filter((k) => k.startsWith("SWITCHYARD_") && !known.has(k))

@@ -5,6 +5,7 @@ import type { Recorder } from "./recorder.ts";
 import type { DestinationRule } from "./rule.ts";
 import { backoffDelay, DestinationStatus, Pause, type Backoff } from "./status.ts";
 import { redactDestination, scrubDestination } from "./secret-url.ts";
+import { describeTlsFailure, outboundTls } from "../tls/outbound.ts";
 
 /** What every destination kind offers the manager. */
 export interface Destination {
@@ -107,9 +108,9 @@ export class WebSocketDestination implements Destination {
   private async access(): Promise<string> {
     let res: Response;
     try {
-      res = await fetch(this.rule.destination, { method: "POST", headers: { Authorization: this.rule.token }, signal: AbortSignal.timeout(10_000) });
+      res = await fetch(this.rule.destination, { ...outboundTls(), method: "POST", headers: { Authorization: this.rule.token }, signal: AbortSignal.timeout(10_000) });
     } catch (err) {
-      throw new Error(`access request to ${this.rule.destination} failed: ${(err as Error).message}`);
+      throw new Error(`access request to ${this.rule.destination} failed: ${describeTlsFailure(err, this.rule.destination) ?? (err as Error).message}`);
     }
     const text = await res.text();
     if (!res.ok) throw new Error(`access request to ${this.rule.destination} answered ${res.status}: ${text.slice(0, 200)}`);
@@ -123,7 +124,9 @@ export class WebSocketDestination implements Destination {
   private session(uri: string): Promise<boolean> {
     return new Promise((resolve, reject) => {
       let opened = false;
-      const ws = new WebSocket(uri);
+      const ws = new WebSocket(uri, outboundTls());
+      let tlsFailure: string | null = null;
+      ws.onerror = (e) => (tlsFailure = describeTlsFailure(e, uri));
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       ws.onopen = () => {
@@ -150,7 +153,7 @@ export class WebSocketDestination implements Destination {
         if (opened) {
           if (e.code !== 1000 || !this.stopped) this.status.fail(`connection to ${uri.replace(/\?.*$/, "")} ${why}`);
           resolve(true);
-        } else reject(new Error(`could not connect to ${uri.replace(/\?.*$/, "")}: ${why}`));
+        } else reject(new Error(`could not connect to ${uri.replace(/\?.*$/, "")}: ${tlsFailure ?? why}`));
       };
     });
   }
