@@ -1,6 +1,7 @@
 import * as acme from "acme-client";
 import { generateKeyPairSync } from "node:crypto";
 import { Agent } from "node:https";
+import { rootCertificates } from "node:tls";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../core/logger.ts";
@@ -65,6 +66,7 @@ export class AcmeCertificates {
   private current: CertificatePair | null = null;
   private renewing: Promise<void> | null = null;
   private readonly state: AcmeState;
+  private directoryCa: string | null = null;
 
   constructor(private readonly opts: AcmeOptions) {
     this.dir = join(opts.dataDir, ACME_DIR);
@@ -77,8 +79,11 @@ export class AcmeCertificates {
       } catch (err) {
         throw new Error(`--acme-ca-file ${opts.caFile}: cannot be read: ${(err as Error).message}`);
       }
+      this.directoryCa = ca;
       // acme-client talks through its own axios instance; its agent decides whom the directory must be signed by.
       acme.axios.defaults.httpsAgent = new Agent({ ca });
+    } else {
+      acme.axios.defaults.httpsAgent = undefined;
     }
   }
 
@@ -128,7 +133,7 @@ export class AcmeCertificates {
   private renewalTime(pair: CertificatePair): number {
     const start = pair.notBefore.getTime();
     const end = pair.notAfter.getTime();
-    return start + ((end - start) * 2) / 3;
+    return Math.floor(start + ((end - start) * 2) / 3);
   }
 
   private schedule(at: number): void {
@@ -164,7 +169,9 @@ export class AcmeCertificates {
     const { domains, directory, logger } = this.opts;
     logger.info("tls certificate order", { domains: domains.join(","), directory });
     try {
-      const client = new acme.Client({ directoryUrl: directory, accountKey: this.accountKey() });
+      await this.checkDirectory();
+      // A known account is reused by its URL: registering again would send an "update" some CAs refuse.
+      const client = new acme.Client({ directoryUrl: directory, accountKey: this.accountKey(), accountUrl: this.accountUrl() });
       const key = await acme.crypto.createPrivateEcdsaKey("P-256");
       const [, csr] = await acme.crypto.createCsr({ commonName: domains[0], altNames: domains }, key);
       const cert = await client.auto({
@@ -183,6 +190,7 @@ export class AcmeCertificates {
         },
       });
       const pair = checkCertificatePair(cert, key.toString(), new Date(this.now()), { cert: "the CA's certificate", key: "the new key" });
+      writePrivate(join(this.dir, "account.json"), JSON.stringify({ directory, url: client.getAccountUrl() }) + "\n");
       this.save(pair);
       this.failures = 0;
       this.state.lastIssuedAt = new Date(this.now()).toISOString();
@@ -197,6 +205,28 @@ export class AcmeCertificates {
       this.state.lastErrorAt = new Date(this.now()).toISOString();
       this.opts.onOutcome(message);
       throw new Error(message, { cause: err });
+    }
+  }
+
+  /** Fetches the directory first, so an unreachable or untrusted CA gets a clear error at once rather than after acme-client's retries. */
+  private async checkDirectory(): Promise<void> {
+    const { directory } = this.opts;
+    let res: Response;
+    try {
+      res = await fetch(directory, { signal: AbortSignal.timeout(15_000), ...(this.directoryCa ? { tls: { ca: [...rootCertificates, this.directoryCa] } } : {}) });
+    } catch (err) {
+      throw new Error(describeAcmeError(err));
+    }
+    if (!res.ok) throw new Error(`the directory answered ${res.status}; check --acme-directory`);
+    await res.arrayBuffer();
+  }
+
+  private accountUrl(): string | undefined {
+    try {
+      const a = JSON.parse(readFileSync(join(this.dir, "account.json"), "utf8")) as { directory?: string; url?: string };
+      return a.directory === this.opts.directory && typeof a.url === "string" ? a.url : undefined;
+    } catch {
+      return undefined;
     }
   }
 
@@ -241,7 +271,7 @@ export function describeAcmeError(err: unknown): string {
   const e = err as { message?: string; code?: string; response?: { status?: number; data?: { detail?: string; type?: string } } };
   const detail = e.response?.data?.detail;
   if (detail) return `${detail}${e.response?.data?.type ? ` (${e.response.data.type})` : ""}`;
-  if (e.code === "SELF_SIGNED_CERT_IN_CHAIN" || e.code === "UNABLE_TO_VERIFY_LEAF_SIGNATURE" || e.code === "DEPTH_ZERO_SELF_SIGNED_CERT") {
+  if (e.code === "SELF_SIGNED_CERT_IN_CHAIN" || e.code === "UNABLE_TO_VERIFY_LEAF_SIGNATURE" || e.code === "DEPTH_ZERO_SELF_SIGNED_CERT" || e.code === "UNABLE_TO_GET_ISSUER_CERT_LOCALLY") {
     return `the directory's HTTPS certificate is not trusted (${e.code}); for a lab's own CA, give its certificate with --acme-ca-file`;
   }
   return e.message ?? String(err);

@@ -102,6 +102,8 @@ export interface Pebble {
   root(): Promise<string>;
   /** Points `host` at `addresses` in pebble's DNS. */
   setAddress(host: string, addresses: string[]): Promise<void>;
+  /** Back to the default answer (127.0.0.1) for `host`. */
+  clearAddress(host: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -166,6 +168,10 @@ export async function startPebble(dir: string, opts: { httpPort: number; validit
     async setAddress(host, addresses) {
       const r = await fetch(`http://127.0.0.1:${challMgmt}/add-a`, { method: "POST", body: JSON.stringify({ host, addresses }) });
       if (!r.ok) throw new Error(`challtestsrv add-a answered ${r.status}`);
+    },
+    async clearAddress(host) {
+      const r = await fetch(`http://127.0.0.1:${challMgmt}/clear-a`, { method: "POST", body: JSON.stringify({ host }) });
+      if (!r.ok) throw new Error(`challtestsrv clear-a answered ${r.status}`);
     },
     stop,
   };
