@@ -2,6 +2,7 @@ import { badRequest } from "../core/errors.ts";
 import { streamPatternProblem } from "../core/stream-pattern.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { addressListProblem } from "../core/cidr.ts";
+import { readCaFile } from "../tls/outbound.ts";
 import { UDP_FORMATS, udpListenerProblem, type UdpFormat, type UdpListenerSpec } from "../core/udp-spec.ts";
 
 /** Who may use streams without a token. */
@@ -228,7 +229,12 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   },
   tls_ca_file: {
     description: "a PEM file of CA certificates trusted besides the system's for wss:// destinations and https:// webhooks (a lab's own CA); empty: the system's only",
-    check: (v) => (typeof v === "string" && (v === "" || v.startsWith("/")) ? null : "allowed: empty, or an absolute path to a PEM file"),
+    check: (v) => {
+      if (typeof v !== "string" || (v !== "" && !v.startsWith("/"))) return "allowed: empty, or an absolute path to a PEM file of CA certificates";
+      if (v === "") return null;
+      const r = readCaFile(v);
+      return "problem" in r ? `${r.problem}; allowed: empty, or a readable PEM file of CA certificates` : null;
+    },
   },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
