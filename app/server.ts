@@ -130,7 +130,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
-    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir) });
+    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), tls: () => tls?.state() ?? null });
   const wsDeps = { hub, settings, secret, logger };
   trustCaFile(boot.tls_ca_file);
 
