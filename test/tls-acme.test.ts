@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, setDefaultTimeout } from "bu
 import { statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "./support/client.ts";
+import { asAdmin, signIn } from "./support/admin.ts";
 import { freeTcpPort, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 import { sClient, servedSubject, startPebble, type Pebble } from "./support/tls.ts";
 
@@ -87,6 +88,10 @@ describe("ACME against pebble: issuance by HTTP-01, restart, failed order", () =
       expect(error).toMatch(/connection refused|connect/i);
       expect(srv.alerts.snapshot().firing.map((a) => a.rule)).toContain("tls_certificate");
       expect(await served(srv.port)).toBe(firstSerial);
+      // The dashboard shows the failure beside the expiry date of the certificate still served.
+      const dashboard = await (await asAdmin(srv, await signIn(srv)).get("/admin")).text();
+      expect(dashboard).toContain(`expires ${srv.tls!.state().notAfter.slice(0, 10)}`);
+      expect(dashboard).toContain("connection refused");
       // The CA can reach the box again: the back-off retry gets a new certificate, served without a restart.
       await pebble.clearAddress(DOMAIN);
       await waitFor(async () => (await served(srv.port)) !== firstSerial, "the retried order to be served", 60_000).catch((e) => {
