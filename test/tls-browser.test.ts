@@ -49,6 +49,7 @@ describe("admin UI over HTTPS in Chromium", () => {
     expect(session!.secure).toBe(true);
     expect(session!.sameSite).toBe("Strict");
     expect(await page.textContent("#tls-expiry")).toMatch(/^expires \d{4}-\d{2}-\d{2}$/);
+    expect(await page.textContent("#streams")).toContain(`wss://this-host:`);
     await page.goto(`https://localhost:${s.port}/admin/settings`);
     const card = await page.textContent("#tls");
     expect(card).toContain("CN=localhost");

@@ -228,3 +228,22 @@ describe("TLS startup flags", () => {
     expect(redirectPortOf(config)).toBe(80);
   });
 });
+
+describe("switchyard check-config with certificate files", () => {
+  it("checks the pair as serve does: exit 2 with the reason for a mismatched key, the certificate described otherwise", async () => {
+    const a = certFolder("check-a");
+    const b = certFolder("check-b");
+    const data = tempDir();
+    try {
+      const run = (key: string) => Bun.spawnSync(["bun", "app/main.ts", "check-config", "--data-dir", data.dir, "--tls-cert", a.cert, "--tls-key", key], { stdout: "pipe", stderr: "pipe" });
+      const bad = run(b.key);
+      expect(bad.exitCode).toBe(2);
+      expect(bad.stderr.toString()).toContain("does not belong to the certificate");
+      const good = run(a.key);
+      expect(good.exitCode).toBe(0);
+      expect(good.stdout.toString()).toMatch(/tls certificate: CN=check-a \(localhost, 127\.0\.0\.1\), valid until \d{4}-/);
+    } finally {
+      data.remove();
+    }
+  });
+});

@@ -16,11 +16,11 @@ export interface StreamRow extends StreamStats {
 }
 
 /** Streams with their clients, rate and sparkline. */
-export const StreamsTable: FC<{ streams: StreamRow[]; port: string }> = ({ streams, port }) =>
+export const StreamsTable: FC<{ streams: StreamRow[]; port: string; scheme?: "ws" | "wss" }> = ({ streams, port, scheme = "ws" }) =>
   streams.length === 0 ? (
     <div class="empty">
       No streams yet: send one with <code>switchyard send demo 'hello'</code>, or connect a websocket client to{" "}
-      <code>ws://this-host:{port}/ws/demo</code>, or POST to <code>/api/streams/demo/messages</code>.
+      <code>{scheme}://this-host:{port}/ws/demo</code>, or POST to <code>/api/streams/demo/messages</code>.
     </div>
   ) : (
     <div class="scroll">
@@ -137,7 +137,7 @@ export interface DashboardData {
 /** Every live part of the dashboard, by the SSE event name that refreshes it. */
 export function dashboardParts(d: DashboardData) {
   return {
-    streams: <StreamsTable streams={d.streams} port={d.port} />,
+    streams: <StreamsTable streams={d.streams} port={d.port} scheme={d.tls ? "wss" : "ws"} />,
     udp: <UdpCard udp={d.udp} />,
     destinations: <DestinationsSummary destinations={d.destinations} />,
     disk: <DiskCard usage={d.usage} />,
