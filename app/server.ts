@@ -208,9 +208,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }, 1000);
   alerts.started();
   const port = server.port!;
-  // Where the CLI (switchyard settings set) finds this server to apply changes live.
-  writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port) });
   const scheme = tls ? "https" : "http";
+  // Where the CLI (switchyard settings set) finds this server to apply changes live.
+  writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port).replace(/^http:/, `${scheme}:`), tlsName: tls?.state().names.find((n) => !/^[\d.]+$|:/.test(n)) });
   logger.info("switchyard listening", { [scheme]: `${scheme}://${config.host}:${port}`, websocket: `${tls ? "wss" : "ws"}://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 
   let stopping: Promise<void> | null = null;

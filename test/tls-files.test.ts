@@ -247,3 +247,29 @@ describe("switchyard check-config with certificate files", () => {
     }
   });
 });
+
+describe("switchyard settings set against a server on HTTPS", () => {
+  it("applies the change live over TLS, checking the certificate for its name while dialing loopback", async () => {
+    const files = certFolder("cli-live");
+    const data = tempDir();
+    const port = freeTcpPort();
+    const p = Bun.spawn(["bun", "app/main.ts", "serve", "--data-dir", data.dir, "--host", "127.0.0.1", "--port", String(port), "--udp-port", "0", "--tls-cert", files.cert, "--tls-key", files.key],
+      { stdout: "ignore", stderr: "pipe" });
+    try {
+      await waitFor(async () => (await servedSubject(port)).includes("CN = cli-live"), "the TLS server", 30_000);
+      await waitFor(async () => (await Bun.file(join(data.dir, "server.json")).exists()), "the server file", 30_000);
+      expect(JSON.parse(await Bun.file(join(data.dir, "server.json")).text())).toMatchObject({ url: `https://127.0.0.1:${port}`, tlsName: "localhost" });
+      // The CLI trusts the lab's root as an operator's machine would (the system store, here through NODE_EXTRA_CA_CERTS).
+      const set = Bun.spawnSync(["bun", "app/main.ts", "settings", "set", "stream_linger_seconds", "7", "--data-dir", data.dir],
+        { stdout: "pipe", stderr: "pipe", env: { ...process.env, NODE_EXTRA_CA_CERTS: root.cert } });
+      expect(set.stderr.toString()).toBe("");
+      expect(set.stdout.toString()).toContain(`stream_linger_seconds = 7 (applied to the running server at https://127.0.0.1:${port})`);
+      const r = await fetch(`https://localhost:${port}/healthz`, { tls: { ca: rootPem } });
+      expect(r.status).toBe(200);
+    } finally {
+      p.kill("SIGTERM");
+      await p.exited;
+      data.remove();
+    }
+  });
+});
