@@ -90,6 +90,8 @@ export class RotatingListener {
   }
 
   private listen(tls: TLSOptions | undefined, port: number): Server<Connection> {
+    // Without TLS there is never a second listener: Bun.serve exactly as given.
+    if (!tls) return Bun.serve<Connection>({ ...this.options, port } as ServeOptions);
     const ws = this.options.websocket!;
     const open = ws.open;
     let server!: Server<Connection>;
@@ -97,8 +99,9 @@ export class RotatingListener {
     server = Bun.serve<Connection>({
       ...this.options,
       port,
-      ...(tls ? { fetch: this.withHsts(fetch) } : {}),
-      ...(tls ? { tls, reusePort: true } : {}),
+      fetch: this.withHsts(fetch),
+      tls,
+      reusePort: true,
       websocket: {
         ...ws,
         open: (socket: ServerWebSocket<Connection>) => {
