@@ -127,9 +127,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
   const bookings = new BookingControl(hub);
   let listenPort = 0;
+  // Without public_url, a relay token's audience must name this box as it listens: its own
+  // addresses, and under TLS the certificate's names too (https://, with the port unless 443).
   const localBases = () => {
     const hosts = ["127.0.0.1", "localhost", "[::1]", ...(["0.0.0.0", "::", "127.0.0.1", "localhost"].includes(config.host) ? [] : [config.host.includes(":") ? `[${config.host}]` : config.host])];
-    return hosts.map((h) => `http://${h}:${listenPort}`);
+    if (!tls) return hosts.map((h) => `http://${h}:${listenPort}`);
+    const names = tls.state().names.filter((n) => !hosts.includes(n));
+    return [...hosts.map((h) => `https://${h}:${listenPort}`), ...names.map((n) => (listenPort === 443 ? `https://${n}` : `https://${n}:${listenPort}`))];
   };
   const sessions = new SessionServer({ keys: verifyKeys, settings, localBases, bookings });
   const recordsDir = join(config.dataDir, "records");
