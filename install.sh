@@ -29,7 +29,12 @@ Options:
                     enabled there, not started; set SYSTEMCTL to a command that
                     manages that root's services to start it and check it (tests)
   --arch ARCH       x64 or arm64 instead of this machine's (with --root, for an image)
-  --port N          HTTP port of the service (default 8888, or the port already set)
+  --port N          HTTP port of the service (default 8888, or the port already set;
+                    443 with --domain)
+  --domain NAME     serve HTTPS for NAME (NAME[,NAME]) with a certificate from
+                    Let's Encrypt (ACME HTTP-01): listens on 443, and on 80 for the
+                    challenge and the redirect to HTTPS; NAME must point at this box
+  --email ADDR      contact address for the Let's Encrypt account (with --domain)
   --no-start        install and enable, but do not start (or restart) the service
   --no-systemd      do not set up a service; print how to run it by hand
   --health-timeout S  seconds to wait for /healthz after a start (default 60)
@@ -49,6 +54,7 @@ need_arg() { if [ $# -lt 2 ] || [ -z "$2" ]; then die "$1 needs a value (see --h
 parse_args() {
   BINARY="" SUMS="" BASE_URL="${SWITCHYARD_BASE_URL:-$DEFAULT_BASE_URL}" PREFIX="" ROOT="" PORT="" ARCH=""
   NO_START=0 NO_SYSTEMD=0 UNINSTALL=0 PURGE=0 YES=0 HEALTH_TIMEOUT=60
+  TLS_DOMAIN="" TLS_EMAIL=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --binary) need_arg "$@"; BINARY=$2; shift 2 ;;
@@ -58,6 +64,8 @@ parse_args() {
       --root) need_arg "$@"; ROOT=$2; shift 2 ;;
       --arch) need_arg "$@"; ARCH=$2; shift 2 ;;
       --port) need_arg "$@"; PORT=$2; shift 2 ;;
+      --domain) need_arg "$@"; TLS_DOMAIN=$2; shift 2 ;;
+      --email) need_arg "$@"; TLS_EMAIL=$2; shift 2 ;;
       --health-timeout) need_arg "$@"; HEALTH_TIMEOUT=$2; shift 2 ;;
       --no-start) NO_START=1; shift ;;
       --no-systemd) NO_SYSTEMD=1; shift ;;
@@ -65,9 +73,10 @@ parse_args() {
       --purge) PURGE=1; shift ;;
       --yes|-y) YES=1; shift ;;
       -h|--help) usage; exit 0 ;;
-      *) die "unknown option \"$1\"; allowed: --binary, --sha256sums, --base-url, --prefix, --root, --arch, --port, --no-start, --no-systemd, --health-timeout, --uninstall, --purge, --yes, --help" ;;
+      *) die "unknown option \"$1\"; allowed: --binary, --sha256sums, --base-url, --prefix, --root, --arch, --port, --domain, --email, --no-start, --no-systemd, --health-timeout, --uninstall, --purge, --yes, --help" ;;
     esac
   done
+  check_tls_args
   case "$PORT" in "" ) ;; *[!0-9]*) die "--port \"$PORT\" is not valid; allowed: a number from 1 to 65535" ;; *) if [ "$PORT" -lt 1 ] || [ "$PORT" -gt 65535 ]; then die "--port $PORT is not valid; allowed: 1 to 65535"; fi ;; esac
   case "$HEALTH_TIMEOUT" in ""|*[!0-9]*|0|00*) die "--health-timeout \"$HEALTH_TIMEOUT\" is not valid; allowed: whole seconds, at least 1" ;; esac
   case "$ARCH" in ""|x64|arm64) ;; *) die "--arch \"$ARCH\" is not valid; allowed: x64, arm64" ;; esac
@@ -142,8 +151,8 @@ download() { # URL FILE
   fi
 }
 
-http_ok() { # URL
-  if have curl; then curl -fsS --noproxy '*' --max-time 3 -o /dev/null "$1" 2>/dev/null
+http_ok() { # URL [NAME:PORT:ADDRESS to reach NAME at]
+  if have curl; then curl -fsS --noproxy '*' --max-time 3 ${2:+--resolve "$2"} -o /dev/null "$1" 2>/dev/null
   elif have wget; then wget -q --no-proxy -T 3 -O /dev/null "$1" 2>/dev/null
   else return 1
   fi
@@ -280,6 +289,48 @@ EOF
   mv "$tmp" "$R_UNIT"
 }
 
+# HTTPS by ACME (--domain, --email): the settings go to a drop-in of their own, so
+# the unit above stays as it is, and an upgrade without --domain keeps them.
+tls_dropin() { printf '%s\n' "$(dirname "$R_UNIT")/$SERVICE.service.d/10-tls.conf"; }
+
+check_tls_args() {
+  if [ -n "$TLS_EMAIL" ] && [ -z "$TLS_DOMAIN" ]; then die "--email goes with --domain (the names to get a certificate for)"; fi
+  [ -n "$TLS_DOMAIN" ] || return 0
+  for name in $(printf '%s' "$TLS_DOMAIN" | tr ',' ' '); do
+    case "$name" in
+      *[!A-Za-z0-9.-]*|.*|*.|*..*) die "--domain \"$name\" is not a domain name; allowed: DNS names like relay.example.org, comma-separated (no wildcards)" ;;
+      *.*) ;;
+      *) die "--domain \"$name\" is not a public domain name; allowed: a name with a dot, like relay.example.org" ;;
+    esac
+  done
+  case "$TLS_EMAIL" in *" "*|*,*) die "--email \"$TLS_EMAIL\" is not one email address; allowed: one address like ops@example.org" ;; ""|*@*.*) ;; *) die "--email \"$TLS_EMAIL\" is not an email address; allowed: one address like ops@example.org" ;; esac
+  [ -n "$PORT" ] || PORT=443
+}
+
+write_tls_dropin() { # written only with --domain
+  [ -n "$TLS_DOMAIN" ] || return 0
+  mkdir -p "$(dirname "$(tls_dropin)")"
+  cat >"$(tls_dropin)" <<EOF
+# Written by Switchyard's install.sh --domain: HTTPS on SWITCHYARD_PORT with a certificate
+# from Let's Encrypt, kept in $DATA_DIR/tls. Port 80 answers the ACME challenge and
+# redirects to HTTPS. Remove this file (and daemon-reload) to go back to plain HTTP.
+[Service]
+Environment=SWITCHYARD_ACME_DOMAIN=$TLS_DOMAIN
+Environment=SWITCHYARD_ACME_EMAIL=$TLS_EMAIL
+Environment=SWITCHYARD_REDIRECT_PORT=80
+# Ports below 1024 without root: this one capability, nothing more.
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
+EOF
+  say "HTTPS for $TLS_DOMAIN by Let's Encrypt: $(tls_dropin) (open ports 80 and 443 in the firewall)"
+}
+
+tls_name() { # the first --domain name the service runs with, if any
+  d=$(service_env SWITCHYARD_ACME_DOMAIN)
+  if [ -z "$d" ] && [ -f "$(tls_dropin)" ]; then d=$(sed -n 's/^Environment=SWITCHYARD_ACME_DOMAIN=//p' "$(tls_dropin)" | tail -n 1); fi
+  printf '%s\n' "${d%%,*}"
+}
+
 service_env() { # VAR: its value in the service's environment (drop-ins included when systemd can say), else from the unit file
   v=""
   if [ "$MODE" = live ]; then
@@ -294,9 +345,12 @@ wait_healthy() { # waits for /healthz on the port and address the service listen
   host=$(service_env SWITCHYARD_HOST)
   case "$host" in ""|0.0.0.0|::|"[::]") host=127.0.0.1 ;; *:*) host="[$host]" ;; esac
   url="http://$host:${port:-8888}/healthz"
+  # With --domain, healthy means HTTPS with a certificate this machine trusts for the name, reached on this box.
+  name=$(tls_name) resolve=""
+  if [ -n "$name" ]; then url="https://$name:${port:-443}/healthz" resolve="$name:${port:-443}:$host"; fi
   i=0
   while [ "$i" -lt $((HEALTH_TIMEOUT * 2)) ]; do
-    if http_ok "$url"; then return 0; fi
+    if http_ok "$url" "$resolve"; then return 0; fi
     sleep 0.5
     i=$((i + 1))
   done
@@ -366,6 +420,7 @@ uninstall() {
   fi
   rm -f "$R_UNIT" "$R_UNIT.previous" "$R_BIN" "$R_BIN.previous" "$ROOT/etc/systemd/system/multi-user.target.wants/$SERVICE.service"
   rm -rf "$R_NATIVE"
+  rm -f "$(tls_dropin)"
   if [ "$MODE" = live ]; then sysctl daemon-reload || true; fi
   say "removed the $SERVICE service and $BIN_PATH"
   if [ "$PURGE" -eq 1 ]; then
@@ -509,6 +564,7 @@ install_or_upgrade() {
   fi
 
   write_unit "$PORT"
+  write_tls_dropin
   if [ "$MODE" = image ]; then
     enable_in_image
     rm -f "$R_UNIT.previous"
@@ -542,7 +598,7 @@ install_or_upgrade() {
   if [ "$UPGRADE" -eq 1 ]; then prune_native_cache; fi
   say ""
   say "Switchyard is running: $NEW_VERSION"
-  say "  admin:  http://$(host_ip):$PORT/admin"
+  if [ -n "$(tls_name)" ]; then say "  admin:  https://$(tls_name)$([ "$PORT" = 443 ] || printf ':%s' "$PORT")/admin"; else say "  admin:  http://$(host_ip):$PORT/admin"; fi
   if [ -f "$R_DATA/initial-admin-password" ]; then
     say "  first admin password: sudo cat $DATA_DIR/initial-admin-password (or journalctl -u $SERVICE -g 'admin password')"
   else

@@ -36,6 +36,9 @@ import { logUsageReader } from "./log/usage.ts";
 import { localUrl, removeServerFile, writeServerFile } from "./config/server-file.ts";
 import { BookingControl } from "./relay/bookings.ts";
 import { relaySecret } from "./relay/relay-secret.ts";
+import { ServerTls } from "./tls/server-tls.ts";
+import { RotatingListener } from "./tls/listener.ts";
+import { trustCaFile } from "./tls/outbound.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -54,6 +57,8 @@ export interface ServerOptions {
   diskSpace?: () => { free: number; total: number };
   /** Seconds over which UDP rejects and drops are judged for alerts (tests shorten it). */
   alertWindowTicks?: number;
+  /** First retry after a failed ACME renewal (tests shorten it). */
+  acmeRetryMs?: number;
 }
 
 /** A running Switchyard: its address, hub, and a graceful stop. */
@@ -70,6 +75,8 @@ export interface RunningServer {
   /** The Hono app (for `app.request` in tests). */
   app: ReturnType<typeof createHttpApp>;
   server: Server<Connection>;
+  /** HTTPS: the certificate, its reload or renewal (null when TLS is off). */
+  tls: ServerTls | null;
   /** Stops accepting, closes every websocket with 1001, and stops the server. */
   stop(): Promise<void>;
 }
@@ -121,9 +128,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
   const bookings = new BookingControl(hub);
   let listenPort = 0;
+  // Without public_url, a relay token's audience must name this box as it listens: its own
+  // addresses, and under TLS the certificate's names too (https://, with the port unless 443).
   const localBases = () => {
     const hosts = ["127.0.0.1", "localhost", "[::1]", ...(["0.0.0.0", "::", "127.0.0.1", "localhost"].includes(config.host) ? [] : [config.host.includes(":") ? `[${config.host}]` : config.host])];
-    return hosts.map((h) => `http://${h}:${listenPort}`);
+    if (!tls) return hosts.map((h) => `http://${h}:${listenPort}`);
+    const names = tls.state().names.filter((n) => !hosts.includes(n));
+    return [...hosts.map((h) => `https://${h}:${listenPort}`), ...names.map((n) => (listenPort === 443 ? `https://${n}` : `https://${n}:${listenPort}`))];
   };
   const sessions = new SessionServer({ keys: verifyKeys, settings, localBases, bookings });
   const recordsDir = join(config.dataDir, "records");
@@ -143,12 +154,22 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
-    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir) });
+    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), tls: () => tls?.state() ?? null });
   const wsDeps = { hub, settings, secret: verifyKeys, logger };
+  trustCaFile(boot.tls_ca_file);
 
+  let tls: ServerTls | null;
+  try {
+    tls = await ServerTls.start({ config, logger, acmeRetryMs: opts.acmeRetryMs, onOutcome: (error) => alerts.certificate(error) });
+  } catch (err) {
+    spool.close();
+    await destinations.stop();
+    throw err;
+  }
+  let listener: RotatingListener;
   let server: Server<Connection>;
   try {
-    server = Bun.serve<Connection>({
+    listener = new RotatingListener({
     hostname: config.host,
     port: config.port,
     // Production mode, always: an error never shows Bun's development page or source.
@@ -179,18 +200,22 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       sendPings: true,
       perMessageDeflate: false,
     },
-    });
+    }, tls?.tlsOptions(), () => store.settings.hsts_seconds);
+    server = listener.server;
   } catch (err) {
+    tls?.stop();
     spool.close();
     await destinations.stop();
     throw new Error(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`, { cause: err });
   }
-  hub.attachFanOut(new BunTopicFanOut(server));
+  hub.attachFanOut(tls ? listener.fanOut() : new BunTopicFanOut(server));
+  tls?.attach(listener, server.port!);
   try {
     await udp.start();
   } catch (err) {
     udp.close();
-    await server.stop(true);
+    tls?.stop();
+    await listener.stop(true);
     await destinations.stop();
     spool.close();
     throw err;
@@ -199,6 +224,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   compactor.start();
   store.onChange((next) => {
     udp.apply(next).catch((err) => logger.error("udp listeners could not be changed", { error: err }));
+    try {
+      trustCaFile(next.tls_ca_file);
+    } catch (err) {
+      logger.error("tls_ca_file not applied", { error: err });
+    }
   });
   const ticker = setInterval(() => {
     hub.tick();
@@ -206,18 +236,20 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     udp.tick();
     alerts.tick();
     keepaliveSweep(hub.listStreams().flatMap((s) => [...s.connections]), boot.keepalive_seconds * 1000);
+    listener.sweep();
   }, 1000);
   alerts.started();
   const port = server.port!;
+  const scheme = tls ? "https" : "http";
   // Where the CLI (switchyard settings set) finds this server to apply changes live.
   try {
-    writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port) });
+    writeServerFile(config.dataDir, { pid: process.pid, url: localUrl(config.host, port).replace(/^http:/, `${scheme}:`), tlsName: tls?.state().names.find((n) => !/^[\d.]+$|:/.test(n)) });
   } catch (err) {
     // A full disk must not stop the hub from serving; only `settings set` loses its way to apply live.
     logger.warn("could not write server.json: `switchyard settings set` will store changes for the next start instead of applying them live", { error: err });
   }
   listenPort = port;
-  logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
+  logger.info("switchyard listening", { [scheme]: `${scheme}://${config.host}:${port}`, websocket: `${tls ? "wss" : "ws"}://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
 
   let stopping: Promise<void> | null = null;
   const stop = () =>
@@ -227,7 +259,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await alerts.stopping();
       alerts.close();
       udp.close();
-      server.stop(false);
+      tls?.stop();
+      void listener.stop(false);
       const open = hub.allConnections();
       for (const c of open) {
         c.closing = true;
@@ -236,12 +269,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       // Give close frames a moment to go out before the sockets are cut.
       const deadline = Date.now() + 2000;
       while (hub.connections > 0 && Date.now() < deadline) await Bun.sleep(20);
-      await server.stop(true);
+      await listener.stop(true);
       await destinations.stop();
       spool.close();
       removeServerFile(config.dataDir, process.pid);
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `http://127.0.0.1:${port}`, hub, udp, recent, destinations, alerts, spool, compactor, app, server, stop };
+  return { port, url: `${scheme}://127.0.0.1:${port}`, tls, hub, udp, recent, destinations, alerts, spool, compactor, app, server, stop };
 }

@@ -5,6 +5,7 @@
  * run, a bare Bun.serve pub/sub server doing the same fan-out. Prints the ratio.
  *
  *   npm run bench -- hub [--quick] [--rounds N]
+ *   npm run bench -- hub --tls [--quick] [--rounds N]   (wss:// against ws://, see hub-tls.ts)
  */
 import { join } from "node:path";
 import { signStreamToken } from "../app/auth/stream-token.ts";
@@ -32,6 +33,7 @@ const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(1)} MiB`;
 
 export async function run(args: string[]) {
+  if (args.includes("--tls")) return (await import("./hub-tls.ts")).run(args);
   const quick = args.includes("--quick");
   const roundsArg = args.indexOf("--rounds");
   const rounds = roundsArg >= 0 ? Number(args[roundsArg + 1]) : quick ? 1 : 3;

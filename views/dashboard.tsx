@@ -8,17 +8,19 @@ import { DestinationState } from "./destinations.tsx";
 import { ago, bytes, count, rate, streamHref } from "./format.ts";
 import { Layout } from "./layout.tsx";
 import { Sparkline } from "./sparkline.tsx";
+import { TlsExpiry } from "./tls.tsx";
+import type { TlsState } from "../app/tls/server-tls.ts";
 
 export interface StreamRow extends StreamStats {
   rates: readonly number[];
 }
 
 /** Streams with their clients, rate and sparkline. */
-export const StreamsTable: FC<{ streams: StreamRow[]; port: string }> = ({ streams, port }) =>
+export const StreamsTable: FC<{ streams: StreamRow[]; port: string; scheme?: "ws" | "wss" }> = ({ streams, port, scheme = "ws" }) =>
   streams.length === 0 ? (
     <div class="empty">
       No streams yet: send one with <code>switchyard send demo 'hello'</code>, or connect a websocket client to{" "}
-      <code>ws://this-host:{port}/ws/demo</code>, or POST to <code>/api/streams/demo/messages</code>.
+      <code>{scheme}://this-host:{port}/ws/demo</code>, or POST to <code>/api/streams/demo/messages</code>.
     </div>
   ) : (
     <div class="scroll">
@@ -129,12 +131,13 @@ export interface DashboardData {
   alerts: AlertRecord[];
   firing: number;
   port: string;
+  tls?: TlsState | null;
 }
 
 /** Every live part of the dashboard, by the SSE event name that refreshes it. */
 export function dashboardParts(d: DashboardData) {
   return {
-    streams: <StreamsTable streams={d.streams} port={d.port} />,
+    streams: <StreamsTable streams={d.streams} port={d.port} scheme={d.tls ? "wss" : "ws"} />,
     udp: <UdpCard udp={d.udp} />,
     destinations: <DestinationsSummary destinations={d.destinations} />,
     disk: <DiskCard usage={d.usage} />,
@@ -157,6 +160,7 @@ export const DashboardPage: FC<{ data: DashboardData }> = ({ data }) => {
           <section class="card"><h2>UDP ingest</h2><div id="udp" sse-swap="udp">{parts.udp}</div></section>
           <section class="card"><h2>Destinations</h2><div id="destinations" sse-swap="destinations">{parts.destinations}</div></section>
           <section class="card"><h2>Log on disk</h2><div id="disk" sse-swap="disk">{parts.disk}</div></section>
+          {data.tls && <section class="card"><h2>TLS certificate</h2><TlsExpiry tls={data.tls} /></section>}
         </div>
         <section class="card"><h2>Recent alerts</h2><div id="alerts" sse-swap="alerts">{parts.alerts}</div></section>
       </div>

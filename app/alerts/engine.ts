@@ -11,7 +11,7 @@ import type { SlackNotifier } from "./notifier.ts";
 import { redactDestination, scrubDestination } from "../relay/secret-url.ts";
 
 /** The alert rules. */
-export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "log_write" | "log_damage" | "lifecycle";
+export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "log_write" | "log_damage" | "lifecycle" | "tls_certificate";
 
 /** One entry of the alert history (GET /api/alerts). */
 export interface AlertRecord {
@@ -118,6 +118,12 @@ export class AlertEngine {
     const headline = `The log found ${damage.length} damaged stretch${damage.length === 1 ? "" : "es"} in its spool at start`;
     const sent = this.send(alertMessage({ headline, details, host: this.inputs.host }));
     this.record("log_damage", "spool", "info", `${headline}: ${details.join("; ")}`, sent);
+  }
+
+  /** A TLS certificate reload or ACME order failed (`error`), or works again (null). Always on: an expiring certificate takes the box off the air. */
+  certificate(error: string | null): void {
+    if (error === null) this.resolve("tls_certificate", "tls", "TLS certificate renewed", []);
+    else this.fire("tls_certificate", "tls", "TLS certificate could not be renewed or reloaded", [`error: ${error}`, "the current certificate keeps serving until it expires"]);
   }
 
   /** A compaction run's outcome: a failure fires the `log_compaction` alert, the next success resolves it. */

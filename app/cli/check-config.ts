@@ -5,6 +5,7 @@ import { resolveStartupConfig, startupOptionsHelp, startupParseOptions, withStor
 import { SETTINGS_FILE, SettingsStore } from "../config/store.ts";
 import { parseCommandArgs, type Command } from "./command.ts";
 import { redactWebhookUrl } from "../alerts/slack.ts";
+import { checkTlsFiles } from "../tls/startup-check.ts";
 
 /** `switchyard check-config`: validates flags and environment, shows what `serve` would use. */
 export const checkConfig: Command = {
@@ -40,6 +41,9 @@ export const checkConfig: Command = {
       lines.push(`  ${k.padEnd(26)} ${JSON.stringify(settings[k])}${SETTING_FIELDS[k].restart ? "  (restart to change)" : ""}`);
     }
     for (const w of warnings) lines.push(`warning: ${w}`);
+    // The certificate files are checked as serve checks them at start (the same clear error).
+    const tlsLine = checkTlsFiles(config);
+    if (tlsLine) lines.push(tlsLine);
     lines.push("configuration is valid");
     io.out(lines.join("\n") + "\n");
     return 0;

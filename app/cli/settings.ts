@@ -27,12 +27,14 @@ export function parseSettingValue(key: string, text: string): unknown {
 }
 
 /** A live server of the data dir answered: true; it is not running (or unreachable): false. */
-async function applyLive(url: string, token: string, patch: Record<string, unknown>, key: string, io: CommandIO): Promise<boolean> {
+async function applyLive(url: string, token: string, patch: Record<string, unknown>, key: string, io: CommandIO, tlsName?: string): Promise<boolean> {
   let res: Response;
   try {
     res = await fetch(`${url}/api/settings`, {
       method: "PATCH", body: JSON.stringify(patch),
       headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, signal: AbortSignal.timeout(10_000),
+      // A TLS server is dialed on loopback; its certificate is checked for the name it was issued for.
+      ...(tlsName ? { tls: { serverName: tlsName } } : {}),
     });
   } catch {
     return false;
@@ -88,7 +90,7 @@ Options:
     const store = openOwnStore(config.dataDir, "settings set");
     try {
       const running = runningServer(config.dataDir);
-      if (running && (await applyLive(running.url, await signAdminToken(adminTokenSecret(store), 60), patch, key, io))) return 0;
+      if (running && (await applyLive(running.url, await signAdminToken(adminTokenSecret(store), 60), patch, key, io, running.tlsName))) return 0;
       let after: Settings;
       try {
         after = store.update(patch);

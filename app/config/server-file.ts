@@ -12,8 +12,10 @@ export const SERVER_FILE = "server.json";
 /** What the server file holds. */
 export interface ServerFile {
   pid: number;
-  /** A URL the box itself reaches the server at, e.g. http://127.0.0.1:8888. */
+  /** A URL the box itself reaches the server at, e.g. http://127.0.0.1:8888 (https:// with TLS on). */
   url: string;
+  /** With TLS on: the DNS name the certificate is for, checked while dialing the URL's address. */
+  tlsName?: string;
 }
 
 /** The URL a client on the box uses for a server listening on `host`:`port`. */

@@ -2,6 +2,7 @@ import { badRequest } from "../core/errors.ts";
 import { streamPatternProblem } from "../core/stream-pattern.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { addressListProblem } from "../core/cidr.ts";
+import { readCaFile } from "../tls/outbound.ts";
 import { UDP_FORMATS, udpListenerProblem, type UdpFormat, type UdpListenerSpec } from "../core/udp-spec.ts";
 
 /** Who may use streams without a token. */
@@ -60,6 +61,8 @@ export interface Settings {
   query_threads: number;
   query_memory_mb: number;
   query_timeout_seconds: number;
+  hsts_seconds: number;
+  tls_ca_file: string;
 }
 
 interface FieldSpec {
@@ -122,6 +125,8 @@ export const DEFAULT_SETTINGS: Settings = {
   query_threads: 1,
   query_memory_mb: 128,
   query_timeout_seconds: 30,
+  hsts_seconds: 0,
+  tls_ca_file: "",
 };
 
 /** What each setting means and allows. */
@@ -233,6 +238,19 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   query_threads: { description: "threads DuckDB may use for one query (SQL, history, Grafana)", check: int(1, 64) },
   query_memory_mb: { description: "memory DuckDB may use for one query before it spills to DATA_DIR/tmp/duckdb, in MiB (128 suits a 512 MB machine)", check: int(32, 65_536) },
   query_timeout_seconds: { description: "a query over HTTP (SQL, history, Grafana) is stopped after this long", check: int(1, 3600) },
+  hsts_seconds: {
+    description: "with TLS on, HTTPS answers carry Strict-Transport-Security: max-age of this many seconds, so browsers use only HTTPS for the box (0: off; 31536000 is a year; turning it off does not undo what browsers remember)",
+    check: int(0, 2 * 31_536_000),
+  },
+  tls_ca_file: {
+    description: "a PEM file of CA certificates trusted besides the system's for wss:// destinations and https:// webhooks (a lab's own CA); empty: the system's only",
+    check: (v) => {
+      if (typeof v !== "string" || (v !== "" && !v.startsWith("/"))) return "allowed: empty, or an absolute path to a PEM file of CA certificates";
+      if (v === "") return null;
+      const r = readCaFile(v);
+      return "problem" in r ? `${r.problem}; allowed: empty, or a readable PEM file of CA certificates` : null;
+    },
+  },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

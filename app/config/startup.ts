@@ -2,9 +2,10 @@ import { resolve } from "node:path";
 import { LOG_LEVELS, type LogLevel } from "../core/logger.ts";
 import { UsageError } from "../core/errors.ts";
 import { parseUdpListenerSpec, UDP_SPEC_RULE, type UdpListenerSpec } from "../core/udp-spec.ts";
+import { checkTlsStartup, TLS_OPTIONS, type TlsStartup } from "../tls/startup.ts";
 
 /** Startup configuration: what must be known before anything opens. Everything else is a runtime setting. */
-export interface StartupConfig {
+export interface StartupConfig extends TlsStartup {
   dataDir: string;
   host: string;
   port: number;
@@ -93,6 +94,7 @@ const OPTIONS = [
       return t as LogLevel;
     },
   } satisfies OptionSpec<"logLevel">,
+  ...TLS_OPTIONS,
 ];
 
 /**
@@ -106,7 +108,7 @@ export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag
 
 /** Help lines for the startup options. */
 export function startupOptionsHelp(): string {
-  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}${o.multiple ? "" : `, default ${o.default === "" ? "as --host" : String(o.default)}`})`).join("\n");
+  return OPTIONS.map((o) => `  --${o.flag.padEnd(12)} ${o.help} (env ${o.env}${o.multiple ? "" : `, default ${o.default === "" ? "as --host" : o.default === null ? "none" : String(o.default)}`})`).join("\n");
 }
 
 /** The result of resolving startup config: the config, where each value came from, and warnings. */
@@ -143,6 +145,7 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
   if (config.udpHost === "") config.udpHost = config.host;
   config.slackWebhookUrl = env.SWITCHYARD_SLACK_WEBHOOK_URL || null;
   config.relaySecret = env.SWITCHYARD_RELAY_SECRET || null;
+  checkTlsStartup(config as unknown as StartupConfig);
   const known = new Set([...OPTIONS.map((o) => o.env), ...OTHER_KNOWN_ENV]);
   const warnings = Object.keys(env)
     .filter((k) => k.startsWith("SWITCHYARD_") && !known.has(k))

@@ -16,6 +16,7 @@ import type { SignInLimiter } from "../auth/sign-in-limit.ts";
 import type { RateHistory } from "../hub/rate-history.ts";
 import type { StreamTaps } from "../hub/taps.ts";
 import type { LogUsage } from "../log/usage.ts";
+import type { TlsState } from "../tls/server-tls.ts";
 
 /** Everything the HTTP routes need, set once when the app is assembled. */
 export interface HttpDeps {
@@ -55,6 +56,8 @@ export interface HttpDeps {
   taps: StreamTaps;
   /** Disk use of the log. */
   logUsage: () => LogUsage;
+  /** The TLS certificate and how it is kept (null: TLS off; absent in apps built without a server). */
+  tls?: () => TlsState | null;
 }
 
 /** What Hono's `c.env` holds when Bun serves the app. */

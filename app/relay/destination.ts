@@ -5,6 +5,7 @@ import type { Recorder } from "./recorder.ts";
 import type { DestinationRule } from "./rule.ts";
 import { backoffDelay, DestinationStatus, LogRateLimit, Pause, type Backoff } from "./status.ts";
 import { redactDestination, scrubDestination } from "./secret-url.ts";
+import { describeTlsFailure, outboundTls } from "../tls/outbound.ts";
 
 /** What every destination kind offers the manager. */
 export interface Destination {
@@ -51,6 +52,8 @@ interface SessionEnd {
   reason: string;
   /** Closed by us because the remote went silent. */
   silent: boolean;
+  /** Why the TLS handshake failed (untrusted or expired certificate), when it did. */
+  tlsFailure: string | null;
 }
 
 /**
@@ -125,7 +128,7 @@ export class WebSocketDestination implements Destination {
         if (this.stopped) break;
         const where = uri.replace(/\?.*$/, "");
         const why = `closed with ${end.code}${end.reason ? `: ${end.reason}` : ""}`;
-        if (!end.opened) throw new Error(`could not connect to ${where}: ${why}`);
+        if (!end.opened) throw new Error(`could not connect to ${where}: ${end.tlsFailure ?? why}`);
         if (end.silent) throw new Error(`connection to ${where} closed: the remote sent nothing (not even a pong) for ${Math.round(this.silenceMs() / 1000)} s`);
         if (isRefusalCode(end.code)) throw new Error(`connection to ${where} refused: ${why}`);
         if (end.lastedMs < this.stableMs()) throw new Error(`connection to ${where} ${why} ${end.lastedMs} ms after opening`);
@@ -167,9 +170,9 @@ export class WebSocketDestination implements Destination {
   private async access(): Promise<string> {
     let res: Response;
     try {
-      res = await fetch(this.rule.destination, { method: "POST", headers: { Authorization: this.rule.token }, signal: AbortSignal.timeout(10_000) });
+      res = await fetch(this.rule.destination, { ...outboundTls(), method: "POST", headers: { Authorization: this.rule.token }, signal: AbortSignal.timeout(10_000) });
     } catch (err) {
-      throw new Error(`access request to ${this.rule.destination} failed: ${(err as Error).message}`);
+      throw new Error(`access request to ${this.rule.destination} failed: ${describeTlsFailure(err, this.rule.destination) ?? (err as Error).message}`);
     }
     const text = await res.text();
     if (!res.ok) throw new Error(`access request to ${this.rule.destination} answered ${res.status}: ${text.slice(0, 200)}`);
@@ -188,7 +191,10 @@ export class WebSocketDestination implements Destination {
       let watch: ReturnType<typeof setInterval> | null = null;
       let stable: ReturnType<typeof setTimeout> | null = null;
       let done = false;
-      const ws = new WebSocket(uri);
+      const ws = new WebSocket(uri, outboundTls());
+      // A certificate problem shows only as an error event before the close: keep its reason.
+      let tlsFailure: string | null = null;
+      ws.onerror = (e) => (tlsFailure = describeTlsFailure(e, uri));
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       const handshake = setTimeout(() => {
@@ -204,7 +210,7 @@ export class WebSocketDestination implements Destination {
         if (this.ws === ws) this.ws = null;
         this.status.lastCloseCode = code;
         this.status.lastCloseReason = reason;
-        resolve({ opened: openedAt > 0, lastedMs: openedAt ? Date.now() - openedAt : 0, code, reason, silent });
+        resolve({ opened: openedAt > 0, lastedMs: openedAt ? Date.now() - openedAt : 0, code, reason, silent, tlsFailure });
       };
       ws.onopen = () => {
         clearTimeout(handshake);

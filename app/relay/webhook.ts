@@ -3,6 +3,7 @@ import type { Destination, DestinationDeps } from "./destination.ts";
 import type { DestinationRule } from "./rule.ts";
 import { backoffDelay, DestinationStatus, Pause } from "./status.ts";
 import { redactDestination, scrubDestination } from "./secret-url.ts";
+import { describeTlsFailure, outboundTls } from "../tls/outbound.ts";
 
 /** Most messages a webhook destination keeps waiting; past that it drops (counted). */
 const MAX_QUEUED = 10_000;
@@ -100,10 +101,10 @@ export class WebhookDestination implements Destination {
     }
     let res: Response;
     try {
-      res = await fetch(this.rule.destination, { method: "POST", headers, body, signal: AbortSignal.timeout(10_000) });
+      res = await fetch(this.rule.destination, { ...outboundTls(), method: "POST", headers, body, signal: AbortSignal.timeout(10_000) });
     } catch (err) {
       // The URL may hold a secret (user:password@, a secret path): never in a status, alert or log line.
-      throw new Error(`POST ${redactDestination(this.rule.destination, "webhook")} failed: ${scrubDestination((err as Error).message, this.rule)}`);
+      throw new Error(`POST ${redactDestination(this.rule.destination, "webhook")} failed: ${describeTlsFailure(err, this.rule.destination) ?? scrubDestination((err as Error).message, this.rule)}`);
     }
     await res.arrayBuffer();
     if (!res.ok) throw new Error(`POST ${redactDestination(this.rule.destination, "webhook")} answered ${res.status}`);

@@ -6,7 +6,7 @@
  * delivered, seconds, delivered per second, and publish-to-deliver latency
  * percentiles (publisher and subscribers share this process's clock).
  */
-const opts = JSON.parse(process.argv[2]!) as { url: string; pubUrl?: string; subs: number; messages: number; bytes: number; rate?: number; timeoutMs?: number };
+const opts = JSON.parse(process.argv[2]!) as { url: string; pubUrl?: string; subs: number; messages: number; bytes: number; rate?: number; timeoutMs?: number; ca?: string };
 const { url, subs, messages, bytes } = opts;
 const sampleEvery = Math.max(1, Math.floor((subs * messages) / 200_000));
 const latencies: number[] = [];
@@ -17,7 +17,8 @@ let finish: () => void;
 const allIn = new Promise<void>((r) => (finish = r));
 
 async function open(target = url): Promise<WebSocket> {
-  const ws = new WebSocket(target);
+  // wss:// (bench hub --tls): the server's CA, so the client verifies as a real one does.
+  const ws = opts.ca ? new WebSocket(target, { tls: { ca: opts.ca } } as unknown as string[]) : new WebSocket(target);
   await new Promise<void>((resolve, reject) => {
     ws.onopen = () => resolve();
     ws.onclose = (e) => reject(new Error(`closed ${e.code} ${e.reason}`));

@@ -9,8 +9,8 @@ export interface TestClient {
 }
 
 /** Opens a websocket and waits for it to open or close; never throws on refusal (see `closed`). */
-export async function connect(url: string, protocols?: string | string[], headers?: Record<string, string>): Promise<TestClient> {
-  const ws = new WebSocket(url, { protocols, headers } as unknown as string[]);
+export async function connect(url: string, protocols?: string | string[], headers?: Record<string, string>, tls?: { ca?: string | string[]; rejectUnauthorized?: boolean }): Promise<TestClient> {
+  const ws = new WebSocket(url, { protocols, headers, tls } as unknown as string[]);
   ws.binaryType = "arraybuffer";
   const messages: (string | Uint8Array)[] = [];
   const waiters: { n: number; resolve: () => void }[] = [];

@@ -5,6 +5,7 @@ import type { Settings } from "../../app/config/settings.ts";
 import { systemClock, type Clock } from "../../app/core/clock.ts";
 import type { UdpListenerSpec } from "../../app/core/udp-spec.ts";
 import type { Backoff } from "../../app/relay/status.ts";
+import type { TlsStartup } from "../../app/tls/startup.ts";
 import { SettingsStore } from "../../app/config/store.ts";
 import { adminTokenSecret, signAdminToken } from "../../app/auth/admin-token.ts";
 import { createLogger, type Logger } from "../../app/core/logger.ts";
@@ -74,6 +75,9 @@ export interface TestStartup {
   clock?: Clock;
   /** Where the startup values came from, as serve would say. */
   configSources?: ServerOptions["configSources"];
+  /** HTTPS: certificate files or ACME, as the --tls-* and --acme-* flags give them. */
+  tls?: TlsStartup;
+  acmeRetryMs?: number;
 }
 
 /** Starts a real Switchyard (Bun.serve, hub, settings store, UDP when asked) on 127.0.0.1 and free ports. */
@@ -84,15 +88,15 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
   const logs: string[] = [];
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
-    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null },
-    configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks, clock: startup.clock,
+    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null, ...startup.tls },
+    configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks, acmeRetryMs: startup.acmeRetryMs, clock: startup.clock,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
   const adminHeaders = { Authorization: `Bearer ${await signAdminToken(adminTokenSecret(store), 3600)}` };
   return {
     ...running,
     dataDir: tmp.dir, store, secret, adminHeaders, logs,
-    wsUrl: (stream, query) => `ws://127.0.0.1:${running.port}/ws/${stream}${query ? `?${query}` : ""}`,
+    wsUrl: (stream, query) => `${running.tls ? "wss://localhost" : "ws://127.0.0.1"}:${running.port}/ws/${stream}${query ? `?${query}` : ""}`,
     async close() {
       await running.stop();
       store.close();

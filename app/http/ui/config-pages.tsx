@@ -11,7 +11,7 @@ import { formFields } from "./support.ts";
 /** Binds /admin/settings and /admin/slack: settings forms (validated as the API), the webhook URL and its test. */
 export function bindConfigPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const groups = SETTING_GROUPS.map((g) => ({ id: g.id, title: g.title, inputs: settingInputs(g.keys) }));
-  app.get("/admin/settings", (c) => c.html(<SettingsPage config={deps.config} sources={deps.configSources} groups={groups} values={settingValues(deps.store.settings)} />));
+  app.get("/admin/settings", (c) => c.html(<SettingsPage config={deps.config} sources={deps.configSources} groups={groups} values={settingValues(deps.store.settings)} tls={deps.tls?.() ?? null} />));
   app.post("/admin/settings", async (c) => {
     const form = await formFields(c);
     const group = SETTING_GROUPS.find((g) => g.id === form.group);

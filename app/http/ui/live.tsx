@@ -25,6 +25,7 @@ function dashboardData(deps: HttpDeps): DashboardData {
     alerts: alerts.alerts,
     firing: alerts.firing.length,
     port: String(deps.config.port || 8888),
+    tls: deps.tls?.() ?? null,
   };
 }
 

@@ -32,6 +32,7 @@ export const SETTING_GROUPS: { id: string; title: string; keys: (keyof Settings)
   { id: "log", title: "Log and retention", keys: ["log_retention_days", "log_retention_bytes", "log_exclude", "log_deliver_unlogged", "log_fsync_ms", "log_segment_bytes", "log_segment_seconds", "log_compact_seconds"] },
   { id: "memory", title: "Memory and relays", keys: ["recent_messages_per_stream", "recent_bytes_per_stream", "recent_total_bytes", "relay_buffer_bytes", "relay_silence_seconds", "relay_record_max_bytes"] },
   { id: "queries", title: "Queries", keys: ["query_threads", "query_memory_mb", "query_timeout_seconds"] },
+  { id: "tls", title: "TLS", keys: ["hsts_seconds", "tls_ca_file"] },
 ];
 
 /** The alert rules of the Slack page. */
