@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { AppError, badRequest, PERCENT_ENCODING_RULE } from "../core/errors.ts";
+import { AppError, badRequest, InvalidInput, PERCENT_ENCODING_RULE } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import { ErrorPage, Notice } from "../../views/layout.tsx";
 import { html } from "./ui/support.ts";
@@ -10,19 +10,38 @@ export function errorBody(status: number, message: string, data?: Record<string,
 }
 
 /**
- * The app's one error handler: an AppError becomes its status and message; anything
+ * The HTTP answer to an error of the domain: InvalidInput (a setting, a rule)
+ * is a 400 naming its fields; an AppError stays as it is; anything else is not
+ * the client's fault (null).
+ */
+export function toAppError(err: unknown): AppError | null {
+  if (err instanceof AppError) return err;
+  if (err instanceof InvalidInput) return badRequest(err.message, err.fields ? { fields: err.fields } : undefined);
+  // decodeURIComponent's URIError is always bad input; the request screen catches most before routing.
+  if (err instanceof URIError) return badRequest(`the request is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`);
+  return null;
+}
+
+/** Bad input, as a form shows it: the message and the problem of each field; null for any other error. */
+export function badInput(err: unknown): { message: string; fields: Record<string, string> } | null {
+  const e = toAppError(err);
+  if (!e || e.status !== 400) return null;
+  return { message: e.message, fields: (e.data?.fields as Record<string, string> | undefined) ?? {} };
+}
+
+/**
+ * The app's one error handler: an AppError (or a domain error, see toAppError) becomes its status and message; anything
  * else is a 500 whose cause goes to the log, never to the client.
  */
 export const handleError = (logger: Logger) =>
   function handleError(err: Error, c: Context) {
-    // decodeURIComponent's URIError is always bad input; the request screen catches most before routing.
-    if (err instanceof URIError) err = badRequest(`the request is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`);
-    if (err instanceof AppError) {
-      if (err.cause) logger.warn("request failed", { path: c.req.path, status: err.status, cause: err.cause });
+    const known = toAppError(err);
+    if (known) {
+      if (known.cause) logger.warn("request failed", { path: c.req.path, status: known.status, cause: known.cause });
       // The rest of a body over the limit is never read: the connection ends after this answer.
-      if (err.status === 413) c.header("Connection", "close");
-      if (c.req.path.startsWith("/admin")) return adminError(c, err.status, err.message);
-      return c.json(errorBody(err.status, err.message, err.data), err.status as 400);
+      if (known.status === 413) c.header("Connection", "close");
+      if (c.req.path.startsWith("/admin")) return adminError(c, known.status, known.message);
+      return c.json(errorBody(known.status, known.message, known.data), known.status as 400);
     }
     logger.error("unhandled error", { method: c.req.method, path: c.req.path, error: err, ...stackTop(err) });
     if (c.req.path.startsWith("/admin")) return adminError(c, 500, "internal error; the server log has the details");
