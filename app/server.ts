@@ -30,6 +30,7 @@ import { SignInLimiter } from "./auth/sign-in-limit.ts";
 import { RateHistory } from "./hub/rate-history.ts";
 import { StreamTaps } from "./hub/taps.ts";
 import { logUsageReader } from "./log/usage.ts";
+import { closeQueryPool, reportQueryPool } from "./analytics/run-query.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -117,7 +118,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const compactor = new Compactor({
     spool, logsDir: join(config.dataDir, "logs"), intervalSeconds: () => store.settings.log_compact_seconds, logger,
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }),
+    memoryMb: () => store.settings.log_compact_memory_mb,
     onOutcome: (o) => alerts.compaction(o),
+  });
+  // The query processes report files they quarantined, and kills: the log and the compaction alert hear of them.
+  reportQueryPool(join(config.dataDir, "logs"), {
+    onQuarantine: (q) => {
+      logger.error("log: moved an unreadable Parquet file to quarantine", { file: q.from, to: q.to, reason: q.reason });
+      alerts.compaction({ ok: false, error: `${q.from} moved to ${q.to || "(could not be moved)"}: ${q.reason}` });
+    },
+    onKill: (reason) => logger.warn("query process killed", { reason }),
   });
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
@@ -186,6 +196,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     (stopping ??= (async () => {
       clearInterval(ticker);
       await compactor.stop();
+      await closeQueryPool(join(config.dataDir, "logs"));
       await alerts.stopping();
       alerts.close();
       udp.close();

@@ -209,24 +209,30 @@ describe("streamed answers", () => {
 });
 
 describe("query concurrency", () => {
-  it("answers 503 when more queries than the box allows are running, and serves again after", async () => {
+  it("queues queries past the slots, answers 503 with Retry-After only when the queue is full, and serves the queued one after", async () => {
     const { startTestServer } = await import("./support/server.ts");
-    const { MAX_CONCURRENT_QUERIES, activeQueries } = await import("../app/analytics/run-query.ts");
+    const { MAX_CONCURRENT_QUERIES, activeQueries, queuedQueries } = await import("../app/analytics/run-query.ts");
     const { waitFor } = await import("./support/server.ts");
-    const srv = await startTestServer({ query_timeout_seconds: 2 });
+    const srv = await startTestServer({ query_timeout_seconds: 2, query_queue: 1 });
     try {
       // A cross join far too big to finish: stopped by the 2 s time limit.
       const slow = "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3";
       const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }) });
       const running = Array.from({ length: MAX_CONCURRENT_QUERIES }, () => ask(slow));
       await waitFor(() => activeQueries() === MAX_CONCURRENT_QUERIES, "the slow queries to start");
+      const queued = ask("SELECT 42 AS x");
+      await waitFor(() => queuedQueries() === 1, "the next query to wait in the queue");
       const refused = await ask("SELECT 1 AS x");
       expect(refused.status).toBe(503);
-      expect((await refused.json()).error.message).toContain("queries are running already");
+      expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect((await refused.json()).error.message).toContain("are waiting (query_queue)");
       for (const r of await Promise.all(running)) {
         expect(r.status).toBe(400);
         expect((await r.json()).error.message).toContain("took longer than 2 s");
       }
+      const late = await queued;
+      expect(late.status).toBe(200);
+      expect(await late.json()).toEqual([{ x: 42 }]);
       expect((await ask("SELECT 1 AS x")).status).toBe(200);
     } finally {
       await srv.close();

@@ -16,6 +16,7 @@ export function errorBody(status: number, message: string, data?: Record<string,
 export const handleError = (logger: Logger) =>
   function handleError(err: Error, c: Context) {
     if (err instanceof AppError) {
+      if (err.status === 503 || err.status === 429) c.header("Retry-After", "2");
       if (err.cause) logger.warn("request failed", { path: c.req.path, status: err.status, cause: err.cause });
       if (c.req.path.startsWith("/admin")) return adminError(c, err.status, err.message);
       return c.json(errorBody(err.status, err.message, err.data), err.status as 400);

@@ -22,6 +22,9 @@ export interface RecoveryReport {
   truncated: { file: string; offset: number; bytes: number; reason: string }[];
 }
 
+/** Bytes of a segment that could not be read as records. */
+export interface SegmentDamage { offset: number; bytes: number; reason: string }
+
 const SEGMENT = /^(\d{16})\.wal$/;
 /**
  * What the spool must remember beyond its segments (which compaction and retention
@@ -145,13 +148,13 @@ export class Spool {
     return readdirSync(dir).filter((f) => SEGMENT.test(f)).sort();
   }
 
-  /** Every message in a segment file, in order (stops at the first bad record). */
-  static *read(path: string): Generator<Message> {
+  /** Every message in a segment file, in order (stops at the first bad record; what is left is pushed onto `damage`). */
+  static *read(path: string, damage?: SegmentDamage[]): Generator<Message> {
     const buf = readFileSync(path);
     let offset = 0;
     while (offset < buf.length) {
       const r = decodeRecord(buf, offset);
-      if (!r.ok) return;
+      if (!r.ok) return void damage?.push({ offset, bytes: buf.length - offset, reason: r.reason });
       yield r.message;
       offset = r.next;
     }
