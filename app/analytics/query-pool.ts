@@ -46,6 +46,8 @@ export class QueryProcess {
   /** Resolves when DuckDB is open; rejects when the process died first. */
   readonly ready: Promise<void>;
   dead = false;
+  /** Killed or asked to exit: takes no new query. */
+  retired = false;
   /** Slots taken (queries running or starting). */
   running = 0;
   readonly startedAt = Date.now();
@@ -112,12 +114,14 @@ export class QueryProcess {
   /** Kills the process at once (SIGKILL); every query on it fails with `reason`. */
   kill(reason: string): void {
     if (this.dead) return;
+    this.retired = true;
     this.killReason ??= reason;
     this.proc.kill("SIGKILL");
   }
 
   /** Asks the process to exit (closes its stdin). */
   close(): void {
+    this.retired = true;
     this.killReason ??= "the query process was stopped";
     try { void this.proc.stdin.end(); } catch { /* gone already */ }
   }
@@ -190,9 +194,10 @@ export class QueryPool {
   private take(client: string | undefined, counted = false): Slot | null {
     const key = JSON.stringify([this.dirs, this.limits.resultBytes]);
     for (const p of this.procs) if (p.configKey !== key && p.running === 0) p.close();
-    let proc = this.procs.filter((p) => !p.dead && p.configKey === key && p.running < this.limits.concurrency).sort((a, b) => a.running - b.running)[0];
+    const live = this.procs.filter((p) => !p.dead && !p.retired && p.configKey === key);
+    let proc = live.filter((p) => p.running < this.limits.concurrency).sort((a, b) => a.running - b.running)[0];
     if (!proc) {
-      if (this.procs.filter((p) => !p.dead && p.configKey === key).length >= this.limits.processes) return null;
+      if (live.length >= this.limits.processes) return null;
       proc = this.spawn();
     }
     if (proc.idleTimer) clearTimeout(proc.idleTimer);
@@ -257,7 +262,7 @@ export class QueryPool {
   private idle(proc: QueryProcess): void {
     if (this.limits.idleMs <= 0) return;
     proc.idleTimer = setTimeout(() => {
-      if (proc.running > 0 || proc.dead) return;
+      if (proc.running > 0 || proc.dead || proc.retired) return;
       this.stats.idleExits++;
       proc.close();
     }, this.limits.idleMs);
