@@ -4,7 +4,8 @@ import { dirname, join } from "node:path";
 import { segmentNumber } from "../log/compaction.ts";
 import { datePartitions } from "../log/partitions.ts";
 import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
-import { decodeRecord } from "../log/record.ts";
+import { decodeRecord, HEADER_BYTES, MAX_BODY_BYTES } from "../log/record.ts";
+import type { Message } from "../core/message.ts";
 import { Spool } from "../log/spool.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -42,6 +43,30 @@ interface TailSegment {
   stuck?: string;
 }
 
+/** Bytes of a segment read at once. */
+const READ_WINDOW = 4 * 1024 * 1024;
+/** Spool bytes read between garbage collections (a big first read must not pile up garbage). */
+const GC_EVERY_BYTES = 16 * 1024 * 1024;
+
+/** The size of the record at `offset` of a segment file (header included), or 0 when unknown. */
+function nextRecordBytes(fd: number, offset: number): number {
+  const header = Buffer.alloc(HEADER_BYTES);
+  if (readSync(fd, header, 0, HEADER_BYTES, offset) < HEADER_BYTES) return 0;
+  const body = header.readUInt32LE(0);
+  return body <= MAX_BODY_BYTES ? HEADER_BYTES + body : 0;
+}
+
+function appendMessage(appender: DuckDBAppender, segment: number, m: Message): void {
+  appender.appendBigInt(BigInt(segment));
+  appender.appendBigInt(BigInt(Math.round(m.ts)));
+  appender.appendVarchar(m.stream);
+  appender.appendBigInt(BigInt(m.seq));
+  appender.appendVarchar(m.origin);
+  appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
+  appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
+  appender.endRow();
+}
+
 /**
  * A DuckDB for querying the log, sandboxed with DuckDB's own controls: it may
  * read the Parquet folder and nothing else (`allowed_directories`,
@@ -65,6 +90,7 @@ export class QueryEngine {
   private readonly checked = new Map<string, string>();
   private viewKey: string | null = null;
   private refreshing: Promise<void> | null = null;
+  private sinceGc = 0;
   private closed = false;
   /** Told about each file moved to quarantine (unreadable Parquet). */
   onQuarantine: (q: Quarantined) => void = () => {};
@@ -128,36 +154,43 @@ export class QueryEngine {
       }
       try {
         const size = fstatSync(fd).size;
-        if (size > seg.offset && !seg.stuck) {
-          const buf = Buffer.allocUnsafe(size - seg.offset);
+        let window = Buffer.allocUnsafe(0);
+        // Read in windows of 4 MiB (or one record, when bigger), collecting the decoded
+        // messages' garbage as it goes: a full segment must not take its size twice over.
+        while (size > seg.offset && !seg.stuck) {
+          const want = Math.min(size - seg.offset, Math.max(READ_WINDOW, nextRecordBytes(fd, seg.offset)));
+          if (window.length < want) window = Buffer.allocUnsafe(want);
           let got = 0;
-          while (got < buf.length) {
-            const n = readSync(fd, buf, got, buf.length - got, seg.offset + got);
+          while (got < want) {
+            const n = readSync(fd, window, got, want - got, seg.offset + got);
             if (n === 0) break;
             got += n;
           }
+          const buf = window.subarray(0, got);
           let o = 0;
           appender ??= await this.admin.createAppender("spool_tail");
+          let stop = false;
           while (o < got) {
             const r = decodeRecord(buf, o);
             if (!r.ok) {
+              if (r.reason === "incomplete" && seg.offset + got < size) break; // the rest is in the next window
               // The segment being written may end in a record still arriving: read it next time.
               // In a sealed one, a bad record ends what this engine can read of it.
               if (i < files.length - 1 && r.reason !== "incomplete") seg.stuck = r.reason;
+              stop = true;
               break;
             }
-            const m = r.message;
-            appender.appendBigInt(BigInt(seg.number));
-            appender.appendBigInt(BigInt(Math.round(m.ts)));
-            appender.appendVarchar(m.stream);
-            appender.appendBigInt(BigInt(m.seq));
-            appender.appendVarchar(m.origin);
-            appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
-            appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
-            appender.endRow();
+            appendMessage(appender, seg.number, r.message);
             o = r.next;
           }
           seg.offset += o;
+          this.sinceGc += o;
+          if (this.sinceGc >= GC_EVERY_BYTES) {
+            appender.flushSync();
+            Bun.gc(true);
+            this.sinceGc = 0;
+          }
+          if (stop || o === 0) break;
         }
       } finally {
         closeSync(fd);

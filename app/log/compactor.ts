@@ -92,6 +92,7 @@ export class Compactor {
       segments: sealed, logsDir: this.opts.logsDir, retention: this.opts.retention(), memoryMb: this.opts.memoryMb?.() ?? 128,
       giveUp: sealed.filter((s) => (this.failures.get(s) ?? 0) >= GIVE_UP_AFTER),
     };
+    if (sealed.length > 0) this.opts.logger.info("log compaction started", { segments: sealed.length, memory_mb: job.memoryMb });
     const outcome = this.stopped ? { ok: false as const, error: "the server is stopping" } : await this.inChild(job);
     this.last = { at: new Date().toISOString(), outcome };
     if (outcome.ok) {
