@@ -261,18 +261,24 @@ export class QueryEngine {
    * After a query failed on a Parquet file its message names: reads that file
    * whole, and quarantines it when it cannot be read. True when it was.
    */
-  private async checkNamedFile(message: string): Promise<boolean> {
+  private async checkFiles(message: string): Promise<boolean> {
     const logs = this.opts.logsDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    const m = new RegExp(`(${logs}/[^"'\\s]+\\.parquet)`).exec(message);
-    if (!m || !existsSync(m[1]!)) return false;
-    try {
-      await this.admin.run(`SELECT max(ts), max(stream), max(seq), max(origin), max(kind), max(length(data)) FROM read_parquet(${q(m[1]!)})`);
-      return false;
-    } catch (err) {
-      this.quarantine(m[1]!, `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`);
-      this.viewKey = null;
-      return true;
+    const named = new RegExp(`(${logs}/[^"'\\s]+\\.parquet)`).exec(message)?.[1];
+    // DuckDB does not always name the file (a scrambled page may read as "don't know what type"):
+    // on an error that looks like unreadable data, every file in the view is read once.
+    const suspects = named ? [named] : /^(Invalid Error|IO Error|Invalid Input Error|Serialization Error)|parquet|corrupt|magic bytes|thrift/i.test(message) ? [...this.checked.keys()] : [];
+    let found = false;
+    for (const path of suspects) {
+      if (!existsSync(path)) continue;
+      try {
+        await this.admin.run(`SELECT max(ts), max(seq), max(origin), max(kind), max(length(data)) FROM read_parquet(${q(path)})`);
+      } catch (err) {
+        this.quarantine(path, `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`);
+        this.viewKey = null;
+        found = true;
+      }
     }
+    return found;
   }
 
   /**
@@ -361,7 +367,7 @@ export class QueryEngine {
       if (timedOut) throw new QueryError(`the query took longer than ${timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`} and was stopped`);
       if (interrupted) throw new QueryError("the query was cancelled");
       const message = (err as Error).message;
-      if (await this.checkNamedFile(message).catch(() => false)) {
+      if (await this.checkFiles(message).catch(() => false)) {
         throw new QueryError(`${message.split("\n")[0]}; that file is unreadable and was moved to quarantine: run the query again`);
       }
       throw new QueryError(message);

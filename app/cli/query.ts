@@ -36,10 +36,16 @@ DATA_DIR/spool. The query may read the log and nothing else.
     // DuckDB is loaded only by the commands that query: the hub never carries it.
     const { formatResult, QueryEngine, QueryError } = await import("../analytics/engine.ts");
     const output = values.output ? resolve(values.output) : undefined;
-    const engine = await QueryEngine.open({
-      logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"),
-      exportDir: format === "parquet" ? dirname(output!) : undefined,
-    });
+    let engine;
+    try {
+      engine = await QueryEngine.open({
+        logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"),
+        exportDir: format === "parquet" ? dirname(output!) : undefined,
+      }, (q) => io.err(`warning: ${q.from} is unreadable (${q.reason}); moved to ${q.to || "(could not be moved)"}\n`));
+    } catch (err) {
+      io.err(`query failed: ${(err as Error).message}\n`);
+      return 1;
+    }
     try {
       if (format === "parquet") {
         const rows = await engine.exportParquet(positionals[0]!, output!, timeout * 1000);
@@ -52,8 +58,8 @@ DATA_DIR/spool. The query may read the log and nothing else.
       else io.out(text);
       return 0;
     } catch (err) {
-      if (!(err instanceof QueryError)) throw err;
-      io.err(`query failed: ${err.message}\n`);
+      // Never a stack trace: whatever went wrong is said in one line.
+      io.err(`query failed: ${err instanceof QueryError ? err.message : (err as Error).message}\n`);
       return 1;
     } finally {
       engine.close();
