@@ -181,12 +181,25 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   store.onChange((next) => {
     udp.apply(next).catch((err) => logger.error("udp listeners could not be changed", { error: err }));
   });
-  const ticker = setInterval(() => {
+  // Once a second while anything is going on (clients, streams, destinations, UDP traffic, a
+  // firing alert); every 10 s on an idle box, so it wakes rarely (alert checks such as disk space
+  // still run, a little later).
+  let ticker: ReturnType<typeof setTimeout>;
+  let datagrams = 0;
+  const busy = () => {
+    const seen = udp.snapshot().totals.datagrams;
+    const moved = seen !== datagrams;
+    datagrams = seen;
+    return moved || hub.connections > 0 || hub.listStreams().length > 0 || destinations.list().length > 0 || alerts.snapshot().firing.length > 0;
+  };
+  const tick = () => {
     hub.tick();
     rates.sample();
     udp.tick();
     alerts.tick();
-  }, 1000);
+    ticker = setTimeout(tick, busy() ? 1000 : 10_000);
+  };
+  ticker = setTimeout(tick, 1000);
   alerts.started();
   const port = server.port!;
   logger.info("switchyard listening", { http: `http://${config.host}:${port}`, websocket: `ws://${config.host}:${port}/ws/{stream}`, data_dir: config.dataDir, access: boot.access });
@@ -194,7 +207,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let stopping: Promise<void> | null = null;
   const stop = () =>
     (stopping ??= (async () => {
-      clearInterval(ticker);
+      clearTimeout(ticker);
       await compactor.stop();
       await closeQueryPool(join(config.dataDir, "logs"));
       await alerts.stopping();

@@ -76,16 +76,16 @@ describe("queries that DuckDB cannot stop", () => {
 
   it("gives a clear error when the query process is killed mid-query, and the next query works", async () => {
     const { startTestServer } = await import("./support/server.ts");
-    const { queryPool } = await import("../app/analytics/run-query.ts");
+    const { findQueryPool } = await import("../app/analytics/run-query.ts");
     const { join } = await import("node:path");
     const srv = await startTestServer({ query_timeout_seconds: 30 });
     try {
       const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }) });
       const pending = ask("SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3");
-      const pool = queryPool({ logsDir: join(srv.dataDir, "logs"), spoolDir: join(srv.dataDir, "spool"), tempDir: join(srv.dataDir, "tmp", "duckdb") });
-      await waitFor(() => pool.active === 1 && pool.processes().length === 1, "the query to start");
-      const pid = pool.processes()[0]!.pid;
-      await pool.processes()[0]!.ready;
+      const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
+      await waitFor(() => findQueryPool(join(srv.dataDir, "logs"))?.active === 1 && pool().processes().length === 1, "the query to start");
+      const pid = pool().processes()[0]!.pid;
+      await pool().processes()[0]!.ready;
       process.kill(pid, "SIGKILL");
       const res = await pending;
       expect(res.status).toBe(500);
@@ -93,7 +93,7 @@ describe("queries that DuckDB cannot stop", () => {
       const next = await ask("SELECT 7 AS x");
       expect(next.status).toBe(200);
       expect(await next.json()).toEqual([{ x: 7 }]);
-      expect(pool.processes()[0]!.pid).not.toBe(pid);
+      expect(pool().processes()[0]!.pid).not.toBe(pid);
     } finally {
       await srv.close();
     }
@@ -152,6 +152,31 @@ describe("query memory", () => {
       expect(await ok.json()).toEqual([{ x: 2 }]);
     } finally {
       expect(await s.stop()).toBe(0);
+    }
+  });
+});
+
+describe("an idle query process", () => {
+  it("exits after query_idle_seconds, giving its memory back, and the next query starts a new one", async () => {
+    const { startTestServer } = await import("./support/server.ts");
+    const { findQueryPool } = await import("../app/analytics/run-query.ts");
+    const { join } = await import("node:path");
+    const srv = await startTestServer({ query_idle_seconds: 1 });
+    try {
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }) });
+      expect(await (await ask("SELECT 1 AS x")).json()).toEqual([{ x: 1 }]);
+      const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
+      const first = pool().processes()[0]!;
+      expect(first.rss()).toBeGreaterThan(0);
+      await first.exited();
+      await waitFor(() => pool().processes().length === 0, "the idle process to be gone");
+      expect(pool().stats.idleExits).toBe(1);
+      expect(first.rss()).toBe(0);
+      expect(await (await ask("SELECT 2 AS x")).json()).toEqual([{ x: 2 }]);
+      expect(pool().processes()).toHaveLength(1);
+      expect(pool().processes()[0]!.pid).not.toBe(first.pid);
+    } finally {
+      await srv.close();
     }
   });
 });

@@ -50,6 +50,11 @@ export function queryPool(dirs: QueryEngineOptions & { limits?: QueryPoolLimits 
 
 const reporters = new Map<string, typeof hooks>();
 
+/** The pool of `logsDir`'s log, if it has one (for stats and tests; changes nothing). */
+export function findQueryPool(logsDir: string): QueryPool | undefined {
+  return pools.get(logsDir);
+}
+
 /** Who hears about the pool of `logsDir`: files quarantined, processes killed. */
 export function reportQueryPool(logsDir: string, report: typeof hooks): void {
   reporters.set(logsDir, report);

@@ -56,7 +56,8 @@ export class Spool {
   private syncing = false;
   private waiters: { resolve: () => void; reject: (err: Error) => void; errorsBefore: number }[] = [];
   private lastError = "";
-  private readonly timer: ReturnType<typeof setInterval>;
+  /** The fsync timer: armed by a write, so an idle spool wakes nobody. */
+  private timer: ReturnType<typeof setTimeout> | null = null;
   private closed = false;
   /** Records and bytes appended since open. */
   readonly stats = { appended: 0, bytes: 0, writes: 0, fsyncs: 0, writeErrors: 0 };
@@ -66,7 +67,6 @@ export class Spool {
     this.segment = this.path(this.segmentNumber);
     this.fd = openSync(this.segment, "a");
     this.segmentSize = 0;
-    this.timer = setInterval(() => this.sync(), Math.max(10, opts.fsyncMs));
   }
 
   /** Opens the spool in `dir`: recovers every segment (cutting off torn tails), then starts a new segment. */
@@ -215,6 +215,7 @@ export class Spool {
       this.stats.bytes += batch.length;
       this.segmentSize += batch.length;
       this.unsynced = true;
+      this.armSync();
     } catch (err) {
       this.stats.writeErrors++;
       this.lastError = (err as Error).message;
@@ -237,7 +238,7 @@ export class Spool {
   close(): void {
     if (this.closed) return;
     this.flush();
-    clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     this.closed = true;
     fdatasyncSync(this.fd);
     closeSync(this.fd);
@@ -266,7 +267,14 @@ export class Spool {
       }
       this.wake(waiting);
       if (this.waiters.length > 0) this.sync();
+      else if (this.unsynced) this.armSync(); // written while this fsync ran
     });
+  }
+
+  /** Schedules an fsync within fsyncMs (once: a timer already armed covers this write too). */
+  private armSync(): void {
+    if (this.closed) return;
+    this.timer ??= setTimeout(() => { this.timer = null; this.sync(); }, Math.max(10, this.opts.fsyncMs));
   }
 
   /** Makes room for at least `bytes` in the batch buffer, keeping what is in it. */
