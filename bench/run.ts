@@ -9,6 +9,7 @@ const BENCHES: Record<string, string> = {
   log: "./log.ts",
   admin: "./admin.ts",
   binary: "./binary.ts",
+  idle: "./idle.ts",
 };
 
 const name = process.argv[2];

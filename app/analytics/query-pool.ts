@@ -27,7 +27,7 @@ export interface QueryPoolLimits {
 
 /** Defaults for a 512 MB box. */
 export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
-  processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, rssBytes: 320 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
+  processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
 };
 
 /** What a query in flight is told by its process. */

@@ -124,7 +124,7 @@ export const DEFAULT_SETTINGS: Settings = {
   query_queue: 16,
   query_per_client: 4,
   query_result_mb: 32,
-  query_rss_mb: 320,
+  query_rss_mb: 384,
   query_idle_seconds: 300,
   log_compact_memory_mb: 128,
 };
