@@ -43,7 +43,8 @@ async function serveWith(dir: string, settings: Partial<Settings>) {
   const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
   let log = "";
   const reader = (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
-  await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log), "the server to listen", 60_000);
+  await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log) || p.exitCode !== null, "the server to listen", 120_000).catch((err) => { throw new Error(`${(err as Error).message}; its log: ${log}`); });
+  if (p.exitCode !== null) throw new Error(`the server exited with code ${p.exitCode}: ${log}`);
   const url = `http://127.0.0.1:${/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]}`;
   const count = async () => {
     const res = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT count(*) AS n, count(DISTINCT stream || '/' || seq) AS d FROM messages" }) });
