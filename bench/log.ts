@@ -101,10 +101,13 @@ async function concurrently(url: string, sql: string, clients: number, runs: num
   return all;
 }
 
-/** The hub's child processes (the query process among them). */
+/** The hub's query processes (children running `__query-engine`; compaction runs are left out). */
 async function children(pid: number): Promise<number[]> {
   try {
-    return (await Bun.file(`/proc/${pid}/task/${pid}/children`).text()).trim().split(/\s+/).filter(Boolean).map(Number);
+    const all = (await Bun.file(`/proc/${pid}/task/${pid}/children`).text()).trim().split(/\s+/).filter(Boolean).map(Number);
+    const out: number[] = [];
+    for (const c of all) if ((await Bun.file(`/proc/${c}/cmdline`).text().catch(() => "")).includes("__query-engine")) out.push(c);
+    return out;
   } catch {
     return [];
   }
