@@ -239,3 +239,30 @@ describe("query concurrency", () => {
     }
   });
 });
+
+describe("history queries per client", () => {
+  it("refuses a client past query_per_client with 429 and Retry-After, and serves its waiting query after", async () => {
+    const { startTestServer, waitFor } = await import("./support/server.ts");
+    const { queuedQueries } = await import("../app/analytics/run-query.ts");
+    const srv = await startTestServer({ query_timeout_seconds: 2, query_concurrency: 1, query_per_client: 1, recent_messages_per_stream: 1 });
+    try {
+      for (const body of ["a", "b", "c"]) await fetch(`${srv.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } });
+      // The one slot is busy with a slow SQL query (not a history query: no client share).
+      const slow = fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3" }) });
+      await waitFor(async () => (await import("../app/analytics/run-query.ts")).activeQueries() === 1, "the slow query to run");
+      const history = () => fetch(`${srv.url}/api/streams/hist/messages?source=log&limit=3`);
+      const waiting = history();
+      await waitFor(() => queuedQueries() === 1, "the first history query to wait");
+      const refused = await history();
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect((await refused.json()).error.message).toContain("query_per_client");
+      expect((await slow).status).toBe(400);
+      const served = await waiting;
+      expect(served.status).toBe(200);
+      expect(((await served.json()) as { messages: { data: string }[] }).messages.map((m) => m.data)).toEqual(["a", "b", "c"]);
+    } finally {
+      await srv.close();
+    }
+  });
+});
