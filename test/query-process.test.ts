@@ -69,6 +69,15 @@ describe("queries that DuckDB cannot stop", () => {
       expect(ok.status).toBe(200);
       expect(await ok.json()).toEqual([{ x: 42 }]);
       expect(s.log()).toContain("query process killed");
+      // Where DuckDB used to finish the stopped query later and abort the whole server: 30 s of
+      // health checks and live traffic after the kills, on the same process.
+      const until = Date.now() + 30_000;
+      for (let i = 0; Date.now() < until; i++) {
+        expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+        if (i % 5 === 0) await liveTraffic(s.url, `later-${i}`);
+        await Bun.sleep(1000);
+      }
+      expect(s.p.exitCode).toBeNull();
     } finally {
       expect(await s.stop()).toBe(0);
     }
