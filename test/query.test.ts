@@ -123,7 +123,7 @@ describe("SQL over the log", () => {
 });
 
 describe("POST /api/query", () => {
-  it("answers SQL over the live log from a worker, in JSON or CSV, and refuses escapes with 400", async () => {
+  it("answers SQL over the live log from the query process, in JSON or CSV, and refuses escapes with 400", async () => {
     const { startTestServer } = await import("./support/server.ts");
     const srv = await startTestServer();
     try {

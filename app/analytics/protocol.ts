@@ -16,6 +16,8 @@ export type ToEngine =
 /** Query process → hub. */
 export type FromEngine =
   | { type: "ready" }
+  /** DuckDB could not be loaded or opened: why, just before the process exits. */
+  | { type: "fatal"; error: string }
   | { type: "result"; id: number; body?: string; base64?: string; rows: number }
   /** A streamed query has started (its columns are known). */
   | { type: "start"; id: number }

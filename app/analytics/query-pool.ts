@@ -63,15 +63,17 @@ export class QueryProcess {
     this.ready = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
     this.ready.catch(() => {});
     this.send({ type: "open", dirs, resultBytes: limits.resultBytes });
-    readFrames(this.proc.stdout, (f) => {
+    const reading = readFrames(this.proc.stdout, (f) => {
       const frame = f as FromEngine;
       if (frame.type === "ready") {
         this.readyMs = Date.now() - this.startedAt;
         readyResolve();
-      } else if (frame.type === "quarantined") this.events.onQuarantine(frame);
+      } else if (frame.type === "fatal") this.killReason ??= frame.error;
+      else if (frame.type === "quarantined") this.events.onQuarantine(frame);
       else this.inflight.get(frame.id)?.onFrame(frame);
     }).catch(() => { /* the process went away: exited below */ });
-    void this.proc.exited.then((code) => {
+    // Its last frames (a "fatal" saying why) are read before its exit is handled.
+    void Promise.all([this.proc.exited, reading]).then(([code]) => {
       this.dead = true;
       const reason = this.killReason ?? `the query process exited unexpectedly (code ${code}); run the query again`;
       readyReject(new Error(reason));

@@ -8,7 +8,7 @@
  */
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { formatResult, QueryEngine, QueryError } from "./engine.ts";
+import type { QueryEngine as Engine } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
 import type { FromEngine, ToEngine } from "./protocol.ts";
 
@@ -25,7 +25,16 @@ const mb = (bytes: number) => `${Math.round(bytes / 1048576)} MB`;
 
 /** Runs the query process until stdin closes; returns the exit code. */
 export async function runQueryProcess(): Promise<number> {
-  let engine: QueryEngine | null = null;
+  // DuckDB loads here: when it cannot (no usable folder for its library, say), the hub hears why.
+  let mod: typeof import("./engine.ts");
+  try {
+    mod = await import("./engine.ts");
+  } catch (err) {
+    await send({ type: "fatal", error: (err as Error).message });
+    return 3;
+  }
+  const { formatResult, QueryEngine, QueryError } = mod;
+  let engine: Engine | null = null;
   let opening: Promise<void> | null = null;
   let resultBytes = 32 * 1024 * 1024;
   /** Credits for streamed queries: how many chunks the hub has asked for, and who waits for one. */
@@ -138,8 +147,8 @@ export async function runQueryProcess(): Promise<number> {
       resultBytes = m.resultBytes;
       opening = QueryEngine.open({ ...m.dirs, exportDir: join(m.dirs.tempDir, "..", "export") }, (q) => void send({ type: "quarantined", ...q }))
         .then(async (e) => { engine = e; await send({ type: "ready" }); });
-      opening.catch((err) => {
-        process.stderr.write(`query engine: cannot open DuckDB: ${(err as Error).message}\n`);
+      opening.catch(async (err) => {
+        await send({ type: "fatal", error: `cannot open DuckDB: ${(err as Error).message}` });
         process.exit(3);
       });
     } else if (m.type === "query") {
@@ -155,6 +164,6 @@ export async function runQueryProcess(): Promise<number> {
       if (c) { c.cancelled = true; c.wake?.(); }
     }
   });
-  (engine as QueryEngine | null)?.close();
+  (engine as Engine | null)?.close();
   return 0;
 }

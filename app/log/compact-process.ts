@@ -6,10 +6,7 @@
  * frame in on stdin (the job), one out on stdout (the outcome).
  */
 import { encodeFrame, readFrames } from "../analytics/frames.ts";
-import { compactSegments } from "./compaction.ts";
-import { mergeClosedPartitions } from "./merge.ts";
 import type { Quarantined } from "./quarantine.ts";
-import { enforceParquetRetention } from "./retention.ts";
 
 /** What the Compactor asks for. */
 export interface CompactJob {
@@ -29,6 +26,10 @@ export async function runCompactProcess(): Promise<number> {
   const { segments, logsDir, retention, memoryMb, giveUp } = job;
   let reply: unknown;
   try {
+    // DuckDB loads here: when it cannot, the outcome says why.
+    const { compactSegments } = await import("./compaction.ts");
+    const { mergeClosedPartitions } = await import("./merge.ts");
+    const { enforceParquetRetention } = await import("./retention.ts");
     const result = await compactSegments(segments, logsDir, { memoryMb, giveUp });
     const quarantined: Quarantined[] = [];
     let mergeError: string | undefined;
