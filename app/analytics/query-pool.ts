@@ -1,5 +1,5 @@
 import type { Subprocess } from "bun";
-import { residentBytes, selfCommand } from "../core/self-process.ts";
+import { residentBytes, runInBackground, selfCommand } from "../core/self-process.ts";
 import type { Quarantined } from "../log/quarantine.ts";
 import type { QueryEngineOptions } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
@@ -58,6 +58,7 @@ export class QueryProcess {
   constructor(dirs: QueryEngineOptions, limits: QueryPoolLimits, private readonly events: { onExit(p: QueryProcess, reason: string): void; onQuarantine(q: Quarantined): void }) {
     this.configKey = JSON.stringify([dirs, limits.resultBytes]);
     this.proc = Bun.spawn(selfCommand(["__query-engine"]), { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: process.env });
+    runInBackground(this.proc.pid);
     let readyResolve!: () => void;
     let readyReject!: (e: Error) => void;
     this.ready = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { setPriority } from "node:os";
 import { join } from "node:path";
 
 /**
@@ -19,5 +20,17 @@ export function residentBytes(pid: number): number {
     return Number(statm.split(" ")[1]) * 4096;
   } catch {
     return 0;
+  }
+}
+
+/**
+ * Lowers a child's scheduling priority (nice 10), so on a small box the hub's
+ * fan-out wins the CPU over a query or a compaction. Best effort.
+ */
+export function runInBackground(pid: number): void {
+  try {
+    setPriority(pid, 10);
+  } catch {
+    // not permitted here: it runs at normal priority
   }
 }

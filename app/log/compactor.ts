@@ -2,7 +2,7 @@ import type { Subprocess } from "bun";
 import { join } from "node:path";
 import { encodeFrame, readFrames } from "../analytics/frames.ts";
 import type { Logger } from "../core/logger.ts";
-import { selfCommand } from "../core/self-process.ts";
+import { runInBackground, selfCommand } from "../core/self-process.ts";
 import type { CompactJob } from "./compact-process.ts";
 import type { CompactionResult } from "./compaction.ts";
 import type { Quarantined } from "./quarantine.ts";
@@ -136,6 +136,7 @@ export class Compactor {
     return new Promise((resolve) => {
       let answer: CompactionOutcome | null = null;
       const child = Bun.spawn(selfCommand(["__compact"]), { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: process.env });
+      runInBackground(child.pid);
       this.child = child;
       const limit = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
       child.stdin.write(encodeFrame(job));
