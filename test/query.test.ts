@@ -266,3 +266,35 @@ describe("history queries per client", () => {
     }
   });
 });
+
+describe("the warm engine's spool tail", () => {
+  it("appends what the spool gains between queries, drops a segment once compacted, and rereads a segment the spool cut back", async () => {
+    const { encodeRecord } = await import("../app/log/record.ts");
+    const { appendFileSync, truncateSync, mkdirSync } = await import("node:fs");
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, "spool");
+    mkdirSync(spoolDir);
+    const seg = join(spoolDir, "0000000000000001.wal");
+    const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
+    writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
+    const engine = await open(tmp.dir);
+    const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
+    expect(await seqs()).toEqual([1, 2, 3]);
+    // A record still being written (half of it) is left for the next query.
+    const four = rec(4);
+    appendFileSync(seg, four.subarray(0, 10));
+    expect(await seqs()).toEqual([1, 2, 3]);
+    appendFileSync(seg, four.subarray(10));
+    expect(await seqs()).toEqual([1, 2, 3, 4]);
+    // A failed write cut back (the spool truncates to the last good size), then new records of the
+    // same length written where the cut ones were, before any query looked.
+    truncateSync(seg, rec(1).length * 2);
+    appendFileSync(seg, Buffer.concat([rec(5), rec(6)]));
+    expect(await seqs()).toEqual([1, 2, 5, 6]);
+    // Compacted: the segment's Parquet appears, the segment goes; each message once throughout.
+    await compactSegments([seg], join(tmp.dir, "logs"));
+    expect(await seqs()).toEqual([1, 2, 5, 6]);
+    engine.close();
+    tmp.remove();
+  });
+});

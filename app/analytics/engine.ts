@@ -41,6 +41,16 @@ interface TailSegment {
   offset: number;
   /** A bad record stopped reading a sealed segment here (reported once). */
   stuck?: string;
+  /** Where the last record read starts, and its header (length and CRC), to notice the file rewritten under it. */
+  lastStart?: number;
+  lastHeader?: string;
+}
+
+/** True when the last record read from `seg` is still where it was (its length and CRC unchanged). */
+function sameHeader(fd: number, seg: TailSegment): boolean {
+  if (seg.lastStart === undefined || seg.lastHeader === undefined) return true;
+  const header = Buffer.alloc(HEADER_BYTES);
+  return readSync(fd, header, 0, HEADER_BYTES, seg.lastStart) === HEADER_BYTES && header.toString("hex") === seg.lastHeader;
 }
 
 /** Bytes of a segment read at once. */
@@ -154,6 +164,16 @@ export class QueryEngine {
       }
       try {
         const size = fstatSync(fd).size;
+        if (seg.offset > 0 && (size < seg.offset || !sameHeader(fd, seg))) {
+          // The spool cut back a write that failed (disk full): what was read past the cut was never
+          // acknowledged (and new records may be where it was). Read this segment again from the start.
+          appender?.closeSync();
+          appender = null;
+          await this.admin.run(`DELETE FROM spool_tail WHERE segment = ${seg.number}`);
+          seg.offset = 0;
+          seg.stuck = undefined;
+          seg.lastStart = seg.lastHeader = undefined;
+        }
         let window = Buffer.allocUnsafe(0);
         // Read in windows of 4 MiB (or one record, when bigger), collecting the decoded
         // messages' garbage as it goes: a full segment must not take its size twice over.
@@ -181,6 +201,8 @@ export class QueryEngine {
               break;
             }
             appendMessage(appender, seg.number, r.message);
+            seg.lastStart = seg.offset + o;
+            seg.lastHeader = buf.toString("hex", o, o + HEADER_BYTES);
             o = r.next;
           }
           seg.offset += o;
