@@ -144,6 +144,37 @@ describe("query memory", () => {
     }
   });
 
+  it("lets a slow reader take 2 MB of SELECT repeat('x', 1000000) FROM range(1000) with the hub's memory flat, when the limits allow the query", async () => {
+    // Limits raised so DuckDB may build this 1 GB answer in the query process: the hub must still hold only a chunk or two.
+    const s = await serveWith({ query_timeout_seconds: 120, query_result_mb: 2048, query_rss_mb: 8192 });
+    try {
+      expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
+      const before = s.rss();
+      const res = await s.ask("SELECT repeat('x', 1000000) AS x FROM range(1000)", "ndjson");
+      expect(res.status).toBe(200);
+      const reader = res.body!.getReader();
+      let read = 0;
+      let peak = before;
+      while (read < 2 * 1024 * 1024) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        read += value.byteLength;
+        peak = Math.max(peak, s.rss());
+        await Bun.sleep(50);
+      }
+      for (let i = 0; i < 10; i++) {
+        peak = Math.max(peak, s.rss());
+        await Bun.sleep(100);
+      }
+      await reader.cancel();
+      expect(read).toBeGreaterThanOrEqual(2 * 1024 * 1024);
+      expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
   it("answers a 1 GB result (SELECT repeat('x', 1000000) FROM range(1000)) with a clear error, the hub's memory unchanged", async () => {
     const s = await serveWith({ query_timeout_seconds: 60 });
     try {
