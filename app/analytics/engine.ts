@@ -5,6 +5,7 @@ import { segmentNumber } from "../log/compaction.ts";
 import { datePartitions } from "../log/partitions.ts";
 import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
 import { decodeRecord, HEADER_BYTES, MAX_BODY_BYTES } from "../log/record.ts";
+import { LOG_ROW_COLUMNS } from "../log/rows.ts";
 import type { Message } from "../core/message.ts";
 import { Spool } from "../log/spool.ts";
 
@@ -66,8 +67,7 @@ function nextRecordBytes(fd: number, offset: number): number {
   return body <= MAX_BODY_BYTES ? HEADER_BYTES + body : 0;
 }
 
-function appendMessage(appender: DuckDBAppender, segment: number, m: Message): void {
-  appender.appendBigInt(BigInt(segment));
+function appendMessage(appender: DuckDBAppender, m: Message): void {
   appender.appendBigInt(BigInt(Math.round(m.ts)));
   appender.appendVarchar(m.stream);
   appender.appendBigInt(BigInt(m.seq));
@@ -118,7 +118,9 @@ export class QueryEngine {
     });
     const admin = await db.connect();
     await admin.run(`SET temp_directory = ${q(opts.tempDir)}`);
-    await admin.run(`CREATE TABLE spool_tail (segment BIGINT, ts_us BIGINT, stream VARCHAR, seq BIGINT, origin VARCHAR, kind VARCHAR, data VARCHAR)`);
+    // Each spool segment gets a table of its own (tail_<N>), dropped when the segment is gone: DuckDB
+    // gives a dropped table's memory back, where deleted rows would stay. spool_tail stays empty.
+    await admin.run(`CREATE TABLE spool_tail (${LOG_ROW_COLUMNS})`);
     const allowed = [opts.logsDir, opts.tempDir, ...(opts.exportDir ? [opts.exportDir] : [])].map((d) => q(d + "/"));
     await admin.run(`SET allowed_directories = [${allowed.join(", ")}]`);
     await admin.run("SET enable_external_access = false");
@@ -150,26 +152,27 @@ export class QueryEngine {
     const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
     const present = new Set(files);
     const gone = [...this.tail.keys()].filter((p) => !present.has(p));
-    let appender: DuckDBAppender | null = null;
     for (const [i, path] of files.entries()) {
-      const seg = this.tail.get(path) ?? { number: Number(segmentNumber(path)), offset: 0 };
+      const known = this.tail.get(path);
+      const seg = known ?? { number: Number(segmentNumber(path)), offset: 0 };
+      const table = `tail_${seg.number}`;
+      let appender: DuckDBAppender | null = null;
       let fd: number;
       try {
         fd = openSync(path, "r");
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
         // Compacted since the listing: its Parquet is in place (files move before the segment goes).
-        if (this.tail.has(path)) gone.push(path);
+        if (known) gone.push(path);
         continue;
       }
       try {
+        if (!known) await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
         const size = fstatSync(fd).size;
         if (seg.offset > 0 && (size < seg.offset || !sameHeader(fd, seg))) {
           // The spool cut back a write that failed (disk full): what was read past the cut was never
           // acknowledged (and new records may be where it was). Read this segment again from the start.
-          appender?.closeSync();
-          appender = null;
-          await this.admin.run(`DELETE FROM spool_tail WHERE segment = ${seg.number}`);
+          await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
           seg.offset = 0;
           seg.stuck = undefined;
           seg.lastStart = seg.lastHeader = undefined;
@@ -188,7 +191,7 @@ export class QueryEngine {
           }
           const buf = window.subarray(0, got);
           let o = 0;
-          appender ??= await this.admin.createAppender("spool_tail");
+          appender ??= await this.admin.createAppender(table);
           let stop = false;
           while (o < got) {
             const r = decodeRecord(buf, o);
@@ -200,7 +203,7 @@ export class QueryEngine {
               stop = true;
               break;
             }
-            appendMessage(appender, seg.number, r.message);
+            appendMessage(appender, r.message);
             seg.lastStart = seg.offset + o;
             seg.lastHeader = buf.toString("hex", o, o + HEADER_BYTES);
             o = r.next;
@@ -216,14 +219,14 @@ export class QueryEngine {
         }
       } finally {
         closeSync(fd);
+        appender?.closeSync();
       }
       this.tail.set(path, seg);
     }
-    appender?.closeSync();
-    if (gone.length > 0) {
-      const numbers = gone.map((p) => this.tail.get(p)?.number).filter((n) => n !== undefined);
-      for (const p of gone) this.tail.delete(p);
-      if (numbers.length > 0) await this.admin.run(`DELETE FROM spool_tail WHERE segment IN (${numbers.join(", ")})`);
+    for (const p of new Set(gone)) {
+      const seg = this.tail.get(p);
+      this.tail.delete(p);
+      if (seg) await this.admin.run(`DROP TABLE IF EXISTS tail_${seg.number}`);
     }
     // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
     const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
@@ -240,12 +243,13 @@ export class QueryEngine {
       }
     }
     parquet.sort();
-    const key = parquet.join("\n");
+    const tables = ["spool_tail", ...[...this.tail.values()].map((t) => `tail_${t.number}`)];
+    const key = [...parquet, ...tables].join("\n");
     if (key === this.viewKey) return;
     const files2 = parquet.length
       ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet([${parquet.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}) UNION ALL `
       : "";
-    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${files2}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM spool_tail`);
+    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${files2}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM (${tables.map((t) => `SELECT * FROM ${t}`).join(" UNION ALL ")})`);
     this.viewKey = key;
     for (const path of this.checked.keys()) if (!parquet.includes(path)) this.checked.delete(path);
   }
