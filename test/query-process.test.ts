@@ -220,3 +220,17 @@ describe("an idle query process", () => {
     }
   });
 });
+
+describe("the pipe framing", () => {
+  it("cuts a byte stream into the frames sent, whatever the chunk sizes", async () => {
+    const { encodeFrame, FrameReader } = await import("../app/analytics/frames.ts");
+    const frames = [{ a: 1 }, { b: "x".repeat(300_000) }, { c: [1, 2, 3] }, { d: "é€ and a \n newline" }];
+    const bytes = Buffer.concat(frames.map(encodeFrame));
+    for (const size of [1, 5, 4096, 65_536, bytes.length]) {
+      const got: unknown[] = [];
+      const reader = new FrameReader((v) => got.push(v));
+      for (let o = 0; o < bytes.length; o += size) reader.push(bytes.subarray(o, o + size));
+      expect(got).toEqual(frames);
+    }
+  });
+});

@@ -19,20 +19,39 @@ export function encodeFrame(value: unknown): Uint8Array {
 
 /** Cuts a byte stream into frames: feed it chunks, it calls `onFrame` for each whole frame. */
 export class FrameReader {
-  private buf: Buffer = Buffer.alloc(0);
+  /** Bytes received and not yet used, as they came (joined only once a whole frame is there). */
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  /** Length of the frame being received, once its header is in. */
+  private need = -1;
 
   constructor(private readonly onFrame: (value: unknown) => void) {}
 
   push(chunk: Uint8Array): void {
-    this.buf = this.buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.buf, chunk]);
-    while (this.buf.length >= 4) {
-      const length = this.buf.readUInt32LE(0);
-      if (length > MAX_FRAME_BYTES) throw new Error(`frame of ${length} bytes is larger than allowed (${MAX_FRAME_BYTES})`);
-      if (this.buf.length < 4 + length) break;
-      const body = this.buf.toString("utf8", 4, 4 + length);
-      this.buf = this.buf.subarray(4 + length);
+    this.chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    this.buffered += chunk.byteLength;
+    for (;;) {
+      if (this.need < 0) {
+        if (this.buffered < 4) return;
+        const length = this.join().readUInt32LE(0);
+        if (length > MAX_FRAME_BYTES) throw new Error(`frame of ${length} bytes is larger than allowed (${MAX_FRAME_BYTES})`);
+        this.need = length;
+      }
+      if (this.buffered < 4 + this.need) return;
+      const all = this.join();
+      const body = all.toString("utf8", 4, 4 + this.need);
+      const rest = all.subarray(4 + this.need);
+      this.chunks = rest.length ? [rest] : [];
+      this.buffered = rest.length;
+      this.need = -1;
       this.onFrame(JSON.parse(body));
     }
+  }
+
+  /** The buffered bytes as one buffer (kept joined). */
+  private join(): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
+    return this.chunks[0]!;
   }
 }
 
