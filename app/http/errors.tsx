@@ -18,6 +18,7 @@ export const handleError = (logger: Logger) =>
     // decodeURIComponent's URIError is always bad input; the request screen catches most before routing.
     if (err instanceof URIError) err = badRequest(`the request is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`);
     if (err instanceof AppError) {
+      if (err.status === 503 || err.status === 429) c.header("Retry-After", "2");
       if (err.cause) logger.warn("request failed", { path: c.req.path, status: err.status, cause: err.cause });
       // The rest of a body over the limit is never read: the connection ends after this answer.
       if (err.status === 413) c.header("Connection", "close");
