@@ -38,6 +38,9 @@ export async function main(argv: string[], io: CommandIO): Promise<number> {
     return name === undefined ? 2 : 0;
   }
   if (name === "--version") return version.run([], io);
+  // Internal: the child processes the server starts (the same binary), never typed by hand.
+  if (name === "__query-engine") return (await import("./analytics/query-process.ts")).runQueryProcess();
+  if (name === "__compact") return (await import("./log/compact-process.ts")).runCompactProcess();
   const command = COMMANDS.find((c) => c.name === name);
   if (!command) {
     io.err(`switchyard: unknown command ${JSON.stringify(name)}; commands: ${COMMANDS.map((c) => c.name).join(", ")}\n`);

@@ -39,6 +39,7 @@ import { relaySecret } from "./relay/relay-secret.ts";
 import { ServerTls } from "./tls/server-tls.ts";
 import { RotatingListener } from "./tls/listener.ts";
 import { trustCaFile } from "./tls/outbound.ts";
+import { closeQueryPool, reportQueryPool } from "./analytics/run-query.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -150,7 +151,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const compactor = new Compactor({
     spool, logsDir: join(config.dataDir, "logs"), intervalSeconds: () => store.settings.log_compact_seconds, logger,
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }),
+    memoryMb: () => store.settings.log_compact_memory_mb,
     onOutcome: (o) => alerts.compaction(o),
+  });
+  // The query processes report files they quarantined, and kills: the log and the compaction alert hear of them.
+  reportQueryPool(join(config.dataDir, "logs"), {
+    onQuarantine: (q) => {
+      logger.error("log: moved an unreadable Parquet file to quarantine", { file: q.from, to: q.to, reason: q.reason });
+      alerts.compaction({ ok: false, error: `${q.from} moved to ${q.to || "(could not be moved)"}: ${q.reason}` });
+    },
+    onKill: (reason) => logger.warn("query process killed", { reason }),
   });
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
@@ -230,14 +240,27 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       logger.error("tls_ca_file not applied", { error: err });
     }
   });
-  const ticker = setInterval(() => {
+  // Once a second while anything is going on (clients, streams, destinations, UDP traffic, a
+  // firing alert); every 10 s on an idle box, so it wakes rarely (alert checks such as disk space
+  // still run, a little later).
+  let ticker: ReturnType<typeof setTimeout>;
+  let datagrams = 0;
+  const busy = () => {
+    const seen = udp.snapshot().totals.datagrams;
+    const moved = seen !== datagrams;
+    datagrams = seen;
+    return moved || hub.connections > 0 || hub.listStreams().length > 0 || destinations.list().length > 0 || alerts.snapshot().firing.length > 0;
+  };
+  const tick = () => {
     hub.tick();
     rates.sample();
     udp.tick();
     alerts.tick();
     keepaliveSweep(hub.listStreams().flatMap((s) => [...s.connections]), boot.keepalive_seconds * 1000);
     listener.sweep();
-  }, 1000);
+    ticker = setTimeout(tick, busy() ? 1000 : 10_000);
+  };
+  ticker = setTimeout(tick, 1000);
   alerts.started();
   const port = server.port!;
   const scheme = tls ? "https" : "http";
@@ -254,8 +277,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let stopping: Promise<void> | null = null;
   const stop = () =>
     (stopping ??= (async () => {
-      clearInterval(ticker);
+      clearTimeout(ticker);
       await compactor.stop();
+      await closeQueryPool(join(config.dataDir, "logs"));
       await alerts.stopping();
       alerts.close();
       udp.close();

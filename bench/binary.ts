@@ -13,6 +13,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DIST, runnerFor, type Platform } from "../test/binary-support.ts";
+import { idleCpuPercent } from "./support/proc.ts";
 
 /** VmRSS and its parts from /proc: anonymous memory, and file pages (the binary's own, shared with the page cache). */
 async function rss(pid: number): Promise<{ total: number; anon: number; file: number }> {
@@ -79,6 +80,8 @@ async function benchPlatform(platform: Platform, rounds: number, work: string) {
   const env = (dir: string) => ({ PATH: "/usr/bin:/bin", HOME: dir, XDG_CACHE_HOME: join(dir, "cache") });
   const first: Start[] = [], second: Start[] = [], bareStart: number[] = [];
   let rssFirst = { total: 0, anon: 0, file: 0 }, rssSecond = rssFirst, rssBare = rssFirst;
+  let cpuSecond = 0, cpuBare = 0;
+  const cpuWindow = emulated ? 0 : 60;
 
   for (let r = 0; r < rounds; r++) {
     const dir = mkdtempSync(join(work, `${platform}-`));
@@ -89,7 +92,7 @@ async function benchPlatform(platform: Platform, rounds: number, work: string) {
         const port = await freePort();
         const b = await timeToHealthz([...runner.prefix, bare, String(port)], port, env(dir), dir, 30_000 * slow);
         bareStart.push(b.ms);
-        if (r === rounds - 1) { await Bun.sleep(3000); rssBare = await rss(b.p.pid); }
+        if (r === rounds - 1) { await Bun.sleep(3000); rssBare = await rss(b.p.pid); if (cpuWindow) { await Bun.sleep(7000); cpuBare = await idleCpuPercent(b.p.pid, cpuWindow); } }
         await stop(b.p);
       };
       if (r % 2 === 0) await runBare();
@@ -102,7 +105,7 @@ async function benchPlatform(platform: Platform, rounds: number, work: string) {
       const b = await timeToHealthz(sy(p2), p2, env(dir), dir, 60_000 * slow);
       if (!/duckdb native library reused/.test(b.log())) throw new Error(`the second start did not reuse the library: ${b.log()}`);
       second.push({ ms: b.ms, unpackMs: null });
-      if (r === rounds - 1) { await Bun.sleep(3000); rssSecond = await rss(b.p.pid); }
+      if (r === rounds - 1) { await Bun.sleep(3000); rssSecond = await rss(b.p.pid); if (cpuWindow) { await Bun.sleep(7000); cpuSecond = await idleCpuPercent(b.p.pid, cpuWindow); } }
       await stop(b.p);
       if (r % 2 === 1) await runBare();
     } finally {
@@ -122,6 +125,7 @@ async function benchPlatform(platform: Platform, rounds: number, work: string) {
   const parts = (m: typeof rssFirst) => `${mib(m.total)} (anon ${mib(m.anon)}, file ${mib(m.file)})`;
   console.log(`| idle RSS 3 s after the second start (as the service runs) | ${parts(rssSecond)} | ${parts(rssBare)} | ${(rssSecond.total / rssBare.total).toFixed(2)} |`);
   console.log(`| idle RSS 3 s after the first start | ${parts(rssFirst)} | | ${(rssFirst.total / rssBare.total).toFixed(2)} |`);
+  if (cpuWindow) console.log(`| idle CPU over ${cpuWindow} s from 10 s after the second start, % of one core (target <= 0.1) | ${cpuSecond.toFixed(3)} | ${cpuBare.toFixed(3)} | |`);
   console.log(`all first starts: ${first.map((x) => x.ms.toFixed(0)).join(", ")} ms; second: ${second.map((x) => x.ms.toFixed(0)).join(", ")} ms; bare: ${bareStart.map((x) => x.toFixed(0)).join(", ")} ms`);
 }
 

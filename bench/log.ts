@@ -7,13 +7,18 @@
  * Measures messages/s the hub accepted (from the first message to the last
  * counted in /api/streams) and RSS idle and during ingest.
  *
- *   npm run bench -- log [--quick] [--rounds N] [--rows N]
+ *   npm run bench -- log [--quick] [--rounds N] [--rows N] [--queries-only]
  *
- * Part 2, query latency: 10 million rows of log are generated straight into the
- * Parquet layout (by DuckDB: logging them through the hub would take the whole
- * run), and typical queries go to POST /api/query of a running Switchyard:
- * median and worst of 5 runs each. Part 3: the server's RSS idle, during ingest
- * (part 1) and during a query.
+ * Part 2, queries: 10 million rows (--rows) of log are generated straight into
+ * the Parquet layout (by DuckDB: logging them through the hub would take the
+ * whole run). Four typical queries and a Grafana time-series panel's query go to
+ * POST /api/query of a running Switchyard: median and p99 of 50 runs (20 with
+ * --quick) against the same SQL on a warm DuckDB over the same files in a
+ * process of its own (the baseline, same threads and memory limit); then 8
+ * concurrent clients (p99); then the same queries while a publisher ingests
+ * flat out; the hub's fan-out alone and during a heavy query; and the RSS of the
+ * hub and of the query process idle, under the queries and after the query
+ * process's idle exit, with the first query's time after it.
  */
 import { DuckDBInstance } from "@duckdb/node-api";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -23,6 +28,8 @@ import { rssBytes, runClient } from "./support/proc.ts";
 import { startSwitchyard, type SwitchyardProcess } from "./support/switchyard-proc.ts";
 
 const PUBLISHER = join(import.meta.dir, "support", "publisher.ts");
+const WARM = join(import.meta.dir, "support", "warm-duckdb.ts");
+const FANOUT = join(import.meta.dir, "support", "fanout-client.ts");
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
 
@@ -58,33 +65,62 @@ async function generateLog(logsDir: string, rows: number): Promise<void> {
   db.closeSync();
 }
 
-/** Times POST /api/query for each query: median and worst of `runs`, and the server's peak RSS meanwhile. */
-async function queryLatency(sy: SwitchyardProcess, runs: number, rows: number) {
-  const queries: [string, string][] = [
-    ["count by stream", "SELECT stream, count(*) AS n FROM messages GROUP BY 1"],
-    ["1-minute buckets of one stream, one day", "SELECT time_bucket(INTERVAL 1 MINUTE, ts) AS t, avg((data::JSON->>'v')::INT) AS v FROM messages WHERE stream = 'spin7' AND date = DATE '2026-11-24' GROUP BY 1 ORDER BY 1"],
-    ["latest 100 of one stream", "SELECT ts, seq, data FROM messages WHERE stream = 'spin7' ORDER BY ts DESC LIMIT 100"],
-    ["point lookup by seq", `SELECT * FROM messages WHERE stream = 'spin7' AND seq = ${Math.floor(rows / 40)}`],
+/** The queries timed: the four of the first version of this benchmark, and a Grafana time-series panel. */
+function benchQueries(rows: number): { name: string; sql: string }[] {
+  return [
+    { name: "count by stream", sql: "SELECT stream, count(*) AS n FROM messages GROUP BY 1" },
+    { name: "1-minute buckets of one stream, one day", sql: "SELECT time_bucket(INTERVAL 1 MINUTE, ts) AS t, avg((data::JSON->>'v')::INT) AS v FROM messages WHERE stream = 'spin7' AND date = DATE '2026-11-24' GROUP BY 1 ORDER BY 1" },
+    { name: "latest 100 of one stream", sql: "SELECT ts, seq, data FROM messages WHERE stream = 'spin7' ORDER BY ts DESC LIMIT 100" },
+    { name: "point lookup by seq", sql: `SELECT * FROM messages WHERE stream = 'spin7' AND seq = ${Math.floor(rows / 40)}` },
+    // What POST /grafana/query runs for a time-series panel of spin7:v over 6 hours at 1-minute intervals.
+    { name: "Grafana panel: spin7:v, 6 h, 1 min", sql: "SELECT epoch_ms(time_bucket(to_milliseconds(60000::BIGINT), ts)) AS t, avg(TRY_CAST(data::JSON->>'v' AS DOUBLE)) AS v FROM messages WHERE stream = 'spin7' AND ts >= make_timestamp(1795435200000000::BIGINT) AND ts <= make_timestamp(1795456800000000::BIGINT) GROUP BY 1 ORDER BY 1" },
   ];
-  let peak = 0;
-  const sampler = setInterval(async () => { peak = Math.max(peak, await rssBytes(sy.pid)); }, 50);
-  const out: { name: string; median: number; worst: number; rows: string }[] = [];
-  for (const [name, sql] of queries) {
-    const times: number[] = [];
-    let rows = "";
-    for (let i = 0; i < runs; i++) {
-      const t0 = performance.now();
-      const r = await fetch(`${sy.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }), headers: sy.adminHeaders });
-      if (!r.ok) throw new Error(`${name}: ${await r.text()}`);
-      await r.arrayBuffer();
-      times.push(performance.now() - t0);
-      rows = r.headers.get("x-switchyard-rows") ?? "";
-    }
-    times.sort((a, b) => a - b);
-    out.push({ name, median: times[Math.floor(times.length / 2)]!, worst: times[times.length - 1]!, rows });
+}
+
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+const stats = (times: number[]) => {
+  const s = [...times].sort((a, b) => a - b);
+  return { median: pct(s, 50), p99: pct(s, 99) };
+};
+
+/** One POST /api/query (with the server's admin token); its time in ms. */
+async function timeQuery(sy: Pick<SwitchyardProcess, "url" | "adminHeaders">, sql: string): Promise<number> {
+  const t0 = performance.now();
+  const r = await fetch(`${sy.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }), headers: sy.adminHeaders });
+  if (!r.ok) throw new Error(`${sql}: ${r.status} ${await r.text()}`);
+  await r.arrayBuffer();
+  return performance.now() - t0;
+}
+
+/** `clients` clients each running `sql` `runs` times at once; every time in ms. */
+async function concurrently(sy: Pick<SwitchyardProcess, "url" | "adminHeaders">, sql: string, clients: number, runs: number): Promise<number[]> {
+  const all: number[] = [];
+  await Promise.all(Array.from({ length: clients }, async () => {
+    for (let i = 0; i < runs; i++) all.push(await timeQuery(sy, sql));
+  }));
+  return all;
+}
+
+/** The hub's query processes (children running `__query-engine`; compaction runs are left out). */
+async function children(pid: number): Promise<number[]> {
+  try {
+    const all = (await Bun.file(`/proc/${pid}/task/${pid}/children`).text()).trim().split(/\s+/).filter(Boolean).map(Number);
+    const out: number[] = [];
+    for (const c of all) if ((await Bun.file(`/proc/${c}/cmdline`).text().catch(() => "")).includes("__query-engine")) out.push(c);
+    return out;
+  } catch {
+    return [];
   }
-  clearInterval(sampler);
-  return { results: out, peak };
+}
+
+/** Samples the RSS of the hub and of its children every 50 ms until stopped; returns the peaks. */
+function rssSampler(pid: number) {
+  const peak = { hub: 0, query: 0 };
+  const t = setInterval(async () => {
+    peak.hub = Math.max(peak.hub, await rssBytes(pid));
+    for (const c of await children(pid)) peak.query = Math.max(peak.query, (await rssBytes(c).catch(() => 0)) || 0);
+  }, 50);
+  return { peak, stop: () => clearInterval(t) };
 }
 
 export async function run(args: string[]) {
@@ -92,6 +128,7 @@ export async function run(args: string[]) {
   const roundsArg = args.indexOf("--rounds");
   const rounds = roundsArg >= 0 ? Number(args[roundsArg + 1]) : quick ? 1 : 3;
   const messages = quick ? 200_000 : 1_000_000;
+  if (args.includes("--queries-only")) return queriesOnly(args, quick);
   const sy = await startSwitchyard({});
   const setLog = async (on: boolean) => {
     const r = await fetch(`${sy.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ log_exclude: on ? [] : ["*"] }), headers: sy.adminHeaders });
@@ -118,25 +155,98 @@ export async function run(args: string[]) {
     await sy.stop();
   }
 
+  await queriesOnly(args, quick);
+}
+
+async function queriesOnly(args: string[], quick: boolean) {
   const rowsArg = args.indexOf("--rows");
   const rows = rowsArg >= 0 ? Number(args[rowsArg + 1]) : quick ? 1_000_000 : 10_000_000;
+  const runs = quick ? 20 : 50;
   const dataDir = mkdtempSync(join(tmpdir(), "switchyard-bench-log-"));
   try {
     const t0 = performance.now();
     await generateLog(join(dataDir, "logs"), rows);
     console.log(`\ngenerated ${fmt(rows)} rows of log as Parquet in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    const q = await startSwitchyard({}, 0, dataDir);
-    try {
-      const idleQ = await rssBytes(q.pid);
-      const { results, peak } = await queryLatency(q, 5, rows);
-      console.log("\n| query over " + fmt(rows) + " rows (POST /api/query) | median ms | worst ms | rows |");
-      console.log("|---|---|---|---|");
-      for (const r of results) console.log(`| ${r.name} | ${r.median.toFixed(0)} | ${r.worst.toFixed(0)} | ${r.rows} |`);
-      console.log(`\nserver RSS: idle ${mib(idleQ)}, peak during the queries ${mib(peak)}, after ${mib(await rssBytes(q.pid))}`);
-    } finally {
-      await q.stop();
-    }
+    await queryBench(dataDir, rows, runs, quick);
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/** Part 2 and 3: query latency against a warm DuckDB, under concurrency and ingest; fan-out during a heavy query; RSS. */
+async function queryBench(dataDir: string, rows: number, runs: number, quick: boolean) {
+  const queries = benchQueries(rows);
+  const idleSeconds = 10;
+  const q = await startSwitchyard({ query_idle_seconds: idleSeconds, query_timeout_seconds: 300 }, 0, dataDir);
+  try {
+    await Bun.sleep(1000);
+    const idleHub = await rssBytes(q.pid);
+    // The baseline: a warm DuckDB in a process of its own, same files, threads and memory limit as the query process.
+    const warm = await runClient<Record<string, number[]>>(WARM, { logsDir: join(dataDir, "logs"), queries, runs, threads: 1, memoryMb: 128 });
+    const first = await timeQuery(q, "SELECT 1 AS x"); // starts the query process
+    const sampler = rssSampler(q.pid);
+    const single: Record<string, ReturnType<typeof stats>> = {};
+    for (const { name, sql } of queries) {
+      await timeQuery(q, sql);
+      const times: number[] = [];
+      for (let i = 0; i < runs; i++) times.push(await timeQuery(q, sql));
+      single[name] = stats(times);
+    }
+    const conc: Record<string, ReturnType<typeof stats>> = {};
+    for (const { name, sql } of queries) conc[name] = stats(await concurrently(q, sql, 8, Math.max(3, Math.floor(runs / 4))));
+    console.log(`\n| query over ${fmt(rows)} rows | POST /api/query median / p99 ms | warm DuckDB median / p99 ms | target median (1.5x + 5 ms) | 8 clients p99 ms | target p99 (3x single median) |`);
+    console.log("|---|---|---|---|---|---|");
+    for (const { name } of queries) {
+      const w = stats(warm[name]!), s = single[name]!, c = conc[name]!;
+      const target = 1.5 * w.median + 5;
+      console.log(`| ${name} | ${s.median.toFixed(1)} / ${s.p99.toFixed(1)} | ${w.median.toFixed(1)} / ${w.p99.toFixed(1)} | ${target.toFixed(1)} ${s.median <= target ? "met" : "MISSED"} (${(s.median / w.median).toFixed(2)}x) | ${c.p99.toFixed(1)} | ${(3 * s.median).toFixed(1)} ${c.p99 <= 3 * s.median ? "met" : "MISSED"} |`);
+    }
+
+    // The same queries while a publisher sends flat out (aiming at 100,000 msg/s) into the log.
+    const ingestMessages = quick ? 1_000_000 : 3_000_000;
+    const ingest = runClient<{ seconds: number }>(PUBLISHER, { url: `ws://127.0.0.1:${q.port}/ws/ingest`, messages: ingestMessages, bytes: 100 });
+    let done = false;
+    void ingest.finally(() => { done = true; });
+    const during: Record<string, number[]> = {};
+    while (!done) {
+      for (const { name, sql } of queries) (during[name] ??= []).push(await timeQuery(q, sql));
+    }
+    const { seconds } = await ingest;
+    console.log(`\nduring ingest of ${fmt(ingestMessages)} messages at ${fmt(ingestMessages / seconds)} msg/s (one websocket publisher, flat out):`);
+    console.log("| query | median ms during ingest | runs | median ms without |");
+    console.log("|---|---|---|---|");
+    for (const { name } of queries) console.log(`| ${name} | ${stats(during[name] ?? [NaN]).median.toFixed(1)} | ${during[name]?.length ?? 0} | ${single[name]!.median.toFixed(1)} |`);
+
+    // Hub fan-out (as in bench -- hub: 100 subscribers) alone, then while a heavy query runs over and over.
+    const fan = { subs: 100, messages: quick ? 4_000 : 20_000, bytes: 80 };
+    const url = `ws://127.0.0.1:${q.port}/ws/fanout`;
+    const alone = await runClient<{ perSecond: number }>(FANOUT, { url, ...fan });
+    let heavyRunning = true;
+    // A full scan of every row (CPU-bound, little memory), over and over.
+    const heavySql = "SELECT stream, avg(length(data)) AS l, max(seq) AS s, count(*) AS n FROM messages GROUP BY 1";
+    let heavyRuns = 0;
+    const heavy = (async () => { while (heavyRunning) { await timeQuery(q, heavySql).catch((e) => console.log(`heavy query failed: ${(e as Error).message}`)); heavyRuns++; } })();
+    await Bun.sleep(200);
+    const loaded = await runClient<{ perSecond: number }>(FANOUT, { url, ...fan });
+    heavyRunning = false;
+    await heavy;
+    console.log(`\nhub fan-out, ${fan.subs} subscribers x ${fmt(fan.messages)}: alone ${fmt(alone.perSecond)} delivered/s, during a heavy query (${heavyRuns} runs of a full-scan aggregate) ${fmt(loaded.perSecond)} delivered/s: ratio **${(loaded.perSecond / alone.perSecond).toFixed(2)}** (target >= 0.9)`);
+
+    sampler.stop();
+    const underHub = sampler.peak.hub, underQuery = sampler.peak.query;
+    // Idle exit: the query process goes after query_idle_seconds; the next query starts it again.
+    await Bun.sleep((idleSeconds + 3) * 1000);
+    const left = await children(q.pid);
+    const afterHub = await rssBytes(q.pid);
+    const restart = await timeQuery(q, queries[0]!.sql);
+    const warmAgain = await timeQuery(q, queries[0]!.sql);
+    console.log(`\nRSS | hub | query process`);
+    console.log("|---|---|---|");
+    console.log(`| idle, before the first query | ${mib(idleHub)} | none |`);
+    console.log(`| peak under the queries above | ${mib(underHub)} | ${mib(underQuery)} |`);
+    console.log(`| ${idleSeconds + 3} s after the last query (query_idle_seconds ${idleSeconds}) | ${mib(afterHub)} | ${left.length === 0 ? "exited" : `still running (${left.length})`} |`);
+    console.log(`\nfirst query after start ${first.toFixed(0)} ms (process start, DuckDB open); first query after the idle exit (${queries[0]!.name}) ${restart.toFixed(0)} ms, the next ${warmAgain.toFixed(0)} ms`);
+  } finally {
+    await q.stop();
   }
 }

@@ -10,6 +10,7 @@ const BENCHES: Record<string, string> = {
   admin: "./admin.ts",
   binary: "./binary.ts",
   soak: "./soak.ts",
+  idle: "./idle.ts",
 };
 
 const name = process.argv[2];

@@ -22,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { newTokenSecret } from "../app/auth/stream-token.ts";
+import { adminTokenSecret, signAdminToken } from "../app/auth/admin-token.ts";
 import { SettingsStore } from "../app/config/store.ts";
 import { TOKEN_SECRET_NAME } from "../app/server.ts";
 import { rssBytes, runClient } from "./support/proc.ts";
@@ -101,6 +102,8 @@ export async function run(argv: string[]): Promise<void> {
   const store = SettingsStore.open(dataDir);
   store.update({ log_segment_seconds: SEGMENT_SECONDS, log_compact_seconds: COMPACT_SECONDS });
   store.secret(TOKEN_SECRET_NAME, newTokenSecret);
+  // The soak's queries run as the admin (loopback grants no admin power).
+  const adminHeaders = { Authorization: `Bearer ${await signAdminToken(adminTokenSecret(store), 24 * 3600)}` };
   store.close();
   const server = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-host", "127.0.0.1", "--udp-port", String(udpPort)],
     { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
@@ -147,7 +150,7 @@ export async function run(argv: string[]): Promise<void> {
       nextQuery += 5000;
       const q0 = performance.now();
       try {
-        const r = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql: QUERY }), signal: AbortSignal.timeout(60_000) });
+        const r = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql: QUERY }), headers: adminHeaders, signal: AbortSignal.timeout(60_000) });
         const body = await r.text();
         if (r.ok) queryTimes.push({ at: Date.now(), ms: performance.now() - q0 });
         else queryFailures.push(`${r.status} ${body.slice(0, 200)}`);

@@ -18,10 +18,9 @@ const ROOT = resolve(import.meta.dir, "..");
 // AVX2 and dies with SIGILL on older CPUs and on VMs with a conservative CPU model.
 const TARGETS = { "linux-x64": "bun-linux-x64-baseline", "linux-arm64": "bun-linux-arm64" } as const;
 type Platform = keyof typeof TARGETS;
-// The CLI and every Worker script: the binary finds a worker by its file name
-// (`new Worker(new URL("./x-worker.ts", import.meta.url))` → /$bunfs/root/x-worker.js),
-// so a new worker must be listed here, with a name no other entry has.
-const ENTRIES = ["app/main.ts", "app/log/compact-worker.ts", "app/analytics/query-worker.ts"];
+// The CLI: the query engine and compaction run as child processes of the same binary
+// (`switchyard __query-engine`, `switchyard __compact`), so there is one entry.
+const ENTRIES = ["app/main.ts"];
 
 function fail(msg: string): never {
   console.error(`build: ${msg}`);

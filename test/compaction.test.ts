@@ -44,7 +44,7 @@ describe("compaction to Parquet", () => {
     const r = await compactSegments(segments, logsDir);
     expect(r).toMatchObject({ segments: segments.length, rows: 100, recovered: 0 });
     expect(Spool.segments(spoolDir)).toEqual([]);
-    expect(r.files.every((f) => /^stream=(lab%2Frig-1|spin30)\/date=2026-11-23\/seg\d+_\d+\.parquet$/.test(f))).toBe(true);
+    expect(r.files.every((f) => /^stream=(lab%2Frig-1|spin30)\/date=2026-11-23\/seg\d+_\d+_\d+\.parquet$/.test(f))).toBe(true);
     const glob = `read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true)`;
     expect(await query(`SELECT stream, count(*)::INT AS n, min(seq)::INT AS first, max(seq)::INT AS last FROM ${glob} GROUP BY 1 ORDER BY 1`)).toEqual([
       { stream: "lab/rig-1", n: 50, first: 1, last: 99 },

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { startTestServer, type TestServer } from "./support/server.ts";
 
-// Queries run DuckDB in workers: more than Bun's 5 s default.
+// Queries run DuckDB in a child process: more than Bun's 5 s default.
 setDefaultTimeout(60_000);
 
 let srv: TestServer;

@@ -123,7 +123,7 @@ describe("SQL over the log", () => {
 });
 
 describe("POST /api/query", () => {
-  it("answers SQL over the live log from a worker, in JSON or CSV, and refuses escapes with 400", async () => {
+  it("answers SQL over the live log from the query process, in JSON or CSV, and refuses escapes with 400", async () => {
     const { startTestServer } = await import("./support/server.ts");
     const srv = await startTestServer();
     try {
@@ -209,27 +209,92 @@ describe("streamed answers", () => {
 });
 
 describe("query concurrency", () => {
-  it("answers 503 when more queries than the box allows are running, and serves again after", async () => {
+  it("queues queries past the slots, answers 503 with Retry-After only when the queue is full, and serves the queued one after", async () => {
     const { startTestServer } = await import("./support/server.ts");
-    const { MAX_CONCURRENT_QUERIES, activeQueries } = await import("../app/analytics/run-query.ts");
+    const { MAX_CONCURRENT_QUERIES, activeQueries, queuedQueries } = await import("../app/analytics/run-query.ts");
     const { waitFor } = await import("./support/server.ts");
-    const srv = await startTestServer({ query_timeout_seconds: 2 });
+    const srv = await startTestServer({ query_timeout_seconds: 2, query_queue: 1 });
     try {
       // A cross join far too big to finish: stopped by the 2 s time limit.
       const slow = "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3";
       const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql, format: "json" }) });
       const running = Array.from({ length: MAX_CONCURRENT_QUERIES }, () => ask(slow));
       await waitFor(() => activeQueries() === MAX_CONCURRENT_QUERIES, "the slow queries to start");
+      const queued = ask("SELECT 42 AS x");
+      await waitFor(() => queuedQueries() === 1, "the next query to wait in the queue");
       const refused = await ask("SELECT 1 AS x");
       expect(refused.status).toBe(503);
-      expect((await refused.json()).error.message).toContain("queries are running already");
+      expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect((await refused.json()).error.message).toContain("are waiting (query_queue)");
       for (const r of await Promise.all(running)) {
         expect(r.status).toBe(400);
         expect((await r.json()).error.message).toContain("took longer than 2 s");
       }
+      const late = await queued;
+      expect(late.status).toBe(200);
+      expect(await late.json()).toEqual([{ x: 42 }]);
       expect((await ask("SELECT 1 AS x")).status).toBe(200);
     } finally {
       await srv.close();
     }
+  });
+});
+
+describe("history queries per client", () => {
+  it("refuses a client past query_per_client with 429 and Retry-After, and serves its waiting query after", async () => {
+    const { startTestServer, waitFor } = await import("./support/server.ts");
+    const { queuedQueries } = await import("../app/analytics/run-query.ts");
+    const srv = await startTestServer({ query_timeout_seconds: 2, query_concurrency: 1, query_per_client: 1, recent_messages_per_stream: 1 });
+    try {
+      for (const body of ["a", "b", "c"]) await fetch(`${srv.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } });
+      // The one slot is busy with a slow SQL query (not a history query: no client share).
+      const slow = fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3" }) });
+      await waitFor(async () => (await import("../app/analytics/run-query.ts")).activeQueries() === 1, "the slow query to run");
+      const history = () => fetch(`${srv.url}/api/streams/hist/messages?source=log&limit=3`);
+      const waiting = history();
+      await waitFor(() => queuedQueries() === 1, "the first history query to wait");
+      const refused = await history();
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect((await refused.json()).error.message).toContain("query_per_client");
+      expect((await slow).status).toBe(400);
+      const served = await waiting;
+      expect(served.status).toBe(200);
+      expect(((await served.json()) as { messages: { data: string }[] }).messages.map((m) => m.data)).toEqual(["a", "b", "c"]);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe("the warm engine's spool tail", () => {
+  it("appends what the spool gains between queries, drops a segment once compacted, and rereads a segment the spool cut back", async () => {
+    const { encodeRecord } = await import("../app/log/record.ts");
+    const { appendFileSync, truncateSync, mkdirSync } = await import("node:fs");
+    const tmp = tempDir();
+    const spoolDir = join(tmp.dir, "spool");
+    mkdirSync(spoolDir);
+    const seg = join(spoolDir, "0000000000000001.wal");
+    const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
+    writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
+    const engine = await open(tmp.dir);
+    const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
+    expect(await seqs()).toEqual([1, 2, 3]);
+    // A record still being written (half of it) is left for the next query.
+    const four = rec(4);
+    appendFileSync(seg, four.subarray(0, 10));
+    expect(await seqs()).toEqual([1, 2, 3]);
+    appendFileSync(seg, four.subarray(10));
+    expect(await seqs()).toEqual([1, 2, 3, 4]);
+    // A failed write cut back (the spool truncates to the last good size), then new records of the
+    // same length written where the cut ones were, before any query looked.
+    truncateSync(seg, rec(1).length * 2);
+    appendFileSync(seg, Buffer.concat([rec(5), rec(6)]));
+    expect(await seqs()).toEqual([1, 2, 5, 6]);
+    // Compacted: the segment's Parquet appears, the segment goes; each message once throughout.
+    await compactSegments([seg], join(tmp.dir, "logs"));
+    expect(await seqs()).toEqual([1, 2, 5, 6]);
+    engine.close();
+    tmp.remove();
   });
 });

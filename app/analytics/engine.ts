@@ -1,9 +1,12 @@
-import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBConnection } from "@duckdb/node-api";
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBAppender, type DuckDBConnection } from "@duckdb/node-api";
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { segmentNumber } from "../log/compaction.ts";
 import { datePartitions } from "../log/partitions.ts";
-import { loadSegments } from "../log/rows.ts";
+import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
+import { decodeRecord, HEADER_BYTES, MAX_BODY_BYTES, scanRecords } from "../log/record.ts";
+import { LOG_ROW_COLUMNS } from "../log/rows.ts";
+import type { Message } from "../core/message.ts";
 import { Spool } from "../log/spool.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -33,9 +36,45 @@ export class QueryError extends Error {
 
 const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
 
-/** True when the log has a Parquet file yet (read_parquet fails on a glob that matches nothing). */
-function hasParquet(logsDir: string): boolean {
-  return datePartitions(logsDir).some((p) => readdirSync(p.path).some((f) => f.endsWith(".parquet")));
+/** Where the engine has read a spool segment up to. */
+interface TailSegment {
+  number: number;
+  offset: number;
+  /** A bad record stopped reading a sealed segment here (reported once). */
+  stuck?: string;
+  /** Where the last record read starts, and its header (length and CRC), to notice the file rewritten under it. */
+  lastStart?: number;
+  lastHeader?: string;
+}
+
+/** True when the last record read from `seg` is still where it was (its length and CRC unchanged). */
+function sameHeader(fd: number, seg: TailSegment): boolean {
+  if (seg.lastStart === undefined || seg.lastHeader === undefined) return true;
+  const header = Buffer.alloc(HEADER_BYTES);
+  return readSync(fd, header, 0, HEADER_BYTES, seg.lastStart) === HEADER_BYTES && header.toString("hex") === seg.lastHeader;
+}
+
+/** Bytes of a segment read at once. */
+const READ_WINDOW = 4 * 1024 * 1024;
+/** Spool bytes read between garbage collections (a big first read must not pile up garbage). */
+const GC_EVERY_BYTES = 16 * 1024 * 1024;
+
+/** The size of the record at `offset` of a segment file (header included), or 0 when unknown. */
+function nextRecordBytes(fd: number, offset: number): number {
+  const header = Buffer.alloc(HEADER_BYTES);
+  if (readSync(fd, header, 0, HEADER_BYTES, offset) < HEADER_BYTES) return 0;
+  const body = header.readUInt32LE(0);
+  return body <= MAX_BODY_BYTES ? HEADER_BYTES + body : 0;
+}
+
+function appendMessage(appender: DuckDBAppender, m: Message): void {
+  appender.appendBigInt(BigInt(Math.round(m.ts)));
+  appender.appendVarchar(m.stream);
+  appender.appendBigInt(BigInt(m.seq));
+  appender.appendVarchar(m.origin);
+  appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
+  appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
+  appender.endRow();
 }
 
 /**
@@ -44,49 +83,253 @@ function hasParquet(logsDir: string): boolean {
  * `enable_external_access = false`, no extension loading), its configuration is
  * locked, and only single SELECT statements run. The view `messages(ts, stream,
  * seq, origin, kind, data, date)` covers the Parquet files and the spool's
- * not-yet-compacted records (loaded when the engine opens).
+ * not-yet-compacted records.
+ *
+ * The engine stays open and warm: before each query `refresh()` appends the
+ * records the spool gained since the last one (reading each segment from where
+ * it stopped), drops the rows of segments that compaction removed, and points
+ * the view at the Parquet files there are now. A segment is in exactly one of
+ * the two: the Parquet files made from a segment still read here
+ * (`seg<N>_….parquet`) are left out of the view until the segment is gone.
+ * Several queries may run at once, each on a connection of its own.
  */
 export class QueryEngine {
-  private constructor(private readonly db: DuckDBInstance, private readonly conn: DuckDBConnection) {}
+  private readonly free: DuckDBConnection[] = [];
+  private readonly tail = new Map<string, TailSegment>();
+  /** Parquet files checked readable, by path, with the size and mtime they had then. */
+  private readonly checked = new Map<string, string>();
+  private viewKey: string | null = null;
+  private refreshing: Promise<void> | null = null;
+  private sinceGc = 0;
+  private closed = false;
+  /** Told about each file moved to quarantine (unreadable Parquet). */
+  onQuarantine: (q: Quarantined) => void = () => {};
 
-  static async open(opts: QueryEngineOptions): Promise<QueryEngine> {
+  private constructor(private readonly opts: QueryEngineOptions, private readonly db: DuckDBInstance, private readonly admin: DuckDBConnection) {}
+
+  static async open(opts: QueryEngineOptions, onQuarantine?: (q: Quarantined) => void): Promise<QueryEngine> {
     mkdirSync(opts.tempDir, { recursive: true });
+    if (opts.exportDir) mkdirSync(opts.exportDir, { recursive: true });
     const db = await DuckDBInstance.create(":memory:", {
       threads: String(opts.threads ?? 1),
       memory_limit: opts.memoryLimit ?? "128MB",
       autoinstall_known_extensions: "false",
       autoload_known_extensions: "false",
     });
-    const conn = await db.connect();
-    await conn.run(`SET temp_directory = ${q(opts.tempDir)}`);
-    const segments = existsSync(opts.spoolDir) ? Spool.segments(opts.spoolDir).map((f) => join(opts.spoolDir, f)) : [];
-    // A segment compacted while this engine opens is either read here (it was still in the
-    // spool) or found as Parquet, never both: Parquet files made from a segment read here
-    // (named seg<N>_<i>.parquet) are left out of the view.
-    const loaded: string[] = [];
-    await loadSegments(conn, "spool_tail", segments, { skipMissing: true, loaded });
-    const numbers = loaded.map(segmentNumber).filter((n) => /^\d+$/.test(n));
-    const notLoaded = numbers.length ? ` WHERE NOT regexp_matches(filename, '/seg(${numbers.join("|")})_[0-9]+\\.parquet$')` : "";
-    const parquet = hasParquet(opts.logsDir)
-      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet(${q(join(opts.logsDir, "**", "*.parquet"))}, hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}, filename = true)${notLoaded} UNION ALL `
-      : "";
-    await conn.run(`CREATE VIEW messages AS ${parquet}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM spool_tail`);
+    const admin = await db.connect();
+    await admin.run(`SET temp_directory = ${q(opts.tempDir)}`);
+    // Each spool segment gets a table of its own (tail_<N>), dropped when the segment is gone: DuckDB
+    // gives a dropped table's memory back, where deleted rows would stay. spool_tail stays empty.
+    await admin.run(`CREATE TABLE spool_tail (${LOG_ROW_COLUMNS})`);
     const allowed = [opts.logsDir, opts.tempDir, ...(opts.exportDir ? [opts.exportDir] : [])].map((d) => q(d + "/"));
-    await conn.run(`SET allowed_directories = [${allowed.join(", ")}]`);
-    await conn.run("SET enable_external_access = false");
-    await conn.run("SET lock_configuration = true");
-    return new QueryEngine(db, conn);
+    await admin.run(`SET allowed_directories = [${allowed.join(", ")}]`);
+    await admin.run("SET enable_external_access = false");
+    await admin.run("SET lock_configuration = true");
+    const engine = new QueryEngine(opts, db, admin);
+    if (onQuarantine) engine.onQuarantine = onQuarantine;
+    await engine.refresh();
+    return engine;
+  }
+
+  /** The folder Parquet exports are written to (null: exports are off). */
+  get exportDir(): string {
+    if (!this.opts.exportDir) throw new QueryError("Parquet exports are not enabled in this engine");
+    return this.opts.exportDir;
+  }
+
+  /**
+   * Brings the view up to date with the spool and the Parquet folder (one
+   * refresh at a time; a query waits for the one going on).
+   */
+  refresh(): Promise<void> {
+    if (this.closed) return Promise.reject(new QueryError("the query engine is closed"));
+    this.refreshing ??= this.doRefresh().finally(() => { this.refreshing = null; });
+    return this.refreshing;
+  }
+
+  private async doRefresh(): Promise<void> {
+    const { spoolDir, logsDir } = this.opts;
+    const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
+    const present = new Set(files);
+    const gone = [...this.tail.keys()].filter((p) => !present.has(p));
+    for (const [i, path] of files.entries()) {
+      const known = this.tail.get(path);
+      const seg = known ?? { number: Number(segmentNumber(path)), offset: 0 };
+      const table = `tail_${seg.number}`;
+      let appender: DuckDBAppender | null = null;
+      let fd: number;
+      try {
+        fd = openSync(path, "r");
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+        // Compacted since the listing: its Parquet is in place (files move before the segment goes).
+        if (known) gone.push(path);
+        continue;
+      }
+      try {
+        if (!known) await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
+        const size = fstatSync(fd).size;
+        if (seg.offset > 0 && (size < seg.offset || !sameHeader(fd, seg))) {
+          // The spool cut back a write that failed (disk full): what was read past the cut was never
+          // acknowledged (and new records may be where it was). Read this segment again from the start.
+          await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
+          seg.offset = 0;
+          seg.stuck = undefined;
+          seg.lastStart = seg.lastHeader = undefined;
+        }
+        let window = Buffer.allocUnsafe(0);
+        let damagedFrom: number | null = null;
+        // Read in windows of 4 MiB (or one record, when bigger), collecting the decoded
+        // messages' garbage as it goes: a full segment must not take its size twice over.
+        while (size > seg.offset && !seg.stuck) {
+          const want = Math.min(size - seg.offset, Math.max(READ_WINDOW, nextRecordBytes(fd, seg.offset)));
+          if (window.length < want) window = Buffer.allocUnsafe(want);
+          let got = 0;
+          while (got < want) {
+            const n = readSync(fd, window, got, want - got, seg.offset + got);
+            if (n === 0) break;
+            got += n;
+          }
+          const buf = window.subarray(0, got);
+          let o = 0;
+          appender ??= await this.admin.createAppender(table);
+          let stop = false;
+          while (o < got) {
+            const r = decodeRecord(buf, o);
+            if (!r.ok) {
+              if (r.reason === "incomplete" && seg.offset + got < size) break; // the rest is in the next window
+              // The segment being written may end in a record still arriving: read it next time.
+              // A sealed one is damaged here: the rest is read past the damage, below.
+              if (i < files.length - 1 && r.reason !== "incomplete") damagedFrom = seg.offset + o;
+              stop = true;
+              break;
+            }
+            // A segment's marks record (each stream's last seq) is no message.
+            if ("message" in r) appendMessage(appender, r.message);
+            seg.lastStart = seg.offset + o;
+            seg.lastHeader = buf.toString("hex", o, o + HEADER_BYTES);
+            o = r.next;
+          }
+          seg.offset += o;
+          this.sinceGc += o;
+          if (this.sinceGc >= GC_EVERY_BYTES) {
+            appender.flushSync();
+            Bun.gc(true);
+            this.sinceGc = 0;
+          }
+          if (stop || o === 0) break;
+        }
+        if (damagedFrom !== null) {
+          // A sealed segment, damaged: read it whole once (as compaction will), resynchronising after
+          // each bad record as the spool's reader does, so every intact record is queryable meanwhile.
+          const whole = readFileSync(path);
+          for (const step of scanRecords(whole)) {
+            if (!("record" in step) || step.offset < damagedFrom || !("message" in step.record)) continue;
+            appender ??= await this.admin.createAppender(table);
+            appendMessage(appender, step.record.message);
+          }
+          seg.offset = whole.length;
+          seg.stuck = "damaged: its intact records are read";
+        }
+      } finally {
+        closeSync(fd);
+        appender?.closeSync();
+      }
+      this.tail.set(path, seg);
+    }
+    for (const p of new Set(gone)) {
+      const seg = this.tail.get(p);
+      this.tail.delete(p);
+      if (seg) await this.admin.run(`DROP TABLE IF EXISTS tail_${seg.number}`);
+    }
+    // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
+    const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
+    const parquet: string[] = [];
+    for (const p of datePartitions(logsDir)) {
+      let names: string[];
+      try { names = readdirSync(p.path); } catch { continue; } // removed by retention meanwhile
+      for (const f of names) {
+        if (!f.endsWith(".parquet")) continue;
+        const made = /^seg(\d+)_/.exec(f);
+        if (made && inTail.has(made[1]!)) continue;
+        const path = join(p.path, f);
+        if (await this.readable(path)) parquet.push(path);
+      }
+    }
+    parquet.sort();
+    const tables = ["spool_tail", ...[...this.tail.values()].map((t) => `tail_${t.number}`)];
+    const key = [...parquet, ...tables].join("\n");
+    if (key === this.viewKey) return;
+    const files2 = parquet.length
+      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet([${parquet.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}) UNION ALL `
+      : "";
+    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${files2}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM (${tables.map((t) => `SELECT * FROM ${t}`).join(" UNION ALL ")})`);
+    this.viewKey = key;
+    for (const path of this.checked.keys()) if (!parquet.includes(path)) this.checked.delete(path);
+  }
+
+  /** True when `path` is a Parquet file DuckDB can read (checked once per size and mtime); an unreadable one is quarantined. */
+  private async readable(path: string): Promise<boolean> {
+    let stamp: string;
+    try {
+      const st = statSync(path);
+      stamp = `${st.size}:${st.mtimeMs}`;
+    } catch {
+      return false;
+    }
+    if (this.checked.get(path) === stamp) return true;
+    try {
+      await this.admin.run(`SELECT count(*) FROM parquet_metadata(${q(path)})`);
+    } catch (err) {
+      this.quarantine(path, `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`);
+      return false;
+    }
+    this.checked.set(path, stamp);
+    return true;
+  }
+
+  private quarantine(path: string, reason: string): void {
+    try {
+      this.onQuarantine(quarantineFile(dirname(this.opts.logsDir), path, reason));
+    } catch (err) {
+      this.onQuarantine({ from: path, to: "", reason: `${reason}; moving it to quarantine failed: ${(err as Error).message}` });
+    }
+    this.checked.delete(path);
+  }
+
+  /**
+   * After a query failed on a Parquet file its message names: reads that file
+   * whole, and quarantines it when it cannot be read. True when it was.
+   */
+  private async checkFiles(message: string): Promise<boolean> {
+    const logs = this.opts.logsDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    const named = new RegExp(`(${logs}/[^"'\\s]+\\.parquet)`).exec(message)?.[1];
+    // DuckDB does not always name the file (a scrambled page may read as "don't know what type"):
+    // on an error that looks like unreadable data, every file in the view is read once.
+    const suspects = named ? [named] : /^(Invalid Error|IO Error|Invalid Input Error|Serialization Error)|parquet|corrupt|magic bytes|thrift/i.test(message) ? [...this.checked.keys()] : [];
+    let found = false;
+    for (const path of suspects) {
+      if (!existsSync(path)) continue;
+      try {
+        await this.admin.run(`SELECT max(ts), max(seq), max(origin), max(kind), max(length(data)) FROM read_parquet(${q(path)})`);
+      } catch (err) {
+        this.quarantine(path, `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`);
+        this.viewKey = null;
+        found = true;
+      }
+    }
+    return found;
   }
 
   /**
    * Runs one SELECT, returning at most `rowLimit` rows (more is an error that
    * says to add a LIMIT) within `timeoutMs` (the query is interrupted after).
    */
-  async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number; params?: (string | number | bigint)[] } = {}): Promise<QueryResult> {
+  async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void } = {}): Promise<QueryResult> {
     const rowLimit = opts.rowLimit ?? 100_000;
-    const prepared = await this.prepareSelect(sql);
-    if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
-    return this.withTimeout(opts.timeoutMs ?? 30_000, async () => {
+    return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, async (conn) => {
+      const prepared = await prepareSelect(conn, sql);
+      if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
       const reader = await prepared.streamAndReadUntil(rowLimit + 1);
       if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
       return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[], types: reader.columnTypes().map((t) => t.toString()) };
@@ -95,25 +338,34 @@ export class QueryEngine {
 
   /**
    * Runs one SELECT and hands its rows over chunk by chunk as DuckDB produces
-   * them (for streamed answers). Past `rowLimit` rows, or `timeoutMs`, it stops
-   * with a QueryError (after the chunks already handed over). Returns the rows sent.
+   * them (for streamed answers); the next chunk is fetched only once `onChunk`'s
+   * promise resolves (a slow reader pauses the query). Past `rowLimit` rows, or
+   * `timeoutMs`, it stops with a QueryError (after the chunks already handed
+   * over). Returns the rows sent.
    */
-  async streamRows(sql: string, opts: { rowLimit: number; timeoutMs: number }, onChunk: (columns: string[], rows: Record<string, unknown>[]) => void): Promise<number> {
-    const prepared = await this.prepareSelect(sql);
-    return this.withTimeout(opts.timeoutMs, async () => {
+  async streamRows(
+    sql: string,
+    opts: { rowLimit: number; timeoutMs: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void; whole?: boolean },
+    onChunk: (columns: string[], rows: Record<string, unknown>[], types: string[]) => void | Promise<void>,
+  ): Promise<number> {
+    return this.withConnection(opts.timeoutMs, opts.onInterrupt, async (conn) => {
+      const prepared = await prepareSelect(conn, sql);
+      if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
       const result = await prepared.stream();
       const columns = result.columnNames();
-      onChunk(columns, []); // the columns are known now, even when no row follows
+      const types = result.columnTypes().map((t) => t.toString());
+      await onChunk(columns, [], types); // the columns are known now, even when no row follows
       let sent = 0;
       for (;;) {
         const chunk = await result.fetchChunk();
         if (!chunk || chunk.rowCount === 0) break;
+        if (opts.whole && sent + chunk.rowCount > opts.rowLimit) throw new QueryError(`the result has more than ${opts.rowLimit} rows; add a LIMIT or aggregate`);
         const rows = chunk.convertRows(JsonDuckDBValueConverter).map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])));
         if (sent + rows.length > opts.rowLimit) {
-          onChunk(columns, rows.slice(0, opts.rowLimit - sent));
+          await onChunk(columns, rows.slice(0, opts.rowLimit - sent), types);
           throw new QueryError(`the result has more than ${opts.rowLimit} rows; it was cut there: add a LIMIT or aggregate`);
         }
-        onChunk(columns, rows);
+        await onChunk(columns, rows, types);
         sent += rows.length;
       }
       return sent;
@@ -124,55 +376,76 @@ export class QueryEngine {
    * Writes the result of one SELECT to `path` (inside the engine's export folder)
    * as a zstd Parquet file; returns the rows written.
    */
-  async exportParquet(sql: string, path: string, timeoutMs = 30_000): Promise<number> {
-    await this.prepareSelect(sql);
-    const body = sql.trim().replace(/;\s*$/, "");
-    return this.withTimeout(timeoutMs, async () => {
-      const r = await this.conn.runAndReadAll(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd)`);
+  async exportParquet(sql: string, path: string, timeoutMs = 30_000, onInterrupt?: (interrupt: () => void) => void): Promise<number> {
+    return this.withConnection(timeoutMs, onInterrupt, async (conn) => {
+      await prepareSelect(conn, sql);
+      const body = sql.trim().replace(/;\s*$/, "");
+      const r = await conn.runAndReadAll(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd)`);
       return Number(r.getRows()[0]?.[0] ?? 0);
     });
   }
 
-  /** Checks that `sql` is exactly one SELECT (by DuckDB's own parser) and prepares it. */
-  private async prepareSelect(sql: string) {
-    let statements;
+  /**
+   * Refreshes the view, then runs `fn` on a connection of its own, interrupting
+   * DuckDB after `timeoutMs`; every failure becomes a QueryError.
+   */
+  private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
     try {
-      statements = await this.conn.extractStatements(sql);
+      await this.refresh();
     } catch (err) {
-      throw new QueryError((err as Error).message);
+      throw new QueryError(`reading the log failed: ${(err as Error).message}`);
     }
-    if (statements.count !== 1) throw new QueryError(`send exactly one statement (got ${statements.count}); allowed: a single SELECT over the view messages`);
-    let prepared;
-    try {
-      prepared = await statements.prepare(0);
-    } catch (err) {
-      throw new QueryError((err as Error).message);
-    }
-    if (prepared.statementType !== StatementType.SELECT) {
-      throw new QueryError(`only SELECT queries run here (this is a ${StatementType[prepared.statementType] ?? "other"} statement); the log is read-only`);
-    }
-    return prepared;
-  }
-
-  /** Runs `fn`, interrupting DuckDB after `timeoutMs`; every failure becomes a QueryError. */
-  private async withTimeout<T>(timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+    const conn = this.free.pop() ?? await this.db.connect();
     let timedOut = false;
-    const timer = setTimeout(() => { timedOut = true; this.conn.interrupt(); }, timeoutMs);
+    let interrupted = false;
+    onInterrupt?.(() => { interrupted = true; conn.interrupt(); });
+    const timer = setTimeout(() => { timedOut = true; conn.interrupt(); }, timeoutMs);
     try {
-      return await fn();
+      return await fn(conn);
     } catch (err) {
       if (err instanceof QueryError) throw err;
       if (timedOut) throw new QueryError(`the query took longer than ${timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`} and was stopped`);
-      throw new QueryError((err as Error).message);
+      if (interrupted) throw new QueryError("the query was cancelled");
+      const message = (err as Error).message;
+      if (await this.checkFiles(message).catch(() => false)) {
+        throw new QueryError(`${message.split("\n")[0]}; that file is unreadable and was moved to quarantine: run the query again`);
+      }
+      throw new QueryError(message);
     } finally {
       clearTimeout(timer);
+      if (this.closed) conn.closeSync();
+      else this.free.push(conn);
     }
   }
 
   close(): void {
-    this.conn.closeSync();
+    if (this.closed) return;
+    this.closed = true;
+    for (const c of this.free.splice(0)) c.closeSync();
+    this.admin.closeSync();
     this.db.closeSync();
   }
+}
+
+/** Checks that `sql` is exactly one SELECT (by DuckDB's own parser) and prepares it. */
+async function prepareSelect(conn: DuckDBConnection, sql: string) {
+  let statements;
+  try {
+    statements = await conn.extractStatements(sql);
+  } catch (err) {
+    throw new QueryError((err as Error).message);
+  }
+  if (statements.count !== 1) throw new QueryError(`send exactly one statement (got ${statements.count}); allowed: a single SELECT over the view messages`);
+  let prepared;
+  try {
+    prepared = await statements.prepare(0);
+  } catch (err) {
+    throw new QueryError((err as Error).message);
+  }
+  if (prepared.statementType !== StatementType.SELECT) {
+    throw new QueryError(`only SELECT queries run here (this is a ${StatementType[prepared.statementType] ?? "other"} statement); the log is read-only`);
+  }
+  return prepared;
 }
 
 /** Renders a result as an aligned text table, CSV, a JSON array or NDJSON. */

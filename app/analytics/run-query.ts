@@ -1,113 +1,205 @@
 import type { QueryEngineOptions } from "./engine.ts";
+import type { QueryFormat } from "./protocol.ts";
+import { DEFAULT_POOL_LIMITS, QueryPool, type QueryPoolLimits, type Slot } from "./query-pool.ts";
+import type { Quarantined } from "../log/quarantine.ts";
 
-/** One query for the worker. */
+/** One query for the query process. */
 export interface QueryJob {
   sql: string;
   /** grid: JSON {columns, types, rows: [[…]]} for the admin UI's table and chart. */
-  format: "table" | "csv" | "json" | "ndjson" | "parquet" | "grid";
+  format: QueryFormat;
   rowLimit: number;
   timeoutMs: number;
   /** Values for `$1`, `$2`, … in `sql` (never pasted into the SQL text). */
   params?: (string | number)[];
-  dirs: QueryEngineOptions;
-}
-
-/** The worker's answer: the formatted result, or why not (refused: the query's fault; busy: too many at once). */
-export type QueryReply = { ok: true; body: string | Uint8Array; rows: number } | { ok: false; error: string; refused: boolean; busy?: boolean };
-
-/** Most query workers at once: each holds a DuckDB, and a small box has little memory to spare. */
-export const MAX_CONCURRENT_QUERIES = 2;
-let running = 0;
-
-/** Query workers running now. */
-export function activeQueries(): number {
-  return running;
-}
-
-/** Takes a slot for a query worker, or says why not. */
-function acquire(): QueryReply | null {
-  if (running >= MAX_CONCURRENT_QUERIES) return { ok: false, error: `${MAX_CONCURRENT_QUERIES} queries are running already; try again in a moment`, refused: false, busy: true };
-  running++;
-  return null;
+  dirs: QueryEngineOptions & { limits?: QueryPoolLimits };
+  /** Who asks (e.g. the client's address): one client may hold `perClient` slots at most. */
+  client?: string;
 }
 
 /**
- * Runs a query in a fresh worker (DuckDB never loads on the hub's thread) and
- * ends the worker after; a worker that outlives the query's time limit by 5 s is
- * ended and the query reported as stopped.
+ * The answer: the formatted result, or why not (refused: the query's fault;
+ * busy: too many at once, with the HTTP status to answer, 503 or 429).
  */
-export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
-  const busy = acquire();
-  if (busy) return Promise.resolve(busy);
+export type QueryReply = { ok: true; body: string | Uint8Array; rows: number } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number };
+
+/** A streamed answer: the text as it comes, or an error before anything came. */
+export type StreamReply = { ok: true; body: ReadableStream<Uint8Array> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number };
+
+/** Most queries running at once with the default settings (processes × concurrency). */
+export const MAX_CONCURRENT_QUERIES = DEFAULT_POOL_LIMITS.processes * DEFAULT_POOL_LIMITS.concurrency;
+
+const pools = new Map<string, QueryPool>();
+const hooks: { onQuarantine?: (q: Quarantined) => void; onKill?: (reason: string) => void } = {};
+
+/** The pool of query processes for a data dir's log (made on first use, kept in step with the settings). */
+export function queryPool(dirs: QueryEngineOptions & { limits?: QueryPoolLimits }): QueryPool {
+  const { limits = DEFAULT_POOL_LIMITS, ...engine } = dirs;
+  let pool = pools.get(dirs.logsDir);
+  if (!pool) {
+    pool = new QueryPool(engine, limits, {
+      onQuarantine: (q) => pools.get(dirs.logsDir) === pool && reporters.get(dirs.logsDir)?.onQuarantine?.(q),
+      onKill: (r) => reporters.get(dirs.logsDir)?.onKill?.(r),
+    });
+    pools.set(dirs.logsDir, pool);
+  } else {
+    pool.configure(engine, limits);
+  }
+  return pool;
+}
+
+const reporters = new Map<string, typeof hooks>();
+
+/** The pool of `logsDir`'s log, if it has one (for stats and tests; changes nothing). */
+export function findQueryPool(logsDir: string): QueryPool | undefined {
+  return pools.get(logsDir);
+}
+
+/** Who hears about the pool of `logsDir`: files quarantined, processes killed. */
+export function reportQueryPool(logsDir: string, report: typeof hooks): void {
+  reporters.set(logsDir, report);
+}
+
+/** Stops the query processes of `logsDir` (at server stop). */
+export async function closeQueryPool(logsDir: string): Promise<void> {
+  const pool = pools.get(logsDir);
+  pools.delete(logsDir);
+  reporters.delete(logsDir);
+  await pool?.close();
+}
+
+/** Queries running now, over every pool. */
+export function activeQueries(): number {
+  let n = 0;
+  for (const p of pools.values()) n += p.active;
+  return n;
+}
+
+/** Queries waiting for a slot now, over every pool. */
+export function queuedQueries(): number {
+  let n = 0;
+  for (const p of pools.values()) n += p.queued;
+  return n;
+}
+
+const seconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
+
+/** A slot and a started query process, or the reply saying why not. */
+async function start(job: QueryJob): Promise<{ pool: QueryPool; slot: Extract<Slot, { proc: unknown }> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number }> {
+  const pool = queryPool(job.dirs);
+  const slot = await pool.acquire(job.client);
+  if ("busy" in slot) return { ok: false, error: slot.busy, refused: false, busy: true, status: slot.status };
+  try {
+    await slot.proc.ready;
+  } catch (err) {
+    slot.release();
+    return { ok: false, error: `the query engine could not start: ${(err as Error).message}`, refused: false };
+  }
+  return { pool, slot };
+}
+
+/**
+ * Runs a query in the query process (DuckDB never runs in the hub's process)
+ * and resolves with its whole formatted answer. A query still going
+ * `graceMs` past its time limit has its process killed (SIGKILL) and is
+ * reported as stopped; the next query starts a new process.
+ */
+export async function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
+  const started = await start(job);
+  if ("ok" in started) return started;
+  const { pool, slot } = started;
+  const { proc, id } = slot;
   return new Promise((resolve) => {
-    const worker = new Worker(new URL("./query-worker.ts", import.meta.url).href);
+    let done = false;
     const finish = (r: QueryReply) => {
+      if (done) return;
+      done = true;
       clearTimeout(limit);
-      worker.terminate();
-      running--;
+      proc.done(id);
+      slot.release();
       resolve(r);
     };
-    const limit = setTimeout(() => finish({ ok: false, error: `the query took longer than ${Math.round(job.timeoutMs / 1000)} s and was stopped`, refused: true }), job.timeoutMs + 5000);
-    worker.onmessage = (e: MessageEvent<QueryReply>) => finish(e.data);
-    worker.onerror = (e) => finish({ ok: false, error: e.message || "the query worker failed", refused: false });
-    worker.postMessage(job);
+    const limit = setTimeout(() => {
+      finish({ ok: false, error: `the query took longer than ${seconds(job.timeoutMs)} and was stopped`, refused: true });
+      pool.kill(proc, `a query went on ${seconds(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
+    }, job.timeoutMs + pool.limits.graceMs);
+    proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false }, {
+      timeoutMs: job.timeoutMs,
+      onFrame: (f) => {
+        if (f.type === "result") finish({ ok: true, body: f.base64 !== undefined ? new Uint8Array(Buffer.from(f.base64, "base64")) : f.body ?? "", rows: f.rows });
+        else if (f.type === "error") finish({ ok: false, error: f.error, refused: f.refused });
+      },
+      onDead: (error) => finish({ ok: false, error, refused: false }),
+    });
   });
 }
 
-/** A streamed answer: the text as it comes, or an error before anything came. */
-export type StreamReply = { ok: true; body: ReadableStream<Uint8Array> } | { ok: false; error: string; refused: boolean; busy?: boolean };
-
 /**
- * Runs a query in a fresh worker and streams its rows (NDJSON or CSV) as DuckDB
- * produces them. An error before the first rows is returned as such; one after
- * (row or time limit) ends the stream with a last line saying so
- * (`{"error": …}` in NDJSON, `# error: …` in CSV).
+ * Runs a query in the query process and streams its rows (NDJSON or CSV) as
+ * DuckDB produces them, one chunk at a time as the reader takes them (a slow
+ * reader pauses the query; the hub holds a chunk or two). An error before the
+ * first rows is returned as such; one after (row, size or time limit) ends the
+ * stream with a last line saying so (`{"error": …}` in NDJSON, `# error: …` in CSV).
  */
-export function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "csv" }): Promise<StreamReply> {
-  const busy = acquire();
-  if (busy) return Promise.resolve(busy as StreamReply);
+export async function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "csv" }): Promise<StreamReply> {
+  const started = await start(job);
+  if ("ok" in started) return started;
+  const { pool, slot } = started;
+  const { proc, id } = slot;
+  const encoder = new TextEncoder();
   return new Promise((resolve) => {
-    const worker = new Worker(new URL("./query-worker.ts", import.meta.url).href);
-    const encoder = new TextEncoder();
     let controller: ReadableStreamDefaultController<Uint8Array> | null = null;
-    let started = false;
+    let begun = false;
+    let done = false;
+    let cancelled = false;
     const body = new ReadableStream<Uint8Array>({
       start: (c) => { controller = c; },
-      cancel: () => finish(),
-    });
-    let done = false;
+      // The reader wants more: the query process may send its next chunk.
+      pull: () => { if (!done) proc.send({ type: "more", id }); },
+      cancel: () => {
+        cancelled = true;
+        if (!done) proc.send({ type: "cancel", id });
+      },
+    }, { highWaterMark: 1 });
     const finish = () => {
       if (done) return;
       done = true;
       clearTimeout(limit);
-      worker.terminate();
-      running--;
+      proc.done(id);
+      slot.release();
     };
     const fail = (error: string, refused: boolean) => {
-      if (!started) {
+      if (!begun) {
         finish();
         resolve({ ok: false, error, refused });
         return;
       }
-      controller?.enqueue(encoder.encode(job.format === "ndjson" ? `${JSON.stringify({ error })}\n` : `# error: ${error}\n`));
-      controller?.close();
       finish();
-    };
-    const limit = setTimeout(() => fail(`the query took longer than ${Math.round(job.timeoutMs / 1000)} s and was stopped`, true), job.timeoutMs + 5000);
-    worker.onmessage = (e: MessageEvent<{ type: "chunk"; text: string } | { type: "end" } | { type: "error"; error: string; refused: boolean }>) => {
-      const m = e.data;
-      if (m.type === "error") return fail(m.error, m.refused);
-      if (!started) {
-        started = true;
-        resolve({ ok: true, body });
-      }
-      if (m.type === "chunk") controller?.enqueue(encoder.encode(m.text));
-      else {
+      if (cancelled) return;
+      try {
+        controller?.enqueue(encoder.encode(job.format === "ndjson" ? `${JSON.stringify({ error })}\n` : `# error: ${error}\n`));
         controller?.close();
-        finish();
-      }
+      } catch { /* the reader is gone */ }
     };
-    worker.onerror = (e) => fail(e.message || "the query worker failed", false);
-    worker.postMessage({ ...job, stream: true });
+    const limit = setTimeout(() => {
+      fail(`the query took longer than ${seconds(job.timeoutMs)} and was stopped`, true);
+      pool.kill(proc, `a query went on ${seconds(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
+    }, job.timeoutMs + pool.limits.graceMs);
+    proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: true }, {
+      timeoutMs: job.timeoutMs,
+      onFrame: (f) => {
+        if (f.type === "error") return fail(f.error, f.refused);
+        if (f.type === "start") {
+          begun = true;
+          resolve({ ok: true, body });
+        } else if (f.type === "chunk") {
+          if (!cancelled) try { controller?.enqueue(encoder.encode(f.text)); } catch { /* the reader is gone */ }
+        } else if (f.type === "end") {
+          finish();
+          if (!cancelled) try { controller?.close(); } catch { /* the reader is gone */ }
+        }
+      },
+      onDead: (error) => fail(error, false),
+    });
   });
 }

@@ -44,10 +44,13 @@ DATA_DIR/spool. The query may read the log and nothing else.
     try {
       engine = await QueryEngine.open({
         logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"), exportDir,
-      });
+      }, (q) => io.err(`warning: ${q.from} is unreadable (${q.reason}); moved to ${q.to || "(could not be moved)"}
+`));
     } catch (err) {
       if (exportDir) rmSync(exportDir, { recursive: true, force: true });
-      throw err;
+      io.err(`query failed: ${(err as Error).message}
+`);
+      return 1;
     }
     try {
       if (format === "parquet") {
@@ -68,8 +71,8 @@ DATA_DIR/spool. The query may read the log and nothing else.
       else io.out(text);
       return 0;
     } catch (err) {
-      if (!(err instanceof QueryError)) throw err;
-      io.err(`query failed: ${err.message}\n`);
+      // Never a stack trace: whatever went wrong is said in one line.
+      io.err(`query failed: ${err instanceof QueryError ? err.message : (err as Error).message}\n`);
       return 1;
     } finally {
       engine.close();

@@ -63,6 +63,14 @@ export interface Settings {
   query_timeout_seconds: number;
   hsts_seconds: number;
   tls_ca_file: string;
+  query_processes: number;
+  query_concurrency: number;
+  query_queue: number;
+  query_per_client: number;
+  query_result_mb: number;
+  query_rss_mb: number;
+  query_idle_seconds: number;
+  log_compact_memory_mb: number;
 }
 
 interface FieldSpec {
@@ -127,6 +135,14 @@ export const DEFAULT_SETTINGS: Settings = {
   query_timeout_seconds: 30,
   hsts_seconds: 0,
   tls_ca_file: "",
+  query_processes: 1,
+  query_concurrency: 2,
+  query_queue: 16,
+  query_per_client: 4,
+  query_result_mb: 32,
+  query_rss_mb: 384,
+  query_idle_seconds: 300,
+  log_compact_memory_mb: 128,
 };
 
 /** What each setting means and allows. */
@@ -251,6 +267,14 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
       return "problem" in r ? `${r.problem}; allowed: empty, or a readable PEM file of CA certificates` : null;
     },
   },
+  query_processes: { description: "query processes at most (each keeps a DuckDB open, about 75 MB plus what its queries use)", check: int(1, 16) },
+  query_concurrency: { description: "queries one query process runs at once", check: int(1, 64) },
+  query_queue: { description: "queries that may wait for a free slot; past that a query gets 503 with Retry-After", check: int(0, 10_000) },
+  query_per_client: { description: "queries one client (by address) may have running or waiting for history; past that 429 with Retry-After", check: int(1, 1000) },
+  query_result_mb: { description: "largest answer of one query, in MiB; a bigger one is cut with an error saying so", check: int(1, 4096) },
+  query_rss_mb: { description: "a query process using more memory than this (MiB, resident) is killed and its queries fail; the next query starts a new one", check: int(64, 65_536) },
+  query_idle_seconds: { description: "a query process with no query for this long exits and gives its memory back; the next query starts it again (0: never)", check: int(0, 86_400) },
+  log_compact_memory_mb: { description: "memory DuckDB may use while compacting the spool to Parquet, in MiB (segments are compacted in batches that fit)", check: int(32, 65_536) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 

@@ -26,6 +26,11 @@ export class RepeatedLog {
     this.note("warn", msg, fields);
   }
 
+  /** True while an interval is open (a count may still have to be written by flush). */
+  get waiting(): boolean {
+    return this.pending.size > 0;
+  }
+
   /** Writes the counts of events whose interval is over. */
   flush(): void {
     const now = this.now();

@@ -37,6 +37,7 @@ export const handleError = (logger: Logger) =>
   function handleError(err: Error, c: Context) {
     const known = toAppError(err);
     if (known) {
+      if (known.status === 503 || known.status === 429) c.header("Retry-After", "2");
       if (known.cause) logger.warn("request failed", { path: c.req.path, status: known.status, cause: known.cause });
       // The rest of a body over the limit is never read: the connection ends after this answer.
       if (known.status === 413) c.header("Connection", "close");

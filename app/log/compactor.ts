@@ -1,25 +1,40 @@
+import type { Subprocess } from "bun";
+import { join } from "node:path";
+import { encodeFrame, readFrames } from "../analytics/frames.ts";
 import type { Logger } from "../core/logger.ts";
+import { runInBackground, selfCommand } from "../core/self-process.ts";
+import type { CompactJob } from "./compact-process.ts";
 import type { CompactionResult } from "./compaction.ts";
+import type { Quarantined } from "./quarantine.ts";
 import type { RemovedPartition } from "./retention.ts";
 import { Spool } from "./spool.ts";
-import { join } from "node:path";
 
 /** What the compactor reports after each run. */
-export type CompactionOutcome = { ok: true; result: CompactionResult; removed?: RemovedPartition[] } | { ok: false; error: string };
+export type CompactionOutcome =
+  | { ok: true; result: CompactionResult; removed?: RemovedPartition[]; quarantined?: Quarantined[]; mergeError?: string; peakRss?: number }
+  | { ok: false; error: string };
 
-/** How long one run may take before it is called failed (and its worker stopped). */
+/** How long one run may take before it is called failed (and its process killed). */
 const RUN_TIMEOUT_MS = 10 * 60_000;
+/** Runs in a row a segment may fail before it is given up on (moved to quarantine). */
+const GIVE_UP_AFTER = 3;
 
 /**
  * Runs compaction of the spool's sealed segments every `intervalSeconds()` (0:
- * off), one run at a time, each in a fresh worker that is ended afterwards, so
- * neither DuckDB's work nor its memory touches the hub's thread.
+ * off), one run at a time, each in a child process (`switchyard __compact`)
+ * that exits afterwards, so neither DuckDB's work nor its memory touches the
+ * hub's process. A run finds nothing to do without starting a process. At
+ * stop, a run in progress is killed: every step of compaction is crash-safe,
+ * and the next start finishes or undoes it.
  */
 export class Compactor {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private running: Promise<CompactionOutcome> | null = null;
-  private worker: Worker | null = null;
+  private child: Subprocess | null = null;
   private stopped = false;
+  /** Failed runs in a row, by segment. */
+  private readonly failures = new Map<string, number>();
+  private lastChildRun = 0;
   /** The last run's outcome, and when. */
   last: { at: string; outcome: CompactionOutcome } | null = null;
 
@@ -29,6 +44,8 @@ export class Compactor {
     intervalSeconds: () => number;
     /** Retention of the Parquet log, applied after each run. */
     retention: () => { days: number; bytes: number };
+    /** DuckDB's memory limit for compaction, in MiB (setting log_compact_memory_mb). */
+    memoryMb?: () => number;
     logger: Logger;
     onOutcome: (o: CompactionOutcome) => void;
   }) {}
@@ -43,11 +60,15 @@ export class Compactor {
     return this.running;
   }
 
-  /** Stops the timer and any run in progress (its leftovers are finished by the next start). */
+  /** Stops the timer and kills a run in progress (its leftovers are finished by the next start). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
-    this.worker?.terminate();
+    const child = this.child;
+    if (child) {
+      child.kill("SIGKILL");
+      await child.exited;
+    }
   }
 
   private schedule(): void {
@@ -63,28 +84,69 @@ export class Compactor {
   private async run(): Promise<CompactionOutcome> {
     const current = this.opts.spool.current;
     const sealed = Spool.segments(this.opts.spool.dir).map((f) => join(this.opts.spool.dir, f)).filter((p) => p !== current);
-    const outcome = await new Promise<CompactionOutcome>((resolve) => {
-      const worker = new Worker(new URL("./compact-worker.ts", import.meta.url).href);
-      this.worker = worker;
-      const done = (o: CompactionOutcome) => {
-        clearTimeout(limit);
-        worker.terminate();
-        this.worker = null;
-        resolve(o);
-      };
-      const limit = setTimeout(() => done({ ok: false, error: `compaction took longer than ${RUN_TIMEOUT_MS / 60_000} minutes` }), RUN_TIMEOUT_MS);
-      worker.onmessage = (e: MessageEvent<CompactionOutcome>) => done(e.data);
-      worker.onerror = (e) => done({ ok: false, error: e.message || "the compaction worker failed" });
-      worker.postMessage({ segments: sealed, logsDir: this.opts.logsDir, retention: this.opts.retention() });
-    });
+    // Nothing sealed: no process, and the last outcome stands (an idle box does no work).
+    // Merges and retention still run hourly without new segments.
+    if (sealed.length === 0 && this.last?.outcome.ok && Date.now() - this.lastChildRun < 3_600_000) return this.last.outcome;
+    this.lastChildRun = Date.now();
+    const job: CompactJob = {
+      segments: sealed, logsDir: this.opts.logsDir, retention: this.opts.retention(), memoryMb: this.opts.memoryMb?.() ?? 128,
+      giveUp: sealed.filter((s) => (this.failures.get(s) ?? 0) >= GIVE_UP_AFTER),
+    };
+    if (sealed.length > 0) this.opts.logger.info("log compaction started", { segments: sealed.length, memory_mb: job.memoryMb });
+    const outcome = this.stopped ? { ok: false as const, error: "the server is stopping" } : await this.inChild(job);
     this.last = { at: new Date().toISOString(), outcome };
     if (outcome.ok) {
-      if (outcome.result.segments > 0) this.opts.logger.info("log compacted", { segments: outcome.result.segments, rows: outcome.result.rows, files: outcome.result.files.length });
+      const r = outcome.result;
+      if (r.segments > 0) this.opts.logger.info("log compacted", { segments: r.segments, rows: r.rows, files: r.files.length, peak_rss_mb: outcome.peakRss ? Math.round(outcome.peakRss / 1048576) : undefined });
       for (const r of outcome.removed ?? []) this.opts.logger.warn("log retention removed a partition", { path: r.path, bytes: r.bytes, reason: r.reason });
+      for (const q of outcome.quarantined ?? []) this.opts.logger.error("log: moved an unreadable Parquet file to quarantine", { file: q.from, to: q.to, reason: q.reason });
+      if (outcome.mergeError) this.opts.logger.error("log: merging closed partitions failed", { error: outcome.mergeError });
+      const failed = new Set<string>();
+      for (const p of r.problems) {
+        if (p.quarantined) {
+          this.failures.delete(p.segment);
+          this.opts.logger.error("log: moved a spool segment to quarantine", { segment: p.segment, to: p.quarantined, reason: p.error });
+        } else {
+          failed.add(p.segment);
+          this.failures.set(p.segment, (this.failures.get(p.segment) ?? 0) + 1);
+          this.opts.logger.error("log compaction failed for a segment; the others went on", { segment: p.segment, error: p.error, failed_runs: this.failures.get(p.segment) });
+        }
+      }
+      for (const s of [...this.failures.keys()]) if (!failed.has(s)) this.failures.delete(s);
     } else {
       this.opts.logger.error("log compaction failed", { error: outcome.error });
     }
-    this.opts.onOutcome(outcome);
+    this.opts.onOutcome(this.alertable(outcome));
     return outcome;
+  }
+
+  /** A run with segments quarantined or failing counts as failing for the alert, saying which. */
+  private alertable(o: CompactionOutcome): CompactionOutcome {
+    if (!o.ok) return o;
+    const lines = [
+      ...o.result.problems.map((p) => p.quarantined ? `segment ${p.segment} moved to ${p.quarantined}: ${p.error}` : `segment ${p.segment}: ${p.error}`),
+      ...(o.quarantined ?? []).map((q) => `${q.from} moved to ${q.to}: ${q.reason}`),
+      ...(o.mergeError ? [o.mergeError] : []),
+    ];
+    return lines.length ? { ok: false, error: lines.join("; ") } : o;
+  }
+
+  /** Runs `job` in a compaction process and reads its one answer. */
+  private inChild(job: CompactJob): Promise<CompactionOutcome> {
+    return new Promise((resolve) => {
+      let answer: CompactionOutcome | null = null;
+      const child = Bun.spawn(selfCommand(["__compact"]), { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: process.env });
+      runInBackground(child.pid);
+      this.child = child;
+      const limit = setTimeout(() => child.kill("SIGKILL"), RUN_TIMEOUT_MS);
+      child.stdin.write(encodeFrame(job));
+      void child.stdin.end();
+      const frames = readFrames(child.stdout, (f) => { answer ??= f as CompactionOutcome; }).catch(() => {});
+      void Promise.all([child.exited, frames]).then(([code]) => {
+        clearTimeout(limit);
+        this.child = null;
+        resolve(answer ?? { ok: false, error: this.stopped ? "stopped at shutdown" : child.signalCode ? `the compaction process was killed (${child.signalCode})${child.signalCode === "SIGKILL" ? "; it may have run out of memory (log_compact_memory_mb) or time" : ""}` : `the compaction process exited with code ${code}` });
+      });
+    });
   }
 }

@@ -1,6 +1,7 @@
 import { DuckDBInstance } from "@duckdb/node-api";
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { quarantineFile, type Quarantined } from "./quarantine.ts";
 import { datePartitions } from "./partitions.ts";
 
 const MANIFEST = ".merge";
@@ -18,7 +19,7 @@ export type MergeStep = (typeof MERGE_STEPS)[number];
  * removed; a later run completes an interrupted merge (or drops it, when the
  * rename had not happened). Returns the partitions merged.
  */
-export async function mergeClosedPartitions(logsDir: string, today: string, opts: { crashAt?: MergeStep } = {}): Promise<string[]> {
+export async function mergeClosedPartitions(logsDir: string, today: string, opts: { crashAt?: MergeStep; memoryMb?: number; onQuarantine?: (q: Quarantined) => void } = {}): Promise<string[]> {
   const todo: string[] = [];
   for (const { path: dir, date } of datePartitions(logsDir)) {
     recover(dir);
@@ -26,15 +27,33 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
   }
   if (todo.length === 0) return [];
   const crash = (step: MergeStep) => { if (opts.crashAt === step) process.kill(process.pid, "SIGKILL"); };
-  const db = await DuckDBInstance.create(":memory:", { threads: "1", memory_limit: "128MB" });
+  const db = await DuckDBInstance.create(":memory:", { threads: "1", memory_limit: `${opts.memoryMb ?? 128}MB`, preserve_insertion_order: "false" });
   const conn = await db.connect();
+  const merged: string[] = [];
+  const problems: string[] = [];
   try {
     for (const dir of todo) {
-      const inputs = readdirSync(dir).filter((f) => f.endsWith(".parquet")).sort();
+      // An unreadable file goes to quarantine, so it cannot stop this merge (or retention after it).
+      const inputs: string[] = [];
+      for (const f of readdirSync(dir).filter((f) => f.endsWith(".parquet")).sort()) {
+        try {
+          await conn.run(`SELECT count(*) FROM parquet_metadata('${join(dir, f).replaceAll("'", "''")}')`);
+          inputs.push(f);
+        } catch (err) {
+          opts.onQuarantine?.(quarantineFile(dirname(logsDir), join(dir, f), `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`));
+        }
+      }
+      if (inputs.length < 2) continue;
       const output = `merged_${Date.now()}.parquet`;
       const tmp = join(dir, `${output}.tmp`);
       const list = inputs.map((f) => `'${join(dir, f).replaceAll("'", "''")}'`).join(", ");
-      await conn.run(`COPY (SELECT * FROM read_parquet([${list}], hive_partitioning = false) ORDER BY ts, seq) TO '${tmp.replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)`);
+      try {
+        await conn.run(`COPY (SELECT * FROM read_parquet([${list}], hive_partitioning = false) ORDER BY ts, seq) TO '${tmp.replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)`);
+      } catch (err) {
+        rmSync(tmp, { force: true });
+        problems.push(`${dir}: ${(err as Error).message.split("\n")[0]}`);
+        continue;
+      }
       crash("written");
       const manifest = join(dir, MANIFEST);
       writeFileSync(manifest, JSON.stringify({ inputs, output }));
@@ -47,12 +66,14 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
       for (const f of inputs) unlinkSync(join(dir, f));
       crash("inputs-removed");
       unlinkSync(manifest);
+      merged.push(dir);
     }
   } finally {
     conn.closeSync();
     db.closeSync();
   }
-  return todo;
+  if (problems.length > 0) throw new Error(`merging closed partitions failed: ${problems.join("; ")}`);
+  return merged;
 }
 
 /** Completes or drops a merge a crash interrupted in `dir`. */

@@ -105,7 +105,8 @@ export class Spool {
   private lostAtFailure = 0;
   private retryAt = 0;
   private readonly repeats: RepeatedLog;
-  private readonly timer: ReturnType<typeof setInterval>;
+  /** The spool's timer, armed only while there is work (see arm): an idle spool wakes nobody. */
+  private timer: ReturnType<typeof setTimeout> | null = null;
   private closed = false;
   /** Why the log cannot write now (null: it can). */
   failure: string | null = null;
@@ -131,7 +132,7 @@ export class Spool {
         } catch { /* stays -1: the probe starts a segment when it can */ }
       }
     }
-    this.timer = setInterval(() => this.tick(), Math.max(10, opts.fsyncMs));
+    this.arm();
   }
 
   /**
@@ -393,13 +394,15 @@ export class Spool {
     // Let go of the messages the reused array still points at after a big turn.
     if (shrink || count > 16_384) this.batchMessages = [];
     if (shrink) this.batch = Buffer.allocUnsafe(1024 * 1024);
+    this.arm();
   }
 
   /** Flushes, fsyncs and closes the spool. */
   close(): void {
     if (this.closed) return;
     this.flush();
-    clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
     this.closed = true;
     if (this.fd >= 0) {
       try {
@@ -417,12 +420,32 @@ export class Spool {
     this.repeats.flush();
   }
 
-  /** Every fsyncMs: the fsync, the throttled log's counts, and (while the log cannot write) a write probe. */
+  /** The timer's work: the fsync, the throttled log's counts, (while the log cannot write) a write probe, and sealing by age. */
   private tick(): void {
     this.sync();
     this.repeats.flush();
     if (this.failure && this.used === 0 && Date.now() >= this.retryAt) this.probe();
     else if (!this.closed) this.rollIfDue();
+    this.arm();
+  }
+
+  /**
+   * Arms the timer when there is work for it: within fsyncMs while records wait
+   * for their fsync, the log cannot write (probe, throttled error counts) or a
+   * roll failed; else, while the segment holds records, for when it is due to be
+   * sealed by age. With nothing written since the last seal it stays off.
+   */
+  private arm(): void {
+    if (this.closed || this.timer) return;
+    const fsyncMs = Math.max(10, this.opts.fsyncMs);
+    let delay: number | null = null;
+    if (this.unsynced || this.syncing || this.failure !== null || this.retryAt > Date.now() || this.repeats.waiting) delay = fsyncMs;
+    else if (this.segmentSize > this.segmentBase) delay = Math.max(fsyncMs, this.segmentOpenedAt + this.opts.segmentSeconds * 1000 - Date.now());
+    if (delay === null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.tick();
+    }, delay);
   }
 
   /** While the log cannot write and nothing is being appended (writes refused): tries a small write to see if it can again. */
@@ -448,6 +471,7 @@ export class Spool {
 
   private failed(reason: string, what: string, fields: Record<string, unknown>): void {
     this.repeats.error(what, fields);
+    this.arm();
     if (this.failure) return;
     this.failure = reason;
     this.failureSince = Date.now();

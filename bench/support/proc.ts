@@ -36,3 +36,16 @@ export async function runClient<T>(script: string, args: unknown): Promise<T> {
   if (code !== 0) throw new Error(`${script} exited ${code}: ${out}`);
   return JSON.parse(out.trim().split("\n").pop()!) as T;
 }
+
+/** CPU time a process has used so far (user + system), in seconds, from /proc (Linux). */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const fields = (await Bun.file(`/proc/${pid}/stat`).text()).split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks: USER_HZ is 100 on Linux
+}
+
+/** Percent of one core a process uses over `seconds` (sampled from /proc). */
+export async function idleCpuPercent(pid: number, seconds: number): Promise<number> {
+  const a = await cpuSeconds(pid);
+  await Bun.sleep(seconds * 1000);
+  return ((await cpuSeconds(pid)) - a) / seconds * 100;
+}

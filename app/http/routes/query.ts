@@ -2,6 +2,7 @@ import type { Hono } from "hono";
 import { join } from "node:path";
 import { runQueryInWorker, streamQueryInWorker } from "../../analytics/run-query.ts";
 import type { QueryEngineOptions } from "../../analytics/engine.ts";
+import { DEFAULT_POOL_LIMITS, type QueryPoolLimits } from "../../analytics/query-pool.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
@@ -9,24 +10,31 @@ import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const FORMATS = { json: "application/json", ndjson: "application/x-ndjson", csv: "text/csv; charset=utf-8", table: "text/plain; charset=utf-8", parquet: "application/vnd.apache.parquet" } as const;
 
-/** Where the query engine finds the log, and how big it may be (settings query_threads, query_memory_mb). */
-export function queryDirs(deps: HttpDeps): QueryEngineOptions {
+/** Where the query engine finds the log, and how big it may be (settings query_*). */
+export function queryDirs(deps: HttpDeps): QueryEngineOptions & { limits: QueryPoolLimits } {
   const d = deps.config.dataDir;
   const s = deps.store.settings;
-  return { logsDir: join(d, "logs"), spoolDir: join(d, "spool"), tempDir: join(d, "tmp", "duckdb"), threads: s.query_threads, memoryLimit: `${s.query_memory_mb}MB` };
+  return {
+    logsDir: join(d, "logs"), spoolDir: join(d, "spool"), tempDir: join(d, "tmp", "duckdb"), threads: s.query_threads, memoryLimit: `${s.query_memory_mb}MB`,
+    limits: {
+      processes: s.query_processes, concurrency: s.query_concurrency, queue: s.query_queue, perClient: s.query_per_client,
+      resultBytes: s.query_result_mb * 1048576, rssBytes: s.query_rss_mb * 1048576, idleMs: s.query_idle_seconds * 1000, graceMs: DEFAULT_POOL_LIMITS.graceMs,
+    },
+  };
 }
 
 /** Most rows an HTTP query (API or admin UI) may return. */
 export const HTTP_ROW_LIMIT = 100_000;
 
 /** What every HTTP query runs with: the log's folders and the query_timeout_seconds limit. */
-export function httpQueryLimits(deps: HttpDeps): { timeoutMs: number; dirs: QueryEngineOptions } {
+export function httpQueryLimits(deps: HttpDeps): { timeoutMs: number; dirs: QueryEngineOptions & { limits: QueryPoolLimits } } {
   return { timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) };
 }
 
 /**
  * Binds POST /api/query (admin): `{"sql": "SELECT …", "format": "json"|"ndjson"|"csv"|"table"|"parquet"}`,
- * run read-only over the log in a worker, with a row limit (100,000) and a time limit (30 s).
+ * run read-only over the log in the query process, with a row limit (100,000), a size limit
+ * (query_result_mb) and a time limit (query_timeout_seconds); 503 with Retry-After when the queue is full.
  */
 export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.post("/api/query", requireAdmin(deps), async (c) => {
@@ -37,11 +45,11 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (format === "ndjson" || format === "csv") {
       // Streamed: rows go out as DuckDB produces them; a limit hit after the first rows ends the stream with an error line.
       const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
-      if (!streamed.ok) throw new AppError(streamed.busy ? 503 : streamed.refused ? 400 : 500, `query failed: ${streamed.error}`);
+      if (!streamed.ok) throw new AppError(streamed.status ?? (streamed.busy ? 503 : streamed.refused ? 400 : 500), `query failed: ${streamed.error}`);
       return new Response(streamed.body, { status: 200, headers: { "Content-Type": FORMATS[format] } });
     }
     const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
-    if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);
+    if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : reply.refused ? 400 : 500), `query failed: ${reply.error}`);
     const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
     if (format === "parquet") headers["Content-Disposition"] = 'attachment; filename="query.parquet"';
     return c.body(reply.body as string, 200, headers);

@@ -76,9 +76,9 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
   const reply = await runQueryInWorker({
     sql: `SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
-    params, format: "json", rowLimit: limit, ...httpQueryLimits(deps),
+    params, format: "json", rowLimit: limit, ...httpQueryLimits(deps), client: remoteAddress(c),
   });
-  if (!reply.ok) throw new AppError(reply.busy ? 503 : 500, `reading the log failed: ${reply.error}`);
+  if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : 500), `reading the log failed: ${reply.error}`);
   const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
   if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
   return c.json({

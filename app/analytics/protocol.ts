@@ -1,0 +1,27 @@
+import type { QueryEngineOptions } from "./engine.ts";
+import type { Quarantined } from "../log/quarantine.ts";
+
+/** Output formats of a query. grid: JSON {columns, types, rows: [[…]]} for the admin UI's table and chart. */
+export type QueryFormat = "table" | "csv" | "json" | "ndjson" | "parquet" | "grid";
+
+/** Hub → query process. */
+export type ToEngine =
+  | { type: "open"; dirs: QueryEngineOptions; resultBytes: number }
+  | { type: "query"; id: number; sql: string; format: QueryFormat; rowLimit: number; timeoutMs: number; params?: (string | number)[]; stream: boolean }
+  /** The hub's reader wants the next chunk of streamed query `id`. */
+  | { type: "more"; id: number }
+  /** The client went away: stop query `id`. */
+  | { type: "cancel"; id: number };
+
+/** Query process → hub. */
+export type FromEngine =
+  | { type: "ready" }
+  /** DuckDB could not be loaded or opened: why, just before the process exits. */
+  | { type: "fatal"; error: string }
+  | { type: "result"; id: number; body?: string; base64?: string; rows: number }
+  /** A streamed query has started (its columns are known). */
+  | { type: "start"; id: number }
+  | { type: "chunk"; id: number; text: string }
+  | { type: "end"; id: number; rows: number }
+  | { type: "error"; id: number; error: string; refused: boolean }
+  | ({ type: "quarantined" } & Quarantined);

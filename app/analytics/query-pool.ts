@@ -1,0 +1,307 @@
+import type { Subprocess } from "bun";
+import { residentBytes, runInBackground, selfCommand } from "../core/self-process.ts";
+import type { Quarantined } from "../log/quarantine.ts";
+import type { QueryEngineOptions } from "./engine.ts";
+import { encodeFrame, readFrames } from "./frames.ts";
+import type { FromEngine, ToEngine } from "./protocol.ts";
+
+/** How big the query side may get; settings query_*. */
+export interface QueryPoolLimits {
+  /** Query processes at most (each holds a DuckDB). */
+  processes: number;
+  /** Queries one process runs at once (each on its own connection). */
+  concurrency: number;
+  /** Queries that may wait for a slot; past that, 503. */
+  queue: number;
+  /** Queries one client may have running or waiting (history); past that, 429. */
+  perClient: number;
+  /** Largest answer of one query, in bytes. */
+  resultBytes: number;
+  /** A query process whose resident memory passes this is killed (its queries fail). */
+  rssBytes: number;
+  /** A process with no query for this long exits, giving its memory back (0: never). */
+  idleMs: number;
+  /** How long past its time limit a query may take to stop before its process is killed. */
+  graceMs: number;
+}
+
+/** Defaults for a 512 MB box. */
+export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
+  processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
+};
+
+/** What a query in flight is told by its process. */
+interface Listener {
+  onFrame(frame: FromEngine): void;
+  /** The process died (killed, crashed or stopped); the query is over. */
+  onDead(error: string): void;
+  timeoutMs: number;
+}
+
+/** One query process: a child running `__query-engine`, with the queries in flight on it. */
+export class QueryProcess {
+  private readonly proc: Subprocess<"pipe", "pipe", "inherit">;
+  private readonly inflight = new Map<number, Listener>();
+  private killReason: string | null = null;
+  /** Resolves when DuckDB is open; rejects when the process died first. */
+  readonly ready: Promise<void>;
+  dead = false;
+  /** Killed or asked to exit: takes no new query. */
+  retired = false;
+  /** Slots taken (queries running or starting). */
+  running = 0;
+  readonly startedAt = Date.now();
+  readyMs = 0;
+  idleTimer: ReturnType<typeof setTimeout> | null = null;
+  readonly configKey: string;
+
+  constructor(dirs: QueryEngineOptions, limits: QueryPoolLimits, private readonly events: { onExit(p: QueryProcess, reason: string): void; onQuarantine(q: Quarantined): void }) {
+    this.configKey = JSON.stringify([dirs, limits.resultBytes]);
+    this.proc = Bun.spawn(selfCommand(["__query-engine"]), { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: process.env });
+    runInBackground(this.proc.pid);
+    let readyResolve!: () => void;
+    let readyReject!: (e: Error) => void;
+    this.ready = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
+    this.ready.catch(() => {});
+    this.send({ type: "open", dirs, resultBytes: limits.resultBytes });
+    const reading = readFrames(this.proc.stdout, (f) => {
+      const frame = f as FromEngine;
+      if (frame.type === "ready") {
+        this.readyMs = Date.now() - this.startedAt;
+        readyResolve();
+      } else if (frame.type === "fatal") this.killReason ??= frame.error;
+      else if (frame.type === "quarantined") this.events.onQuarantine(frame);
+      else this.inflight.get(frame.id)?.onFrame(frame);
+    }).catch(() => { /* the process went away: exited below */ });
+    // Its last frames (a "fatal" saying why) are read before its exit is handled.
+    void Promise.all([this.proc.exited, reading]).then(([code]) => {
+      this.dead = true;
+      const reason = this.killReason ?? `the query process exited unexpectedly (code ${code}); run the query again`;
+      readyReject(new Error(reason));
+      for (const l of [...this.inflight.values()]) l.onDead(reason);
+      this.inflight.clear();
+      this.events.onExit(this, reason);
+    });
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  /** Resident memory now. */
+  rss(): number {
+    return residentBytes(this.proc.pid);
+  }
+
+  send(frame: ToEngine): void {
+    if (this.dead) return;
+    try {
+      this.proc.stdin.write(encodeFrame(frame));
+      void this.proc.stdin.flush();
+    } catch {
+      // a closed pipe: the exit handler reports it
+    }
+  }
+
+  /** Starts query `id` on this process; `listener` hears its frames. */
+  start(id: number, job: Omit<Extract<ToEngine, { type: "query" }>, "type" | "id">, listener: Listener): void {
+    this.inflight.set(id, listener);
+    this.send({ type: "query", id, ...job });
+  }
+
+  /** Forgets a query that is over. */
+  done(id: number): void {
+    this.inflight.delete(id);
+  }
+
+  /** Kills the process at once (SIGKILL); every query on it fails with `reason`. */
+  kill(reason: string): void {
+    if (this.dead) return;
+    this.retired = true;
+    this.killReason ??= reason;
+    this.proc.kill("SIGKILL");
+  }
+
+  /** Asks the process to exit (closes its stdin). */
+  close(): void {
+    this.retired = true;
+    this.killReason ??= "the query process was stopped";
+    try { void this.proc.stdin.end(); } catch { /* gone already */ }
+  }
+
+  /** Waits until the process has exited. */
+  exited(): Promise<number> {
+    return this.proc.exited;
+  }
+}
+
+/** A slot to run one query on, or why there is none. */
+export type Slot = { proc: QueryProcess; id: number; release(): void } | { busy: string; status: 429 | 503 };
+
+/**
+ * The hub's query processes for one data dir: up to `processes` of them, each
+ * running up to `concurrency` queries; more wait in a bounded queue, and past
+ * that a query is refused (503). One client may hold `perClient` slots or
+ * waiting places at most (429 past that). While queries run, a watchdog kills
+ * a process whose memory passes `rssBytes`; a process idle for `idleMs` exits.
+ */
+export class QueryPool {
+  private readonly procs: QueryProcess[] = [];
+  private readonly waiting: { client?: string; grant: (s: Slot) => void }[] = [];
+  private readonly perClient = new Map<string, number>();
+  private watchdog: ReturnType<typeof setInterval> | null = null;
+  private nextId = 1;
+  private closed = false;
+  /** Counters for stats and tests. */
+  readonly stats = { started: 0, killed: 0, idleExits: 0, lastReadyMs: 0, quarantined: 0 };
+
+  constructor(private dirs: QueryEngineOptions, public limits: QueryPoolLimits, private readonly hooks: { onQuarantine?: (q: Quarantined) => void; onKill?: (reason: string) => void } = {}) {}
+
+  /** Applies new folders or limits (settings changed): processes with other settings retire once idle. */
+  configure(dirs: QueryEngineOptions, limits: QueryPoolLimits): void {
+    this.dirs = dirs;
+    this.limits = limits;
+  }
+
+  /** Queries running now (slots taken). */
+  get active(): number {
+    return this.procs.reduce((a, p) => a + p.running, 0);
+  }
+
+  /** Queries waiting for a slot now. */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  /** The live processes (for stats and tests). */
+  processes(): readonly QueryProcess[] {
+    return this.procs;
+  }
+
+  /** Takes a slot, waiting in the queue when all are taken; refuses when the queue (or the client's share) is full. */
+  acquire(client?: string): Promise<Slot> {
+    if (this.closed) return Promise.resolve({ busy: "the server is shutting down", status: 503 });
+    if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.limits.perClient) {
+      return Promise.resolve({ busy: `this client has ${this.limits.perClient} queries running or waiting already (query_per_client); wait for them to finish`, status: 429 });
+    }
+    const slot = this.take(client);
+    if (slot) return Promise.resolve(slot);
+    if (this.waiting.length >= this.limits.queue) {
+      return Promise.resolve({ busy: `${this.active} queries are running already and ${this.waiting.length} are waiting (query_queue); try again in a moment`, status: 503 });
+    }
+    if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    return new Promise((grant) => this.waiting.push({ client, grant }));
+  }
+
+  /** A free slot now, or null. */
+  private take(client: string | undefined, counted = false): Slot | null {
+    const key = JSON.stringify([this.dirs, this.limits.resultBytes]);
+    for (const p of this.procs) if (p.configKey !== key && p.running === 0) p.close();
+    const live = this.procs.filter((p) => !p.dead && !p.retired && p.configKey === key);
+    let proc = live.filter((p) => p.running < this.limits.concurrency).sort((a, b) => a.running - b.running)[0];
+    if (!proc) {
+      if (live.length >= this.limits.processes) return null;
+      proc = this.spawn();
+    }
+    if (proc.idleTimer) clearTimeout(proc.idleTimer);
+    proc.idleTimer = null;
+    proc.running++;
+    if (client !== undefined && !counted) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    this.watch();
+    let released = false;
+    return {
+      proc,
+      id: this.nextId++,
+      release: () => {
+        if (released) return;
+        released = true;
+        proc.running--;
+        if (client !== undefined) {
+          const n = (this.perClient.get(client) ?? 1) - 1;
+          if (n > 0) this.perClient.set(client, n);
+          else this.perClient.delete(client);
+        }
+        this.dispatch();
+        if (proc.running === 0 && !proc.dead) this.idle(proc);
+      },
+    };
+  }
+
+  /** Hands free slots to waiting queries, oldest first. */
+  private dispatch(): void {
+    while (this.waiting.length > 0) {
+      const next = this.waiting[0]!;
+      const slot = this.take(next.client, true);
+      if (!slot) return;
+      this.waiting.shift();
+      next.grant(slot);
+    }
+  }
+
+  private spawn(): QueryProcess {
+    const proc = new QueryProcess(this.dirs, this.limits, {
+      onQuarantine: (q) => { this.stats.quarantined++; this.hooks.onQuarantine?.(q); },
+      onExit: (p) => {
+        const i = this.procs.indexOf(p);
+        if (i >= 0) this.procs.splice(i, 1);
+        if (p.idleTimer) clearTimeout(p.idleTimer);
+        if (!this.closed) this.dispatch();
+      },
+    });
+    void proc.ready.then(() => { this.stats.lastReadyMs = proc.readyMs; }, () => {});
+    this.procs.push(proc);
+    this.stats.started++;
+    return proc;
+  }
+
+  /** Kills `proc` (SIGKILL) because of `reason`; its queries fail with it, the next query starts a new one. */
+  kill(proc: QueryProcess, reason: string): void {
+    if (proc.dead) return;
+    this.stats.killed++;
+    this.hooks.onKill?.(reason);
+    proc.kill(reason);
+  }
+
+  private idle(proc: QueryProcess): void {
+    if (this.limits.idleMs <= 0) return;
+    proc.idleTimer = setTimeout(() => {
+      if (proc.running > 0 || proc.dead || proc.retired) return;
+      this.stats.idleExits++;
+      proc.close();
+    }, this.limits.idleMs);
+    proc.idleTimer.unref?.();
+  }
+
+  /** While queries run, checks each busy process's memory twice a second. */
+  private watch(): void {
+    if (this.watchdog) return;
+    this.watchdog = setInterval(() => {
+      if (this.active === 0) {
+        clearInterval(this.watchdog!);
+        this.watchdog = null;
+        return;
+      }
+      for (const p of this.procs) {
+        if (p.running === 0 || p.dead) continue;
+        const rss = p.rss();
+        if (rss > this.limits.rssBytes) {
+          this.kill(p, `the query process used ${Math.round(rss / 1048576)} MB of memory, more than allowed (query_rss_mb: ${Math.round(this.limits.rssBytes / 1048576)}); its queries were stopped: select less, or aggregate`);
+        }
+      }
+    }, 250);
+    this.watchdog.unref?.();
+  }
+
+  /** Stops every process and refuses new queries. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    for (const w of this.waiting.splice(0)) w.grant({ busy: "the server is shutting down", status: 503 });
+    const procs = [...this.procs];
+    for (const p of procs) p.close();
+    const deadline = Bun.sleep(2000).then(() => "late");
+    for (const p of procs) {
+      if ((await Promise.race([p.exited(), deadline])) === "late") p.kill("the server is shutting down");
+    }
+  }
+}

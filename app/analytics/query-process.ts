@@ -1,0 +1,169 @@
+/**
+ * The query process (`switchyard __query-engine`, started by the hub's query
+ * pool): keeps one sandboxed DuckDB open and warm and answers queries framed on
+ * stdin (see protocol.ts) on stdout. Several queries run at once, each on a
+ * connection of its own. Streamed answers go out one chunk at a time, each only
+ * after the hub asked for it, so a slow reader pauses the query. It exits when
+ * stdin closes (the hub stopped it, or died).
+ */
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { QueryEngine as Engine } from "./engine.ts";
+import { encodeFrame, readFrames } from "./frames.ts";
+import type { FromEngine, ToEngine } from "./protocol.ts";
+
+/** Text gathered before a streamed chunk goes out. */
+const CHUNK_BYTES = 64 * 1024;
+
+function send(frame: FromEngine): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(encodeFrame(frame), (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+const mb = (bytes: number) => `${Math.round(bytes / 1048576)} MB`;
+
+/** Runs the query process until stdin closes; returns the exit code. */
+export async function runQueryProcess(): Promise<number> {
+  // DuckDB loads here: when it cannot (no usable folder for its library, say), the hub hears why.
+  let mod: typeof import("./engine.ts");
+  try {
+    mod = await import("./engine.ts");
+  } catch (err) {
+    await send({ type: "fatal", error: (err as Error).message });
+    return 3;
+  }
+  const { formatResult, QueryEngine, QueryError } = mod;
+  let engine: Engine | null = null;
+  let opening: Promise<void> | null = null;
+  let resultBytes = 32 * 1024 * 1024;
+  /** Credits for streamed queries: how many chunks the hub has asked for, and who waits for one. */
+  const credits = new Map<number, { count: number; wake: (() => void) | null; cancelled: boolean }>();
+  const interrupts = new Map<number, () => void>();
+
+  const waitCredit = async (id: number, deadline: number, timeoutMs: number) => {
+    const c = credits.get(id)!;
+    while (c.count === 0 && !c.cancelled) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new QueryError(`the query took longer than ${Math.round(timeoutMs / 1000)} s and was stopped (its reader was too slow)`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        c.wake = () => { clearTimeout(t); resolve(); };
+      });
+      c.wake = null;
+    }
+    if (c.cancelled) throw new QueryError("the query was cancelled");
+    c.count--;
+  };
+
+  const runStream = async (job: Extract<ToEngine, { type: "query" }>) => {
+    const deadline = Date.now() + job.timeoutMs;
+    const csv = job.format === "csv";
+    let pending = "";
+    let total = 0;
+    let header = true;
+    const flush = async () => {
+      if (!pending) return;
+      const text = pending;
+      pending = "";
+      await send({ type: "chunk", id: job.id, text });
+      await waitCredit(job.id, deadline, job.timeoutMs);
+    };
+    try {
+      const rows = await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, onInterrupt: (f) => interrupts.set(job.id, f) }, async (columns, rows) => {
+        if (header) {
+          header = false;
+          await send({ type: "start", id: job.id });
+          if (csv) pending += formatResult({ columns, rows: [] }, "csv");
+        }
+        for (const row of rows) {
+          let text = formatResult({ columns, rows: [row] }, csv ? "csv" : "ndjson");
+          if (csv) text = text.slice(text.indexOf("\n") + 1);
+          total += text.length;
+          if (total > resultBytes) throw new QueryError(`the result is larger than ${mb(resultBytes)} (query_result_mb); it was cut there: select fewer or smaller columns, or add a LIMIT`);
+          pending += text;
+          if (pending.length >= CHUNK_BYTES) await flush();
+        }
+      });
+      await flush();
+      await send({ type: "end", id: job.id, rows });
+    } catch (err) {
+      if (pending) await send({ type: "chunk", id: job.id, text: pending });
+      throw err;
+    }
+  };
+
+  const runOne = async (job: Extract<ToEngine, { type: "query" }>) => {
+    const onInterrupt = (f: () => void) => interrupts.set(job.id, f);
+    if (job.format === "parquet") {
+      const path = join(engine!.exportDir, `export-${job.id}-${crypto.randomUUID()}.parquet`);
+      try {
+        const rows = await engine!.exportParquet(job.sql, path, job.timeoutMs, onInterrupt);
+        const bytes = readFileSync(path);
+        if (bytes.length > resultBytes) throw new QueryError(`the Parquet file is larger than ${mb(resultBytes)} (query_result_mb): select fewer rows or columns`);
+        await send({ type: "result", id: job.id, base64: bytes.toString("base64"), rows });
+      } finally {
+        rmSync(path, { force: true });
+      }
+      return;
+    }
+    // Rows are gathered with a byte count, so a huge result stops at the cap rather than filling memory.
+    const collected: Record<string, unknown>[] = [];
+    let cols: string[] = [];
+    let types: string[] = [];
+    let total = 0;
+    await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, onInterrupt, whole: true }, (columns, rows, t) => {
+      cols = columns;
+      types = t;
+      for (const row of rows) {
+        for (const v of Object.values(row)) total += typeof v === "string" ? v.length + 3 : 16;
+        if (total > resultBytes) throw new QueryError(`the result is larger than ${mb(resultBytes)} (query_result_mb): select fewer or smaller columns, or add a LIMIT`);
+        collected.push(row);
+      }
+    });
+    const body = formatResult({ columns: cols, rows: collected, types }, job.format as Exclude<typeof job.format, "parquet">);
+    await send({ type: "result", id: job.id, body, rows: collected.length });
+  };
+
+  const handle = async (job: Extract<ToEngine, { type: "query" }>) => {
+    try {
+      await opening;
+      if (job.stream) {
+        await runStream(job);
+      } else {
+        await runOne(job);
+      }
+    } catch (err) {
+      await send({ type: "error", id: job.id, error: (err as Error).message, refused: err instanceof QueryError });
+    } finally {
+      credits.delete(job.id);
+      interrupts.delete(job.id);
+    }
+  };
+
+  await readFrames(Bun.stdin.stream(), (frame) => {
+    const m = frame as ToEngine;
+    if (m.type === "open") {
+      resultBytes = m.resultBytes;
+      opening = QueryEngine.open({ ...m.dirs, exportDir: join(m.dirs.tempDir, "..", "export") }, (q) => void send({ type: "quarantined", ...q }))
+        .then(async (e) => { engine = e; await send({ type: "ready" }); });
+      opening.catch(async (err) => {
+        await send({ type: "fatal", error: `cannot open DuckDB: ${(err as Error).message}` });
+        process.exit(3);
+      });
+    } else if (m.type === "query") {
+      // Set up before anything else is read: the hub's first "more" may come in the same read.
+      if (m.stream) credits.set(m.id, { count: 0, wake: null, cancelled: false });
+      void handle(m);
+    } else if (m.type === "more") {
+      const c = credits.get(m.id);
+      if (c) { c.count++; c.wake?.(); }
+    } else if (m.type === "cancel") {
+      interrupts.get(m.id)?.();
+      const c = credits.get(m.id);
+      if (c) { c.cancelled = true; c.wake?.(); }
+    }
+  });
+  (engine as Engine | null)?.close();
+  return 0;
+}

@@ -1,0 +1,136 @@
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { SettingsStore } from "../app/config/store.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../app/config/settings.ts";
+import { silentLogger } from "../app/core/logger.ts";
+import { Spool } from "../app/log/spool.ts";
+import { MAIN } from "./support/cli.ts";
+import { tempDir, waitFor } from "./support/server.ts";
+
+// A full 64 MiB segment, DuckDB in a child process and a real server: minutes on a loaded machine.
+setDefaultTimeout(300_000);
+
+/**
+ * Writes one full default segment (64 MiB: about 370,000 websocket-sized
+ * messages of ~180 bytes over 5 streams) into `dataDir`'s spool, as the hub
+ * would; returns how many messages it holds.
+ */
+function fullSegment(dataDir: string): number {
+  const spoolDir = join(dataDir, "spool");
+  const spool = Spool.open(spoolDir, { segmentBytes: DEFAULT_SETTINGS.log_segment_bytes, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+  const t0 = Date.now() * 1000;
+  let n = 0;
+  while (Spool.segments(spoolDir).length < 2) {
+    for (let k = 0; k < 1000; k++) {
+      n++;
+      spool.append({ stream: `rig${n % 5}`, ts: t0 + n, seq: Math.ceil(n / 5), origin: "ws", data: `{"t":${n},"v":0.123456789,"name":"sensor","x":"${"a".repeat(100)}"}`, size: 150 });
+    }
+    spool.flush();
+  }
+  spool.close();
+  // The first segment is full; the second holds the last flush's overflow.
+  const [first] = Spool.segments(spoolDir);
+  expect(statSync(join(spoolDir, first!)).size).toBeGreaterThanOrEqual(DEFAULT_SETTINGS.log_segment_bytes);
+  return n;
+}
+
+async function serveWith(dir: string, settings: Partial<Settings>) {
+  const store = SettingsStore.open(dir);
+  store.update(settings);
+  store.close();
+  // Recovery reads the whole 64 MiB spool first: give it time on a loaded machine.
+  const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
+  let log = "";
+  const reader = (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
+  await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log) || p.exitCode !== null, "the server to listen", 120_000).catch((err) => { throw new Error(`${(err as Error).message}; its log: ${log}`); });
+  if (p.exitCode !== null) throw new Error(`the server exited with code ${p.exitCode}: ${log}`);
+  const url = `http://127.0.0.1:${/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]}`;
+  const count = async () => {
+    const res = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT count(*) AS n, count(DISTINCT stream || '/' || seq) AS d FROM messages" }) });
+    const body = await res.json();
+    if (res.status !== 200) throw new Error(`query failed: ${JSON.stringify(body)}`);
+    expect(body[0].d).toBe(body[0].n);
+    return Number(body[0].n);
+  };
+  return { p, log: () => log, reader, url, count };
+}
+
+/** Publishes on a websocket and reads it back on another. */
+async function liveTraffic(url: string, stream: string): Promise<void> {
+  const ws = url.replace("http", "ws");
+  const sub = new WebSocket(`${ws}/ws/${stream}`);
+  const pub = new WebSocket(`${ws}/ws/${stream}`);
+  await Promise.all([sub, pub].map((s) => new Promise((res, rej) => { s.onopen = res; s.onerror = rej; })));
+  const got = new Promise<string>((res) => { sub.onmessage = (e) => res(String(e.data)); });
+  pub.send(`hello ${stream}`);
+  expect(await got).toBe(`hello ${stream}`);
+  sub.close();
+  pub.close();
+}
+
+describe("compaction in its own process", () => {
+  it("compacts a full default 64 MiB segment within the default memory settings, while queries count every message once", async () => {
+    const tmp = tempDir();
+    try {
+      const n = fullSegment(tmp.dir);
+      const s = await serveWith(tmp.dir, { log_compact_seconds: 1 });
+      try {
+        // Before, during and after compaction: every message exactly once.
+        let counts = 0;
+        while (!/log compacted/.test(s.log())) {
+          expect(await s.count()).toBe(n);
+          counts++;
+          if (/log compaction failed/.test(s.log())) break;
+        }
+        expect(s.log()).not.toContain("log compaction failed");
+        const line = /INFO\s+log compacted (.*)/.exec(s.log())![1]!;
+        expect(line).toContain("segments=2");
+        expect(line).toContain(`rows=${n}`);
+        // The compaction process's peak, under the installed unit's MemoryMax (384 MB).
+        const peak = Number(/peak_rss_mb=(\d+)/.exec(line)![1]);
+        expect(peak).toBeLessThan(384);
+        expect(Spool.segments(join(tmp.dir, "spool")).length).toBe(1); // only the one the server writes now
+        expect(await s.count()).toBe(n);
+        expect(counts).toBeGreaterThan(0);
+      } finally {
+        s.p.kill("SIGTERM");
+        expect(await s.p.exited).toBe(0);
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("exits 0 with the spool closed on SIGTERM during compaction, serving /healthz and websockets throughout; nothing is lost", async () => {
+    const tmp = tempDir();
+    try {
+      const n = fullSegment(tmp.dir);
+      const s = await serveWith(tmp.dir, { log_compact_seconds: 1 });
+      await waitFor(() => /log compaction started/.test(s.log()), "compaction to start", 30_000);
+      for (let i = 0; i < 3; i++) {
+        expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+        await liveTraffic(s.url, `during-${i}`);
+      }
+      expect(s.log()).not.toMatch(/log compacted/); // still compacting when the signal comes
+      s.p.kill("SIGTERM");
+      expect(await s.p.exited).toBe(0);
+      await s.reader;
+      expect(s.log()).toContain("switchyard stopped");
+      expect(s.log()).not.toContain("terminate called");
+      // A half-done run is finished or undone at the next start: every message once.
+      const again = await serveWith(tmp.dir, { log_compact_seconds: 1 });
+      try {
+        await waitFor(() => /log compacted/.test(again.log()), "the next start's compaction", 120_000);
+        expect(await again.count()).toBe(n + 3);
+        expect(readdirSync(join(tmp.dir, "logs")).filter((f) => f.startsWith(".tmp-"))).toEqual([]);
+      } finally {
+        again.p.kill("SIGTERM");
+        expect(await again.p.exited).toBe(0);
+      }
+      expect(existsSync(join(tmp.dir, "spool", "STATE.json"))).toBe(true);
+    } finally {
+      tmp.remove();
+    }
+  });
+});

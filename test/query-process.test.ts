@@ -1,0 +1,236 @@
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { readFileSync } from "node:fs";
+import { SettingsStore } from "../app/config/store.ts";
+import type { Settings } from "../app/config/settings.ts";
+import { spawnServe } from "./support/cli.ts";
+import { tempDir, waitFor } from "./support/server.ts";
+
+// Real servers, DuckDB in child processes, and queries that run into their limits.
+setDefaultTimeout(120_000);
+
+/** A `switchyard serve` subprocess with `settings`, plus helpers to use it. */
+async function serveWith(settings: Partial<Settings>) {
+  const tmp = tempDir();
+  const store = SettingsStore.open(tmp.dir);
+  store.update(settings);
+  store.close();
+  const srv = await spawnServe(tmp.dir);
+  const url = `http://127.0.0.1:${srv.port}`;
+  return {
+    ...srv, url, dir: tmp.dir,
+    ask: (sql: string, format = "json") => fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format }) }),
+    rss: () => Number(readFileSync(`/proc/${srv.p.pid}/statm`, "utf8").split(" ")[1]) * 4096,
+    async stop() {
+      srv.p.kill("SIGTERM");
+      const code = await srv.p.exited;
+      tmp.remove();
+      return code;
+    },
+  };
+}
+
+/** Publishes on a websocket and reads it back on another: the hub's live path works. */
+async function liveTraffic(url: string, stream: string): Promise<void> {
+  const ws = url.replace("http", "ws");
+  const sub = new WebSocket(`${ws}/ws/${stream}`);
+  const pub = new WebSocket(`${ws}/ws/${stream}`);
+  await Promise.all([sub, pub].map((s) => new Promise((res, rej) => { s.onopen = res; s.onerror = rej; })));
+  const got = new Promise<string>((res) => { sub.onmessage = (e) => res(String(e.data)); });
+  pub.send("ping-" + stream);
+  expect(await got).toBe("ping-" + stream);
+  sub.close();
+  pub.close();
+}
+
+describe("queries that DuckDB cannot stop", () => {
+  it("kills the query process (not the hub) when a query outlives its limit, through /api/query and GET /grafana/json", async () => {
+    const s = await serveWith({ query_timeout_seconds: 2 });
+    try {
+      const hubPid = s.p.pid;
+      const pending = s.ask("SELECT levenshtein(repeat('a', 60000), repeat('b', 60000)) AS d");
+      // While it runs, the hub answers and carries live traffic.
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+      await liveTraffic(s.url, "during-levenshtein");
+      const res = await pending;
+      expect(res.status).toBe(400);
+      expect((await res.json()).error.message).toContain("took longer than 2 s");
+      const grafana = await fetch(`${s.url}/grafana/json?sql=${encodeURIComponent("SELECT levenshtein(repeat('a', 60000), repeat('b', 60000)) AS d")}`);
+      expect(grafana.status).toBe(400);
+      expect((await grafana.json()).error.message).toContain("took longer than 2 s");
+      const huge = await fetch(`${s.url}/grafana/json?sql=${encodeURIComponent("SELECT repeat('a', 1500000000) AS x")}`);
+      expect(huge.status).toBeGreaterThanOrEqual(400);
+      expect((await huge.json()).error.message).toMatch(/query failed: .*(memory|larger than|Out of Memory|took longer)/i);
+      // The same hub process, still serving: queries, health and live traffic.
+      expect(s.p.exitCode).toBeNull();
+      expect(s.p.pid).toBe(hubPid);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+      await liveTraffic(s.url, "after");
+      const ok = await s.ask("SELECT 41 + 1 AS x");
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual([{ x: 42 }]);
+      expect(s.log()).toContain("query process killed");
+      // Where DuckDB used to finish the stopped query later and abort the whole server: 30 s of
+      // health checks and live traffic after the kills, on the same process.
+      const until = Date.now() + 30_000;
+      for (let i = 0; Date.now() < until; i++) {
+        expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+        if (i % 5 === 0) await liveTraffic(s.url, `later-${i}`);
+        await Bun.sleep(1000);
+      }
+      expect(s.p.exitCode).toBeNull();
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
+  it("gives a clear error when the query process is killed mid-query, and the next query works", async () => {
+    const { startTestServer } = await import("./support/server.ts");
+    const { findQueryPool } = await import("../app/analytics/run-query.ts");
+    const { join } = await import("node:path");
+    const srv = await startTestServer({ query_timeout_seconds: 30 });
+    try {
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }) });
+      const pending = ask("SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3");
+      const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
+      await waitFor(() => findQueryPool(join(srv.dataDir, "logs"))?.active === 1 && pool().processes().length === 1, "the query to start");
+      const pid = pool().processes()[0]!.pid;
+      await pool().processes()[0]!.ready;
+      process.kill(pid, "SIGKILL");
+      const res = await pending;
+      expect(res.status).toBe(500);
+      expect((await res.json()).error.message).toContain("the query process exited unexpectedly");
+      const next = await ask("SELECT 7 AS x");
+      expect(next.status).toBe(200);
+      expect(await next.json()).toEqual([{ x: 7 }]);
+      expect(pool().processes()[0]!.pid).not.toBe(pid);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe("query memory", () => {
+  it("streams a big result to a slow reader a chunk at a time, without the hub's memory growing", async () => {
+    const s = await serveWith({ query_timeout_seconds: 60, query_result_mb: 2048 });
+    try {
+      // Warm up (the query process starts), then take the hub's memory as the baseline.
+      expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
+      const before = s.rss();
+      // 1 GB of NDJSON, in DuckDB chunks of about 2 MB.
+      const res = await s.ask("SELECT repeat('x', 1000) AS x FROM range(1000000)", "ndjson");
+      expect(res.status).toBe(200);
+      const reader = res.body!.getReader();
+      let read = 0;
+      let peak = before;
+      // A slow reader: 2 MB, a little at a time.
+      while (read < 2 * 1024 * 1024) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        read += value.byteLength;
+        peak = Math.max(peak, s.rss());
+        await Bun.sleep(20);
+      }
+      for (let i = 0; i < 10; i++) {
+        peak = Math.max(peak, s.rss());
+        await Bun.sleep(100);
+      }
+      await reader.cancel();
+      expect(read).toBeGreaterThanOrEqual(2 * 1024 * 1024);
+      // Without backpressure the hub would have taken in the whole GB meanwhile.
+      expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
+  it("lets a slow reader take 2 MB of SELECT repeat('x', 1000000) FROM range(1000) with the hub's memory flat, when the limits allow the query", async () => {
+    // Limits raised so DuckDB may build this 1 GB answer in the query process: the hub must still hold only a chunk or two.
+    const s = await serveWith({ query_timeout_seconds: 120, query_result_mb: 2048, query_rss_mb: 8192 });
+    try {
+      expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
+      const before = s.rss();
+      const res = await s.ask("SELECT repeat('x', 1000000) AS x FROM range(1000)", "ndjson");
+      expect(res.status).toBe(200);
+      const reader = res.body!.getReader();
+      let read = 0;
+      let peak = before;
+      while (read < 2 * 1024 * 1024) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        read += value.byteLength;
+        peak = Math.max(peak, s.rss());
+        await Bun.sleep(50);
+      }
+      for (let i = 0; i < 10; i++) {
+        peak = Math.max(peak, s.rss());
+        await Bun.sleep(100);
+      }
+      await reader.cancel();
+      expect(read).toBeGreaterThanOrEqual(2 * 1024 * 1024);
+      expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
+  it("answers a 1 GB result (SELECT repeat('x', 1000000) FROM range(1000)) with a clear error, the hub's memory unchanged", async () => {
+    const s = await serveWith({ query_timeout_seconds: 60 });
+    try {
+      expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
+      const before = s.rss();
+      for (const format of ["ndjson", "json"]) {
+        const res = await s.ask("SELECT repeat('x', 1000000) AS x FROM range(1000)", format);
+        // Refused before the first row (the query process passed query_rss_mb), or cut by query_result_mb.
+        const text = await res.text();
+        if (res.status === 200) expect(text.trimEnd().split("\n").at(-1)).toMatch(/query_result_mb|query_rss_mb/);
+        else expect(JSON.parse(text).error.message).toMatch(/query_result_mb|query_rss_mb/);
+      }
+      expect(s.rss() - before).toBeLessThan(64 * 1024 * 1024);
+      const ok = await s.ask("SELECT 2 AS x");
+      expect(await ok.json()).toEqual([{ x: 2 }]);
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+});
+
+describe("an idle query process", () => {
+  it("exits after query_idle_seconds, giving its memory back, and the next query starts a new one", async () => {
+    const { startTestServer } = await import("./support/server.ts");
+    const { findQueryPool } = await import("../app/analytics/run-query.ts");
+    const { join } = await import("node:path");
+    const srv = await startTestServer({ query_idle_seconds: 1 });
+    try {
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }) });
+      expect(await (await ask("SELECT 1 AS x")).json()).toEqual([{ x: 1 }]);
+      const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
+      const first = pool().processes()[0]!;
+      expect(first.rss()).toBeGreaterThan(0);
+      await first.exited();
+      await waitFor(() => pool().processes().length === 0, "the idle process to be gone");
+      expect(pool().stats.idleExits).toBe(1);
+      expect(first.rss()).toBe(0);
+      expect(await (await ask("SELECT 2 AS x")).json()).toEqual([{ x: 2 }]);
+      expect(pool().processes()).toHaveLength(1);
+      expect(pool().processes()[0]!.pid).not.toBe(first.pid);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe("the pipe framing", () => {
+  it("cuts a byte stream into the frames sent, whatever the chunk sizes", async () => {
+    const { encodeFrame, FrameReader } = await import("../app/analytics/frames.ts");
+    const frames = [{ a: 1 }, { b: "x".repeat(300_000) }, { c: [1, 2, 3] }, { d: "é€ and a \n newline" }];
+    const bytes = Buffer.concat(frames.map(encodeFrame));
+    for (const size of [1, 5, 4096, 65_536, bytes.length]) {
+      const got: unknown[] = [];
+      const reader = new FrameReader((v) => got.push(v));
+      for (let o = 0; o < bytes.length; o += size) reader.push(bytes.subarray(o, o + size));
+      expect(got).toEqual(frames);
+    }
+  });
+});
