@@ -16,9 +16,9 @@ function partsRows(): { folder: string; text: string }[] {
   return section.split("\n").filter((l) => /^\| `[^`]+` \|/.test(l)).map((l) => ({ folder: l.match(/^\| `([^`]+)`/)![1]!, text: l }));
 }
 
-/** Backticked names that look like files or folders. */
+/** Backticked names that look like files or folders of the repository (not DATA_DIR/… places at run time). */
 function named(text: string): string[] {
-  return [...text.matchAll(/`([^`\s]+)`/g)].map((m) => m[1]!).filter((n) => FILE.test(n));
+  return [...text.matchAll(/`([^`\s]+)`/g)].map((m) => m[1]!).filter((n) => FILE.test(n) && !/^[A-Z_]+\//.test(n));
 }
 
 describe("docs/ARCHITECTURE.md matches the tree", () => {
