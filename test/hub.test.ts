@@ -32,6 +32,16 @@ function makeHub(patch: Partial<Settings> = {}, logger: Logger = silentLogger) {
   return { hub, fanout, clock, set: (p: Partial<Settings>) => { settings = { ...settings, ...p }; } };
 }
 
+/** A hub with a fast and a stalled subscriber on stream "bp", under `policy`. */
+function fastAndSlow(policy: Settings["backpressure_policy"]) {
+  const h = makeHub({ backpressure_policy: policy });
+  const fast = h.fanout.connection("bp");
+  const slow = h.fanout.connection("bp", {}, true);
+  h.hub.join(fast);
+  h.hub.join(slow);
+  return { ...h, fast, slow };
+}
+
 /** Publishes `n` numbered messages from UDP in one turn, then lets them be delivered. */
 async function publishMany(hub: Hub, stream: string, n: number, from = 0) {
   for (let i = from; i < from + n; i++) hub.publish(stream, `${i}:${PAYLOAD}`, "udp:10.0.0.1:5000");
@@ -40,11 +50,7 @@ async function publishMany(hub: Hub, stream: string, n: number, from = 0) {
 
 describe("hub backpressure (fake fan-out)", () => {
   it("drop: a subscriber over the limit is held off, every message it missed is counted, and settled when it catches up", async () => {
-    const { hub, fanout } = makeHub({ backpressure_policy: "drop" });
-    const fast = fanout.connection("bp");
-    const slow = fanout.connection("bp", {}, true);
-    hub.join(fast);
-    hub.join(slow);
+    const { hub, fanout, fast, slow } = fastAndSlow("drop");
     await publishMany(hub, "bp", 200);
 
     const s = hub.stream("bp")!;
@@ -133,11 +139,7 @@ describe("hub backpressure (fake fan-out)", () => {
   });
 
   it("disconnect: a subscriber over the limit is closed with 1013 and the limit, and cut off if it never reads", async () => {
-    const { hub, fanout } = makeHub({ backpressure_policy: "disconnect" });
-    const fast = fanout.connection("bp");
-    const slow = fanout.connection("bp", {}, true);
-    hub.join(fast);
-    hub.join(slow);
+    const { hub, fanout, fast, slow } = fastAndSlow("disconnect");
     await publishMany(hub, "bp", 100);
     const closed = fanout.socket(slow).closed!;
     expect(closed.code).toBe(1013);

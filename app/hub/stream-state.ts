@@ -1,5 +1,5 @@
 import type { Connection } from "./connection.ts";
-import { RateWindow } from "./rate.ts";
+import { RateWindow } from "../core/rate.ts";
 
 /** A stream's counters that only go up for the process's lifetime, kept when the stream is retired. */
 export interface StreamCounters {

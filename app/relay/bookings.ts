@@ -1,5 +1,5 @@
 import type { Hub } from "../hub/hub.ts";
-import { CLOSE } from "../hub/websocket.ts";
+import { CLOSE } from "../sources/websocket.ts";
 
 /** A booking id on a list until `exp` (seconds since the epoch). */
 export interface BookingEntry {

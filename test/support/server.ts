@@ -11,6 +11,16 @@ import { adminTokenSecret, signAdminToken } from "../../app/auth/admin-token.ts"
 import { createLogger, type Logger } from "../../app/core/logger.ts";
 import { startServer, TOKEN_SECRET_NAME, type RunningServer, type ServerOptions } from "../../app/server.ts";
 
+/** Runs `fn` in a fresh temp folder, removed afterwards whether it passed or threw. */
+export async function inTempDir<T>(fn: (dir: string) => T | Promise<T>): Promise<T> {
+  const tmp = tempDir();
+  try {
+    return await fn(tmp.dir);
+  } finally {
+    tmp.remove();
+  }
+}
+
 /** A fresh temp folder, removed by the returned function. */
 export function tempDir(prefix = "switchyard-test-"): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));

@@ -1,5 +1,5 @@
 import type { Hono } from "hono";
-import { badInput } from "../errors.tsx";
+import { badInput } from "../errors.ts";
 import { destinationView } from "../../relay/destinations.ts";
 import { parseRule } from "../../relay/rule.ts";
 import { redactDestination, restoreRedactedDestination } from "../../relay/secret-url.ts";

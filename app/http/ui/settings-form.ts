@@ -1,6 +1,6 @@
 import { ACCESS_POLICIES, BACKPRESSURE_POLICIES, DEFAULT_SETTINGS, SETTING_FIELDS, validateSettings, type Settings } from "../../config/settings.ts";
 import type { SettingsStore } from "../../config/store.ts";
-import { badInput } from "../errors.tsx";
+import { badInput } from "../errors.ts";
 import { UDP_FORMATS } from "../../core/udp-spec.ts";
 import type { SettingInput } from "../../../views/settings.tsx";
 

@@ -1,6 +1,6 @@
 import type { Hono } from "hono";
 import { destinationRuleFor, generateTokenBatch, parseTokenBatch, tokenFiles } from "../../auth/token-batch.ts";
-import { badInput } from "../errors.tsx";
+import { badInput } from "../errors.ts";
 import { tarGz } from "../../core/tar.ts";
 import { parseRule } from "../../relay/rule.ts";
 import { relaySecret } from "../../relay/relay-secret.ts";

@@ -1,8 +1,6 @@
 import type { Context } from "hono";
 import { AppError, badRequest, InvalidInput, PERCENT_ENCODING_RULE } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
-import { ErrorPage, Notice } from "../../views/layout.tsx";
-import { html } from "./ui/support.ts";
 
 /** The JSON body of every API error. */
 export function errorBody(status: number, message: string, data?: Record<string, unknown>) {
@@ -30,34 +28,42 @@ export function badInput(err: unknown): { message: string; fields: Record<string
 }
 
 /**
- * The app's one error handler: an AppError (or a domain error, see toAppError) becomes its status and message; anything
- * else is a 500 whose cause goes to the log, never to the client.
+ * The API's error handler: an AppError (or a domain error, see toAppError)
+ * becomes its status and a JSON body; anything else is a 500 whose cause goes to
+ * the log, never to the client. The admin UI has its own (ui/errors.tsx).
  */
 export const handleError = (logger: Logger) =>
   function handleError(err: Error, c: Context) {
-    const known = toAppError(err);
-    if (known) {
-      if (known.status === 503 || known.status === 429) c.header("Retry-After", "2");
-      if (known.cause) logger.warn("request failed", { path: c.req.path, status: known.status, cause: known.cause });
-      // The rest of a body over the limit is never read: the connection ends after this answer.
-      if (known.status === 413) c.header("Connection", "close");
-      if (c.req.path.startsWith("/admin")) return adminError(c, known.status, known.message);
-      return c.json(errorBody(known.status, known.message, known.data), known.status as 400);
-    }
-    logger.error("unhandled error", { method: c.req.method, path: c.req.path, error: err, ...stackTop(err) });
-    if (c.req.path.startsWith("/admin")) return adminError(c, 500, "internal error; the server log has the details");
-    return c.json(errorBody(500, "internal error; the server log has the details"), 500);
+    const known = answerable(err, c, logger);
+    if (known) return c.json(errorBody(known.status, known.message, known.data), known.status as 400);
+    logUnhandled(err, c, logger);
+    return c.json(errorBody(500, INTERNAL), 500);
   };
 
-/** Admin UI errors are HTML: a notice for htmx to swap in, else a page. */
-async function adminError(c: Context, status: number, message: string) {
-  const el = c.req.header("hx-request") === "true" ? <Notice kind="bad" text={message} /> : <ErrorPage status={status} message={message} />;
-  return c.html(await html(el), status as 400);
+/** What the client is told of an error it did not cause. */
+export const INTERNAL = "internal error; the server log has the details";
+
+/**
+ * The AppError to answer for `err` (null: a 500), after what every answer
+ * needs: its cause logged, Retry-After on 503 and 429, and the connection
+ * closed after a 413 (the rest of a body over the limit is never read).
+ */
+export function answerable(err: Error, c: Context, logger: Logger): AppError | null {
+  const known = toAppError(err);
+  if (!known) return null;
+  if (known.status === 503 || known.status === 429) c.header("Retry-After", "2");
+  if (known.cause) logger.warn("request failed", { path: c.req.path, status: known.status, cause: known.cause });
+  if (known.status === 413) c.header("Connection", "close");
+  return known;
 }
 
-/** 404 for routes that do not exist, naming the route. */
+/** Logs an error no handler expected, with where it was thrown. */
+export function logUnhandled(err: Error, c: Context, logger: Logger): void {
+  logger.error("unhandled error", { method: c.req.method, path: c.req.path, error: err, ...stackTop(err) });
+}
+
+/** 404 for API routes that do not exist, naming the route. */
 export function handleNotFound(c: Context) {
-  if (c.req.path.startsWith("/admin")) return adminError(c, 404, `no page ${c.req.path}; the menu lists the pages`);
   return c.json(errorBody(404, `no route ${c.req.method} ${c.req.path}; see the README for the API`), 404);
 }
 
@@ -69,7 +75,7 @@ export function handleNotFound(c: Context) {
 export function lastResortError(logger: Logger) {
   return function lastResortError(err: Error): Response {
     logger.error("unhandled error", { error: err, ...stackTop(err) });
-    return Response.json(errorBody(500, "internal error; the server log has the details"), { status: 500 });
+    return Response.json(errorBody(500, INTERNAL), { status: 500 });
   };
 }
 
