@@ -1,6 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, normalize } from "node:path";
 
 // docs/ARCHITECTURE.md is what a newcomer reads first: every part it names must exist,
 // and every folder of the program must be in its table of parts.
@@ -51,5 +51,46 @@ describe("docs/ARCHITECTURE.md matches the tree", () => {
     const row = partsRows().find((r) => r.folder === "app/hub/")!;
     const files = readdirSync(join(ROOT, "app/hub"));
     expect(files.filter((f) => !named(row.text).includes(f))).toEqual([]);
+  });
+});
+
+/** GitHub's anchor for a heading. */
+const slug = (heading: string) => heading.trim().toLowerCase().replace(/[^\w\- ]/g, "").replaceAll(" ", "-");
+
+/** The anchors of a Markdown file: its headings outside code blocks. */
+function anchors(file: string): Set<string> {
+  const out = new Set<string>();
+  let fence = false;
+  for (const line of readFileSync(join(ROOT, file), "utf8").split("\n")) {
+    if (line.startsWith("```")) fence = !fence;
+    const m = !fence && line.match(/^#{1,6} (.*)/);
+    if (m) out.add(slug(m[1]!));
+  }
+  return out;
+}
+
+describe("README and docs/ link to what exists", () => {
+  const files = ["README.md", ...readdirSync(join(ROOT, "docs")).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+
+  it("every relative link names a file that exists, and a heading that exists in it", () => {
+    const broken: string[] = [];
+    let links = 0;
+    for (const file of files) {
+      for (const m of readFileSync(join(ROOT, file), "utf8").matchAll(/\]\(([^)\s]+)\)/g)) {
+        const url = m[1]!;
+        if (/^[a-z]+:/.test(url)) continue;
+        links++;
+        const [path, frag] = url.split("#") as [string, string | undefined];
+        const target = path ? normalize(join(dirname(file), path)) : file;
+        if (!existsSync(join(ROOT, target))) broken.push(`${file}: ${url}`);
+        else if (frag && target.endsWith(".md") && !anchors(target).has(frag)) broken.push(`${file}: ${url} (no such heading)`);
+      }
+    }
+    expect(broken).toEqual([]);
+    expect(links).toBeGreaterThan(50);
+  });
+
+  it("the README stays a front page (the reference lives in docs/)", () => {
+    expect(readFileSync(join(ROOT, "README.md"), "utf8").split("\n").length).toBeLessThanOrEqual(160);
   });
 });
