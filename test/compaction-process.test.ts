@@ -6,7 +6,7 @@ import { DEFAULT_SETTINGS, type Settings } from "../app/config/settings.ts";
 import { silentLogger } from "../app/core/logger.ts";
 import { Spool } from "../app/log/spool.ts";
 import { MAIN } from "./support/cli.ts";
-import { tempDir, waitFor } from "./support/server.ts";
+import { adminHeadersFor, tempDir, waitFor } from "./support/server.ts";
 
 // A full 64 MiB segment, DuckDB in a child process and a real server: minutes on a loaded machine.
 setDefaultTimeout(300_000);
@@ -46,8 +46,9 @@ async function serveWith(dir: string, settings: Partial<Settings>) {
   await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log) || p.exitCode !== null, "the server to listen", 120_000).catch((err) => { throw new Error(`${(err as Error).message}; its log: ${log}`); });
   if (p.exitCode !== null) throw new Error(`the server exited with code ${p.exitCode}: ${log}`);
   const url = `http://127.0.0.1:${/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]}`;
+  const admin = await adminHeadersFor(dir);
   const count = async () => {
-    const res = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT count(*) AS n, count(DISTINCT stream || '/' || seq) AS d FROM messages" }) });
+    const res = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT count(*) AS n, count(DISTINCT stream || '/' || seq) AS d FROM messages" }), headers: admin });
     const body = await res.json();
     if (res.status !== 200) throw new Error(`query failed: ${JSON.stringify(body)}`);
     expect(body[0].d).toBe(body[0].n);

@@ -182,7 +182,9 @@ function request(r: Rng, routes: { method: string; path: string }[], port: numbe
 }
 
 /** What no answer may ever carry: Bun's development page, a stack frame, a source path. */
-const SOURCE = /__bunfallback|\bat [\w.<>$]+ \(|\.tsx?:\d+:\d+|node_modules|\/work\/|\bapp\/[\w/-]+\.tsx?\b/;
+// A stack frame names a function and then a place ("at fn (/path/file.ts:1:2)", "(native)"):
+// prose such as a setting's "at most (…)" is not one.
+const SOURCE = /__bunfallback|\bat [\w.<>$]+ \((?:\/|file:|native\b|<anonymous>)|\.tsx?:\d+:\d+|node_modules|\/work\/|\bapp\/[\w/-]+\.tsx?\b/;
 
 /** A websocket frame as a client would send it (masked unless told otherwise), with knobs to break it. */
 function frame(r: Rng): Buffer {

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { SettingsStore } from "../app/config/store.ts";
 import type { Settings } from "../app/config/settings.ts";
 import { spawnServe } from "./support/cli.ts";
-import { tempDir, waitFor } from "./support/server.ts";
+import { adminHeadersFor, tempDir, waitFor } from "./support/server.ts";
 
 // Real servers, DuckDB in child processes, and queries that run into their limits.
 setDefaultTimeout(120_000);
@@ -16,9 +16,10 @@ async function serveWith(settings: Partial<Settings>) {
   store.close();
   const srv = await spawnServe(tmp.dir);
   const url = `http://127.0.0.1:${srv.port}`;
+  const admin = await adminHeadersFor(tmp.dir);
   return {
-    ...srv, url, dir: tmp.dir,
-    ask: (sql: string, format = "json") => fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format }) }),
+    ...srv, url, dir: tmp.dir, admin,
+    ask: (sql: string, format = "json") => fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format }), headers: admin }),
     rss: () => Number(readFileSync(`/proc/${srv.p.pid}/statm`, "utf8").split(" ")[1]) * 4096,
     async stop() {
       srv.p.kill("SIGTERM");
@@ -54,10 +55,10 @@ describe("queries that DuckDB cannot stop", () => {
       const res = await pending;
       expect(res.status).toBe(400);
       expect((await res.json()).error.message).toContain("took longer than 2 s");
-      const grafana = await fetch(`${s.url}/grafana/json?sql=${encodeURIComponent("SELECT levenshtein(repeat('a', 60000), repeat('b', 60000)) AS d")}`);
+      const grafana = await fetch(`${s.url}/grafana/json?sql=${encodeURIComponent("SELECT levenshtein(repeat('a', 60000), repeat('b', 60000)) AS d")}`, { headers: s.admin });
       expect(grafana.status).toBe(400);
       expect((await grafana.json()).error.message).toContain("took longer than 2 s");
-      const huge = await fetch(`${s.url}/grafana/json?sql=${encodeURIComponent("SELECT repeat('a', 1500000000) AS x")}`);
+      const huge = await fetch(`${s.url}/grafana/json?sql=${encodeURIComponent("SELECT repeat('a', 1500000000) AS x")}`, { headers: s.admin });
       expect(huge.status).toBeGreaterThanOrEqual(400);
       expect((await huge.json()).error.message).toMatch(/query failed: .*(memory|larger than|Out of Memory|took longer)/i);
       // The same hub process, still serving: queries, health and live traffic.
@@ -89,7 +90,7 @@ describe("queries that DuckDB cannot stop", () => {
     const { join } = await import("node:path");
     const srv = await startTestServer({ query_timeout_seconds: 30 });
     try {
-      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }) });
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
       const pending = ask("SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3");
       const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
       await waitFor(() => findQueryPool(join(srv.dataDir, "logs"))?.active === 1 && pool().processes().length === 1, "the query to start");
@@ -203,7 +204,7 @@ describe("an idle query process", () => {
     const { join } = await import("node:path");
     const srv = await startTestServer({ query_idle_seconds: 1 });
     try {
-      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }) });
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
       expect(await (await ask("SELECT 1 AS x")).json()).toEqual([{ x: 1 }]);
       const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
       const first = pool().processes()[0]!;

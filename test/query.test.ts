@@ -248,7 +248,7 @@ describe("history queries per client", () => {
     try {
       for (const body of ["a", "b", "c"]) await fetch(`${srv.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } });
       // The one slot is busy with a slow SQL query (not a history query: no client share).
-      const slow = fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3" }) });
+      const slow = fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql: "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3" }) });
       await waitFor(async () => (await import("../app/analytics/run-query.ts")).activeQueries() === 1, "the slow query to run");
       const history = () => fetch(`${srv.url}/api/streams/hist/messages?source=log&limit=3`);
       const waiting = history();
