@@ -93,7 +93,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await ensureAdminAccount(store, config.dataDir, logger);
   const settings = () => store.settings;
   const boot = store.settings;
-  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger,
+  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger, now: () => clock.nowMillis(),
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }) });
   spool.enforceRetention();
   logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length, damaged: spool.recovery.damaged.length });

@@ -80,12 +80,13 @@ describe("compaction to Parquet", () => {
 
 describe("the server compacts its log", () => {
   it("turns sealed segments into Parquet in the background while the hub runs", async () => {
-    const { startTestServer, waitFor } = await import("./support/server.ts");
-    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1 });
+    const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
+    const clock = offsetClock(); // segments age by it: no waiting a second for one to seal
+    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1 }, { clock });
     try {
       const post = (body: string) => fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } });
       await post("first");
-      await Bun.sleep(1100);
+      clock.advance(1100);
       await post("second"); // the first segment is now past its age: sealed at this write
       const logsDir = join(srv.dataDir, "logs");
       await waitFor(() => srv.compactor.last?.outcome.ok === true && (srv.compactor.last.outcome as { result: { rows: number } }).result.rows > 0, "a compaction run", 15_000);
@@ -97,17 +98,18 @@ describe("the server compacts its log", () => {
   });
 
   it("alerts when compaction fails and again when it works", async () => {
-    const { startTestServer, waitFor } = await import("./support/server.ts");
+    const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
     const { startFakeSlack } = await import("./support/fake-slack.ts");
     const { writeFileSync, rmSync } = await import("node:fs");
     const slack = startFakeSlack();
     const tmp = tempDir();
+    const clock = offsetClock();
     // A file where the logs folder should be: every run fails until it is gone.
     writeFileSync(join(tmp.dir, "logs"), "not a folder");
-    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1, alert_cooldown_seconds: 0 }, { dataDir: tmp.dir, slackWebhookUrl: slack.url("ok") });
+    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1, alert_cooldown_seconds: 0 }, { dataDir: tmp.dir, slackWebhookUrl: slack.url("ok"), clock });
     try {
       await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body: "a" });
-      await Bun.sleep(1100);
+      clock.advance(1100);
       await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body: "b" });
       const texts = () => slack.received.map((m) => m.text.split("\n")[0]);
       await waitFor(() => texts().includes("Log compaction is failing"), "the failure alert", 15_000);
