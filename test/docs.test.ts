@@ -36,8 +36,9 @@ describe("docs/ARCHITECTURE.md matches the tree", () => {
     expect(checked).toBeGreaterThan(50); // the table was read, not skipped
   });
 
-  it("every path from the top named anywhere in it exists", () => {
-    const missing = named(DOC).filter((n) => TOP.some((t) => n.startsWith(t)) && !existsSync(join(ROOT, n)));
+  it("every path from the top named in it, the README or any of docs/ exists", () => {
+    const docs = ["README.md", ...readdirSync(join(ROOT, "docs")).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+    const missing = docs.flatMap((f) => named(readFileSync(join(ROOT, f), "utf8")).filter((n) => TOP.some((t) => n.startsWith(t)) && !existsSync(join(ROOT, n))).map((n) => `${f}: ${n}`));
     expect(missing).toEqual([]);
   });
 
