@@ -244,9 +244,13 @@ Restart=on-failure
 RestartSec=2
 TimeoutStopSec=20
 LimitNOFILE=65536
-# 512 MB machine: the hub idles near 50 MB, queries take DuckDB to about 120 MB.
+# 512 MB machine: the hub idles near 50 MB; queries (a warm DuckDB) and compaction
+# run in child processes. Out of memory, the kernel kills a child first (they run
+# with oom_score_adj 500) and the service goes on (OOMPolicy=continue): the hub
+# fails that query or compaction run with a clear error and starts a new child.
 MemoryHigh=320M
 MemoryMax=384M
+OOMPolicy=continue
 # The sandbox (systemd-analyze security rates it 1.1; test/install-unit.test.ts).
 # No MemoryDenyWriteExecute: Bun's JIT writes the code it runs.
 NoNewPrivileges=yes

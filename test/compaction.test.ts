@@ -201,6 +201,30 @@ describe("merging the small files of closed partitions", () => {
     });
   });
 
+  it("merges today's partition once it holds 16 files of compaction runs, leaving earlier merged files as they are", async () => {
+    const { mergeClosedPartitions, OPEN_PARTITION_MERGE_AT } = await import("../app/log/merge.ts");
+    const tmp = tempDir();
+    const logsDir = join(tmp.dir, "logs");
+    try {
+      await compactSegments(spoolWith(join(tmp.dir, "spool"), 800), logsDir);
+      const parquet = async () => (await files(logsDir)).filter((f) => f.endsWith(".parquet"));
+      const perPartition = (list: string[]) => Object.values(Object.groupBy(list, (f) => f.split("/").slice(0, -1).join("/"))).map((l) => l!.length);
+      expect(Math.min(...perPartition(await parquet()))).toBeGreaterThanOrEqual(OPEN_PARTITION_MERGE_AT);
+      // "today" is the messages' own date: the partitions are still open.
+      expect(await mergeClosedPartitions(logsDir, "2026-11-23")).toHaveLength(2);
+      const once = await parquet();
+      expect(once.map((f) => f.split("/").pop()!.replace(/\d+/g, "N"))).toEqual(["merged_N.parquet", "merged_N.parquet"]);
+      // Fewer than 16 new run files: nothing to do; a merged file is never merged again while the day is open.
+      expect(await mergeClosedPartitions(logsDir, "2026-11-23")).toEqual([]);
+      expect(await parquet()).toEqual(once);
+      const rows = await query(`SELECT seq::INT AS seq, count(*)::INT AS n FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) GROUP BY 1 ORDER BY 1`);
+      expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 800 }, (_, i) => i + 1));
+      expect(rows.every((r) => r.n === 1)).toBe(true);
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it.each(["written", "manifest", "renamed", "inputs-removed"])("loses and duplicates nothing when killed after %s", async (step) => {
     const { mergeClosedPartitions } = await import("../app/log/merge.ts");
     const tmp = tempDir();

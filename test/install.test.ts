@@ -138,7 +138,7 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(r.out).toContain("first admin password: sudo cat /var/lib/switchyard/initial-admin-password (or journalctl -u switchyard -g 'admin password')");
 
     const text = readFileSync(unit, "utf8");
-    for (const line of ["User=switchyard", "ExecStart=/usr/local/bin/switchyard serve", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/switchyard", "PrivateTmp=yes", "Restart=on-failure", "MemoryMax=384M", `Environment=SWITCHYARD_PORT=${port}`, "Environment=XDG_CACHE_HOME=/var/lib/switchyard/cache", "WantedBy=multi-user.target"]) {
+    for (const line of ["User=switchyard", "ExecStart=/usr/local/bin/switchyard serve", "NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/switchyard", "PrivateTmp=yes", "Restart=on-failure", "MemoryMax=384M", "OOMPolicy=continue", `Environment=SWITCHYARD_PORT=${port}`, "Environment=XDG_CACHE_HOME=/var/lib/switchyard/cache", "WantedBy=multi-user.target"]) {
       expect(text.split("\n")).toContain(line);
     }
     // The service itself uses DuckDB from the data folder (ProtectSystem=strict leaves nothing else writable):

@@ -205,7 +205,8 @@ describe("spool segments compaction cannot read", () => {
       clock.advance(1100);
       await post("good", "g2"); // seals the next one, holding g2
       const sealed = () => Spool.segments(join(tmp.dir, "spool")).length - 1;
-      expect(sealed()).toBe(2);
+      // b1's segment and g1's (g2's too, when the spool's timer has sealed it by age already).
+      expect(sealed()).toBeGreaterThanOrEqual(2);
       for (let run = 1; run <= 3; run++) {
         const o = await srv.compactor.runOnce();
         expect(o.ok).toBe(true);

@@ -209,6 +209,11 @@ describe("an idle query process", () => {
       const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
       const first = pool().processes()[0]!;
       expect(first.rss()).toBeGreaterThan(0);
+      // Out of memory, the kernel is to kill the query process before the hub.
+      const { readFileSync } = await import("node:fs");
+      const { CHILD_OOM_SCORE_ADJ } = await import("../app/core/self-process.ts");
+      expect(Number(readFileSync(`/proc/${first.pid}/oom_score_adj`, "utf8"))).toBe(CHILD_OOM_SCORE_ADJ);
+      expect(Number(readFileSync("/proc/self/oom_score_adj", "utf8"))).toBeLessThan(CHILD_OOM_SCORE_ADJ);
       await first.exited();
       await waitFor(() => pool().processes().length === 0, "the idle process to be gone");
       expect(pool().stats.idleExits).toBe(1);

@@ -302,8 +302,7 @@ export class QueryEngine {
    * whole, and quarantines it when it cannot be read. True when it was.
    */
   private async checkFiles(message: string): Promise<boolean> {
-    const logs = this.opts.logsDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    const named = new RegExp(`(${logs}/[^"'\\s]+\\.parquet)`).exec(message)?.[1];
+    const named = this.namedParquet(message);
     // DuckDB does not always name the file (a scrambled page may read as "don't know what type"):
     // on an error that looks like unreadable data, every file in the view is read once.
     const suspects = named ? [named] : /^(Invalid Error|IO Error|Invalid Input Error|Serialization Error)|parquet|corrupt|magic bytes|thrift/i.test(message) ? [...this.checked.keys()] : [];
@@ -327,7 +326,7 @@ export class QueryEngine {
    */
   async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void } = {}): Promise<QueryResult> {
     const rowLimit = opts.rowLimit ?? 100_000;
-    return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, async (conn) => {
+    return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, { retryVanished: true }, async (conn) => {
       const prepared = await prepareSelect(conn, sql);
       if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
       const reader = await prepared.streamAndReadUntil(rowLimit + 1);
@@ -348,7 +347,8 @@ export class QueryEngine {
     opts: { rowLimit: number; timeoutMs: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void; whole?: boolean },
     onChunk: (columns: string[], rows: Record<string, unknown>[], types: string[]) => void | Promise<void>,
   ): Promise<number> {
-    return this.withConnection(opts.timeoutMs, opts.onInterrupt, async (conn) => {
+    // Not retried: its first chunk (the columns) is already on its way to the client.
+    return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: false }, async (conn) => {
       const prepared = await prepareSelect(conn, sql);
       if (opts.params) prepared.bind(opts.params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
       const result = await prepared.stream();
@@ -377,7 +377,7 @@ export class QueryEngine {
    * as a zstd Parquet file; returns the rows written.
    */
   async exportParquet(sql: string, path: string, timeoutMs = 30_000, onInterrupt?: (interrupt: () => void) => void): Promise<number> {
-    return this.withConnection(timeoutMs, onInterrupt, async (conn) => {
+    return this.withConnection(timeoutMs, onInterrupt, { retryVanished: true }, async (conn) => {
       await prepareSelect(conn, sql);
       const body = sql.trim().replace(/;\s*$/, "");
       const r = await conn.runAndReadAll(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd)`);
@@ -387,9 +387,34 @@ export class QueryEngine {
 
   /**
    * Refreshes the view, then runs `fn` on a connection of its own, interrupting
-   * DuckDB after `timeoutMs`; every failure becomes a QueryError.
+   * DuckDB after `timeoutMs`; every failure becomes a QueryError. With
+   * `retryVanished`, a run that failed because a Parquet file it listed was
+   * removed meanwhile (a merge or retention replaced it) runs once more over a
+   * fresh view.
    */
-  private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+  private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, opts: { retryVanished: boolean }, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+    try {
+      return await this.runOnConnection(timeoutMs, onInterrupt, fn);
+    } catch (err) {
+      if (!opts.retryVanished || !(err instanceof QueryError) || !this.namesVanishedFile(err.message)) throw err;
+      this.viewKey = null;
+      return this.runOnConnection(timeoutMs, onInterrupt, fn);
+    }
+  }
+
+  /** The log's Parquet file an error message names, if it names one. */
+  private namedParquet(message: string): string | undefined {
+    const logs = this.opts.logsDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    return new RegExp(`(${logs}/[^"'\\s]+\\.parquet)`).exec(message)?.[1];
+  }
+
+  /** True when `message` names a Parquet file of the log that no longer exists. */
+  private namesVanishedFile(message: string): boolean {
+    const named = this.namedParquet(message);
+    return named !== undefined && !existsSync(named);
+  }
+
+  private async runOnConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
     try {
       await this.refresh();
     } catch (err) {

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { setPriority } from "node:os";
 import { join } from "node:path";
 
@@ -23,14 +23,26 @@ export function residentBytes(pid: number): number {
   }
 }
 
+/** A child's OOM score adjustment: under a memory limit the kernel kills a query or a compaction, not the hub. */
+export const CHILD_OOM_SCORE_ADJ = 500;
+
 /**
  * Lowers a child's scheduling priority (nice 10), so on a small box the hub's
- * fan-out wins the CPU over a query or a compaction. Best effort.
+ * fan-out wins the CPU over a query or a compaction, and makes it the kernel's
+ * first choice when the service runs out of memory (oom_score_adj 500): the hub
+ * notices, fails that query or compaction run with a clear error, and starts a
+ * new child for the next one. Best effort.
  */
 export function runInBackground(pid: number): void {
   try {
     setPriority(pid, 10);
   } catch {
     // not permitted here: it runs at normal priority
+  }
+  try {
+    // Raising a process's own user's score needs no privilege.
+    writeFileSync(`/proc/${pid}/oom_score_adj`, String(CHILD_OOM_SCORE_ADJ));
+  } catch {
+    // not permitted (or no /proc): the kernel judges it by size alone
   }
 }

@@ -11,19 +11,30 @@ export const MERGE_STEPS = ["written", "manifest", "renamed", "inputs-removed"] 
 export type MergeStep = (typeof MERGE_STEPS)[number];
 
 /**
+ * A partition still being written (today's) is merged too once it holds this
+ * many files from compaction runs (`seg…`): only those, never an earlier merged
+ * file, so a busy day's log is not rewritten again and again, and queries do not
+ * slow down as the day's small files pile up.
+ */
+export const OPEN_PARTITION_MERGE_AT = 16;
+
+/**
  * Merges the Parquet files of each closed partition (a date before `today`,
  * YYYY-MM-DD) that holds more than one file into one file, ordered by ts, so the
- * log is a few large files rather than many small ones. Exactly once across a
+ * log is a few large files rather than many small ones; and, in a partition of
+ * today or later, the files of compaction runs once there are
+ * OPEN_PARTITION_MERGE_AT of them. Exactly once across a
  * crash: the merged file is written under a temporary name, a manifest naming
  * inputs and output is fsynced, the output renamed into place, then the inputs
  * removed; a later run completes an interrupted merge (or drops it, when the
  * rename had not happened). Returns the partitions merged.
  */
 export async function mergeClosedPartitions(logsDir: string, today: string, opts: { crashAt?: MergeStep; memoryMb?: number; onQuarantine?: (q: Quarantined) => void } = {}): Promise<string[]> {
-  const todo: string[] = [];
+  const todo: { dir: string; open: boolean }[] = [];
   for (const { path: dir, date } of datePartitions(logsDir)) {
     recover(dir);
-    if (date < today && readdirSync(dir).filter((f) => f.endsWith(".parquet")).length > 1) todo.push(dir);
+    const files = readdirSync(dir).filter((f) => f.endsWith(".parquet"));
+    if (date < today ? files.length > 1 : files.filter(isRunFile).length >= OPEN_PARTITION_MERGE_AT) todo.push({ dir, open: date >= today });
   }
   if (todo.length === 0) return [];
   const crash = (step: MergeStep) => { if (opts.crashAt === step) process.kill(process.pid, "SIGKILL"); };
@@ -32,10 +43,10 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
   const merged: string[] = [];
   const problems: string[] = [];
   try {
-    for (const dir of todo) {
+    for (const { dir, open } of todo) {
       // An unreadable file goes to quarantine, so it cannot stop this merge (or retention after it).
       const inputs: string[] = [];
-      for (const f of readdirSync(dir).filter((f) => f.endsWith(".parquet")).sort()) {
+      for (const f of readdirSync(dir).filter((f) => f.endsWith(".parquet") && (!open || isRunFile(f))).sort()) {
         try {
           await conn.run(`SELECT count(*) FROM parquet_metadata('${join(dir, f).replaceAll("'", "''")}')`);
           inputs.push(f);
@@ -74,6 +85,11 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
   }
   if (problems.length > 0) throw new Error(`merging closed partitions failed: ${problems.join("; ")}`);
   return merged;
+}
+
+/** A file written by one compaction run (seg<N>_…), as opposed to a merged one. */
+function isRunFile(name: string): boolean {
+  return name.startsWith("seg") && name.endsWith(".parquet");
 }
 
 /** Completes or drops a merge a crash interrupted in `dir`. */
