@@ -29,45 +29,54 @@ describe("switchyard slack test", () => {
   ])("reports Slack's answer for /%s with exit code %d", async (path, code, message) => {
     slack = startFakeSlack();
     const tmp = tempDir();
-    const r = await cli(["slack", "test", "--text", "hello from the test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url(path) });
-    expect(r.code).toBe(code);
-    expect(r.stdout + r.stderr).toContain(message);
-    expect(r.stdout + r.stderr).not.toContain(SECRET_PART);
-    if (code === 0) expect(slack.received[0]!.text).toContain("hello from the test");
-    tmp.remove();
+    try {
+      const r = await cli(["slack", "test", "--text", "hello from the test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url(path) });
+      expect(r.code).toBe(code);
+      expect(r.stdout + r.stderr).toContain(message);
+      expect(r.stdout + r.stderr).not.toContain(SECRET_PART);
+      if (code === 0) expect(slack.received[0]!.text).toContain("hello from the test");
+    } finally {
+      tmp.remove();
+    }
   });
 
   it("reports a time-out, no network, a bad URL and no URL, each with exit code 1", async () => {
     slack = startFakeSlack();
     const tmp = tempDir();
-    const slow = await cli(["slack", "test", "--timeout", "1", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url("slow") });
-    expect(slow.code).toBe(1);
-    expect(slow.stderr).toContain("Slack did not answer within 1 s");
-    const closedPort = await freeUdpPort(); // nothing listens on TCP there either
-    const refused = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: `http://127.0.0.1:${closedPort}/services/${SECRET_PART}` });
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain("could not reach Slack");
-    expect(refused.stderr).not.toContain(SECRET_PART);
-    const bad = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: "hooks.slack.com/x" });
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain("is not a URL");
-    const none = await cli(["slack", "test", "--data-dir", tmp.dir]);
-    expect(none.code).toBe(1);
-    expect(none.stderr).toContain("no Slack webhook URL is set");
-    tmp.remove();
+    try {
+      const slow = await cli(["slack", "test", "--timeout", "1", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url("slow") });
+      expect(slow.code).toBe(1);
+      expect(slow.stderr).toContain("Slack did not answer within 1 s");
+      const closedPort = await freeUdpPort(); // nothing listens on TCP there either
+      const refused = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: `http://127.0.0.1:${closedPort}/services/${SECRET_PART}` });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("could not reach Slack");
+      expect(refused.stderr).not.toContain(SECRET_PART);
+      const bad = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: "hooks.slack.com/x" });
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain("is not a URL");
+      const none = await cli(["slack", "test", "--data-dir", tmp.dir]);
+      expect(none.code).toBe(1);
+      expect(none.stderr).toContain("no Slack webhook URL is set");
+    } finally {
+      tmp.remove();
+    }
   });
 
   it("stores the URL with set-url and shows it only redacted", async () => {
     slack = startFakeSlack();
     const tmp = tempDir();
-    const set = await cli(["slack", "set-url", slack.url("ok"), "--data-dir", tmp.dir]);
-    expect(set.code).toBe(0);
-    expect(set.stdout).not.toContain(SECRET_PART);
-    const show = await cli(["slack", "show", "--data-dir", tmp.dir]);
-    expect(show.stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/ok\/…\(redacted\) \(from the settings store\)\n$/);
-    expect((await cli(["slack", "test", "--data-dir", tmp.dir])).code).toBe(0);
-    expect((await cli(["slack", "set-url", "ftp://x", "--data-dir", tmp.dir])).code).toBe(2);
-    tmp.remove();
+    try {
+      const set = await cli(["slack", "set-url", slack.url("ok"), "--data-dir", tmp.dir]);
+      expect(set.code).toBe(0);
+      expect(set.stdout).not.toContain(SECRET_PART);
+      const show = await cli(["slack", "show", "--data-dir", tmp.dir]);
+      expect(show.stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/ok\/…\(redacted\) \(from the settings store\)\n$/);
+      expect((await cli(["slack", "test", "--data-dir", tmp.dir])).code).toBe(0);
+      expect((await cli(["slack", "set-url", "ftp://x", "--data-dir", tmp.dir])).code).toBe(2);
+    } finally {
+      tmp.remove();
+    }
   });
 });
 
