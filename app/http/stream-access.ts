@@ -42,7 +42,7 @@ export async function requireStreamGrant(c: Context<HttpEnv>, deps: HttpDeps, st
   try {
     grant = await authorizeStream({
       policy: settings.access, remoteAddress: accessAddress(c), token: tokenFromRequest(c.req.raw, new URL(c.req.url)),
-      stream, secret: deps.verifyKeys, audience: settings.public_url,
+      stream, secret: deps.verifyKeys, audience: settings.public_url, isDenied: (bid) => deps.bookings.isDenied(bid),
     });
   } catch (err) {
     if (err instanceof AccessDenied) throw new AppError(err.status, err.reason);
@@ -66,6 +66,9 @@ export async function streamVisibility(c: Context<HttpEnv>, deps: HttpDeps): Pro
   }
   try {
     const claims = await verifyStreamToken(deps.verifyKeys, token, settings.public_url || undefined);
+    if (claims.booking_id && deps.bookings.isDenied(claims.booking_id)) {
+      throw new AppError(403, "booking id has been deny-listed, probably because the session was cancelled");
+    }
     return free ? () => true : (stream) => claims.scopes.includes("read") && topicCovers(claims.topic, stream);
   } catch (err) {
     if (err instanceof TokenError) throw new AppError(401, err.message);

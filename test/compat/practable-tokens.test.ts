@@ -207,6 +207,33 @@ describe("compat: practable's booking control", () => {
     const bad = await fetch(`${relay.url}/bids/deny?bid=x&exp=5`, { method: "POST", headers: { Authorization: admin } });
     expect(bad.status).toBe(400);
   });
+
+  it("a denied booking's token is refused on /ws and the HTTP stream routes too, and its /ws connections are closed", async () => {
+    const relay = await relayWithLabSecret({ access: "token" });
+    const token = practableRelayToken({ secret: LAB_SECRET, topic: "spin9", audience: relay.url, lifetime: 3600, bookingId: "booking-ws" });
+    const held = await connect(relay.wsUrl("spin9", `token=${token}`));
+    await waitFor(() => relay.hub.stream("spin9")?.connections.size === 1, "the booking's /ws connection");
+    const admin = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, admin: true, read: false, write: false });
+    const deny = await fetch(`${relay.url}/api/bookings/deny`, { method: "POST", headers: { Authorization: admin, "content-type": "application/json" }, body: JSON.stringify({ booking_id: "booking-ws" }) });
+    expect(deny.status).toBe(200);
+    expect(((await deny.json()) as { closed: number }).closed).toBe(1);
+    const closed = await held.closed;
+    expect(closed.code).toBe(1008);
+    expect(closed.reason).toContain("booking booking-ws was cancelled");
+
+    const again = await connect(relay.wsUrl("spin9", `token=${token}`));
+    expect(await again.closed).toEqual({ code: 1008, reason: "booking id has been deny-listed, probably because the session was cancelled" });
+    const auth = { Authorization: `Bearer ${token}` };
+    const publish = await fetch(`${relay.url}/api/streams/spin9/messages`, { method: "POST", headers: auth, body: "x" });
+    expect(publish.status).toBe(403);
+    expect(await publish.text()).toContain("deny-listed");
+    expect((await fetch(`${relay.url}/api/streams/spin9/messages`, { headers: auth })).status).toBe(403);
+    expect((await fetch(`${relay.url}/api/streams`, { headers: auth })).status).toBe(403);
+    expect((await access(relay, "spin9", token)).status).toBe(400);
+    // Another booking's token for the same topic is unaffected.
+    const other = practableRelayToken({ secret: LAB_SECRET, topic: "spin9", audience: relay.url, lifetime: 3600, bookingId: "booking-other" });
+    expect((await fetch(`${relay.url}/api/streams/spin9/messages`, { method: "POST", headers: { Authorization: `Bearer ${other}` }, body: "y" })).status).toBe(200);
+  });
 });
 
 describe("compat: the Relay admin page and the Tokens page", () => {
