@@ -234,6 +234,53 @@ describe("compat: practable's booking control", () => {
     const other = practableRelayToken({ secret: LAB_SECRET, topic: "spin9", audience: relay.url, lifetime: 3600, bookingId: "booking-other" });
     expect((await fetch(`${relay.url}/api/streams/spin9/messages`, { method: "POST", headers: { Authorization: `Bearer ${other}` }, body: "y" })).status).toBe(200);
   });
+
+  it("a far-future exp is refused with 400 on deny/allow, and a connected token with a far-future exp breaks no booking view", async () => {
+    const relay = await relayWithLabSecret();
+    const admin = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, admin: true, read: false, write: false });
+    const farBids = await fetch(`${relay.url}/bids/deny?bid=b1&exp=99999999999999`, { method: "POST", headers: { Authorization: admin } });
+    expect(farBids.status).toBe(400);
+    expect(((await farBids.json()) as { detail: string }).detail).toContain("allowed: a future time up to 253402300799 (9999-12-31T23:59:59Z)");
+    const farApi = await fetch(`${relay.url}/api/bookings/deny`, { method: "POST", headers: { ...relay.adminHeaders, "content-type": "application/json" }, body: JSON.stringify({ booking_id: "b2", exp: 99999999999999 }) });
+    expect(farApi.status).toBe(400);
+    expect(await farApi.text()).toContain("is after 9999-12-31T23:59:59Z");
+    expect(await (await fetch(`${relay.url}/bids/deny`, { headers: { Authorization: admin } })).json()).toEqual({ booking_ids: [] });
+
+    // A device token signed with an exp far past year 9999, as a --ttl 999999999y used to make: on /session (the allow list) and /ws.
+    const now = Math.floor(Date.now() / 1000);
+    const far = practableRelayToken({ secret: LAB_SECRET, topic: "spin7", audience: relay.url, lifetime: 99999999999999 - now, bookingId: "b3" });
+    expect(decode(far).exp as number).toBeGreaterThan(99_999_999_999_000);
+    const res = await access(relay, "spin7", far);
+    expect(res.status).toBe(200);
+    const session = await connect(((await res.json()) as { uri: string }).uri);
+    const direct = await connect(relay.wsUrl("spin7", `token=${far}`));
+    await waitFor(() => relay.hub.stream("spin7")?.connections.size === 2, "both connections");
+    const status = await fetch(`${relay.url}/status`, { headers: relay.adminHeaders });
+    expect(status.status).toBe(200);
+    expect(((await status.json()) as { expires: string }[]).map((c) => c.expires)).toEqual(["9999-12-31T23:59:59.000Z", "9999-12-31T23:59:59.000Z"]);
+    const listed = await fetch(`${relay.url}/api/bookings`, { headers: relay.adminHeaders });
+    expect(listed.status).toBe(200);
+    expect(((await listed.json()) as { allowed: unknown[] }).allowed).toEqual([{ booking_id: "b3", exp: 253402300799 }]);
+    const { signIn } = await import("../support/admin.ts");
+    const page = await fetch(`${relay.url}/admin/bookings`, { headers: { cookie: await signIn(relay) } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain("b3");
+
+    // Denying it closes both connections.
+    const deny = await fetch(`${relay.url}/api/bookings/deny`, { method: "POST", headers: { ...relay.adminHeaders, "content-type": "application/json" }, body: JSON.stringify({ booking_id: "b3" }) });
+    expect(deny.status).toBe(200);
+    expect(((await deny.json()) as { closed: number }).closed).toBe(2);
+    expect((await session.closed).code).toBe(1008);
+    expect((await direct.closed).code).toBe(1008);
+
+    // The CLI no longer signs such a token.
+    const minted = await cli(["token", "--stream", "spin7", "--ttl", "999999999y", "--data-dir", relay.dataDir]);
+    expect(minted.code).not.toBe(0);
+    expect(minted.stderr).toContain("at most 100y");
+    const batch = await cli(["token", "--prefix", "spin", "--from", "1", "--to", "2", "--kind", "log", "--access-url", relay.url, "--out", join(relay.dataDir, "devices"), "--ttl", "999999999y", "--data-dir", relay.dataDir]);
+    expect(batch.code).not.toBe(0);
+    expect(batch.stderr).toContain("at most 100y");
+  });
 });
 
 describe("compat: the Relay admin page and the Tokens page", () => {

@@ -1,6 +1,7 @@
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { TokenError, verifyStreamToken } from "../../auth/stream-token.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
+import { expiryIso, MAX_EXP } from "../../relay/bookings.ts";
 import { relaySecret } from "../../relay/relay-secret.ts";
 import { requireAdmin } from "../admin.ts";
 import { apiCsrf } from "../csrf.ts";
@@ -24,6 +25,7 @@ function parseExp(value: unknown, now = Date.now() / 1000): number {
   if (value === undefined || value === null || value === "") return Math.floor(now) + DEFAULT_SECONDS;
   const n = typeof value === "number" ? value : /^\d+$/.test(String(value)) ? Number(value) : Date.parse(String(value)) / 1000;
   if (!Number.isFinite(n) || n <= now) throw badRequest(`exp: ${JSON.stringify(value)} is missing or in the past; allowed: a future time, as seconds since the epoch or an ISO time (default: 24 h from now)`);
+  if (n > MAX_EXP) throw badRequest(`exp: ${JSON.stringify(value)} is after 9999-12-31T23:59:59Z; allowed: a future time up to ${MAX_EXP} (9999-12-31T23:59:59Z), as seconds since the epoch or an ISO time`);
   return Math.floor(n);
 }
 
@@ -73,7 +75,7 @@ export function bindBookingRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const exp = parseExp(body.exp);
     const bid = body.booking_id as string;
     const closed = action === "deny" ? deps.bookings.deny(bid, exp) : (deps.bookings.allow(bid, exp), 0);
-    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: new Date(exp * 1000).toISOString(), closed });
+    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: expiryIso(exp), closed });
     return c.json({ booking_id: bid, exp, closed, ...view() });
   };
   app.post("/api/bookings/deny", change("deny"));
@@ -88,11 +90,11 @@ export function bindBookingRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       exp = parseExp(c.req.query("exp"));
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
-      return c.json({ code: 400, message: `booking expiry time (exp) of [${c.req.query("exp") ?? ""}] missing or in the past` }, 400);
+      return c.json({ code: 400, message: `booking expiry time (exp) of [${c.req.query("exp") ?? ""}] missing or in the past`, detail: err.message }, 400);
     }
     if (action === "deny") deps.bookings.deny(bid!, exp);
     else deps.bookings.allow(bid!, exp);
-    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: new Date(exp * 1000).toISOString() });
+    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: expiryIso(exp) });
     return c.body(null, 204);
   };
   app.post("/bids/deny", practable("deny"));
