@@ -8,8 +8,8 @@ export interface Grant {
   write: boolean;
   /** Token expiry, seconds since the epoch, when a token was used. */
   exp?: number;
-  /** Why access was given: by the policy, for a loopback client, or by a token. */
-  via: "open" | "loopback" | "token";
+  /** Why access was given: by the policy, for a loopback client, by a token, or to the admin (session or admin token). */
+  via: "open" | "loopback" | "token" | "admin";
   /** The token's booking id, when it has one (a deny of that booking closes the connection). */
   bookingId?: string;
 }
