@@ -281,6 +281,32 @@ describe("compat: practable's booking control", () => {
     expect(batch.code).not.toBe(0);
     expect(batch.stderr).toContain("at most 100y");
   });
+
+  it("takes relay:admin only from a token whose audience names this relay, and relay:stats for GET /status", async () => {
+    const relay = await relayWithLabSecret();
+    const ours = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, admin: true, read: false, write: false });
+    // Another relay of the lab shares the secret: its booking token must not control this box.
+    const theirs = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: "https://other-relay.example.org", lifetime: 600, admin: true, read: false, write: false });
+    const now = Math.floor(Date.now() / 1000);
+    const noAud = signRaw({ alg: "HS256", typ: "JWT" }, { topic: "", prefix: "session", scopes: ["relay:admin"], exp: now + 600, nbf: now - 1, iat: now - 1 }, LAB_SECRET);
+    for (const [name, token] of [["another relay's", theirs], ["no audience", noAud]] as const) {
+      const deny = await fetch(`${relay.url}/bids/deny?bid=b9&exp=${now + 3600}`, { method: "POST", headers: { Authorization: token } });
+      expect([name, deny.status]).toEqual([name, 401]);
+      expect([name, (await fetch(`${relay.url}/api/bookings`, { headers: { Authorization: `Bearer ${token}` } })).status]).toEqual([name, 401]);
+      expect([name, (await fetch(`${relay.url}/status`, { headers: { Authorization: token } })).status]).toEqual([name, 401]);
+    }
+    expect(await (await fetch(`${relay.url}/bids/deny`, { headers: { Authorization: ours } })).json()).toEqual({ booking_ids: [] });
+    expect((await fetch(`${relay.url}/bids/deny?bid=b9&exp=${now + 3600}`, { method: "POST", headers: { Authorization: ours } })).status).toBe(204);
+    expect((await fetch(`${relay.url}/status`, { headers: { Authorization: ours } })).status).toBe(200);
+
+    // practable's /status scope: relay:stats reads the connections, and controls nothing.
+    const stats = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, read: false, write: false, other: "relay:stats" });
+    const status = await fetch(`${relay.url}/status`, { headers: { Authorization: stats } });
+    expect(status.status).toBe(200);
+    expect(Array.isArray(await status.json())).toBe(true);
+    expect((await fetch(`${relay.url}/bids/deny?bid=b10&exp=${now + 3600}`, { method: "POST", headers: { Authorization: stats } })).status).toBe(401);
+    expect((await fetch(`${relay.url}/api/bookings`, { headers: { Authorization: stats } })).status).toBe(401);
+  });
 });
 
 describe("compat: the Relay admin page and the Tokens page", () => {

@@ -10,6 +10,8 @@ import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 /** practable's scope for booking control. */
 const RELAY_ADMIN_SCOPE = "relay:admin";
+/** practable's scope for GET /status (its connection reports). */
+const RELAY_STATS_SCOPE = "relay:stats";
 /** How long a deny or allow lasts when no exp is given. */
 const DEFAULT_SECONDS = 24 * 3600;
 
@@ -31,18 +33,20 @@ function parseExp(value: unknown, now = Date.now() / 1000): number {
 
 /**
  * Who may control bookings: the admin (a session or an admin token),
- * or, as on practable's relay, a token with the scope `relay:admin` signed with
- * the imported practable relay secret (what a booking system already holds).
+ * or, as on practable's relay, a token with the scope `relay:admin` (or for
+ * /status `relay:stats`) signed with the imported practable relay secret (what
+ * a booking system already holds) whose audience names this relay, as for
+ * /session: a token for another relay sharing the secret is refused.
  */
-const bookingAdmin = (deps: HttpDeps): MiddlewareHandler<HttpEnv> => {
+const bookingAdmin = (deps: HttpDeps, scopes: readonly string[] = [RELAY_ADMIN_SCOPE]): MiddlewareHandler<HttpEnv> => {
   const admin = requireAdmin(deps);
   return async function bookingAdmin(c, next) {
     const header = c.req.header("authorization")?.replace(/^Bearer\s+/i, "").trim();
     const imported = relaySecret(deps.config.relaySecret, deps.store).secret;
     if (header && imported) {
       try {
-        const claims = await verifyStreamToken(imported, header, undefined, { topicOptional: true });
-        if (claims.scopes.includes(RELAY_ADMIN_SCOPE)) return next();
+        const claims = await verifyStreamToken(imported, header, deps.sessions.audiences(), { topicOptional: true });
+        if (claims.aud && claims.aud.length > 0 && claims.scopes.some((s) => scopes.includes(s))) return next();
       } catch (err) {
         if (!(err instanceof TokenError)) throw err;
       }
@@ -64,7 +68,7 @@ export function bindBookingRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.use("/api/bookings", guard);
   app.use("/api/bookings/*", guard);
   app.use("/bids/*", apiCsrf(deps), guard);
-  app.use("/status", guard);
+  app.use("/status", bookingAdmin(deps, [RELAY_ADMIN_SCOPE, RELAY_STATS_SCOPE]));
 
   const view = () => ({ denied: deps.bookings.deniedList(), allowed: deps.bookings.allowedList(), connections: deps.bookings.connections() });
   app.get("/api/bookings", (c) => c.json(view()));
