@@ -66,3 +66,41 @@ describe("Grafana data source (SimpleJSON protocol)", () => {
     expect(escape.status).toBe(400);
   });
 });
+
+describe("Grafana name filter (/search, /variable)", () => {
+  it("matches globs without backtracking: a pattern of many *s against a long name answers at once and the server stays up", async () => {
+    const { spawnServe } = await import("./support/cli.ts");
+    const { adminHeadersFor, tempDir } = await import("./support/server.ts");
+    const tmp = tempDir();
+    const served = await spawnServe(tmp.dir);
+    try {
+      const base = `http://127.0.0.1:${served.port}`;
+      const headers = await adminHeadersFor(tmp.dir);
+      const name = "a".repeat(40);
+      expect((await fetch(`${base}/api/streams/${name}/messages`, { method: "POST", body: "x" })).status).toBe(200);
+      expect((await fetch(`${base}/api/streams/ab-cd/messages`, { method: "POST", body: "x" })).status).toBe(200);
+      // A backtracking regex (^.*a.*a…b$) takes hours on this; the deadline is only there so the old code fails instead of hanging.
+      const evil = `${"*a".repeat(16)}*b`;
+      const search = await fetch(`${base}/grafana/search`, { method: "POST", headers, body: JSON.stringify({ target: evil }), signal: AbortSignal.timeout(30_000) });
+      expect(await search.json()).toEqual([]);
+      const variable = await fetch(`${base}/grafana/variable`, { method: "POST", headers, body: JSON.stringify({ payload: { target: evil } }), signal: AbortSignal.timeout(30_000) });
+      expect(await variable.json()).toEqual([]);
+      expect((await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(30_000) })).status).toBe(200);
+      // The glob still means what it did: pieces in order, anchored at both ends.
+      const match = async (target: string) => (await (await fetch(`${base}/grafana/search`, { method: "POST", headers, body: JSON.stringify({ target }) })).json()) as string[];
+      expect(await match(`${"*a".repeat(16)}*`)).toEqual([name]);
+      expect(await match("a*d")).toEqual(["ab-cd"]);
+      expect(await match("*b*c*")).toEqual(["ab-cd"]);
+      expect(await match("*c*b*")).toEqual([]);
+      expect(await match("ab*")).toEqual(["ab-cd"]);
+      expect(await match("*aa")).toEqual([name]);
+      expect(await match("aa*aa")).toEqual([name]);
+      expect(await match("ab*b")).toEqual([]);
+      expect(await match("*")).toEqual([name, "ab-cd"]);
+    } finally {
+      served.p.kill("SIGKILL"); // a server stuck in a regex would not handle SIGTERM
+      await served.p.exited;
+      tmp.remove();
+    }
+  });
+});

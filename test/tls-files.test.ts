@@ -142,6 +142,34 @@ describe("HTTPS from certificate files", () => {
     expect(https.headers.get("strict-transport-security")).toBe("max-age=3600");
   });
 
+  it("answers a bad Host or an HTTP/1.0 request without Host on the redirect port with a plain 400, never Bun's error page", async () => {
+    const files = certFolder("redirect-bad");
+    const redirectPort = freeTcpPort();
+    srv = await startTestServer({}, { tls: { tlsCert: files.cert, tlsKey: files.key, redirectPort } });
+    const { connect: tcp } = await import("node:net");
+    /** Sends raw bytes and reads until the server closes (Connection: close, or HTTP/1.0). */
+    const raw = (text: string) => new Promise<string>((resolve, reject) => {
+      const s = tcp(redirectPort, "127.0.0.1");
+      let out = "";
+      s.on("data", (d) => (out += d));
+      s.on("end", () => resolve(out));
+      s.on("error", reject);
+      s.setTimeout(30_000, () => { s.destroy(); resolve(out); });
+      s.write(text);
+    });
+    for (const request of ["GET /x HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n", "GET /x HTTP/1.0\r\n\r\n"]) {
+      const answer = await raw(request);
+      const [head, body] = answer.split("\r\n\r\n");
+      expect(head).toStartWith("HTTP/1.1 400");
+      expect(head!.toLowerCase()).toContain("content-type: text/plain");
+      expect(body).toContain("a valid Host header is needed to redirect to HTTPS");
+      expect(answer).not.toContain("<html");
+      expect(answer).not.toContain("redirect.ts");
+    }
+    // A good Host is still redirected.
+    expect((await fetch(`http://127.0.0.1:${redirectPort}/x`, { redirect: "manual" })).status).toBe(308);
+  });
+
   it("sets the admin session cookie Secure over HTTPS", async () => {
     const files = certFolder("cookie");
     srv = await startTestServer({}, { tls: { tlsCert: files.cert, tlsKey: files.key } });

@@ -106,4 +106,36 @@ describe("outbound TLS: wss:// destinations and https:// webhooks", () => {
     expect(await notCa.text()).toContain("holds no PEM certificate");
     expect((await patch("relative.pem")).status).toBe(400);
   });
+
+  it("refuses a tls_ca_file that is a FIFO, a device or larger than 1 MiB, without blocking the server", async () => {
+    const { spawnServe } = await import("./support/cli.ts");
+    const { adminHeadersFor } = await import("./support/server.ts");
+    const dir = tempDir();
+    const fifo = join(dir.dir, "ca.fifo");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const huge = join(dir.dir, "huge.pem");
+    await Bun.write(huge, `${await Bun.file(lab.cert).text()}\n${"#".repeat(1024 * 1024)}`);
+    const served = await spawnServe(dir.dir);
+    try {
+      const base = `http://127.0.0.1:${served.port}`;
+      const headers = { "Content-Type": "application/json", ...(await adminHeadersFor(dir.dir)) };
+      // Reading a FIFO nobody writes to never returns: the deadline only makes the old code fail instead of hang.
+      const patch = (v: string) => fetch(`${base}/api/settings`, { method: "PATCH", body: JSON.stringify({ tls_ca_file: v }), headers, signal: AbortSignal.timeout(30_000) });
+      const onFifo = await patch(fifo);
+      expect(onFifo.status).toBe(400);
+      expect(await onFifo.text()).toContain("ca.fifo is not a regular file");
+      expect((await fetch(`${base}/healthz`, { signal: AbortSignal.timeout(30_000) })).status).toBe(200);
+      const onDevice = await patch("/dev/zero");
+      expect(onDevice.status).toBe(400);
+      expect(await onDevice.text()).toContain("/dev/zero is not a regular file");
+      const onHuge = await patch(huge);
+      expect(onHuge.status).toBe(400);
+      expect(await onHuge.text()).toContain("more than the 1048576 (1 MiB) a CA file may have");
+      expect((await patch(lab.cert)).status).toBe(200);
+    } finally {
+      served.p.kill("SIGKILL"); // a server stuck reading the FIFO would not handle SIGTERM
+      await served.p.exited;
+      dir.remove();
+    }
+  });
 });

@@ -203,6 +203,45 @@ describe("admin power needs an admin token, never a device token", () => {
   });
 });
 
+describe("the admin's credentials open the stream routes too (every /api/* route)", () => {
+  it("under access 'token' an admin token and an admin session read, publish and list; under 'loopback-open' an admin token from loopback reads /metrics", async () => {
+    const srv = await server({ access: "token" });
+    const bearer = srv.adminHeaders;
+    const published = await fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", headers: { ...bearer, "content-type": "text/plain" }, body: "from the admin" });
+    expect(published.status).toBe(200);
+    const recent = await fetch(`${srv.url}/api/streams/spin30/messages`, { headers: bearer });
+    expect(recent.status).toBe(200);
+    expect(JSON.stringify(await recent.json())).toContain("from the admin");
+    const listed = await fetch(`${srv.url}/api/streams`, { headers: bearer });
+    expect(listed.status).toBe(200);
+    expect(JSON.stringify(await listed.json())).toContain("spin30");
+    expect((await fetch(`${srv.url}/api/ingest`, { headers: bearer })).status).toBe(200);
+    const metrics = await fetch(`${srv.url}/metrics`, { headers: bearer });
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toContain('stream="spin30"');
+    const events = await fetch(`${srv.url}/api/events`, { headers: bearer });
+    expect(events.status).toBe(200);
+    await events.body?.cancel();
+
+    // The browser session, as the admin UI sends it.
+    const cookie = { cookie: await signIn(srv) };
+    for (const path of ["/api/streams", "/api/streams/spin30/messages", "/api/ingest", "/metrics"]) {
+      expect([path, (await fetch(`${srv.url}${path}`, { headers: cookie })).status]).toEqual([path, 200]);
+    }
+
+    // Nothing else got in: no credentials, a forged token, a stream token for another stream.
+    expect((await fetch(`${srv.url}/api/streams`)).status).toBe(401);
+    const forged = await fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", headers: { Authorization: "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x" }, body: "x" });
+    expect(forged.status).toBe(401);
+    const other = await signStreamToken(srv.secret, { topic: "spin31", scopes: ["read", "write"], ttlSeconds: 60 });
+    expect((await fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", headers: { Authorization: `Bearer ${other}` }, body: "x" })).status).toBe(403);
+
+    const open = await server({ access: "loopback-open" });
+    expect((await fetch(`${open.url}/metrics`, { headers: open.adminHeaders })).status).toBe(200);
+    expect((await fetch(`${open.url}/api/streams`, { headers: open.adminHeaders })).status).toBe(200);
+  });
+});
+
 describe("upgrading a box that had api_loopback_admin", () => {
   for (const [old, now] of [["false", false], ["true", true]] as const) {
     it(`api_loopback_admin ${old} becomes practable_loopback_api ${now}, and the old key is gone`, () => {

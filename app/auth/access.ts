@@ -8,8 +8,10 @@ export interface Grant {
   write: boolean;
   /** Token expiry, seconds since the epoch, when a token was used. */
   exp?: number;
-  /** Why access was given: by the policy, for a loopback client, or by a token. */
-  via: "open" | "loopback" | "token";
+  /** Why access was given: by the policy, for a loopback client, by a token, or to the admin (session or admin token). */
+  via: "open" | "loopback" | "token" | "admin";
+  /** The token's booking id, when it has one (a deny of that booking closes the connection). */
+  bookingId?: string;
 }
 
 /** Access was refused; `reason` is safe and useful to show the client. */
@@ -128,6 +130,8 @@ export interface AccessRequest {
   secret: VerifyKeys;
   /** This server's public URL; a token with an audience must name it. */
   audience?: string;
+  /** True for a booking id on the deny list: a token carrying it is refused. */
+  isDenied?: (bookingId: string) => boolean;
 }
 
 /**
@@ -155,10 +159,15 @@ export async function authorizeStream(req: AccessRequest): Promise<Grant> {
   if (!topicCovers(claims.topic, req.stream)) {
     throw new AccessDenied(`token is for topic ${JSON.stringify(claims.topic)}, not stream ${JSON.stringify(req.stream)}`, 403);
   }
+  const bid = claims.booking_id;
+  if (bid && req.isDenied?.(bid)) {
+    throw new AccessDenied("booking id has been deny-listed, probably because the session was cancelled", 403);
+  }
   const read = claims.scopes.includes("read");
   const write = claims.scopes.includes("write");
-  if (free) return { ...free, exp: claims.exp };
-  return { read, write, exp: claims.exp, via: "token" };
+  const booking = bid ? { bookingId: bid } : {};
+  if (free) return { ...free, exp: claims.exp, ...booking };
+  return { read, write, exp: claims.exp, via: "token", ...booking };
 }
 
 /**

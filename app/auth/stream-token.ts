@@ -45,6 +45,9 @@ export interface TokenRequest {
   nowSeconds?: number;
 }
 
+/** The longest lifetime a token is signed for, 100 years (a far-off exp only breaks the tools that show it). */
+export const MAX_TOKEN_TTL_SECONDS = 100 * 31_536_000;
+
 /**
  * Signs a stream token with the practable claims, in the order practable's
  * `relay token` writes them (booking_id when given, topic, prefix, scopes, aud,

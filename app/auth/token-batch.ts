@@ -1,5 +1,5 @@
 import { DURATION_RULE, parseDurationSeconds } from "../core/duration.ts";
-import { SCOPES, signStreamToken, type Scope } from "./stream-token.ts";
+import { MAX_TOKEN_TTL_SECONDS, SCOPES, signStreamToken, type Scope } from "./stream-token.ts";
 
 /**
  * Tokens for a range of devices, the way practable's `configure <name> <from> <to> <accessURL>`
@@ -78,7 +78,7 @@ export function parseTokenBatch(input: TokenBatchInput): { request: TokenBatchRe
   const scopes = (input.scopes ?? ["read", "write"]).map((s) => s.trim()).filter(Boolean);
   if (scopes.length === 0 || scopes.some((s) => !(SCOPES as readonly string[]).includes(s))) errors.scopes = `allowed: one or more of ${SCOPES.join(", ")}`;
   const ttl = parseDurationSeconds((input.ttl ?? "").trim() || "365d");
-  if (ttl === null || ttl < 1) errors.ttl = `allowed: ${DURATION_RULE}, at least 1s`;
+  if (ttl === null || ttl < 1 || ttl > MAX_TOKEN_TTL_SECONDS) errors.ttl = `allowed: ${DURATION_RULE}, at least 1s, at most 100y`;
   const bookingId = (input.booking_id ?? "").trim() || DEFAULT_BOOKING_ID;
   if (bookingId.length > 256 || /[\u0000-\u001f\u007f]/.test(bookingId)) errors.booking_id = "allowed: 1 to 256 printable characters (default relay-token-cli, as practable's relay token)";
   if (Object.keys(errors).length > 0) return { errors };

@@ -1,4 +1,4 @@
-import { newTokenSecret, SCOPES, signStreamToken } from "../auth/stream-token.ts";
+import { MAX_TOKEN_TTL_SECONDS, newTokenSecret, SCOPES, signStreamToken } from "../auth/stream-token.ts";
 import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
 import { SettingsStore } from "../config/store.ts";
 import { DURATION_RULE, parseDurationSeconds } from "../core/duration.ts";
@@ -71,7 +71,7 @@ DIR/<kind>.access.<prefix>N (URL/session/<prefix>N-<kind>) and DIR/<kind>.token.
     const bad = scopes.filter((s) => !(SCOPES as readonly string[]).includes(s));
     if (bad.length > 0 || scopes.length === 0) throw new UsageError(`token: --scopes: ${JSON.stringify(values.scopes)} is not valid; allowed: a comma-separated list of ${SCOPES.join(", ")}`);
     const ttl = parseDurationSeconds(values.ttl ?? "365d");
-    if (ttl === null || ttl < 1) throw new UsageError(`token: --ttl: ${JSON.stringify(values.ttl)} is not a duration; allowed: ${DURATION_RULE}, at least 1s`);
+    if (ttl === null || ttl < 1 || ttl > MAX_TOKEN_TTL_SECONDS) throw new UsageError(`token: --ttl: ${JSON.stringify(values.ttl)} is not a duration from 1s to 100y; allowed: ${DURATION_RULE}, at least 1s, at most 100y`);
     if (values.audience !== undefined && !/^(https?|wss?):\/\/\S+$/.test(values.audience)) {
       throw new UsageError(`token: --audience: ${JSON.stringify(values.audience)} is not a URL; allowed: an http(s):// or ws(s):// URL`);
     }
@@ -94,7 +94,7 @@ async function adminToken(values: Record<string, string | boolean | undefined>, 
   if (values.admin && values["revoke-admin"]) throw new UsageError("token: --admin and --revoke-admin do not go together");
   const ttlText = typeof values.ttl === "string" ? values.ttl : "1h";
   const ttl = parseDurationSeconds(ttlText);
-  if (ttl === null || ttl < 1) throw new UsageError(`token: --ttl: ${JSON.stringify(ttlText)} is not a duration; allowed: ${DURATION_RULE}, at least 1s`);
+  if (ttl === null || ttl < 1 || ttl > MAX_TOKEN_TTL_SECONDS) throw new UsageError(`token: --ttl: ${JSON.stringify(ttlText)} is not a duration from 1s to 100y; allowed: ${DURATION_RULE}, at least 1s, at most 100y`);
   const { config } = resolveStartupConfig(values, io.env);
   const store = openOwnStore(config.dataDir, values.admin ? "token --admin" : "token --revoke-admin");
   try {

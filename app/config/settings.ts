@@ -264,7 +264,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
       if (typeof v !== "string" || (v !== "" && !v.startsWith("/"))) return "allowed: empty, or an absolute path to a PEM file of CA certificates";
       if (v === "") return null;
       const r = readCaFile(v);
-      return "problem" in r ? `${r.problem}; allowed: empty, or a readable PEM file of CA certificates` : null;
+      return "problem" in r ? `${r.problem}; allowed: empty, or a readable regular PEM file of CA certificates, at most 1 MiB` : null;
     },
   },
   query_processes: { description: "query processes at most (each keeps a DuckDB open, about 75 MB plus what its queries use)", check: int(1, 16) },

@@ -1,6 +1,14 @@
 import type { Hub } from "../hub/hub.ts";
 import { CLOSE } from "../sources/websocket.ts";
 
+/** The latest expiry a list keeps, 9999-12-31T23:59:59Z (seconds since the epoch): later ones are cut to it. */
+export const MAX_EXP = 253_402_300_799;
+
+/** An expiry (seconds since the epoch) as an ISO time; never throws, however far off it is. */
+export function expiryIso(exp: number): string {
+  return new Date(Math.min(Math.max(exp, 0), MAX_EXP) * 1000).toISOString();
+}
+
 /** A booking id on a list until `exp` (seconds since the epoch). */
 export interface BookingEntry {
   booking_id: string;
@@ -39,14 +47,14 @@ export class BookingControl {
   /** Denies `bookingId` until `exp`; closes its open sessions. Answers how many were closed. */
   deny(bookingId: string, exp: number): number {
     this.allowed.delete(bookingId);
-    this.denied.set(bookingId, exp);
+    this.denied.set(bookingId, Math.min(exp, MAX_EXP));
     for (const fn of this.onDenyListeners) fn(bookingId);
     let closed = 0;
     for (const s of this.hub.listStreams()) {
       for (const c of s.connections) {
         if (c.bookingId !== bookingId || c.closing || !c.ws) continue;
         c.closing = true;
-        c.ws.close(CLOSE.policy, `booking ${bookingId} was cancelled (denied until ${new Date(exp * 1000).toISOString()})`);
+        c.ws.close(CLOSE.policy, `booking ${bookingId} was cancelled (denied until ${expiryIso(exp)})`);
         closed++;
       }
     }
@@ -56,7 +64,7 @@ export class BookingControl {
   /** Takes `bookingId` off the deny list and notes it as allowed until `exp`. */
   allow(bookingId: string, exp: number): void {
     this.denied.delete(bookingId);
-    this.allowed.set(bookingId, exp);
+    this.allowed.set(bookingId, Math.min(exp, MAX_EXP));
   }
 
   isDenied(bookingId: string): boolean {
@@ -81,7 +89,7 @@ export class BookingControl {
     for (const s of this.hub.listStreams()) {
       for (const c of s.connections) {
         if (c.closing) continue;
-        out.push({ stream: c.stream, origin: c.origin, booking_id: c.bookingId ?? null, read: c.grant.read, write: c.grant.write, expires: c.grant.exp ? new Date(c.grant.exp * 1000).toISOString() : null });
+        out.push({ stream: c.stream, origin: c.origin, booking_id: c.bookingId ?? null, read: c.grant.read, write: c.grant.write, expires: c.grant.exp ? expiryIso(c.grant.exp) : null });
       }
     }
     return out.sort((a, b) => (a.booking_id ?? "").localeCompare(b.booking_id ?? "") || a.stream.localeCompare(b.stream));

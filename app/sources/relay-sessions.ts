@@ -125,6 +125,12 @@ export class SessionServer {
     return acceptUpgrade(req, url, server, conn);
   }
 
+  /** The audiences a token for this relay must name: public_url, or this box's own listening URLs. */
+  audiences(): readonly string[] {
+    const publicUrl = this.opts.settings().public_url.replace(/\/+$/, "");
+    return publicUrl ? [publicUrl] : this.opts.localBases();
+  }
+
   private sweep(): void {
     const now = Date.now();
     for (const [code, p] of this.pending) if (p.expires < now) this.pending.delete(code);

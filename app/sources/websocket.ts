@@ -29,6 +29,8 @@ export interface WebSocketDeps {
   /** The secrets a token may verify with (this box's own, and an imported practable relay secret). */
   secret: VerifyKeys;
   logger: Logger;
+  /** True for a booking id on the deny list (a token carrying it is refused). */
+  isDenied?: (bookingId: string) => boolean;
 }
 
 /** The path prefix of the stream endpoint. */
@@ -77,14 +79,16 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
     try {
       grant = await authorizeStream({
         policy: settings.access, remoteAddress: clientAddress(req, address), token: tokenFromRequest(req, url),
-        stream, secret: deps.secret, audience: settings.public_url,
+        stream, secret: deps.secret, audience: settings.public_url, isDenied: deps.isDenied,
       });
     } catch (err) {
       if (!(err instanceof AccessDenied)) throw err;
       refusal = { code: CLOSE.policy, reason: err.reason };
     }
   }
-  return acceptUpgrade(req, url, server, newConnection(stream, origin, grant, refusal));
+  const conn = newConnection(stream, origin, grant, refusal);
+  if (grant.bookingId) conn.bookingId = grant.bookingId;
+  return acceptUpgrade(req, url, server, conn);
 }
 
 /**

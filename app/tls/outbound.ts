@@ -1,5 +1,5 @@
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 
 /**
@@ -11,14 +11,34 @@ import { rootCertificates } from "node:tls";
 let extraCas: string[] = [];
 let options: { tls?: { ca: string[] } } = {};
 
-/** The certificates in a PEM CA file, or a message saying why it cannot be used. */
+/** The largest CA file read: a bundle of every public root is about 200 KiB. */
+export const CA_FILE_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The certificates in a PEM CA file, or a message saying why it cannot be used.
+ * Only a regular file of at most CA_FILE_MAX_BYTES is read: a FIFO, a device
+ * (/dev/zero) or a huge file would block the server or fill its memory. It is
+ * opened non-blocking and checked on the open descriptor, so it cannot be
+ * swapped for something else between the check and the read.
+ */
 export function readCaFile(path: string): { pems: string[] } | { problem: string } {
   let text: string;
+  let fd: number | undefined;
   try {
-    text = readFileSync(path, "utf8");
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { problem: `${path} is not a regular file (a directory, FIFO, socket or device)` };
+    if (st.size > CA_FILE_MAX_BYTES) return { problem: `${path} is ${st.size} bytes, more than the ${CA_FILE_MAX_BYTES} (1 MiB) a CA file may have` };
+    const buf = Buffer.alloc(CA_FILE_MAX_BYTES + 1);
+    let n = 0;
+    for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += got;
+    if (n > CA_FILE_MAX_BYTES) return { problem: `${path} is more than the ${CA_FILE_MAX_BYTES} bytes (1 MiB) a CA file may have` };
+    text = buf.subarray(0, n).toString("utf8");
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     return { problem: `${path} cannot be read: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message}` };
+  } finally {
+    if (fd !== undefined) closeSync(fd);
   }
   const pems = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (pems.length === 0) return { problem: `${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)` };

@@ -26,8 +26,20 @@ export function startRedirectServer(opts: RedirectOptions): Server<undefined> {
     return Bun.serve({
       hostname: opts.host,
       port: opts.port,
+      // Production mode, always: an error never shows Bun's development page or source.
+      development: false,
+      error(err) {
+        opts.logger.warn("redirect port: request failed", { error: err });
+        return new Response("the request could not be handled; send a valid request line and Host header\n", { status: 400 });
+      },
       fetch(req) {
-        const url = new URL(req.url);
+        let url: URL;
+        try {
+          url = new URL(req.url);
+        } catch {
+          // Bun builds req.url from the Host header: "Host: a b" or none (HTTP/1.0) gives no URL.
+          return new Response("a valid Host header is needed to redirect to HTTPS (a host name or IP, and an optional port)\n", { status: 400 });
+        }
         if (url.pathname.startsWith(CHALLENGE_PREFIX)) {
           const answer = opts.challenge(url.pathname.slice(CHALLENGE_PREFIX.length));
           return answer === undefined

@@ -108,6 +108,26 @@ describe("compat: the JSON data source (simpod-json-datasource), as its openapi.
     expect(String(bad!.error)).toContain("allowed:");
   });
 
+  it("refuses a request for more than 100 series (multi-value cross products) with a 400 naming the limit, before running any query", async () => {
+    // (s0|…|s49):{f0,…,f39} is 2000 series, one query each: minutes of query slots from one small request.
+    const streams = Array.from({ length: 50 }, (_, i) => `s${i}`).join("|");
+    const fields = Array.from({ length: 40 }, (_, i) => `f${i}`).join(",");
+    const cross = await post("/query", { range: range(), intervalMs: 1, maxDataPoints: 100_000, targets: [{ target: `(${streams}):{${fields}}`, refId: "A" }] });
+    expect(cross.status).toBe(400);
+    expect(await cross.text()).toContain("names 2000 series (50 streams × 40 fields); allowed: at most 100 series per request");
+    // Many targets that are each under the limit add up.
+    const sixty = `(${Array.from({ length: 60 }, (_, i) => `s${i}`).join("|")})`;
+    const many = await post("/query", { range: range(), intervalMs: 3_600_000, targets: [{ target: sixty, refId: "A" }, { target: sixty.replace(/s/g, "t"), refId: "B" }] });
+    expect(many.status).toBe(400);
+    expect(await many.text()).toContain("this request names 120 series; allowed: at most 100 series per request");
+    // A huge cross product is refused as cheaply (not built first).
+    const huge = `(${Array.from({ length: 5000 }, (_, i) => `s${i}`).join("|")}):{${Array.from({ length: 5000 }, (_, i) => `f${i}`).join(",")}}`;
+    expect((await post("/query", { range: range(), intervalMs: 3_600_000, targets: [{ target: huge, refId: "A" }] })).status).toBe(400);
+    // The query slots are free: a query right after answers.
+    const q = await fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql: "SELECT 1 AS one" }), headers: { ...srv.adminHeaders, "Content-Type": "application/json" } });
+    expect(q.status).toBe(200);
+  });
+
   it("fills query variables from /variable ({__text, __value}) and ad hoc filters from /tag-keys and /tag-values", async () => {
     const vars = await (await post("/variable", { payload: { target: "spin*" }, range: range() })).json();
     expect(vars).toContainEqual({ __text: "spin30", __value: "spin30" });

@@ -207,6 +207,106 @@ describe("compat: practable's booking control", () => {
     const bad = await fetch(`${relay.url}/bids/deny?bid=x&exp=5`, { method: "POST", headers: { Authorization: admin } });
     expect(bad.status).toBe(400);
   });
+
+  it("a denied booking's token is refused on /ws and the HTTP stream routes too, and its /ws connections are closed", async () => {
+    const relay = await relayWithLabSecret({ access: "token" });
+    const token = practableRelayToken({ secret: LAB_SECRET, topic: "spin9", audience: relay.url, lifetime: 3600, bookingId: "booking-ws" });
+    const held = await connect(relay.wsUrl("spin9", `token=${token}`));
+    await waitFor(() => relay.hub.stream("spin9")?.connections.size === 1, "the booking's /ws connection");
+    const admin = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, admin: true, read: false, write: false });
+    const deny = await fetch(`${relay.url}/api/bookings/deny`, { method: "POST", headers: { Authorization: admin, "content-type": "application/json" }, body: JSON.stringify({ booking_id: "booking-ws" }) });
+    expect(deny.status).toBe(200);
+    expect(((await deny.json()) as { closed: number }).closed).toBe(1);
+    const closed = await held.closed;
+    expect(closed.code).toBe(1008);
+    expect(closed.reason).toContain("booking booking-ws was cancelled");
+
+    const again = await connect(relay.wsUrl("spin9", `token=${token}`));
+    expect(await again.closed).toEqual({ code: 1008, reason: "booking id has been deny-listed, probably because the session was cancelled" });
+    const auth = { Authorization: `Bearer ${token}` };
+    const publish = await fetch(`${relay.url}/api/streams/spin9/messages`, { method: "POST", headers: auth, body: "x" });
+    expect(publish.status).toBe(403);
+    expect(await publish.text()).toContain("deny-listed");
+    expect((await fetch(`${relay.url}/api/streams/spin9/messages`, { headers: auth })).status).toBe(403);
+    expect((await fetch(`${relay.url}/api/streams`, { headers: auth })).status).toBe(403);
+    expect((await access(relay, "spin9", token)).status).toBe(400);
+    // Another booking's token for the same topic is unaffected.
+    const other = practableRelayToken({ secret: LAB_SECRET, topic: "spin9", audience: relay.url, lifetime: 3600, bookingId: "booking-other" });
+    expect((await fetch(`${relay.url}/api/streams/spin9/messages`, { method: "POST", headers: { Authorization: `Bearer ${other}` }, body: "y" })).status).toBe(200);
+  });
+
+  it("a far-future exp is refused with 400 on deny/allow, and a connected token with a far-future exp breaks no booking view", async () => {
+    const relay = await relayWithLabSecret();
+    const admin = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, admin: true, read: false, write: false });
+    const farBids = await fetch(`${relay.url}/bids/deny?bid=b1&exp=99999999999999`, { method: "POST", headers: { Authorization: admin } });
+    expect(farBids.status).toBe(400);
+    expect(((await farBids.json()) as { detail: string }).detail).toContain("allowed: a future time up to 253402300799 (9999-12-31T23:59:59Z)");
+    const farApi = await fetch(`${relay.url}/api/bookings/deny`, { method: "POST", headers: { ...relay.adminHeaders, "content-type": "application/json" }, body: JSON.stringify({ booking_id: "b2", exp: 99999999999999 }) });
+    expect(farApi.status).toBe(400);
+    expect(await farApi.text()).toContain("is after 9999-12-31T23:59:59Z");
+    expect(await (await fetch(`${relay.url}/bids/deny`, { headers: { Authorization: admin } })).json()).toEqual({ booking_ids: [] });
+
+    // A device token signed with an exp far past year 9999, as a --ttl 999999999y used to make: on /session (the allow list) and /ws.
+    const now = Math.floor(Date.now() / 1000);
+    const far = practableRelayToken({ secret: LAB_SECRET, topic: "spin7", audience: relay.url, lifetime: 99999999999999 - now, bookingId: "b3" });
+    expect(decode(far).exp as number).toBeGreaterThan(99_999_999_999_000);
+    const res = await access(relay, "spin7", far);
+    expect(res.status).toBe(200);
+    const session = await connect(((await res.json()) as { uri: string }).uri);
+    const direct = await connect(relay.wsUrl("spin7", `token=${far}`));
+    await waitFor(() => relay.hub.stream("spin7")?.connections.size === 2, "both connections");
+    const status = await fetch(`${relay.url}/status`, { headers: relay.adminHeaders });
+    expect(status.status).toBe(200);
+    expect(((await status.json()) as { expires: string }[]).map((c) => c.expires)).toEqual(["9999-12-31T23:59:59.000Z", "9999-12-31T23:59:59.000Z"]);
+    const listed = await fetch(`${relay.url}/api/bookings`, { headers: relay.adminHeaders });
+    expect(listed.status).toBe(200);
+    expect(((await listed.json()) as { allowed: unknown[] }).allowed).toEqual([{ booking_id: "b3", exp: 253402300799 }]);
+    const { signIn } = await import("../support/admin.ts");
+    const page = await fetch(`${relay.url}/admin/bookings`, { headers: { cookie: await signIn(relay) } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain("b3");
+
+    // Denying it closes both connections.
+    const deny = await fetch(`${relay.url}/api/bookings/deny`, { method: "POST", headers: { ...relay.adminHeaders, "content-type": "application/json" }, body: JSON.stringify({ booking_id: "b3" }) });
+    expect(deny.status).toBe(200);
+    expect(((await deny.json()) as { closed: number }).closed).toBe(2);
+    expect((await session.closed).code).toBe(1008);
+    expect((await direct.closed).code).toBe(1008);
+
+    // The CLI no longer signs such a token.
+    const minted = await cli(["token", "--stream", "spin7", "--ttl", "999999999y", "--data-dir", relay.dataDir]);
+    expect(minted.code).not.toBe(0);
+    expect(minted.stderr).toContain("at most 100y");
+    const batch = await cli(["token", "--prefix", "spin", "--from", "1", "--to", "2", "--kind", "log", "--access-url", relay.url, "--out", join(relay.dataDir, "devices"), "--ttl", "999999999y", "--data-dir", relay.dataDir]);
+    expect(batch.code).not.toBe(0);
+    expect(batch.stderr).toContain("at most 100y");
+  });
+
+  it("takes relay:admin only from a token whose audience names this relay, and relay:stats for GET /status", async () => {
+    const relay = await relayWithLabSecret();
+    const ours = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, admin: true, read: false, write: false });
+    // Another relay of the lab shares the secret: its booking token must not control this box.
+    const theirs = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: "https://other-relay.example.org", lifetime: 600, admin: true, read: false, write: false });
+    const now = Math.floor(Date.now() / 1000);
+    const noAud = signRaw({ alg: "HS256", typ: "JWT" }, { topic: "", prefix: "session", scopes: ["relay:admin"], exp: now + 600, nbf: now - 1, iat: now - 1 }, LAB_SECRET);
+    for (const [name, token] of [["another relay's", theirs], ["no audience", noAud]] as const) {
+      const deny = await fetch(`${relay.url}/bids/deny?bid=b9&exp=${now + 3600}`, { method: "POST", headers: { Authorization: token } });
+      expect([name, deny.status]).toEqual([name, 401]);
+      expect([name, (await fetch(`${relay.url}/api/bookings`, { headers: { Authorization: `Bearer ${token}` } })).status]).toEqual([name, 401]);
+      expect([name, (await fetch(`${relay.url}/status`, { headers: { Authorization: token } })).status]).toEqual([name, 401]);
+    }
+    expect(await (await fetch(`${relay.url}/bids/deny`, { headers: { Authorization: ours } })).json()).toEqual({ booking_ids: [] });
+    expect((await fetch(`${relay.url}/bids/deny?bid=b9&exp=${now + 3600}`, { method: "POST", headers: { Authorization: ours } })).status).toBe(204);
+    expect((await fetch(`${relay.url}/status`, { headers: { Authorization: ours } })).status).toBe(200);
+
+    // practable's /status scope: relay:stats reads the connections, and controls nothing.
+    const stats = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, read: false, write: false, other: "relay:stats" });
+    const status = await fetch(`${relay.url}/status`, { headers: { Authorization: stats } });
+    expect(status.status).toBe(200);
+    expect(Array.isArray(await status.json())).toBe(true);
+    expect((await fetch(`${relay.url}/bids/deny?bid=b10&exp=${now + 3600}`, { method: "POST", headers: { Authorization: stats } })).status).toBe(401);
+    expect((await fetch(`${relay.url}/api/bookings`, { headers: { Authorization: stats } })).status).toBe(401);
+  });
 });
 
 describe("compat: the Relay admin page and the Tokens page", () => {

@@ -1,6 +1,7 @@
 import type { Context, Hono, MiddlewareHandler } from "hono";
 import { TokenError, verifyStreamToken } from "../../auth/stream-token.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
+import { expiryIso, MAX_EXP } from "../../relay/bookings.ts";
 import { relaySecret } from "../../relay/relay-secret.ts";
 import { requireAdmin } from "../admin.ts";
 import { apiCsrf } from "../csrf.ts";
@@ -9,6 +10,8 @@ import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 /** practable's scope for booking control. */
 const RELAY_ADMIN_SCOPE = "relay:admin";
+/** practable's scope for GET /status (its connection reports). */
+const RELAY_STATS_SCOPE = "relay:stats";
 /** How long a deny or allow lasts when no exp is given. */
 const DEFAULT_SECONDS = 24 * 3600;
 
@@ -24,23 +27,26 @@ function parseExp(value: unknown, now = Date.now() / 1000): number {
   if (value === undefined || value === null || value === "") return Math.floor(now) + DEFAULT_SECONDS;
   const n = typeof value === "number" ? value : /^\d+$/.test(String(value)) ? Number(value) : Date.parse(String(value)) / 1000;
   if (!Number.isFinite(n) || n <= now) throw badRequest(`exp: ${JSON.stringify(value)} is missing or in the past; allowed: a future time, as seconds since the epoch or an ISO time (default: 24 h from now)`);
+  if (n > MAX_EXP) throw badRequest(`exp: ${JSON.stringify(value)} is after 9999-12-31T23:59:59Z; allowed: a future time up to ${MAX_EXP} (9999-12-31T23:59:59Z), as seconds since the epoch or an ISO time`);
   return Math.floor(n);
 }
 
 /**
  * Who may control bookings: the admin (a session or an admin token),
- * or, as on practable's relay, a token with the scope `relay:admin` signed with
- * the imported practable relay secret (what a booking system already holds).
+ * or, as on practable's relay, a token with the scope `relay:admin` (or for
+ * /status `relay:stats`) signed with the imported practable relay secret (what
+ * a booking system already holds) whose audience names this relay, as for
+ * /session: a token for another relay sharing the secret is refused.
  */
-const bookingAdmin = (deps: HttpDeps): MiddlewareHandler<HttpEnv> => {
+const bookingAdmin = (deps: HttpDeps, scopes: readonly string[] = [RELAY_ADMIN_SCOPE]): MiddlewareHandler<HttpEnv> => {
   const admin = requireAdmin(deps);
   return async function bookingAdmin(c, next) {
     const header = c.req.header("authorization")?.replace(/^Bearer\s+/i, "").trim();
     const imported = relaySecret(deps.config.relaySecret, deps.store).secret;
     if (header && imported) {
       try {
-        const claims = await verifyStreamToken(imported, header, undefined, { topicOptional: true });
-        if (claims.scopes.includes(RELAY_ADMIN_SCOPE)) return next();
+        const claims = await verifyStreamToken(imported, header, deps.sessions.audiences(), { topicOptional: true });
+        if (claims.aud && claims.aud.length > 0 && claims.scopes.some((s) => scopes.includes(s))) return next();
       } catch (err) {
         if (!(err instanceof TokenError)) throw err;
       }
@@ -62,7 +68,7 @@ export function bindBookingRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.use("/api/bookings", guard);
   app.use("/api/bookings/*", guard);
   app.use("/bids/*", apiCsrf(deps), guard);
-  app.use("/status", guard);
+  app.use("/status", bookingAdmin(deps, [RELAY_ADMIN_SCOPE, RELAY_STATS_SCOPE]));
 
   const view = () => ({ denied: deps.bookings.deniedList(), allowed: deps.bookings.allowedList(), connections: deps.bookings.connections() });
   app.get("/api/bookings", (c) => c.json(view()));
@@ -73,7 +79,7 @@ export function bindBookingRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const exp = parseExp(body.exp);
     const bid = body.booking_id as string;
     const closed = action === "deny" ? deps.bookings.deny(bid, exp) : (deps.bookings.allow(bid, exp), 0);
-    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: new Date(exp * 1000).toISOString(), closed });
+    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: expiryIso(exp), closed });
     return c.json({ booking_id: bid, exp, closed, ...view() });
   };
   app.post("/api/bookings/deny", change("deny"));
@@ -88,11 +94,11 @@ export function bindBookingRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       exp = parseExp(c.req.query("exp"));
     } catch (err) {
       if (!(err instanceof AppError)) throw err;
-      return c.json({ code: 400, message: `booking expiry time (exp) of [${c.req.query("exp") ?? ""}] missing or in the past` }, 400);
+      return c.json({ code: 400, message: `booking expiry time (exp) of [${c.req.query("exp") ?? ""}] missing or in the past`, detail: err.message }, 400);
     }
     if (action === "deny") deps.bookings.deny(bid!, exp);
     else deps.bookings.allow(bid!, exp);
-    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: new Date(exp * 1000).toISOString() });
+    deps.logger.info(`booking ${action === "deny" ? "denied" : "allowed"}`, { booking_id: bid, until: expiryIso(exp) });
     return c.body(null, 204);
   };
   app.post("/bids/deny", practable("deny"));

@@ -4,6 +4,9 @@ import { streamNameProblem } from "../../core/stream-name.ts";
 /** A numeric field of a stream's JSON messages: a top-level key. */
 export const FIELD = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
+/** The most series one Grafana /query may ask for (each is one query): more is a 400. */
+export const MAX_SERIES = 100;
+
 /** One series a target asks for: a stream (message count) or a stream's JSON field (its average). */
 export interface Series {
   stream: string;
@@ -36,6 +39,9 @@ export function parseTarget(target: unknown): Series[] {
   const i = target.lastIndexOf(":");
   const streams = expandValues(i > 0 ? target.slice(0, i) : target);
   const fields = i > 0 ? expandValues(target.slice(i + 1)) : [null];
+  if (streams.length * fields.length > MAX_SERIES) {
+    throw badRequest(`target ${JSON.stringify(target.length > 80 ? `${target.slice(0, 80)}…` : target)} names ${streams.length * fields.length} series (${streams.length} streams × ${fields.length} fields); allowed: at most ${MAX_SERIES} series per request (each is one query)`);
+  }
   const out = new Map<string, Series>();
   for (const stream of streams) {
     const problem = streamNameProblem(stream);
