@@ -7,12 +7,12 @@ import type { Logger } from "./core/logger.ts";
 import type { Connection } from "./hub/connection.ts";
 import { BunTopicFanOut } from "./hub/fanout.ts";
 import { Hub } from "./hub/hub.ts";
-import { RecentMessages } from "./hub/recent.ts";
-import { CLOSE, keepaliveSweep, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./hub/websocket.ts";
-import { UdpIngest } from "./ingest/udp.ts";
+import { RecentMessages } from "./sinks/recent.ts";
+import { CLOSE, keepaliveSweep, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./sources/websocket.ts";
+import { UdpIngest } from "./sources/udp/ingest.ts";
 import { Destinations } from "./relay/destinations.ts";
 import { FeedRules } from "./relay/feeds.ts";
-import { SESSION_PREFIX, SessionServer } from "./relay/session-server.ts";
+import { SESSION_PREFIX, SessionServer } from "./sources/relay-sessions.ts";
 import type { Backoff } from "./relay/status.ts";
 import { join } from "node:path";
 import { hostname } from "node:os";
@@ -24,14 +24,14 @@ import { Spool } from "./log/spool.ts";
 import { Compactor } from "./log/compactor.ts";
 import { livePatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
-import { lastResortError } from "./http/errors.tsx";
+import { lastResortError } from "./http/errors.ts";
 import { screenRequest } from "./http/request-guard.ts";
 import { ensureAdminAccount } from "./auth/admin-account.ts";
 import { AdminSessions } from "./auth/admin-session.ts";
 import { adminTokenSecret } from "./auth/admin-token.ts";
 import { SignInLimiter } from "./auth/sign-in-limit.ts";
-import { RateHistory } from "./hub/rate-history.ts";
-import { StreamTaps } from "./hub/taps.ts";
+import { RateHistory } from "./sinks/rate-history.ts";
+import { StreamTaps } from "./sinks/taps.ts";
 import { logUsageReader } from "./log/usage.ts";
 import { localUrl, removeServerFile, writeServerFile } from "./config/server-file.ts";
 import { BookingControl } from "./relay/bookings.ts";
@@ -48,6 +48,7 @@ export interface ServerOptions {
   configSources?: Partial<Record<keyof StartupConfig, ConfigSource>>;
   store: SettingsStore;
   logger: Logger;
+  /** The time every part reads (message timestamps, stream idling, alert silences and cooldowns); tests move it. */
   clock?: Clock;
   /** Reconnect timing of destinations (tests shorten it). */
   backoff?: Backoff;
@@ -92,7 +93,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await ensureAdminAccount(store, config.dataDir, logger);
   const settings = () => store.settings;
   const boot = store.settings;
-  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger,
+  const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger, now: () => clock.nowMillis(),
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }) });
   spool.enforceRetention();
   logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length, damaged: spool.recovery.damaged.length });
@@ -142,7 +143,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const notifier = new SlackNotifier(() => slackUrl().url, logger, { baseDelayMs: opts.slackRetryMs });
   const alerts = new AlertEngine({
     hub, settings, udp: () => udp.snapshot(), destinations: () => destinations.list(), dataDir: config.dataDir,
-    host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace, windowTicks: opts.alertWindowTicks,
+    host: hostname(), version: VERSION, logger, notifier, diskSpace: opts.diskSpace, windowTicks: opts.alertWindowTicks, now: () => clock.nowMillis(),
     log: () => ({ failure: spool.failure, notStored: hub.totals.refusedUnlogged + hub.totals.deliveredUnlogged }),
   });
   alerts.logDamaged(spool.recovery.damaged);

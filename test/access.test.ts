@@ -122,3 +122,26 @@ describe("stream tokens on /ws and the HTTP API", () => {
     await waitFor(() => srv.hub.totals.connectionsRefused.policy === 1, "refusal count");
   });
 });
+
+describe("what a token may see", () => {
+  let srv: TestServer;
+  afterEach(async () => { await srv?.close(); });
+
+  it("/metrics shows only the streams the token covers, and needs a token where the policy does", async () => {
+    srv = await startTestServer({ access: "token" });
+    const writer = await signStreamToken(srv.secret, { topic: "*", scopes: ["write"], ttlSeconds: 60 });
+    for (const s of ["a1", "b1"]) await fetch(`${srv.url}/api/streams/${s}/messages?token=${writer}`, { method: "POST", body: "x" });
+    expect((await fetch(`${srv.url}/metrics`)).status).toBe(401);
+    const readA = await signStreamToken(srv.secret, { topic: "a*", scopes: ["read"], ttlSeconds: 60 });
+    const text = await (await fetch(`${srv.url}/metrics`, { headers: { Authorization: `Bearer ${readA}` } })).text();
+    expect(text).toContain('switchyard_stream_messages_in_total{stream="a1"} 1');
+    expect(text).not.toContain('stream="b1"');
+  });
+
+  it("$streams needs the read scope", async () => {
+    srv = await startTestServer({ access: "token" });
+    const admin = await signStreamToken(srv.secret, { topic: "*", scopes: ["admin"], ttlSeconds: 60 });
+    const c = await connect(srv.wsUrl("$streams", `token=${admin}`));
+    expect(await c.closed).toEqual({ code: 1008, reason: "$streams needs the 'read' scope" });
+  });
+});

@@ -219,3 +219,58 @@ describe("admin UI in Chromium", () => {
     await context.close();
   });
 });
+
+// axe-core, the accessibility checker, over every admin page, empty and with content: a new page
+// or a change that breaks accessibility (contrast, labels, links told apart by colour alone, ...) fails here.
+describe("admin UI accessibility (axe-core in Chromium)", () => {
+  const AXE = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+  const PAGES = ["/admin", "/admin/streams/axe-demo", "/admin/destinations", "/admin/query", "/admin/tokens", "/admin/slack", "/admin/settings", "/admin/bookings"];
+  let s: TestServer;
+  let b: Awaited<ReturnType<typeof launchBrowser>>;
+  beforeAll(async () => {
+    s = await startTestServer();
+    b = await launchBrowser();
+  });
+  afterAll(async () => {
+    await b?.close();
+    await s?.close();
+  });
+
+  type AxeViolation = { id: string; impact: string; help: string; nodes: { target: string[] }[] };
+  /** Every violation axe finds on the page now, one line each: impact, rule, what to fix, where. */
+  async function violations(p: Page): Promise<string[]> {
+    await p.addScriptTag({ content: AXE });
+    const found = (await p.evaluate("axe.run(document, { resultTypes: ['violations'] }).then((r) => r.violations)")) as AxeViolation[];
+    return found.map((v) => `${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).join(", ")})`);
+  }
+
+  async function audit(): Promise<string[]> {
+    const found: string[] = [];
+    const admin = await signedIn(b.browser, s.url, firstPassword(s.dataDir));
+    for (const path of PAGES) {
+      await admin.page.goto(path);
+      for (const v of await violations(admin.page)) found.push(`${path}: ${v}`);
+    }
+    await admin.context.close();
+    return found;
+  }
+
+  test("the sign-in page has no violations", async () => {
+    const context = await b.browser.newContext({ baseURL: s.url });
+    const login = await context.newPage();
+    await login.goto("/admin/login");
+    expect(await violations(login)).toEqual([]);
+    await context.close();
+  });
+
+  test("every admin page has no violations when empty (first start: no streams, destinations or alerts)", async () => {
+    expect(await audit()).toEqual([]);
+  });
+
+  test("every admin page has no violations with a stream, a destination and an alert", async () => {
+    s.hub.publish("axe-demo", JSON.stringify({ v: 1 }), "test");
+    const r = await fetch(`${s.url}/api/destinations`, { method: "POST", body: JSON.stringify({ id: "axe", stream: "axe-demo", destination: "ws://127.0.0.1:9/ws/axe-copy", token: "" }), headers: s.adminHeaders });
+    expect(r.ok).toBe(true);
+    expect(await audit()).toEqual([]);
+  });
+});

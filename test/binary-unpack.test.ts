@@ -110,19 +110,20 @@ describe("unpacking the embedded DuckDB library", () => {
   });
 });
 
-/** These checks need root (to chown to another user); missing root fails under CI and skips loudly otherwise. */
-function asRoot(): boolean {
-  if (process.geteuid?.() === 0) return true;
-  if (process.env.CI) throw new Error("these tests must run as root (CI is set, so this is a failure, not a skip)");
-  console.warn("\n!!! SKIPPING the root-only checks: not running as root !!!\n");
-  return false;
+/**
+ * These checks need root (to chown to another user): skipped (shown as skips)
+ * when not root, except under CI, where they run and fail saying so.
+ */
+const notRoot = process.geteuid?.() !== 0 && !process.env.CI;
+function requireRoot(): void {
+  if (process.geteuid?.() !== 0) throw new Error("these tests must run as root (CI is set, so this is a failure, not a skip)");
 }
 
 const NOBODY = 65534;
 
 describe("as root, DuckDB's library is loaded only from where root alone can write", () => {
-  it("refuses a folder another user owns or may write, naming it", () => {
-    if (!asRoot()) return;
+  it.skipIf(notRoot)("refuses a folder another user owns or may write, naming it", () => {
+    requireRoot();
     const { e, base } = fakeEmbedded();
     mkdirSync(base);
     chownSync(base, NOBODY, NOBODY);
@@ -138,8 +139,8 @@ describe("as root, DuckDB's library is loaded only from where root alone can wri
     expect(ensureNativeFiles(e, base, "stamp", { rootOnly: true }).unpacked).toEqual(["libduckdb.so", "duckdb.node"]);
   });
 
-  it("replaces a file another user owns or may write, even when its stamp matches", () => {
-    if (!asRoot()) return;
+  it.skipIf(notRoot)("replaces a file another user owns or may write, even when its stamp matches", () => {
+    requireRoot();
     const { e, base } = fakeEmbedded();
     const { dir } = ensureNativeFiles(e, base, "hash", { rootOnly: true });
     const node = join(dir, "duckdb.node");
@@ -157,8 +158,8 @@ describe("as root, DuckDB's library is loaded only from where root alone can wri
     expect(ensureNativeFiles(e, base, "stamp")).toMatchObject({ unpacked: [], checked: "stamp" });
   });
 
-  it("loads through a symbolic link only by its resolved path, and only when that is root-only", () => {
-    if (!asRoot()) return;
+  it.skipIf(notRoot)("loads through a symbolic link only by its resolved path, and only when that is root-only", () => {
+    requireRoot();
     const { e, base, src } = fakeEmbedded();
     const userDir = join(src, "user");
     mkdirSync(userDir);
@@ -175,8 +176,8 @@ describe("as root, DuckDB's library is loaded only from where root alone can wri
     expect(() => ensureNativeFiles(e, join(src, "root-link"), "stamp", { rootOnly: true })).toThrow(`${theirs} is owned by uid ${NOBODY}`);
   });
 
-  it("gives way to root's own folder, and refuses with what to do when that is not root-only either", () => {
-    if (!asRoot()) return;
+  it.skipIf(notRoot)("gives way to root's own folder, and refuses with what to do when that is not root-only either", () => {
+    requireRoot();
     const { src } = fakeEmbedded();
     const service = join(src, "var-lib-switchyard");
     mkdirSync(service);

@@ -89,14 +89,17 @@ describe("the switchyard CLI", () => {
 
   it("serve runs until SIGTERM, closes clients with 1001, and exits 0", async () => {
     const dir = tempDir();
-    const { p, port, log, reader } = await spawnServe(dir.dir);
-    expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()).toMatchObject({ status: "ok" });
-    const c = await connect(`ws://127.0.0.1:${port}/ws/spin30`);
-    p.kill("SIGTERM");
-    expect(await c.closed).toEqual({ code: 1001, reason: "server shutting down" });
-    expect(await p.exited).toBe(0);
-    await reader;
-    expect(log()).toContain("shutting down signal=SIGTERM");
-    dir.remove();
+    try {
+      const { p, port, log, reader } = await spawnServe(dir.dir);
+      expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).json()).toMatchObject({ status: "ok" });
+      const c = await connect(`ws://127.0.0.1:${port}/ws/spin30`);
+      p.kill("SIGTERM");
+      expect(await c.closed).toEqual({ code: 1001, reason: "server shutting down" });
+      expect(await p.exited).toBe(0);
+      await reader;
+      expect(log()).toContain("shutting down signal=SIGTERM");
+    } finally {
+      dir.remove();
+    }
   });
 });

@@ -5,7 +5,7 @@ import { silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
 import { COMPACTION_STEPS, compactSegments } from "../app/log/compaction.ts";
 import { Spool } from "../app/log/spool.ts";
-import { tempDir } from "./support/server.ts";
+import { inTempDir, tempDir } from "./support/server.ts";
 
 // DuckDB, Parquet files and subprocesses killed with SIGKILL: more than Bun's 5 s default.
 setDefaultTimeout(60_000);
@@ -36,56 +36,57 @@ async function query(sql: string): Promise<Record<string, unknown>[]> {
 
 describe("compaction to Parquet", () => {
   it("writes hive-partitioned zstd Parquet that any DuckDB can read, and removes the segments", async () => {
-    const tmp = tempDir();
-    const spoolDir = join(tmp.dir, "spool");
-    const logsDir = join(tmp.dir, "logs");
-    const segments = spoolWith(spoolDir, 100);
-    expect(segments.length).toBeGreaterThan(2);
-    const r = await compactSegments(segments, logsDir);
-    expect(r).toMatchObject({ segments: segments.length, rows: 100, recovered: 0 });
-    expect(Spool.segments(spoolDir)).toEqual([]);
-    expect(r.files.every((f) => /^stream=(lab%2Frig-1|spin30)\/date=2026-11-23\/seg\d+_\d+_\d+\.parquet$/.test(f))).toBe(true);
-    const glob = `read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true)`;
-    expect(await query(`SELECT stream, count(*)::INT AS n, min(seq)::INT AS first, max(seq)::INT AS last FROM ${glob} GROUP BY 1 ORDER BY 1`)).toEqual([
-      { stream: "lab/rig-1", n: 50, first: 1, last: 99 },
-      { stream: "spin30", n: 50, first: 2, last: 100 },
-    ]);
-    const [row] = await query(`SELECT strftime(ts, '%Y-%m-%dT%H:%M:%S.%f') AS ts, kind, data, origin FROM ${glob} WHERE seq = 7`);
-    expect(row).toEqual({ ts: "2026-11-23T12:00:00.000007", kind: "text", data: '{"v":7}', origin: "test" });
-    const [bin] = await query(`SELECT kind, data FROM ${glob} WHERE seq = 20`);
-    expect(bin).toEqual({ kind: "binary", data: Buffer.from([20, 0, 255]).toString("base64") });
-    const [codec] = await query(`SELECT DISTINCT compression FROM parquet_metadata('${logsDir}/**/*.parquet')`);
-    expect(codec).toEqual({ compression: "ZSTD" });
-    tmp.remove();
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const logsDir = join(dir, "logs");
+      const segments = spoolWith(spoolDir, 100);
+      expect(segments.length).toBeGreaterThan(2);
+      const r = await compactSegments(segments, logsDir);
+      expect(r).toMatchObject({ segments: segments.length, rows: 100, recovered: 0 });
+      expect(Spool.segments(spoolDir)).toEqual([]);
+      expect(r.files.every((f) => /^stream=(lab%2Frig-1|spin30)\/date=2026-11-23\/seg\d+_\d+_\d+\.parquet$/.test(f))).toBe(true);
+      const glob = `read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true)`;
+      expect(await query(`SELECT stream, count(*)::INT AS n, min(seq)::INT AS first, max(seq)::INT AS last FROM ${glob} GROUP BY 1 ORDER BY 1`)).toEqual([
+        { stream: "lab/rig-1", n: 50, first: 1, last: 99 },
+        { stream: "spin30", n: 50, first: 2, last: 100 },
+      ]);
+      const [row] = await query(`SELECT strftime(ts, '%Y-%m-%dT%H:%M:%S.%f') AS ts, kind, data, origin FROM ${glob} WHERE seq = 7`);
+      expect(row).toEqual({ ts: "2026-11-23T12:00:00.000007", kind: "text", data: '{"v":7}', origin: "test" });
+      const [bin] = await query(`SELECT kind, data FROM ${glob} WHERE seq = 20`);
+      expect(bin).toEqual({ kind: "binary", data: Buffer.from([20, 0, 255]).toString("base64") });
+      const [codec] = await query(`SELECT DISTINCT compression FROM parquet_metadata('${logsDir}/**/*.parquet')`);
+      expect(codec).toEqual({ compression: "ZSTD" });
+    });
   });
 
   it.each(COMPACTION_STEPS)("loses and duplicates nothing when the compactor is killed after step %s", async (step) => {
-    const tmp = tempDir();
-    const spoolDir = join(tmp.dir, "spool");
-    const logsDir = join(tmp.dir, "logs");
-    const segments = spoolWith(spoolDir, 60);
-    const p = Bun.spawn([process.execPath, CRASH, JSON.stringify({ segments, logsDir, crashAt: step })], { stdout: "pipe", stderr: "pipe" });
-    await p.exited;
-    expect(p.signalCode).toBe("SIGKILL");
-    // The next run finishes or redoes what the killed one left.
-    const r = await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), logsDir);
-    expect(r.recovered).toBe(1);
-    expect(Spool.segments(spoolDir)).toEqual([]);
-    const rows = await query(`SELECT seq::INT AS seq, count(*)::INT AS n FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) GROUP BY 1 ORDER BY 1`);
-    expect(rows.map((x) => x.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
-    expect(rows.every((x) => x.n === 1)).toBe(true);
-    tmp.remove();
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const logsDir = join(dir, "logs");
+      const segments = spoolWith(spoolDir, 60);
+      const p = Bun.spawn([process.execPath, CRASH, JSON.stringify({ segments, logsDir, crashAt: step })], { stdout: "pipe", stderr: "pipe" });
+      await p.exited;
+      expect(p.signalCode).toBe("SIGKILL");
+      // The next run finishes or redoes what the killed one left.
+      const r = await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), logsDir);
+      expect(r.recovered).toBe(1);
+      expect(Spool.segments(spoolDir)).toEqual([]);
+      const rows = await query(`SELECT seq::INT AS seq, count(*)::INT AS n FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) GROUP BY 1 ORDER BY 1`);
+      expect(rows.map((x) => x.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+      expect(rows.every((x) => x.n === 1)).toBe(true);
+    });
   });
 });
 
 describe("the server compacts its log", () => {
   it("turns sealed segments into Parquet in the background while the hub runs", async () => {
-    const { startTestServer, waitFor } = await import("./support/server.ts");
-    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1 });
+    const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
+    const clock = offsetClock(); // segments age by it: no waiting a second for one to seal
+    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1 }, { clock });
     try {
       const post = (body: string) => fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } });
       await post("first");
-      await Bun.sleep(1100);
+      clock.advance(1100);
       await post("second"); // the first segment is now past its age: sealed at this write
       const logsDir = join(srv.dataDir, "logs");
       await waitFor(() => srv.compactor.last?.outcome.ok === true && (srv.compactor.last.outcome as { result: { rows: number } }).result.rows > 0, "a compaction run", 15_000);
@@ -97,17 +98,18 @@ describe("the server compacts its log", () => {
   });
 
   it("alerts when compaction fails and again when it works", async () => {
-    const { startTestServer, waitFor } = await import("./support/server.ts");
+    const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
     const { startFakeSlack } = await import("./support/fake-slack.ts");
     const { writeFileSync, rmSync } = await import("node:fs");
     const slack = startFakeSlack();
     const tmp = tempDir();
+    const clock = offsetClock();
     // A file where the logs folder should be: every run fails until it is gone.
     writeFileSync(join(tmp.dir, "logs"), "not a folder");
-    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1, alert_cooldown_seconds: 0 }, { dataDir: tmp.dir, slackWebhookUrl: slack.url("ok") });
+    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 1, alert_cooldown_seconds: 0 }, { dataDir: tmp.dir, slackWebhookUrl: slack.url("ok"), clock });
     try {
       await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body: "a" });
-      await Bun.sleep(1100);
+      clock.advance(1100);
       await fetch(`${srv.url}/api/streams/s/messages`, { method: "POST", body: "b" });
       const texts = () => slack.received.map((m) => m.text.split("\n")[0]);
       await waitFor(() => texts().includes("Log compaction is failing"), "the failure alert", 15_000);
@@ -126,23 +128,23 @@ describe("an independent Parquet reader", () => {
     const { parquetReadObjects } = await import("hyparquet");
     const { asyncBufferFromFile } = await import("hyparquet/src/node.js");
     const { compressors } = await import("hyparquet-compressors");
-    const tmp = tempDir();
-    const spoolDir = join(tmp.dir, "spool");
-    const logsDir = join(tmp.dir, "logs");
-    const r = await compactSegments(spoolWith(spoolDir, 40), logsDir);
-    const rows: Record<string, unknown>[] = [];
-    for (const f of r.files) {
-      const file = await asyncBufferFromFile(join(logsDir, f));
-      const stream = decodeURIComponent(/stream=([^/]+)/.exec(f)![1]!);
-      for (const row of await parquetReadObjects({ file, compressors })) rows.push({ ...row, stream });
-    }
-    expect(rows).toHaveLength(40);
-    const seven = rows.find((x) => Number(x.seq) === 7)!;
-    expect(seven).toMatchObject({ stream: "lab/rig-1", kind: "text", data: '{"v":7}', origin: "test" });
-    // hyparquet hands TIMESTAMP columns back as Dates (millisecond precision).
-    expect(seven.ts).toBeInstanceOf(Date);
-    expect((seven.ts as Date).toISOString()).toBe("2026-11-23T12:00:00.000Z");
-    tmp.remove();
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const logsDir = join(dir, "logs");
+      const r = await compactSegments(spoolWith(spoolDir, 40), logsDir);
+      const rows: Record<string, unknown>[] = [];
+      for (const f of r.files) {
+        const file = await asyncBufferFromFile(join(logsDir, f));
+        const stream = decodeURIComponent(/stream=([^/]+)/.exec(f)![1]!);
+        for (const row of await parquetReadObjects({ file, compressors })) rows.push({ ...row, stream });
+      }
+      expect(rows).toHaveLength(40);
+      const seven = rows.find((x) => Number(x.seq) === 7)!;
+      expect(seven).toMatchObject({ stream: "lab/rig-1", kind: "text", data: '{"v":7}', origin: "test" });
+      // hyparquet hands TIMESTAMP columns back as Dates (millisecond precision).
+      expect(seven.ts).toBeInstanceOf(Date);
+      expect((seven.ts as Date).toISOString()).toBe("2026-11-23T12:00:00.000Z");
+    });
   });
 });
 
@@ -150,25 +152,25 @@ describe("retention of the Parquet log", () => {
   it("removes date partitions past the age limit, then the oldest dates while over the size limit", async () => {
     const { enforceParquetRetention } = await import("../app/log/retention.ts");
     const { mkdirSync, writeFileSync, existsSync } = await import("node:fs");
-    const tmp = tempDir();
-    const part = (stream: string, date: string, bytes: number) => {
-      const dir = join(tmp.dir, `stream=${stream}`, `date=${date}`);
-      mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, "seg1_0.parquet"), new Uint8Array(bytes));
-      return dir;
-    };
-    const a1 = part("a", "2026-10-01", 100);
-    const b1 = part("b", "2026-11-20", 100);
-    const a2 = part("a", "2026-11-21", 100);
-    const b2 = part("b", "2026-11-22", 100);
-    const now = Date.parse("2026-11-23T12:00:00Z");
-    expect(enforceParquetRetention(tmp.dir, { days: 0, bytes: 0 }, now)).toEqual([]);
-    const byAge = enforceParquetRetention(tmp.dir, { days: 30, bytes: 0 }, now);
-    expect(byAge).toEqual([{ path: a1, bytes: 100, reason: "older than 30 days" }]);
-    const bySize = enforceParquetRetention(tmp.dir, { days: 30, bytes: 150 }, now);
-    expect(bySize.map((r) => r.path)).toEqual([b1, a2]);
-    expect([existsSync(a1), existsSync(b1), existsSync(a2), existsSync(b2)]).toEqual([false, false, false, true]);
-    tmp.remove();
+    await inTempDir(async (dir) => {
+      const part = (stream: string, date: string, bytes: number) => {
+        const partition = join(dir, `stream=${stream}`, `date=${date}`);
+        mkdirSync(partition, { recursive: true });
+        writeFileSync(join(partition, "seg1_0.parquet"), new Uint8Array(bytes));
+        return partition;
+      };
+      const a1 = part("a", "2026-10-01", 100);
+      const b1 = part("b", "2026-11-20", 100);
+      const a2 = part("a", "2026-11-21", 100);
+      const b2 = part("b", "2026-11-22", 100);
+      const now = Date.parse("2026-11-23T12:00:00Z");
+      expect(enforceParquetRetention(dir, { days: 0, bytes: 0 }, now)).toEqual([]);
+      const byAge = enforceParquetRetention(dir, { days: 30, bytes: 0 }, now);
+      expect(byAge).toEqual([{ path: a1, bytes: 100, reason: "older than 30 days" }]);
+      const bySize = enforceParquetRetention(dir, { days: 30, bytes: 150 }, now);
+      expect(bySize.map((r) => r.path)).toEqual([b1, a2]);
+      expect([existsSync(a1), existsSync(b1), existsSync(a2), existsSync(b2)]).toEqual([false, false, false, true]);
+    });
   });
 });
 
@@ -184,19 +186,19 @@ describe("merging the small files of closed partitions", () => {
 
   it("leaves one file per closed partition with the same rows, and leaves today's alone", async () => {
     const { mergeClosedPartitions } = await import("../app/log/merge.ts");
-    const tmp = tempDir();
-    const logsDir = join(tmp.dir, "logs");
-    await compactSegments(spoolWith(join(tmp.dir, "spool"), 100), logsDir);
-    const before = (await files(logsDir)).filter((f) => f.endsWith(".parquet"));
-    expect(before.length).toBeGreaterThan(2);
-    expect(await mergeClosedPartitions(logsDir, "2026-11-23")).toEqual([]);
-    const merged = await mergeClosedPartitions(logsDir, "2026-11-24");
-    expect(merged).toHaveLength(2);
-    const after = (await files(logsDir)).filter((f) => f.endsWith(".parquet"));
-    expect(after).toHaveLength(2);
-    const rows = await query(`SELECT seq::INT AS seq FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY seq`);
-    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
-    tmp.remove();
+    await inTempDir(async (dir) => {
+      const logsDir = join(dir, "logs");
+      await compactSegments(spoolWith(join(dir, "spool"), 100), logsDir);
+      const before = (await files(logsDir)).filter((f) => f.endsWith(".parquet"));
+      expect(before.length).toBeGreaterThan(2);
+      expect(await mergeClosedPartitions(logsDir, "2026-11-23")).toEqual([]);
+      const merged = await mergeClosedPartitions(logsDir, "2026-11-24");
+      expect(merged).toHaveLength(2);
+      const after = (await files(logsDir)).filter((f) => f.endsWith(".parquet"));
+      expect(after).toHaveLength(2);
+      const rows = await query(`SELECT seq::INT AS seq FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY seq`);
+      expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    });
   });
 
   it("merges today's partition once it holds 16 files of compaction runs, leaving earlier merged files as they are", async () => {
@@ -226,17 +228,20 @@ describe("merging the small files of closed partitions", () => {
   it.each(["written", "manifest", "renamed", "inputs-removed"])("loses and duplicates nothing when killed after %s", async (step) => {
     const { mergeClosedPartitions } = await import("../app/log/merge.ts");
     const tmp = tempDir();
-    const logsDir = join(tmp.dir, "logs");
-    await compactSegments(spoolWith(join(tmp.dir, "spool"), 60), logsDir);
-    const p = Bun.spawn([process.execPath, MERGE_CRASH, JSON.stringify({ logsDir, today: "2026-11-24", crashAt: step })], { stdout: "pipe", stderr: "pipe" });
-    await p.exited;
-    expect(p.signalCode).toBe("SIGKILL");
-    await mergeClosedPartitions(logsDir, "2026-11-24");
-    const rows = await query(`SELECT seq::INT AS seq, count(*)::INT AS n FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) GROUP BY 1 ORDER BY 1`);
-    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
-    expect(rows.every((r) => r.n === 1)).toBe(true);
-    expect((await files(logsDir)).filter((f) => f.endsWith(".parquet"))).toHaveLength(2);
-    expect((await files(logsDir)).some((f) => f.endsWith(".merge") || f.endsWith(".tmp"))).toBe(false);
-    tmp.remove();
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      await compactSegments(spoolWith(join(tmp.dir, "spool"), 60), logsDir);
+      const p = Bun.spawn([process.execPath, MERGE_CRASH, JSON.stringify({ logsDir, today: "2026-11-24", crashAt: step })], { stdout: "pipe", stderr: "pipe" });
+      await p.exited;
+      expect(p.signalCode).toBe("SIGKILL");
+      await mergeClosedPartitions(logsDir, "2026-11-24");
+      const rows = await query(`SELECT seq::INT AS seq, count(*)::INT AS n FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) GROUP BY 1 ORDER BY 1`);
+      expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+      expect(rows.every((r) => r.n === 1)).toBe(true);
+      expect((await files(logsDir)).filter((f) => f.endsWith(".parquet"))).toHaveLength(2);
+      expect((await files(logsDir)).some((f) => f.endsWith(".merge") || f.endsWith(".tmp"))).toBe(false);
+    } finally {
+      tmp.remove();
+    }
   });
 });

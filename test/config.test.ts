@@ -6,9 +6,10 @@ import { MIGRATIONS } from "../app/config/migrations/index.ts";
 import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
 import { resolveStartupConfig } from "../app/config/startup.ts";
 import { SETTINGS_FILE, SettingsStore } from "../app/config/store.ts";
-import { AppError, UsageError } from "../app/core/errors.ts";
+import { InvalidInput, UsageError } from "../app/core/errors.ts";
 import { streamNameProblem } from "../app/core/stream-name.ts";
-import { tempDir } from "./support/server.ts";
+import { connect } from "./support/client.ts";
+import { startTestServer, tempDir, type TestServer } from "./support/server.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
 setDefaultTimeout(60_000);
@@ -56,10 +57,11 @@ describe("settings store", () => {
     store.onChange((next, prev) => seen.push(`${prev.access}->${next.access}`));
     store.update({ access: "token", max_connections: 5 });
     expect(seen).toEqual(["loopback-open->token"]);
-    let err: AppError | undefined;
-    try { store.update({ access: "everyone", max_connections: -1, colour: "red" }); } catch (e) { err = e as AppError; }
-    expect(err?.status).toBe(400);
-    expect(err?.data?.fields).toMatchObject({ access: expect.stringContaining("allowed: open, loopback-open, token"), max_connections: expect.stringContaining("whole number"), colour: expect.stringContaining("unknown setting") });
+    let err: unknown;
+    try { store.update({ access: "everyone", max_connections: -1, colour: "red" }); } catch (e) { err = e; }
+    // A domain error, not an HTTP one: the API maps it to a 400 (the settings API test below).
+    expect(err).toBeInstanceOf(InvalidInput);
+    expect((err as InvalidInput).fields).toMatchObject({ access: expect.stringContaining("allowed: open, loopback-open, token"), max_connections: expect.stringContaining("whole number"), colour: expect.stringContaining("unknown setting") });
     expect(store.settings.access).toBe("token");
     const s1 = store.secret("k", () => "first");
     expect(store.secret("k", () => "second")).toBe(s1);
@@ -78,7 +80,7 @@ describe("settings store", () => {
   it("checks the UDP settings, also against each other", () => {
     const store = SettingsStore.open(tmp.dir);
     const fields = (patch: Record<string, unknown>) => {
-      try { store.update(patch); } catch (e) { return (e as AppError).data?.fields as Record<string, string>; }
+      try { store.update(patch); } catch (e) { return (e as InvalidInput).fields!; }
       return null;
     };
     expect(fields({ udp_format: "csv" })).toMatchObject({ udp_format: expect.stringContaining("allowed: json, line, raw, text") });
@@ -99,5 +101,32 @@ describe("settings store", () => {
     expect(() => migrate(db, [failing])).toThrow("boom");
     expect(db.query("SELECT name FROM sqlite_master WHERE name = 'half'").all()).toEqual([]);
     expect(migrate(db, [{ id: "20991231_000001_ok", up: (d) => d.run("CREATE TABLE ok (x)") }])).toEqual(["20991231_000001_ok"]);
+  });
+});
+
+describe("runtime settings over the API", () => {
+  let srv: TestServer;
+  afterEach(async () => { await srv?.close(); });
+
+  it("shows the settings, changes them live, says which need a restart, and refuses bad ones field by field", async () => {
+    srv = await startTestServer();
+    const view = await (await fetch(`${srv.url}/api/settings`, { headers: srv.adminHeaders })).json();
+    expect(view.settings.access).toBe("loopback-open");
+    expect(view.fields.keepalive_seconds.restart).toBe(true);
+    const patch = (body: unknown) => fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify(body), headers: srv.adminHeaders });
+    const r = await (await patch({ max_connections: 1, keepalive_seconds: 30 })).json();
+    expect(r.changed.sort()).toEqual(["keepalive_seconds", "max_connections"]);
+    expect(r.restart_needed).toEqual(["keepalive_seconds"]);
+    // Applied live: a second connection is now one too many.
+    const a = await connect(srv.wsUrl("s"));
+    const b = await connect(srv.wsUrl("s"));
+    expect((await b.closed).code).toBe(1013);
+    a.close();
+    const bad = await patch({ access: "everyone", max_connections: 0 });
+    expect(bad.status).toBe(400);
+    const err = (await bad.json()).error;
+    expect(Object.keys(err.data.fields).sort()).toEqual(["access", "max_connections"]);
+    expect(err.message).toContain("allowed: open, loopback-open, token");
+    expect(srv.store.settings.max_connections).toBe(1);
   });
 });

@@ -18,6 +18,8 @@ async function flood(url: string, n: number) {
   return pub;
 }
 
+// The policy's accounting (lag, drops, a policy switched while lagging, feeds) is unit-tested
+// with a fake fan-out in hub.test.ts; these check it against real sockets and Bun's native limit.
 describe("backpressure", () => {
   let srv: TestServer;
   afterEach(async () => { await srv.close(); });
@@ -70,27 +72,5 @@ describe("backpressure", () => {
     expect(seen.frames).toBeLessThan(n);
     expect(s.dropped).toBe(0);
     expect(srv.hub.totals.slowDisconnects).toBe(1);
-  });
-
-  it("a reader already being dropped under `drop` is disconnected once the policy is switched to `disconnect`", async () => {
-    srv = await startTestServer({ backpressure_policy: "drop", backpressure_limit_bytes: 256 * 1024 });
-    const stalled = await RawWebSocket.open(srv.port, "/ws/bp3");
-    stalled.stall();
-    const fast = await connect(srv.wsUrl("bp3"));
-    const n = 20_000;
-    await flood(srv.wsUrl("bp3"), n);
-    expect((await fast.received(n, 30_000)).length).toBe(n);
-    const s = srv.hub.stream("bp3")!;
-    await waitFor(() => [...s.connections].some((c) => c.lag), "the stalled reader to be dropped from");
-    // Nothing more is published: only the changed setting can end it.
-    srv.store.update({ backpressure_policy: "disconnect" });
-    await waitFor(() => s.slowDisconnects === 1, "the lagging reader to be disconnected under the new policy", 10_000);
-    const seen = await stalled.readUntilClose(10_000);
-    expect(seen.code).toBe(1013);
-    expect(seen.reason).toContain("backpressure policy disconnect");
-    stalled.destroy();
-    await waitFor(() => s.connections.size === 2, "the lagging reader to be gone (the fast reader and the publisher stay)");
-    // What it missed while lagging is still counted.
-    expect(s.droppedSettled).toBeGreaterThan(0);
   });
 });

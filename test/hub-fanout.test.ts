@@ -133,3 +133,19 @@ describe("message sinks", () => {
     }
   });
 });
+
+describe("publisher counts", () => {
+  let srv: TestServer;
+  afterEach(async () => { await srv?.close(); });
+
+  it("does not count a client whose first message was refused", async () => {
+    srv = await startTestServer({ max_message_bytes: 10, stream_linger_seconds: 60 });
+    const keep = await connect(srv.wsUrl("s"));
+    const c = await connect(srv.wsUrl("s"));
+    c.ws.send("x".repeat(11));
+    expect((await c.closed).code).toBe(1009);
+    await waitFor(() => srv.hub.stream("s")!.connections.size === 1, "the refused client to leave");
+    expect(srv.hub.stream("s")!.publishers).toBe(0);
+    keep.close();
+  });
+});

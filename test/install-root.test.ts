@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { distBinary } from "./binary-support.ts";
-import { install, NATIVE, newRoot, removeRoots, serviceIds, sha, tool } from "./install-support.ts";
+import { install, NATIVE, newRoot, removeRoots, serviceIds, sha, requireTool } from "./install-support.ts";
 import { freeTcpPort } from "./support/server.ts";
 
 setDefaultTimeout(120_000);
@@ -43,7 +43,7 @@ describe("root never loads a DuckDB library the service user planted", () => {
   const missing = needs.filter((t) => !Bun.which(t));
 
   it.skipIf(missing.length > 0 && !process.env.CI)(`planted duckdb.node + rewritten stamp: runs for the service user, never for root (install.sh upgrade, root's version and query)${missing.length ? ` (needs ${missing.join(", ")})` : ""}`, () => {
-    for (const t of needs) expect(tool(t)).toBe(true);
+    for (const t of needs) requireTool(t);
     expect(process.geteuid?.()).toBe(0);
     const root = newRoot();
     const port = freeTcpPort();

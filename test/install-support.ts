@@ -56,10 +56,16 @@ export function serviceIds(root: string): { uid: number; gid: number } {
   return { uid: Number(uid), gid: Number(gid) };
 }
 
-/** A tool a test needs; missing fails under CI and skips loudly otherwise. */
-export function tool(name: string): boolean {
-  if (Bun.which(name)) return true;
-  if (process.env.CI) throw new Error(`${name} is not installed (CI is set: .ci/run installs it)`);
-  console.warn(`\n!!! SKIPPING a check: ${name} is not installed !!!\n`);
-  return false;
+/**
+ * Whether a test that needs the tool `name` is skipped: when it is missing and
+ * CI is not set. Use with `it.skipIf`, so the skip shows as a skip; under CI the
+ * test runs and `requireTool` fails it.
+ */
+export function lacksTool(name: string): boolean {
+  return !Bun.which(name) && !process.env.CI;
+}
+
+/** Fails the test when a tool it needs is missing (reached only under CI, see lacksTool). */
+export function requireTool(name: string): void {
+  if (!Bun.which(name)) throw new Error(`${name} is not installed (CI is set: .ci/run installs it)`);
 }

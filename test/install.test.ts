@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DIST, distBinary, type Platform } from "./binary-support.ts";
-import { calls, INSTALL, install, NATIVE, newRoot, removeRoots, sha, STUBS, tool } from "./install-support.ts";
+import { calls, INSTALL, install, lacksTool, NATIVE, newRoot, removeRoots, requireTool, sha, STUBS } from "./install-support.ts";
 import { adminHeadersFor, freeTcpPort } from "./support/server.ts";
 
 setDefaultTimeout(60_000);
@@ -38,8 +38,8 @@ function pathWithout(missing: string[]): string {
 }
 
 describe("install.sh, checks before it changes anything", () => {
-  it("is clean under shellcheck (as is the stub systemctl)", () => {
-    if (!tool("shellcheck")) return;
+  it.skipIf(lacksTool("shellcheck"))("is clean under shellcheck (as is the stub systemctl)", () => {
+    requireTool("shellcheck");
     const r = Bun.spawnSync(["shellcheck", INSTALL, join(STUBS, "systemctl")]);
     expect(r.stdout.toString() + r.stderr.toString()).toBe("");
     expect(r.exitCode).toBe(0);
@@ -149,8 +149,8 @@ describe(`install.sh with the ${NATIVE} binary, into a throwaway root`, () => {
     expect(serviceLog.includes(`duckdb native library reused ${where}`) || serviceLog.includes(`duckdb native library unpacked ${where}`)).toBe(true);
   }, 120_000);
 
-  it("writes a unit that systemd-analyze verify accepts without a warning", () => {
-    if (!tool("systemd-analyze")) return;
+  it.skipIf(lacksTool("systemd-analyze"))("writes a unit that systemd-analyze verify accepts without a warning", () => {
+    requireTool("systemd-analyze");
     // Verify a copy whose ExecStart points into the throwaway root (verify checks the file exists).
     const d = newRoot();
     

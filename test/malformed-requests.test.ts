@@ -222,3 +222,17 @@ describe("?token= and relay ?code= never reach a log line", () => {
     }
   });
 });
+
+describe("JSON bodies of the API", () => {
+  let srv: TestServer;
+  afterAll(async () => { await srv?.close(); });
+
+  it("answers 400 naming what to send for a body that is JSON but not an object, on every route that takes one", async () => {
+    srv = await startTestServer();
+    for (const [method, path] of [["PUT", "/api/slack"], ["POST", "/api/query"], ["PATCH", "/api/settings"], ["POST", "/api/destinations"], ["POST", "/api/streams"]]) {
+      const r = await fetch(`${srv.url}${path}`, { method, body: "null", headers: srv.adminHeaders });
+      expect(r.status).toBe(400);
+      expect((await r.json()).error.message).toStartWith("the body must be a JSON object; send ");
+    }
+  });
+});

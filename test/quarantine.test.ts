@@ -6,7 +6,7 @@ import { compactSegments } from "../app/log/compaction.ts";
 import { Spool } from "../app/log/spool.ts";
 import { cli } from "./support/cli.ts";
 import { startFakeSlack } from "./support/fake-slack.ts";
-import { startTestServer, tempDir, waitFor } from "./support/server.ts";
+import { offsetClock, startTestServer, tempDir, waitFor } from "./support/server.ts";
 
 // DuckDB, child processes and real servers.
 setDefaultTimeout(120_000);
@@ -195,13 +195,14 @@ describe("spool segments compaction cannot read", () => {
     // A file where the "bad" stream's partition folder must go: that segment's files cannot be moved into place.
     mkdirSync(join(tmp.dir, "logs"), { recursive: true });
     writeFileSync(join(tmp.dir, "logs", "stream=bad"), "in the way");
-    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 0, alert_cooldown_seconds: 0 }, { dataDir: tmp.dir, slackWebhookUrl: slack.url("ok") });
+    const clock = offsetClock(); // segments age by it: no waiting a second for each to seal
+    const srv = await startTestServer({ log_segment_seconds: 1, log_compact_seconds: 0, alert_cooldown_seconds: 0 }, { dataDir: tmp.dir, slackWebhookUrl: slack.url("ok"), clock });
     try {
       const post = (stream: string, body: string) => fetch(`${srv.url}/api/streams/${stream}/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } });
       await post("bad", "b1");
-      await Bun.sleep(1100);
+      clock.advance(1100);
       await post("good", "g1"); // written to b1's segment, then seals it
-      await Bun.sleep(1100);
+      clock.advance(1100);
       await post("good", "g2"); // seals the next one, holding g2
       const sealed = () => Spool.segments(join(tmp.dir, "spool")).length - 1;
       // b1's segment and g1's (g2's too, when the spool's timer has sealed it by age already).

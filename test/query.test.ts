@@ -44,25 +44,28 @@ describe("SQL over the log", () => {
 
   it("counts a segment once when its Parquet lands while the spool still holds it (a query during compaction)", async () => {
     const tmp = tempDir();
-    const spoolDir = join(tmp.dir, "spool");
-    const spool = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
-    for (let i = 1; i <= 25; i++) spool.append({ stream: "spin30", ts: Date.UTC(2026, 10, 23) * 1000 + i, seq: i, origin: "t", data: "x", size: 1 });
-    spool.close();
-    const [segment] = Spool.segments(spoolDir);
-    const bytes = readFileSync(join(spoolDir, segment!));
-    await compactSegments([join(spoolDir, segment!)], join(tmp.dir, "logs"));
-    // The moment between "Parquet moved into place" and "segment removed": both are there.
-    writeFileSync(join(spoolDir, segment!), bytes);
-    const engine = await open(tmp.dir);
-    expect((await engine.query("SELECT count(*) AS n, count(DISTINCT seq) AS seqs FROM messages")).rows).toEqual([{ n: "25", seqs: "25" }]);
-    engine.close();
-    // Once the segment is gone, the Parquet answers alone.
-    const { unlinkSync } = await import("node:fs");
-    unlinkSync(join(spoolDir, segment!));
-    const later = await open(tmp.dir);
-    expect((await later.query("SELECT count(*) AS n FROM messages")).rows).toEqual([{ n: "25" }]);
-    later.close();
-    tmp.remove();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      const spool = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+      for (let i = 1; i <= 25; i++) spool.append({ stream: "spin30", ts: Date.UTC(2026, 10, 23) * 1000 + i, seq: i, origin: "t", data: "x", size: 1 });
+      spool.close();
+      const [segment] = Spool.segments(spoolDir);
+      const bytes = readFileSync(join(spoolDir, segment!));
+      await compactSegments([join(spoolDir, segment!)], join(tmp.dir, "logs"));
+      // The moment between "Parquet moved into place" and "segment removed": both are there.
+      writeFileSync(join(spoolDir, segment!), bytes);
+      const engine = await open(tmp.dir);
+      expect((await engine.query("SELECT count(*) AS n, count(DISTINCT seq) AS seqs FROM messages")).rows).toEqual([{ n: "25", seqs: "25" }]);
+      engine.close();
+      // Once the segment is gone, the Parquet answers alone.
+      const { unlinkSync } = await import("node:fs");
+      unlinkSync(join(spoolDir, segment!));
+      const later = await open(tmp.dir);
+      expect((await later.query("SELECT count(*) AS n FROM messages")).rows).toEqual([{ n: "25" }]);
+      later.close();
+    } finally {
+      tmp.remove();
+    }
   });
 
   it.each([
@@ -272,29 +275,32 @@ describe("the warm engine's spool tail", () => {
     const { encodeRecord } = await import("../app/log/record.ts");
     const { appendFileSync, truncateSync, mkdirSync } = await import("node:fs");
     const tmp = tempDir();
-    const spoolDir = join(tmp.dir, "spool");
-    mkdirSync(spoolDir);
-    const seg = join(spoolDir, "0000000000000001.wal");
-    const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
-    writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
-    const engine = await open(tmp.dir);
-    const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
-    expect(await seqs()).toEqual([1, 2, 3]);
-    // A record still being written (half of it) is left for the next query.
-    const four = rec(4);
-    appendFileSync(seg, four.subarray(0, 10));
-    expect(await seqs()).toEqual([1, 2, 3]);
-    appendFileSync(seg, four.subarray(10));
-    expect(await seqs()).toEqual([1, 2, 3, 4]);
-    // A failed write cut back (the spool truncates to the last good size), then new records of the
-    // same length written where the cut ones were, before any query looked.
-    truncateSync(seg, rec(1).length * 2);
-    appendFileSync(seg, Buffer.concat([rec(5), rec(6)]));
-    expect(await seqs()).toEqual([1, 2, 5, 6]);
-    // Compacted: the segment's Parquet appears, the segment goes; each message once throughout.
-    await compactSegments([seg], join(tmp.dir, "logs"));
-    expect(await seqs()).toEqual([1, 2, 5, 6]);
-    engine.close();
-    tmp.remove();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      mkdirSync(spoolDir);
+      const seg = join(spoolDir, "0000000000000001.wal");
+      const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
+      writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
+      const engine = await open(tmp.dir);
+      const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
+      expect(await seqs()).toEqual([1, 2, 3]);
+      // A record still being written (half of it) is left for the next query.
+      const four = rec(4);
+      appendFileSync(seg, four.subarray(0, 10));
+      expect(await seqs()).toEqual([1, 2, 3]);
+      appendFileSync(seg, four.subarray(10));
+      expect(await seqs()).toEqual([1, 2, 3, 4]);
+      // A failed write cut back (the spool truncates to the last good size), then new records of the
+      // same length written where the cut ones were, before any query looked.
+      truncateSync(seg, rec(1).length * 2);
+      appendFileSync(seg, Buffer.concat([rec(5), rec(6)]));
+      expect(await seqs()).toEqual([1, 2, 5, 6]);
+      // Compacted: the segment's Parquet appears, the segment goes; each message once throughout.
+      await compactSegments([seg], join(tmp.dir, "logs"));
+      expect(await seqs()).toEqual([1, 2, 5, 6]);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
   });
 });

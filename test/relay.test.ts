@@ -163,20 +163,23 @@ describe("relay: destinations to a remote relay", () => {
   it("keeps rules across a restart", async () => {
     const relay = await server();
     const dir = tempDir();
-    let host = await startTestServer({}, { dataDir: dir.dir, backoff: FAST });
-    await postRule(host, { id: "keep/me", stream: "spin30", destination: `${relay.url}/session/spin30-log`, token: await relayToken(relay, "spin30-log") });
-    await host.stop();
-    host.store.close();
-    host = await startTestServer({}, { dataDir: dir.dir, backoff: FAST });
-    servers.push(host);
-    const all = await (await api(host, "/api/destinations/all")).json();
-    expect(Object.keys(all)).toEqual(["keep/me"]);
-    await waitFor(async () => (await (await api(host, "/api/destinations/keep/me")).json()).status.state === "connected", "reconnect after restart");
-    const watcher = await connect(relay.wsUrl("spin30-log"));
-    const pub = await connect(host.wsUrl("spin30"));
-    pub.ws.send("still here");
-    expect(await watcher.received(1)).toEqual(["still here"]);
-    dir.remove();
+    try {
+      let host = await startTestServer({}, { dataDir: dir.dir, backoff: FAST });
+      await postRule(host, { id: "keep/me", stream: "spin30", destination: `${relay.url}/session/spin30-log`, token: await relayToken(relay, "spin30-log") });
+      await host.stop();
+      host.store.close();
+      host = await startTestServer({}, { dataDir: dir.dir, backoff: FAST });
+      servers.push(host);
+      const all = await (await api(host, "/api/destinations/all")).json();
+      expect(Object.keys(all)).toEqual(["keep/me"]);
+      await waitFor(async () => (await (await api(host, "/api/destinations/keep/me")).json()).status.state === "connected", "reconnect after restart");
+      const watcher = await connect(relay.wsUrl("spin30-log"));
+      const pub = await connect(host.wsUrl("spin30"));
+      pub.ws.send("still here");
+      expect(await watcher.received(1)).toEqual(["still here"]);
+    } finally {
+      dir.remove();
+    }
   });
 
   it("records what it sends to the rule's file under the data dir: raw bytes back to back by default, one per line on request", async () => {
@@ -497,5 +500,17 @@ describe("relay: a stalled remote", () => {
     } finally {
       stalled.close();
     }
+  });
+});
+
+describe("destinations changed twice at once", () => {
+  it("ends with one running destination for the id, the last one posted", async () => {
+    const srv = await server();
+    const post = (n: number) => fetch(`${srv.url}/api/destinations`, { method: "POST", body: JSON.stringify({ id: "0", stream: "s", destination: `ws://127.0.0.1:9/ws/t${n}`, token: "" }) });
+    await Promise.all([post(1), post(2), post(3)]);
+    const all = await (await fetch(`${srv.url}/api/destinations/all`)).json();
+    expect(Object.keys(all)).toEqual(["0"]);
+    expect(srv.destinations.list()).toHaveLength(1);
+    expect(srv.destinations.list()[0]!.rule.destination).toBe(all["0"].destination);
   });
 });

@@ -6,7 +6,7 @@ import { cli } from "./support/cli.ts";
 import { connect } from "./support/client.ts";
 import { SECRET_PART, startFakeSlack, type FakeSlack } from "./support/fake-slack.ts";
 import { RawWebSocket } from "./support/raw-socket.ts";
-import { freeUdpPort, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
+import { freeUdpPort, offsetClock, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine.
 setDefaultTimeout(60_000);
@@ -29,45 +29,54 @@ describe("switchyard slack test", () => {
   ])("reports Slack's answer for /%s with exit code %d", async (path, code, message) => {
     slack = startFakeSlack();
     const tmp = tempDir();
-    const r = await cli(["slack", "test", "--text", "hello from the test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url(path) });
-    expect(r.code).toBe(code);
-    expect(r.stdout + r.stderr).toContain(message);
-    expect(r.stdout + r.stderr).not.toContain(SECRET_PART);
-    if (code === 0) expect(slack.received[0]!.text).toContain("hello from the test");
-    tmp.remove();
+    try {
+      const r = await cli(["slack", "test", "--text", "hello from the test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url(path) });
+      expect(r.code).toBe(code);
+      expect(r.stdout + r.stderr).toContain(message);
+      expect(r.stdout + r.stderr).not.toContain(SECRET_PART);
+      if (code === 0) expect(slack.received[0]!.text).toContain("hello from the test");
+    } finally {
+      tmp.remove();
+    }
   });
 
   it("reports a time-out, no network, a bad URL and no URL, each with exit code 1", async () => {
     slack = startFakeSlack();
     const tmp = tempDir();
-    const slow = await cli(["slack", "test", "--timeout", "1", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url("slow") });
-    expect(slow.code).toBe(1);
-    expect(slow.stderr).toContain("Slack did not answer within 1 s");
-    const closedPort = await freeUdpPort(); // nothing listens on TCP there either
-    const refused = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: `http://127.0.0.1:${closedPort}/services/${SECRET_PART}` });
-    expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain("could not reach Slack");
-    expect(refused.stderr).not.toContain(SECRET_PART);
-    const bad = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: "hooks.slack.com/x" });
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain("is not a URL");
-    const none = await cli(["slack", "test", "--data-dir", tmp.dir]);
-    expect(none.code).toBe(1);
-    expect(none.stderr).toContain("no Slack webhook URL is set");
-    tmp.remove();
+    try {
+      const slow = await cli(["slack", "test", "--timeout", "1", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: slack.url("slow") });
+      expect(slow.code).toBe(1);
+      expect(slow.stderr).toContain("Slack did not answer within 1 s");
+      const closedPort = await freeUdpPort(); // nothing listens on TCP there either
+      const refused = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: `http://127.0.0.1:${closedPort}/services/${SECRET_PART}` });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("could not reach Slack");
+      expect(refused.stderr).not.toContain(SECRET_PART);
+      const bad = await cli(["slack", "test", "--data-dir", tmp.dir], { SWITCHYARD_SLACK_WEBHOOK_URL: "hooks.slack.com/x" });
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toContain("is not a URL");
+      const none = await cli(["slack", "test", "--data-dir", tmp.dir]);
+      expect(none.code).toBe(1);
+      expect(none.stderr).toContain("no Slack webhook URL is set");
+    } finally {
+      tmp.remove();
+    }
   });
 
   it("stores the URL with set-url and shows it only redacted", async () => {
     slack = startFakeSlack();
     const tmp = tempDir();
-    const set = await cli(["slack", "set-url", slack.url("ok"), "--data-dir", tmp.dir]);
-    expect(set.code).toBe(0);
-    expect(set.stdout).not.toContain(SECRET_PART);
-    const show = await cli(["slack", "show", "--data-dir", tmp.dir]);
-    expect(show.stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/ok\/…\(redacted\) \(from the settings store\)\n$/);
-    expect((await cli(["slack", "test", "--data-dir", tmp.dir])).code).toBe(0);
-    expect((await cli(["slack", "set-url", "ftp://x", "--data-dir", tmp.dir])).code).toBe(2);
-    tmp.remove();
+    try {
+      const set = await cli(["slack", "set-url", slack.url("ok"), "--data-dir", tmp.dir]);
+      expect(set.code).toBe(0);
+      expect(set.stdout).not.toContain(SECRET_PART);
+      const show = await cli(["slack", "show", "--data-dir", tmp.dir]);
+      expect(show.stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/ok\/…\(redacted\) \(from the settings store\)\n$/);
+      expect((await cli(["slack", "test", "--data-dir", tmp.dir])).code).toBe(0);
+      expect((await cli(["slack", "set-url", "ftp://x", "--data-dir", tmp.dir])).code).toBe(2);
+    } finally {
+      tmp.remove();
+    }
   });
 });
 
@@ -133,9 +142,9 @@ describe("alert rules", () => {
   });
 
   it("fires when a watched stream goes silent, recovers when it speaks, and holds back a flapping repeat within the cooldown", async () => {
-    // A 6 s cooldown leaves a loaded machine time to answer the held-back repeat before the cooldown ends
-    // (after it, the engine re-sends a repeat that is still going on, which this test does not want).
-    const srv = await alerting({ alert_silent_streams: [{ pattern: "spin*", seconds: 1 }], alert_cooldown_seconds: 6 });
+    // A cooldown of an hour, passed by moving the server's clock: nothing ends it early on a loaded machine.
+    const clock = offsetClock();
+    const srv = await alerting({ alert_silent_streams: [{ pattern: "spin*", seconds: 1 }], alert_cooldown_seconds: 3600 }, { clock });
     const post = () => fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", body: "x" });
     await post();
     await waitFor(() => texts().some((t) => t.startsWith("Stream spin30 has been silent")), "the silence alert", 5000);
@@ -145,7 +154,8 @@ describe("alert rules", () => {
     await waitFor(async () => (await (await fetch(`${srv.url}/api/alerts`, { headers: srv.adminHeaders })).json()).alerts.some((a: { state: string; sent: boolean }) => a.state === "firing" && !a.sent), "the held-back repeat", 5000);
     expect(texts().filter((t) => t.startsWith("Stream spin30 has been silent")).length).toBe(1);
     await post(); // resolves the held-back one (no all-clear: Slack never heard of it)
-    await Bun.sleep(6200);
+    await waitFor(async () => (await (await fetch(`${srv.url}/api/alerts`, { headers: srv.adminHeaders })).json()).alerts[0]?.state === "resolved", "the held-back repeat to resolve", 5000);
+    clock.advance(3600_000);
     // After the cooldown the next silence goes out, saying it was held back.
     await waitFor(() => texts().filter((t) => t.startsWith("Stream spin30 has been silent")).length === 2, "the second silence message", 5000);
     const second = slack.received.filter((m) => m.text.startsWith("Stream spin30 has been silent"))[1]!;

@@ -10,6 +10,7 @@ import { MIGRATIONS } from "../app/config/migrations/index.ts";
 import { SettingsStore } from "../app/config/store.ts";
 import { asAdmin, firstPassword, signIn } from "./support/admin.ts";
 import { haveNginx, startNginx, startPlainBunProxy, type Proxy } from "./support/proxy.ts";
+import { connect } from "./support/client.ts";
 import { startTestServer, tempDir, type TestServer } from "./support/server.ts";
 
 // Real servers, proxies and subprocesses: more than Bun's 5 s default on a busy machine.
@@ -260,4 +261,20 @@ describe("upgrading a box that had api_loopback_admin", () => {
       }
     });
   }
+});
+
+describe("a reverse proxy on the same box does not make its clients local", () => {
+  it("refuses admin routes and free stream access to requests that came through a proxy", async () => {
+    const srv = await server();
+    const local = { server: { requestIP: () => ({ address: "127.0.0.1", port: 4000, family: "IPv4" as const }) } };
+    expect((await srv.app.request("/api/destinations/all", {}, local)).status).toBe(200);
+    for (const h of ["X-Forwarded-For", "X-Real-IP", "Forwarded"]) {
+      const r = await srv.app.request("/api/destinations/all", { headers: { [h]: "203.0.113.9" } }, local);
+      expect(r.status).toBe(401);
+    }
+    const proxied = await connect(srv.wsUrl("spin30"), undefined, { "X-Forwarded-For": "203.0.113.9" });
+    const closed = await proxied.closed;
+    expect(closed.code).toBe(1008);
+    expect(closed.reason).toContain("a token is required");
+  });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
 import { compileStreamPatterns } from "../app/core/stream-pattern.ts";
 import { parseUdpListenerSpec } from "../app/core/udp-spec.ts";
-import { DatagramDecoder, looksTruncated, type DatagramRules } from "../app/ingest/datagram.ts";
+import { DatagramDecoder, looksTruncated, type DatagramRules } from "../app/sources/udp/datagram.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
 setDefaultTimeout(60_000);

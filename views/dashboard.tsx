@@ -1,7 +1,7 @@
 import type { FC } from "hono/jsx";
 import type { AlertRecord } from "../app/alerts/engine.ts";
 import type { StreamStats } from "../app/hub/stream-state.ts";
-import type { UdpIngestSnapshot } from "../app/ingest/udp.ts";
+import type { UdpIngestSnapshot } from "../app/sources/udp/ingest.ts";
 import type { LogUsage } from "../app/log/usage.ts";
 import type { DestinationView } from "./destinations.tsx";
 import { DestinationState } from "./destinations.tsx";

@@ -18,7 +18,7 @@ export const DestinationsTable: FC<{ destinations: DestinationView[] }> = ({ des
   ) : (
     <div class="scroll">
       <table>
-        <thead><tr><th>Id</th><th>Stream</th><th>Destination</th><th>State</th><th class="num">Sent</th><th class="num hide-sm">Dropped</th><th>Last error</th><th></th></tr></thead>
+        <thead><tr><th>Id</th><th>Stream</th><th>Destination</th><th>State</th><th class="num">Sent</th><th class="num hide-sm">Dropped</th><th>Last error</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
         <tbody>
           {destinations.map((d) => (
             <tr id={`d-${d.id}`} data-destination={d.id}>

@@ -4,7 +4,7 @@ import type { Logger } from "../core/logger.ts";
 import type { Message } from "../core/message.ts";
 import { compileStreamPatterns, livePatterns } from "../core/stream-pattern.ts";
 import type { Hub } from "../hub/hub.ts";
-import type { UdpIngestSnapshot } from "../ingest/udp.ts";
+import type { UdpIngestSnapshot } from "../sources/udp/ingest.ts";
 import type { Destination } from "../relay/destination.ts";
 import { alertMessage, duration } from "./message.ts";
 import type { SlackNotifier } from "./notifier.ts";

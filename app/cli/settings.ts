@@ -2,7 +2,7 @@ import { adminTokenSecret, signAdminToken } from "../auth/admin-token.ts";
 import { DEFAULT_SETTINGS, SETTING_FIELDS, type Settings } from "../config/settings.ts";
 import { runningServer } from "../config/server-file.ts";
 import { resolveStartupConfig, startupParseOptions } from "../config/startup.ts";
-import { AppError, UsageError } from "../core/errors.ts";
+import { InvalidInput, UsageError } from "../core/errors.ts";
 import { CommandFailed, parseCommandArgs, type Command, type CommandIO } from "./command.ts";
 import { openOwnStore } from "./data-dir.ts";
 
@@ -95,7 +95,7 @@ Options:
       try {
         after = store.update(patch);
       } catch (err) {
-        if (err instanceof AppError) throw new CommandFailed(`settings set: ${err.message}`);
+        if (err instanceof InvalidInput) throw new CommandFailed(`settings set: ${err.message}`);
         throw err;
       }
       io.out(`${key} = ${shown(after[key as keyof Settings])} (stored; the server is not running, so it applies when it next starts)\n`);

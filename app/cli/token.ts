@@ -4,7 +4,7 @@ import { SettingsStore } from "../config/store.ts";
 import { DURATION_RULE, parseDurationSeconds } from "../core/duration.ts";
 import { UsageError } from "../core/errors.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
-import { STREAMS_EVENTS_STREAM } from "../hub/hub.ts";
+import { STREAMS_EVENTS_STREAM } from "../hub/stream-events.ts";
 import { TOKEN_SECRET_NAME } from "../server.ts";
 import { relaySecret } from "../relay/relay-secret.ts";
 

@@ -1,4 +1,4 @@
-import { badRequest } from "../core/errors.ts";
+import { InvalidInput } from "../core/errors.ts";
 import { streamPatternProblem } from "../core/stream-pattern.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { addressListProblem } from "../core/cidr.ts";
@@ -280,7 +280,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
 
 /**
  * Validates a partial settings record. Returns the merged record, or throws a
- * 400 AppError whose data names each bad field and what it allows.
+ * InvalidInput whose fields name each bad field and what it allows.
  */
 export function validateSettings(base: Settings, patch: Record<string, unknown>): Settings {
   // No prototype: a key like __proto__ or constructor is just an unknown key here.
@@ -296,14 +296,14 @@ export function validateSettings(base: Settings, patch: Record<string, unknown>)
   }
   if (Object.keys(errors).length > 0) {
     const summary = Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ");
-    throw badRequest(`invalid settings: ${summary}`, { fields: errors });
+    throw new InvalidInput(`invalid settings: ${summary}`, errors);
   }
   const merged = { ...base, ...patch } as Settings;
   if ((merged.udp_format === "raw" || merged.udp_format === "text") && merged.udp_stream === "") {
-    throw badRequest(`invalid settings: udp_stream: udp_format ${merged.udp_format} needs a stream to feed; allowed: a stream name`, { fields: { udp_stream: "required when udp_format is raw or text" } });
+    throw new InvalidInput(`invalid settings: udp_stream: udp_format ${merged.udp_format} needs a stream to feed; allowed: a stream name`, { udp_stream: "required when udp_format is raw or text" });
   }
   if (merged.udp_format === "line" && merged.udp_stream !== "") {
-    throw badRequest("invalid settings: udp_stream: udp_format line takes the stream from each line; leave udp_stream empty", { fields: { udp_stream: "must be empty when udp_format is line" } });
+    throw new InvalidInput("invalid settings: udp_stream: udp_format line takes the stream from each line; leave udp_stream empty", { udp_stream: "must be empty when udp_format is line" });
   }
   return merged;
 }

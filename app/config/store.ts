@@ -54,7 +54,7 @@ export class SettingsStore {
     return this.current;
   }
 
-  /** Validates and saves a partial change; listeners see it at once. Throws a 400 AppError on bad input. */
+  /** Validates and saves a partial change; listeners see it at once. Throws InvalidInput on bad input. */
   update(patch: Record<string, unknown>): Settings {
     const next = validateSettings(this.current, patch);
     const write = this.db.prepare("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')");

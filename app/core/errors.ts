@@ -28,6 +28,19 @@ export const notFound = (message: string) => new AppError(404, message);
 /** 413: the body is larger than allowed. */
 export const tooLarge = (message: string, data?: Record<string, unknown>) => new AppError(413, message, data);
 
+/**
+ * Input that breaks a rule of the domain (a setting, a destination rule, a feed
+ * rule): `message` says what was wrong and what is allowed, `fields` the same
+ * per field. Domain code throws this, never an HTTP error; the HTTP layer
+ * answers it with a 400 (and the admin UI shows the fields by their inputs).
+ */
+export class InvalidInput extends Error {
+  override name = "InvalidInput";
+  constructor(message: string, readonly fields?: Record<string, string>) {
+    super(message);
+  }
+}
+
 /** A startup or command-line error: printed as is, exit code 2. */
 export class UsageError extends Error {
   override name = "UsageError";

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { HttpDeps, HttpEnv } from "./deps.ts";
-import { handleError, handleNotFound } from "./errors.tsx";
+import { handleError, handleNotFound } from "./errors.ts";
 import { bindAlertRoutes } from "./routes/alerts.ts";
 import { bindBookingRoutes } from "./routes/bookings.ts";
 import { bindRelaySecretRoutes } from "./routes/relay-secret.ts";
@@ -11,15 +11,16 @@ import { bindGrafanaRoutes } from "./routes/grafana.ts";
 import { bindQueryRoutes } from "./routes/query.ts";
 import { bindSessionRoutes } from "./routes/session.ts";
 import { bindSettingsRoutes } from "./routes/settings.ts";
-import { bindTsRoutes } from "./routes/ts.ts";
+import { bindPublishRoutes } from "../sources/http/publish.ts";
+import { bindTsRoutes } from "../sources/http/ts.ts";
 import { bindHealthRoutes } from "./routes/health.ts";
 import { bindIngestRoutes } from "./routes/ingest.ts";
 import { bindMetricsRoutes } from "./routes/metrics.ts";
 import { bindStreamRoutes } from "./routes/streams.ts";
 import { apiCsrf } from "./csrf.ts";
-import { bindAdminUi } from "./ui/index.ts";
+import { createAdminUi } from "./ui/index.ts";
 
-/** Assembles the HTTP app: every route group, one error handler, one 404. */
+/** Assembles the HTTP app: every API route group with the API's error handler and 404, and the admin UI (its own app, with its own). */
 export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   const app = new Hono<HttpEnv>();
   // Browsers may only call the API from this server's own pages; other clients are judged by their credentials.
@@ -29,6 +30,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindMetricsRoutes(app, deps);
   bindFeedRoutes(app, deps);
   bindStreamRoutes(app, deps);
+  bindPublishRoutes(app, deps);
   bindDestinationRoutes(app, deps);
   bindSessionRoutes(app, deps);
   bindBookingRoutes(app, deps);
@@ -40,7 +42,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindGrafanaRoutes(app, deps);
   bindEventRoutes(app, deps);
   bindIngestRoutes(app, deps);
-  bindAdminUi(app, deps);
+  app.route("/", createAdminUi(deps));
   app.onError(handleError(deps.logger));
   app.notFound(handleNotFound);
   return app;

@@ -1,8 +1,8 @@
 import { PERCENT_ENCODING_RULE } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
 import { bodyLimitFor, tooLargeMessage } from "./body.ts";
-import { errorBody } from "./errors.tsx";
-import { WS_PREFIX } from "../hub/websocket.ts";
+import { errorBody } from "./errors.ts";
+import { WS_PREFIX } from "../sources/websocket.ts";
 
 /** True when `text` is valid percent-encoding (decodeURIComponent would not throw). */
 export function decodes(text: string): boolean {

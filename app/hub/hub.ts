@@ -3,9 +3,14 @@ import type { Logger } from "../core/logger.ts";
 import { payloadBytes, type Message, type Origin, type Payload } from "../core/message.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
+import { Backpressure } from "./backpressure.ts";
 import type { Connection } from "./connection.ts";
 import type { FanOut } from "./fanout.ts";
+import { Outbox } from "./outbox.ts";
+import { STREAMS_EVENTS_STREAM, type StreamEvent } from "./stream-events.ts";
 import { StreamState, type StreamCounters } from "./stream-state.ts";
+import { Subscriptions } from "./subscriptions.ts";
+import { emptyTotals, type HubTotals } from "./totals.ts";
 
 /** Why a publish was refused; `code` is stable for counting, `message` for people. */
 export class PublishError extends Error {
@@ -15,21 +20,8 @@ export class PublishError extends Error {
   }
 }
 
-/** A stream appeared or disappeared. */
-export interface StreamEvent {
-  event: "stream_added" | "stream_removed";
-  stream: string;
-  ts: string;
-}
-
-/** The system stream that carries StreamEvents to websocket clients. */
-export const STREAMS_EVENTS_STREAM = "$streams";
-
 /** Most removed streams whose last seq is remembered in memory. */
 const MAX_RETIRED = 100_000;
-
-/** Most messages waiting for the end of the turn before they are delivered at once. */
-const MAX_OUTBOX = 4096;
 
 /** Largest websocket frame header, added to payload size when bounding buffered bytes. */
 const FRAME_OVERHEAD = 14;
@@ -55,43 +47,20 @@ export interface HubLog {
   takeLost(): ((m: Message) => boolean) | null;
 }
 
-/** Hub-wide counters for /metrics. */
-export interface HubTotals {
-  connectionsOpened: number;
-  connectionsRefused: Record<string, number>;
-  messagesIn: number;
-  bytesIn: number;
-  messagesOut: number;
-  bytesOut: number;
-  slowDisconnects: number;
-  sinkErrors: number;
-  /** Messages slow subscribers lost, counted when they caught up or left (never goes down). */
-  droppedSettled: number;
-  /** Messages refused (not stored, not delivered) because the log could not write them. */
-  refusedUnlogged: number;
-  /** Messages delivered although the log could not write them (setting log_deliver_unlogged). */
-  deliveredUnlogged: number;
-}
-
 type MessageSink = (m: Message) => void;
 type EventListener = (e: StreamEvent) => void;
 
 /**
  * The hub: the streams registry, `publish` (the one path every message takes),
- * fan-out with a backpressure policy, lifecycle events and stats.
+ * turn-batched fan-out, connections joining and leaving, lifecycle events and
+ * stats. Who reads what is `Subscriptions` (with feed rules); what happens to a
+ * subscriber that cannot keep up is `Backpressure`; the turn's batch is `Outbox`.
  *
- * Delivery: `publish` records a message (sinks: the log's spool, the recent
- * ring) at once; fan-out to subscribers and destinations happens at the end of
- * the event-loop turn, after the spool has written the turn's batch, so nothing
- * is seen that the log does not have.
- *
- * Backpressure: fan-out uses native topics; the hub watches how many bytes it has
- * handed to them since its last check and, once that passes a quarter of the
- * limit while any publish reported backpressure, checks the buffered bytes of the
- * subscribers of the streams it touched. A subscriber over the limit is taken off
- * its topic and its misses counted (policy `drop`) or closed with 1013 (policy
- * `disconnect`). The native per-socket limit is set above the policy limit plus a
- * check interval, so no message is dropped uncounted.
+ * Delivery: `publish` hands a message to the sinks that see it at once (the
+ * log's spool, alerts) and queues it; fan-out to subscribers and the delivery
+ * sinks (destinations, the recent ring) happens at the end of the event-loop
+ * turn, after the spool has written the turn's batch, so nothing is seen that
+ * the log does not have.
  */
 export class Hub {
   private readonly streams = new Map<string, StreamState>();
@@ -102,48 +71,40 @@ export class Hub {
   private readonly sinks: MessageSink[] = [];
   private readonly deliverySinks: MessageSink[] = [];
   private readonly beforeDelivery: (() => void)[] = [];
-  private outbox: Message[] = [];
-  private outboxFrom: (Connection | undefined)[] = [];
-  private deliveryScheduled = false;
   private readonly eventListeners: EventListener[] = [];
   private fanout: FanOut | null = null;
-  private bytesSinceCheck = 0;
-  private pressure = false;
   private connectionCount = 0;
   private readonly systemConnections = new Set<Connection>();
-  /** Feed rules: a client of the key stream also receives every listed stream. */
-  private readonly feeds = new Map<string, string[]>();
-  /** How many clients of other streams read a stream as a feed. */
-  private readonly feedReaders = new Map<string, number>();
-  readonly totals: HubTotals = { connectionsOpened: 0, connectionsRefused: {}, messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0, slowDisconnects: 0, sinkErrors: 0, droppedSettled: 0, refusedUnlogged: 0, deliveredUnlogged: 0 };
+  private readonly subscriptions = new Subscriptions(() => this.fanout);
+  private readonly outbox = new Outbox((messages, froms) => this.deliverAll(messages, froms));
+  readonly totals: HubTotals = emptyTotals();
+  /** What happens to subscribers that cannot keep up. */
+  readonly backpressure: Backpressure;
 
-  constructor(private readonly opts: HubOptions) {}
+  constructor(private readonly opts: HubOptions) {
+    this.backpressure = new Backpressure({
+      settings: opts.settings,
+      logger: opts.logger,
+      totals: this.totals,
+      subscriptions: this.subscriptions,
+      streams: this.streams,
+      currentSeq: (stream) => this.currentSeq(stream),
+    });
+  }
 
   /** Connects the hub to its fan-out (done once the server is listening). */
   attachFanOut(fanout: FanOut): void {
     this.fanout = fanout;
   }
 
-  /** Bytes a subscriber may have buffered before the policy applies. */
-  get backpressureLimit(): number {
-    return this.opts.settings().backpressure_limit_bytes;
-  }
-
-  /** How many bytes may be fanned out between two checks of the subscribers' buffers. */
-  get checkEveryBytes(): number {
-    return Math.max(16 * 1024, Math.floor(this.backpressureLimit / 4));
-  }
-
   /** The per-socket limit to give Bun: above anything the policy lets through between two checks. */
   nativeBackpressureLimit(maxMessageBytes: number): number {
-    return this.backpressureLimit + this.checkEveryBytes + maxMessageBytes + 64 * 1024;
+    return this.backpressure.nativeLimit(maxMessageBytes);
   }
 
   /** Messages lost to backpressure since start, hub-wide: settled plus those of subscribers lagging now. Never goes down. */
   droppedTotal(): number {
-    let live = 0;
-    for (const s of this.streams.values()) live += s.dropped - s.droppedSettled;
-    return this.totals.droppedSettled + live;
+    return this.backpressure.droppedTotal();
   }
 
   /** Every open websocket connection, including those on system streams. */
@@ -158,12 +119,12 @@ export class Hub {
     return this.connectionCount;
   }
 
-  /** Registers a sink that sees every accepted message, in order, as it is accepted (log, recent ring, alerts). It must not block. */
+  /** Registers a sink that sees every accepted message, in order, as it is accepted (the log, alerts). It must not block. */
   onMessage(sink: MessageSink): void {
     this.sinks.push(sink);
   }
 
-  /** Registers a sink that sees every message when it is delivered: after the turn's log write (destinations). */
+  /** Registers a sink that sees every message when it is delivered: after the turn's log write (destinations, the recent ring, taps). */
   onDelivery(sink: MessageSink): void {
     this.deliverySinks.push(sink);
   }
@@ -194,11 +155,12 @@ export class Hub {
 
   /**
    * Accepts one message: checks it, stamps it with receive time and the stream's
-   * next seq, hands it to the recording sinks (the log) now, and queues it for
-   * delivery at the end of the turn: to every subscriber (but `from`, when a
-   * websocket client sent it) and the delivery sinks. Never waits on a subscriber
-   * or the disk. Throws PublishError for a bad stream name, an oversized message,
-   * or (unless log_deliver_unlogged) a logged stream while the log cannot write.
+   * next seq, hands it to the sinks that see it at once (the log) now, and queues
+   * it for delivery at the end of the turn: to every subscriber (but `from`, when
+   * a websocket client sent it) and the delivery sinks. Never waits on a
+   * subscriber or the disk. Throws PublishError for a bad stream name, an
+   * oversized message, or (unless log_deliver_unlogged) a logged stream while
+   * the log cannot write.
    */
   publish(stream: string, data: Payload, origin: Origin, from?: Connection): Message {
     const size = payloadBytes(data);
@@ -234,26 +196,12 @@ export class Hub {
     this.runSinks(this.sinks, msg);
     // Delivery (subscribers, destinations) waits for the end of the turn, after the log has written it:
     // whatever anyone has seen is in the log, also after kill -9.
-    this.outbox.push(msg);
-    this.outboxFrom.push(from);
-    // A flood can keep the event loop from reaching the end of its turn: deliver
-    // (and so let the log write) every few thousand messages, so memory stays bounded.
-    if (this.outbox.length >= MAX_OUTBOX) this.deliverAll();
-    else if (!this.deliveryScheduled) {
-      this.deliveryScheduled = true;
-      setImmediate(this.deliverAll);
-    }
+    this.outbox.push(msg, from);
     return msg;
   }
 
   /** Runs the before-delivery hooks (the log's write), then fans out this turn's messages in order. */
-  private readonly deliverAll = (): void => {
-    this.deliveryScheduled = false;
-    const messages = this.outbox;
-    const froms = this.outboxFrom;
-    if (messages.length === 0) return;
-    this.outbox = [];
-    this.outboxFrom = [];
+  private deliverAll(messages: Message[], froms: (Connection | undefined)[]): void {
     for (const hook of this.beforeDelivery) {
       try {
         hook();
@@ -266,7 +214,7 @@ export class Hub {
       if (lost !== null && lost(messages[i]!) && !this.deliverUnlogged(messages[i]!, froms[i])) continue;
       this.deliver(messages[i]!, froms[i]);
     }
-  };
+  }
 
   /**
    * A message the log could not write: delivered anyway (counted) under
@@ -293,7 +241,7 @@ export class Hub {
     if (from) from.ownDelivered++;
     if (s && this.fanout) {
       const sender = from && from.ws?.readyState === 1 ? from : undefined;
-      const feedReaders = this.feedReaders.size > 0 ? this.feedReaders.get(msg.stream) ?? 0 : 0;
+      const feedReaders = this.subscriptions.feedReadersOf(msg.stream);
       const receivers = s.readers + feedReaders - (sender?.subscribed ? 1 : 0);
       if (receivers > 0) {
         const size = msg.size;
@@ -303,11 +251,8 @@ export class Hub {
         this.totals.messagesOut += receivers;
         this.totals.bytesOut += receivers * size;
         s.dirty = true;
-        if (feedReaders > 0) for (const [name] of this.feeds) { const r = this.streams.get(name); if (r) r.dirty = true; }
-        this.bytesSinceCheck += size + FRAME_OVERHEAD;
-        if (status <= 0) this.pressure = true;
-        if (status === 0) this.checkBackpressure(true);
-        else if (this.pressure && this.bytesSinceCheck >= this.checkEveryBytes) this.checkBackpressure(false);
+        if (feedReaders > 0) for (const name of this.subscriptions.streamsWithFeeds()) { const r = this.streams.get(name); if (r) r.dirty = true; }
+        this.backpressure.fannedOut(size + FRAME_OVERHEAD, status);
       }
     }
     this.runSinks(this.deliverySinks, msg);
@@ -325,47 +270,9 @@ export class Hub {
     }
   }
 
-  /**
-   * Checks the buffered bytes of the subscribers of every stream that had traffic
-   * since the last check, and applies the backpressure policy to those over the
-   * limit. `dropped` is true when the native layer reported a drop just now.
-   */
-  checkBackpressure(dropped = false): void {
-    const limit = this.backpressureLimit;
-    const policy = this.opts.settings().backpressure_policy;
-    let still = false;
-    for (const s of this.streams.values()) {
-      if (!s.dirty) continue;
-      s.dirty = false;
-      for (const c of s.connections) {
-        if (!c.subscribed || !c.ws) continue;
-        const buffered = c.ws.getBufferedAmount();
-        if (buffered <= limit) {
-          if (buffered > 0) still = true;
-          continue;
-        }
-        if (dropped) this.opts.logger.warn("native layer dropped a message before the backpressure check", { stream: s.name, origin: c.origin, buffered });
-        if (policy === "disconnect") this.disconnectSlow(s, c, buffered, limit);
-        else this.holdOff(s, c);
-      }
-    }
-    this.bytesSinceCheck = 0;
-    this.pressure = still;
-  }
-
   /** Called when a subscriber's socket has written out buffered data. */
   drained(c: Connection): void {
-    if (!c.lag || !c.ws || c.closing) return;
-    if (c.ws.getBufferedAmount() > this.backpressureLimit / 2) return;
-    const s = this.streams.get(c.stream);
-    if (!s) return;
-    const missed = this.missedWhileLagging(s, c);
-    c.dropped += missed;
-    s.droppedSettled += missed;
-    this.totals.droppedSettled += missed;
-    c.lag = undefined;
-    this.subscribe(s, c);
-    this.opts.logger.info("slow subscriber caught up", { stream: s.name, origin: c.origin, dropped: missed });
+    this.backpressure.drained(c);
   }
 
   /** Registers an accepted websocket connection on its stream (or on the system stream `$streams`). */
@@ -383,7 +290,7 @@ export class Hub {
     s.idleSince = 0;
     this.connectionCount++;
     this.totals.connectionsOpened++;
-    if (c.grant.read) this.subscribe(s, c);
+    if (c.grant.read) this.subscriptions.subscribe(s, c);
   }
 
   /** Removes a closed websocket connection from its stream. */
@@ -396,13 +303,8 @@ export class Hub {
     const s = this.streams.get(c.stream);
     if (!s || !s.connections.delete(c)) return;
     this.connectionCount--;
-    this.unsubscribe(s, c);
-    if (c.lag) {
-      const missed = this.missedWhileLagging(s, c);
-      s.droppedSettled += missed;
-      this.totals.droppedSettled += missed;
-      c.lag = undefined;
-    }
+    this.subscriptions.unsubscribe(s, c);
+    this.backpressure.left(s, c);
     if (c.published > 0) s.wsPublishers--;
     if (s.connections.size === 0) s.idleSince = this.opts.clock.nowMillis();
   }
@@ -420,7 +322,8 @@ export class Hub {
 
   /**
    * Once a second: closes the rate windows, forgets publishers silent for a
-   * minute, and removes streams idle for longer than the linger setting.
+   * minute, removes streams idle for longer than the linger setting, and looks
+   * again at lagging subscribers (see Backpressure.sweep).
    */
   tick(): void {
     const now = this.opts.clock.nowMillis();
@@ -433,16 +336,7 @@ export class Hub {
       if (s.idleSince === 0) s.idleSince = now;
       else if (now - quietSince >= linger) this.closeStream(s);
     }
-    // A lagging subscriber whose socket drained before it was held off gets no drain event: look again.
-    // And the policy is read now, not when it began lagging: switched to `disconnect`, a lagging subscriber is closed.
-    const disconnect = this.opts.settings().backpressure_policy === "disconnect";
-    for (const s of this.streams.values()) {
-      for (const c of s.connections) {
-        if (!c.lag) continue;
-        this.drained(c);
-        if (c.lag && disconnect && !c.closing && c.ws) this.disconnectSlow(s, c, c.ws.getBufferedAmount(), this.backpressureLimit);
-      }
-    }
+    this.backpressure.sweep();
   }
 
   /**
@@ -450,71 +344,17 @@ export class Hub {
    * `feeds` (practable's /api/streams rules). Applies to connected clients at once.
    */
   setFeeds(stream: string, feeds: string[]): void {
-    const s = this.streams.get(stream);
-    const live = s ? [...s.connections].filter((c) => c.subscribed) : [];
-    for (const c of live) this.unsubscribe(s!, c);
-    if (feeds.length > 0) this.feeds.set(stream, [...new Set(feeds)].filter((f) => f !== stream));
-    else this.feeds.delete(stream);
-    for (const c of live) this.subscribe(s!, c);
+    this.subscriptions.setFeeds(stream, this.streams.get(stream), feeds);
   }
 
   /** The feeds of a stream ([] when it has no rule). */
   feedsOf(stream: string): string[] {
-    return this.feeds.get(stream) ?? [];
-  }
-
-  /** Messages a lagging subscriber missed: on its stream (less its own) and on its feeds. */
-  private missedWhileLagging(s: StreamState, c: Connection): number {
-    if (!c.lag) return 0;
-    let missed = s.deliveredSeq - c.lag.seq - (c.ownDelivered - c.lag.own);
-    for (const [feed, seq] of c.lag.feeds) missed += this.currentSeq(feed) - seq;
-    return missed;
+    return this.subscriptions.feedsOf(stream);
   }
 
   /** The last delivered seq of a stream (live or retired). */
   private currentSeq(stream: string): number {
     return this.streams.get(stream)?.deliveredSeq ?? this.retiredSeq.get(stream) ?? 0;
-  }
-
-  private subscribe(s: StreamState, c: Connection): void {
-    if (c.subscribed) return;
-    this.fanout?.subscribe(c, s.name);
-    for (const f of this.feeds.get(s.name) ?? []) {
-      this.fanout?.subscribe(c, f);
-      this.feedReaders.set(f, (this.feedReaders.get(f) ?? 0) + 1);
-    }
-    c.subscribed = true;
-    s.readers++;
-  }
-
-  private unsubscribe(s: StreamState, c: Connection): void {
-    if (!c.subscribed) return;
-    this.fanout?.unsubscribe(c, s.name);
-    for (const f of this.feeds.get(s.name) ?? []) {
-      this.fanout?.unsubscribe(c, f);
-      const n = (this.feedReaders.get(f) ?? 1) - 1;
-      if (n > 0) this.feedReaders.set(f, n);
-      else this.feedReaders.delete(f);
-    }
-    c.subscribed = false;
-    s.readers--;
-  }
-
-  private holdOff(s: StreamState, c: Connection): void {
-    this.unsubscribe(s, c);
-    c.lag = { seq: s.deliveredSeq, own: c.ownDelivered, feeds: (this.feeds.get(s.name) ?? []).map((f) => [f, this.currentSeq(f)]) };
-    this.opts.logger.warn("slow subscriber: dropping its messages until it catches up", { stream: s.name, origin: c.origin, limit: this.backpressureLimit });
-  }
-
-  private disconnectSlow(s: StreamState, c: Connection, buffered: number, limit: number): void {
-    this.unsubscribe(s, c);
-    s.slowDisconnects++;
-    this.totals.slowDisconnects++;
-    c.closing = true;
-    c.ws!.close(1013, `too slow: ${buffered} bytes waiting, limit ${limit} (backpressure policy disconnect)`);
-    // The close frame waits behind the unsent data; a reader that never reads is cut off.
-    c.timers.push(setTimeout(() => c.ws?.readyState === 1 && c.ws.terminate(), 5000));
-    this.opts.logger.warn("slow subscriber disconnected", { stream: s.name, origin: c.origin, buffered, limit });
   }
 
   private openStream(name: string): StreamState {

@@ -1,5 +1,5 @@
 import type { Connection } from "./connection.ts";
-import { RateWindow } from "./rate.ts";
+import { RateWindow } from "../core/rate.ts";
 
 /** A stream's counters that only go up for the process's lifetime, kept when the stream is retired. */
 export interface StreamCounters {
@@ -38,7 +38,7 @@ export class StreamState {
   /** ms when the stream last had neither connections nor messages; 0 while busy. */
   idleSince = 0;
   readonly rateIn = new RateWindow();
-  /** Bytes (payload + frame header) fanned out since the last backpressure sweep. */
+  /** Had messages fanned out since the last backpressure check (its subscribers are looked at then). */
   dirty = false;
 
   /**

@@ -13,6 +13,8 @@ export interface SpoolOptions {
   logger: Logger;
   /** Retention of sealed segments, read at each roll so changes apply: days (0: no age limit) and total bytes (0: no size limit). */
   retention?: () => { days: number; bytes: number };
+  /** Milliseconds since the epoch, for segment ages, retries and retention (default Date.now; tests move it). */
+  now?: () => number;
 }
 
 /** A stretch of a segment file that holds no readable record. */
@@ -83,7 +85,9 @@ export class Spool {
   private segmentSize = 0;
   /** Bytes of the segment that are its marks record: a segment holding no more is not rolled by age. */
   private segmentBase = 0;
-  private segmentOpenedAt = Date.now();
+  private segmentOpenedAt: number;
+  /** Milliseconds since the epoch (SpoolOptions.now). */
+  private readonly now: () => number;
   /** This turn's records, encoded back to back; grown when a turn needs more. */
   private batch = Buffer.allocUnsafe(1024 * 1024);
   /** The messages of this turn's records (the first `batchCount`; the array is reused, so a turn allocates nothing). */
@@ -115,6 +119,8 @@ export class Spool {
 
   private constructor(readonly dir: string, private readonly opts: SpoolOptions, readonly recovery: RecoveryReport, readonly lastSeq: Map<string, number>, lastNumber: number, newest: string | null) {
     this.repeats = new RepeatedLog(opts.logger);
+    this.now = opts.now ?? Date.now;
+    this.segmentOpenedAt = this.now();
     this.segmentNumber = lastNumber;
     this.segment = newest ?? this.path(lastNumber + 1);
     this.fd = -1;
@@ -123,7 +129,7 @@ export class Spool {
     } catch (err) {
       // A full disk at start: keep the newest segment as the current one (nothing new is sealed), refuse writes until one works.
       this.failure = `could not start a spool segment: ${errorText(err)}`;
-      this.failureSince = Date.now();
+      this.failureSince = this.now();
       opts.logger.error("spool: the log cannot write; writes are refused until it can (tried again every second)", { dir, error: this.failure });
       if (newest) {
         try {
@@ -269,7 +275,7 @@ export class Spool {
     this.segmentNumber = n;
     this.segment = s.path;
     this.segmentSize = this.segmentBase = s.bytes;
-    this.segmentOpenedAt = Date.now();
+    this.segmentOpenedAt = this.now();
   }
 
   /** The segment files of a spool folder, oldest first. */
@@ -348,12 +354,12 @@ export class Spool {
 
   /** Seals the current segment once it is big or old enough (also when no message comes to trigger it, so compaction is not held up). */
   private rollIfDue(): void {
-    const due = this.segmentSize >= this.opts.segmentBytes || (this.segmentSize > this.segmentBase && Date.now() - this.segmentOpenedAt >= this.opts.segmentSeconds * 1000);
-    if (due && this.fd >= 0 && !this.closed && Date.now() >= this.retryAt) {
+    const due = this.segmentSize >= this.opts.segmentBytes || (this.segmentSize > this.segmentBase && this.now() - this.segmentOpenedAt >= this.opts.segmentSeconds * 1000);
+    if (due && this.fd >= 0 && !this.closed && this.now() >= this.retryAt) {
       try {
         this.roll();
       } catch (err) {
-        this.retryAt = Date.now() + RETRY_MS;
+        this.retryAt = this.now() + RETRY_MS;
         this.repeats.error("spool could not start a new segment; writing on in the current one", { segment: this.segment, error: err });
       }
     }
@@ -424,7 +430,7 @@ export class Spool {
   private tick(): void {
     this.sync();
     this.repeats.flush();
-    if (this.failure && this.used === 0 && Date.now() >= this.retryAt) this.probe();
+    if (this.failure && this.used === 0 && this.now() >= this.retryAt) this.probe();
     else if (!this.closed) this.rollIfDue();
     this.arm();
   }
@@ -439,8 +445,8 @@ export class Spool {
     if (this.closed || this.timer) return;
     const fsyncMs = Math.max(10, this.opts.fsyncMs);
     let delay: number | null = null;
-    if (this.unsynced || this.syncing || this.failure !== null || this.retryAt > Date.now() || this.repeats.waiting) delay = fsyncMs;
-    else if (this.segmentSize > this.segmentBase) delay = Math.max(fsyncMs, this.segmentOpenedAt + this.opts.segmentSeconds * 1000 - Date.now());
+    if (this.unsynced || this.syncing || this.failure !== null || this.retryAt > this.now() || this.repeats.waiting) delay = fsyncMs;
+    else if (this.segmentSize > this.segmentBase) delay = Math.max(fsyncMs, this.segmentOpenedAt + this.opts.segmentSeconds * 1000 - this.now());
     if (delay === null) return;
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -450,7 +456,7 @@ export class Spool {
 
   /** While the log cannot write and nothing is being appended (writes refused): tries a small write to see if it can again. */
   private probe(): void {
-    this.retryAt = Date.now() + RETRY_MS;
+    this.retryAt = this.now() + RETRY_MS;
     try {
       const fs = statfsSync(this.dir);
       if (fs.bavail * fs.bsize < PROBE_FREE_BYTES) throw new Error(`only ${fs.bavail * fs.bsize} bytes free on the spool's file system`);
@@ -474,12 +480,12 @@ export class Spool {
     this.arm();
     if (this.failure) return;
     this.failure = reason;
-    this.failureSince = Date.now();
+    this.failureSince = this.now();
     this.lostAtFailure = this.stats.lost - (fields.messages as number ?? 0);
   }
 
   private writesAgain(): void {
-    this.opts.logger.warn("spool: the log can write again", { after_seconds: Math.round((Date.now() - this.failureSince) / 1000), messages_not_stored: this.stats.lost - this.lostAtFailure, was: this.failure });
+    this.opts.logger.warn("spool: the log can write again", { after_seconds: Math.round((this.now() - this.failureSince) / 1000), messages_not_stored: this.stats.lost - this.lostAtFailure, was: this.failure });
     this.failure = null;
   }
 
@@ -553,7 +559,7 @@ export class Spool {
    * or beyond the retention size (the segment being written is never removed).
    * Returns the files removed.
    */
-  enforceRetention(now = Date.now()): string[] {
+  enforceRetention(now = this.now()): string[] {
     const limits = this.opts.retention?.();
     if (!limits || (limits.days === 0 && limits.bytes === 0)) return [];
     const sealed = Spool.segments(this.dir).map((f) => join(this.dir, f)).filter((p) => p !== this.segment)

@@ -1,5 +1,5 @@
 import type { Hub } from "../hub/hub.ts";
-import { CLOSE } from "../hub/websocket.ts";
+import { CLOSE } from "../sources/websocket.ts";
 
 /** The latest expiry a list keeps, 9999-12-31T23:59:59Z (seconds since the epoch): later ones are cut to it. */
 export const MAX_EXP = 253_402_300_799;

@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import { badRequest } from "../core/errors.ts";
+import { InvalidInput } from "../core/errors.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Hub } from "../hub/hub.ts";
 
@@ -9,18 +9,18 @@ export interface FeedRule {
   feeds: string[];
 }
 
-/** Validates `{"stream":"stream/x","feeds":["video0","audio0"]}`; throws a 400 AppError saying what is wrong. */
+/** Validates `{"stream":"stream/x","feeds":["video0","audio0"]}`; throws InvalidInput saying what is wrong. */
 export function parseFeedRule(body: unknown): FeedRule {
   const b = body as { stream?: unknown; feeds?: unknown } | null;
-  if (typeof b !== "object" || b === null) throw badRequest('the body must be a JSON object like {"stream":"stream/x","feeds":["video0","audio0"]}');
+  if (typeof b !== "object" || b === null) throw new InvalidInput('the body must be a JSON object like {"stream":"stream/x","feeds":["video0","audio0"]}');
   const stream = typeof b.stream === "string" ? b.stream.replace(/^\/+/, "") : "";
   const problem = streamNameProblem(stream);
-  if (problem) throw badRequest(`stream: ${problem}`, { fields: { stream: problem } });
-  if (!Array.isArray(b.feeds) || b.feeds.some((f) => typeof f !== "string")) throw badRequest("feeds: allowed: a list of stream names", { fields: { feeds: "must be a list of stream names" } });
+  if (problem) throw new InvalidInput(`stream: ${problem}`, { stream: problem });
+  if (!Array.isArray(b.feeds) || b.feeds.some((f) => typeof f !== "string")) throw new InvalidInput("feeds: allowed: a list of stream names", { feeds: "must be a list of stream names" });
   const feeds = (b.feeds as string[]).map((f) => f.replace(/^\/+/, ""));
   for (const f of feeds) {
     const p = streamNameProblem(f);
-    if (p) throw badRequest(`feeds: ${p}`, { fields: { feeds: p } });
+    if (p) throw new InvalidInput(`feeds: ${p}`, { feeds: p });
   }
   return { stream, feeds };
 }

@@ -31,3 +31,9 @@ export function relaySecretProblem(secret: string): string | null {
 export function secretFingerprint(secret: string): string {
   return createHash("sha256").update(secret).digest("hex").slice(0, 12);
 }
+
+/** What the API and the admin UI show of the imported relay secret: whether it is set, from where, a fingerprint; never the secret. */
+export function relaySecretView(fromEnv: string | null | undefined, store: SettingsStore): { set: boolean; source: RelaySecretSource; fingerprint: string | null } {
+  const { secret, source } = relaySecret(fromEnv, store);
+  return { set: secret !== null, source, fingerprint: secret ? secretFingerprint(secret) : null };
+}

@@ -1,5 +1,5 @@
 import { isAbsolute, relative, resolve } from "node:path";
-import { badRequest } from "../core/errors.ts";
+import { InvalidInput } from "../core/errors.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { redactDestination } from "./secret-url.ts";
 import { RECORD_FORMATS, type RecordFormat } from "./recorder.ts";
@@ -45,12 +45,12 @@ export interface ParseRuleOptions {
  * `file` must stay inside `recordsDir`. Unknown fields are ignored (with a
  * warning), read-only fields of a rule's view (`status`) silently, and a token
  * equal to the redaction marker means "keep the stored token", so a rule read
- * with GET can be posted back as it is. Throws a 400 AppError naming every bad
+ * with GET can be posted back as it is. Throws InvalidInput naming every bad
  * field and what it allows.
  */
 export function parseRule(body: unknown, recordsDir: string, opts: ParseRuleOptions = {}): DestinationRule {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw badRequest('the body must be a JSON object like {"id":"0","stream":"spin30","destination":"wss://relay.example.org/session/spin30","token":""}');
+    throw new InvalidInput('the body must be a JSON object like {"id":"0","stream":"spin30","destination":"wss://relay.example.org/session/spin30","token":""}');
   }
   const b = body as Record<string, unknown>;
   const errors: Record<string, string> = {};
@@ -96,7 +96,7 @@ export function parseRule(body: unknown, recordsDir: string, opts: ParseRuleOpti
     else file = full;
   }
   if (Object.keys(errors).length > 0) {
-    throw badRequest(`invalid destination rule: ${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}`, { fields: errors });
+    throw new InvalidInput(`invalid destination rule: ${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}`, errors);
   }
   return { id, stream, destination, token, file, kind, batch: batchValue as number, record_format: recordFormat };
 }

@@ -1,4 +1,4 @@
-import { badRequest } from "../core/errors.ts";
+import { InvalidInput } from "../core/errors.ts";
 import type { DestinationKind, DestinationRule } from "./rule.ts";
 
 /**
@@ -55,7 +55,7 @@ export function restoreRedactedDestination<T extends Record<string, unknown>>(bo
     return { ...body, destination: stored.destination };
   }
   if (body.destination.includes(MARK) || body.destination.includes(encodeURIComponent(MARK))) {
-    throw badRequest(`invalid destination rule: destination: ${JSON.stringify(body.destination)} holds the redaction marker ${MARK} but is not this rule's stored URL; send the full URL`, { fields: { destination: "holds the redaction marker" } });
+    throw new InvalidInput(`invalid destination rule: destination: ${JSON.stringify(body.destination)} holds the redaction marker ${MARK} but is not this rule's stored URL; send the full URL`, { destination: "holds the redaction marker" });
   }
   return body;
 }

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Settings } from "../../app/config/settings.ts";
+import { systemClock, type Clock } from "../../app/core/clock.ts";
 import type { UdpListenerSpec } from "../../app/core/udp-spec.ts";
 import type { Backoff } from "../../app/relay/status.ts";
 import type { TlsStartup } from "../../app/tls/startup.ts";
@@ -9,6 +10,16 @@ import { SettingsStore } from "../../app/config/store.ts";
 import { adminTokenSecret, signAdminToken } from "../../app/auth/admin-token.ts";
 import { createLogger, type Logger } from "../../app/core/logger.ts";
 import { startServer, TOKEN_SECRET_NAME, type RunningServer, type ServerOptions } from "../../app/server.ts";
+
+/** Runs `fn` in a fresh temp folder, removed afterwards whether it passed or threw. */
+export async function inTempDir<T>(fn: (dir: string) => T | Promise<T>): Promise<T> {
+  const tmp = tempDir();
+  try {
+    return await fn(tmp.dir);
+  } finally {
+    tmp.remove();
+  }
+}
 
 /** A fresh temp folder, removed by the returned function. */
 export function tempDir(prefix = "switchyard-test-"): { dir: string; remove(): void } {
@@ -44,6 +55,16 @@ export function freeTcpPort(): number {
   return port;
 }
 
+/** The system clock plus an offset a test moves forward, instead of sleeping through a wait the server measures. */
+export function offsetClock(): Clock & { advance(ms: number): void } {
+  let offset = 0;
+  return {
+    nowMicros: () => systemClock.nowMicros() + offset * 1000,
+    nowMillis: () => systemClock.nowMillis() + offset,
+    advance: (ms) => { offset += ms; },
+  };
+}
+
 /** Startup options a test may set: the main UDP port (0: off) and extra listeners. */
 export interface TestStartup {
   udpPort?: number;
@@ -60,6 +81,8 @@ export interface TestStartup {
   slackRetryMs?: number;
   diskSpace?: () => { free: number; total: number };
   alertWindowTicks?: number;
+  /** The server's clock (see offsetClock). */
+  clock?: Clock;
   /** Where the startup values came from, as serve would say. */
   configSources?: ServerOptions["configSources"];
   /** HTTPS: certificate files or ACME, as the --tls-* and --acme-* flags give them. */
@@ -76,7 +99,7 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
     config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null, ...startup.tls },
-    configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks, acmeRetryMs: startup.acmeRetryMs,
+    configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks, acmeRetryMs: startup.acmeRetryMs, clock: startup.clock,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
   const adminHeaders = { Authorization: `Bearer ${await signAdminToken(adminTokenSecret(store), 3600)}` };

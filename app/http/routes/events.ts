@@ -1,6 +1,6 @@
 import type { Hono } from "hono";
 import { randomBytes } from "node:crypto";
-import { STREAMS_EVENTS_STREAM, type StreamEvent } from "../../hub/hub.ts";
+import { STREAMS_EVENTS_STREAM, type StreamEvent } from "../../hub/stream-events.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { requireStreamGrant } from "../stream-access.ts";

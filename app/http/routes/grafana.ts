@@ -1,5 +1,5 @@
 import type { Context, Hono } from "hono";
-import { queryDirs } from "./query.ts";
+import { queryLimits } from "../../analytics/limits.ts";
 import { adhocConditions, exactNumber, FIELD, MAX_SERIES, parseTarget, TAG_KEYS, type Series } from "./grafana-targets.ts";
 import { runQueryInWorker, type QueryJob } from "../../analytics/run-query.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
@@ -61,7 +61,7 @@ function nameFilter(pattern: string): (name: string) => boolean {
 export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.use("/grafana", requireAdmin(deps));
   app.use("/grafana/*", requireAdmin(deps));
-  const limits = () => ({ dirs: queryDirs(deps), timeoutMs: deps.store.settings.query_timeout_seconds * 1000 });
+  const limits = () => queryLimits(deps.config.dataDir, deps.store.settings);
   const run = async (job: Omit<QueryJob, "dirs" | "timeoutMs">) => {
     const reply = await runQueryInWorker({ ...job, ...limits() });
     if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);

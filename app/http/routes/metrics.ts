@@ -1,7 +1,7 @@
 import type { Hono } from "hono";
 import type { Hub } from "../../hub/hub.ts";
-import { REJECT_REASONS } from "../../ingest/datagram.ts";
-import type { UdpIngestSnapshot } from "../../ingest/udp.ts";
+import { REJECT_REASONS } from "../../sources/udp/datagram.ts";
+import type { UdpIngestSnapshot } from "../../sources/udp/ingest.ts";
 import { COMMIT, VERSION } from "../../version.ts";
 import type { Destination } from "../../relay/destination.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";

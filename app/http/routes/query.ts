@@ -1,35 +1,12 @@
 import type { Hono } from "hono";
-import { join } from "node:path";
 import { runQueryInWorker, streamQueryInWorker } from "../../analytics/run-query.ts";
-import type { QueryEngineOptions } from "../../analytics/engine.ts";
-import { DEFAULT_POOL_LIMITS, type QueryPoolLimits } from "../../analytics/query-pool.ts";
+import { HTTP_ROW_LIMIT, queryLimits } from "../../analytics/limits.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 
 const FORMATS = { json: "application/json", ndjson: "application/x-ndjson", csv: "text/csv; charset=utf-8", table: "text/plain; charset=utf-8", parquet: "application/vnd.apache.parquet" } as const;
-
-/** Where the query engine finds the log, and how big it may be (settings query_*). */
-export function queryDirs(deps: HttpDeps): QueryEngineOptions & { limits: QueryPoolLimits } {
-  const d = deps.config.dataDir;
-  const s = deps.store.settings;
-  return {
-    logsDir: join(d, "logs"), spoolDir: join(d, "spool"), tempDir: join(d, "tmp", "duckdb"), threads: s.query_threads, memoryLimit: `${s.query_memory_mb}MB`,
-    limits: {
-      processes: s.query_processes, concurrency: s.query_concurrency, queue: s.query_queue, perClient: s.query_per_client,
-      resultBytes: s.query_result_mb * 1048576, rssBytes: s.query_rss_mb * 1048576, idleMs: s.query_idle_seconds * 1000, graceMs: DEFAULT_POOL_LIMITS.graceMs,
-    },
-  };
-}
-
-/** Most rows an HTTP query (API or admin UI) may return. */
-export const HTTP_ROW_LIMIT = 100_000;
-
-/** What every HTTP query runs with: the log's folders and the query_timeout_seconds limit. */
-export function httpQueryLimits(deps: HttpDeps): { timeoutMs: number; dirs: QueryEngineOptions & { limits: QueryPoolLimits } } {
-  return { timeoutMs: deps.store.settings.query_timeout_seconds * 1000, dirs: queryDirs(deps) };
-}
 
 /**
  * Binds POST /api/query (admin): `{"sql": "SELECT …", "format": "json"|"ndjson"|"csv"|"table"|"parquet"}`,
@@ -44,11 +21,11 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
     if (format === "ndjson" || format === "csv") {
       // Streamed: rows go out as DuckDB produces them; a limit hit after the first rows ends the stream with an error line.
-      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
+      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config.dataDir, deps.store.settings) });
       if (!streamed.ok) throw new AppError(streamed.status ?? (streamed.busy ? 503 : streamed.refused ? 400 : 500), `query failed: ${streamed.error}`);
       return new Response(streamed.body, { status: 200, headers: { "Content-Type": FORMATS[format] } });
     }
-    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...httpQueryLimits(deps) });
+    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config.dataDir, deps.store.settings) });
     if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : reply.refused ? 400 : 500), `query failed: ${reply.error}`);
     const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
     if (format === "parquet") headers["Content-Disposition"] = 'attachment; filename="query.parquet"';

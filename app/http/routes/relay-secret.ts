@@ -1,15 +1,9 @@
 import type { Hono } from "hono";
 import { badRequest } from "../../core/errors.ts";
-import { RELAY_SECRET_NAME, relaySecret, relaySecretProblem, secretFingerprint } from "../../relay/relay-secret.ts";
+import { RELAY_SECRET_NAME, relaySecretProblem, relaySecretView, secretFingerprint } from "../../relay/relay-secret.ts";
 import { requireAdmin } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-
-/** What the API shows of the imported relay secret: never the secret. */
-export function relaySecretView(deps: HttpDeps) {
-  const { secret, source } = relaySecret(deps.config.relaySecret, deps.store);
-  return { set: secret !== null, source, fingerprint: secret ? secretFingerprint(secret) : null };
-}
 
 /**
  * Binds the imported practable relay secret: GET /api/relay-secret (whether it
@@ -18,7 +12,7 @@ export function relaySecretView(deps: HttpDeps) {
  */
 export function bindRelaySecretRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const admin = requireAdmin(deps);
-  app.get("/api/relay-secret", admin, (c) => c.json(relaySecretView(deps)));
+  app.get("/api/relay-secret", admin, (c) => c.json(relaySecretView(deps.config.relaySecret, deps.store)));
   app.put("/api/relay-secret", admin, async (c) => {
     const body = await readJsonObject(c.req.raw, '{"secret": "<the relay\'s secret>"}');
     if (typeof body.secret !== "string") throw badRequest("secret: allowed: the practable relay's secret as a string");
@@ -26,10 +20,10 @@ export function bindRelaySecretRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void 
     if (problem) throw badRequest(`secret: ${problem}`);
     deps.store.setSecret(RELAY_SECRET_NAME, body.secret);
     deps.logger.info("practable relay secret imported", { fingerprint: secretFingerprint(body.secret) });
-    return c.json(relaySecretView(deps));
+    return c.json(relaySecretView(deps.config.relaySecret, deps.store));
   });
   app.delete("/api/relay-secret", admin, (c) => {
     deps.store.setSecret(RELAY_SECRET_NAME, null);
-    return c.json(relaySecretView(deps));
+    return c.json(relaySecretView(deps.config.relaySecret, deps.store));
   });
 }

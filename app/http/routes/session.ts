@@ -1,6 +1,6 @@
 import type { Hono } from "hono";
 import { cors } from "hono/cors";
-import { SESSION_PREFIX } from "../../relay/session-server.ts";
+import { SESSION_PREFIX } from "../../sources/relay-sessions.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { clientScheme } from "../stream-access.ts";
 

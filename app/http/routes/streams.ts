@@ -1,36 +1,13 @@
 import type { Context, Hono } from "hono";
 import { AppError, badRequest, notFound } from "../../core/errors.ts";
-import { readBodyCapped } from "../body.ts";
-import { httpQueryLimits } from "./query.ts";
+import { queryLimits } from "../../analytics/limits.ts";
 import { runQueryInWorker } from "../../analytics/run-query.ts";
 import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
-import { PublishError } from "../../hub/hub.ts";
-import { LogWriteError } from "../../log/spool.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
+import { MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
 import { remoteAddress, requireStreamGrant, streamVisibility } from "../stream-access.ts";
-
-const PREFIX = "/api/streams/";
-const MESSAGES = "/messages";
-
-/** The stream name in a path below /api/streams/, with %2F kept inside a name. */
-function streamFromPath(url: string, suffix = ""): string {
-  const raw = new URL(url).pathname.slice(PREFIX.length, suffix ? -suffix.length : undefined);
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    throw badRequest(`stream name in the path is not valid percent-encoding: ${JSON.stringify(raw)}`);
-  }
-}
-
-/** Content types published as text; anything else (or none) is binary. */
-function isTextType(contentType: string | undefined): boolean {
-  if (!contentType) return false;
-  const t = contentType.split(";")[0]!.trim().toLowerCase();
-  return t.startsWith("text/") || t === "application/json" || t.endsWith("+json") || t === "application/x-ndjson"
-    || t === "application/xml" || t.endsWith("+xml") || t === "application/x-www-form-urlencoded";
-}
 
 /** Parses a time (ISO 8601, or microseconds since the epoch) into µs. */
 function parseSince(text: string | undefined, name: string): number | undefined {
@@ -76,7 +53,7 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
   const reply = await runQueryInWorker({
     sql: `SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
-    params, format: "json", rowLimit: limit, ...httpQueryLimits(deps), client: remoteAddress(c),
+    params, format: "json", rowLimit: limit, ...queryLimits(deps.config.dataDir, deps.store.settings), client: remoteAddress(c),
   });
   if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : 500), `reading the log failed: ${reply.error}`);
   const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
@@ -101,10 +78,10 @@ function messageJson(m: Message) {
 }
 
 /**
- * Binds GET /api/streams, GET /api/streams/{name}, GET /api/streams/{name}/messages
- * and POST /api/streams/{name}/messages. A path ending in /messages is always the
- * messages of the stream before it (a stream whose own name ends in /messages is
- * reached with %2F).
+ * Binds GET /api/streams, GET /api/streams/{name} and GET /api/streams/{name}/messages
+ * (publishing, POST …/messages, is a source: sources/http/publish.ts). A path
+ * ending in /messages is always the messages of the stream before it (a stream
+ * whose own name ends in /messages is reached with %2F).
  */
 export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.get("/api/streams", async (c) => {
@@ -124,44 +101,4 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (!s && !rule) throw notFound(`no stream ${JSON.stringify(name)} is live; a stream appears when a client first uses it`);
     return c.json({ ...(s ? streamStats(s) : { stream: name }), feeds: rule?.feeds ?? [] });
   });
-
-  app.post(`${PREFIX}*`, async (c) => {
-    if (!new URL(c.req.url).pathname.endsWith(MESSAGES)) {
-      throw notFound(`no route POST ${c.req.path}; publish with POST /api/streams/{name}/messages`);
-    }
-    const name = streamFromPath(c.req.url, MESSAGES);
-    const problem = streamNameProblem(name);
-    if (problem) throw badRequest(problem);
-    await requireStreamGrant(c, deps, name, "write");
-    const body = await readBodyCapped(c.req.raw, deps.store.settings.max_message_bytes);
-    let data: string | Uint8Array = body;
-    if (isTextType(c.req.header("content-type"))) {
-      try {
-        data = new TextDecoder("utf-8", { fatal: true }).decode(body);
-      } catch {
-        throw badRequest("body is not valid UTF-8 but Content-Type says text; send binary as application/octet-stream");
-      }
-    }
-    try {
-      const m = deps.hub.publish(name, data, `http:${remoteAddress(c)}`);
-      // The 2xx means "in the log, on disk": wait for the fsync that covers this message.
-      try {
-        await deps.spool.durable();
-      } catch (err) {
-        throw new AppError(503, notStoredMessage(m.seq, m.stream, err as Error, deps.store.settings.log_deliver_unlogged));
-      }
-      return c.json({ stream: m.stream, seq: m.seq, ts: m.ts, kind: typeof data === "string" ? "text" : "binary", bytes: body.byteLength });
-    } catch (err) {
-      if (err instanceof PublishError) throw new AppError(err.code === "too_large" ? 413 : err.code === "log_unavailable" ? 503 : 400, err.message);
-      throw err;
-    }
-  });
-}
-
-/** The 503 text for a publish whose log write failed: exactly what was and was not stored and delivered, and whether a retry duplicates. */
-export function notStoredMessage(seq: number, stream: string, err: Error, deliverUnlogged: boolean): string {
-  if (err instanceof LogWriteError && err.stored === "no") {
-    return `message ${seq} of ${JSON.stringify(stream)} is not stored: ${err.message}; ${deliverUnlogged ? "it was delivered to live subscribers (setting log_deliver_unlogged)" : "it was not delivered either"}; sending it again will not duplicate it in the log`;
-  }
-  return `message ${seq} of ${JSON.stringify(stream)} may or may not be stored: ${err.message}; it was delivered to live subscribers; if you send it again, seq tells the copies apart`;
 }

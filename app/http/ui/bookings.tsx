@@ -2,24 +2,24 @@ import type { Hono } from "hono";
 import { RELAY_SECRET_NAME, relaySecretProblem } from "../../relay/relay-secret.ts";
 import { BookingsCard, BookingsPage, RelaySecretCard } from "../../../views/bookings.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-import { relaySecretView } from "../routes/relay-secret.ts";
+import { relaySecretView } from "../../relay/relay-secret.ts";
 import { formFields } from "./support.ts";
 
 /** Binds /admin/bookings: import the practable relay secret, deny or allow booking ids, see connections with their booking ids. */
 export function bindBookingPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const lists = () => ({ denied: deps.bookings.deniedList(), allowed: deps.bookings.allowedList(), connections: deps.bookings.connections() });
-  app.get("/admin/bookings", (c) => c.html(<BookingsPage secret={relaySecretView(deps)} {...lists()} />));
+  app.get("/admin/bookings", (c) => c.html(<BookingsPage secret={relaySecretView(deps.config.relaySecret, deps.store)} {...lists()} />));
 
   app.post("/admin/bookings/secret", async (c) => {
     const { action = "set", secret = "" } = await formFields(c);
     if (action === "clear") {
       deps.store.setSecret(RELAY_SECRET_NAME, null);
-      return c.html(<RelaySecretCard state={relaySecretView(deps)} notice={{ kind: "ok", text: "The stored secret was removed." }} />);
+      return c.html(<RelaySecretCard state={relaySecretView(deps.config.relaySecret, deps.store)} notice={{ kind: "ok", text: "The stored secret was removed." }} />);
     }
     const problem = relaySecretProblem(secret);
-    if (problem) return c.html(<RelaySecretCard state={relaySecretView(deps)} errors={{ secret: problem }} />, 422);
+    if (problem) return c.html(<RelaySecretCard state={relaySecretView(deps.config.relaySecret, deps.store)} errors={{ secret: problem }} />, 422);
     deps.store.setSecret(RELAY_SECRET_NAME, secret);
-    const view = relaySecretView(deps);
+    const view = relaySecretView(deps.config.relaySecret, deps.store);
     deps.logger.info("practable relay secret imported", { fingerprint: view.fingerprint });
     return c.html(<RelaySecretCard state={view} notice={{ kind: "ok", text: `Imported (fingerprint ${view.fingerprint}).` }} />);
   });

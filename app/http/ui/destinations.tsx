@@ -1,5 +1,5 @@
 import type { Hono } from "hono";
-import { AppError } from "../../core/errors.ts";
+import { badInput } from "../errors.ts";
 import { destinationView } from "../../relay/destinations.ts";
 import { parseRule } from "../../relay/rule.ts";
 import { redactDestination, restoreRedactedDestination } from "../../relay/secret-url.ts";
@@ -56,11 +56,9 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
         </>,
       );
     } catch (err) {
-      if (err instanceof AppError && err.status === 400) {
-        const fields = (err.data?.fields as Record<string, string> | undefined) ?? {};
-        return c.html(<DestinationForm values={values} editing={editing} errors={fields} notice={Object.keys(fields).length ? undefined : err.message} />, 422);
-      }
-      throw err;
+      const bad = badInput(err);
+      if (!bad) throw err;
+      return c.html(<DestinationForm values={values} editing={editing} errors={bad.fields} notice={Object.keys(bad.fields).length ? undefined : bad.message} />, 422);
     }
   });
 

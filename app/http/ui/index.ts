@@ -1,4 +1,4 @@
-import type { Hono } from "hono";
+import { Hono } from "hono";
 import { uiCsrf } from "../csrf.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { bindAuthRoutes, requireSession } from "./auth.tsx";
@@ -8,13 +8,17 @@ import { bindLiveRoutes } from "./live.tsx";
 import { bindQueryPage } from "./query.tsx";
 import { bindTokenPages } from "./tokens.tsx";
 import { bindBookingPages } from "./bookings.tsx";
+import { adminNotFound, handleAdminError } from "./errors.tsx";
 import { withoutJavaScript } from "./fallback.tsx";
 
 /**
- * Binds the admin UI under /admin: every form is CSRF-checked; assets and
- * sign-in are open, every other page and fragment needs the admin session.
+ * The admin UI under /admin, as its own Hono app with its own error handler and
+ * 404 (HTML pages and htmx fragments, never the API's JSON): every form is
+ * CSRF-checked; assets and sign-in are open, every other page and fragment needs
+ * the admin session. Mounted at the root by createHttpApp.
  */
-export function bindAdminUi(app: Hono<HttpEnv>, deps: HttpDeps): void {
+export function createAdminUi(deps: HttpDeps): Hono<HttpEnv> {
+  const app = new Hono<HttpEnv>();
   app.get("/", (c) => c.redirect("/admin", 303));
   app.use("/admin/*", uiCsrf(deps));
   app.use("/admin/*", withoutJavaScript);
@@ -28,4 +32,8 @@ export function bindAdminUi(app: Hono<HttpEnv>, deps: HttpDeps): void {
   bindBookingPages(app, deps);
   bindQueryPage(app, deps);
   bindConfigPages(app, deps);
+  // A sub-app's notFound is not used once it is mounted: this catch-all, last, is the UI's 404.
+  app.all("/admin/*", adminNotFound);
+  app.onError(handleAdminError(deps.logger));
+  return app;
 }

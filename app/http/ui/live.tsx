@@ -2,7 +2,7 @@ import type { Hono } from "hono";
 import { notFound } from "../../core/errors.ts";
 import type { Message } from "../../core/message.ts";
 import { PublishError } from "../../hub/hub.ts";
-import { notStoredMessage } from "../routes/streams.ts";
+import { notStoredMessage } from "../../sources/http/publish.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { destinationView } from "../../relay/destinations.ts";

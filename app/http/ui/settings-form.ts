@@ -1,6 +1,6 @@
 import { ACCESS_POLICIES, BACKPRESSURE_POLICIES, DEFAULT_SETTINGS, SETTING_FIELDS, validateSettings, type Settings } from "../../config/settings.ts";
 import type { SettingsStore } from "../../config/store.ts";
-import { AppError } from "../../core/errors.ts";
+import { badInput } from "../errors.ts";
 import { UDP_FORMATS } from "../../core/udp-spec.ts";
 import type { SettingInput } from "../../../views/settings.tsx";
 
@@ -77,8 +77,9 @@ export function saveSettingsForm(store: SettingsStore, keys: (keyof Settings)[],
     try {
       validateSettings(store.settings, patch);
     } catch (err) {
-      if (!(err instanceof AppError)) throw err;
-      Object.assign(errors, (err.data?.fields as Record<string, string> | undefined) ?? {}, { ...errors });
+      const bad = badInput(err);
+      if (!bad) throw err;
+      Object.assign(errors, bad.fields, { ...errors });
     }
     return { values: typed, errors, notice: { kind: "bad", text: "nothing saved: fix the fields marked below" } };
   }
@@ -90,10 +91,8 @@ export function saveSettingsForm(store: SettingsStore, keys: (keyof Settings)[],
     const text = changed.length === 0 ? "nothing changed" : `saved: ${changed.join(", ")}${restart.length ? `. Restart Switchyard for ${restart.join(", ")} to take effect` : "; applied now"}`;
     return { values: settingValues(after), notice: { kind: restart.length ? "warn" : "ok", text } };
   } catch (err) {
-    if (err instanceof AppError && err.status === 400) {
-      const fields = (err.data?.fields as Record<string, string> | undefined) ?? {};
-      return { values: typed, errors: fields, notice: { kind: "bad", text: `nothing saved: ${err.message}` } };
-    }
-    throw err;
+    const bad = badInput(err);
+    if (!bad) throw err;
+    return { values: typed, errors: bad.fields, notice: { kind: "bad", text: `nothing saved: ${bad.message}` } };
   }
 }

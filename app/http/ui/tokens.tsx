@@ -1,6 +1,6 @@
 import type { Hono } from "hono";
 import { destinationRuleFor, generateTokenBatch, parseTokenBatch, tokenFiles } from "../../auth/token-batch.ts";
-import { AppError } from "../../core/errors.ts";
+import { badInput } from "../errors.ts";
 import { tarGz } from "../../core/tar.ts";
 import { parseRule } from "../../relay/rule.ts";
 import { relaySecret } from "../../relay/relay-secret.ts";
@@ -53,8 +53,9 @@ export function bindTokenPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
       for (const r of parsed) await deps.destinations.upsert(r);
       return c.html(<Notice kind="ok" text={`${parsed.length} destination(s) added: ${parsed.map((r) => r.id).join(", ")}. See them on the Destinations page.`} />);
     } catch (err) {
-      if (err instanceof AppError && err.status === 400) return c.html(<Notice kind="bad" text={err.message} />, 422);
-      throw err;
+      const bad = badInput(err);
+      if (!bad) throw err;
+      return c.html(<Notice kind="bad" text={bad.message} />, 422);
     }
   });
 }

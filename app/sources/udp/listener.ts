@@ -1,8 +1,8 @@
 import type { udp } from "bun";
-import type { Logger } from "../core/logger.ts";
-import type { UdpFormat } from "../core/udp-spec.ts";
-import { PublishError, type Hub } from "../hub/hub.ts";
-import { RateWindow } from "../hub/rate.ts";
+import type { Logger } from "../../core/logger.ts";
+import type { UdpFormat } from "../../core/udp-spec.ts";
+import { PublishError, type Hub } from "../../hub/hub.ts";
+import { RateWindow } from "../../core/rate.ts";
 import { DatagramDecoder, type DatagramRules, type RejectReason } from "./datagram.ts";
 import { kernelUdpStats } from "./kernel-drops.ts";
 import { setReceiveBuffer } from "./socket-buffer.ts";
@@ -105,7 +105,7 @@ export class UdpListener {
       this.receiveBufferBytes = r?.effective ?? null;
       if (!r) this.logger.warn("could not size the UDP receive buffer; the OS default applies", { port: this.port, asked: receiveBufferBytes });
       else if (!r.forced && r.effective < 2 * receiveBufferBytes) {
-        this.logger.warn("UDP receive buffer capped by net.core.rmem_max; raise it for high rates (see README)", { port: this.port, asked: receiveBufferBytes, got: r.effective });
+        this.logger.warn("UDP receive buffer capped by net.core.rmem_max; raise it for high rates (see docs/UDP.md, High UDP rates)", { port: this.port, asked: receiveBufferBytes, got: r.effective });
       }
     }
   }

@@ -1,7 +1,7 @@
 import { isUtf8 } from "node:buffer";
-import type { Payload } from "../core/message.ts";
-import { streamNameProblem } from "../core/stream-name.ts";
-import type { UdpFormat } from "../core/udp-spec.ts";
+import type { Payload } from "../../core/message.ts";
+import { streamNameProblem } from "../../core/stream-name.ts";
+import type { UdpFormat } from "../../core/udp-spec.ts";
 
 /** Why a datagram, or one record in it, was rejected. Stable names, used as metric labels. */
 export const REJECT_REASONS = ["too_large", "truncated", "empty", "bad_utf8", "bad_json", "not_object", "no_stream", "bad_stream", "not_allowed", "bad_line", "source_not_allowed", "log_unavailable"] as const;

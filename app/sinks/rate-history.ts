@@ -1,4 +1,4 @@
-import type { Hub } from "./hub.ts";
+import type { Hub } from "../hub/hub.ts";
 
 /** Samples kept per stream: one a second, so the sparklines show the last three minutes. */
 export const RATE_SAMPLES = 180;

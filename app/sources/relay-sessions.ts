@@ -3,8 +3,8 @@ import { verifyStreamToken, TokenError, type StreamTokenClaims, type VerifyKeys 
 import type { Settings } from "../config/settings.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { newConnection, type Connection } from "../hub/connection.ts";
-import { acceptUpgrade, CLOSE } from "../hub/websocket.ts";
-import type { BookingControl } from "./bookings.ts";
+import { acceptUpgrade, CLOSE } from "./websocket.ts";
+import type { BookingControl } from "../relay/bookings.ts";
 
 /** How long an access code may wait to be used. */
 const CODE_TTL_MS = 30_000;

@@ -5,9 +5,10 @@ import type { VerifyKeys } from "../auth/stream-token.ts";
 import type { Logger } from "../core/logger.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import type { Settings } from "../config/settings.ts";
-import { newConnection, type Connection, type Refusal } from "./connection.ts";
-import { Hub, PublishError, STREAMS_EVENTS_STREAM } from "./hub.ts";
-import { streamStats } from "./stream-state.ts";
+import { newConnection, type Connection, type Refusal } from "../hub/connection.ts";
+import { Hub, PublishError } from "../hub/hub.ts";
+import { STREAMS_EVENTS_STREAM } from "../hub/stream-events.ts";
+import { streamStats } from "../hub/stream-state.ts";
 
 /** Close codes Switchyard uses, with what each means. */
 export const CLOSE = {

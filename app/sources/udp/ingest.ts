@@ -1,12 +1,12 @@
-import type { Settings } from "../config/settings.ts";
-import type { Logger } from "../core/logger.ts";
-import { compileStreamPatterns } from "../core/stream-pattern.ts";
-import { addressMatcher } from "../core/cidr.ts";
-import { isLoopback } from "../auth/access.ts";
-import type { UdpListenerSpec } from "../core/udp-spec.ts";
-import type { Hub } from "../hub/hub.ts";
+import type { Settings } from "../../config/settings.ts";
+import type { Logger } from "../../core/logger.ts";
+import { compileStreamPatterns } from "../../core/stream-pattern.ts";
+import { addressMatcher } from "../../core/cidr.ts";
+import { isLoopback } from "../../auth/access.ts";
+import type { UdpListenerSpec } from "../../core/udp-spec.ts";
+import type { Hub } from "../../hub/hub.ts";
 import type { DatagramRules } from "./datagram.ts";
-import { UdpListener, type RejectSample, type UdpListenerStats } from "./udp-listener.ts";
+import { UdpListener, type RejectSample, type UdpListenerStats } from "./listener.ts";
 
 /** How many reject samples GET /api/ingest keeps. */
 const KEEP_SAMPLES = 50;

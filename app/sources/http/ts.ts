@@ -2,9 +2,9 @@ import type { Hono } from "hono";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
-import { bodyChunks } from "../body.ts";
-import type { HttpDeps, HttpEnv } from "../deps.ts";
-import { remoteAddress, requireStreamGrant } from "../stream-access.ts";
+import { bodyChunks } from "../../http/body.ts";
+import type { HttpDeps, HttpEnv } from "../../http/deps.ts";
+import { remoteAddress, requireStreamGrant } from "../../http/stream-access.ts";
 
 const PREFIX = "/ts/";
 
