@@ -5,8 +5,7 @@ import { segmentNumber } from "../log/compaction.ts";
 import { datePartitions } from "../log/partitions.ts";
 import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
 import { decodeRecord, HEADER_BYTES, MAX_BODY_BYTES, scanRecords } from "../log/record.ts";
-import { LOG_ROW_COLUMNS } from "../log/rows.ts";
-import type { Message } from "../core/message.ts";
+import { appendLogRow, LOG_ROW_COLUMNS } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -67,15 +66,6 @@ function nextRecordBytes(fd: number, offset: number): number {
   return body <= MAX_BODY_BYTES ? HEADER_BYTES + body : 0;
 }
 
-function appendMessage(appender: DuckDBAppender, m: Message): void {
-  appender.appendBigInt(BigInt(Math.round(m.ts)));
-  appender.appendVarchar(m.stream);
-  appender.appendBigInt(BigInt(m.seq));
-  appender.appendVarchar(m.origin);
-  appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
-  appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
-  appender.endRow();
-}
 
 /**
  * A DuckDB for querying the log, sandboxed with DuckDB's own controls: it may
@@ -205,7 +195,7 @@ export class QueryEngine {
               break;
             }
             // A segment's marks record (each stream's last seq) is no message.
-            if ("message" in r) appendMessage(appender, r.message);
+            if ("message" in r) appendLogRow(appender, r.message);
             seg.lastStart = seg.offset + o;
             seg.lastHeader = buf.toString("hex", o, o + HEADER_BYTES);
             o = r.next;
@@ -226,7 +216,7 @@ export class QueryEngine {
           for (const step of scanRecords(whole)) {
             if (!("record" in step) || step.offset < damagedFrom || !("message" in step.record)) continue;
             appender ??= await this.admin.createAppender(table);
-            appendMessage(appender, step.record.message);
+            appendLogRow(appender, step.record.message);
           }
           seg.offset = whole.length;
           seg.stuck = "damaged: its intact records are read";

@@ -1,9 +1,8 @@
-import { DuckDBInstance, type DuckDBAppender, type DuckDBConnection } from "@duckdb/node-api";
+import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
-import type { Message } from "../core/message.ts";
 import { quarantineFile } from "./quarantine.ts";
-import { LOG_ROW_COLUMNS } from "./rows.ts";
+import { appendLogRow, LOG_ROW_COLUMNS } from "./rows.ts";
 import { Spool, type SegmentDamage } from "./spool.ts";
 
 /** The steps of compacting one segment; a test may stop the process at any of them. */
@@ -114,7 +113,7 @@ export async function compactSegments(segmentPaths: string[], logsDir: string, o
         let inBatch = 0;
         let bytes = 0;
         for (const m of Spool.read(segment, damage)) {
-          appendRow(appender, m);
+          appendLogRow(appender, m);
           inBatch++;
           rows++;
           bytes += 64 + m.stream.length + m.origin.length + (typeof m.data === "string" ? m.data.length : Math.ceil(m.data.byteLength * 4 / 3));
@@ -193,15 +192,6 @@ export function describeDamage(damage: SegmentDamage[]): string {
   return damage.map((d) => `at byte ${d.offset} (${d.bytes} bytes: ${d.reason})`).join(", ");
 }
 
-function appendRow(appender: DuckDBAppender, m: Message): void {
-  appender.appendBigInt(BigInt(Math.round(m.ts)));
-  appender.appendVarchar(m.stream);
-  appender.appendBigInt(BigInt(m.seq));
-  appender.appendVarchar(m.origin);
-  appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
-  appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
-  appender.endRow();
-}
 
 /** Finishes or undoes what a crashed run left in `logsDir`; returns how many leftovers it handled. */
 function recoverLeftovers(logsDir: string, segmentPaths: string[]): number {
