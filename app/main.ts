@@ -13,6 +13,7 @@ import { slack } from "./cli/slack.ts";
 import { token } from "./cli/token.ts";
 import { version } from "./cli/version.ts";
 import { privateUmask } from "./config/private-files.ts";
+import { setChildLauncher } from "./core/self-process.ts";
 
 const COMMANDS: Command[] = [serve, send, query, token, admin, settings, secret, booking, slack, version, checkConfig];
 
@@ -64,6 +65,7 @@ export async function main(argv: string[], io: CommandIO): Promise<number> {
 if (import.meta.main) {
   // Before anything is written: what Switchyard creates is its user's alone.
   privateUmask();
+  setChildLauncher(process.env.SWITCHYARD_CHILD_LAUNCHER);
   const io: CommandIO = {
     out: (t) => process.stdout.write(t),
     err: (t) => process.stderr.write(t),

@@ -72,7 +72,8 @@ for (const platform of PLATFORMS) {
       copyFileSync(bin.path, join(dir, "switchyard"));
       chmodSync(join(dir, "switchyard"), 0o755);
       cmd = [...bin.prefix, join(dir, "switchyard")];
-      env = bareEnv(join(dir, "home"), { XDG_CACHE_HOME: join(dir, "cache") });
+      // Emulated, the query and compaction processes must start through qemu too (no binfmt here).
+      env = bareEnv(join(dir, "home"), { XDG_CACHE_HOME: join(dir, "cache"), ...(emulated ? { SWITCHYARD_CHILD_LAUNCHER: bin.prefix.join(" ") } : {}) });
       udpPort = await freeUdpPort();
     });
     afterAll(async () => {

@@ -1,5 +1,6 @@
-import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { chmodSync, existsSync } from "node:fs";
+import { afterAll, afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SettingsStore } from "../app/config/store.ts";
 import { cli, MAIN, spawnServe } from "./support/cli.ts";
@@ -127,10 +128,31 @@ describe("switchyard token --admin", () => {
 });
 
 describe("only whoever can read the data dir", () => {
-  const bun = process.execPath;
+  /**
+   * The CLI as another user can run it: the checkout (and the Bun inside its
+   * node_modules) may sit in a folder only root can enter (a CI clone in a 0700
+   * temp dir), so Bun and the bundled CLI are copied to a folder anyone can read.
+   */
+  let runnable: { bun: string; main: string; dir: string } | null = null;
+  async function cliForAnyone() {
+    if (runnable) return runnable;
+    const dir = mkdtempSync(join(tmpdir(), "switchyard-cli-"));
+    const built = await Bun.build({ entrypoints: [MAIN], target: "bun", outdir: dir, external: ["@duckdb/*"] });
+    if (!built.success) throw new Error(`bundling the CLI failed: ${built.logs.join("\n")}`);
+    copyFileSync(process.execPath, join(dir, "bun"));
+    for (const f of readdirSync(dir, { recursive: true }) as string[]) chmodSync(join(dir, f), 0o755);
+    chmodSync(dir, 0o755);
+    runnable = { bun: join(dir, "bun"), main: join(dir, "main.js"), dir };
+    return runnable;
+  }
+  afterAll(() => {
+    if (runnable) rmSync(runnable.dir, { recursive: true, force: true });
+  });
   /** Runs the CLI as uid/gid 65534 (nobody), as another local user would. */
   async function asNobody(args: string[]) {
-    const p = Bun.spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bun, MAIN, ...args], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/tmp" }, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+    const { bun, main, dir } = await cliForAnyone();
+    // In the bundle's folder: the bundle finds the admin UI's assets next to it.
+    const p = Bun.spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bun, main, ...args], { cwd: dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: "/tmp" }, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
     const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
     return { stdout, stderr, code };
   }

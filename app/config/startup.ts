@@ -101,7 +101,7 @@ const OPTIONS = [
  * Environment variables Switchyard reads besides the startup options. Any other
  * `SWITCHYARD_*` variable is reported as unknown.
  */
-export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL", "SWITCHYARD_NATIVE_DIR", "SWITCHYARD_RELAY_SECRET"];
+export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL", "SWITCHYARD_NATIVE_DIR", "SWITCHYARD_RELAY_SECRET", "SWITCHYARD_CHILD_LAUNCHER"];
 
 /** The startup options in `parseArgs` form, for commands that take them. */
 export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const, multiple: o.multiple ?? false }])) as Record<string, { type: "string"; multiple: boolean }>;

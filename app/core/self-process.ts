@@ -10,7 +10,18 @@ import { join } from "node:path";
  */
 export function selfCommand(args: string[]): string[] {
   const compiled = import.meta.path.startsWith("/$bunfs/") || import.meta.path.startsWith("B:/~BUN/");
-  return compiled ? [process.execPath, ...args] : [process.execPath, join(import.meta.dir, "..", "main.ts"), ...args];
+  return [...launcher, ...(compiled ? [process.execPath, ...args] : [process.execPath, join(import.meta.dir, "..", "main.ts"), ...args])];
+}
+
+let launcher: string[] = [];
+
+/**
+ * A command that child processes start through (SWITCHYARD_CHILD_LAUNCHER, e.g.
+ * `qemu-aarch64-static -L /usr/aarch64-linux-gnu` for an arm64 binary emulated
+ * on an x64 machine without binfmt); set once by main.
+ */
+export function setChildLauncher(words: string | undefined): void {
+  launcher = (words ?? "").split(/\s+/).filter(Boolean);
 }
 
 /** Resident memory of a process in bytes, from /proc (0 when it cannot be read). */
