@@ -1,4 +1,5 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { liveTraffic } from "./support/client.ts";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { SettingsStore } from "../app/config/store.ts";
@@ -57,18 +58,6 @@ async function serveWith(dir: string, settings: Partial<Settings>) {
   return { p, log: () => log, reader, url, count };
 }
 
-/** Publishes on a websocket and reads it back on another. */
-async function liveTraffic(url: string, stream: string): Promise<void> {
-  const ws = url.replace("http", "ws");
-  const sub = new WebSocket(`${ws}/ws/${stream}`);
-  const pub = new WebSocket(`${ws}/ws/${stream}`);
-  await Promise.all([sub, pub].map((s) => new Promise((res, rej) => { s.onopen = res; s.onerror = rej; })));
-  const got = new Promise<string>((res) => { sub.onmessage = (e) => res(String(e.data)); });
-  pub.send(`hello ${stream}`);
-  expect(await got).toBe(`hello ${stream}`);
-  sub.close();
-  pub.close();
-}
 
 describe("compaction in its own process", () => {
   it("compacts a full default 64 MiB segment within the default memory settings, while queries count every message once", async () => {

@@ -1,4 +1,5 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { liveTraffic } from "./support/client.ts";
 import { readFileSync } from "node:fs";
 import { SettingsStore } from "../app/config/store.ts";
 import type { Settings } from "../app/config/settings.ts";
@@ -30,18 +31,6 @@ async function serveWith(settings: Partial<Settings>) {
   };
 }
 
-/** Publishes on a websocket and reads it back on another: the hub's live path works. */
-async function liveTraffic(url: string, stream: string): Promise<void> {
-  const ws = url.replace("http", "ws");
-  const sub = new WebSocket(`${ws}/ws/${stream}`);
-  const pub = new WebSocket(`${ws}/ws/${stream}`);
-  await Promise.all([sub, pub].map((s) => new Promise((res, rej) => { s.onopen = res; s.onerror = rej; })));
-  const got = new Promise<string>((res) => { sub.onmessage = (e) => res(String(e.data)); });
-  pub.send("ping-" + stream);
-  expect(await got).toBe("ping-" + stream);
-  sub.close();
-  pub.close();
-}
 
 describe("queries that DuckDB cannot stop", () => {
   it("kills the query process (not the hub) when a query outlives its limit, through /api/query and GET /grafana/json", async () => {
@@ -110,35 +99,43 @@ describe("queries that DuckDB cannot stop", () => {
   });
 });
 
+/**
+ * Warms the query process, then reads 2 MB of `sql`'s NDJSON answer slowly
+ * (`pauseMs` between reads) and a second more, watching the hub's RSS: the bytes
+ * read and how much the hub grew over its warm baseline.
+ */
+async function readSlowly(s: Awaited<ReturnType<typeof serveWith>>, sql: string, pauseMs: number): Promise<{ read: number; grew: number }> {
+  expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
+  const before = s.rss();
+  const res = await s.ask(sql, "ndjson");
+  expect(res.status).toBe(200);
+  const reader = res.body!.getReader();
+  let read = 0;
+  let peak = before;
+  while (read < 2 * 1024 * 1024) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    read += value.byteLength;
+    peak = Math.max(peak, s.rss());
+    await Bun.sleep(pauseMs);
+  }
+  for (let i = 0; i < 10; i++) {
+    peak = Math.max(peak, s.rss());
+    await Bun.sleep(100);
+  }
+  await reader.cancel();
+  return { read, grew: peak - before };
+}
+
 describe("query memory", () => {
   it("streams a big result to a slow reader a chunk at a time, without the hub's memory growing", async () => {
     const s = await serveWith({ query_timeout_seconds: 60, query_result_mb: 2048 });
     try {
-      // Warm up (the query process starts), then take the hub's memory as the baseline.
-      expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
-      const before = s.rss();
-      // 1 GB of NDJSON, in DuckDB chunks of about 2 MB.
-      const res = await s.ask("SELECT repeat('x', 1000) AS x FROM range(1000000)", "ndjson");
-      expect(res.status).toBe(200);
-      const reader = res.body!.getReader();
-      let read = 0;
-      let peak = before;
-      // A slow reader: 2 MB, a little at a time.
-      while (read < 2 * 1024 * 1024) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        read += value.byteLength;
-        peak = Math.max(peak, s.rss());
-        await Bun.sleep(20);
-      }
-      for (let i = 0; i < 10; i++) {
-        peak = Math.max(peak, s.rss());
-        await Bun.sleep(100);
-      }
-      await reader.cancel();
+      // 1 GB of NDJSON, in DuckDB chunks of about 2 MB, read slowly.
+      const { read, grew } = await readSlowly(s, "SELECT repeat('x', 1000) AS x FROM range(1000000)", 20);
       expect(read).toBeGreaterThanOrEqual(2 * 1024 * 1024);
       // Without backpressure the hub would have taken in the whole GB meanwhile.
-      expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+      expect(grew).toBeLessThan(64 * 1024 * 1024);
       expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
     } finally {
       expect(await s.stop()).toBe(0);
@@ -149,27 +146,9 @@ describe("query memory", () => {
     // Limits raised so DuckDB may build this 1 GB answer in the query process: the hub must still hold only a chunk or two.
     const s = await serveWith({ query_timeout_seconds: 120, query_result_mb: 2048, query_rss_mb: 8192 });
     try {
-      expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
-      const before = s.rss();
-      const res = await s.ask("SELECT repeat('x', 1000000) AS x FROM range(1000)", "ndjson");
-      expect(res.status).toBe(200);
-      const reader = res.body!.getReader();
-      let read = 0;
-      let peak = before;
-      while (read < 2 * 1024 * 1024) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        read += value.byteLength;
-        peak = Math.max(peak, s.rss());
-        await Bun.sleep(50);
-      }
-      for (let i = 0; i < 10; i++) {
-        peak = Math.max(peak, s.rss());
-        await Bun.sleep(100);
-      }
-      await reader.cancel();
+      const { read, grew } = await readSlowly(s, "SELECT repeat('x', 1000000) AS x FROM range(1000)", 50);
       expect(read).toBeGreaterThanOrEqual(2 * 1024 * 1024);
-      expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+      expect(grew).toBeLessThan(64 * 1024 * 1024);
       expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
     } finally {
       expect(await s.stop()).toBe(0);

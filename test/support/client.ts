@@ -36,3 +36,17 @@ export async function connect(url: string, protocols?: string | string[], header
     close: () => ws.close(),
   };
 }
+
+/** Publishes on a websocket of `url`'s server and reads it back on another: the hub's live path works. */
+export async function liveTraffic(url: string, stream: string): Promise<void> {
+  const ws = url.replace("http", "ws");
+  const sub = new WebSocket(`${ws}/ws/${stream}`);
+  const pub = new WebSocket(`${ws}/ws/${stream}`);
+  await Promise.all([sub, pub].map((s) => new Promise((res, rej) => { s.onopen = res; s.onerror = rej; })));
+  const got = new Promise<string>((res) => { sub.onmessage = (e) => res(String(e.data)); });
+  pub.send(`hello ${stream}`);
+  const heard = await got;
+  sub.close();
+  pub.close();
+  if (heard !== `hello ${stream}`) throw new Error(`the live path gave ${JSON.stringify(heard)}, not ${JSON.stringify(`hello ${stream}`)}`);
+}
