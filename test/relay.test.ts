@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { connect } from "./support/client.ts";
 import { startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
+import { bootScript } from "./support/practable.ts";
 
 // Real servers, sockets and subprocesses: more than Bun's 5 s default on a busy machine (set per file; a preload's applies to the first file only).
 setDefaultTimeout(60_000);
@@ -33,16 +34,9 @@ describe("relay: destinations to a remote relay", () => {
     const host = await server();
     const token = await relayToken(relay, "spin30-log");
     const watcher = await connect(relay.wsUrl("spin30-log"));
-    const script = [
-      `curl -s -X POST -H "Content-Type: application/json" \\`,
-      `  -d '{"stream":"spin30","destination":"'"\${spin30Access}"'","id":"0","token":"'"\${spin30Token}"'"}' \\`,
-      `  http://localhost:8888/api/destinations`,
-      `echo`,
-      `curl -s -X GET http://localhost:8888/api/destinations/all`,
-    ].join("\n").replaceAll("8888", String(host.port));
-    const p = Bun.spawn(["sh", "-c", script], { env: { ...process.env, spin30Access: `${relay.url}/session/spin30-log`, spin30Token: token }, stdout: "pipe" });
-    const [posted, all] = (await new Response(p.stdout).text()).trim().split("\n").map((l) => JSON.parse(l));
-    expect(await p.exited).toBe(0);
+    const boot = await bootScript(host.port, { spin30Access: `${relay.url}/session/spin30-log`, spin30Token: token });
+    expect(boot.code).toBe(0);
+    const [posted, all] = [JSON.parse(boot.posted), JSON.parse(boot.all)];
     expect(posted).toMatchObject({ id: "0", stream: "spin30", destination: `${relay.url}/session/spin30-log`, token: "<redacted>", file: "" });
     expect(Object.keys(all)).toEqual(["0"]);
     expect(all["0"]).toMatchObject({ id: "0", stream: "spin30", token: "<redacted>", file: "" });

@@ -12,6 +12,7 @@ import { asAdmin, firstPassword, signIn } from "./support/admin.ts";
 import { haveNginx, startNginx, startPlainBunProxy, type Proxy } from "./support/proxy.ts";
 import { connect } from "./support/client.ts";
 import { startTestServer, tempDir, type TestServer } from "./support/server.ts";
+import { bootScript } from "./support/practable.ts";
 
 // Real servers, proxies and subprocesses: more than Bun's 5 s default on a busy machine.
 setDefaultTimeout(60_000);
@@ -28,19 +29,6 @@ async function server(...args: Parameters<typeof startTestServer>) {
   return s;
 }
 
-/** practable's boot script, exactly as operators run it (from the compatibility notes), against `port`. */
-async function bootScript(port: number, env: Record<string, string>): Promise<{ posted: string; all: string; code: number }> {
-  const script = [
-    `curl -s -X POST -H "Content-Type: application/json" \\`,
-    `  -d '{"stream":"spin30","destination":"'"\${spin30Access}"'","id":"0","token":"'"\${spin30Token}"'"}' \\`,
-    `  http://localhost:8888/api/destinations`,
-    `echo`,
-    `curl -s -X GET http://localhost:8888/api/destinations/all`,
-  ].join("\n").replaceAll("8888", String(port));
-  const p = Bun.spawn(["sh", "-c", script], { env: { ...process.env, ...env }, stdout: "pipe" });
-  const [posted = "", all = ""] = (await new Response(p.stdout).text()).trim().split("\n");
-  return { posted, all, code: await p.exited };
-}
 
 const plainProxies: [string, (port: number) => Promise<Proxy>][] = [
   ["a Bun proxy process that adds no forwarding headers", startPlainBunProxy],
