@@ -7,7 +7,7 @@ import { freeTcpPort, startTestServer, tempDir, waitFor, type TestServer } from 
 import { sClient, servedSubject, startPebble, type Pebble } from "./support/tls.ts";
 
 // Real ACME server (pebble) and DNS (pebble-challtestsrv) as subprocesses, real orders: give them time on a busy machine.
-setDefaultTimeout(120_000);
+setDefaultTimeout(240_000);
 
 const DOMAIN = "box.switchyard.test";
 
@@ -81,7 +81,9 @@ describe("ACME against pebble: issuance by HTTP-01, restart, failed order", () =
       // pebble's DNS now sends validation to an address where nothing answers: the CA cannot reach the challenge.
       await pebble.setAddress(DOMAIN, ["127.0.0.2"]);
       const renewal = srv.tls!.renewNow();
-      await waitFor(() => srv.tls!.state().lastError !== null, "the order to fail", 60_000);
+      await waitFor(() => srv.tls!.state().lastError !== null, "the order to fail", 90_000).catch((e) => {
+        throw new Error(`${e.message}; state: ${JSON.stringify(srv.tls!.state())}; log: ${srv.logs.filter((l) => l.includes("tls")).join("")}`);
+      });
       await renewal;
       const error = srv.tls!.state().lastError!;
       expect(error).toContain(`ACME order for ${DOMAIN} at ${pebble.directory} failed`);

@@ -26,6 +26,8 @@ export interface AcmeOptions {
   /** First retry after a failed renewal, doubling up to `retryMaxMs` (tests shorten both). */
   retryMs?: number;
   retryMaxMs?: number;
+  /** First wait between polls of an order's status (acme-client's back-off: default 5 s doubling to 30 s; tests shorten it). */
+  pollMs?: number;
   now?: () => number;
 }
 
@@ -171,7 +173,11 @@ export class AcmeCertificates {
     try {
       await this.checkDirectory();
       // A known account is reused by its URL: registering again would send an "update" some CAs refuse.
-      const client = new acme.Client({ directoryUrl: directory, accountKey: this.accountKey(), accountUrl: this.accountUrl() });
+      const poll = this.opts.pollMs;
+      const client = new acme.Client({
+        directoryUrl: directory, accountKey: this.accountKey(), accountUrl: this.accountUrl(),
+        ...(poll ? { backoffMin: poll, backoffMax: poll * 4, backoffAttempts: 30 } : {}),
+      });
       const key = await acme.crypto.createPrivateEcdsaKey("P-256");
       const [, csr] = await acme.crypto.createCsr({ commonName: domains[0], altNames: domains }, key);
       const cert = await client.auto({

@@ -74,7 +74,7 @@ export class ServerTls {
     if (mode.kind === "acme") {
       acme = new AcmeCertificates({
         domains: mode.domains, email: config.acmeEmail ?? null, directory: config.acmeDirectory ?? ACME_DIRECTORIES.production, caFile: config.acmeCaFile ?? null,
-        dataDir: config.dataDir, logger, retryMs: opts.acmeRetryMs,
+        dataDir: config.dataDir, logger, retryMs: opts.acmeRetryMs, pollMs: opts.acmeRetryMs,
         onCertificate: (pair) => tls.serve(pair),
         onOutcome: (error) => {
           if (tls) tls.lastError = error;
