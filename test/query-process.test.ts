@@ -10,12 +10,12 @@ import { adminHeadersFor, tempDir, waitFor } from "./support/server.ts";
 setDefaultTimeout(120_000);
 
 /** A `switchyard serve` subprocess with `settings`, plus helpers to use it. */
-async function serveWith(settings: Partial<Settings>) {
+async function serveWith(settings: Partial<Settings>, env?: Record<string, string>) {
   const tmp = tempDir();
   const store = SettingsStore.open(tmp.dir);
   store.update(settings);
   store.close();
-  const srv = await spawnServe(tmp.dir);
+  const srv = await spawnServe(tmp.dir, env);
   const url = `http://127.0.0.1:${srv.port}`;
   const admin = await adminHeadersFor(tmp.dir);
   return {
@@ -216,6 +216,32 @@ describe("the pipe framing", () => {
       const reader = new FrameReader((v) => got.push(v));
       for (let o = 0; o < bytes.length; o += size) reader.push(bytes.subarray(o, o + size));
       expect(got).toEqual(frames);
+    }
+  });
+});
+
+describe("times on a box whose zone is not UTC", () => {
+  it("answers `ts > now() - INTERVAL …` exactly, from the spool and from Parquet, with TZ=Europe/Berlin", async () => {
+    const s = await serveWith({ log_segment_seconds: 1, log_compact_seconds: 1 }, { TZ: "Europe/Berlin" });
+    try {
+      for (let i = 0; i < 5; i++) {
+        const r = await fetch(`${s.url}/api/streams/tz/messages`, { method: "POST", body: `m${i}`, headers: s.admin });
+        expect(r.status).toBeLessThan(300);
+      }
+      const recent = "SELECT count(*)::INT AS n, typeof(now()) AS t FROM messages WHERE stream = 'tz' AND ts > now() - INTERVAL 1 MINUTE";
+      const older = "SELECT count(*)::INT AS n FROM messages WHERE stream = 'tz' AND ts < now() - INTERVAL 30 MINUTE";
+      // Read from the spool first: the zone must not shift a naive UTC ts by an hour.
+      expect(await (await s.ask(recent)).json()).toEqual([{ n: 5, t: "TIMESTAMP" }]);
+      expect(await (await s.ask(older)).json()).toEqual([{ n: 0 }]);
+      // Then from Parquet, once compacted.
+      await waitFor(() => {
+        const p = Bun.spawnSync(["sh", "-c", `find '${s.dir}/logs' -path '*stream=tz*' -name '*.parquet' | wc -l`]);
+        return Number(p.stdout.toString().trim()) > 0;
+      }, "the stream to be compacted to Parquet", 30_000);
+      expect(await (await s.ask(recent)).json()).toEqual([{ n: 5, t: "TIMESTAMP" }]);
+      expect(await (await s.ask(older)).json()).toEqual([{ n: 0 }]);
+    } finally {
+      await s.stop();
     }
   });
 });

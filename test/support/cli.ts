@@ -12,9 +12,9 @@ export async function cli(args: string[], env: Record<string, string> = {}) {
 }
 
 /** A `switchyard serve` subprocess on 127.0.0.1 and a free port (UDP off), once it listens. */
-export async function spawnServe(dataDir: string) {
+export async function spawnServe(dataDir: string, env?: Record<string, string>) {
   const { waitFor } = await import("./server.ts");
-  const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
+  const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", "0", "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore", env: { ...process.env, ...env } });
   let log = "";
   const reader = (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
   try {
