@@ -39,7 +39,7 @@ import { relaySecret } from "./relay/relay-secret.ts";
 import { ServerTls } from "./tls/server-tls.ts";
 import { RotatingListener } from "./tls/listener.ts";
 import { trustCaFile } from "./tls/outbound.ts";
-import { closeQueryPool, reportQueryPool } from "./analytics/run-query.ts";
+import { closeQueryPool, findQueryPool, reportQueryPool } from "./analytics/run-query.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -153,6 +153,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }),
     memoryMb: () => store.settings.log_compact_memory_mb,
     onOutcome: (o) => alerts.compaction(o),
+    inQueryProcess: (job, timeoutMs) => findQueryPool(join(config.dataDir, "logs"))?.compact(job, timeoutMs) ?? null,
   });
   // The query processes report files they quarantined, and kills: the log and the compaction alert hear of them.
   reportQueryPool(join(config.dataDir, "logs"), {

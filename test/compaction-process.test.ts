@@ -124,3 +124,39 @@ describe("compaction in its own process", () => {
     }
   });
 });
+
+describe("compaction beside the queries", () => {
+  it("runs in the warm query process when one is up (no third process), and in a child of its own when none is", async () => {
+    const tmp = tempDir();
+    try {
+      const s = await serveWith(tmp.dir, { log_segment_seconds: 1, log_compact_seconds: 1 });
+      const admin = await adminHeadersFor(tmp.dir);
+      const post = async (stream: string, n: number) => {
+        for (let i = 0; i < n; i++) expect((await fetch(`${s.url}/api/streams/${stream}/messages`, { method: "POST", body: `m${i}`, headers: admin })).status).toBeLessThan(300);
+      };
+      const compactions = () => [...s.log().matchAll(/log compaction started (.*)/g)].map((m) => m[1]!);
+      try {
+        // No query yet, so no query process: compaction needs a process of its own.
+        await post("alone", 20);
+        await waitFor(() => /log compacted/.test(s.log()), "the first compaction", 30_000);
+        expect(compactions()[0]).toMatch(/in="?compaction process/);
+        // A query starts the query process; from then on compaction runs there.
+        expect(await s.count()).toBe(20);
+        const queryPid = Number(Bun.spawnSync(["pgrep", "-P", String(s.p.pid), "-f", "__query-engine"]).stdout.toString().trim().split("\n")[0]);
+        expect(queryPid).toBeGreaterThan(0);
+        const before = compactions().length;
+        await post("beside", 30);
+        await waitFor(() => compactions().length > before && [...s.log().matchAll(/log compacted (.*)/g)].some((m) => m[1]!.includes(`pid=${queryPid}`)), "a compaction in the query process", 30_000);
+        expect(compactions().slice(before).some((l) => /in="?query process/.test(l))).toBe(true);
+        // Every message once, the compacted ones from Parquet.
+        expect(await s.count()).toBe(50);
+        expect(s.log()).not.toContain("log compaction failed");
+      } finally {
+        s.p.kill("SIGTERM");
+        expect(await s.p.exited).toBe(0);
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+});

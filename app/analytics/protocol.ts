@@ -1,5 +1,7 @@
 import type { QueryEngineOptions } from "./engine.ts";
 import type { Quarantined } from "../log/quarantine.ts";
+import type { CompactJob } from "../log/compact-process.ts";
+import type { CompactionOutcome } from "../log/compactor.ts";
 
 /** Output formats of a query. grid: JSON {columns, types, rows: [[…]]} for the admin UI's table and chart. */
 export type QueryFormat = "table" | "csv" | "json" | "ndjson" | "parquet" | "grid";
@@ -11,7 +13,9 @@ export type ToEngine =
   /** The hub's reader wants the next chunk of streamed query `id`. */
   | { type: "more"; id: number }
   /** The client went away: stop query `id`. */
-  | { type: "cancel"; id: number };
+  | { type: "cancel"; id: number }
+  /** Run log compaction (the Compactor's job) here, beside the queries. */
+  | { type: "compact"; id: number; job: CompactJob };
 
 /** Query process → hub. */
 export type FromEngine =
@@ -24,4 +28,5 @@ export type FromEngine =
   | { type: "chunk"; id: number; text: string }
   | { type: "end"; id: number; rows: number }
   | { type: "error"; id: number; error: string; refused: boolean }
+  | { type: "compacted"; id: number; outcome: CompactionOutcome }
   | ({ type: "quarantined" } & Quarantined);

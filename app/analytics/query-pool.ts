@@ -1,5 +1,7 @@
 import type { Subprocess } from "bun";
 import { residentBytes, runInBackground, selfCommand } from "../core/self-process.ts";
+import type { CompactJob } from "../log/compact-process.ts";
+import type { CompactionOutcome } from "../log/compactor.ts";
 import type { Quarantined } from "../log/quarantine.ts";
 import type { QueryEngineOptions } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
@@ -50,6 +52,8 @@ export class QueryProcess {
   retired = false;
   /** Slots taken (queries running or starting). */
   running = 0;
+  /** A compaction run is going on here (it takes no query slot). */
+  compacting = false;
   readonly startedAt = Date.now();
   readyMs = 0;
   idleTimer: ReturnType<typeof setTimeout> | null = null;
@@ -107,6 +111,12 @@ export class QueryProcess {
   start(id: number, job: Omit<Extract<ToEngine, { type: "query" }>, "type" | "id">, listener: Listener): void {
     this.inflight.set(id, listener);
     this.send({ type: "query", id, ...job });
+  }
+
+  /** Sends compaction job `id`; `listener` hears its "compacted" frame, or the process's death. */
+  compact(id: number, job: CompactJob, listener: Listener): void {
+    this.inflight.set(id, listener);
+    this.send({ type: "compact", id, job });
   }
 
   /** Forgets a query that is over. */
@@ -196,7 +206,7 @@ export class QueryPool {
   /** A free slot now, or null. */
   private take(client: string | undefined, counted = false): Slot | null {
     const key = JSON.stringify([this.dirs, this.limits.resultBytes]);
-    for (const p of this.procs) if (p.configKey !== key && p.running === 0) p.close();
+    for (const p of this.procs) if (p.configKey !== key && p.running === 0 && !p.compacting) p.close();
     const live = this.procs.filter((p) => !p.dead && !p.retired && p.configKey === key);
     let proc = live.filter((p) => p.running < this.limits.concurrency).sort((a, b) => a.running - b.running)[0];
     if (!proc) {
@@ -254,6 +264,38 @@ export class QueryPool {
     return proc;
   }
 
+  /**
+   * Runs a compaction job in a warm query process (one that is up, ready and
+   * current), or returns null when there is none: compaction then needs a
+   * process of its own. Past `timeoutMs` the process is killed (compaction is
+   * crash-safe; the queries on it fail and the next one starts a new process).
+   */
+  compact(job: CompactJob, timeoutMs: number): Promise<CompactionOutcome> | null {
+    if (this.closed) return null;
+    const key = JSON.stringify([this.dirs, this.limits.resultBytes]);
+    const proc = this.procs.find((p) => !p.dead && !p.retired && p.readyMs > 0 && !p.compacting && p.configKey === key);
+    if (!proc) return null;
+    const id = this.nextId++;
+    proc.compacting = true;
+    if (proc.idleTimer) clearTimeout(proc.idleTimer);
+    proc.idleTimer = null;
+    return new Promise<CompactionOutcome>((resolve) => {
+      const limit = setTimeout(() => this.kill(proc, `log compaction in the query process took longer than ${Math.round(timeoutMs / 60_000)} minutes`), timeoutMs);
+      const finish = (o: CompactionOutcome) => {
+        clearTimeout(limit);
+        proc.done(id);
+        proc.compacting = false;
+        if (proc.running === 0 && !proc.dead) this.idle(proc);
+        resolve(o);
+      };
+      proc.compact(id, job, {
+        timeoutMs,
+        onFrame: (f) => { if (f.type === "compacted") finish(f.outcome); },
+        onDead: (reason) => finish({ ok: false, error: `the query process running compaction went away: ${reason}` }),
+      });
+    });
+  }
+
   /** Kills `proc` (SIGKILL) because of `reason`; its queries fail with it, the next query starts a new one. */
   kill(proc: QueryProcess, reason: string): void {
     if (proc.dead) return;
@@ -265,7 +307,7 @@ export class QueryPool {
   private idle(proc: QueryProcess): void {
     if (this.limits.idleMs <= 0) return;
     proc.idleTimer = setTimeout(() => {
-      if (proc.running > 0 || proc.dead || proc.retired) return;
+      if (proc.running > 0 || proc.compacting || proc.dead || proc.retired) return;
       this.stats.idleExits++;
       proc.close();
     }, this.limits.idleMs);

@@ -158,6 +158,13 @@ export async function runQueryProcess(): Promise<number> {
     } else if (m.type === "more") {
       const c = credits.get(m.id);
       if (c) { c.count++; c.wake?.(); }
+    } else if (m.type === "compact") {
+      // Compaction opens a DuckDB of its own (its own memory limit) in this process, so the box runs one
+      // DuckDB process rather than two; its JS work yields between batches, and queries go on meanwhile.
+      void (async () => {
+        const { runCompactJob } = await import("../log/compact-process.ts");
+        await send({ type: "compacted", id: m.id, outcome: await runCompactJob(m.job) });
+      })();
     } else if (m.type === "cancel") {
       interrupts.get(m.id)?.();
       const c = credits.get(m.id);

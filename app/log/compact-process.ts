@@ -1,11 +1,14 @@
 /**
  * The compaction process (`switchyard __compact`, started by the Compactor for
- * each run): DuckDB is loaded here only, in a process of its own, so neither
- * its memory nor a failure inside it can touch the hub, and stopping it (at
- * shutdown) is a plain kill: every step is crash-safe (see compaction.ts). One
- * frame in on stdin (the job), one out on stdout (the outcome).
+ * a run when no query process is up; otherwise the run goes to the warm query
+ * process, which calls runCompactJob itself): DuckDB is loaded here only, in a
+ * process of its own, so neither its memory nor a failure inside it can touch
+ * the hub, and stopping it (at shutdown) is a plain kill: every step is
+ * crash-safe (see compaction.ts). One frame in on stdin (the job), one out on
+ * stdout (the outcome).
  */
 import { encodeFrame, readFrames } from "../analytics/frames.ts";
+import type { CompactionOutcome } from "./compactor.ts";
 import type { Quarantined } from "./quarantine.ts";
 
 /** What the Compactor asks for. */
@@ -23,8 +26,18 @@ export async function runCompactProcess(): Promise<number> {
     readFrames(Bun.stdin.stream(), (f) => resolve(f as CompactJob)).then(() => resolve(null), () => resolve(null));
   });
   if (!job) return 2;
+  const reply = await runCompactJob(job);
+  await new Promise<void>((resolve) => process.stdout.write(encodeFrame(reply), () => resolve()));
+  return 0;
+}
+
+/**
+ * Compacts `job.segments`, merges partitions due for it and applies retention,
+ * in this process (a compaction child, or the warm query process): the
+ * Compactor's outcome, with this process's pid and peak RSS.
+ */
+export async function runCompactJob(job: CompactJob): Promise<CompactionOutcome> {
   const { segments, logsDir, retention, memoryMb, giveUp } = job;
-  let reply: unknown;
   try {
     // DuckDB loads here: when it cannot, the outcome says why.
     const { compactSegments } = await import("./compaction.ts");
@@ -40,10 +53,8 @@ export async function runCompactProcess(): Promise<number> {
     }
     // Retention runs whatever the merge did.
     const removed = enforceParquetRetention(logsDir, retention);
-    reply = { ok: true, result, removed, quarantined, mergeError, peakRss: process.resourceUsage().maxRSS * 1024 };
+    return { ok: true, result, removed, quarantined, mergeError, peakRss: process.resourceUsage().maxRSS * 1024, pid: process.pid };
   } catch (err) {
-    reply = { ok: false, error: (err as Error).message };
+    return { ok: false, error: (err as Error).message };
   }
-  await new Promise<void>((resolve) => process.stdout.write(encodeFrame(reply), () => resolve()));
-  return 0;
 }

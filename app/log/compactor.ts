@@ -11,7 +11,7 @@ import { Spool } from "./spool.ts";
 
 /** What the compactor reports after each run. */
 export type CompactionOutcome =
-  | { ok: true; result: CompactionResult; removed?: RemovedPartition[]; quarantined?: Quarantined[]; mergeError?: string; peakRss?: number }
+  | { ok: true; result: CompactionResult; removed?: RemovedPartition[]; quarantined?: Quarantined[]; mergeError?: string; peakRss?: number; pid?: number }
   | { ok: false; error: string };
 
 /** How long one run may take before it is called failed (and its process killed). */
@@ -21,9 +21,10 @@ const GIVE_UP_AFTER = 3;
 
 /**
  * Runs compaction of the spool's sealed segments every `intervalSeconds()` (0:
- * off), one run at a time, each in a child process (`switchyard __compact`)
- * that exits afterwards, so neither DuckDB's work nor its memory touches the
- * hub's process. A run finds nothing to do without starting a process. At
+ * off), one run at a time, never in the hub's process: in the warm query
+ * process when one is up (one DuckDB process rather than two side by side,
+ * which is what keeps a busy box under its memory limit), else in a child
+ * process (`switchyard __compact`) that exits afterwards. A run finds nothing to do without starting a process. At
  * stop, a run in progress is killed: every step of compaction is crash-safe,
  * and the next start finishes or undoes it.
  */
@@ -48,6 +49,11 @@ export class Compactor {
     memoryMb?: () => number;
     logger: Logger;
     onOutcome: (o: CompactionOutcome) => void;
+    /**
+     * Runs a job in the warm query process when one is up (null: none is),
+     * so that compaction adds no third process with a DuckDB of its own.
+     */
+    inQueryProcess?: (job: CompactJob, timeoutMs: number) => Promise<CompactionOutcome> | null;
   }) {}
 
   start(): void {
@@ -92,12 +98,13 @@ export class Compactor {
       segments: sealed, logsDir: this.opts.logsDir, retention: this.opts.retention(), memoryMb: this.opts.memoryMb?.() ?? 128,
       giveUp: sealed.filter((s) => (this.failures.get(s) ?? 0) >= GIVE_UP_AFTER),
     };
-    if (sealed.length > 0) this.opts.logger.info("log compaction started", { segments: sealed.length, memory_mb: job.memoryMb });
-    const outcome = this.stopped ? { ok: false as const, error: "the server is stopping" } : await this.inChild(job);
+    const inQuery = this.stopped ? null : this.opts.inQueryProcess?.(job, RUN_TIMEOUT_MS) ?? null;
+    if (sealed.length > 0) this.opts.logger.info("log compaction started", { segments: sealed.length, memory_mb: job.memoryMb, in: inQuery ? "query process" : "compaction process" });
+    const outcome = this.stopped ? { ok: false as const, error: "the server is stopping" } : await (inQuery ?? this.inChild(job));
     this.last = { at: new Date().toISOString(), outcome };
     if (outcome.ok) {
       const r = outcome.result;
-      if (r.segments > 0) this.opts.logger.info("log compacted", { segments: r.segments, rows: r.rows, files: r.files.length, peak_rss_mb: outcome.peakRss ? Math.round(outcome.peakRss / 1048576) : undefined });
+      if (r.segments > 0) this.opts.logger.info("log compacted", { segments: r.segments, rows: r.rows, files: r.files.length, peak_rss_mb: outcome.peakRss ? Math.round(outcome.peakRss / 1048576) : undefined, pid: outcome.pid });
       for (const r of outcome.removed ?? []) this.opts.logger.warn("log retention removed a partition", { path: r.path, bytes: r.bytes, reason: r.reason });
       for (const q of outcome.quarantined ?? []) this.opts.logger.error("log: moved an unreadable Parquet file to quarantine", { file: q.from, to: q.to, reason: q.reason });
       if (outcome.mergeError) this.opts.logger.error("log: merging closed partitions failed", { error: outcome.mergeError });
