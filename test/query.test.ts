@@ -303,4 +303,44 @@ describe("the warm engine's spool tail", () => {
       tmp.remove();
     }
   });
+
+  it("reads the spool's new records between queries (followTail), and leaves tables and the view to the refresh before a query", async () => {
+    const { encodeRecord } = await import("../app/log/record.ts");
+    const { appendFileSync, truncateSync, mkdirSync } = await import("node:fs");
+    const tmp = tempDir();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      mkdirSync(spoolDir);
+      const seg = join(spoolDir, "0000000000000001.wal");
+      const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
+      writeFileSync(seg, Buffer.concat([1, 2].map(rec)));
+      const engine = await open(tmp.dir);
+      const { statSync } = await import("node:fs");
+      const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
+      expect(await seqs()).toEqual([1, 2]);
+      // New records are read by followTail, before any query refreshed.
+      appendFileSync(seg, Buffer.concat([3, 4, 5].map(rec)));
+      expect(engine.tailRead()).toEqual({ "0000000000000001.wal": rec(1).length * 2 });
+      await engine.followTail();
+      expect(engine.tailRead()).toEqual({ "0000000000000001.wal": statSync(seg).size });
+      // A second segment appears: followTail reads it too.
+      const seg2 = join(spoolDir, "0000000000000002.wal");
+      writeFileSync(seg2, Buffer.concat([6, 7].map(rec)));
+      await engine.followTail();
+      expect(engine.tailRead()).toEqual({ "0000000000000001.wal": statSync(seg).size, "0000000000000002.wal": statSync(seg2).size });
+      // A cut-back segment and a compacted one are left to the refresh before the next query:
+      // the tables a refreshed view names stay until then.
+      truncateSync(seg2, rec(6).length);
+      appendFileSync(seg2, rec(8));
+      await engine.followTail();
+      await compactSegments([seg], join(tmp.dir, "logs"));
+      await engine.followTail();
+      expect(Object.keys(engine.tailRead())).toEqual(["0000000000000001.wal", "0000000000000002.wal"]);
+      expect(await seqs()).toEqual([1, 2, 3, 4, 5, 6, 8]);
+      expect(engine.tailRead()).toEqual({ "0000000000000002.wal": statSync(seg2).size });
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
 });

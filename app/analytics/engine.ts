@@ -139,11 +139,28 @@ export class QueryEngine {
    */
   refresh(): Promise<void> {
     if (this.closed) return Promise.reject(new QueryError("the query engine is closed"));
-    this.refreshing ??= this.doRefresh().finally(() => { this.refreshing = null; });
+    this.refreshing ??= this.doRefresh(true).finally(() => { this.refreshing = null; });
     return this.refreshing;
   }
 
-  private async doRefresh(): Promise<void> {
+  /**
+   * Reads what the spool gained since the last read, without touching the view
+   * (the query process calls this between queries, so that a query during heavy
+   * ingest finds the tail mostly read and pays only for the last moments).
+   * Skipped while a refresh is going on.
+   */
+  followTail(): Promise<void> {
+    if (this.closed || this.refreshing) return Promise.resolve();
+    this.refreshing = this.doRefresh(false).finally(() => { this.refreshing = null; });
+    return this.refreshing;
+  }
+
+  /** How far the engine has read each spool segment it holds, in bytes, by file name. */
+  tailRead(): Record<string, number> {
+    return Object.fromEntries([...this.tail].map(([path, seg]) => [path.slice(path.lastIndexOf("/") + 1), seg.offset]));
+  }
+
+  private async doRefresh(withView: boolean): Promise<void> {
     const { spoolDir, logsDir } = this.opts;
     const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
     const present = new Set(files);
@@ -166,6 +183,8 @@ export class QueryEngine {
         if (!known) await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
         const size = fstatSync(fd).size;
         if (seg.offset > 0 && (size < seg.offset || !sameHeader(fd, seg))) {
+          // Replacing a table a query may be about to read is left to the refresh before a query.
+          if (!withView) continue;
           // The spool cut back a write that failed (disk full): what was read past the cut was never
           // acknowledged (and new records may be where it was). Read this segment again from the start.
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
@@ -233,6 +252,9 @@ export class QueryEngine {
       }
       this.tail.set(path, seg);
     }
+    // Dropping a segment's table, like changing the view, waits for the refresh before a query:
+    // a query that has refreshed must still find every table its view names.
+    if (!withView) return;
     for (const p of new Set(gone)) {
       const seg = this.tail.get(p);
       this.tail.delete(p);

@@ -3,14 +3,19 @@
  * pool): keeps one sandboxed DuckDB open and warm and answers queries framed on
  * stdin (see protocol.ts) on stdout. Several queries run at once, each on a
  * connection of its own. Streamed answers go out one chunk at a time, each only
- * after the hub asked for it, so a slow reader pauses the query. It exits when
- * stdin closes (the hub stopped it, or died).
+ * after the hub asked for it, so a slow reader pauses the query. Between
+ * queries it reads the spool's new records every second; it also runs log
+ * compaction when the hub sends it a job (see compact-process.ts). It exits
+ * when stdin closes (the hub stopped it, or died).
  */
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { QueryEngine as Engine } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
 import type { FromEngine, ToEngine } from "./protocol.ts";
+
+/** How often the spool's new records are read between queries. */
+const TAIL_FOLLOW_MS = 1000;
 
 /** Text gathered before a streamed chunk goes out. */
 const CHUNK_BYTES = 64 * 1024;
@@ -146,7 +151,13 @@ export async function runQueryProcess(): Promise<number> {
     if (m.type === "open") {
       resultBytes = m.resultBytes;
       opening = QueryEngine.open({ ...m.dirs, exportDir: join(m.dirs.tempDir, "..", "export") }, (q) => void send({ type: "quarantined", ...q }))
-        .then(async (e) => { engine = e; await send({ type: "ready" }); });
+        .then(async (e) => {
+          engine = e;
+          await send({ type: "ready" });
+          // Between queries, keep reading what the spool gains, so that a query during heavy ingest
+          // pays only for the last moment's messages rather than everything since the query before.
+          setInterval(() => void e.followTail().catch(() => { /* the next query's refresh reports it */ }), TAIL_FOLLOW_MS).unref();
+        });
       opening.catch(async (err) => {
         await send({ type: "fatal", error: `cannot open DuckDB: ${(err as Error).message}` });
         process.exit(3);
