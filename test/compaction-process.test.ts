@@ -159,4 +159,39 @@ describe("compaction beside the queries", () => {
       tmp.remove();
     }
   });
+
+  it("does not keep the query process up: it still exits query_idle_seconds after its last query while compaction goes on", async () => {
+    const tmp = tempDir();
+    try {
+      const s = await serveWith(tmp.dir, { log_segment_seconds: 1, log_compact_seconds: 1, query_idle_seconds: 3 });
+      const admin = await adminHeadersFor(tmp.dir);
+      const queryProcs = () => Bun.spawnSync(["pgrep", "-P", String(s.p.pid), "-f", "__query-engine"]).stdout.toString().trim().split("\n").filter(Boolean);
+      let publishing = true;
+      let sent = 0;
+      const publisher = (async () => {
+        while (publishing) {
+          const r = await fetch(`${s.url}/api/streams/busy/messages`, { method: "POST", body: `m${sent}`, headers: admin });
+          if (r.status < 300) sent++;
+          await Bun.sleep(100);
+        }
+      })();
+      try {
+        await s.count(); // starts the query process
+        expect(queryProcs()).toHaveLength(1);
+        const compactedBefore = [...s.log().matchAll(/log compacted/g)].length;
+        // Segments keep sealing and compacting (in the query process while it is up), yet it exits once idle.
+        await waitFor(() => queryProcs().length === 0, "the idle query process to exit", 30_000);
+        await waitFor(() => [...s.log().matchAll(/log compacted/g)].length > compactedBefore + 1, "compaction to go on", 30_000);
+        expect(s.log()).not.toContain("log compaction failed");
+      } finally {
+        publishing = false;
+        await publisher;
+        s.p.kill("SIGTERM");
+        expect(await s.p.exited).toBe(0);
+      }
+      expect(sent).toBeGreaterThan(0);
+    } finally {
+      tmp.remove();
+    }
+  });
 });

@@ -54,6 +54,8 @@ export class QueryProcess {
   running = 0;
   /** A compaction run is going on here (it takes no query slot). */
   compacting = false;
+  /** Its idle time ran out during a compaction run: it exits when the run ends. */
+  idleDue = false;
   readonly startedAt = Date.now();
   readyMs = 0;
   idleTimer: ReturnType<typeof setTimeout> | null = null;
@@ -215,6 +217,7 @@ export class QueryPool {
     }
     if (proc.idleTimer) clearTimeout(proc.idleTimer);
     proc.idleTimer = null;
+    proc.idleDue = false;
     proc.running++;
     if (client !== undefined && !counted) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
     this.watch();
@@ -276,16 +279,18 @@ export class QueryPool {
     const proc = this.procs.find((p) => !p.dead && !p.retired && p.readyMs > 0 && !p.compacting && p.configKey === key);
     if (!proc) return null;
     const id = this.nextId++;
+    // Compaction does not keep the process up: its idle time counts from its last query.
     proc.compacting = true;
-    if (proc.idleTimer) clearTimeout(proc.idleTimer);
-    proc.idleTimer = null;
     return new Promise<CompactionOutcome>((resolve) => {
       const limit = setTimeout(() => this.kill(proc, `log compaction in the query process took longer than ${Math.round(timeoutMs / 60_000)} minutes`), timeoutMs);
       const finish = (o: CompactionOutcome) => {
         clearTimeout(limit);
         proc.done(id);
         proc.compacting = false;
-        if (proc.running === 0 && !proc.dead) this.idle(proc);
+        if (proc.idleDue && proc.running === 0 && !proc.dead && !proc.retired) {
+          this.stats.idleExits++;
+          proc.close();
+        }
         resolve(o);
       };
       proc.compact(id, job, {
@@ -307,7 +312,11 @@ export class QueryPool {
   private idle(proc: QueryProcess): void {
     if (this.limits.idleMs <= 0) return;
     proc.idleTimer = setTimeout(() => {
-      if (proc.running > 0 || proc.compacting || proc.dead || proc.retired) return;
+      if (proc.running > 0 || proc.dead || proc.retired) return;
+      if (proc.compacting) {
+        proc.idleDue = true;
+        return;
+      }
       this.stats.idleExits++;
       proc.close();
     }, this.limits.idleMs);
