@@ -243,6 +243,42 @@ describe("query concurrency", () => {
   });
 });
 
+describe("identical queries waiting together", () => {
+  it("share one run that starts after the last of them came: one answer, fresh, counted in /metrics, and no queue place each", async () => {
+    const { startTestServer, waitFor } = await import("./support/server.ts");
+    const { MAX_CONCURRENT_QUERIES, activeQueries, queuedQueries } = await import("../app/analytics/run-query.ts");
+    const srv = await startTestServer({ query_timeout_seconds: 2, query_queue: 1 });
+    try {
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql, format: "json" }) });
+      const metric = async (name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(await (await fetch(`${srv.url}/metrics`, { headers: srv.adminHeaders })).text())![1]);
+      const post = async (body: string) => expect((await fetch(`${srv.url}/api/streams/twins/messages`, { method: "POST", body, headers: srv.adminHeaders })).status).toBeLessThan(300);
+      await post("first");
+      const slow = "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3";
+      const running = Array.from({ length: MAX_CONCURRENT_QUERIES }, () => ask(slow));
+      await waitFor(() => activeQueries() === MAX_CONCURRENT_QUERIES, "the slow queries to start");
+      const [runBefore, sharedBefore] = [await metric("switchyard_queries_total"), await metric("switchyard_queries_shared_total")];
+      const sql = "SELECT count(*)::INT AS n FROM messages WHERE stream = 'twins'";
+      const twins = Array.from({ length: 5 }, () => ask(sql));
+      await waitFor(() => queuedQueries() === 1, "one of them to wait in the queue");
+      // The queue holds one place, taken by the first twin; the others wait with it, not refused.
+      expect(await metric("switchyard_queries_waiting")).toBe(1);
+      await post("second"); // published while they wait: the shared run starts after, so it counts it
+      for (const r of await Promise.all(running)) expect(r.status).toBe(400);
+      for (const r of await Promise.all(twins)) {
+        expect(r.status).toBe(200);
+        expect(await r.json()).toEqual([{ n: 2 }]);
+      }
+      expect(await metric("switchyard_queries_shared_total")).toBe(sharedBefore + 4);
+      expect(await metric("switchyard_queries_total")).toBe(runBefore + 1);
+      // A query asked once the shared run has started is a run of its own.
+      expect(await (await ask(sql)).json()).toEqual([{ n: 2 }]);
+      expect(await metric("switchyard_queries_total")).toBe(runBefore + 2);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
 describe("history queries per client", () => {
   it("refuses a client past query_per_client with 429 and Retry-After, and serves its waiting query after", async () => {
     const { startTestServer, waitFor } = await import("./support/server.ts");
@@ -253,10 +289,11 @@ describe("history queries per client", () => {
       // The one slot is busy with a slow SQL query (not a history query: no client share).
       const slow = fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql: "SELECT count(*) FROM range(1000000000) a, range(1000) b WHERE (a.range + b.range) % 7 = 3" }) });
       await waitFor(async () => (await import("../app/analytics/run-query.ts")).activeQueries() === 1, "the slow query to run");
-      const history = () => fetch(`${srv.url}/api/streams/hist/messages?source=log&limit=3`);
+      const history = (limit = 3) => fetch(`${srv.url}/api/streams/hist/messages?source=log&limit=${limit}`);
       const waiting = history();
       await waitFor(() => queuedQueries() === 1, "the first history query to wait");
-      const refused = await history();
+      // Another query from the same client (the same one would share the waiting one's answer).
+      const refused = await history(2);
       expect(refused.status).toBe(429);
       expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
       expect((await refused.json()).error.message).toContain("query_per_client");

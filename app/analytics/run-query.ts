@@ -84,11 +84,16 @@ export function queuedQueries(): number {
 
 const seconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
 
+/** Queries sent to a query process, and queries answered by sharing a waiting twin's answer, since start. */
+export const queryCounts = { run: 0, shared: 0 };
+
 /** A slot and a started query process, or the reply saying why not. */
-async function start(job: QueryJob): Promise<{ pool: QueryPool; slot: Extract<Slot, { proc: unknown }> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number }> {
+async function start(job: QueryJob, onGranted?: () => void): Promise<{ pool: QueryPool; slot: Extract<Slot, { proc: unknown }> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number }> {
   const pool = queryPool(job.dirs);
   const slot = await pool.acquire(job.client);
+  onGranted?.();
   if ("busy" in slot) return { ok: false, error: slot.busy, refused: false, busy: true, status: slot.status };
+  queryCounts.run++;
   try {
     await slot.proc.ready;
   } catch (err) {
@@ -98,14 +103,38 @@ async function start(job: QueryJob): Promise<{ pool: QueryPool; slot: Extract<Sl
   return { pool, slot };
 }
 
+/** Whole-answer queries waiting for a slot, by everything that decides their answer. */
+const waitingTwins = new Map<string, Promise<QueryReply>>();
+
 /**
  * Runs a query in the query process (DuckDB never runs in the hub's process)
  * and resolves with its whole formatted answer. A query still going
  * `graceMs` past its time limit has its process killed (SIGKILL) and is
  * reported as stopped; the next query starts a new process.
+ *
+ * Identical queries (same SQL, parameters, format and limits) that arrive
+ * while one of them still waits for a slot share its answer: it has not
+ * started, so it reads the log as it is after they all came, and the answer is
+ * what each would have got (a dashboard's panels opened by several viewers at
+ * once cost one run). A query that has started is never joined.
  */
-export async function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
-  const started = await start(job);
+export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
+  // The client is part of it: one client's refusal (query_per_client) is not another's.
+  const key = JSON.stringify([job.dirs.logsDir, job.client ?? null, job.sql, job.params ?? [], job.format, job.rowLimit, job.timeoutMs]);
+  const twin = waitingTwins.get(key);
+  if (twin) {
+    queryCounts.shared++;
+    return twin;
+  }
+  const reply: Promise<QueryReply> = runOne(job, () => {
+    if (waitingTwins.get(key) === reply) waitingTwins.delete(key);
+  });
+  waitingTwins.set(key, reply);
+  return reply;
+}
+
+async function runOne(job: QueryJob, onGranted: () => void): Promise<QueryReply> {
+  const started = await start(job, onGranted);
   if ("ok" in started) return started;
   const { pool, slot } = started;
   const { proc, id } = slot;

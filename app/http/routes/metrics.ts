@@ -1,4 +1,5 @@
 import type { Hono } from "hono";
+import { activeQueries, queryCounts, queuedQueries } from "../../analytics/run-query.ts";
 import type { Hub } from "../../hub/hub.ts";
 import { REJECT_REASONS } from "../../sources/udp/datagram.ts";
 import type { UdpIngestSnapshot } from "../../sources/udp/ingest.ts";
@@ -39,6 +40,10 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   metric("switchyard_log_refused_total", "counter", "Messages refused (not stored, not delivered) because the log could not write.", [["", t.refusedUnlogged]]);
   metric("switchyard_log_delivered_unlogged_total", "counter", "Messages delivered although the log could not write them (log_deliver_unlogged).", [["", t.deliveredUnlogged]]);
   metric("switchyard_sink_errors_total", "counter", "Messages a sink (recent ring, destinations) failed on: a bug to report.", [["", t.sinkErrors]]);
+  metric("switchyard_queries_total", "counter", "SQL queries run in a query process (API, history, Grafana, admin UI).", [["", queryCounts.run]]);
+  metric("switchyard_queries_shared_total", "counter", "Queries answered with the answer of an identical query that was still waiting for a slot when they came.", [["", queryCounts.shared]]);
+  metric("switchyard_queries_running", "gauge", "Queries running in query processes now.", [["", activeQueries()]]);
+  metric("switchyard_queries_waiting", "gauge", "Queries waiting for a query slot now.", [["", queuedQueries()]]);
   const streams = hub.listStreams().filter((s) => visible(s.name));
   const per = (name: string, type: "gauge" | "counter", help: string, pick: (s: (typeof streams)[number]) => number) =>
     metric(name, type, help, streams.map((s) => [`{stream="${escapeLabel(s.name)}"}`, pick(s)]));
