@@ -380,4 +380,50 @@ describe("the warm engine's spool tail", () => {
       tmp.remove();
     }
   });
+
+  it("reuses its listing of the Parquet folder, and lists again when compaction or a merge changed it, before a streamed answer, and when a listed file is gone", async () => {
+    const { mergeClosedPartitions } = await import("../app/log/merge.ts");
+    const { readdirSync } = await import("node:fs");
+    const tmp = tempDir();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      const logsDir = join(tmp.dir, "logs");
+      // Compaction runs of the same closed day and stream: a file each in one partition.
+      const compact = async (first: number) => {
+        const spool = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+        for (let i = first; i < first + 10; i++) spool.append({ stream: "m", ts: Date.UTC(2026, 10, 23) * 1000 + i, seq: i, origin: "t", data: `m${i}`, size: 2 });
+        spool.close();
+        await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), logsDir);
+      };
+      await compact(1);
+      await compact(11);
+      const partition = join(logsDir, "stream=m", "date=2026-11-23");
+      expect(readdirSync(partition).filter((f) => f.endsWith(".parquet"))).toHaveLength(2);
+      const engine = await open(tmp.dir);
+      const count = async () => (await engine.query("SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM messages")).rows[0];
+      expect(await count()).toEqual({ n: 20, d: 20 });
+      // The merge replaces both files by one; the engine's listing still names the old ones:
+      // a whole answer finds them gone and runs again over a fresh listing.
+      expect(await mergeClosedPartitions(logsDir, "2026-12-01")).toEqual([partition]);
+      expect(readdirSync(partition).filter((f) => f.endsWith(".parquet"))).toEqual([expect.stringMatching(/^merged_\d+\.parquet$/)]);
+      expect(await count()).toEqual({ n: 20, d: 20 });
+      expect(await count()).toEqual({ n: 20, d: 20 });
+      // A third compaction run: its segment came and went, so the folder is listed again.
+      await compact(21);
+      expect(await count()).toEqual({ n: 30, d: 30 });
+      // Merged again; a streamed answer cannot be retried once rows went out, so it lists afresh first.
+      expect(await mergeClosedPartitions(logsDir, "2026-12-01")).toEqual([partition]);
+      const streamed: number[] = [];
+      expect(await engine.streamRows("SELECT seq FROM messages ORDER BY seq", { rowLimit: 100, timeoutMs: 10_000 }, (_c, rows) => { streamed.push(...rows.map((r) => Number(r.seq))); })).toBe(30);
+      expect(streamed).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      // Changed by hand (no change mark): a listed file renamed. The query finds it gone and lists again.
+      const { renameSync } = await import("node:fs");
+      const [merged] = readdirSync(partition).filter((f) => f.endsWith(".parquet"));
+      renameSync(join(partition, merged!), join(partition, "by-hand.parquet"));
+      expect(await count()).toEqual({ n: 30, d: 30 });
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
 });

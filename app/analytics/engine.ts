@@ -2,7 +2,7 @@ import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBApp
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { segmentNumber } from "../log/compaction.ts";
-import { datePartitions } from "../log/partitions.ts";
+import { datePartitions, logChangeMark } from "../log/partitions.ts";
 import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
 import { decodeRecord, HEADER_BYTES, MAX_BODY_BYTES, scanRecords } from "../log/record.ts";
 import { appendLogRow, LOG_ROW_COLUMNS } from "../log/rows.ts";
@@ -53,6 +53,9 @@ function sameHeader(fd: number, seg: TailSegment): boolean {
   return readSync(fd, header, 0, HEADER_BYTES, seg.lastStart) === HEADER_BYTES && header.toString("hex") === seg.lastHeader;
 }
 
+/** Longest a listing of the Parquet folder is reused for (see QueryEngine.listing). */
+const RELIST_MS = 10_000;
+
 /** Bytes of a segment read at once. */
 const READ_WINDOW = 4 * 1024 * 1024;
 /** Spool bytes read between garbage collections (a big first read must not pile up garbage). */
@@ -89,6 +92,15 @@ export class QueryEngine {
   /** Parquet files checked readable, by path, with the size and mtime they had then. */
   private readonly checked = new Map<string, string>();
   private viewKey: string | null = null;
+  /**
+   * The Parquet files last listed, when, and against which spool segments and
+   * change mark. The folder is listed again when the segments changed, when
+   * compaction, a merge or retention marked a change (markLogChanged), after a
+   * query found a listed file gone, before a streamed answer (which cannot be
+   * retried), and RELIST_MS after the last time (files changed by hand): a box
+   * with a year of partitions does not list thousands of folders per query.
+   */
+  private listing: { files: string[]; at: number; tail: string } | null = null;
   private refreshing: Promise<void> | null = null;
   private sinceGc = 0;
   private closed = false;
@@ -262,19 +274,26 @@ export class QueryEngine {
     }
     // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
     const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
-    const parquet: string[] = [];
-    for (const p of datePartitions(logsDir)) {
-      let names: string[];
-      try { names = readdirSync(p.path); } catch { continue; } // removed by retention meanwhile
-      for (const f of names) {
-        if (!f.endsWith(".parquet")) continue;
-        const made = /^seg(\d+)_/.exec(f);
-        if (made && inTail.has(made[1]!)) continue;
-        const path = join(p.path, f);
-        if (await this.readable(path)) parquet.push(path);
+    const tailKey = `${[...inTail].sort().join(",")} ${logChangeMark(logsDir)}`;
+    let parquet: string[];
+    if (this.listing && this.listing.tail === tailKey && Date.now() - this.listing.at < RELIST_MS) {
+      parquet = this.listing.files;
+    } else {
+      parquet = [];
+      for (const p of datePartitions(logsDir)) {
+        let names: string[];
+        try { names = readdirSync(p.path); } catch { continue; } // removed by retention meanwhile
+        for (const f of names) {
+          if (!f.endsWith(".parquet")) continue;
+          const made = /^seg(\d+)_/.exec(f);
+          if (made && inTail.has(made[1]!)) continue;
+          const path = join(p.path, f);
+          if (await this.readable(path)) parquet.push(path);
+        }
       }
+      parquet.sort();
+      this.listing = { files: parquet, at: Date.now(), tail: tailKey };
     }
-    parquet.sort();
     const tables = ["spool_tail", ...[...this.tail.values()].map((t) => `tail_${t.number}`)];
     const key = [...parquet, ...tables].join("\n");
     if (key === this.viewKey) return;
@@ -283,7 +302,8 @@ export class QueryEngine {
       : "";
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${files2}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM (${tables.map((t) => `SELECT * FROM ${t}`).join(" UNION ALL ")})`);
     this.viewKey = key;
-    for (const path of this.checked.keys()) if (!parquet.includes(path)) this.checked.delete(path);
+    const listed = new Set(parquet);
+    for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
   }
 
   /** True when `path` is a Parquet file DuckDB can read (checked once per size and mtime); an unreadable one is quarantined. */
@@ -332,6 +352,7 @@ export class QueryEngine {
       } catch (err) {
         this.quarantine(path, `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`);
         this.viewKey = null;
+        this.listing = null;
         found = true;
       }
     }
@@ -412,10 +433,13 @@ export class QueryEngine {
    */
   private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, opts: { retryVanished: boolean }, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
     try {
-      return await this.runOnConnection(timeoutMs, onInterrupt, fn);
+      // A run that cannot be retried lists the Parquet folder afresh: a listed file a merge has
+      // replaced would fail it half-way, after rows went out.
+      return await this.runOnConnection(timeoutMs, onInterrupt, fn, !opts.retryVanished);
     } catch (err) {
       if (!opts.retryVanished || !(err instanceof QueryError) || !this.namesVanishedFile(err.message)) throw err;
       this.viewKey = null;
+      this.listing = null;
       return this.runOnConnection(timeoutMs, onInterrupt, fn);
     }
   }
@@ -432,9 +456,16 @@ export class QueryEngine {
     return named !== undefined && !existsSync(named);
   }
 
-  private async runOnConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+  private async runOnConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist = false): Promise<T> {
     try {
+      const since = Date.now();
+      if (relist) this.listing = null;
       await this.refresh();
+      // A refresh already going when this one asked may have reused the old listing.
+      if (relist && (this.listing?.at ?? 0) < since) {
+        this.listing = null;
+        await this.refresh();
+      }
     } catch (err) {
       throw new QueryError(`reading the log failed: ${(err as Error).message}`);
     }

@@ -1,6 +1,7 @@
 import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
+import { markLogChanged } from "./partitions.ts";
 import { quarantineFile } from "./quarantine.ts";
 import { appendLogRow, LOG_ROW_COLUMNS } from "./rows.ts";
 import { Spool, type SegmentDamage } from "./spool.ts";
@@ -137,6 +138,7 @@ export async function compactSegments(segmentPaths: string[], logsDir: string, o
         syncFile(manifest);
         crash("manifest");
         moveInto(tmp, logsDir, files, () => crash("moved-one"));
+        markLogChanged(logsDir);
         crash("moved");
         if (damage.length > 0) {
           const q = quarantineFile(dataDir, segment, `unreadable records: ${describeDamage(damage)}; the ${rows} intact records were compacted`);
@@ -206,6 +208,7 @@ function recoverLeftovers(logsDir: string, segmentPaths: string[]): number {
       // The Parquet files were complete: move what is left, then the segment goes.
       const files = readFileSync(manifest, "utf8").split("\n").filter(Boolean);
       moveInto(tmp, logsDir, files.filter((f) => existsSync(join(tmp, f))));
+      markLogChanged(logsDir);
       if (existsSync(join(tmp, DAMAGED))) quarantineFile(dirname(logsDir), segment, `unreadable records: ${describeDamage(JSON.parse(readFileSync(join(tmp, DAMAGED), "utf8")))}`);
       else unlinkSync(segment);
     }

@@ -2,7 +2,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { quarantineFile, type Quarantined } from "./quarantine.ts";
-import { datePartitions } from "./partitions.ts";
+import { datePartitions, markLogChanged } from "./partitions.ts";
 
 const MANIFEST = ".merge";
 
@@ -75,6 +75,7 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
       renameSync(tmp, join(dir, output));
       crash("renamed");
       for (const f of inputs) unlinkSync(join(dir, f));
+      markLogChanged(logsDir);
       crash("inputs-removed");
       unlinkSync(manifest);
       merged.push(dir);

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** One hive partition of the Parquet log: `logsDir/stream=…/date=YYYY-MM-DD`. */
@@ -20,4 +20,28 @@ export function datePartitions(logsDir: string): DatePartition[] {
     }
   }
   return out;
+}
+
+/** A file in the Parquet folder whose content changes whenever files are added or removed there. */
+const CHANGED = ".changed";
+
+/**
+ * Says that Parquet files were added or removed under `logsDir` (compaction,
+ * merge, retention), so that a query engine reusing its listing lists again.
+ */
+export function markLogChanged(logsDir: string): void {
+  try {
+    writeFileSync(join(logsDir, CHANGED), `${Date.now()} ${process.pid} ${Math.random()}\n`);
+  } catch {
+    // The folder is gone or unwritable: an engine lists again within its reuse time anyway.
+  }
+}
+
+/** The last change mark under `logsDir` ("" when none). */
+export function logChangeMark(logsDir: string): string {
+  try {
+    return readFileSync(join(logsDir, CHANGED), "utf8");
+  } catch {
+    return "";
+  }
 }

@@ -1,6 +1,6 @@
 import { readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { datePartitions } from "./partitions.ts";
+import { datePartitions, markLogChanged } from "./partitions.ts";
 
 /** A date partition removed by retention, and why. */
 export interface RemovedPartition {
@@ -29,5 +29,6 @@ export function enforceParquetRetention(logsDir: string, limits: { days: number;
     total -= p.bytes;
     removed.push({ path: p.path, bytes: p.bytes, reason: old ? `older than ${limits.days} days` : `log over ${limits.bytes} bytes` });
   }
+  if (removed.length > 0) markLogChanged(logsDir);
   return removed;
 }
