@@ -4,6 +4,7 @@ import { streamNameProblem } from "../../core/stream-name.ts";
 import { PublishError } from "../../hub/hub.ts";
 import { LogWriteError } from "../../log/spool.ts";
 import { readBodyCapped } from "../../http/body.ts";
+import { BATCH_BODY_LIMIT, batchForm, splitFrames, splitNdjson } from "./publish-batch.ts";
 import type { HttpDeps, HttpEnv } from "../../http/deps.ts";
 import { remoteAddress, requireStreamGrant } from "../../http/stream-access.ts";
 import { MESSAGES, PREFIX, streamFromPath } from "../../http/stream-path.ts";
@@ -30,6 +31,8 @@ export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const problem = streamNameProblem(name);
     if (problem) throw badRequest(problem);
     await requireStreamGrant(c, deps, name, "write");
+    const form = batchForm(c.req.header("content-type"));
+    if (form) return c.json(await publishBatch(c.req.raw, name, form, `http:${remoteAddress(c)}`, deps));
     const body = await readBodyCapped(c.req.raw, deps.store.settings.max_message_bytes);
     let data: string | Uint8Array = body;
     if (isTextType(c.req.header("content-type"))) {
@@ -53,6 +56,52 @@ export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       throw err;
     }
   });
+}
+
+/** The answer to a batch: the seq range its messages were given, all fsynced in the log. */
+export interface BatchAnswer {
+  stream: string;
+  count: number;
+  first_seq: number;
+  last_seq: number;
+  /** Receive time (µs) of the first and last message. */
+  first_ts: number;
+  last_ts: number;
+  kind: "text" | "binary";
+  bytes: number;
+}
+
+/**
+ * Publishes a batch (NDJSON lines or binary frames) as one message each, in
+ * order, in one event-loop turn, so no other publisher's message falls between
+ * them and the seqs are consecutive. The whole body is checked first: any bad
+ * line or frame refuses the batch (nothing published). Resolves once the log has
+ * fsynced the last of them.
+ */
+async function publishBatch(req: Request, name: string, form: "ndjson" | "framed", origin: string, deps: HttpDeps): Promise<BatchAnswer> {
+  const body = await readBodyCapped(req, BATCH_BODY_LIMIT, "a publish batch: 16 MiB; split larger batches");
+  const max = deps.store.settings.max_message_bytes;
+  const messages: (string | Uint8Array)[] = form === "ndjson" ? splitNdjson(body, max) : splitFrames(body, max);
+  let first: { seq: number; ts: number } | null = null;
+  let last: { seq: number; ts: number } | null = null;
+  try {
+    for (const data of messages) {
+      const m = deps.hub.publish(name, data, origin);
+      first ??= m;
+      last = m;
+    }
+  } catch (err) {
+    if (!(err instanceof PublishError)) throw err;
+    if (!first) throw new AppError(err.code === "too_large" ? 413 : err.code === "log_unavailable" ? 503 : 400, `${err.message}; nothing of the batch was stored`);
+    // The log failed part-way through a very large batch: say exactly which messages got a seq.
+    throw new AppError(503, `the batch was cut short at message ${(last!.seq - first.seq) + 2}: ${err.message}; messages ${first.seq}-${last!.seq} of ${JSON.stringify(name)} were accepted, the rest were not stored or delivered; query after_seq=${first.seq - 1} to see which are in the log before sending the rest again`);
+  }
+  try {
+    await deps.spool.durable();
+  } catch (err) {
+    throw new AppError(503, notStoredMessage(first!.seq, name, err as Error, deps.store.settings.log_deliver_unlogged).replace(`message ${first!.seq}`, `messages ${first!.seq}-${last!.seq}`));
+  }
+  return { stream: name, count: messages.length, first_seq: first!.seq, last_seq: last!.seq, first_ts: first!.ts, last_ts: last!.ts, kind: form === "ndjson" ? "text" : "binary", bytes: body.byteLength };
 }
 
 /** The 503 text for a publish whose log write failed: exactly what was and was not stored and delivered, and whether a retry duplicates. */
