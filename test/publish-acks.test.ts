@@ -71,6 +71,24 @@ describe("websocket publishers with ?ack", () => {
     for (const c of [sub, pub, other]) c.close();
   });
 
+  it("sends each acknowledgement only after an fsync that began after its messages were sent", async () => {
+    server = await startTestServer();
+    const pub = await connect(server.wsUrl("synced", "ack=1"));
+    const fsyncsAtAck: number[] = [];
+    pub.ws.addEventListener("message", () => fsyncsAtAck.push(server!.spool.stats.fsyncs));
+    let total = 0;
+    for (let burst = 0; burst < 20; burst++) {
+      const before = server.spool.stats.fsyncs;
+      const acksBefore = fsyncsAtAck.length;
+      for (let i = 0; i < 50; i++) pub.ws.send(`b${burst}-${i}`);
+      total += 50;
+      await waitFor(() => ackedCount(pub) === total, `acknowledgements for burst ${burst}`);
+      // Every ack of this burst came after at least one fsync completed since the burst was sent.
+      for (const f of fsyncsAtAck.slice(acksBefore)) expect(f).toBeGreaterThan(before);
+    }
+    pub.close();
+  });
+
   it("every acknowledged message is in the log after SIGKILL and a restart", async () => {
     const tmp = tempDir();
     cleanups.push(() => tmp.remove());
