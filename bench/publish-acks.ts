@@ -15,10 +15,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { jetstreamManager, StorageType } from "@nats-io/jetstream";
-import { runClient, rssBytes } from "./support/proc.ts";
+import { cpuSeconds, runClient, rssBytes } from "./support/proc.ts";
 import { startSwitchyard } from "./support/switchyard-proc.ts";
 
-interface Result { acked: number; seconds: number; perSecond: number }
+interface Result { acked: number; seconds: number; perSecond: number; serverCpuMsPer1000?: number }
 interface Case { name: string; target: "switchyard" | "jetstream"; mode: string; concurrency: number; batch?: number; window?: number; messages: number }
 
 const CLIENT = join(import.meta.dir, "support", "ack-client.ts");
@@ -91,15 +91,18 @@ export async function run(args: string[]) {
         if (c.target === "jetstream" && !nats) continue;
         const url = c.target === "jetstream" ? nats!.url : sy.url;
         const stream = c.target === "jetstream" ? "bench" : `bench-${c.mode}`;
+        const pid = c.target === "jetstream" ? nats!.pid : sy.pid;
+        const cpu = await cpuSeconds(pid);
         const res = await runClient<Result>(CLIENT, { mode: c.mode, url, stream, messages: c.messages, bytes, concurrency: c.concurrency, batch: c.batch, window: c.window });
+        res.serverCpuMsPer1000 = ((await cpuSeconds(pid)) - cpu) * 1000 / (res.acked / 1000);
         if (!best.has(c.name) || res.perSecond > best.get(c.name)!.perSecond) best.set(c.name, res);
       }
     }
-    console.log("\n| publisher | acknowledged msg/s | messages | seconds |");
-    console.log("|---|---|---|---|");
+    console.log("\n| publisher | acknowledged msg/s | messages | seconds | server CPU ms per 1,000 |");
+    console.log("|---|---|---|---|---|");
     for (const c of cases) {
       const b = best.get(c.name);
-      if (b) console.log(`| ${c.name} | ${fmt(b.perSecond)} | ${fmt(b.acked)} | ${b.seconds.toFixed(2)} |`);
+      if (b) console.log(`| ${c.name} | ${fmt(b.perSecond)} | ${fmt(b.acked)} | ${b.seconds.toFixed(2)} | ${b.serverCpuMsPer1000!.toFixed(1)} |`);
     }
     const rate = (name: string) => best.get(name)?.perSecond ?? NaN;
     const js = rate(cases[5]!.name);
