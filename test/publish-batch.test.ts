@@ -113,6 +113,16 @@ describe("POST /api/streams/{name}/messages with a batch", () => {
     expect(server.hub.stream("big")).toBeUndefined();
   }, 60_000);
 
+  it("says stored: false for a stream in log_exclude (delivered, never stored), single or batch", async () => {
+    server = await startTestServer({ log_exclude: ["scratch*"] });
+    const batch = await post(server, "scratch1", "a\nb\n", "application/x-ndjson");
+    expect(batch.body).toMatchObject({ count: 2, first_seq: 1, last_seq: 2, stored: false });
+    const single = await post(server, "scratch1", "c", "text/plain");
+    expect(single.body).toMatchObject({ seq: 3, stored: false });
+    const logged = await post(server, "kept", "a\n", "application/x-ndjson");
+    expect(logged.body.stored).toBeUndefined();
+  });
+
   it("needs a write grant under access mode 'token', like a single publish", async () => {
     server = await startTestServer({ access: "token" });
     const none = await post(server, "locked", "a\nb\n", "application/x-ndjson");

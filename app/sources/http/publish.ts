@@ -1,6 +1,7 @@
 import type { Hono } from "hono";
 import { AppError, badRequest, notFound } from "../../core/errors.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
+import { livePatterns } from "../../core/stream-pattern.ts";
 import { PublishError } from "../../hub/hub.ts";
 import { LogWriteError } from "../../log/spool.ts";
 import { readBodyCapped } from "../../http/body.ts";
@@ -23,6 +24,9 @@ function isTextType(contentType: string | undefined): boolean {
  * has it on disk, and names its seq.
  */
 export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
+  // A stream in log_exclude is never stored: its answer says so rather than imply the fsync covered it.
+  const excluded = livePatterns(() => deps.store.settings.log_exclude);
+  const notLogged = (stream: string) => (excluded(stream) ? { stored: false } : {});
   app.post(`${PREFIX}*`, async (c) => {
     if (!new URL(c.req.url).pathname.endsWith(MESSAGES)) {
       throw notFound(`no route POST ${c.req.path}; publish with POST /api/streams/{name}/messages`);
@@ -32,7 +36,7 @@ export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (problem) throw badRequest(problem);
     await requireStreamGrant(c, deps, name, "write");
     const form = batchForm(c.req.header("content-type"));
-    if (form) return c.json(await publishBatch(c.req.raw, name, form, `http:${remoteAddress(c)}`, deps));
+    if (form) return c.json({ ...await publishBatch(c.req.raw, name, form, `http:${remoteAddress(c)}`, deps), ...notLogged(name) });
     const body = await readBodyCapped(c.req.raw, deps.store.settings.max_message_bytes);
     let data: string | Uint8Array = body;
     if (isTextType(c.req.header("content-type"))) {
@@ -50,7 +54,7 @@ export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       } catch (err) {
         throw new AppError(503, notStoredMessage(m.seq, m.stream, err as Error, deps.store.settings.log_deliver_unlogged));
       }
-      return c.json({ stream: m.stream, seq: m.seq, ts: m.ts, kind: typeof data === "string" ? "text" : "binary", bytes: body.byteLength });
+      return c.json({ stream: m.stream, seq: m.seq, ts: m.ts, kind: typeof data === "string" ? "text" : "binary", bytes: body.byteLength, ...notLogged(name) });
     } catch (err) {
       if (err instanceof PublishError) throw new AppError(err.code === "too_large" ? 413 : err.code === "log_unavailable" ? 503 : 400, err.message);
       throw err;
