@@ -241,3 +241,26 @@ function maskedText(text: string): Buffer {
   for (let i = 0; i < payload.length; i++) body[i] = payload[i]! ^ mask[i & 3]!;
   return Buffer.concat([head, mask, body]);
 }
+
+describe("DedupWindow", () => {
+  it("remembers an id per stream for the window, forgets it after, and keeps at most MAX_DEDUP_IDS", async () => {
+    const { DedupWindow, MAX_DEDUP_IDS } = await import("../app/sources/publish-acks.ts");
+    let now = 1_000_000;
+    const w = new DedupWindow(() => now);
+    w.remember("s", "a", 1, 10);
+    expect(w.get("s", "a", 10)).toBe(1);
+    expect(w.get("t", "a", 10)).toBeUndefined();
+    now += 10_001;
+    expect(w.get("s", "a", 10)).toBeUndefined();
+    w.remember("s", "b", 2, 10);
+    expect(w.size).toBe(1); // the expired one went when the next was remembered
+    w.forget("s", "b", 3); // another seq: not this one's
+    expect(w.get("s", "b", 10)).toBe(2);
+    w.forget("s", "b", 2);
+    expect(w.get("s", "b", 10)).toBeUndefined();
+    for (let i = 0; i < MAX_DEDUP_IDS + 10; i++) w.remember("s", `id${i}`, i, 3600);
+    expect(w.size).toBe(MAX_DEDUP_IDS);
+    expect(w.get("s", "id0", 3600)).toBeUndefined();
+    expect(w.get("s", `id${MAX_DEDUP_IDS + 9}`, 3600)).toBe(MAX_DEDUP_IDS + 9);
+  });
+});
