@@ -113,6 +113,32 @@ describe("POST /api/streams/{name}/messages with a batch", () => {
     expect(server.hub.stream("big")).toBeUndefined();
   }, 60_000);
 
+  it("bounds what all batches together may hold: past 64 MiB in flight a batch gets 503 with Retry-After", async () => {
+    server = await startTestServer();
+    // Four chunked batches that stall after their first line: each counts as 16 MiB until answered.
+    const stalled = Array.from({ length: 4 }, () => {
+      let ctl!: ReadableStreamDefaultController<Uint8Array>;
+      const body = new ReadableStream<Uint8Array>({ start(c) { ctl = c; c.enqueue(new TextEncoder().encode("held\n")); } });
+      const answer = fetch(`${server!.url}/api/streams/held/messages`, { method: "POST", body, headers: { "Content-Type": "application/x-ndjson" } });
+      return { ctl, answer };
+    });
+    let refused: Response | null = null;
+    await waitFor(async () => {
+      const r = await fetch(`${server!.url}/api/streams/other/messages`, { method: "POST", body: "x\n", headers: { "Content-Type": "application/x-ndjson" } });
+      if (r.status === 503) refused = r;
+      else await r.arrayBuffer();
+      return r.status === 503;
+    }, "a batch to be refused while four stalled ones hold 64 MiB", 30_000);
+    expect(refused!.headers.get("retry-after")).toBe("2");
+    expect(((await refused!.json()) as any).error.message).toContain("too many batches at once");
+    // Single messages are not held back by batches.
+    expect((await post(server, "other", "single", "text/plain")).status).toBe(200);
+    for (const s of stalled) s.ctl.close();
+    const answers = await Promise.all(stalled.map(async (s) => (await s.answer).json() as Promise<Record<string, unknown>>));
+    expect(answers.map((a) => a.count)).toEqual([1, 1, 1, 1]);
+    expect((await post(server, "other", "y\n", "application/x-ndjson")).status).toBe(200);
+  }, 60_000);
+
   it("says stored: false for a stream in log_exclude (delivered, never stored), single or batch", async () => {
     server = await startTestServer({ log_exclude: ["scratch*"] });
     const batch = await post(server, "scratch1", "a\nb\n", "application/x-ndjson");

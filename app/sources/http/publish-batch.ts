@@ -6,6 +6,12 @@ export const NDJSON_TYPE = "application/x-ndjson";
 export const FRAMED_TYPE = "application/x-switchyard-batch";
 /** Most bytes of one batch body (either form): 16 MiB, whatever max_message_bytes is. */
 export const BATCH_BODY_LIMIT = 16 * 1024 * 1024;
+/**
+ * Most bytes of batch bodies held at once over all requests (a batch holds its
+ * body, its text and its messages until answered): past it a batch gets 503
+ * with Retry-After. A chunked batch counts as BATCH_BODY_LIMIT.
+ */
+export const BATCH_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
 /** Most messages in one batch. */
 export const BATCH_MAX_MESSAGES = 100_000;
 

@@ -5,7 +5,7 @@ import { livePatterns } from "../../core/stream-pattern.ts";
 import { PublishError } from "../../hub/hub.ts";
 import { LogWriteError } from "../../log/spool.ts";
 import { readBodyCapped } from "../../http/body.ts";
-import { BATCH_BODY_LIMIT, batchForm, splitFrames, splitNdjson } from "./publish-batch.ts";
+import { BATCH_BODY_LIMIT, BATCH_BYTES_IN_FLIGHT, batchForm, splitFrames, splitNdjson } from "./publish-batch.ts";
 import type { HttpDeps, HttpEnv } from "../../http/deps.ts";
 import { remoteAddress, requireStreamGrant } from "../../http/stream-access.ts";
 import { MESSAGES, PREFIX, streamFromPath } from "../../http/stream-path.ts";
@@ -27,6 +27,8 @@ export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   // A stream in log_exclude is never stored: its answer says so rather than imply the fsync covered it.
   const excluded = livePatterns(() => deps.store.settings.log_exclude);
   const notLogged = (stream: string) => (excluded(stream) ? { stored: false } : {});
+  // Bytes of batch bodies being read or published now, over all requests (see BATCH_BYTES_IN_FLIGHT).
+  let batchBytesHeld = 0;
   app.post(`${PREFIX}*`, async (c) => {
     if (!new URL(c.req.url).pathname.endsWith(MESSAGES)) {
       throw notFound(`no route POST ${c.req.path}; publish with POST /api/streams/{name}/messages`);
@@ -36,7 +38,20 @@ export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (problem) throw badRequest(problem);
     await requireStreamGrant(c, deps, name, "write");
     const form = batchForm(c.req.header("content-type"));
-    if (form) return c.json({ ...await publishBatch(c.req.raw, name, form, `http:${remoteAddress(c)}`, deps), ...notLogged(name) });
+    if (form) {
+      // A batch holds its body, its text and its messages at once: bound what all batches together may hold.
+      const declared = Number(c.req.header("content-length") ?? NaN);
+      const reserve = Number.isFinite(declared) ? declared : BATCH_BODY_LIMIT;
+      if (batchBytesHeld + reserve > BATCH_BYTES_IN_FLIGHT) {
+        throw new AppError(503, `too many batches at once: ${batchBytesHeld} bytes of batches are being published, and this one (${Number.isFinite(declared) ? `${declared} bytes` : `chunked, counted as ${BATCH_BODY_LIMIT} bytes`}) would pass the limit of ${BATCH_BYTES_IN_FLIGHT}; retry after the Retry-After delay, or send Content-Length`);
+      }
+      batchBytesHeld += reserve;
+      try {
+        return c.json({ ...await publishBatch(c.req.raw, name, form, `http:${remoteAddress(c)}`, deps), ...notLogged(name) });
+      } finally {
+        batchBytesHeld -= reserve;
+      }
+    }
     const body = await readBodyCapped(c.req.raw, deps.store.settings.max_message_bytes);
     let data: string | Uint8Array = body;
     if (isTextType(c.req.header("content-type"))) {
