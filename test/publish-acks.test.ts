@@ -264,3 +264,41 @@ describe("DedupWindow", () => {
     expect(w.get("s", `id${MAX_DEDUP_IDS + 9}`, 3600)).toBe(MAX_DEDUP_IDS + 9);
   });
 });
+
+/** The fenced code block of `lang` in docs/STREAMS.md's acknowledged-publishing section. */
+async function docExample(lang: string): Promise<string> {
+  const doc = await Bun.file(join(import.meta.dir, "..", "docs", "STREAMS.md")).text();
+  const section = doc.slice(doc.indexOf("## Acknowledged publishing"));
+  const m = new RegExp("```" + lang + "\\n([\\s\\S]*?)```").exec(section);
+  if (!m) throw new Error(`no ${lang} example in docs/STREAMS.md`);
+  return m[1]!;
+}
+
+const pythonProblem = Bun.spawnSync(["/usr/bin/python3", "-c", "import websocket"], { stderr: "pipe" }).exitCode === 0 ? null : "python3 with websocket-client is not installed";
+
+describe("the documented examples", () => {
+  it.skipIf(pythonProblem !== null)("Python (websocket-client): publishes with ids and returns once both are acknowledged", async () => {
+    server = await startTestServer();
+    const code = (await docExample("python")).replace("ws://localhost:8888", `ws://127.0.0.1:${server.port}`);
+    const p = Bun.spawn(["/usr/bin/python3", "-c", code], { stdout: "pipe", stderr: "pipe" });
+    expect(await p.exited).toBe(0);
+    const rows = await query(server.url, "SELECT seq::INTEGER AS seq, data FROM messages WHERE stream = 'spin30' ORDER BY seq", server.adminHeaders);
+    expect(rows).toEqual([{ seq: 1, data: "{\"v\":1}" }, { seq: 2, data: "{\"v\":2}" }]);
+  });
+
+  it("JavaScript: messages published before the socket opens are sent on open, and the acks empty the unacknowledged list", async () => {
+    server = await startTestServer();
+    const code = (await docExample("js")).replace("ws://localhost:8888", `ws://127.0.0.1:${server.port}`);
+    const driver = `${code}
+publish("a", "one"); publish("b", "two");
+const until = Date.now() + 20000;
+while (unacked.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+console.log(unacked.size);
+process.exit(0);`;
+    const p = Bun.spawn([process.execPath, "-e", driver], { stdout: "pipe", stderr: "pipe" });
+    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+    expect({ out: out.trim(), err }).toEqual({ out: "0", err: "" });
+    const rows = await query(server.url, "SELECT data FROM messages WHERE stream = 'spin30' ORDER BY seq", server.adminHeaders);
+    expect(rows.map((r) => r.data)).toEqual(["one", "two"]);
+  });
+});
