@@ -3,11 +3,17 @@ import { signStreamToken } from "../app/auth/stream-token.ts";
 import { BATCH_BODY_LIMIT, encodeFrames } from "../app/sources/http/publish-batch.ts";
 import { connect } from "./support/client.ts";
 import { startTestServer, waitFor, type TestServer } from "./support/server.ts";
+import { smallDisk, tmpfsProblem, type SmallDisk } from "./support/tmpfs.ts";
+import { SettingsStore } from "../app/config/store.ts";
+import { join } from "node:path";
 
 let server: TestServer | null = null;
+let disk: SmallDisk | null = null;
 afterEach(async () => {
   await server?.close();
   server = null;
+  disk?.unmount();
+  disk = null;
 });
 
 const lines = (n: number, from = 1) => Array.from({ length: n }, (_, i) => JSON.stringify({ n: from + i, v: "x".repeat(20) })).join("\n") + "\n";
@@ -160,5 +166,30 @@ describe("POST /api/streams/{name}/messages with a batch", () => {
     const writer = await signStreamToken(server.secret, { topic: "locked", scopes: ["write"], ttlSeconds: 60 });
     const ok = await post(server, "locked", "a\nb\n", "application/x-ndjson", { Authorization: `Bearer ${writer}` });
     expect(ok.body).toMatchObject({ count: 2, first_seq: 1, last_seq: 2 });
+  });
+
+  describe.skipIf(tmpfsProblem !== null)("on a disk too small for the write (real tmpfs)", () => {
+    it("answers 503 'not stored' when the write of a large publish fails within the request, never 200", async () => {
+      disk = smallDisk(4096)!;
+      const dataDir = join(disk.dir, "data");
+      const store = SettingsStore.open(dataDir);
+      store.update({ max_message_bytes: 6 * 1024 * 1024 });
+      store.close();
+      server = await startTestServer({}, { dataDir });
+      // Over 4 MiB: the spool writes it within the publish call, and the 4 MiB disk cannot hold it.
+      const single = await post(server, "big", "x".repeat(5 * 1024 * 1024), "text/plain");
+      expect(single.status).toBe(503);
+      expect(single.body.error.message).toContain("is not stored");
+      await waitFor(() => server!.spool.failure === null, "the log to write again", 15_000);
+      const line = "y".repeat(900 * 1024);
+      const batch = await post(server, "big", `${line}\n`.repeat(6), "application/x-ndjson");
+      expect(batch.status).toBe(503);
+      expect(batch.body.error.message).toMatch(/not stored|cut short/);
+      await waitFor(() => server!.spool.failure === null, "the log to write again", 15_000);
+      const ok = await post(server, "big", "small\n", "application/x-ndjson");
+      expect(ok.status).toBe(200);
+      const rows = await query(server, "SELECT count(*)::INTEGER AS n FROM messages WHERE stream = 'big'");
+      expect(rows[0]!.n).toBe(1);
+    }, 60_000);
   });
 });

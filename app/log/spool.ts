@@ -349,6 +349,8 @@ export class Spool {
     const done = new Promise<void>((resolve, reject) => {
       waiter = { target: this.stats.appended, resolve, reject };
     });
+    // A failure can settle it before its owner awaits it (a write within the same turn): never an unhandled rejection.
+    done.catch(() => {});
     this.waiters.push(waiter);
     this.syncAfterWrite = true;
     // Flush (and so fsync) at the end of this turn even if nothing more is appended.

@@ -62,10 +62,10 @@ export function bindPublishRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       }
     }
     try {
-      const m = deps.hub.publish(name, data, `http:${remoteAddress(c)}`);
-      // The 2xx means "in the log, on disk": wait for the fsync that covers this message.
+      // The 2xx means "in the log, on disk": wait for the group commit (write and fsync) that holds this message.
+      const { value: m, committed } = publishCommitted(deps, 1, () => deps.hub.publish(name, data, `http:${remoteAddress(c)}`));
       try {
-        await deps.spool.durable();
+        await committed;
       } catch (err) {
         throw new AppError(503, notStoredMessage(m.seq, m.stream, err as Error, deps.store.settings.log_deliver_unlogged));
       }
@@ -101,14 +101,18 @@ async function publishBatch(req: Request, name: string, form: "ndjson" | "framed
   const body = await readBodyCapped(req, BATCH_BODY_LIMIT, "a publish batch: 16 MiB; split larger batches");
   const max = deps.store.settings.max_message_bytes;
   const messages: (string | Uint8Array)[] = form === "ndjson" ? splitNdjson(body, max) : splitFrames(body, max);
-  let first: { seq: number; ts: number } | null = null;
-  let last: { seq: number; ts: number } | null = null;
+  // Set inside the callback below: declared so that the checker does not narrow them to null.
+  let first = null as { seq: number; ts: number } | null;
+  let last = null as { seq: number; ts: number } | null;
+  let committed: Promise<void>;
   try {
-    for (const data of messages) {
-      const m = deps.hub.publish(name, data, origin);
-      first ??= m;
-      last = m;
-    }
+    ({ committed } = publishCommitted(deps, messages.length, () => {
+      for (const data of messages) {
+        const m = deps.hub.publish(name, data, origin);
+        first ??= m;
+        last = m;
+      }
+    }));
   } catch (err) {
     if (!(err instanceof PublishError)) throw err;
     if (!first) throw new AppError(err.code === "too_large" ? 413 : err.code === "log_unavailable" ? 503 : 400, `${err.message}; nothing of the batch was stored`);
@@ -116,11 +120,27 @@ async function publishBatch(req: Request, name: string, form: "ndjson" | "framed
     throw new AppError(503, `the batch was cut short at message ${(last!.seq - first.seq) + 2}: ${err.message}; messages ${first.seq}-${last!.seq} of ${JSON.stringify(name)} were accepted, the rest were not stored or delivered; query after_seq=${first.seq - 1} to see which are in the log before sending the rest again`);
   }
   try {
-    await deps.spool.durable();
+    await committed;
   } catch (err) {
     throw new AppError(503, notStoredMessage(first!.seq, name, err as Error, deps.store.settings.log_deliver_unlogged).replace(`message ${first!.seq}`, `messages ${first!.seq}-${last!.seq}`));
   }
   return { stream: name, count: messages.length, first_seq: first!.seq, last_seq: last!.seq, first_ts: first!.ts, last_ts: last!.ts, kind: form === "ndjson" ? "text" : "binary", bytes: body.byteLength };
+}
+
+/**
+ * Runs `publish` (which appends `count` records to the log, or none for a
+ * log_exclude stream) with the wait for their group commit registered first, so
+ * a write that fails within the call (a flood writes every 4 MiB) fails the
+ * wait too, instead of a later durable() taking it for written.
+ */
+function publishCommitted<T>(deps: HttpDeps, count: number, publish: () => T): { value: T; committed: Promise<void> } {
+  const commit = deps.spool.commitWaiter();
+  commit.cover(deps.spool.stats.appended + count);
+  try {
+    return { value: publish(), committed: commit.done };
+  } finally {
+    commit.cover(deps.spool.stats.appended);
+  }
 }
 
 /** The 503 text for a publish whose log write failed: exactly what was and was not stored and delivered, and whether a retry duplicates. */
