@@ -248,20 +248,20 @@ describe("DedupWindow", () => {
     let now = 1_000_000;
     const w = new DedupWindow(() => now);
     w.remember("s", "a", 1, 10);
-    expect(w.get("s", "a", 10)).toBe(1);
+    expect(w.get("s", "a", 10)?.seq).toBe(1);
     expect(w.get("t", "a", 10)).toBeUndefined();
     now += 10_001;
     expect(w.get("s", "a", 10)).toBeUndefined();
     w.remember("s", "b", 2, 10);
     expect(w.size).toBe(1); // the expired one went when the next was remembered
     w.forget("s", "b", 3); // another seq: not this one's
-    expect(w.get("s", "b", 10)).toBe(2);
+    expect(w.get("s", "b", 10)?.seq).toBe(2);
     w.forget("s", "b", 2);
     expect(w.get("s", "b", 10)).toBeUndefined();
     for (let i = 0; i < MAX_DEDUP_IDS + 10; i++) w.remember("s", `id${i}`, i, 3600);
     expect(w.size).toBe(MAX_DEDUP_IDS);
     expect(w.get("s", "id0", 3600)).toBeUndefined();
-    expect(w.get("s", `id${MAX_DEDUP_IDS + 9}`, 3600)).toBe(MAX_DEDUP_IDS + 9);
+    expect(w.get("s", `id${MAX_DEDUP_IDS + 9}`, 3600)?.seq).toBe(MAX_DEDUP_IDS + 9);
   });
 });
 
@@ -300,5 +300,63 @@ process.exit(0);`;
     expect({ out: out.trim(), err }).toEqual({ out: "0", err: "" });
     const rows = await query(server.url, "SELECT data FROM messages WHERE stream = 'spin30' ORDER BY seq", server.adminHeaders);
     expect(rows.map((r) => r.data)).toEqual(["one", "two"]);
+  });
+});
+
+describe("a resend while its first copy's commit is under way", () => {
+  it("is acknowledged only if the first copy's commit succeeds; if it fails, the resend gets an error, never an ack", async () => {
+    const { Hub } = await import("../app/hub/hub.ts");
+    const { DEFAULT_SETTINGS } = await import("../app/config/settings.ts");
+    const { systemClock } = await import("../app/core/clock.ts");
+    const { createLogger } = await import("../app/core/logger.ts");
+    const { newConnection } = await import("../app/hub/connection.ts");
+    const { LogWriteError } = await import("../app/log/spool.ts");
+    const { DedupWindow, publishAcked, requestAcks } = await import("../app/sources/publish-acks.ts");
+    const settings = () => DEFAULT_SETTINGS;
+    const hub = new Hub({ settings, clock: systemClock, logger: createLogger("error", () => {}) });
+    let appended = 0;
+    hub.onMessage(() => { appended++; });
+    // A log whose group commits the test settles by hand.
+    const commits: { resolve(): void; reject(e: Error): void }[] = [];
+    const log = {
+      appended: () => appended,
+      logs: () => true,
+      commitWaiter() {
+        let resolve!: () => void, reject!: (e: Error) => void;
+        const done = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+        done.catch(() => {});
+        commits.push({ resolve, reject });
+        return { cover() {}, done };
+      },
+    };
+    const deps = { hub, settings, log, dedup: new DedupWindow() };
+    const socket = () => {
+      const conn = newConnection("s", "ws:test", { read: false, write: true, via: "token" });
+      requestAcks(conn, "id");
+      const ws = { data: conn, readyState: 1, frames: [] as string[], closedWith: null as number | null,
+        send(t: string) { this.frames.push(t); return t.length; }, getBufferedAmount: () => 0,
+        close(code: number) { this.closedWith = code; this.readyState = 3; } };
+      return ws;
+    };
+    const a = socket();
+    const b = socket();
+    publishAcked(a as never, JSON.stringify({ id: "x", data: "first" }), deps);
+    await new Promise((r) => setImmediate(r)); // the end of the turn: A's round is sealed, its commit under way
+    publishAcked(b as never, JSON.stringify({ id: "x", data: "first" }), deps);
+    await new Promise((r) => setImmediate(r));
+    expect(appended).toBe(1); // the resend was not published again
+    commits[1]!.resolve(); // B's own round commits...
+    commits[0]!.reject(new LogWriteError("no", "the log could not write it (ENOSPC), so it is not stored")); // ...but A's copy failed
+    await waitFor(() => a.closedWith !== null && b.closedWith !== null, "both publishers to be told");
+    for (const ws of [a, b]) {
+      const got = ws.frames.map((f) => JSON.parse(f));
+      expect(got.some((f) => f.ack)).toBe(false);
+      expect(got.find((f) => f.error)?.error).toMatchObject({ stored: "no", ids: ["x"], seqs: [1] });
+      expect(ws.closedWith).toBe(1013);
+    }
+    // The id was forgotten: sending it again publishes it.
+    const c = socket();
+    publishAcked(c as never, JSON.stringify({ id: "x", data: "first" }), deps);
+    expect(appended).toBe(2);
   });
 });

@@ -25,6 +25,8 @@ interface Pending {
   id?: string;
   /** A resend of an id seen within the window: acknowledged with the first one's seq, not stored again. */
   dup?: boolean;
+  /** For a resend: the group commit of the first one, which its acknowledgement waits for too. */
+  original?: Promise<void>;
   logged: boolean;
 }
 
@@ -68,21 +70,22 @@ export function acknowledged(c: Connection): boolean {
  * first). In memory: a restart forgets it.
  */
 export class DedupWindow {
-  private readonly seen = new Map<string, { seq: number; at: number }>();
+  private readonly seen = new Map<string, { seq: number; at: number; committed: Promise<void> }>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** The seq an id was given within the last `seconds`, if any. */
-  get(stream: string, id: string, seconds: number): number | undefined {
+  /** The seq an id was given within the last `seconds`, and the group commit that stores it, if any. */
+  get(stream: string, id: string, seconds: number): { seq: number; committed: Promise<void> } | undefined {
     const e = this.seen.get(`${stream}\n${id}`);
-    return e && this.now() - e.at <= seconds * 1000 ? e.seq : undefined;
+    return e && this.now() - e.at <= seconds * 1000 ? e : undefined;
   }
 
-  remember(stream: string, id: string, seq: number, seconds: number): void {
+  /** Remembers the seq an id was given, with the group commit that stores it (a resend waits for it). */
+  remember(stream: string, id: string, seq: number, seconds: number, committed: Promise<void> = Promise.resolve()): void {
     const key = `${stream}\n${id}`;
     this.seen.delete(key);
     const now = this.now();
-    this.seen.set(key, { seq, at: now });
+    this.seen.set(key, { seq, at: now, committed });
     for (const [k, e] of this.seen) {
       if (this.seen.size <= MAX_DEDUP_IDS && now - e.at <= seconds * 1000) break;
       this.seen.delete(k);
@@ -152,10 +155,10 @@ export function publishAcked(ws: ServerWebSocket<Connection>, message: string | 
     if (typeof opened === "string") return close(ws, POLICY, opened);
     ({ id, data } = opened);
     const window = deps.settings().publish_dedup_seconds;
-    const seq = window > 0 ? deps.dedup.get(c.stream, id, window) : undefined;
-    if (seq !== undefined) {
-      // Acknowledged with the first one's seq once the log has it (this round's commit covers everything appended so far).
-      (state.forming ?? openRound(ws, state, deps)).items.push({ seq, id, dup: true, logged: deps.log.logs(c.stream) });
+    const seen = window > 0 ? deps.dedup.get(c.stream, id, window) : undefined;
+    if (seen) {
+      // Acknowledged with the first one's seq once the first one's own commit has succeeded (it may still be under way).
+      (state.forming ?? openRound(ws, state, deps)).items.push({ seq: seen.seq, id, dup: true, original: seen.committed, logged: deps.log.logs(c.stream) });
       return;
     }
   }
@@ -174,7 +177,7 @@ export function publishAcked(ws: ServerWebSocket<Connection>, message: string | 
     return close(ws, err.code === "too_large" ? TOO_BIG : err.code === "log_unavailable" ? TRY_AGAIN : POLICY, err.message);
   }
   const window = deps.settings().publish_dedup_seconds;
-  if (id !== undefined && window > 0) deps.dedup.remember(c.stream, id, seq, window);
+  if (id !== undefined && window > 0) deps.dedup.remember(c.stream, id, seq, window, round.commit.done);
   round.items.push({ seq, id, logged });
 }
 
@@ -205,8 +208,22 @@ async function settleRound(ws: ServerWebSocket<Connection>, round: Round, ids: b
   } catch (err) {
     if (logged.length > 0) return failed(ws, logged, err as Error, deps);
   }
+  // A resend is acknowledged only once its first copy's commit succeeded: that copy's write may have failed.
+  const notStored: Pending[] = [];
+  let why: Error | null = null;
+  for (const p of logged) {
+    if (!p.original) continue;
+    try {
+      await p.original;
+    } catch (err) {
+      notStored.push(p);
+      why = err as Error;
+    }
+  }
   if (unlogged.length > 0) send(ws, "accepted", unlogged, ids, deps, { stored: false, reason: "the stream matches log_exclude: delivered, never stored" });
-  if (logged.length > 0) send(ws, "ack", logged, ids, deps);
+  const good = notStored.length === 0 ? logged : logged.filter((p) => !notStored.includes(p));
+  if (good.length > 0) send(ws, "ack", good, ids, deps);
+  if (notStored.length > 0) failed(ws, notStored, why!, deps);
 }
 
 /** Sends an acknowledgement frame; a publisher that does not read them (past backpressure_limit_bytes waiting) is closed with 1013. */
