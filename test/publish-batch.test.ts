@@ -181,6 +181,14 @@ describe("POST /api/streams/{name}/messages with a batch", () => {
       expect(single.status).toBe(503);
       expect(single.body.error.message).toContain("is not stored");
       await waitFor(() => server!.spool.failure === null, "the log to write again", 15_000);
+      // The admin UI's publish form waits the same way: an error, never "published as message #…".
+      const { asAdmin, signIn } = await import("./support/admin.ts");
+      const form = await asAdmin(server, await signIn(server)).post("/admin/streams/publish", { stream: "big", data: "z".repeat(5 * 1024 * 1024) });
+      expect(form.status).toBe(422);
+      const page = await form.text();
+      expect(page).toContain("is not stored");
+      expect(page).not.toContain("published as message");
+      await waitFor(() => server!.spool.failure === null, "the log to write again", 15_000);
       const line = "y".repeat(900 * 1024);
       const batch = await post(server, "big", `${line}\n`.repeat(6), "application/x-ndjson");
       expect(batch.status).toBe(503);

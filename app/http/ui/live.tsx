@@ -2,7 +2,7 @@ import type { Hono } from "hono";
 import { notFound } from "../../core/errors.ts";
 import type { Message } from "../../core/message.ts";
 import { PublishError } from "../../hub/hub.ts";
-import { notStoredMessage } from "../../sources/http/publish.ts";
+import { notStoredMessage, publishCommitted } from "../../sources/http/publish.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { destinationView } from "../../relay/destinations.ts";
@@ -96,9 +96,11 @@ export function bindLiveRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const fail = (msg: string) => c.html(<PublishForm stream={name} value={data} errors={{ data: msg }} />, 422);
     if (data === "") return fail("allowed: any text; the message must not be empty");
     try {
-      const m = deps.hub.publish(name, data, "admin-ui");
+      // Waits through a commit registered before the append, as the HTTP publish does: a big
+      // message is written within publish(), and a failed write must not pass for a durable one.
+      const { value: m, committed } = publishCommitted(deps, 1, () => deps.hub.publish(name, data, "admin-ui"));
       try {
-        await deps.spool.durable();
+        await committed;
       } catch (err) {
         return fail(notStoredMessage(m.seq, m.stream, err as Error, deps.store.settings.log_deliver_unlogged));
       }

@@ -133,7 +133,7 @@ async function publishBatch(req: Request, name: string, form: "ndjson" | "framed
  * a write that fails within the call (a flood writes every 4 MiB) fails the
  * wait too, instead of a later durable() taking it for written.
  */
-function publishCommitted<T>(deps: HttpDeps, count: number, publish: () => T): { value: T; committed: Promise<void> } {
+export function publishCommitted<T>(deps: Pick<HttpDeps, "spool">, count: number, publish: () => T): { value: T; committed: Promise<void> } {
   const commit = deps.spool.commitWaiter();
   commit.cover(deps.spool.stats.appended + count);
   try {
