@@ -426,4 +426,29 @@ describe("the warm engine's spool tail", () => {
       tmp.remove();
     }
   });
+
+  it("leaves segments with no message out of the view, so a quiet log is read from Parquet alone", async () => {
+    const tmp = await dataDir(); // 30 messages in Parquet, 10 in a spool segment
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      // Compact the tail too, then open the spool again: its new segment holds only its marks record.
+      await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), join(tmp.dir, "logs"));
+      const spool = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+      const engine = await open(tmp.dir);
+      const view = async () => String((await engine.query("SELECT sql FROM duckdb_views() WHERE view_name = 'messages'")).rows[0]!.sql);
+      const count = async () => (await engine.query("SELECT count(*)::INT AS n FROM messages")).rows[0];
+      expect(await count()).toEqual({ n: 40 });
+      expect(await view()).not.toContain("tail_");
+      expect(await view()).not.toContain("UNION");
+      // The first message in the segment brings its table into the view.
+      spool.append({ stream: "spin30", ts: Date.UTC(2026, 10, 23) * 1000 + 99, seq: 41, origin: "t", data: "new", size: 3 });
+      await spool.durable();
+      expect(await count()).toEqual({ n: 41 });
+      expect(await view()).toContain("UNION ALL");
+      spool.close();
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
 });

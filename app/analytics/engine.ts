@@ -39,6 +39,8 @@ const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
 interface TailSegment {
   number: number;
   offset: number;
+  /** Messages in its table (a segment holding none yet is left out of the view). */
+  rows: number;
   /** A bad record stopped reading a sealed segment here (reported once). */
   stuck?: string;
   /** Where the last record read starts, and its header (length and CRC), to notice the file rewritten under it. */
@@ -179,7 +181,7 @@ export class QueryEngine {
     const gone = [...this.tail.keys()].filter((p) => !present.has(p));
     for (const [i, path] of files.entries()) {
       const known = this.tail.get(path);
-      const seg = known ?? { number: Number(segmentNumber(path)), offset: 0 };
+      const seg: TailSegment = known ?? { number: Number(segmentNumber(path)), offset: 0, rows: 0 };
       const table = `tail_${seg.number}`;
       let appender: DuckDBAppender | null = null;
       let fd: number;
@@ -201,6 +203,7 @@ export class QueryEngine {
           // acknowledged (and new records may be where it was). Read this segment again from the start.
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
           seg.offset = 0;
+          seg.rows = 0;
           seg.stuck = undefined;
           seg.lastStart = seg.lastHeader = undefined;
         }
@@ -232,7 +235,10 @@ export class QueryEngine {
               break;
             }
             // A segment's marks record (each stream's last seq) is no message.
-            if ("message" in r) appendLogRow(appender, r.message);
+            if ("message" in r) {
+              appendLogRow(appender, r.message);
+              seg.rows++;
+            }
             seg.lastStart = seg.offset + o;
             seg.lastHeader = buf.toString("hex", o, o + HEADER_BYTES);
             o = r.next;
@@ -254,6 +260,7 @@ export class QueryEngine {
             if (!("record" in step) || step.offset < damagedFrom || !("message" in step.record)) continue;
             appender ??= await this.admin.createAppender(table);
             appendLogRow(appender, step.record.message);
+            seg.rows++;
           }
           seg.offset = whole.length;
           seg.stuck = "damaged: its intact records are read";
@@ -294,13 +301,20 @@ export class QueryEngine {
       parquet.sort();
       this.listing = { files: parquet, at: Date.now(), tail: tailKey };
     }
-    const tables = ["spool_tail", ...[...this.tail.values()].map((t) => `tail_${t.number}`)];
+    // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
+    // with nothing waiting for compaction, queries read the Parquet files alone, where DuckDB can
+    // answer from the files' statistics (a count by stream) rather than through a union.
+    const filled = [...this.tail.values()].filter((t) => t.rows > 0).map((t) => `tail_${t.number}`);
+    const tables = filled.length || !parquet.length ? ["spool_tail", ...filled] : [];
     const key = [...parquet, ...tables].join("\n");
     if (key === this.viewKey) return;
-    const files2 = parquet.length
-      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet([${parquet.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR}) UNION ALL `
+    const fromFiles = parquet.length
+      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet([${parquet.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR})`
       : "";
-    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${files2}SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM (${tables.map((t) => `SELECT * FROM ${t}`).join(" UNION ALL ")})`);
+    const spooled = tables.length
+      ? `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM (${tables.map((t) => `SELECT * FROM ${t}`).join(" UNION ALL ")})`
+      : "";
+    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
     this.viewKey = key;
     const listed = new Set(parquet);
     for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
