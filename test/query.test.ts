@@ -78,7 +78,12 @@ describe("SQL over the log", () => {
     ["SET enable_external_access = true", /only SELECT|locked/],
     ["CREATE TABLE t AS SELECT 1", /only SELECT/],
     ["DELETE FROM spool_tail", /only SELECT/],
-    ["SELECT 1; SELECT 2", /exactly one statement/],
+    ["SELECT 1; SELECT 2", /exactly one statement \(got more than one\)/],
+    ["COPY (SELECT 1) TO '/tmp/switchyard-evil.csv'; SELECT 1", /exactly one statement/],
+    ["SELECT 1; COPY (SELECT 1) TO '/tmp/switchyard-evil.csv'", /exactly one statement/],
+    ["CREATE TABLE evil AS SELECT 1; SELECT 1", /exactly one statement/],
+    ["", /exactly one statement \(got none\)/],
+    ["-- only a comment", /exactly one statement \(got none\)/],
     ["SELECT * FROM nowhere", /nowhere/],
   ])("refuses %s with a clear error", async (sql, why) => {
     const tmp = await dataDir();
@@ -88,6 +93,8 @@ describe("SQL over the log", () => {
     expect(err).toBeInstanceOf(QueryError);
     expect((err as Error).message).toMatch(why);
     expect(existsSync("/tmp/switchyard-evil.csv")).toBe(false);
+    // Nothing of a refused batch ran: no table was made.
+    expect((await engine.query("SELECT count(*)::INT AS n FROM duckdb_tables() WHERE table_name = 'evil'")).rows).toEqual([{ n: 0 }]);
     engine.close();
     tmp.remove();
   });
