@@ -6,7 +6,8 @@ import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-import { MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
+import { EVENTS, MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
+import { envelopeJson, gapJson, parseReplayRequest, ReplayParamError, type ReplayRequest } from "../../sinks/replay.ts";
 import { remoteAddress, requireStreamGrant, streamVisibility } from "../stream-access.ts";
 
 /** Parses a time (ISO 8601, or microseconds since the epoch) into µs. */
@@ -77,6 +78,97 @@ function messageJson(m: Message) {
   };
 }
 
+/** How long an SSE client waits before reconnecting (the `retry:` field), ms. */
+const SSE_RETRY_MS = 3000;
+/** A comment line this often keeps proxies from closing an idle event stream, ms. */
+const SSE_KEEPALIVE_MS = 15_000;
+
+/**
+ * GET /api/streams/{name}/events?after_seq|since|last: the stream as
+ * server-sent events, from a replay (memory or the log) on into live, with no
+ * gap or duplicate. Each message is one event: `id:` its seq, `data:` the JSON
+ * envelope `{"seq","ts","data"}` (bytes as base64 with `"binary":true`); an
+ * EventSource that reconnects sends Last-Event-ID and resumes after it. A gap
+ * (history gone, or never logged) is an `event: gap` whose id is the gap's last
+ * seq. Pulled: an event is produced only while the client takes them, so a slow
+ * reader pauses its replay and holds at most backpressure_limit_bytes here.
+ */
+async function followEvents(c: Context<HttpEnv>, deps: HttpDeps) {
+  const name = streamFromPath(c.req.url, EVENTS);
+  const problem = streamNameProblem(name);
+  if (problem) throw badRequest(problem);
+  await requireStreamGrant(c, deps, name, "read");
+  let replay: ReplayRequest;
+  try {
+    replay = parseReplayRequest(new URL(c.req.url).searchParams, { lastEventId: c.req.header("last-event-id"), defaultEnvelope: "json" })!;
+  } catch (err) {
+    if (err instanceof ReplayParamError) throw badRequest(err.message);
+    throw err;
+  }
+  if (replay.envelope !== "json") throw badRequest("envelope: \"raw\" is not available for server-sent events; allowed: json (the default here)");
+  const startProblem = deps.followers.startProblem(name, replay.start);
+  if (startProblem) throw badRequest(startProblem);
+  const encoder = new TextEncoder();
+  let queue: string[] = [`retry: ${SSE_RETRY_MS}\n\n`];
+  let queued = 0;
+  let ended = false;
+  let wake: (() => void) | null = null;
+  const push = (block: string) => {
+    queue.push(block);
+    queued += block.length;
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const follower = deps.followers.follow(name, replay.start, {
+    send: (m) => push(`id: ${m.seq}\ndata: ${envelopeJson(m)}\n\n`),
+    gap: (g) => {
+      push(`id: ${g.to}\nevent: gap\ndata: ${gapJson(g)}\n\n`);
+      return true;
+    },
+    buffered: () => queued,
+    fail: (reason) => {
+      push(`event: error\ndata: ${JSON.stringify({ error: reason })}\n\n`);
+      ended = true;
+    },
+  }, remoteAddress(c));
+  const stop = () => {
+    ended = true;
+    deps.followers.unfollow(follower);
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  c.req.raw.signal.addEventListener("abort", stop);
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      for (;;) {
+        if (queue.length > 0) {
+          const text = queue.join("");
+          queue = [];
+          queued = 0;
+          controller.enqueue(encoder.encode(text));
+          follower.drained();
+          return;
+        }
+        if (ended) {
+          deps.followers.unfollow(follower);
+          controller.close();
+          return;
+        }
+        const timedOut = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(true), SSE_KEEPALIVE_MS);
+          wake = () => { clearTimeout(timer); resolve(false); };
+        });
+        wake = null;
+        if (timedOut && !ended) return controller.enqueue(encoder.encode(": keepalive\n\n"));
+      }
+    },
+    cancel: stop,
+  }, { highWaterMark: 0 });
+  return new Response(body, { headers: { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no" } });
+}
+
 /**
  * Binds GET /api/streams, GET /api/streams/{name} and GET /api/streams/{name}/messages
  * (publishing, POST …/messages, is a source: sources/http/publish.ts). A path
@@ -91,7 +183,9 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   });
 
   app.get(`${PREFIX}*`, async (c) => {
-    if (new URL(c.req.url).pathname.endsWith(MESSAGES)) return recentMessages(c, deps);
+    const path = new URL(c.req.url).pathname;
+    if (path.endsWith(MESSAGES)) return recentMessages(c, deps);
+    if (path.endsWith(EVENTS)) return followEvents(c, deps);
     const name = streamFromPath(c.req.url);
     const problem = streamNameProblem(name);
     if (problem) throw badRequest(problem);
