@@ -493,3 +493,45 @@ describe("a replay larger than memory", () => {
     }
   });
 });
+
+describe("GET /api/streams/{name}/messages with after_seq", () => {
+  it("pages forward from a resume point: the first `limit` after it, next_after_seq and more, until nothing is missed", async () => {
+    const srv = await server();
+    const stream = "paged";
+    await publish(srv.wsUrl(stream), "p", 0, 10_000);
+    await delivered(srv, stream, 10_000);
+    const got: Envelope[] = [];
+    let after = 37;
+    const sources = new Set<string>();
+    for (;;) {
+      const page = await (await fetch(`${srv.url}/api/streams/${stream}/messages?after_seq=${after}&limit=990`)).json();
+      sources.add(page.source);
+      got.push(...page.messages);
+      expect(page.next_after_seq).toBe(page.messages.at(-1)?.seq ?? after);
+      after = page.next_after_seq;
+      if (!page.more) break;
+    }
+    expectRun(got, 38, 10_000, (s) => `p-${s - 1}`);
+    expect([...sources].sort()).toEqual(["log", "memory"]); // the last page (seq 9938 on) is still in memory (it keeps 100)
+    // At the end: nothing, no more; then a new message is the next page.
+    const end = await (await fetch(`${srv.url}/api/streams/${stream}/messages?after_seq=10000`)).json();
+    expect(end).toMatchObject({ source: "memory", messages: [], next_after_seq: 10_000, more: false });
+    const latest = await (await fetch(`${srv.url}/api/streams/${stream}/messages?last=3`)).json();
+    expect(latest.messages.map((m: Envelope) => m.seq)).toEqual([9998, 9999, 10_000]);
+    for (const [query, message] of [["after_seq=1&last=2", "after_seq and last cannot be combined"], ["last=2&limit=3", "limit and last cannot be combined"],
+      ["after_seq=10001", "after_seq 10001 is ahead of stream \"paged\", whose last seq is 10000"], ["since=soon", "since: \"soon\" is not a time"]]) {
+      const res = await fetch(`${srv.url}/api/streams/${stream}/messages?${query}`);
+      expect(res.status).toBe(400);
+      expect((await res.json()).error.message).toContain(message);
+    }
+  });
+
+  it("names the gap when the resume point is before what is kept", async () => {
+    const srv = await server({ log_exclude: ["gone*"], recent_messages_per_stream: 10 });
+    await publish(srv.wsUrl("gone"), "g", 0, 30);
+    await delivered(srv, "gone", 30);
+    const page = await (await fetch(`${srv.url}/api/streams/gone/messages?after_seq=5&source=memory`)).json();
+    expect(page).toMatchObject({ source: "memory", next_after_seq: 30, more: false, gap: { from: 6, to: 20 } });
+    expect(page.messages.map((m: Envelope) => m.seq)).toEqual([21, 22, 23, 24, 25, 26, 27, 28, 29, 30]);
+  });
+});

@@ -34,13 +34,14 @@ function whole(name: string, text: string, min: number): number {
   return n;
 }
 
-/** Parses a time (ISO 8601 with a zone, or microseconds since the epoch) into µs. */
+/** Parses a time (ISO 8601, UTC when it names no zone, or microseconds since the epoch) into µs. */
 export function parseTime(name: string, text: string): number {
   if (/^\d+$/.test(text)) {
     const n = Number(text);
     if (n <= MAX_COUNT) return n;
   } else if (/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(text)) {
-    const ms = Date.parse(text);
+    // A time without a zone is UTC, as everywhere in Switchyard (not the server's local time).
+    const ms = Date.parse(/T[\d:.]+$/.test(text) ? `${text}Z` : text);
     if (!Number.isNaN(ms)) return ms * 1000;
   }
   throw new ReplayParamError(`${name}: ${JSON.stringify(text)} is not a time; allowed: an ISO 8601 time (2026-11-23T12:00:00Z) or microseconds since the epoch`);
