@@ -480,7 +480,7 @@ describe("a replay larger than memory", () => {
         expect(got.length).toBeLessThan(TOTAL / 2);
         expect(got.every((p, i) => p === `big-${i + 1}-${pad}`)).toBe(true);
         // Holding the whole replay would take well over 150 MB (1M strings of ~75 bytes plus their
-        // message objects); a follower holds one log page (5000 rows, at most 4 MiB of payload) and
+        // message objects); a follower holds one log page (20,000 rows, at most 4 MiB of payload) and
         // the socket's backpressure limit. Measured: about +40 MiB, GC slack included.
         console.log(`RSS before ${(before / 1048576).toFixed(1)} MiB, peak during the replay ${(peak / 1048576).toFixed(1)} MiB, ${got.length} messages read`);
         expect(peak - before).toBeLessThan(100 * 1024 * 1024);
