@@ -56,8 +56,10 @@ async function receive(sy: SwitchyardProcess, path: string, n: number, start?: (
     const now = performance.now();
     if (!first && sub.count() > 0) first = now - t0;
     if (sub.count() !== seen) { seen = sub.count(); last = now; }
-    if (sent && now - last > 3000) break;
-    if (now - t0 > 600_000) throw new Error(`only ${sub.count()} of ${n} frames in 10 minutes on ${path}`);
+    if (start && sent && now - last > 3000) break;
+    const closed = sub.closed();
+    if (closed) throw new Error(`${path} was closed after ${sub.count()} of ${n} frames: ${closed.code} ${closed.reason}`);
+    if (now - last > 120_000) throw new Error(`only ${sub.count()} of ${n} frames, none for 2 minutes, on ${path}`);
     await Bun.sleep(2);
   }
   const got = sub.count();

@@ -119,6 +119,8 @@ export interface FollowDeps {
 export const HANDOFF_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Messages sent from memory per step. */
 const MEMORY_BATCH = 1000;
+/** Reads of one log page before a follow fails (close 1011, event: error). */
+const LOG_READ_ATTEMPTS = 3;
 /** How often a paused follower looks again without a drain event. */
 const DRAIN_POLL_MS = 250;
 
@@ -266,7 +268,7 @@ export class Follower {
           continue;
         }
         // What follows lastSent is neither kept nor in memory: the log has it (or nobody has).
-        const page = this.deps.logs(this.stream) ? await readLogPage(this.deps.log, this.stream, this.lastSent, undefined, { client: this.client, stopped: () => this.stopped }) : [];
+        const page = this.deps.logs(this.stream) ? await this.readPage() : [];
         if (this.stopped) return;
         const next = page[0]?.seq ?? this.buffer[0]?.seq ?? this.deps.recent.oldest(this.stream)?.seq ?? this.deps.lastSeq(this.stream) + 1;
         if (next > this.lastSent + 1) {
@@ -296,6 +298,19 @@ export class Follower {
       this.target.fail(reason);
     } finally {
       this.running = false;
+    }
+  }
+
+  /** The next log page; a failed read (a query process killed or restarted, say) is tried again twice, a second apart, before the follow fails. */
+  private async readPage(): Promise<Message[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await readLogPage(this.deps.log, this.stream, this.lastSent, undefined, { client: this.client, stopped: () => this.stopped });
+      } catch (err) {
+        if (!(err instanceof LogReadError) || attempt >= LOG_READ_ATTEMPTS || this.stopped) throw err;
+        this.deps.logger.warn("replay: reading the log failed, trying again", { stream: this.stream, attempt, error: err.message });
+        await Bun.sleep(1000);
+      }
     }
   }
 
