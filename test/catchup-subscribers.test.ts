@@ -83,19 +83,31 @@ describe("websocket subscribers resume with after_seq", () => {
     again.close();
   });
 
-  it("hands off from replay to live with no gap and no duplicate while publishing goes on", async () => {
-    const srv = await server();
+  it.each([["the recent ring on", 100], ["no recent ring: the hand-off goes through the kept live messages", 0]])("hands off from replay to live with no gap and no duplicate while publishing goes on (%s)", async (_name, ring) => {
+    const srv = await server({ recent_messages_per_stream: ring });
     const stream = "busy";
     await publish(srv.wsUrl(stream), "b", 0, 5000);
     await delivered(srv, stream, 5000);
-    // Publishing continues while the subscriber replays from the log and joins live.
-    const publishing = publish(srv.wsUrl(stream), "b", 5000, 10_000);
-    const sub = await connect(srv.wsUrl(stream, "after_seq=10&envelope=json"));
+    // A paced publisher goes on from before the subscriber connects until well after its replay
+    // has begun arriving, so the replay reaches the live edge while messages keep coming.
+    const pub = await connect(srv.wsUrl(stream));
+    let sub: TestClient | undefined;
+    let i = 5000;
+    let more = 4000;
+    const publishing = (async () => {
+      while (more > 0) {
+        pub.ws.send(`b-${i++}`);
+        if ((sub?.messages.length ?? 0) > 0) more--;
+        if (i % 10 === 0) await Bun.sleep(2);
+      }
+    })();
+    sub = await connect(srv.wsUrl(stream, "after_seq=10&envelope=json"));
     await publishing;
-    await delivered(srv, stream, 15_000);
-    await sub.received(14_990, 120_000);
+    await delivered(srv, stream, i);
+    await sub.received(i - 10, 120_000);
     await Bun.sleep(200);
-    expectRun(envelopes(sub), 11, 15_000, (s) => `b-${s - 1}`);
+    expectRun(envelopes(sub), 11, i, (s) => `b-${s - 1}`);
+    pub.close();
     sub.close();
   });
 
