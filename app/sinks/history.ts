@@ -13,7 +13,7 @@ export interface LogReaderDeps {
 export class LogReadError extends Error {}
 
 /** Rows per query when reading the log page by page: each page is one short query in the query process. */
-export const LOG_PAGE_ROWS = 20_000;
+export const LOG_PAGE_ROWS = 10_000;
 
 /** How long to wait before asking again when every query slot is taken. */
 const BUSY_RETRY_MS = 250;
@@ -57,11 +57,10 @@ async function* queryRows(deps: LogReaderDeps, sql: string, params: (string | nu
       for (;;) {
         const { value, done } = await reader.read();
         if (done) break;
-        pending += decoder.decode(value, { stream: true });
-        let nl: number;
-        while ((nl = pending.indexOf("\n")) >= 0) {
-          const line = pending.slice(0, nl);
-          pending = pending.slice(nl + 1);
+        // Whole lines of this chunk, the unfinished last one kept for the next.
+        const lines = (pending + decoder.decode(value, { stream: true })).split("\n");
+        pending = lines.pop()!;
+        for (const line of lines) {
           if (line === "") continue;
           const row = JSON.parse(line) as Record<string, unknown>;
           if (typeof row.error === "string" && row.seq === undefined) throw new LogReadError(`reading the log failed: ${row.error}`);
