@@ -3,8 +3,9 @@
  * frame headers straight off the TCP stream: the cheapest possible reader, so a
  * benchmark measures the server, not the client's message events.
  */
-export async function countingSubscriber(port: number, path: string): Promise<{ count(): number; close(): void }> {
+export async function countingSubscriber(port: number, path: string): Promise<{ count(): number; closed(): { code: number; reason: string } | null; close(): void }> {
   let frames = 0;
+  let closeFrame: { code: number; reason: string } | null = null;
   let pending = Buffer.alloc(0);
   let upgraded = false;
   let skip = 0; // payload bytes of the current frame still to come
@@ -37,6 +38,7 @@ export async function countingSubscriber(port: number, path: string): Promise<{ 
           const op = buf[i]! & 0x0f;
           if (op === 1 || op === 2) frames++;
           const avail = buf.length - i - head;
+          if (op === 8 && avail >= len) closeFrame = { code: len >= 2 ? buf.readUInt16BE(i + head) : 1005, reason: buf.subarray(i + head + 2, i + head + len).toString() };
           if (avail >= len) i += head + len;
           else { skip = len - avail; i = buf.length; }
         }
@@ -46,5 +48,5 @@ export async function countingSubscriber(port: number, path: string): Promise<{ 
   });
   socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
   await open;
-  return { count: () => frames, close: () => socket.end() };
+  return { count: () => frames, closed: () => closeFrame, close: () => socket.end() };
 }
