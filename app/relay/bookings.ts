@@ -36,6 +36,8 @@ export class BookingControl {
   private readonly denied = new Map<string, number>();
   private readonly allowed = new Map<string, number>();
   private readonly onDenyListeners: ((bookingId: string) => void)[] = [];
+  /** Long-lived HTTP answers (server-sent events) opened with a booking's token, by booking id. */
+  private readonly held = new Map<string, Set<() => void>>();
 
   constructor(private readonly hub: Hub, private readonly now: () => number = () => Date.now() / 1000) {}
 
@@ -44,7 +46,23 @@ export class BookingControl {
     this.onDenyListeners.push(fn);
   }
 
-  /** Denies `bookingId` until `exp`; closes its open sessions. Answers how many were closed. */
+  /**
+   * Registers a long-lived HTTP answer (server-sent events) opened with a token
+   * of `bookingId`: a deny of that booking calls `end`, as it closes the
+   * booking's websockets. Returns the function that forgets it (call it when the
+   * answer ends by itself).
+   */
+  hold(bookingId: string, end: () => void): () => void {
+    let set = this.held.get(bookingId);
+    if (!set) this.held.set(bookingId, (set = new Set()));
+    set.add(end);
+    return () => {
+      set.delete(end);
+      if (set.size === 0 && this.held.get(bookingId) === set) this.held.delete(bookingId);
+    };
+  }
+
+  /** Denies `bookingId` until `exp`; closes its open sessions and event streams. Answers how many were closed. */
   deny(bookingId: string, exp: number): number {
     this.allowed.delete(bookingId);
     this.denied.set(bookingId, Math.min(exp, MAX_EXP));
@@ -57,6 +75,12 @@ export class BookingControl {
         c.ws.close(CLOSE.policy, `booking ${bookingId} was cancelled (denied until ${expiryIso(exp)})`);
         closed++;
       }
+    }
+    const held = this.held.get(bookingId);
+    this.held.delete(bookingId);
+    for (const end of held ?? []) {
+      end();
+      closed++;
     }
     return closed;
   }

@@ -208,15 +208,24 @@ describe("compat: practable's booking control", () => {
     expect(bad.status).toBe(400);
   });
 
-  it("a denied booking's token is refused on /ws and the HTTP stream routes too, and its /ws connections are closed", async () => {
+  it("a denied booking's token is refused on /ws and the HTTP stream routes too, and its /ws connections and event streams are closed", async () => {
     const relay = await relayWithLabSecret({ access: "token" });
     const token = practableRelayToken({ secret: LAB_SECRET, topic: "spin9", audience: relay.url, lifetime: 3600, bookingId: "booking-ws" });
     const held = await connect(relay.wsUrl("spin9", `token=${token}`));
     await waitFor(() => relay.hub.stream("spin9")?.connections.size === 1, "the booking's /ws connection");
+    // The booking's server-sent event streams too: the stream's events, and the streams list's.
+    const events = await fetch(`${relay.url}/api/streams/spin9/events?after_seq=0`, { headers: { Authorization: `Bearer ${token}` } });
+    expect(events.status).toBe(200);
+    const listToken = practableRelayToken({ secret: LAB_SECRET, topic: "$streams", audience: relay.url, lifetime: 3600, bookingId: "booking-ws" });
+    const list = await fetch(`${relay.url}/api/events`, { headers: { Authorization: `Bearer ${listToken}` } });
+    expect(list.status).toBe(200);
     const admin = practableRelayToken({ secret: LAB_SECRET, topic: "", audience: relay.url, lifetime: 600, admin: true, read: false, write: false });
     const deny = await fetch(`${relay.url}/api/bookings/deny`, { method: "POST", headers: { Authorization: admin, "content-type": "application/json" }, body: JSON.stringify({ booking_id: "booking-ws" }) });
     expect(deny.status).toBe(200);
-    expect(((await deny.json()) as { closed: number }).closed).toBe(1);
+    expect(((await deny.json()) as { closed: number }).closed).toBe(3);
+    // Both event streams end (their bodies finish), the stream's saying why.
+    expect(await events.text()).toContain('event: error\ndata: {"error":"booking booking-ws was cancelled"}');
+    expect(await list.text()).toContain("event: snapshot");
     const closed = await held.closed;
     expect(closed.code).toBe(1008);
     expect(closed.reason).toContain("booking booking-ws was cancelled");

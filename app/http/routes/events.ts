@@ -84,7 +84,7 @@ export function bindEventRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   });
 
   app.get("/api/events", async (c) => {
-    await requireStreamGrant(c, deps, STREAMS_EVENTS_STREAM, "read");
+    const grant = await requireStreamGrant(c, deps, STREAMS_EVENTS_STREAM, "read");
     const resume = history.since(c.req.header("last-event-id"));
     let queue: Numbered[] = resume ?? [];
     let needSnapshot = resume === null;
@@ -102,8 +102,11 @@ export function bindEventRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const close = () => {
       closed = true;
       clients.delete(deliver);
+      release();
       wake?.();
     };
+    // A deny of the token's booking ends it, as it closes the booking's websockets.
+    const release = grant.bookingId ? deps.bookings.hold(grant.bookingId, close) : () => {};
     clients.add(deliver);
     c.req.raw.signal.addEventListener("abort", close);
     /** The next block to write, or null when there is none yet. */

@@ -137,7 +137,7 @@ async function followEvents(c: Context<HttpEnv>, deps: HttpDeps) {
   const name = streamFromPath(c.req.url, EVENTS);
   const problem = streamNameProblem(name);
   if (problem) throw badRequest(problem);
-  await requireStreamGrant(c, deps, name, "read");
+  const grant = await requireStreamGrant(c, deps, name, "read");
   let replay: ReplayRequest;
   try {
     replay = parseReplayRequest(new URL(c.req.url).searchParams, { lastEventId: c.req.header("last-event-id"), defaultEnvelope: "json" })!;
@@ -175,10 +175,18 @@ async function followEvents(c: Context<HttpEnv>, deps: HttpDeps) {
   const stop = () => {
     ended = true;
     deps.followers.unfollow(follower);
+    release();
     const w = wake;
     wake = null;
     w?.();
   };
+  // A deny of the token's booking ends it (saying so), as it closes the booking's websockets.
+  const release = grant.bookingId
+    ? deps.bookings.hold(grant.bookingId, () => {
+      push(`event: error\ndata: ${JSON.stringify({ error: `booking ${grant.bookingId} was cancelled` })}\n\n`);
+      stop();
+    })
+    : () => {};
   c.req.raw.signal.addEventListener("abort", stop);
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
