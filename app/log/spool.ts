@@ -33,6 +33,9 @@ export interface DamageReport extends SegmentDamage {
   missing: string[];
 }
 
+/** Recovery collects garbage each time it has read this much of the spool. */
+const GC_AFTER_BYTES = 16 * 1024 * 1024;
+
 /** What recovery found when the spool opened. */
 export interface RecoveryReport {
   segments: number;
@@ -162,7 +165,13 @@ export class Spool {
       for (const [stream, seq] of Object.entries(state.last_seq)) raise(stream, seq);
     }
     const files = Spool.segments(dir);
+    let sinceGc = 0;
     for (const [i, file] of files.entries()) {
+      // What the segments before read is garbage: collected before the next is read.
+      if (sinceGc > GC_AFTER_BYTES) {
+        Bun.gc(true);
+        sinceGc = 0;
+      }
       lastNumber = Math.max(lastNumber, Number(SEGMENT.exec(file)![1]));
       report.segments++;
       const path = join(dir, file);
@@ -204,7 +213,11 @@ export class Spool {
         report.damaged.push(damage);
         gap = { report: damage, before: new Map(seen), checked: new Set() };
       }
+      sinceGc += buf.length;
     }
+    // Each segment read is up to 64 MiB of file and as much in decoded messages, all garbage once
+    // read: collected here, so recovery of a full spool does not leave the hub hundreds of MiB up.
+    if (sinceGc > GC_AFTER_BYTES) Bun.gc(true);
     for (const d of report.damaged) {
       opts.logger.error("spool: a segment holds unreadable bytes; the file and every readable record in it are kept", {
         file: d.file, offset: d.offset, bytes: d.bytes, reason: d.reason, records_lost: d.records ?? "unknown", missing: d.missing.join(", ") || "unknown" });
