@@ -220,13 +220,21 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
     let done = false;
     void ingest.finally(() => { done = true; });
     const during: Record<string, number[]> = {};
+    const failedDuring: string[] = [];
     while (!done) {
-      for (const { name, sql } of queries) (during[name] ??= []).push(await timeQuery(q, sql));
+      for (const { name, sql } of queries) {
+        try {
+          (during[name] ??= []).push(await timeQuery(q, sql));
+        } catch (err) {
+          failedDuring.push(`${name}: ${(err as Error).message.slice(-200)}`);
+        }
+      }
     }
     const { seconds } = await ingest;
     console.log(`\nduring ingest of ${fmt(ingestMessages)} messages at ${fmt(ingestMessages / seconds)} msg/s (one websocket publisher, paced at ${fmt(ingestRate)}/s):`);
     console.log("| query | median / p99 ms during ingest | runs | median ms without | ratio of medians |");
     console.log("|---|---|---|---|---|");
+    if (failedDuring.length) console.log(`${failedDuring.length} queries failed during ingest; the first: ${failedDuring[0]}`);
     for (const { name } of queries) {
       const d = stats(during[name] ?? [NaN]);
       console.log(`| ${name} | ${d.median.toFixed(1)} / ${d.p99.toFixed(1)} | ${during[name]?.length ?? 0} | ${single[name]!.median.toFixed(1)} | ${(d.median / single[name]!.median).toFixed(2)} |`);

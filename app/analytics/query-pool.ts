@@ -54,6 +54,8 @@ export class QueryProcess {
   running = 0;
   /** A compaction run is going on here (it takes no query slot). */
   compacting = false;
+  /** The memory that run may use (its DuckDB's limit, log_compact_memory_mb), allowed on top of query_rss_mb. */
+  compactingBytes = 0;
   /** Its idle time ran out during a compaction run: it exits when the run ends. */
   idleDue = false;
   readonly startedAt = Date.now();
@@ -281,12 +283,14 @@ export class QueryPool {
     const id = this.nextId++;
     // Compaction does not keep the process up: its idle time counts from its last query.
     proc.compacting = true;
+    proc.compactingBytes = job.memoryMb * 1024 * 1024;
     return new Promise<CompactionOutcome>((resolve) => {
       const limit = setTimeout(() => this.kill(proc, `log compaction in the query process took longer than ${Math.round(timeoutMs / 60_000)} minutes`), timeoutMs);
       const finish = (o: CompactionOutcome) => {
         clearTimeout(limit);
         proc.done(id);
         proc.compacting = false;
+        proc.compactingBytes = 0;
         if (proc.idleDue && proc.running === 0 && !proc.dead && !proc.retired) {
           this.stats.idleExits++;
           proc.close();
@@ -335,8 +339,10 @@ export class QueryPool {
       for (const p of this.procs) {
         if (p.running === 0 || p.dead) continue;
         const rss = p.rss();
-        if (rss > this.limits.rssBytes) {
-          this.kill(p, `the query process used ${Math.round(rss / 1048576)} MB of memory, more than allowed (query_rss_mb: ${Math.round(this.limits.rssBytes / 1048576)}); its queries were stopped: select less, or aggregate`);
+        // A compaction run in the same process brings its own DuckDB and memory limit: allowed on top.
+        if (rss > this.limits.rssBytes + p.compactingBytes) {
+          const allowed = `query_rss_mb: ${Math.round(this.limits.rssBytes / 1048576)}${p.compactingBytes ? `, plus ${Math.round(p.compactingBytes / 1048576)} for the log compaction running in it` : ""}`;
+          this.kill(p, `the query process used ${Math.round(rss / 1048576)} MB of memory, more than allowed (${allowed}); its queries were stopped: select less, or aggregate`);
         }
       }
     }, 250);
