@@ -8,6 +8,7 @@ import type { Connection } from "./hub/connection.ts";
 import { BunTopicFanOut } from "./hub/fanout.ts";
 import { Hub } from "./hub/hub.ts";
 import { RecentMessages } from "./sinks/recent.ts";
+import { Followers } from "./sinks/replay.ts";
 import { CLOSE, keepaliveSweep, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./sources/websocket.ts";
 import { UdpIngest } from "./sources/udp/ingest.ts";
 import { Destinations } from "./relay/destinations.ts";
@@ -109,6 +110,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const recent = new RecentMessages(settings);
   // Recent messages are "seen" (GET …/messages): they join at delivery, after the log has them.
   hub.onDelivery((m) => recent.add(m));
+  const followers = new Followers({ recent, lastSeq: (stream) => hub.lastDeliveredSeq(stream), logs: (stream) => !excluded(stream), log: { dataDir: config.dataDir, settings },
+    limitBytes: () => settings().backpressure_limit_bytes, logger });
+  hub.onDelivery((m) => followers.deliver(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
   const destinations = new Destinations({
     db: store.db, hub, logger, backoff: opts.backoff,
@@ -164,9 +168,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     onKill: (reason) => logger.warn("query process killed", { reason }),
   });
   const startedAt = Date.now();
-  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
+  const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, followers, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
     adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), tls: () => tls?.state() ?? null });
-  const wsDeps = { hub, settings, secret: verifyKeys, logger, isDenied: (bid: string) => bookings.isDenied(bid) };
+  const wsDeps = { hub, settings, secret: verifyKeys, logger, isDenied: (bid: string) => bookings.isDenied(bid), followers };
   trustCaFile(boot.tls_ca_file);
 
   let tls: ServerTls | null;

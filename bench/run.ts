@@ -7,6 +7,7 @@ const BENCHES: Record<string, string> = {
   udp: "./udp.ts",
   relay: "./relay.ts",
   log: "./log.ts",
+  replay: "./replay.ts",
   admin: "./admin.ts",
   binary: "./binary.ts",
   soak: "./soak.ts",

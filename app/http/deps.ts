@@ -5,6 +5,7 @@ import type { Logger } from "../core/logger.ts";
 import type { BookingControl } from "../relay/bookings.ts";
 import type { Hub } from "../hub/hub.ts";
 import type { RecentMessages } from "../sinks/recent.ts";
+import type { Followers } from "../sinks/replay.ts";
 import type { UdpIngest } from "../sources/udp/ingest.ts";
 import type { AlertEngine } from "../alerts/engine.ts";
 import type { Spool } from "../log/spool.ts";
@@ -36,6 +37,8 @@ export interface HttpDeps {
   bookings: BookingControl;
   startedAt: number;
   recent: RecentMessages;
+  /** Subscribers that resume (GET …/events follows a stream through one). */
+  followers: Followers;
   udp: UdpIngest;
   destinations: Destinations;
   feeds: FeedRules;

@@ -1,5 +1,6 @@
 import type { ServerWebSocket } from "bun";
 import type { Grant } from "../auth/access.ts";
+import type { Follower, ReplayRequest } from "../sinks/replay.ts";
 
 /** Why a connection is refused right after the upgrade: a close code and a reason. */
 export interface Refusal {
@@ -35,6 +36,9 @@ export interface Connection {
   lastHeard: number;
   /** ms of the last keepalive ping sent. */
   pingedAt: number;
+  /** Set for a subscriber that resumes or asked for framing (?after_seq, since, last, envelope): it is fed by `follower`, never by the topic. */
+  replay?: ReplayRequest;
+  follower?: Follower;
   /** The token's practable booking_id (relay sessions), so a denied booking's connections can be closed. */
   bookingId?: string;
 }

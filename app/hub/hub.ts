@@ -290,7 +290,8 @@ export class Hub {
     s.idleSince = 0;
     this.connectionCount++;
     this.totals.connectionsOpened++;
-    if (c.grant.read) this.subscriptions.subscribe(s, c);
+    // A follower (a subscriber that resumes, app/sinks/replay.ts) gets its messages from its Follower, not the topic.
+    if (c.grant.read && !c.replay) this.subscriptions.subscribe(s, c);
   }
 
   /** Removes a closed websocket connection from its stream. */
@@ -350,6 +351,14 @@ export class Hub {
   /** The feeds of a stream ([] when it has no rule). */
   feedsOf(stream: string): string[] {
     return this.subscriptions.feedsOf(stream);
+  }
+
+  /**
+   * The last delivered seq of a stream: live, retired, or (a stream not seen
+   * since start) the log's last seq for it. Where a resuming subscriber's replay ends.
+   */
+  lastDeliveredSeq(stream: string): number {
+    return this.streams.get(stream)?.deliveredSeq ?? this.retiredSeq.get(stream) ?? this.opts.lastSeq?.(stream) ?? 0;
   }
 
   /** The last delivered seq of a stream (live or retired). */

@@ -78,6 +78,33 @@ export class RecentMessages {
     return out.slice(Math.max(0, out.length - q.limit));
   }
 
+  /**
+   * Up to `max` messages of a stream with seq > `afterSeq`, oldest first, when
+   * memory holds them all from `afterSeq + 1` on (the ring is a run of
+   * consecutive deliveries up to the latest); null when it does not, so the
+   * caller reads the log instead. [] when nothing newer was delivered.
+   */
+  after(stream: string, afterSeq: number, max: number): Message[] | null {
+    const messages = this.rings.get(stream)?.messages;
+    if (!messages || messages.length === 0 || messages[0]!.seq > afterSeq + 1) return null;
+    let lo = 0;
+    let hi = messages.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (messages[mid]!.seq <= afterSeq) lo = mid + 1;
+      else hi = mid;
+    }
+    return messages.slice(lo, lo + max);
+  }
+
+  /** The seq before the first kept message of a stream received after `sinceUs`; null when memory does not reach back that far. */
+  seqBefore(stream: string, sinceUs: number): number | null {
+    const messages = this.rings.get(stream)?.messages;
+    if (!messages || messages.length === 0 || messages[0]!.ts > sinceUs) return null;
+    const first = messages.find((m) => m.ts > sinceUs);
+    return first ? first.seq - 1 : messages[messages.length - 1]!.seq;
+  }
+
   /** The oldest message kept for a stream, if any. */
   oldest(stream: string): Message | null {
     return this.rings.get(stream)?.messages[0] ?? null;

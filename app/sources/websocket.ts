@@ -9,6 +9,7 @@ import { newConnection, type Connection, type Refusal } from "../hub/connection.
 import { Hub, PublishError } from "../hub/hub.ts";
 import { STREAMS_EVENTS_STREAM } from "../hub/stream-events.ts";
 import { streamStats } from "../hub/stream-state.ts";
+import { envelopeJson, gapJson, parseReplayRequest, ReplayParamError, type Followers, type ReplayRequest } from "../sinks/replay.ts";
 
 /** Close codes Switchyard uses, with what each means. */
 export const CLOSE = {
@@ -20,6 +21,10 @@ export const CLOSE = {
   tooBig: 1009,
   /** Try again later: too many connections, too slow a reader under policy `disconnect`, or the log cannot write (the message was not stored or delivered). */
   tryAgain: 1013,
+  /** The replay could not be served: reading the log failed. */
+  internal: 1011,
+  /** A raw (unframed) replay asked for messages before the start of history; the reason says where history starts. */
+  historyGone: 4410,
 } as const;
 
 /** What the websocket endpoint needs. */
@@ -31,6 +36,8 @@ export interface WebSocketDeps {
   logger: Logger;
   /** True for a booking id on the deny list (a token carrying it is refused). */
   isDenied?: (bookingId: string) => boolean;
+  /** Subscribers that resume (after_seq, since, last) or ask for framing (envelope); absent: those parameters are refused. */
+  followers?: Followers;
 }
 
 /** The path prefix of the stream endpoint. */
@@ -65,6 +72,8 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
     stream = url.pathname.slice(WS_PREFIX.length);
     badEncoding = true;
   }
+  const replay = replayRequestOf(url, stream, deps);
+  if (replay instanceof Response) return replay;
   const ip = server.requestIP(req);
   const address = ip?.address ?? "";
   const origin = `ws:${address}:${ip?.port ?? 0}`;
@@ -88,7 +97,72 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
   }
   const conn = newConnection(stream, origin, grant, refusal);
   if (grant.bookingId) conn.bookingId = grant.bookingId;
+  if (replay) conn.replay = replay;
   return acceptUpgrade(req, url, server, conn);
+}
+
+/**
+ * The replay a subscriber asks for with `after_seq`, `since`, `last` and
+ * `envelope` (null: a plain subscriber, raw payloads from now on, as ever);
+ * a 400 before the upgrade when a value is malformed, saying what is allowed.
+ */
+function replayRequestOf(url: URL, stream: string, deps: WebSocketDeps): ReplayRequest | Response | null {
+  let replay: ReplayRequest | null;
+  try {
+    replay = parseReplayRequest(url.searchParams);
+  } catch (err) {
+    if (!(err instanceof ReplayParamError)) throw err;
+    return Response.json({ error: { status: 400, message: err.message } }, { status: 400 });
+  }
+  if (replay && (stream === STREAMS_EVENTS_STREAM || !deps.followers)) {
+    return Response.json({ error: { status: 400, message: `${STREAMS_EVENTS_STREAM} has no history: after_seq, since, last and envelope apply to message streams` } }, { status: 400 });
+  }
+  return replay;
+}
+
+/**
+ * Starts feeding a subscriber that resumes: its replay from memory or the log,
+ * then live messages, each framed as it asked (raw payload, or a JSON envelope
+ * with its seq). The follower pauses while the socket has more than
+ * backpressure_limit_bytes waiting, and catches up again if it falls behind.
+ */
+function startFollowing(c: Connection, followers: Followers): void {
+  const ws = c.ws!;
+  const replay = c.replay!;
+  if (!c.grant.read) {
+    c.closing = true;
+    ws.close(CLOSE.policy, reason(`after_seq, since, last and envelope need the 'read' scope on ${c.stream}`));
+    return;
+  }
+  const problem = followers.startProblem(c.stream, replay.start);
+  if (problem) {
+    c.closing = true;
+    ws.close(CLOSE.policy, reason(problem));
+    return;
+  }
+  const json = replay.envelope === "json";
+  c.follower = followers.follow(c.stream, replay.start, {
+    send(m) {
+      // As on a topic, a connection does not get back what it published itself.
+      if (m.origin === c.origin || c.closing) return;
+      ws.send(json ? envelopeJson(m) : m.data);
+    },
+    gap(g) {
+      if (json) {
+        ws.send(gapJson(g));
+        return true;
+      }
+      if (!g.beforeHistory) return true;
+      c.closing = true;
+      ws.close(CLOSE.historyGone, reason(`history starts at seq ${g.to + 1}: seq ${g.from}..${g.to} are gone; reconnect with after_seq=${g.to} to accept the gap`));
+      return false;
+    },
+    buffered: () => ws.getBufferedAmount(),
+    fail(why) {
+      c.closing = true;
+      ws.close(CLOSE.internal, reason(why));
+    },
+  }, c.origin);
 }
 
 /**
@@ -173,6 +247,7 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
         };
         arm();
       }
+      if (c.replay && deps.followers) startFollowing(c, deps.followers);
       if (c.stream === STREAMS_EVENTS_STREAM) {
         ws.send(JSON.stringify({ event: "snapshot", streams: hub.listStreams().map(streamStats), ts: new Date().toISOString() }));
       }
@@ -206,8 +281,10 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
     },
     drain(ws) {
       hub.drained(ws.data);
+      ws.data.follower?.drained();
     },
     close(ws) {
+      if (ws.data.follower) deps.followers?.unfollow(ws.data.follower);
       hub.leave(ws.data);
     },
     error(error, ws) {

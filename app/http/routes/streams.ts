@@ -6,16 +6,19 @@ import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { streamStats } from "../../hub/stream-state.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-import { MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
+import { EVENTS, MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
+import { envelopeJson, gapJson, parseReplayRequest, parseTime, ReplayParamError, type ReplayRequest } from "../../sinks/replay.ts";
 import { remoteAddress, requireStreamGrant, streamVisibility } from "../stream-access.ts";
 
-/** Parses a time (ISO 8601, or microseconds since the epoch) into µs. */
+/** Parses a time (ISO 8601, or microseconds since the epoch) into µs: the same rule as the websocket's `since`. */
 function parseSince(text: string | undefined, name: string): number | undefined {
   if (text === undefined || text === "") return undefined;
-  if (/^\d+$/.test(text)) return Number(text);
-  const ms = Date.parse(text);
-  if (Number.isNaN(ms)) throw badRequest(`${name}: ${JSON.stringify(text)} is not a time; allowed: an ISO 8601 time (2026-11-23T12:00:00Z) or microseconds since the epoch`);
-  return ms * 1000;
+  try {
+    return parseTime(name, text);
+  } catch (err) {
+    if (err instanceof ReplayParamError) throw badRequest(err.message);
+    throw err;
+  }
 }
 
 function parseCount(name: string, text: string | undefined, fallback: number | undefined, min: number, max: number): number | undefined {
@@ -25,44 +28,82 @@ function parseCount(name: string, text: string | undefined, fallback: number | u
   return n;
 }
 
-/** GET /api/streams/{name}/messages?limit&since&after_seq: the latest messages kept in memory, oldest first. */
+/** Most messages one answer of GET …/messages holds. */
+const MAX_LIMIT = 10_000;
+
+/**
+ * GET /api/streams/{name}/messages?limit|last&since&until&after_seq&source: a
+ * stream's messages, oldest first. With after_seq, the first `limit` after it
+ * (a resume point: page on with `next_after_seq` while `more`); without, the
+ * latest `limit` (or `last`). From memory when it holds the whole answer, else
+ * from the log (Parquet and the spool, through the query process).
+ */
 async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   const name = streamFromPath(c.req.url, MESSAGES);
   const problem = streamNameProblem(name);
   if (problem) throw badRequest(problem);
   await requireStreamGrant(c, deps, name, "read");
-  const limit = parseCount("limit", c.req.query("limit"), 100, 1, 10_000)!;
+  const lastText = c.req.query("last");
+  if (lastText !== undefined && c.req.query("limit") !== undefined) throw badRequest("limit and last cannot be combined; last=N is the latest N messages, limit=N the most one answer holds");
+  const afterSeq = parseCount("after_seq", c.req.query("after_seq"), undefined, 0, Number.MAX_SAFE_INTEGER);
+  if (lastText !== undefined && afterSeq !== undefined) throw badRequest("after_seq and last cannot be combined; give one starting point: after_seq (a seq) or last (a count)");
+  const limit = lastText !== undefined ? parseCount("last", lastText, 100, 1, MAX_LIMIT)! : parseCount("limit", c.req.query("limit"), 100, 1, MAX_LIMIT)!;
   const since = parseSince(c.req.query("since"), "since");
   const until = parseSince(c.req.query("until"), "until");
-  const afterSeq = parseCount("after_seq", c.req.query("after_seq"), undefined, 0, Number.MAX_SAFE_INTEGER);
   const source = c.req.query("source") ?? "auto";
   if (!["auto", "memory", "log"].includes(source)) throw badRequest(`source: ${JSON.stringify(source)} is not valid; allowed: auto, memory, log`);
-  // Memory answers when it holds the whole answer: `limit` messages, or everything back to the
-  // stream's first message or to the since/after_seq boundary. Otherwise (or with until, or
-  // source=log) the log answers.
-  const inMemory = source !== "log" && until === undefined ? deps.recent.query(name, { limit, since, afterSeq }) : null;
-  const oldest = deps.recent.oldest(name);
-  const complete = inMemory !== null && oldest !== null && (inMemory.length === limit || oldest.seq === 1
-    || (since !== undefined && oldest.ts <= since) || (afterSeq !== undefined && oldest.seq <= afterSeq + 1));
+  const forward = afterSeq !== undefined;
+  if (forward) {
+    const problem = deps.followers.startProblem(name, { afterSeq });
+    if (problem) throw badRequest(problem);
+  }
+  // Memory answers when it holds the whole answer: with after_seq, everything from after_seq + 1 on;
+  // else `limit` messages, or everything back to the stream's first message or to `since`. Otherwise
+  // (or with until, or source=log) the log answers.
+  let inMemory: Message[] | null = null;
+  let complete = false;
+  if (source !== "log" && until === undefined) {
+    if (forward) {
+      // Memory holds every message after after_seq, or only the later part of them (then the log answers).
+      const after = deps.recent.after(name, afterSeq, Number.MAX_SAFE_INTEGER);
+      complete = after !== null;
+      const kept = after ?? deps.recent.query(name, { limit: Number.MAX_SAFE_INTEGER, since, afterSeq });
+      inMemory = kept && kept.filter((m) => since === undefined || m.ts > since).slice(0, limit);
+    } else {
+      inMemory = deps.recent.query(name, { limit, since });
+      const oldest = deps.recent.oldest(name);
+      complete = inMemory !== null && oldest !== null && (inMemory.length === limit || oldest.seq === 1 || (since !== undefined && oldest.ts <= since));
+    }
+  }
   if (source === "memory" && inMemory === null) throw notFound(`no messages are kept in memory for stream ${JSON.stringify(name)}; ask source=log for history`);
-  if (inMemory !== null && (complete || source === "memory")) return c.json({ stream: name, source: "memory", messages: inMemory.map(messageJson) });
-  const conditions = ["stream = $1"];
-  const params: (string | number)[] = [name];
-  if (since !== undefined) { params.push(since); conditions.push(`ts > make_timestamp($${params.length}::BIGINT)`); }
-  if (until !== undefined) { params.push(until); conditions.push(`ts <= make_timestamp($${params.length}::BIGINT)`); }
-  if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
-  const reply = await runQueryInWorker({
-    sql: `SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
-    params, format: "json", rowLimit: limit, ...queryLimits(deps.config.dataDir, deps.store.settings), client: remoteAddress(c),
-  });
-  if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : 500), `reading the log failed: ${reply.error}`);
-  const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
-  if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
-  return c.json({
-    stream: name,
-    source: "log",
-    messages: rows.map((r) => ({ seq: Number(r.seq), ts: Number(r.ts), time: new Date(Number(r.ts) / 1000).toISOString(), origin: r.origin, kind: r.kind, data: r.data })),
-  });
+  let messages: ReturnType<typeof messageJson>[];
+  let from: "memory" | "log";
+  if (inMemory !== null && (complete || source === "memory")) {
+    messages = inMemory.map(messageJson);
+    from = "memory";
+  } else {
+    const conditions = ["stream = $1"];
+    const params: (string | number)[] = [name];
+    if (since !== undefined) { params.push(since); conditions.push(`ts > make_timestamp($${params.length}::BIGINT)`); }
+    if (until !== undefined) { params.push(until); conditions.push(`ts <= make_timestamp($${params.length}::BIGINT)`); }
+    if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
+    const select = `SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")}`;
+    const reply = await runQueryInWorker({
+      sql: forward ? `${select} ORDER BY seq LIMIT ${limit}` : `SELECT * FROM (${select} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
+      params, format: "json", rowLimit: limit, ...queryLimits(deps.config.dataDir, deps.store.settings), client: remoteAddress(c),
+    });
+    if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : 500), `reading the log failed: ${reply.error}`);
+    const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
+    if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
+    messages = rows.map((r) => ({ seq: Number(r.seq), ts: Number(r.ts), time: new Date(Number(r.ts) / 1000).toISOString(), origin: r.origin, kind: r.kind, data: r.data }));
+    from = "log";
+  }
+  if (!forward) return c.json({ stream: name, source: from, messages });
+  const last = messages.at(-1)?.seq ?? afterSeq;
+  const first = messages[0]?.seq;
+  // A resume point before what is kept: say which seqs are gone (since filters on purpose, so not then).
+  const gap = since === undefined && first !== undefined && first > afterSeq + 1 ? { from: afterSeq + 1, to: first - 1 } : undefined;
+  return c.json({ stream: name, source: from, messages, next_after_seq: last, more: messages.length === limit || (until === undefined && last < deps.hub.lastDeliveredSeq(name)), ...(gap ? { gap } : {}) });
 }
 
 /** A message as the messages endpoints show it (binary as base64). */
@@ -75,6 +116,97 @@ function messageJson(m: Message) {
       kind: typeof m.data === "string" ? "text" : "binary",
       data: typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"),
   };
+}
+
+/** How long an SSE client waits before reconnecting (the `retry:` field), ms. */
+const SSE_RETRY_MS = 3000;
+/** A comment line this often keeps proxies from closing an idle event stream, ms. */
+const SSE_KEEPALIVE_MS = 15_000;
+
+/**
+ * GET /api/streams/{name}/events?after_seq|since|last: the stream as
+ * server-sent events, from a replay (memory or the log) on into live, with no
+ * gap or duplicate. Each message is one event: `id:` its seq, `data:` the JSON
+ * envelope `{"seq","ts","data"}` (bytes as base64 with `"binary":true`); an
+ * EventSource that reconnects sends Last-Event-ID and resumes after it. A gap
+ * (history gone, or never logged) is an `event: gap` whose id is the gap's last
+ * seq. Pulled: an event is produced only while the client takes them, so a slow
+ * reader pauses its replay and holds at most backpressure_limit_bytes here.
+ */
+async function followEvents(c: Context<HttpEnv>, deps: HttpDeps) {
+  const name = streamFromPath(c.req.url, EVENTS);
+  const problem = streamNameProblem(name);
+  if (problem) throw badRequest(problem);
+  await requireStreamGrant(c, deps, name, "read");
+  let replay: ReplayRequest;
+  try {
+    replay = parseReplayRequest(new URL(c.req.url).searchParams, { lastEventId: c.req.header("last-event-id"), defaultEnvelope: "json" })!;
+  } catch (err) {
+    if (err instanceof ReplayParamError) throw badRequest(err.message);
+    throw err;
+  }
+  if (replay.envelope !== "json") throw badRequest("envelope: \"raw\" is not available for server-sent events; allowed: json (the default here)");
+  const startProblem = deps.followers.startProblem(name, replay.start);
+  if (startProblem) throw badRequest(startProblem);
+  const encoder = new TextEncoder();
+  let queue: string[] = [`retry: ${SSE_RETRY_MS}\n\n`];
+  let queued = 0;
+  let ended = false;
+  let wake: (() => void) | null = null;
+  const push = (block: string) => {
+    queue.push(block);
+    queued += block.length;
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  const follower = deps.followers.follow(name, replay.start, {
+    send: (m) => push(`id: ${m.seq}\ndata: ${envelopeJson(m)}\n\n`),
+    gap: (g) => {
+      push(`id: ${g.to}\nevent: gap\ndata: ${gapJson(g)}\n\n`);
+      return true;
+    },
+    buffered: () => queued,
+    fail: (reason) => {
+      push(`event: error\ndata: ${JSON.stringify({ error: reason })}\n\n`);
+      ended = true;
+    },
+  }, remoteAddress(c));
+  const stop = () => {
+    ended = true;
+    deps.followers.unfollow(follower);
+    const w = wake;
+    wake = null;
+    w?.();
+  };
+  c.req.raw.signal.addEventListener("abort", stop);
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      for (;;) {
+        if (queue.length > 0) {
+          const text = queue.join("");
+          queue = [];
+          queued = 0;
+          controller.enqueue(encoder.encode(text));
+          follower.drained();
+          return;
+        }
+        if (ended) {
+          deps.followers.unfollow(follower);
+          controller.close();
+          return;
+        }
+        const timedOut = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(true), SSE_KEEPALIVE_MS);
+          wake = () => { clearTimeout(timer); resolve(false); };
+        });
+        wake = null;
+        if (timedOut && !ended) return controller.enqueue(encoder.encode(": keepalive\n\n"));
+      }
+    },
+    cancel: stop,
+  }, { highWaterMark: 0 });
+  return new Response(body, { headers: { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no" } });
 }
 
 /**
@@ -91,7 +223,9 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   });
 
   app.get(`${PREFIX}*`, async (c) => {
-    if (new URL(c.req.url).pathname.endsWith(MESSAGES)) return recentMessages(c, deps);
+    const path = new URL(c.req.url).pathname;
+    if (path.endsWith(MESSAGES)) return recentMessages(c, deps);
+    if (path.endsWith(EVENTS)) return followEvents(c, deps);
     const name = streamFromPath(c.req.url);
     const problem = streamNameProblem(name);
     if (problem) throw badRequest(problem);

@@ -1,0 +1,138 @@
+import { queryLimits } from "../analytics/limits.ts";
+import { streamQueryInWorker } from "../analytics/run-query.ts";
+import type { Settings } from "../config/settings.ts";
+import type { Message } from "../core/message.ts";
+
+/** What reading a stream's history from the durable log needs. */
+export interface LogReaderDeps {
+  dataDir: string;
+  settings: () => Settings;
+}
+
+/** The log could not be read (the query engine failed or refused): the reason says why. */
+export class LogReadError extends Error {}
+
+/** Rows per query when reading the log page by page: each page is one short query in the query process. */
+export const LOG_PAGE_ROWS = 20_000;
+
+/** How long to wait before asking again when every query slot is taken. */
+const BUSY_RETRY_MS = 250;
+
+type Row = { ts: string | number; seq: string | number; origin: string; kind: string; data: string };
+
+function rowMessage(stream: string, r: Row): Message {
+  const data = r.kind === "binary" ? new Uint8Array(Buffer.from(r.data, "base64")) : r.data;
+  return { stream, ts: Number(r.ts), seq: Number(r.seq), origin: r.origin, data, size: typeof data === "string" ? Buffer.byteLength(data) : data.byteLength };
+}
+
+/** Options of a log read: who asks (query slots are shared fairly per client) and when to stop. */
+export interface LogReadOptions {
+  /** Query-pool client key (e.g. `replay:<address>`): one client may hold `query_per_client` slots at most. */
+  client?: string;
+  /** Checked between rows: true stops the read (the reader went away). */
+  stopped?: () => boolean;
+}
+
+/**
+ * Runs one query through the query process pool and yields its NDJSON rows as
+ * they arrive, chunk by chunk: the query process sends its next chunk only when
+ * this generator is pulled again, so a slow consumer holds the query, not memory.
+ * Waits and asks again while every query slot is busy.
+ */
+async function* queryRows(deps: LogReaderDeps, sql: string, params: (string | number)[], rowLimit: number, opts: LogReadOptions): AsyncGenerator<Record<string, unknown>> {
+  for (;;) {
+    const reply = await streamQueryInWorker({ sql, params, format: "ndjson", rowLimit, ...queryLimits(deps.dataDir, deps.settings()), client: opts.client });
+    if (!reply.ok) {
+      if (reply.busy && !opts.stopped?.()) {
+        await Bun.sleep(BUSY_RETRY_MS);
+        continue;
+      }
+      if (opts.stopped?.()) return;
+      throw new LogReadError(`reading the log failed: ${reply.error}`);
+    }
+    const reader = reply.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        pending += decoder.decode(value, { stream: true });
+        let nl: number;
+        while ((nl = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (line === "") continue;
+          const row = JSON.parse(line) as Record<string, unknown>;
+          if (typeof row.error === "string" && row.seq === undefined) throw new LogReadError(`reading the log failed: ${row.error}`);
+          yield row;
+          if (opts.stopped?.()) return;
+        }
+      }
+    } finally {
+      await reader.cancel().catch(() => {});
+    }
+    return;
+  }
+}
+
+/** Most payload text one log page gathers (at least one message is always read). */
+export const LOG_PAGE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * One page of a stream's history from the durable log (Parquet and the spool not
+ * yet compacted, through the query process's `messages` view): the messages with
+ * seq > `afterSeq`, oldest first, at most `rows` of them and about
+ * LOG_PAGE_BYTES of payload. Read whole and at once, so the query holds its slot
+ * only as long as DuckDB needs, never while a slow reader takes the page.
+ */
+export async function readLogPage(deps: LogReaderDeps, stream: string, afterSeq: number, rows = LOG_PAGE_ROWS, opts: LogReadOptions = {}): Promise<Message[]> {
+  // Seqs rarely skip, so the next `rows` seqs are asked first: a range DuckDB prunes by its
+  // min/max statistics (Parquet row groups, the spool tables' zone maps) instead of sorting the
+  // whole rest of the stream for every page. Nothing in that range: the open-ended query finds
+  // the next message, wherever it is (after a gap).
+  const page = await readRange(deps, stream, afterSeq, afterSeq + rows, rows, opts);
+  return page.length > 0 ? page : readRange(deps, stream, afterSeq, null, rows, opts);
+}
+
+async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, upTo: number | null, rows: number, opts: LogReadOptions): Promise<Message[]> {
+  const params: (string | number)[] = [stream, afterSeq];
+  if (upTo !== null) params.push(upTo);
+  const sql = `SELECT ts, seq, origin, kind, data FROM (
+      SELECT epoch_us(ts) AS ts, seq, origin, kind, data, sum(length(data)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS upto
+      FROM (SELECT * FROM messages WHERE stream = $1 AND seq > $2::BIGINT${upTo !== null ? " AND seq <= $3::BIGINT" : ""} ORDER BY seq LIMIT ${rows}))
+    WHERE upto - length(data) < ${LOG_PAGE_BYTES} ORDER BY seq`;
+  const out: Message[] = [];
+  for await (const r of queryRows(deps, sql, params, rows, opts)) out.push(rowMessage(stream, r as Row));
+  return out;
+}
+
+/**
+ * Every message of `stream` in the durable log with seq > `afterSeq`, oldest
+ * first, page by page, until the log has no more. The next page is read only
+ * when the consumer has taken this one (backpressure), so a long history never
+ * sits in memory: for subscribers that resume and, later, relay destinations
+ * that forward a backlog.
+ */
+export async function* readLogAfter(deps: LogReaderDeps, stream: string, afterSeq: number, opts: LogReadOptions = {}): AsyncGenerator<Message> {
+  let last = afterSeq;
+  for (;;) {
+    const page = await readLogPage(deps, stream, last, LOG_PAGE_ROWS, opts);
+    for (const m of page) {
+      last = m.seq;
+      yield m;
+      if (opts.stopped?.()) return;
+    }
+    if (page.length === 0 || opts.stopped?.()) return;
+  }
+}
+
+/**
+ * Where a `since` replay starts in the log: the seq before the first message of
+ * `stream` received after `sinceUs`, or null when the log holds none.
+ */
+export async function logSeqBefore(deps: LogReaderDeps, stream: string, sinceUs: number, opts: LogReadOptions = {}): Promise<number | null> {
+  const sql = "SELECT min(seq) AS first FROM messages WHERE stream = $1 AND ts > make_timestamp($2::BIGINT)";
+  for await (const r of queryRows(deps, sql, [stream, sinceUs], 1, opts)) return r.first === null || r.first === undefined ? null : Number(r.first) - 1;
+  return null;
+}
