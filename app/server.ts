@@ -170,7 +170,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, followers, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
     adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), tls: () => tls?.state() ?? null });
-  const wsDeps = { hub, settings, secret: verifyKeys, logger, isDenied: (bid: string) => bookings.isDenied(bid), followers };
+  const wsDeps = { hub, settings, secret: verifyKeys, logger, isDenied: (bid: string) => bookings.isDenied(bid), followers,
+    log: { commitWaiter: () => spool.commitWaiter(), appended: () => spool.stats.appended, logs: (stream: string) => !excluded(stream) } };
   trustCaFile(boot.tls_ca_file);
 
   let tls: ServerTls | null;

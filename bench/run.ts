@@ -12,6 +12,7 @@ const BENCHES: Record<string, string> = {
   binary: "./binary.ts",
   soak: "./soak.ts",
   idle: "./idle.ts",
+  acks: "./publish-acks.ts",
 };
 
 const name = process.argv[2];

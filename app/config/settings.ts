@@ -26,6 +26,7 @@ export interface Settings {
   max_connections: number;
   keepalive_seconds: number;
   stream_linger_seconds: number;
+  publish_dedup_seconds: number;
   public_url: string;
   cors_origins: string[];
   udp_format: UdpFormat;
@@ -98,6 +99,7 @@ export const DEFAULT_SETTINGS: Settings = {
   max_connections: 10_000,
   keepalive_seconds: 60,
   stream_linger_seconds: 30,
+  publish_dedup_seconds: 120,
   public_url: "",
   cors_origins: [],
   udp_format: "json",
@@ -170,6 +172,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   max_connections: { description: "most websocket connections at once; more are closed with code 1013", check: int(1, 1_000_000) },
   keepalive_seconds: { description: "a connection that sends nothing (not even a pong) for this long is closed; pings go out before that", restart: true, check: int(8, 960) },
   stream_linger_seconds: { description: "how long a stream with no clients and no messages stays listed", check: int(0, 86_400) },
+  publish_dedup_seconds: { description: "a message a websocket publisher (?ack=id) sends again with the same id within this many seconds is acknowledged with its first seq, not stored twice (0: off; at most 100,000 ids are kept)", check: int(0, 86_400) },
   public_url: {
     description: "the URL this box is reached at (e.g. https://relay.example.org); tokens with an audience must name it",
     check: (v) => (typeof v === "string" && (v === "" || /^https?:\/\/[^\s/]+(\/[^\s]*)?$/.test(v)) ? null : "allowed: empty, or an http:// or https:// URL"),

@@ -1,4 +1,5 @@
 import { badRequest, tooLarge } from "../core/errors.ts";
+import { BATCH_BODY_LIMIT, batchForm } from "../sources/http/publish-batch.ts";
 
 /** Most bytes a JSON request body of the API may have. */
 export const JSON_BODY_LIMIT = 1024 * 1024;
@@ -19,13 +20,15 @@ export interface BodyLimit {
  * at `max_message_bytes`). Every other route has a limit that fits what it
  * reads; routes that read no body get the JSON limit, so nothing is unbounded.
  */
-export function bodyLimitFor(method: string, path: string, maxMessageBytes: number): BodyLimit | null {
+export function bodyLimitFor(method: string, path: string, maxMessageBytes: number, contentType?: string | null): BodyLimit | null {
   if (method === "POST" && path.startsWith("/ts/")) return null;
   if (path === "/admin/login") return { bytes: SIGN_IN_BODY_LIMIT, why: "the sign-in form" };
   // Form encoding may triple a message's bytes (%XX), so the publish form allows for it.
   if (path === "/admin/streams/publish") return { bytes: 3 * maxMessageBytes + ADMIN_FORM_LIMIT, why: "3 × max_message_bytes + 64 KiB for the publish form" };
   if (path.startsWith("/admin")) return { bytes: ADMIN_FORM_LIMIT, why: "admin forms" };
-  if (method === "POST" && path.startsWith("/api/streams/") && path.endsWith("/messages")) return { bytes: maxMessageBytes, why: "setting max_message_bytes" };
+  if (method === "POST" && path.startsWith("/api/streams/") && path.endsWith("/messages")) {
+    return batchForm(contentType) ? { bytes: BATCH_BODY_LIMIT, why: "a publish batch: 16 MiB; split larger batches" } : { bytes: maxMessageBytes, why: "setting max_message_bytes" };
+  }
   return { bytes: JSON_BODY_LIMIT, why: "JSON bodies of the API" };
 }
 

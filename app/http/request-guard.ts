@@ -47,7 +47,7 @@ export function screenRequest(req: Request, maxMessageBytes: number, logger: Log
   if (!url.pathname.startsWith(WS_PREFIX) && !decodes(url.pathname)) {
     return refused(400, `the path is not valid percent-encoding: ${PERCENT_ENCODING_RULE}`);
   }
-  const limit = bodyLimitFor(req.method, url.pathname, maxMessageBytes);
+  const limit = bodyLimitFor(req.method, url.pathname, maxMessageBytes, req.headers.get("content-type"));
   const declared = req.headers.get("content-length");
   if (limit && declared !== null && Number(declared) > limit.bytes) {
     return refused(413, tooLargeMessage(Number(declared), limit));

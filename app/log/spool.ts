@@ -103,6 +103,8 @@ export class Spool {
   private writtenThrough = 0;
   private syncedThrough = 0;
   private waiters: { target: number; resolve: () => void; reject: (err: Error) => void }[] = [];
+  /** A commitWaiter is waiting: fsync right after the next group write instead of at the timer. */
+  private syncAfterWrite = false;
   /** Messages whose write failed since the hub last asked (takeLost). */
   private lost = new Set<Message>();
   private failureSince = 0;
@@ -335,6 +337,31 @@ export class Spool {
   }
 
   /**
+   * A durable() that does not write now and can be extended: it waits for the
+   * records up to `cover(n)` (counted from open, as `stats.appended`), settling
+   * after the turn's group write that holds them and the fsync started right
+   * after it; it rejects if their write or fsync failed. Registered before the
+   * records are appended, so a write that fails first is never taken for one
+   * that worked (acknowledged websocket publishers use it).
+   */
+  commitWaiter(): { cover(target: number): void; done: Promise<void> } {
+    let waiter!: Spool["waiters"][number];
+    const done = new Promise<void>((resolve, reject) => {
+      waiter = { target: this.stats.appended, resolve, reject };
+    });
+    // A failure can settle it before its owner awaits it (a write within the same turn): never an unhandled rejection.
+    done.catch(() => {});
+    this.waiters.push(waiter);
+    this.syncAfterWrite = true;
+    // Flush (and so fsync) at the end of this turn even if nothing more is appended.
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+    return { cover: (target) => { waiter.target = target; }, done };
+  }
+
+  /**
    * The messages whose write failed since the last call (the hub asks after each
    * turn's write, before delivering): null when there were none, else a test.
    */
@@ -350,6 +377,10 @@ export class Spool {
     this.flushScheduled = false;
     if (this.used > 0) this.writeBatch();
     this.rollIfDue();
+    if (this.syncAfterWrite) {
+      this.syncAfterWrite = false;
+      this.sync();
+    }
   }
 
   /** Seals the current segment once it is big or old enough (also when no message comes to trigger it, so compaction is not held up). */

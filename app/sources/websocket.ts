@@ -10,6 +10,7 @@ import { Hub, PublishError } from "../hub/hub.ts";
 import { STREAMS_EVENTS_STREAM } from "../hub/stream-events.ts";
 import { streamStats } from "../hub/stream-state.ts";
 import { envelopeJson, gapJson, parseReplayRequest, ReplayParamError, type Followers, type ReplayRequest } from "../sinks/replay.ts";
+import { acknowledged, DedupWindow, publishAcked, requestAcks, type AckLog } from "./publish-acks.ts";
 
 /** Close codes Switchyard uses, with what each means. */
 export const CLOSE = {
@@ -38,6 +39,8 @@ export interface WebSocketDeps {
   isDenied?: (bookingId: string) => boolean;
   /** Subscribers that resume (after_seq, since, last) or ask for framing (envelope); absent: those parameters are refused. */
   followers?: Followers;
+  /** The durable log, for publishers that ask for acknowledgements (`?ack=`); without it `?ack=` is refused. */
+  log?: AckLog;
 }
 
 /** The path prefix of the stream endpoint. */
@@ -98,6 +101,12 @@ export async function upgradeStream(req: Request, url: URL, server: Server<Conne
   const conn = newConnection(stream, origin, grant, refusal);
   if (grant.bookingId) conn.bookingId = grant.bookingId;
   if (replay) conn.replay = replay;
+  if (!conn.refusal) {
+    const ackProblem = deps.log ? requestAcks(conn, url.searchParams.get("ack")) : url.searchParams.has("ack") ? "acknowledgements need the durable log" : null;
+    if (ackProblem) conn.refusal = { code: CLOSE.policy, reason: ackProblem };
+    // An acknowledged publisher only publishes: every frame it gets is an acknowledgement, never a message of the stream.
+    else if (acknowledged(conn)) conn.grant = { ...conn.grant, read: false };
+  }
   return acceptUpgrade(req, url, server, conn);
 }
 
@@ -211,6 +220,7 @@ function reason(text: string): string {
 /** The Bun websocket handlers that bind connections to the hub. */
 export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler<Connection>, "maxPayloadLength" | "backpressureLimit"> {
   const { hub, logger } = deps;
+  const acks = deps.log ? { hub, settings: deps.settings, log: deps.log, dedup: new DedupWindow() } : null;
   return {
     open(ws) {
       const c = ws.data;
@@ -266,6 +276,8 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
         ws.close(CLOSE.policy, reason(`this connection may not write to ${c.stream}: its token lacks the 'write' scope`));
         return;
       }
+      // A publisher that asked for acknowledgements (?ack=): see publish-acks.ts.
+      if (acks && acknowledged(c)) return publishAcked(ws, message, acks);
       try {
         const first = c.published === 0;
         hub.publish(c.stream, message, c.origin, c);

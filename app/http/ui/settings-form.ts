@@ -27,7 +27,7 @@ export function settingValues(s: Settings): Record<string, string> {
 export const SETTING_GROUPS: { id: string; title: string; keys: (keyof Settings)[] }[] = [
   { id: "ports", title: "Ports", keys: ["http_port", "udp_port"] },
   { id: "access", title: "Access", keys: ["access", "practable_loopback_api", "trusted_proxies", "public_url", "cors_origins"] },
-  { id: "hub", title: "Websocket hub", keys: ["backpressure_policy", "backpressure_limit_bytes", "max_message_bytes", "max_connections", "keepalive_seconds", "stream_linger_seconds"] },
+  { id: "hub", title: "Websocket hub", keys: ["backpressure_policy", "backpressure_limit_bytes", "max_message_bytes", "max_connections", "keepalive_seconds", "stream_linger_seconds", "publish_dedup_seconds"] },
   { id: "udp", title: "UDP ingest", keys: ["udp_format", "udp_stream", "udp_stream_field", "udp_allow", "udp_allow_sources", "udp_max_datagram_bytes", "udp_listeners", "udp_receive_buffer_bytes"] },
   { id: "log", title: "Log and retention", keys: ["log_retention_days", "log_retention_bytes", "log_exclude", "log_deliver_unlogged", "log_fsync_ms", "log_segment_bytes", "log_segment_seconds", "log_compact_seconds", "log_compact_memory_mb"] },
   { id: "memory", title: "Memory and relays", keys: ["recent_messages_per_stream", "recent_bytes_per_stream", "recent_total_bytes", "relay_buffer_bytes", "relay_silence_seconds", "relay_record_max_bytes"] },
