@@ -1,0 +1,261 @@
+import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
+import { signStreamToken } from "../app/auth/stream-token.ts";
+import { SettingsStore } from "../app/config/store.ts";
+import { TOKEN_SECRET_NAME } from "../app/server.ts";
+import { MAIN } from "./support/cli.ts";
+import { connect, type TestClient } from "./support/client.ts";
+import { adminHeadersFor, freeTcpPort, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
+
+// Real servers in subprocesses, restarted and killed: generous per-test time on a busy machine.
+setDefaultTimeout(240_000);
+
+/** A `switchyard serve` subprocess on 127.0.0.1:`port` (0: any), once it listens. */
+async function serve(dataDir: string, port = 0) {
+  const p = Bun.spawn([process.execPath, MAIN, "serve", "--data-dir", dataDir, "--host", "127.0.0.1", "--port", String(port), "--udp-port", "0"], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
+  let log = "";
+  void (async () => { for await (const c of p.stderr) log += new TextDecoder().decode(c); })();
+  try {
+    await waitFor(() => /http=http:\/\/127\.0\.0\.1:\d+/.test(log) || p.exitCode !== null, "the server to listen", 30_000);
+  } catch (err) {
+    p.kill("SIGKILL");
+    throw new Error(`${(err as Error).message}; its log:\n${log.slice(-2000)}`);
+  }
+  if (p.exitCode !== null) throw new Error(`serve exited with ${p.exitCode}; its log:\n${log.slice(-2000)}`);
+  const listening = Number(/http=http:\/\/127\.0\.0\.1:(\d+)/.exec(log)![1]);
+  return { p, port: listening, url: `http://127.0.0.1:${listening}`, log: () => log };
+}
+type Served = Awaited<ReturnType<typeof serve>>;
+
+const running: Served[] = [];
+const cleanups: (() => void)[] = [];
+afterEach(async () => {
+  for (const s of running.splice(0)) {
+    s.p.kill("SIGKILL");
+    await s.p.exited;
+  }
+  for (const c of cleanups.splice(0)) c();
+});
+
+async function started(dataDir: string, port = 0): Promise<Served> {
+  const s = await serve(dataDir, port);
+  running.push(s);
+  return s;
+}
+
+async function stop(s: Served, signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
+  s.p.kill(signal);
+  await s.p.exited;
+  running.splice(running.indexOf(s), 1);
+}
+
+function dir(): string {
+  const t = tempDir("switchyard-resume-");
+  cleanups.push(() => t.remove());
+  return t.dir;
+}
+
+/** A relay token for `topic` on the Switchyard of `dataDir` (signed with its secret), audience its URL. */
+function relayToken(dataDir: string, port: number, topic: string): Promise<string> {
+  const store = SettingsStore.open(dataDir);
+  try {
+    return signStreamToken(store.secret(TOKEN_SECRET_NAME, () => "unused"), { topic, scopes: ["read", "write"], ttlSeconds: 3600, audience: `http://127.0.0.1:${port}` });
+  } finally {
+    store.close();
+  }
+}
+
+async function postRule(url: string, rule: Record<string, unknown>): Promise<Response> {
+  return fetch(`${url}/api/destinations`, { method: "POST", body: JSON.stringify(rule), headers: { "Content-Type": "application/json" } });
+}
+
+async function status(url: string, id: string) {
+  return (await (await fetch(`${url}/api/destinations/${id}`)).json()).status;
+}
+
+/** Publishes "from".."to" (the numbers as text) on `stream` in NDJSON batches, each answered after fsync. */
+async function publishRange(url: string, stream: string, from: number, to: number): Promise<void> {
+  for (let lo = from; lo <= to; lo += 1000) {
+    const hi = Math.min(to, lo + 999);
+    const body = Array.from({ length: hi - lo + 1 }, (_, i) => String(lo + i)).join("\n");
+    const r = await fetch(`${url}/api/streams/${stream}/messages`, { method: "POST", body, headers: { "Content-Type": "application/x-ndjson" } });
+    expect(r.status).toBe(200);
+  }
+}
+
+/** The payloads a `?after_seq=0&envelope=json` subscriber got, as numbers. */
+function numbers(c: TestClient): number[] {
+  return c.messages.map((m) => Number(JSON.parse(m as string).data));
+}
+
+/** Exactly 1..n, in order: nothing missing, nothing twice. */
+function expectExactly(got: number[], n: number): void {
+  const firstWrong = got.findIndex((v, i) => v !== i + 1);
+  expect({ count: got.length, firstWrong, at: firstWrong >= 0 ? got.slice(Math.max(0, firstWrong - 2), firstWrong + 3) : [] }).toEqual({ count: n, firstWrong: -1, at: [] });
+}
+
+describe("relay store and forward between two Switchyards", () => {
+  it("keeps what was published while the relay was stopped and sends it all, in order, once, then live", async () => {
+    const bDir = dir();
+    const bPort = freeTcpPort();
+    let b = await started(bDir, bPort);
+    const a = await started(dir());
+    const token = await relayToken(bDir, bPort, "spin30-log");
+    const posted = await postRule(a.url, { id: "0", stream: "spin30", destination: `${b.url}/session/spin30-log`, token, resume: true });
+    expect(posted.status).toBe(200);
+    await waitFor(async () => (await status(a.url, "0")).resume.mode === "switchyard", "the link to speak store and forward", 30_000);
+
+    await publishRange(a.url, "spin30", 1, 100);
+    await waitFor(async () => (await status(a.url, "0")).resume.cursor === 100, "the first 100 acknowledged", 30_000);
+
+    await stop(b);
+    await waitFor(async () => (await status(a.url, "0")).up === false, "the destination to see the relay gone", 30_000);
+    await publishRange(a.url, "spin30", 101, 5100);
+    // Status and alert numbers: 5,000 waiting, with an age; nothing dropped, nothing held in memory for it.
+    const down = await status(a.url, "0");
+    expect(down.resume.backlog_messages).toBe(5000);
+    expect(down.dropped).toBe(0);
+    await waitFor(async () => (await status(a.url, "0")).resume.backlog_age_seconds !== null, "the backlog's age", 30_000);
+    await Bun.sleep(1500); // "a while": the destination keeps trying meanwhile
+
+    b = await started(bDir, bPort);
+    await waitFor(async () => (await status(a.url, "0")).resume.backlog_messages === 0, "the backlog to drain", 120_000);
+    const sub = await connect(`ws://127.0.0.1:${bPort}/ws/spin30-log?after_seq=0&envelope=json`);
+    await sub.received(5100, 60_000);
+    await publishRange(a.url, "spin30", 5101, 5110);
+    await sub.received(5110, 60_000);
+    await Bun.sleep(500);
+    expectExactly(numbers(sub), 5110);
+    const after = await status(a.url, "0");
+    expect(after.resume).toMatchObject({ mode: "switchyard", cursor: 5110, backlog_messages: 0, skipped: 0 });
+    expect(after.dropped).toBe(0);
+  });
+
+  it("sends nothing twice and skips nothing when the sender is killed with SIGKILL mid-backlog", async () => {
+    const bDir = dir();
+    const bPort = freeTcpPort();
+    let b = await started(bDir, bPort);
+    const aDir = dir();
+    let a = await started(aDir);
+    // A slow catch-up, so that the kill lands in the middle of it.
+    const limit = await fetch(`${a.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ relay_catchup_messages_per_second: 500 }), headers: { "Content-Type": "application/json", ...(await adminHeadersFor(aDir)) } });
+    expect(limit.status).toBe(200);
+    expect((await postRule(a.url, { id: "up", stream: "spin31", destination: `ws://127.0.0.1:${bPort}/ws/spin31-copy`, token: "", resume: true })).status).toBe(200);
+    await waitFor(async () => (await status(a.url, "up")).resume.mode === "switchyard", "the link", 30_000);
+    await stop(b);
+    await waitFor(async () => (await status(a.url, "up")).up === false, "the relay gone", 30_000);
+    await publishRange(a.url, "spin31", 1, 5000);
+    b = await started(bDir, bPort);
+    const sub = await connect(`ws://127.0.0.1:${bPort}/ws/spin31-copy?after_seq=0&envelope=json`);
+    await waitFor(() => sub.messages.length >= 1000, "a part of the backlog on the relay", 60_000);
+    expect(sub.messages.length).toBeLessThan(5000);
+    await stop(a, "SIGKILL");
+    a = await started(aDir);
+    await sub.received(5000, 120_000);
+    await publishRange(a.url, "spin31", 5001, 5010);
+    await sub.received(5010, 60_000);
+    await Bun.sleep(1000);
+    expectExactly(numbers(sub), 5010);
+    expect((await status(a.url, "up")).resume).toMatchObject({ cursor: 5010, backlog_messages: 0 });
+  });
+
+  it("holds across a restart of the relay killed with SIGKILL: the relay's own log says what it has", async () => {
+    const bDir = dir();
+    const bPort = freeTcpPort();
+    let b = await started(bDir, bPort);
+    const a = await started(dir());
+    expect((await postRule(a.url, { id: "k", stream: "spin32", destination: `ws://127.0.0.1:${bPort}/ws/spin32`, token: "", resume: true })).status).toBe(200);
+    await waitFor(async () => (await status(a.url, "k")).resume.mode === "switchyard", "the link", 30_000);
+    await publishRange(a.url, "spin32", 1, 3000);
+    await waitFor(async () => (await status(a.url, "k")).resume.cursor >= 1000, "some acknowledged", 60_000);
+    await stop(b, "SIGKILL");
+    await publishRange(a.url, "spin32", 3001, 5000);
+    b = await started(bDir, bPort);
+    await waitFor(async () => (await status(a.url, "k")).resume.backlog_messages === 0, "the backlog to drain", 120_000);
+    const sub = await connect(`ws://127.0.0.1:${bPort}/ws/spin32?after_seq=0&envelope=json`);
+    await sub.received(5000, 60_000);
+    await Bun.sleep(500);
+    expectExactly(numbers(sub), 5000);
+    // Each stored message carries its sender and seq in its origin: what the relay answers after a restart comes from there.
+    const sql = "SELECT count(*)::INTEGER AS n, count(DISTINCT origin)::INTEGER AS o, min(origin) AS first FROM messages WHERE stream = 'spin32'";
+    const answer = await fetch(`${b.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "ndjson" }), headers: { "Content-Type": "application/json", ...(await adminHeadersFor(bDir)) } });
+    const row = JSON.parse((await answer.text()).trim().split("\n")[0]!);
+    expect(row).toMatchObject({ n: 5000, o: 5000 });
+    expect(row.first).toMatch(/^resume:[0-9a-f-]+:spin32#\d+$/);
+  });
+});
+
+describe("relay store and forward towards a relay that cannot say what it has", () => {
+  it("sends the backlog at least once from what left the socket, in order, at the catch-up rate", async () => {
+    // A relay that is not a Switchyard (as practable's): it answers no subprotocol and keeps what it gets.
+    const got: string[] = [];
+    const port = freeTcpPort();
+    const start = () => Bun.serve({ port, hostname: "127.0.0.1", fetch: (req, srv) => (srv.upgrade(req) ? undefined : new Response("no")), websocket: { message: (_ws, m) => void got.push(String(m)) } });
+    let relay = start();
+    const a: TestServer = await startTestServer({ relay_catchup_messages_per_second: 250 }, { backoff: { baseMs: 100, maxMs: 400 } });
+    cleanups.push(() => void a.close());
+    expect((await postRule(a.url, { id: "p", stream: "plain", destination: `ws://127.0.0.1:${port}/x`, token: "", resume: true })).status).toBe(200);
+    await waitFor(async () => (await status(a.url, "p")).resume.mode === "at-least-once", "the link (at least once)", 30_000);
+    await publishRange(a.url, "plain", 1, 10);
+    await waitFor(() => got.length === 10, "the first ten");
+    relay.stop(true);
+    await waitFor(async () => (await status(a.url, "p")).state !== "connected", "the relay gone", 30_000);
+    await publishRange(a.url, "plain", 11, 1010);
+    expect((await status(a.url, "p")).resume.backlog_messages).toBe(1000);
+    relay = start();
+    cleanups.push(() => relay.stop(true));
+    const began = performance.now();
+    await waitFor(() => got.length >= 1010, "the backlog", 60_000);
+    // 1,000 backlog messages at 250 a second (with a quarter-second burst) cannot take less than about 3.7 s.
+    expect(performance.now() - began).toBeGreaterThan(3500);
+    await publishRange(a.url, "plain", 1011, 1012);
+    await waitFor(() => got.includes("1012"), "live again");
+    const values = got.map(Number);
+    // In order, and every number there (at least once; a resend could only repeat the tail before the break).
+    for (let i = 1; i < values.length; i++) expect(values[i]! >= values[i - 1]! || values[i]! <= 10).toBe(true);
+    for (let n = 1; n <= 1012; n++) expect(values.includes(n)).toBe(true);
+  });
+});
+
+describe("relay rules without resume, and bad values", () => {
+  it("leaves a rule without resume as it was: no cursor, no backlog, messages while down dropped", async () => {
+    const relay = await startTestServer();
+    cleanups.push(() => void relay.close());
+    const a = await startTestServer({}, { backoff: { baseMs: 100, maxMs: 400 } });
+    cleanups.push(() => void a.close());
+    const r = await postRule(a.url, { id: "0", stream: "s", destination: relay.wsUrl("s"), token: "" });
+    const body = await r.json();
+    expect(body.resume).toBe(false);
+    expect(body.status.resume).toBeUndefined();
+    const watcher = await connect(relay.wsUrl("s"));
+    await waitFor(async () => relay.hub.stream("s")?.connections.size === 2, "the connection");
+    const pub = await connect(a.wsUrl("s"));
+    pub.ws.send("hello");
+    expect(await watcher.received(1)).toEqual(["hello"]);
+    // The remote saw a plain publisher (no relay link): its origin is the connection, as before.
+    const origins: string[] = [];
+    relay.hub.onMessage((m) => origins.push(m.origin));
+    pub.ws.send("again");
+    await watcher.received(2);
+    expect(origins[0]).toMatch(/^ws:/);
+    expect(a.store.db.query("SELECT count(*) AS n FROM destination_cursors").get()).toEqual({ n: 0 });
+  });
+
+  it("answers bad resume values with a 400 that says what is allowed", async () => {
+    const a = await startTestServer();
+    cleanups.push(() => void a.close());
+    const cases: [unknown, string, string][] = [
+      ["yes", "websocket", 'resume: "yes" is not valid; allowed: true'],
+      [1, "websocket", "resume: 1 is not valid; allowed: true"],
+      [true, "webhook", "resume: applies to websocket destinations only"],
+    ];
+    for (const [resume, kind, message] of cases) {
+      const destination = kind === "webhook" ? "http://127.0.0.1:9/hook" : "ws://127.0.0.1:9/ws/x";
+      const r = await postRule(a.url, { id: "bad", stream: "s", destination, token: "", kind, resume });
+      expect(r.status).toBe(400);
+      const body = await r.json();
+      expect(body.error.message).toContain(message);
+      expect(body.error.data.fields.resume).toBeDefined();
+    }
+    expect(a.destinations.list()).toHaveLength(0);
+  });
+});
