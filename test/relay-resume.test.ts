@@ -4,6 +4,8 @@ import { SettingsStore } from "../app/config/store.ts";
 import { TOKEN_SECRET_NAME } from "../app/server.ts";
 import { MAIN } from "./support/cli.ts";
 import { connect, type TestClient } from "./support/client.ts";
+import { startFakeSlack } from "./support/fake-slack.ts";
+import { asAdmin, signIn } from "./support/admin.ts";
 import { adminHeadersFor, freeTcpPort, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 
 // Real servers in subprocesses, restarted and killed: generous per-test time on a busy machine.
@@ -257,5 +259,34 @@ describe("relay rules without resume, and bad values", () => {
       expect(body.error.data.fields.resume).toBeDefined();
     }
     expect(a.destinations.list()).toHaveLength(0);
+  });
+});
+
+describe("relay store and forward: what the operator sees", () => {
+  it("shows the backlog in the status, on the Destinations page and in the destination-down alert", async () => {
+    const slack = startFakeSlack();
+    cleanups.push(() => slack.stop());
+    const dead = freeTcpPort(); // nothing listens there: the link stays down
+    const a = await startTestServer({ alert_destination_down_seconds: 1 }, { backoff: { baseMs: 100, maxMs: 400 }, slackWebhookUrl: slack.url("ok") });
+    cleanups.push(() => void a.close());
+    expect((await postRule(a.url, { id: "lab", stream: "spin33", destination: `ws://127.0.0.1:${dead}/ws/spin33`, token: "", resume: true })).status).toBe(200);
+    await publishRange(a.url, "spin33", 1, 42);
+    const s = await status(a.url, "lab");
+    expect(s.resume).toMatchObject({ mode: null, cursor: 0, backlog_messages: 42, catching_up: false });
+    expect(typeof s.resume.backlog_age_seconds).toBe("number");
+    expect(Date.parse(s.resume.backlog_oldest)).toBeGreaterThan(Date.now() - 60_000);
+    const admin = asAdmin(a, await signIn(a));
+    const page = await (await admin.get("/admin/destinations")).text();
+    expect(page).toContain('data-backlog="42"');
+    expect(page).toMatch(/waiting, oldest from \d+ s ago/);
+    // The edit form shows the checkbox ticked, and saving it keeps store and forward (and the cursor).
+    expect(await (await admin.get("/admin/destinations/edit?id=lab")).text()).toMatch(/name="resume" value="1" checked/);
+    const saved = await admin.post("/admin/destinations", { id: "lab", stream: "spin33", destination: `ws://127.0.0.1:${dead}/ws/spin33`, token: "", file: "", kind: "websocket", batch: "1", resume: "1", editing: "1" });
+    expect(saved.status).toBe(200);
+    expect(a.destinations.get("lab")!.rule.resume).toBe(true);
+    expect((await status(a.url, "lab")).resume.backlog_messages).toBe(42);
+    await waitFor(() => slack.received.some((m) => m.text.includes("Destination lab disconnected")), "the destination-down alert", 30_000);
+    const alert = slack.received.find((m) => m.text.includes("Destination lab disconnected"))!;
+    expect(JSON.stringify(alert)).toMatch(/42 messages waiting in the log, the oldest from \d+ s ago: they are sent, in order, when it is back/);
   });
 });
