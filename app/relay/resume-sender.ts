@@ -151,7 +151,8 @@ export class ResumeSender {
     const messages = this.backlog();
     const oldestTs = messages > 0 ? this.oldestWaiting() : null;
     return {
-      mode: this.mode, cursor: this.cursor.seq, catching_up: this.follower !== null && !this.follower.isLive,
+      // Null until the backlog can flow: not connected, or a Switchyard has not yet said what it holds.
+      mode: this.follower ? this.mode : null, cursor: this.cursor.seq, catching_up: this.follower !== null && !this.follower.isLive,
       backlog_messages: messages, backlog_oldest: oldestTs === null ? null : new Date(oldestTs / 1000).toISOString(),
       backlog_age_seconds: oldestTs === null ? null : Math.max(0, Math.round((Date.now() - oldestTs / 1000) / 1000)),
       caught_up: this.caughtUp, skipped: this.skipped,
