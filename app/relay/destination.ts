@@ -255,7 +255,10 @@ export class WebSocketDestination implements Destination {
           finish(1006, why);
         });
       };
-      ws.addEventListener("pong", () => { lastHeard = Date.now(); });
+      ws.addEventListener("pong", (e) => {
+        lastHeard = Date.now();
+        this.resume?.pong((e as MessageEvent).data);
+      });
       ws.onmessage = (e) => {
         lastHeard = Date.now();
         if (this.resume?.frame(e.data as string | ArrayBuffer, (why) => { failure = why; ws.terminate(); finish(1006, why); })) return;

@@ -25,8 +25,8 @@ export type ResumeMode = "switchyard" | "at-least-once";
 
 /** How long a Switchyard remote may take to answer the hello. */
 const HELLO_TIMEOUT_MS = 30_000;
-/** How often a link to a remote that cannot acknowledge checks what has left the socket. */
-const FLUSH_CHECK_MS = 200;
+/** How often a link to a remote that cannot acknowledge pings it, to learn what it has read. */
+const CONFIRM_PING_MS = 1000;
 /** How often an unknown backlog age may be looked up in the log. */
 const AGE_PROBE_MS = 10_000;
 
@@ -38,8 +38,8 @@ const AGE_PROBE_MS = 10_000;
  * page, pulled only as the socket drains) sends from the cursor in order, then
  * live. Towards a Switchyard (subprotocol RELAY_PROTOCOL) the remote says what
  * it holds and acknowledges after fsync, and the cursor is its acknowledgement;
- * towards anything else it is the last message that left the socket's buffer
- * (at least once: what the remote had not taken when the link broke is sent again).
+ * towards anything else it is the last message written before a ping the remote
+ * answered (at least once: what was not confirmed when the link broke is sent again).
  */
 export class ResumeSender {
   private cursor: Cursor;
@@ -47,7 +47,7 @@ export class ResumeSender {
   private mode: ResumeMode | null = null;
   private follower: Follower | null = null;
   private helloTimer: ReturnType<typeof setTimeout> | null = null;
-  private flushTimer: ReturnType<typeof setInterval> | null = null;
+  private pingTimer: ReturnType<typeof setInterval> | null = null;
   private rateTimer: ReturnType<typeof setTimeout> | null = null;
   /** At-least-once mode: the last seq handed to the socket. */
   private lastWritten = 0;
@@ -85,7 +85,7 @@ export class ResumeSender {
     }
     this.mode = "at-least-once";
     this.lastWritten = this.cursor.seq;
-    this.flushTimer = setInterval(() => this.checkFlushed(), FLUSH_CHECK_MS);
+    this.pingTimer = setInterval(() => this.confirm(ws), CONFIRM_PING_MS);
     this.follow(this.cursor.seq, fail);
   }
 
@@ -125,13 +125,12 @@ export class ResumeSender {
 
   /** The link closed: stop sending; the cursor stays where the remote was. */
   closed(): void {
-    if (this.mode === "at-least-once") this.checkFlushed();
     this.follower?.stop();
     this.follower = null;
     if (this.helloTimer) clearTimeout(this.helloTimer);
-    if (this.flushTimer) clearInterval(this.flushTimer);
+    if (this.pingTimer) clearInterval(this.pingTimer);
     if (this.rateTimer) clearTimeout(this.rateTimer);
-    this.helloTimer = this.flushTimer = this.rateTimer = null;
+    this.helloTimer = this.pingTimer = this.rateTimer = null;
     this.ws = null;
     this.mode = null;
   }
@@ -166,9 +165,22 @@ export class ResumeSender {
     this.deps.cursors.move(this.rule.id, this.cursor);
   }
 
-  /** At-least-once: what left Bun's buffer for the socket counts as taken. */
-  private checkFlushed(): void {
-    if (this.ws && this.ws.bufferedAmount === 0) this.taken(this.lastWritten);
+  /**
+   * At-least-once: pings the remote, with the last seq written as the ping's
+   * data, when something was sent since the last confirmed point. A websocket
+   * reads frames in order and answers a ping with its data, so the pong proves
+   * the remote read everything written before that ping.
+   */
+  private confirm(ws: WebSocket): void {
+    if (this.lastWritten <= this.cursor.seq || ws.readyState !== WebSocket.OPEN) return;
+    try { ws.ping(`c${this.lastWritten}`); } catch { /* closing */ }
+  }
+
+  /** A pong from the remote: one that answers a confirming ping moves the cursor to the seq it carries. */
+  pong(data: unknown): void {
+    if (this.mode !== "at-least-once" || !data) return;
+    const text = Buffer.from(data as Uint8Array).toString();
+    if (/^c\d{1,16}$/.test(text)) this.taken(Number(text.slice(1)));
   }
 
   private follow(after: number, fail: (why: string) => void): void {
@@ -184,7 +196,11 @@ export class ResumeSender {
     let follower: Follower;
     const target: FollowTarget = {
       send: (m) => {
-        if (m.origin === this.origin) return; // it came from this remote: no echo
+        if (m.origin === this.origin) {
+          // It came from this remote: no echo (and nothing to wait for).
+          if (this.mode === "at-least-once") this.lastWritten = m.seq;
+          return;
+        }
         if (ws.readyState !== WebSocket.OPEN) return;
         ws.send(this.mode === "switchyard" ? linkFrame(m) : m.data);
         if (!follower.isLive) {
@@ -197,7 +213,6 @@ export class ResumeSender {
         this.recorder?.write(m);
         if (this.mode === "at-least-once") {
           this.lastWritten = m.seq;
-          if (ws.bufferedAmount === 0) this.taken(m.seq);
         }
       },
       gap: (g) => {
