@@ -138,7 +138,6 @@ export async function run(args: string[]) {
     const b1 = performance.timeOrigin + performance.now();
     const base = probeLatency.filter((l) => l.at >= b0 && l.at < b1).map((l) => l.ms);
     const baseSpin = spinLatency.filter((l) => l.at >= b0 && l.at < b1).map((l) => l.ms);
-    if (process.env.RESUME_BENCH_DEBUG) console.log("slow baseline probe messages (s after start, ms):", probeLatency.filter((l) => l.at >= b0 && l.at < b1 && l.ms > 50).map((l) => `${((l.at - b0) / 1000).toFixed(2)}:${l.ms.toFixed(0)}`).join(" "));
 
     // 2. The outage: the probe pauses (it has nothing to catch up), the twelve keep publishing into the log.
     probing = false;
