@@ -8,7 +8,12 @@
  * published only while the uplink is up, so it has no backlog of its own)
  * during the drain, against the same probe in the same run without an outage.
  *
- *   npm run bench -- resume [--minutes N] [--baseline-seconds S] [--rate MSGS_PER_S]
+ * With `--uplink-kbps K` the uplink is also thin: host → relay bytes go through
+ * one FIFO drained at K kilobytes a second with a 256 KiB buffer (a modem's queue),
+ * so a catch-up that fills the link delays live traffic behind it; `--bytes B`
+ * sets relay_catchup_bytes_per_second (`--rate 0 --bytes 0`: no limit).
+ *
+ *   npm run bench -- resume [--minutes N] [--baseline-seconds S] [--rate MSGS_PER_S] [--bytes B] [--uplink-kbps K]
  */
 import { createServer, connect as tcpConnect, type Server, type Socket } from "node:net";
 import { startSwitchyard } from "./support/switchyard-proc.ts";
@@ -24,11 +29,42 @@ function arg(args: string[], name: string, fallback: number): number {
   return i >= 0 ? Number(args[i + 1]) : fallback;
 }
 
-/** The uplink: a TCP proxy to the relay that can be cut (every connection dropped, new ones refused) and restored. */
+/** Most bytes a thin uplink holds queued (a modem's buffer); past it the senders wait. */
+const UPLINK_QUEUE_BYTES = 256 * 1024;
+
+/**
+ * The uplink: a TCP proxy to the relay that can be cut (every connection
+ * dropped, new ones refused) and restored. With a rate, host → relay bytes of
+ * every connection share one FIFO drained at that rate (a bottleneck link).
+ */
 class Uplink {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
-  constructor(readonly port: number, private readonly target: number) {}
+  private readonly queue: { to: Socket; chunk: Buffer }[] = [];
+  private queued = 0;
+  private readonly paused = new Set<Socket>();
+  private timer: ReturnType<typeof setInterval> | null = null;
+  constructor(readonly port: number, private readonly target: number, private readonly bytesPerSecond = 0) {
+    if (bytesPerSecond > 0) this.timer = setInterval(() => this.drain(5), 5);
+  }
+
+  private drain(ms: number): void {
+    let budget = (this.bytesPerSecond * ms) / 1000 + this.carry;
+    while (this.queue.length > 0 && budget >= this.queue[0]!.chunk.length) {
+      const { to, chunk } = this.queue.shift()!;
+      budget -= chunk.length;
+      this.queued -= chunk.length;
+      if (!to.destroyed) to.write(chunk);
+    }
+    this.carry = this.queue.length > 0 ? budget : 0;
+    if (this.queued < UPLINK_QUEUE_BYTES / 2) for (const s of this.paused) s.resume();
+    if (this.queued < UPLINK_QUEUE_BYTES / 2) this.paused.clear();
+  }
+  private carry = 0;
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
 
   async up(): Promise<void> {
     const server = createServer((client) => {
@@ -38,7 +74,22 @@ class Uplink {
         s.on("close", () => this.sockets.delete(s));
         s.on("error", () => {});
       }
-      client.pipe(remote);
+      if (this.bytesPerSecond > 0) {
+        client.on("data", (chunk: Buffer) => {
+          // Split big chunks so that one connection's burst does not hold the link in one piece.
+          for (let o = 0; o < chunk.length; o += 4096) {
+            const part = chunk.subarray(o, o + 4096);
+            this.queue.push({ to: remote, chunk: part });
+            this.queued += part.length;
+          }
+          if (this.queued >= UPLINK_QUEUE_BYTES) {
+            client.pause();
+            this.paused.add(client);
+          }
+        });
+      } else {
+        client.pipe(remote);
+      }
       remote.pipe(client);
       client.on("close", () => remote.destroy());
       remote.on("close", () => client.destroy());
@@ -51,6 +102,9 @@ class Uplink {
     const server = this.server;
     this.server = null;
     for (const s of this.sockets) s.destroy();
+    this.queue.length = 0;
+    this.queued = 0;
+    this.paused.clear();
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
   }
 }
@@ -65,10 +119,12 @@ export async function run(args: string[]) {
   const minutes = arg(args, "--minutes", 10);
   const baselineSeconds = arg(args, "--baseline-seconds", 60);
   const catchupRate = arg(args, "--rate", 5000);
+  const catchupBytes = arg(args, "--bytes", 1024 * 1024);
+  const uplinkKbps = arg(args, "--uplink-kbps", 0);
   const relay = await startSwitchyard({ backpressure_limit_bytes: 16 * 1024 * 1024 });
-  const host = await startSwitchyard({ relay_catchup_messages_per_second: catchupRate });
+  const host = await startSwitchyard({ relay_catchup_messages_per_second: catchupRate, relay_catchup_bytes_per_second: catchupBytes });
   const uplinkPort = await new Promise<number>((resolve) => { const s = createServer(); s.listen(0, "127.0.0.1", () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); }); });
-  const uplink = new Uplink(uplinkPort, relay.port);
+  const uplink = new Uplink(uplinkPort, relay.port, uplinkKbps * 1000);
   await uplink.up();
   const sockets: WebSocket[] = [];
   try {
@@ -131,7 +187,7 @@ export async function run(args: string[]) {
       }
     }, 10);
 
-    console.log(`store-and-forward benchmark: 12 streams x ${PER_SECOND} msg/s, ~90-byte JSON messages, uplink down ${minutes} min, catch-up limit ${fmt(catchupRate)} msg/s (relay_catchup_messages_per_second); Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
+    console.log(`store-and-forward benchmark: 12 streams x ${PER_SECOND} msg/s, ~90-byte JSON messages, uplink down ${minutes} min${uplinkKbps ? `, uplink ${fmt(uplinkKbps)} kB/s (one FIFO, 256 KiB queue)` : ""}, catch-up limits ${catchupRate ? fmt(catchupRate) : "none"} msg/s and ${catchupBytes ? fmt(catchupBytes) : "no"} bytes/s; Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
     // 1. Baseline: no outage.
     const b0 = performance.timeOrigin + performance.now();
     await Bun.sleep(baselineSeconds * 1000);
@@ -200,6 +256,7 @@ export async function run(args: string[]) {
   } finally {
     for (const ws of sockets) ws.close();
     await uplink.down();
+    uplink.stop();
     await host.stop();
     await relay.stop();
   }

@@ -202,9 +202,11 @@ export class ResumeSender {
           return;
         }
         if (ws.readyState !== WebSocket.OPEN) return;
-        ws.send(this.mode === "switchyard" ? linkFrame(m) : m.data);
+        const frame = this.mode === "switchyard" ? linkFrame(m) : m.data;
+        ws.send(frame);
         if (!follower.isLive) {
-          rate.take(m.size);
+          // Counted as sent: with the relay link's framing (base64 makes binary a third bigger).
+          rate.take(typeof frame === "string" ? (frame === m.data ? m.size : Buffer.byteLength(frame)) : frame.byteLength);
           this.caughtUp++;
           this.oldest = { afterSeq: m.seq, ts: m.ts };
         }
