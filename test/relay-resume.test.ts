@@ -224,6 +224,36 @@ describe("relay store and forward towards a relay that cannot say what it has", 
   });
 });
 
+describe("relay store and forward: the cursor across a restart of the sender", () => {
+  it("towards a relay that cannot say, resumes from the stored cursor after the sender restarts", async () => {
+    const got: string[] = [];
+    const port = freeTcpPort();
+    const start = () => Bun.serve({ port, hostname: "127.0.0.1", fetch: (req, srv) => (srv.upgrade(req) ? undefined : new Response("no")), websocket: { message: (_ws, m) => void got.push(String(m)) } });
+    let relay = start();
+    const aDir = dir();
+    const fast = { backoff: { baseMs: 100, maxMs: 400 }, dataDir: aDir };
+    let a: TestServer = await startTestServer({}, fast);
+    expect((await postRule(a.url, { id: "p", stream: "plain", destination: `ws://127.0.0.1:${port}/x`, token: "", resume: true })).status).toBe(200);
+    await waitFor(async () => (await status(a.url, "p")).resume.mode === "at-least-once", "the link", 30_000);
+    await publishRange(a.url, "plain", 1, 20);
+    await waitFor(async () => (await status(a.url, "p")).resume.cursor === 20, "the first twenty confirmed", 30_000);
+    relay.stop(true);
+    await waitFor(async () => (await status(a.url, "p")).state !== "connected", "the relay gone", 30_000);
+    await publishRange(a.url, "plain", 21, 520);
+    // The sender restarts (same data dir) while the relay is away: the cursor and the log come back with it.
+    await a.stop();
+    a.store.close();
+    a = await startTestServer({}, fast);
+    cleanups.push(() => void a.close());
+    expect((await status(a.url, "p")).resume).toMatchObject({ cursor: 20, backlog_messages: 500 });
+    relay = start();
+    cleanups.push(() => relay.stop(true));
+    await waitFor(() => got.includes("520"), "the backlog", 60_000);
+    await waitFor(async () => (await status(a.url, "p")).resume.cursor === 520, "all confirmed", 30_000);
+    expect(got.map(Number)).toEqual(Array.from({ length: 520 }, (_, i) => i + 1));
+  });
+});
+
 describe("relay rules without resume, and bad values", () => {
   it("leaves a rule without resume as it was: no cursor, no backlog, messages while down dropped", async () => {
     const relay = await startTestServer();
