@@ -12,7 +12,7 @@ import { Followers } from "./sinks/replay.ts";
 import { CLOSE, keepaliveSweep, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./sources/websocket.ts";
 import { UdpIngest } from "./sources/udp/ingest.ts";
 import { Destinations } from "./relay/destinations.ts";
-import { newNodeId } from "./relay/relay-link.ts";
+import { newNodeKey } from "./relay/relay-link.ts";
 import { FeedRules } from "./relay/feeds.ts";
 import { SESSION_PREFIX, SessionServer } from "./sources/relay-sessions.ts";
 import type { Backoff } from "./relay/status.ts";
@@ -123,7 +123,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     resume: {
       follow: { ...followers.deps, limitBytes: () => store.settings.relay_buffer_bytes },
       limits: () => ({ messagesPerSecond: store.settings.relay_catchup_messages_per_second, bytesPerSecond: store.settings.relay_catchup_bytes_per_second }),
-      node: store.secret("relay_node_id", newNodeId),
+      nodeKey: store.secret("relay_node_key", newNodeKey),
     },
   });
   hub.onDelivery((m) => destinations.deliver(m));

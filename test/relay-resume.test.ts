@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, setDefaultTimeout } from "bun:test";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { SettingsStore } from "../app/config/store.ts";
 import { TOKEN_SECRET_NAME } from "../app/server.ts";
+import { RELAY_PROTOCOL } from "../app/relay/relay-link.ts";
 import { MAIN } from "./support/cli.ts";
 import { connect, type TestClient } from "./support/client.ts";
 import { startFakeSlack } from "./support/fake-slack.ts";
@@ -251,6 +252,67 @@ describe("relay store and forward: the cursor across a restart of the sender", (
     await waitFor(() => got.includes("520"), "the backlog", 60_000);
     await waitFor(async () => (await status(a.url, "p")).resume.cursor === 520, "all confirmed", 30_000);
     expect(got.map(Number)).toEqual(Array.from({ length: 520 }, (_, i) => i + 1));
+  });
+});
+
+describe("relay store and forward: the receiving side refuses what it should", () => {
+  it("does not let another publisher speak for a sender: it is known by its key, which only its hash in origins reveals", async () => {
+    const b = await startTestServer();
+    cleanups.push(() => void b.close());
+    const a = await startTestServer({}, { backoff: { baseMs: 100, maxMs: 400 } });
+    cleanups.push(() => void a.close());
+    expect((await postRule(a.url, { id: "x", stream: "s", destination: b.wsUrl("s"), token: "", resume: true })).status).toBe(200);
+    await waitFor(async () => (await status(a.url, "x")).resume.mode === "switchyard", "the link", 30_000);
+    await publishRange(a.url, "s", 1, 3);
+    await waitFor(async () => (await status(a.url, "x")).resume.cursor === 3, "the first three acknowledged", 30_000);
+    // What anyone reading the relay's stream sees of the sender: its node id in the origins.
+    const origin = (b.recent.after("s", 0, 1) ?? [])[0]!.origin;
+    const nodeId = /^resume:([0-9a-f]{32}):s#1$/.exec(origin)![1]!;
+    // An attacker with write access opens a relay link and tries to claim seqs far ahead, as that node id and as its own key.
+    for (const key of [nodeId, "f".repeat(64)]) {
+      const evil = new WebSocket(b.wsUrl("s"), { protocols: [RELAY_PROTOCOL] } as unknown as string[]);
+      const frames: string[] = [];
+      evil.onmessage = (e) => frames.push(String(e.data));
+      await new Promise((resolve) => (evil.onopen = resolve));
+      expect(evil.protocol).toBe(RELAY_PROTOCOL);
+      evil.send(JSON.stringify({ relay: { key, stream: "s" } }));
+      await waitFor(() => frames.length === 1, "the answer");
+      expect(JSON.parse(frames[0]!)).toEqual({ relay: { after: 0 } }); // a new sender: the key's hash is not the node id
+      evil.send(JSON.stringify({ id: "999999999", data: "forged" }));
+      await waitFor(() => frames.length === 2, "the acknowledgement");
+      evil.close();
+    }
+    await publishRange(a.url, "s", 4, 6);
+    await waitFor(async () => (await status(a.url, "x")).resume.cursor === 6, "the sender's next three acknowledged", 30_000);
+    const sub = await connect(b.wsUrl("s", "after_seq=0&envelope=json"));
+    await sub.received(8);
+    expect(sub.messages.map((m) => JSON.parse(m as string).data).filter((d: string) => d !== "forged")).toEqual(["1", "2", "3", "4", "5", "6"]);
+  });
+
+  it("closes a relay link that does not follow the protocol, saying what it expects", async () => {
+    const b = await startTestServer();
+    cleanups.push(() => void b.close());
+    const cases: [string[], string][] = [
+      [["not json"], 'the first frame of a relay link is {"relay":{"key"'],
+      [[JSON.stringify({ relay: { key: "short", stream: "s" } })], 'the first frame of a relay link is {"relay":{"key"'],
+      [[JSON.stringify({ relay: { key: "k".repeat(40), stream: "s" } }), JSON.stringify({ id: "0", data: "x" })], 'relay link messages are {"id":"<seq>"'],
+    ];
+    for (const [send, reason] of cases) {
+      const ws = new WebSocket(b.wsUrl("s"), { protocols: [RELAY_PROTOCOL] } as unknown as string[]);
+      const closed = new Promise<CloseEvent>((resolve) => (ws.onclose = resolve));
+      let answered = false;
+      ws.onmessage = () => {
+        answered = true;
+        for (const f of send.slice(1)) ws.send(f);
+      };
+      await new Promise((resolve) => (ws.onopen = resolve));
+      ws.send(send[0]!);
+      const e = await closed;
+      expect(e.code).toBe(1008);
+      expect(e.reason).toContain(reason);
+      expect(answered).toBe(send.length > 1);
+    }
+    expect(b.hub.stream("s")?.messagesIn ?? 0).toBe(0);
   });
 });
 

@@ -28,8 +28,8 @@ export interface DestinationsOptions {
     follow: FollowDeps;
     /** The catch-up limits, shared by every destination. */
     limits: () => CatchupLimits;
-    /** This box's node id, kept in its data dir. */
-    node: string;
+    /** This box's node key, a secret kept in its data dir. */
+    nodeKey: string;
   };
 }
 
@@ -140,7 +140,7 @@ export class Destinations {
       bufferLimit: this.opts.bufferLimit,
       silenceMs: this.opts.silenceMs,
       recorder: rule.file ? this.openRecorder(rule, onRecordError) : null,
-      resume: this.opts.resume && this.rate ? { cursors: this.cursors, follow: this.opts.resume.follow, rate: this.rate, node: this.opts.resume.node } : undefined,
+      resume: this.opts.resume && this.rate ? { cursors: this.cursors, follow: this.opts.resume.follow, rate: this.rate, nodeKey: this.opts.resume.nodeKey } : undefined,
     };
     d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);
     this.running.set(rule.id, d);

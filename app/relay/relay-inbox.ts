@@ -6,7 +6,7 @@ import { PublishError, type Hub } from "../hub/hub.ts";
 import { LogWriteError } from "../log/spool.ts";
 import { queryRows, type LogReaderDeps } from "../sinks/history.ts";
 import type { AckLog } from "../sources/publish-acks.ts";
-import { NODE_ID, originPrefix, relayedOrigin } from "./relay-link.ts";
+import { NODE_KEY, nodeIdOf, originPrefix, relayedOrigin } from "./relay-link.ts";
 
 /** The state of one inbound relay link (a connection that chose RELAY_PROTOCOL). */
 interface Link {
@@ -87,29 +87,30 @@ export class RelayInbox {
 
   private async hello(ws: ServerWebSocket<Connection>, link: Link, message: string | Buffer): Promise<void> {
     const c = ws.data;
-    const rule = 'the first frame of a relay link is {"relay":{"node":"<1 to 64 of A-Z a-z 0-9 ->","stream":"<the sender\'s stream>"}}';
-    let v: { relay?: { node?: unknown; stream?: unknown } } | null = null;
+    const rule = 'the first frame of a relay link is {"relay":{"key":"<32 to 128 of A-Z a-z 0-9 - _>","stream":"<the sender\'s stream>"}}';
+    let v: { relay?: { key?: unknown; stream?: unknown } } | null = null;
     try { v = typeof message === "string" ? JSON.parse(message) : null; } catch { /* refused below */ }
-    const node = v?.relay?.node;
+    const key = v?.relay?.key;
     const stream = v?.relay?.stream;
-    if (typeof node !== "string" || !NODE_ID.test(node) || typeof stream !== "string" || streamNameProblem(stream)) return close(ws, POLICY, rule);
+    if (typeof key !== "string" || !NODE_KEY.test(key) || typeof stream !== "string" || streamNameProblem(stream)) return close(ws, POLICY, rule);
     if (!this.deps.log.logs(c.stream)) return close(ws, POLICY, `stream ${c.stream} is excluded from the log (log_exclude): store and forward needs it logged`);
-    const sender = `${node}:${stream}`;
+    // The sender is known by its key's hash: the key itself is never kept or shown.
+    const sender = `${nodeIdOf(key)}:${stream}`;
     link.sender = sender;
-    const key = this.key(c, sender);
+    const entry = this.key(c, sender);
     try {
-      const fromLog = this.high.has(key) ? 0 : await this.lastInLog(c.stream, sender);
+      const fromLog = this.high.has(entry) ? 0 : await this.lastInLog(c.stream, sender);
       // Everything accepted so far must be durable before it is claimed: a crash after the answer must not lose it.
       const commit = this.deps.log.commitWaiter();
       commit.cover(this.deps.log.appended());
       await commit.done;
-      const after = Math.max(this.high.get(key) ?? 0, fromLog);
-      this.high.set(key, after);
+      const after = Math.max(this.high.get(entry) ?? 0, fromLog);
+      this.high.set(entry, after);
       if (c.closing || ws.readyState !== 1) return;
       link.ready = true;
       ws.send(JSON.stringify({ relay: { after } }));
     } catch (err) {
-      this.high.delete(key);
+      this.high.delete(entry);
       this.deps.logger.warn("relay link: could not say what is held", { stream: c.stream, sender, error: err });
       close(ws, TRY_AGAIN, `relay link: cannot tell what is held: ${(err as Error).message}`);
     }

@@ -16,8 +16,8 @@ export interface ResumeDeps {
   /** Memory, last seqs and the log reader (the followers' deps, with the destination buffer as the socket limit). */
   follow: FollowDeps;
   rate: CatchupRate;
-  /** This box's node id (kept in its data dir): how a remote Switchyard knows what it has from here. */
-  node: string;
+  /** This box's node key (a secret kept in its data dir): how a remote Switchyard knows what it has from here. */
+  nodeKey: string;
 }
 
 /** How the remote takes the backlog: a Switchyard says what it holds and acknowledges; anything else cannot. */
@@ -79,7 +79,7 @@ export class ResumeSender {
     this.ws = ws;
     if (ws.protocol === RELAY_PROTOCOL) {
       this.mode = "switchyard";
-      ws.send(helloFrame(this.deps.node, this.rule.stream));
+      ws.send(helloFrame(this.deps.nodeKey, this.rule.stream));
       this.helloTimer = setTimeout(() => fail(`the remote chose ${RELAY_PROTOCOL} but did not say what it holds within ${HELLO_TIMEOUT_MS / 1000} s`), HELLO_TIMEOUT_MS);
       return;
     }
