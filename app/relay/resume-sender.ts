@@ -6,7 +6,7 @@ import { Follower, type FollowDeps, type FollowTarget } from "../sinks/replay.ts
 import type { CatchupRate } from "./catchup-rate.ts";
 import type { Cursor, DestinationCursors } from "./cursors.ts";
 import type { Recorder } from "./recorder.ts";
-import { helloFrame, linkFrame, RELAY_PROTOCOL } from "./relay-link.ts";
+import { helloFrame, linkFrame, RELAY_PROTOCOL, RESUME_OFFER } from "./relay-link.ts";
 import type { DestinationRule } from "./rule.ts";
 import type { DestinationStatus } from "./status.ts";
 
@@ -49,9 +49,9 @@ export class ResumeSender {
   private helloTimer: ReturnType<typeof setTimeout> | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private rateTimer: ReturnType<typeof setTimeout> | null = null;
-  /** At-least-once mode: the last seq handed to the socket. */
+  /** At-least-once mode: the last seq handed to the socket (or passed over: it came from the remote). */
   private lastWritten = 0;
-  /** Backlog messages sent since the link opened, and messages the log no longer had. */
+  /** Backlog messages sent (since this destination started), and seqs the log no longer had. */
   private caughtUp = 0;
   private skipped = 0;
   /** The ts of the first message after `afterSeq` (what the oldest waiting message is), when known. */
@@ -72,7 +72,7 @@ export class ResumeSender {
   }
 
   /** The subprotocols to offer when dialling. */
-  static readonly protocols = ["null", RELAY_PROTOCOL];
+  static readonly protocols = RESUME_OFFER;
 
   /** A link opened: find out what the remote holds (a Switchyard), or start from the cursor. */
   opened(ws: WebSocket, fail: (why: string) => void): void {
