@@ -12,6 +12,7 @@ import { Followers } from "./sinks/replay.ts";
 import { CLOSE, keepaliveSweep, streamSocketHandlers, upgradeStream, WS_PREFIX } from "./sources/websocket.ts";
 import { UdpIngest } from "./sources/udp/ingest.ts";
 import { Destinations } from "./relay/destinations.ts";
+import { newNodeKey } from "./relay/relay-link.ts";
 import { FeedRules } from "./relay/feeds.ts";
 import { SESSION_PREFIX, SessionServer } from "./sources/relay-sessions.ts";
 import type { Backoff } from "./relay/status.ts";
@@ -119,6 +120,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     bufferLimit: () => store.settings.relay_buffer_bytes,
     recordMaxBytes: () => store.settings.relay_record_max_bytes,
     silenceMs: () => store.settings.relay_silence_seconds * 1000,
+    resume: {
+      follow: { ...followers.deps, limitBytes: () => store.settings.relay_buffer_bytes },
+      limits: () => ({ messagesPerSecond: store.settings.relay_catchup_messages_per_second, bytesPerSecond: store.settings.relay_catchup_bytes_per_second }),
+      nodeKey: store.secret("relay_node_key", newNodeKey),
+    },
   });
   hub.onDelivery((m) => destinations.deliver(m));
   const taps = new StreamTaps();

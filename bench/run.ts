@@ -13,6 +13,7 @@ const BENCHES: Record<string, string> = {
   soak: "./soak.ts",
   idle: "./idle.ts",
   acks: "./publish-acks.ts",
+  resume: "./relay-resume.ts",
 };
 
 const name = process.argv[2];

@@ -18,7 +18,7 @@ export const DestinationsTable: FC<{ destinations: DestinationView[] }> = ({ des
   ) : (
     <div class="scroll">
       <table>
-        <thead><tr><th>Id</th><th>Stream</th><th>Destination</th><th>State</th><th class="num">Sent</th><th class="num hide-sm">Dropped</th><th>Last error</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
+        <thead><tr><th>Id</th><th>Stream</th><th>Destination</th><th>State</th><th class="num">Sent</th><th class="num hide-sm">Dropped</th><th class="num">Backlog</th><th>Last error</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
         <tbody>
           {destinations.map((d) => (
             <tr id={`d-${d.id}`} data-destination={d.id}>
@@ -28,6 +28,7 @@ export const DestinationsTable: FC<{ destinations: DestinationView[] }> = ({ des
               <td><DestinationState d={d} /><div class="small muted">{ago(d.status.since)}</div></td>
               <td class="num">{count(d.status.messages_out)}</td>
               <td class="num hide-sm">{count(d.status.dropped)}</td>
+              <td class="num"><Backlog d={d} /></td>
               <td class="small">{d.status.last_error ? <>{d.status.last_error} <span class="muted">({ago(d.status.last_error_at)})</span></> : <span class="muted">none</span>}</td>
               <td>
                 <div class="row">
@@ -49,6 +50,21 @@ export const DestinationsTable: FC<{ destinations: DestinationView[] }> = ({ des
     </div>
   );
 
+type ResumeView = { mode: string | null; catching_up: boolean; backlog_messages: number; backlog_oldest: string | null };
+
+/** A store-and-forward destination's backlog (messages waiting in the log, the oldest's age); a dash for others. */
+const Backlog: FC<{ d: DestinationView }> = ({ d }) => {
+  const r = (d.status as { resume?: ResumeView }).resume;
+  if (!r) return <span class="muted" title="not store and forward: messages go out only while connected">–</span>;
+  const age = r.backlog_oldest === null ? "" : `oldest from ${ago(r.backlog_oldest)}`;
+  return (
+    <span data-backlog={r.backlog_messages} title={r.mode ? `store and forward (${r.mode})` : "store and forward"}>
+      {count(r.backlog_messages)}
+      {r.backlog_messages > 0 && <div class="small muted">{r.catching_up ? "catching up, " : "waiting, "}{age}</div>}
+    </span>
+  );
+};
+
 export interface DestinationFormValues {
   id: string;
   stream: string;
@@ -57,9 +73,11 @@ export interface DestinationFormValues {
   file: string;
   kind: string;
   batch: string;
+  /** "1" when store and forward is on (a checkbox). */
+  resume: string;
 }
 
-export const EMPTY_DESTINATION: DestinationFormValues = { id: "", stream: "", destination: "", token: "", file: "", kind: "websocket", batch: "1" };
+export const EMPTY_DESTINATION: DestinationFormValues = { id: "", stream: "", destination: "", token: "", file: "", kind: "websocket", batch: "1", resume: "" };
 
 /** Add or edit a rule: the same fields and checks as POST /api/destinations. */
 export const DestinationForm: FC<{ values: DestinationFormValues; errors?: Record<string, string>; editing?: boolean; notice?: string }> = ({ values, errors, editing, notice }) => (
@@ -91,6 +109,12 @@ export const DestinationForm: FC<{ values: DestinationFormValues; errors?: Recor
         help={editing ? "leave empty to keep the current token; type - to remove it" : "the access token for the relay (empty: dial the URL directly)"} />
       <TextField name="file" label="Record file" value={values.file} errors={errors} help="optional: append every message sent to this file (inside the data dir's records folder)" />
       <TextField name="batch" label="Webhook batch" type="number" value={values.batch} errors={errors} help="webhook: most messages per POST (1: the body is the message itself)" />
+      <label>
+        <input type="checkbox" name="resume" value="1" checked={values.resume === "1"} aria-invalid={errors?.resume ? "true" : undefined} />
+        Store and forward
+        <span class="help">websocket: keep a cursor; while the link is down messages wait in the log, and are sent in order when it is back</span>
+        <FieldError errors={errors} name="resume" />
+      </label>
       {editing && <input type="hidden" name="editing" value="1" />}
       <div class="row">
         <button type="submit">{editing ? "Save" : "Add destination"}</button>

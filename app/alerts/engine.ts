@@ -182,6 +182,7 @@ export class AlertEngine {
         this.fire("destination_down", id, `Destination ${id} disconnected for ${duration(down)}`, [
           `stream ${d.rule.stream} → ${where}`,
           `state ${d.status.state}, ${d.status.dropped} messages dropped`,
+          ...waiting(d),
           ...(d.status.lastError ? [`last error: ${scrubDestination(d.status.lastError, d.rule)}`] : []),
         ], `/admin/destinations#d-${id}`, now - down);
       }
@@ -336,4 +337,12 @@ export class AlertEngine {
     if (this.history.length > HISTORY) this.history.shift();
     this.inputs.logger.info("alert", { rule, subject, state, text, sent });
   }
+}
+
+/** A store-and-forward destination's backlog, for its down alert: how much waits in the log for it. */
+function waiting(d: Destination): string[] {
+  const r = d.status.resume?.() as { backlog_messages?: number; backlog_age_seconds?: number | null } | undefined;
+  if (!r || typeof r.backlog_messages !== "number") return [];
+  const age = typeof r.backlog_age_seconds === "number" ? `, the oldest from ${duration(r.backlog_age_seconds * 1000)} ago` : "";
+  return [`${r.backlog_messages} messages waiting in the log${age}: they are sent, in order, when it is back`];
 }

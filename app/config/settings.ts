@@ -43,6 +43,8 @@ export interface Settings {
   relay_buffer_bytes: number;
   relay_silence_seconds: number;
   relay_record_max_bytes: number;
+  relay_catchup_messages_per_second: number;
+  relay_catchup_bytes_per_second: number;
   alert_destination_down_seconds: number;
   alert_silent_streams: { pattern: string; seconds: number }[];
   alert_udp_reject_percent: number;
@@ -116,6 +118,8 @@ export const DEFAULT_SETTINGS: Settings = {
   relay_buffer_bytes: 4 * 1024 * 1024,
   relay_silence_seconds: 60,
   relay_record_max_bytes: 64 * 1024 * 1024,
+  relay_catchup_messages_per_second: 5000,
+  relay_catchup_bytes_per_second: 1024 * 1024,
   alert_destination_down_seconds: 60,
   alert_silent_streams: [],
   alert_udp_reject_percent: 10,
@@ -220,6 +224,8 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   relay_buffer_bytes: { description: "bytes a destination may have waiting to go out; past that its messages are dropped (counted), so a stalled remote never stalls the hub", check: int(64 * 1024, 1024 ** 3) },
   relay_silence_seconds: { description: "a destination pings its remote and closes the connection (and counts it down) when it hears nothing for this long; applies to connections opened after the change", check: int(1, 3600) },
   relay_record_max_bytes: { description: "a destination's record file is rotated (to .1, .2, .3) when it reaches this size", check: int(1024, 64 * 1024 ** 3) },
+  relay_catchup_messages_per_second: { description: "most backlog messages per second all store-and-forward destinations (\"resume\": true) send together while catching up after an outage, so live traffic keeps the rest of a thin uplink (0: no limit)", check: int(0, 10_000_000) },
+  relay_catchup_bytes_per_second: { description: "most backlog bytes per second (as sent, with framing) all store-and-forward destinations send together while catching up (0: no limit)", check: int(0, 1024 ** 3) },
   alert_destination_down_seconds: { description: "alert when a destination has been disconnected this long, and again when it recovers (0: off)", check: int(0, 86_400) },
   alert_silent_streams: {
     description: "alert when a stream matching a pattern has said nothing for its seconds, e.g. [{\"pattern\":\"spin*\",\"seconds\":30}]",

@@ -6,6 +6,7 @@ import type { DestinationRule } from "./rule.ts";
 import { backoffDelay, DestinationStatus, LogRateLimit, Pause, type Backoff } from "./status.ts";
 import { redactDestination, scrubDestination } from "./secret-url.ts";
 import { describeTlsFailure, outboundTls } from "../tls/outbound.ts";
+import { ResumeSender, type ResumeDeps } from "./resume-sender.ts";
 
 /** What every destination kind offers the manager. */
 export interface Destination {
@@ -30,6 +31,8 @@ export interface DestinationDeps {
   silenceMs?: () => number;
   /** A connection that closes sooner than this after opening counts as a failed attempt (default 3 s). */
   stableMs?: number;
+  /** Store and forward, for rules with `"resume": true`. */
+  resume?: ResumeDeps;
 }
 
 /** Close codes that mean "refused": they always count as a failed attempt. */
@@ -52,6 +55,8 @@ interface SessionEnd {
   reason: string;
   /** Closed by us because the remote went silent. */
   silent: boolean;
+  /** Closed by us for this reason (store and forward could not go on): a failed attempt. */
+  failure: string | null;
   /** Why the TLS handshake failed (untrusted or expired certificate), when it did. */
   tlsFailure: string | null;
 }
@@ -78,13 +83,18 @@ export class WebSocketDestination implements Destination {
   private readonly origin: string;
   private readonly failureLog = new LogRateLimit(FAILURE_LOG_INTERVAL_MS);
   private loop: Promise<void>;
+  /** Store and forward (`"resume": true`): the cursor, the backlog and its catch-up. */
+  readonly resume: ResumeSender | null;
 
   constructor(readonly rule: DestinationRule, private readonly deps: DestinationDeps) {
     this.origin = `relay:${rule.id}`;
+    this.resume = rule.resume && deps.resume ? new ResumeSender(rule, this.origin, deps.resume, deps.hub, this.status, deps.logger, deps.recorder) : null;
+    if (this.resume) this.status.resume = () => this.resume!.view();
     this.loop = this.run();
   }
 
   send(m: Message): void {
+    if (this.resume) return this.resume.offer(m);
     if (m.origin === this.origin) return; // it came from this remote: no echo
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > this.deps.bufferLimit()) {
@@ -114,6 +124,7 @@ export class WebSocketDestination implements Destination {
       ws?.terminate();
       await this.loop;
     }
+    this.resume?.flush();
     await this.deps.recorder?.close();
   }
 
@@ -129,6 +140,7 @@ export class WebSocketDestination implements Destination {
         const where = uri.replace(/\?.*$/, "");
         const why = `closed with ${end.code}${end.reason ? `: ${end.reason}` : ""}`;
         if (!end.opened) throw new Error(`could not connect to ${where}: ${end.tlsFailure ?? why}`);
+        if (end.failure) throw new Error(`connection to ${where} closed: ${end.failure}`);
         if (end.silent) throw new Error(`connection to ${where} closed: the remote sent nothing (not even a pong) for ${Math.round(this.silenceMs() / 1000)} s`);
         if (isRefusalCode(end.code)) throw new Error(`connection to ${where} refused: ${why}`);
         if (end.lastedMs < this.stableMs()) throw new Error(`connection to ${where} ${why} ${end.lastedMs} ms after opening`);
@@ -188,10 +200,11 @@ export class WebSocketDestination implements Destination {
       let openedAt = 0;
       let lastHeard = 0;
       let silent = false;
+      let failure: string | null = null;
       let watch: ReturnType<typeof setInterval> | null = null;
       let stable: ReturnType<typeof setTimeout> | null = null;
       let done = false;
-      const ws = new WebSocket(uri, outboundTls());
+      const ws = new WebSocket(uri, this.resume ? { ...outboundTls(), protocols: ResumeSender.protocols } : outboundTls());
       // A certificate problem shows only as an error event before the close: keep its reason.
       let tlsFailure: string | null = null;
       ws.onerror = (e) => (tlsFailure = describeTlsFailure(e, uri));
@@ -208,9 +221,10 @@ export class WebSocketDestination implements Destination {
         if (watch) clearInterval(watch);
         if (stable) clearTimeout(stable);
         if (this.ws === ws) this.ws = null;
+        this.resume?.closed();
         this.status.lastCloseCode = code;
         this.status.lastCloseReason = reason;
-        resolve({ opened: openedAt > 0, lastedMs: openedAt ? Date.now() - openedAt : 0, code, reason, silent, tlsFailure });
+        resolve({ opened: openedAt > 0, lastedMs: openedAt ? Date.now() - openedAt : 0, code, reason, silent, failure, tlsFailure });
       };
       ws.onopen = () => {
         clearTimeout(handshake);
@@ -234,10 +248,20 @@ export class WebSocketDestination implements Destination {
           }
           try { ws.ping(); } catch { /* closing already */ }
         }, Math.max(200, Math.floor(limit / 3)));
+        this.resume?.opened(ws, (why) => {
+          if (done) return;
+          failure = why;
+          ws.terminate();
+          finish(1006, why);
+        });
       };
-      ws.addEventListener("pong", () => { lastHeard = Date.now(); });
+      ws.addEventListener("pong", (e) => {
+        lastHeard = Date.now();
+        this.resume?.pong((e as MessageEvent).data);
+      });
       ws.onmessage = (e) => {
         lastHeard = Date.now();
+        if (this.resume?.frame(e.data as string | ArrayBuffer, (why) => { failure = why; ws.terminate(); finish(1006, why); })) return;
         const data = typeof e.data === "string" ? e.data : new Uint8Array(e.data as ArrayBuffer);
         try {
           const m = this.deps.hub.publish(this.rule.stream, data, this.origin);

@@ -8,6 +8,9 @@ import { publicRule, type DestinationRule } from "./rule.ts";
 import { DEFAULT_BACKOFF, type Backoff } from "./status.ts";
 import { WebhookDestination } from "./webhook.ts";
 import { redactDestination, scrubDestination } from "./secret-url.ts";
+import type { FollowDeps } from "../sinks/replay.ts";
+import { CatchupRate, type CatchupLimits } from "./catchup-rate.ts";
+import { DestinationCursors } from "./cursors.ts";
 
 /** What the destinations need: the settings database, the hub, limits. */
 export interface DestinationsOptions {
@@ -19,6 +22,15 @@ export interface DestinationsOptions {
   /** Silence (ms) after which a connected remote counts as down. */
   silenceMs?: () => number;
   backoff?: Backoff;
+  /** Store and forward (rules with `"resume": true`); without it such rules run as plain ones. */
+  resume?: {
+    /** Memory, last seqs and the log reader (the subscribers' catch-up). */
+    follow: FollowDeps;
+    /** The catch-up limits, shared by every destination. */
+    limits: () => CatchupLimits;
+    /** This box's node key, a secret kept in its data dir. */
+    nodeKey: string;
+  };
 }
 
 /**
@@ -31,14 +43,19 @@ export class Destinations {
   private readonly byStream = new Map<string, Destination[]>();
   /** Changes to one id, one after another (two POSTs of the same id at once must not both start). */
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly cursors: DestinationCursors;
+  private readonly rate: CatchupRate | null;
 
-  constructor(private readonly opts: DestinationsOptions) {}
+  constructor(private readonly opts: DestinationsOptions) {
+    this.cursors = new DestinationCursors(opts.db);
+    this.rate = opts.resume ? new CatchupRate(opts.resume.limits) : null;
+  }
 
   /** Starts every stored rule. */
   load(): void {
     for (const row of this.opts.db.query<{ rule: string }, []>("SELECT rule FROM destinations ORDER BY id").all()) {
       // Rules stored before record_format existed recorded one message per line: they keep doing so.
-      this.start({ record_format: "lines", ...(JSON.parse(row.rule) as Omit<DestinationRule, "record_format">) });
+      this.start({ record_format: "lines", resume: false, ...(JSON.parse(row.rule) as Omit<DestinationRule, "record_format" | "resume">) });
     }
   }
 
@@ -56,6 +73,8 @@ export class Destinations {
     if (existing && JSON.stringify(existing.rule) === JSON.stringify(rule)) return existing;
     this.opts.db.run("INSERT INTO destinations (id, rule) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET rule = excluded.rule, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')", [rule.id, JSON.stringify(rule)]);
     if (existing) await this.halt(existing);
+    // The cursor belongs to a resume rule of one stream: anything else starts afresh next time.
+    if (!rule.resume || (existing && existing.rule.stream !== rule.stream)) this.cursors.remove(rule.id);
     return this.start(rule);
   }
 
@@ -77,14 +96,15 @@ export class Destinations {
   private async removeNow(id: string): Promise<boolean> {
     this.opts.db.run("DELETE FROM destinations WHERE id = ?", [id]);
     const d = this.running.get(id);
-    if (!d) return false;
-    await this.halt(d);
-    return true;
+    if (d) await this.halt(d);
+    this.cursors.remove(id);
+    return d !== undefined;
   }
 
   async removeAll(): Promise<void> {
     for (const id of [...this.running.keys()]) await this.remove(id);
     this.opts.db.run("DELETE FROM destinations");
+    this.cursors.removeAll();
   }
 
   get(id: string): Destination | undefined {
@@ -104,6 +124,7 @@ export class Destinations {
   /** Stops every connection (at shutdown); the rules stay stored. */
   async stop(): Promise<void> {
     await Promise.all([...this.running.values()].map((d) => this.halt(d)));
+    this.cursors.flush();
   }
 
   private start(rule: DestinationRule): Destination {
@@ -119,6 +140,7 @@ export class Destinations {
       bufferLimit: this.opts.bufferLimit,
       silenceMs: this.opts.silenceMs,
       recorder: rule.file ? this.openRecorder(rule, onRecordError) : null,
+      resume: this.opts.resume && this.rate ? { cursors: this.cursors, follow: this.opts.resume.follow, rate: this.rate, nodeKey: this.opts.resume.nodeKey } : undefined,
     };
     d = rule.kind === "webhook" ? new WebhookDestination(rule, deps) : new WebSocketDestination(rule, deps);
     this.running.set(rule.id, d);

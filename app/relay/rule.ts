@@ -20,10 +20,15 @@ export interface DestinationRule {
   batch: number;
   /** How `file` holds messages: raw bytes back to back (practable's way, the default) or one per line. */
   record_format: RecordFormat;
+  /**
+   * Store and forward: keep a cursor (the last seq the remote has taken) and,
+   * after the link was down, send the backlog from the log in order, then live.
+   */
+  resume: boolean;
 }
 
 const ID = /^[a-zA-Z0-9\-/]+$/;
-const FIELDS = ["id", "stream", "destination", "token", "file", "kind", "batch", "record_format"];
+const FIELDS = ["id", "stream", "destination", "token", "file", "kind", "batch", "record_format", "resume"];
 /** Fields a rule's view carries that are not part of the rule: ignored on input, so a rule read can be posted back. */
 const READ_ONLY = ["status", "warnings"];
 /** Ids the API's own paths use: `all` lists the rules and `deleteAll` deletes them (as in practable). */
@@ -87,6 +92,9 @@ export function parseRule(body: unknown, recordsDir: string, opts: ParseRuleOpti
   if (typeof batchValue !== "number" || !Number.isInteger(batchValue) || batchValue < 1 || batchValue > 10_000) errors.batch = "allowed: a whole number from 1 to 10000";
   const recordFormat = str("record_format", "raw") as RecordFormat;
   if (!RECORD_FORMATS.includes(recordFormat)) errors.record_format = `${JSON.stringify(recordFormat)} is not valid; allowed: ${RECORD_FORMATS.join(", ")}`;
+  const resume = b.resume ?? false;
+  if (typeof resume !== "boolean") errors.resume = `${JSON.stringify(resume)} is not valid; allowed: true (store and forward: a cursor, the backlog sent from the log after an outage) or false (the default: messages go out only while connected)`;
+  else if (resume && kind === "webhook") errors.resume = "applies to websocket destinations only (a webhook destination already retries its queue in order)";
   const fileText = str("file");
   let file = "";
   if (fileText !== "") {
@@ -98,7 +106,7 @@ export function parseRule(body: unknown, recordsDir: string, opts: ParseRuleOpti
   if (Object.keys(errors).length > 0) {
     throw new InvalidInput(`invalid destination rule: ${Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}`, errors);
   }
-  return { id, stream, destination, token, file, kind, batch: batchValue as number, record_format: recordFormat };
+  return { id, stream, destination, token, file, kind, batch: batchValue as number, record_format: recordFormat, resume: resume === true };
 }
 
 /** The rule as responses show it: the token redacted, and the secrets a destination URL may hold. */

@@ -21,6 +21,8 @@ export class DestinationStatus {
   messagesIn = 0;
   bytesIn = 0;
   dropped = 0;
+  /** Store and forward (rules with `"resume": true`): the cursor and the backlog. */
+  resume: (() => Record<string, unknown>) | null = null;
 
   /** Moves to `state`, noting when. */
   set(state: DestinationState): void {
@@ -62,6 +64,7 @@ export class DestinationStatus {
       last_close_code: this.lastCloseCode, last_close_reason: this.lastCloseReason,
       attempts: this.attempts, failures: this.failures, failing_since: this.failingSince === null ? null : new Date(this.failingSince).toISOString(),
       connects: this.connects, messages_out: this.messagesOut, bytes_out: this.bytesOut, messages_in: this.messagesIn, bytes_in: this.bytesIn, dropped: this.dropped,
+      ...(this.resume ? { resume: this.resume() } : {}),
     };
   }
 }

@@ -39,7 +39,7 @@ export interface LogReadOptions {
  * this generator is pulled again, so a slow consumer holds the query, not memory.
  * Waits and asks again while every query slot is busy.
  */
-async function* queryRows(deps: LogReaderDeps, sql: string, params: (string | number)[], rowLimit: number, opts: LogReadOptions): AsyncGenerator<Record<string, unknown>> {
+export async function* queryRows(deps: LogReaderDeps, sql: string, params: (string | number)[], rowLimit: number, opts: LogReadOptions): AsyncGenerator<Record<string, unknown>> {
   for (;;) {
     const reply = await streamQueryInWorker({ sql, params, format: "ndjson", rowLimit, ...queryLimits(deps.dataDir, deps.settings()), client: opts.client });
     if (!reply.ok) {

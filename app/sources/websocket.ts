@@ -11,6 +11,8 @@ import { STREAMS_EVENTS_STREAM } from "../hub/stream-events.ts";
 import { streamStats } from "../hub/stream-state.ts";
 import { acknowledged, DedupWindow, publishAcked, requestAcks, type AckLog } from "./publish-acks.ts";
 import { envelopeJson, gapJson, parseReplayRequest, ReplayParamError, type Followers, type ReplayRequest } from "../sinks/replay.ts";
+import { RELAY_PROTOCOL } from "../relay/relay-link.ts";
+import { claimRelayLink, isRelayLink, RelayInbox } from "../relay/relay-inbox.ts";
 
 /** Close codes Switchyard uses, with what each means. */
 export const CLOSE = {
@@ -180,7 +182,10 @@ function startFollowing(c: Connection, followers: Followers): void {
  */
 export function acceptUpgrade(req: Request, url: URL, server: Server<Connection>, data: Connection): Response | undefined {
   const offered = offeredProtocols(req.headers.get("sec-websocket-protocol"));
-  const protocol = chooseProtocol(offered);
+  // Another Switchyard's store-and-forward destination (see relay/relay-link.ts): only for a writer that asked nothing else.
+  const relayLink = offered.includes(RELAY_PROTOCOL) && !data.refusal && data.grant.write && !data.replay && !acknowledged(data);
+  if (relayLink) claimRelayLink(data);
+  const protocol = relayLink ? RELAY_PROTOCOL : chooseProtocol(offered);
   if (offered.length > 0 && !protocol) {
     // A client that offers subprotocols fails the handshake unless one is answered, and the token must not be.
     return Response.json({ error: { status: 400, message: "the only subprotocol offered is token.<jwt>, which is never echoed back; offer a named one beside it, e.g. new WebSocket(url, [\"switchyard\", \"token.\" + jwt])" } }, { status: 400 });
@@ -221,6 +226,7 @@ function reason(text: string): string {
 export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler<Connection>, "maxPayloadLength" | "backpressureLimit"> {
   const { hub, logger } = deps;
   const acks = deps.log ? { hub, settings: deps.settings, log: deps.log, dedup: new DedupWindow() } : null;
+  const inbox = deps.log && deps.followers ? new RelayInbox({ hub, log: deps.log, reader: deps.followers.deps.log, logger }) : null;
   return {
     open(ws) {
       const c = ws.data;
@@ -275,6 +281,12 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
         c.closing = true;
         ws.close(CLOSE.policy, reason(`this connection may not write to ${c.stream}: its token lacks the 'write' scope`));
         return;
+      }
+      // Another Switchyard's store-and-forward destination: see relay/relay-inbox.ts.
+      if (isRelayLink(c)) {
+        if (inbox) return inbox.message(ws, message);
+        c.closing = true;
+        return ws.close(CLOSE.internal, "relay links need the durable log");
       }
       // A publisher that asked for acknowledgements (?ack=): see publish-acks.ts.
       if (acks && acknowledged(c)) return publishAcked(ws, message, acks);

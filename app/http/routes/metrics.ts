@@ -74,6 +74,11 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   perDest("switchyard_destination_attempts_total", "counter", "Connection attempts a destination made (or POSTs it tried).", (d) => d.status.attempts);
   perDest("switchyard_destination_messages_in_total", "counter", "Messages a destination's remote sent back.", (d) => d.status.messagesIn);
   perDest("switchyard_destination_dropped_total", "counter", "Messages a destination dropped (not connected, or its buffer full).", (d) => d.status.dropped);
+  metric("switchyard_destination_backlog_messages", "gauge", "Messages waiting in the log for a store-and-forward destination (\"resume\": true).",
+    destinations.flatMap((d) => {
+      const r = d.status.resume?.() as { backlog_messages?: number } | undefined;
+      return typeof r?.backlog_messages === "number" ? [[`{id="${escapeLabel(d.rule.id)}",stream="${escapeLabel(d.rule.stream)}"}`, r.backlog_messages] as [string, number]] : [];
+    }));
   metric("process_resident_memory_bytes", "gauge", "Resident memory of the process.", [["", process.memoryUsage.rss()]]);
   return out.join("\n") + "\n";
 }

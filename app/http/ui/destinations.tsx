@@ -25,7 +25,7 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const d = deps.destinations.get(id);
     if (!d) return c.html(<DestinationForm values={EMPTY_DESTINATION} notice={`no destination ${JSON.stringify(id)}: it may have been deleted`} />, 404);
     const r = d.rule;
-    return c.html(<DestinationForm editing values={{ id: r.id, stream: r.stream, destination: redactDestination(r.destination, r.kind), token: "", file: fileField(deps, r.file), kind: r.kind, batch: String(r.batch) }} />);
+    return c.html(<DestinationForm editing values={{ id: r.id, stream: r.stream, destination: redactDestination(r.destination, r.kind), token: "", file: fileField(deps, r.file), kind: r.kind, batch: String(r.batch), resume: r.resume ? "1" : "" }} />);
   });
 
   app.post("/admin/destinations", async (c) => {
@@ -46,7 +46,7 @@ export function bindDestinationPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
       const destination = restoreRedactedDestination({ destination: values.destination }, deps.destinations.get(values.id)?.rule).destination;
       // The form has no record format field: an edited rule keeps its own (new rules record raw bytes, as practable).
       const recordFormat = editing ? deps.destinations.get(values.id)?.rule.record_format : undefined;
-      const rule = parseRule({ id: values.id, stream: values.stream, destination, token, file: values.file, kind: values.kind, batch, ...(recordFormat ? { record_format: recordFormat } : {}) }, deps.recordsDir);
+      const rule = parseRule({ id: values.id, stream: values.stream, destination, token, file: values.file, kind: values.kind, batch, resume: values.resume === "1", ...(recordFormat ? { record_format: recordFormat } : {}) }, deps.recordsDir);
       const existed = deps.destinations.get(rule.id) !== undefined;
       await deps.destinations.upsert(rule);
       return c.html(
