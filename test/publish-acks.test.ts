@@ -4,7 +4,7 @@ import { SettingsStore } from "../app/config/store.ts";
 import { spawnServe } from "./support/cli.ts";
 import { connect, type TestClient } from "./support/client.ts";
 import { RawWebSocket } from "./support/raw-socket.ts";
-import { adminHeadersFor, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
+import { adminHeadersFor, sqlRows, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 import { smallDisk, tmpfsProblem, type SmallDisk } from "./support/tmpfs.ts";
 
 // Real servers, real subprocesses killed with SIGKILL: generous limits for a loaded machine.
@@ -35,12 +35,7 @@ function frames(c: TestClient) {
 }
 const ackedCount = (c: TestClient) => frames(c).acks.reduce((a, f) => a + f.count, 0);
 
-async function query(url: string, sql: string, headers: Record<string, string>): Promise<Record<string, unknown>[]> {
-  const r = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }), headers });
-  const text = await r.text();
-  if (r.status !== 200) throw new Error(`POST /api/query answered ${r.status}: ${text}`);
-  return JSON.parse(text) as Record<string, unknown>[];
-}
+const query = sqlRows;
 
 describe("websocket publishers with ?ack", () => {
   it("?ack=1: acknowledgements cover every message, in order, each after the log has it; no stream messages on that socket", async () => {

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "bun:test";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { BATCH_BODY_LIMIT, encodeFrames } from "../app/sources/http/publish-batch.ts";
 import { connect } from "./support/client.ts";
-import { startTestServer, waitFor, type TestServer } from "./support/server.ts";
+import { sqlRows, startTestServer, waitFor, type TestServer } from "./support/server.ts";
 import { smallDisk, tmpfsProblem, type SmallDisk } from "./support/tmpfs.ts";
 import { SettingsStore } from "../app/config/store.ts";
 import { join } from "node:path";
@@ -23,12 +23,7 @@ async function post(s: TestServer, stream: string, body: string | Uint8Array, ty
   return { status: r.status, body: (await r.json()) as Record<string, any> };
 }
 
-async function query(s: TestServer, sql: string): Promise<Record<string, unknown>[]> {
-  const r = await fetch(`${s.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }), headers: s.adminHeaders });
-  const text = await r.text();
-  if (r.status !== 200) throw new Error(`POST /api/query answered ${r.status}: ${text}`);
-  return JSON.parse(text) as Record<string, unknown>[];
-}
+const query = (s: TestServer, sql: string) => sqlRows(s.url, sql, s.adminHeaders);
 
 describe("POST /api/streams/{name}/messages with a batch", () => {
   it("stores 10,000 NDJSON lines, answers their seq range after fsync, and delivers them in order", async () => {

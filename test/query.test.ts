@@ -314,16 +314,22 @@ describe("history queries per client", () => {
   });
 });
 
+/** An empty spool folder in a temp dir, the path of its first segment, and an encoder of test records by seq. */
+async function segmentFixture() {
+  const { encodeRecord } = await import("../app/log/record.ts");
+  const { mkdirSync } = await import("node:fs");
+  const tmp = tempDir();
+  const spoolDir = join(tmp.dir, "spool");
+  mkdirSync(spoolDir);
+  const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
+  return { tmp, spoolDir, seg: join(spoolDir, "0000000000000001.wal"), rec };
+}
+
 describe("the warm engine's spool tail", () => {
   it("appends what the spool gains between queries, drops a segment once compacted, and rereads a segment the spool cut back", async () => {
-    const { encodeRecord } = await import("../app/log/record.ts");
-    const { appendFileSync, truncateSync, mkdirSync } = await import("node:fs");
-    const tmp = tempDir();
+    const { appendFileSync, truncateSync } = await import("node:fs");
+    const { tmp, seg, rec } = await segmentFixture();
     try {
-      const spoolDir = join(tmp.dir, "spool");
-      mkdirSync(spoolDir);
-      const seg = join(spoolDir, "0000000000000001.wal");
-      const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
       writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
       const engine = await open(tmp.dir);
       const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
@@ -349,14 +355,9 @@ describe("the warm engine's spool tail", () => {
   });
 
   it("reads the spool's new records between queries (followTail), and leaves tables and the view to the refresh before a query", async () => {
-    const { encodeRecord } = await import("../app/log/record.ts");
-    const { appendFileSync, truncateSync, mkdirSync } = await import("node:fs");
-    const tmp = tempDir();
+    const { appendFileSync, truncateSync } = await import("node:fs");
+    const { tmp, spoolDir, seg, rec } = await segmentFixture();
     try {
-      const spoolDir = join(tmp.dir, "spool");
-      mkdirSync(spoolDir);
-      const seg = join(spoolDir, "0000000000000001.wal");
-      const rec = (seq: number) => encodeRecord({ stream: "t", ts: Date.UTC(2026, 10, 23) * 1000 + seq, seq, origin: "o", data: `m${seq}`, size: 2 });
       writeFileSync(seg, Buffer.concat([1, 2].map(rec)));
       const engine = await open(tmp.dir);
       const { statSync } = await import("node:fs");

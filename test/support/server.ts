@@ -133,3 +133,11 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
     await Bun.sleep(10);
   }
 }
+
+/** Runs `sql` through POST /api/query of the server at `url` and returns the rows (JSON); any other answer than 200 throws with its body. */
+export async function sqlRows(url: string, sql: string, headers: Record<string, string>): Promise<Record<string, unknown>[]> {
+  const r = await fetch(`${url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format: "json" }), headers });
+  const text = await r.text();
+  if (r.status !== 200) throw new Error(`POST /api/query answered ${r.status}: ${text}`);
+  return JSON.parse(text) as Record<string, unknown>[];
+}
