@@ -240,7 +240,8 @@ describe("upgrading a box that had api_loopback_admin", () => {
         db.run("INSERT INTO settings (key, value) VALUES ('api_loopback_admin', ?)", [old]);
         db.close();
         const store = SettingsStore.open(tmp.dir);
-        expect(store.appliedMigrations).toEqual(["20261201_120000_practable_loopback"]);
+        // This upgrade's migration ran (with any later ones).
+        expect(store.appliedMigrations[0]).toBe("20261201_120000_practable_loopback");
         expect(store.settings.practable_loopback_api).toBe(now);
         expect(store.db.query("SELECT key FROM settings WHERE key = 'api_loopback_admin'").all()).toEqual([]);
         store.close();
