@@ -448,10 +448,13 @@ describe("the warm engine's spool tail", () => {
       expect(await count()).toEqual({ n: 40 });
       expect(await view()).not.toContain("tail_");
       expect(await view()).not.toContain("UNION");
-      // The first message in the segment brings its table into the view.
+      // The first message in the segment brings its table into the view, even when the query comes
+      // while a followTail (which leaves the view alone) is reading that very message.
       spool.append({ stream: "spin30", ts: Date.UTC(2026, 10, 23) * 1000 + 99, seq: 41, origin: "t", data: "new", size: 3 });
       await spool.durable();
+      const following = engine.followTail();
       expect(await count()).toEqual({ n: 41 });
+      await following;
       expect(await view()).toContain("UNION ALL");
       spool.close();
       engine.close();

@@ -103,7 +103,9 @@ export class QueryEngine {
    * with a year of partitions does not list thousands of folders per query.
    */
   private listing: { files: string[]; at: number; tail: string } | null = null;
-  private refreshing: Promise<void> | null = null;
+  /** The refresh running now, and the one that starts when it ends (see refresh()). */
+  private current: Promise<void> | null = null;
+  private queued: Promise<void> | null = null;
   private sinceGc = 0;
   private closed = false;
   /** Told about each file moved to quarantine (unreadable Parquet). */
@@ -148,25 +150,39 @@ export class QueryEngine {
   }
 
   /**
-   * Brings the view up to date with the spool and the Parquet folder (one
-   * refresh at a time; a query waits for the one going on).
+   * Brings the view up to date with the spool and the Parquet folder, by a
+   * refresh that starts after this call: one refresh runs at a time, and the
+   * callers that come while one runs share the next, which starts when it ends
+   * (a refresh already going may have read the spool before their messages
+   * were acknowledged, or be a followTail that leaves the view as it was).
    */
   refresh(): Promise<void> {
     if (this.closed) return Promise.reject(new QueryError("the query engine is closed"));
-    this.refreshing ??= this.doRefresh(true).finally(() => { this.refreshing = null; });
-    return this.refreshing;
+    if (!this.current) return this.startRefresh(true);
+    this.queued ??= this.current.catch(() => {}).then(() => {
+      this.queued = null;
+      return this.startRefresh(true);
+    });
+    return this.queued;
   }
 
   /**
    * Reads what the spool gained since the last read, without touching the view
    * (the query process calls this between queries, so that a query during heavy
    * ingest finds the tail mostly read and pays only for the last moments).
-   * Skipped while a refresh is going on.
+   * Skipped while a refresh is going on or waiting.
    */
   followTail(): Promise<void> {
-    if (this.closed || this.refreshing) return Promise.resolve();
-    this.refreshing = this.doRefresh(false).finally(() => { this.refreshing = null; });
-    return this.refreshing;
+    if (this.closed || this.current || this.queued) return Promise.resolve();
+    return this.startRefresh(false);
+  }
+
+  private startRefresh(withView: boolean): Promise<void> {
+    const run: Promise<void> = this.doRefresh(withView).finally(() => {
+      if (this.current === run) this.current = null;
+    });
+    this.current = run;
+    return run;
   }
 
   /** How far the engine has read each spool segment it holds, in bytes, by file name. */
@@ -453,8 +469,8 @@ export class QueryEngine {
     } catch (err) {
       if (!opts.retryVanished || !(err instanceof QueryError) || !this.namesVanishedFile(err.message)) throw err;
       this.viewKey = null;
-      this.listing = null;
-      return this.runOnConnection(timeoutMs, onInterrupt, fn);
+      // Listed afresh by a refresh that starts now: one going on may have reused the old listing.
+      return this.runOnConnection(timeoutMs, onInterrupt, fn, true);
     }
   }
 

@@ -27,6 +27,9 @@ export interface QueryPoolLimits {
   graceMs: number;
 }
 
+/** How long after a compaction run its memory allowance stays (until its memory has gone back). */
+const COMPACTION_MEMORY_GRACE_MS = 5000;
+
 /** Defaults for a 512 MB box. */
 export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
   processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
@@ -54,8 +57,9 @@ export class QueryProcess {
   running = 0;
   /** A compaction run is going on here (it takes no query slot). */
   compacting = false;
-  /** The memory that run may use (its DuckDB's limit, log_compact_memory_mb), allowed on top of query_rss_mb. */
+  /** The memory a compaction run here may use, allowed on top of query_rss_mb (see QueryPool.compact). */
   compactingBytes = 0;
+  compactingGrace: ReturnType<typeof setTimeout> | null = null;
   /** Its idle time ran out during a compaction run: it exits when the run ends. */
   idleDue = false;
   readonly startedAt = Date.now();
@@ -283,14 +287,18 @@ export class QueryPool {
     const id = this.nextId++;
     // Compaction does not keep the process up: its idle time counts from its last query.
     proc.compacting = true;
-    proc.compactingBytes = job.memoryMb * 1024 * 1024;
+    // Its DuckDB's limit, and as much again for the decoded messages and buffers (compaction.ts measures
+    // a full segment's peak at about twice the limit); kept a few seconds after, while that memory goes.
+    if (proc.compactingGrace) clearTimeout(proc.compactingGrace);
+    proc.compactingBytes = 2 * job.memoryMb * 1024 * 1024;
     return new Promise<CompactionOutcome>((resolve) => {
       const limit = setTimeout(() => this.kill(proc, `log compaction in the query process took longer than ${Math.round(timeoutMs / 60_000)} minutes`), timeoutMs);
       const finish = (o: CompactionOutcome) => {
         clearTimeout(limit);
         proc.done(id);
         proc.compacting = false;
-        proc.compactingBytes = 0;
+        proc.compactingGrace = setTimeout(() => { if (!proc.compacting) proc.compactingBytes = 0; }, COMPACTION_MEMORY_GRACE_MS);
+        proc.compactingGrace.unref?.();
         if (proc.idleDue && proc.running === 0 && !proc.dead && !proc.retired) {
           this.stats.idleExits++;
           proc.close();
@@ -341,7 +349,7 @@ export class QueryPool {
         const rss = p.rss();
         // A compaction run in the same process brings its own DuckDB and memory limit: allowed on top.
         if (rss > this.limits.rssBytes + p.compactingBytes) {
-          const allowed = `query_rss_mb: ${Math.round(this.limits.rssBytes / 1048576)}${p.compactingBytes ? `, plus ${Math.round(p.compactingBytes / 1048576)} for the log compaction running in it` : ""}`;
+          const allowed = `query_rss_mb: ${Math.round(this.limits.rssBytes / 1048576)}${p.compactingBytes ? `, plus ${Math.round(p.compactingBytes / 1048576)} for the log compaction in it` : ""}`;
           this.kill(p, `the query process used ${Math.round(rss / 1048576)} MB of memory, more than allowed (${allowed}); its queries were stopped: select less, or aggregate`);
         }
       }

@@ -174,7 +174,9 @@ export async function runQueryProcess(): Promise<number> {
       // DuckDB process rather than two; its JS work yields between batches, and queries go on meanwhile.
       void (async () => {
         const { runCompactJob } = await import("../log/compact-process.ts");
-        await send({ type: "compacted", id: m.id, outcome: await runCompactJob(m.job) });
+        const outcome = await runCompactJob(m.job);
+        Bun.gc(true); // its decoded messages and buffers are garbage now: gone before queries go on
+        await send({ type: "compacted", id: m.id, outcome });
       })();
     } else if (m.type === "cancel") {
       interrupts.get(m.id)?.();

@@ -126,10 +126,13 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
     queryCounts.shared++;
     return twin;
   }
-  const reply: Promise<QueryReply> = runOne(job, () => {
+  const forget = () => {
     if (waitingTwins.get(key) === reply) waitingTwins.delete(key);
-  });
+  };
+  const reply: Promise<QueryReply> = runOne(job, forget);
   waitingTwins.set(key, reply);
+  // Also when it failed before it got a slot (a process that could not start): never shared after.
+  reply.then(forget, forget);
   return reply;
 }
 

@@ -79,7 +79,11 @@ export class BookingControl {
     const held = this.held.get(bookingId);
     this.held.delete(bookingId);
     for (const end of held ?? []) {
-      end();
+      try {
+        end();
+      } catch {
+        // one stream failing to end must not keep the others open
+      }
       closed++;
     }
     return closed;

@@ -201,6 +201,7 @@ async function followEvents(c: Context<HttpEnv>, deps: HttpDeps) {
         }
         if (ended) {
           deps.followers.unfollow(follower);
+          release();
           controller.close();
           return;
         }
