@@ -35,6 +35,11 @@ export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
   processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
 };
 
+/** What a query process was started with that its answers depend on: one with another key retires once idle. */
+function configKey(dirs: QueryEngineOptions, limits: QueryPoolLimits): string {
+  return JSON.stringify([dirs, limits.resultBytes]);
+}
+
 /** What a query in flight is told by its process. */
 interface Listener {
   onFrame(frame: FromEngine): void;
@@ -68,7 +73,7 @@ export class QueryProcess {
   readonly configKey: string;
 
   constructor(dirs: QueryEngineOptions, limits: QueryPoolLimits, private readonly events: { onExit(p: QueryProcess, reason: string): void; onQuarantine(q: Quarantined): void }) {
-    this.configKey = JSON.stringify([dirs, limits.resultBytes]);
+    this.configKey = configKey(dirs, limits);
     this.proc = Bun.spawn(selfCommand(["__query-engine"]), { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: process.env });
     runInBackground(this.proc.pid);
     let readyResolve!: () => void;
@@ -213,7 +218,7 @@ export class QueryPool {
 
   /** A free slot now, or null. */
   private take(client: string | undefined, counted = false): Slot | null {
-    const key = JSON.stringify([this.dirs, this.limits.resultBytes]);
+    const key = configKey(this.dirs, this.limits);
     for (const p of this.procs) if (p.configKey !== key && p.running === 0 && !p.compacting) p.close();
     const live = this.procs.filter((p) => !p.dead && !p.retired && p.configKey === key);
     let proc = live.filter((p) => p.running < this.limits.concurrency).sort((a, b) => a.running - b.running)[0];
@@ -281,7 +286,7 @@ export class QueryPool {
    */
   compact(job: CompactJob, timeoutMs: number): Promise<CompactionOutcome> | null {
     if (this.closed) return null;
-    const key = JSON.stringify([this.dirs, this.limits.resultBytes]);
+    const key = configKey(this.dirs, this.limits);
     const proc = this.procs.find((p) => !p.dead && !p.retired && p.readyMs > 0 && !p.compacting && p.configKey === key);
     if (!proc) return null;
     const id = this.nextId++;
