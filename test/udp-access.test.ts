@@ -70,7 +70,7 @@ describe("UDP under the access policy", () => {
     const tmp = tempDir();
     const store = SettingsStore.open(tmp.dir);
     store.update({ access: "token" });
-    const running = await startServer({ config: { dataDir: tmp.dir, host: "127.0.0.1", port: 0, udpPort: port, udpHost: "0.0.0.0", udp: [], logLevel: "error", slackWebhookUrl: null }, store, logger: silentLogger });
+    const running = await startServer({ config: { dataDir: tmp.dir, host: "127.0.0.1", port: 0, udpPort: port, udpHost: "0.0.0.0", udp: [], logLevel: "error", slackWebhookUrl: null, nodeId: "test-node", nats: [] }, store, logger: silentLogger });
     try {
       const seen = () => running.hub.stream("u1")?.messagesIn ?? 0;
       const count = (reason: string) => running.udp.snapshot().listeners[0]!.rejected_by_reason[reason as "too_large"] ?? 0;

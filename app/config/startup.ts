@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { LOG_LEVELS, type LogLevel } from "../core/logger.ts";
 import { UsageError } from "../core/errors.ts";
@@ -14,6 +15,10 @@ export interface StartupConfig extends TlsStartup {
   /** Extra UDP listeners from --udp, besides those in the settings. */
   udp: UdpListenerSpec[];
   logLevel: LogLevel;
+  /** This node's name in a cluster, in the log's `node` column and in offloaded keys (default: the host name). */
+  nodeId: string;
+  /** NATS servers to join a cluster through (empty: this node runs alone). */
+  nats: string[];
   /** From SWITCHYARD_SLACK_WEBHOOK_URL only (never a flag: a flag shows in `ps`); overrides the stored URL. */
   slackWebhookUrl: string | null;
   /** From SWITCHYARD_RELAY_SECRET only: an imported practable relay secret; overrides the stored one. */
@@ -48,6 +53,16 @@ function port(allowZero: boolean) {
 function address(t: string, name: string): string {
   if (!/^[A-Za-z0-9.:\-\[\]]+$/.test(t)) throw new UsageError(`${name}: ${JSON.stringify(t)} is not an address; allowed: an IPv4/IPv6 address or host name`);
   return t;
+}
+
+/** What a node id looks like: 1 to 64 of A-Z a-z 0-9 _ -, beginning with a letter or digit. */
+export const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
+export const NODE_ID_RULE = "1 to 64 of A-Z a-z 0-9 _ -, beginning with a letter or digit";
+
+/** The host name's first label, made into a node id. */
+export function defaultNodeId(): string {
+  const name = hostname().split(".")[0]!.replace(/[^A-Za-z0-9_-]/g, "-").replace(/^[-_]+/, "").slice(0, 64);
+  return name === "" ? "node" : name;
 }
 
 const OPTIONS = [
@@ -94,8 +109,31 @@ const OPTIONS = [
       return t as LogLevel;
     },
   } satisfies OptionSpec<"logLevel">,
+  {
+    key: "nodeId", flag: "node-id", env: "SWITCHYARD_NODE_ID", default: defaultNodeId(),
+    help: `this node's name in a cluster, ${NODE_ID_RULE}`,
+    parse: (t: string, name: string) => {
+      if (!NODE_ID.test(t)) throw new UsageError(`${name}: ${JSON.stringify(t)} is not a node id; allowed: ${NODE_ID_RULE}`);
+      return t;
+    },
+  } satisfies OptionSpec<"nodeId">,
+  {
+    key: "nats", flag: "nats", env: "SWITCHYARD_NATS", default: [] as string[], multiple: true,
+    help: "a NATS server to join a cluster through, nats://host:port; comma-separated or repeated for more",
+    parse: (t: string, name: string) => t.split(",").map((x) => x.trim()).filter((x) => x !== "").map((u) => {
+      let url: URL;
+      try {
+        url = new URL(u.includes("://") ? u : `nats://${u}`);
+      } catch {
+        throw new UsageError(`${name}: ${JSON.stringify(u)} is not a NATS URL; allowed: nats://host:port, tls://host:port or host:port`);
+      }
+      if (!["nats:", "tls:"].includes(url.protocol) || url.hostname === "") throw new UsageError(`${name}: ${JSON.stringify(u)} is not a NATS URL; allowed: nats://host:port, tls://host:port or host:port`);
+      return url.href.replace(/\/$/, "");
+    }),
+  } satisfies OptionSpec<"nats">,
   ...TLS_OPTIONS,
 ];
+
 
 /**
  * Environment variables Switchyard reads besides the startup options. Any other

@@ -77,6 +77,9 @@ export interface TestStartup {
   backoff?: Backoff;
   /** As if SWITCHYARD_SLACK_WEBHOOK_URL were set. */
   slackWebhookUrl?: string;
+  /** This node's id (default "test-node") and the NATS servers it joins. */
+  nodeId?: string;
+  nats?: string[];
   /** Alert timing and inputs that tests control. */
   slackRetryMs?: number;
   diskSpace?: () => { free: number; total: number };
@@ -98,7 +101,7 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
   const logs: string[] = [];
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
-    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null, ...startup.tls },
+    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null, nodeId: startup.nodeId ?? "test-node", nats: startup.nats ?? [], ...startup.tls },
     configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks, acmeRetryMs: startup.acmeRetryMs, clock: startup.clock,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
