@@ -112,7 +112,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // Recent messages are "seen" (GET …/messages): they join at delivery, after the log has them.
   hub.onDelivery((m) => recent.add(m));
   const followers = new Followers({ recent, lastSeq: (stream) => hub.lastDeliveredSeq(stream), logs: (stream) => !excluded(stream), log: { dataDir: config.dataDir, settings },
-    limitBytes: () => settings().backpressure_limit_bytes, logger });
+    limitBytes: () => settings().backpressure_limit_bytes, logger, sent: (m) => hub.countOut(m) });
   hub.onDelivery((m) => followers.deliver(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
   const destinations = new Destinations({

@@ -129,6 +129,8 @@ describe("websocket subscribers resume with after_seq", () => {
     await json.received(2);
     expect(JSON.parse(String(json.messages[0]))).toEqual({ seq: 2, ts: expect.any(Number), data: Buffer.from([0, 255, 1, 2]).toString("base64"), binary: true });
     expect(JSON.parse(String(json.messages[1]))).toEqual({ seq: 3, ts: expect.any(Number), data: "text two" });
+    // What the followers wrote counts as handed to subscribers, like the fan-out's messages.
+    expect(srv.hub.stream(stream)!.messagesOut).toBe(5);
     sub.close();
     json.close();
   });

@@ -361,6 +361,18 @@ export class Hub {
     return this.streams.get(stream)?.deliveredSeq ?? this.retiredSeq.get(stream) ?? this.opts.lastSeq?.(stream) ?? 0;
   }
 
+  /** Counts a message written by something other than the fan-out (a resuming subscriber's follower) in messages_out. */
+  countOut(m: Message): void {
+    const s = this.streams.get(m.stream);
+    if (s) {
+      s.messagesOut++;
+      s.bytesOut += m.size;
+      s.dirty = true;
+    }
+    this.totals.messagesOut++;
+    this.totals.bytesOut += m.size;
+  }
+
   /** The last delivered seq of a stream (live or retired). */
   private currentSeq(stream: string): number {
     return this.streams.get(stream)?.deliveredSeq ?? this.retiredSeq.get(stream) ?? 0;

@@ -113,6 +113,8 @@ export interface FollowDeps {
   /** Bytes a follower may have waiting in its socket before it pauses (backpressure_limit_bytes). */
   limitBytes: () => number;
   logger: Logger;
+  /** Counts a message handed to a resuming subscriber (the hub's messages_out); relays' backlogs count in their own status. */
+  sent?: (m: Message) => void;
 }
 
 /** Most bytes of live messages a catching-up follower holds for the hand-off; older ones are read again from memory or the log. */
@@ -338,7 +340,11 @@ export class Followers {
 
   /** Starts following `stream` from `start` into `target`; `client` shares query slots fairly. */
   follow(stream: string, start: ReplayStart, target: FollowTarget, client: string): Follower {
-    const f = new Follower(stream, start, target, this.deps, `replay:${client}`);
+    const sent = this.deps.sent;
+    const counted: FollowTarget = sent
+      ? { send: (m) => { target.send(m); sent(m); }, gap: (g) => target.gap(g), buffered: () => target.buffered(), fail: (r) => target.fail(r) }
+      : target;
+    const f = new Follower(stream, start, counted, this.deps, `replay:${client}`);
     let set = this.byStream.get(stream);
     if (!set) this.byStream.set(stream, (set = new Set()));
     set.add(f);
