@@ -405,6 +405,30 @@ describe("GET /api/streams/{name}/events", () => {
   });
 });
 
+describe("event streams count against max_connections", () => {
+  it("shares the limit with websockets: one over it gets 503 with Retry-After, and a slot comes back when a stream ends", async () => {
+    const srv = await server({ max_connections: 2 });
+    const ws = await connect(srv.wsUrl("cap"));
+    const first = new AbortController();
+    const open = await fetch(`${srv.url}/api/streams/cap/events?last=1`, { signal: first.signal });
+    expect(open.status).toBe(200);
+    const refused = await fetch(`${srv.url}/api/streams/cap/events?last=1`);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBe("2");
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toContain("max_connections");
+    // A websocket over the limit is closed with 1013, the event stream holding the slot.
+    const third = await connect(srv.wsUrl("cap"));
+    expect((await third.closed).code).toBe(1013);
+    first.abort();
+    await waitFor(() => srv.hub.eventStreams === 0, "the aborted event stream to give its slot back", 10_000);
+    const again = new AbortController();
+    const next = await fetch(`${srv.url}/api/streams/cap/events?last=1`, { signal: again.signal });
+    expect(next.status).toBe(200);
+    again.abort();
+    ws.close();
+  });
+});
+
 /** The hub process's resident memory, bytes (VmRSS). */
 function rss(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");

@@ -173,7 +173,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   backpressure_policy: { description: "drop: a slow subscriber loses messages (counted); disconnect: it is closed with code 1013", check: oneOf(BACKPRESSURE_POLICIES) },
   backpressure_limit_bytes: { description: "bytes a subscriber may have waiting to be sent before the policy applies", restart: true, check: int(64 * 1024, 1024 ** 3) },
   max_message_bytes: { description: "largest message accepted, in bytes (websocket close 1009, HTTP 413 above it)", restart: true, check: int(1, 64 * 1024 * 1024) },
-  max_connections: { description: "most websocket connections at once; more are closed with code 1013", check: int(1, 1_000_000) },
+  max_connections: { description: "most websocket connections and stream event streams at once; more websockets are closed with code 1013, more event streams get 503", check: int(1, 1_000_000) },
   keepalive_seconds: { description: "a connection that sends nothing (not even a pong) for this long is closed; pings go out before that", restart: true, check: int(8, 960) },
   stream_linger_seconds: { description: "how long a stream with no clients and no messages stays listed", check: int(0, 86_400) },
   publish_dedup_seconds: { description: "a message a websocket publisher (?ack=id) sends again with the same id within this many seconds is acknowledged with its first seq, not stored twice (0: off; at most 100,000 ids are kept)", check: int(0, 86_400) },

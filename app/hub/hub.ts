@@ -74,6 +74,7 @@ export class Hub {
   private readonly eventListeners: EventListener[] = [];
   private fanout: FanOut | null = null;
   private connectionCount = 0;
+  private eventStreamCount = 0;
   private readonly systemConnections = new Set<Connection>();
   private readonly subscriptions = new Subscriptions(() => this.fanout);
   private readonly outbox = new Outbox((messages, froms) => this.deliverAll(messages, froms));
@@ -117,6 +118,26 @@ export class Hub {
   /** Open websocket connections. */
   get connections(): number {
     return this.connectionCount;
+  }
+
+  /** Readers that are not websockets (server-sent event streams of a stream). */
+  get eventStreams(): number {
+    return this.eventStreamCount;
+  }
+
+  /** Whether max_connections leaves room for one more reader: websockets and event streams share the limit. */
+  roomFor(max: number): boolean {
+    return this.connectionCount + this.eventStreamCount < max;
+  }
+
+  /** Counts an event stream against max_connections until the returned release is called (once). */
+  holdEventStream(): () => void {
+    this.eventStreamCount++;
+    let held = true;
+    return () => {
+      if (held) this.eventStreamCount--;
+      held = false;
+    };
   }
 
   /** Registers a sink that sees every accepted message, in order, as it is accepted (the log, alerts). It must not block. */

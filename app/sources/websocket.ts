@@ -238,7 +238,7 @@ export function streamSocketHandlers(deps: WebSocketDeps): Omit<WebSocketHandler
         return;
       }
       const max = deps.settings().max_connections;
-      if (hub.connections >= max) {
+      if (!hub.roomFor(max)) {
         hub.countRefused("max_connections");
         c.closing = true;
         ws.close(CLOSE.tryAgain, `too many connections: the limit is ${max} (setting max_connections)`);

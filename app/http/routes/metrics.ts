@@ -29,6 +29,7 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   metric("switchyard_build_info", "gauge", "Build of the running Switchyard (always 1).", [[`{version="${escapeLabel(VERSION)}",commit="${escapeLabel(COMMIT)}",bun="${escapeLabel(Bun.version)}"}`, 1]]);
   metric("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.", [["", Math.floor(startedAtMs / 1000)]]);
   metric("switchyard_connections", "gauge", "Open websocket connections.", [["", hub.connections]]);
+  metric("switchyard_event_streams", "gauge", "Open server-sent event streams of streams (they share max_connections with websockets).", [["", hub.eventStreams]]);
   metric("switchyard_connections_opened_total", "counter", "Websocket connections accepted.", [["", t.connectionsOpened]]);
   metric("switchyard_connections_refused_total", "counter", "Websocket connections refused, by reason.",
     [...new Set([...REFUSAL_REASONS, ...Object.keys(t.connectionsRefused)])].map((r) => [`{reason="${escapeLabel(r)}"}`, t.connectionsRefused[r] ?? 0]));

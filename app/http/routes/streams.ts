@@ -148,6 +148,12 @@ async function followEvents(c: Context<HttpEnv>, deps: HttpDeps) {
   if (replay.envelope !== "json") throw badRequest("envelope: \"raw\" is not available for server-sent events; allowed: json (the default here)");
   const startProblem = deps.followers.startProblem(name, replay.start);
   if (startProblem) throw badRequest(startProblem);
+  const max = deps.store.settings.max_connections;
+  if (!deps.hub.roomFor(max)) {
+    deps.hub.countRefused("max_connections");
+    throw new AppError(503, `too many connections: the limit is ${max} (setting max_connections), websockets and event streams together`);
+  }
+  const releaseSlot = deps.hub.holdEventStream();
   const encoder = new TextEncoder();
   let queue: string[] = [`retry: ${SSE_RETRY_MS}\n\n`];
   let queued = 0;
@@ -181,12 +187,16 @@ async function followEvents(c: Context<HttpEnv>, deps: HttpDeps) {
     w?.();
   };
   // A deny of the token's booking ends it (saying so), as it closes the booking's websockets.
-  const release = grant.bookingId
+  const releaseBooking = grant.bookingId
     ? deps.bookings.hold(grant.bookingId, () => {
       push(`event: error\ndata: ${JSON.stringify({ error: `booking ${grant.bookingId} was cancelled` })}\n\n`);
       stop();
     })
     : () => {};
+  const release = () => {
+    releaseSlot();
+    releaseBooking();
+  };
   c.req.raw.signal.addEventListener("abort", stop);
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
