@@ -1,0 +1,49 @@
+import type { Hub } from "../hub/hub.ts";
+import { streamStats, type StreamStats } from "../hub/stream-state.ts";
+import type { ClusterLink } from "./link.ts";
+
+/** What a node answers on the status subject. */
+export interface NodeStatus {
+  node: string;
+  version: string;
+  ts: string;
+  connections: number;
+  streams: StreamStats[];
+}
+
+/** This node's state, as it answers a status request. */
+export function nodeStatus(hub: Hub, node: string, version: string): NodeStatus {
+  return { node, version, ts: new Date().toISOString(), connections: hub.connections, streams: hub.listStreams().map(streamStats) };
+}
+
+function isNodeStatus(v: unknown): v is NodeStatus {
+  const s = v as NodeStatus;
+  return typeof s === "object" && s !== null && typeof s.node === "string" && typeof s.version === "string" && Array.isArray(s.streams) && typeof s.connections === "number";
+}
+
+/** The cluster's state as GET /api/streams?scope=cluster shows it. */
+export interface ClusterView {
+  node: string;
+  connected: boolean;
+  nodes: NodeStatus[];
+  /** Nodes seen before (messages or earlier replies) that did not answer within the wait. */
+  missing: string[];
+  wait_ms: number;
+}
+
+/**
+ * Asks every node for its state and waits at most `waitMs`; this node's own
+ * state is always there (also with NATS down). Nodes heard of before that did
+ * not answer are listed in `missing`.
+ */
+export async function clusterView(link: ClusterLink, local: NodeStatus, waitMs: number): Promise<ClusterView> {
+  const known = [...link.nodesSeen.keys()].filter((n) => n !== local.node);
+  const replies = (await link.requestStatus(waitMs)).filter(isNodeStatus).filter((s) => s.node !== local.node);
+  const nodes = new Map<string, NodeStatus>();
+  for (const r of replies) {
+    nodes.set(r.node, r);
+    link.nodesSeen.set(r.node, Date.now());
+  }
+  const missing = known.filter((n) => !nodes.has(n)).sort();
+  return { node: local.node, connected: link.state().connected, nodes: [local, ...[...nodes.values()].sort((a, b) => a.node.localeCompare(b.node))], missing, wait_ms: waitMs };
+}
