@@ -47,3 +47,19 @@ export async function clusterView(link: ClusterLink, local: NodeStatus, waitMs: 
   const missing = known.filter((n) => !nodes.has(n)).sort();
   return { node: local.node, connected: link.state().connected, nodes: [local, ...[...nodes.values()].sort((a, b) => a.node.localeCompare(b.node))], missing, wait_ms: waitMs };
 }
+
+/** Default and longest wait for the other nodes' answers (GET /api/streams?scope=cluster&wait_ms=…). */
+export const CLUSTER_WAIT_MS = { default: 500, max: 5000 } as const;
+
+/** Reads `wait_ms`; a clear error for anything but a whole number from 1 to the maximum. */
+export function clusterWaitProblem(text: string | undefined): { ms: number } | { problem: string } {
+  if (text === undefined) return { ms: CLUSTER_WAIT_MS.default };
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || n > CLUSTER_WAIT_MS.max) return { problem: `wait_ms: ${JSON.stringify(text)} is not valid; allowed: a whole number of milliseconds from 1 to ${CLUSTER_WAIT_MS.max}` };
+  return { ms: n };
+}
+
+/** The cluster view of a node that has not joined a cluster: itself only. */
+export function standaloneView(local: NodeStatus): ClusterView & { joined: false } {
+  return { node: local.node, connected: false, nodes: [local], missing: [], wait_ms: 0, joined: false };
+}

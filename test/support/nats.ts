@@ -1,5 +1,5 @@
 import type { Subprocess } from "bun";
-import { freeTcpPort } from "./server.ts";
+import { freeTcpPort, waitFor } from "./server.ts";
 
 /** Debian's nats-server. */
 export const NATS_SERVER = "/usr/sbin/nats-server";
@@ -20,19 +20,8 @@ export interface NatsNode {
   monitor<T = Record<string, unknown>>(path: string): Promise<T>;
 }
 
-/** Waits until `check` is true, polling; throws naming `what` after `ms`. */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // Not there yet (e.g. a server still starting).
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await Bun.sleep(50);
-  }
-}
+/** `check`, with a throw (a server still starting) read as false. */
+const settled = (check: () => Promise<boolean>) => () => check().catch(() => false);
 
 /**
  * Starts `size` nats-server processes on loopback, clustered by routes (each
@@ -47,7 +36,7 @@ export async function startNatsCluster(size = 3): Promise<NatsNode[]> {
         const routes = ports.filter((_, j) => j !== i).map((o) => `nats://127.0.0.1:${o.clusterPort}`).join(",");
         node.proc = Bun.spawn([NATS_SERVER, "-a", "127.0.0.1", "-p", String(p.port), "-m", String(p.monitorPort), "-n", node.name,
           "--cluster_name", "sy-test", "--cluster", `nats://127.0.0.1:${p.clusterPort}`, "--routes", routes], { stdout: "ignore", stderr: "ignore" });
-        await waitFor(`nats-server ${node.name} to listen`, async () => (await fetch(`http://127.0.0.1:${p.monitorPort}/healthz`)).ok);
+        await waitFor(settled(async () => (await fetch(`http://127.0.0.1:${p.monitorPort}/healthz`)).ok), `nats-server ${node.name} to listen`, 30_000);
       },
       async kill() {
         node.proc?.kill("SIGKILL");
@@ -62,14 +51,20 @@ export async function startNatsCluster(size = 3): Promise<NatsNode[]> {
     return node;
   });
   await Promise.all(nodes.map((n) => n.start()));
-  await waitFor("every NATS route to be up", async () => {
-    const counts = await Promise.all(nodes.map((n) => n.monitor<{ num_routes: number }>("/routez").then((r) => r.num_routes)));
-    return counts.every((c) => c >= size - 1);
-  });
+  await routesUp(nodes);
   return nodes;
 }
 
 /** Stops every server of a test cluster. */
 export async function stopNatsCluster(nodes: NatsNode[]): Promise<void> {
   await Promise.all(nodes.map((n) => n.kill()));
+}
+
+/** Waits until every running server has a route to every other running one. */
+export async function routesUp(nodes: NatsNode[]): Promise<void> {
+  const running = nodes.filter((n) => n.proc !== null);
+  await waitFor(settled(async () => {
+    const counts = await Promise.all(running.map((n) => n.monitor<{ num_routes: number }>("/routez").then((r) => r.num_routes)));
+    return counts.every((c) => c >= running.length - 1);
+  }), "every NATS route to be up", 30_000);
 }
