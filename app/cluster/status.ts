@@ -63,3 +63,31 @@ export function clusterWaitProblem(text: string | undefined): { ms: number } | {
 export function standaloneView(local: NodeStatus): ClusterView & { joined: false } {
   return { node: local.node, connected: false, nodes: [local], missing: [], wait_ms: 0, joined: false };
 }
+
+/** How old the dashboard's cluster view may get before it is asked for again, ms. */
+const PANEL_REFRESH_MS = 2000;
+
+/**
+ * The cluster view the admin dashboard shows: asked for in the background when
+ * a dashboard update finds it older than two seconds, so however many
+ * dashboards are open, a node asks the cluster at most every two seconds and
+ * no page waits on NATS.
+ */
+export class ClusterPanel {
+  private view: ClusterView | null = null;
+  private at = 0;
+  private asking = false;
+
+  constructor(private readonly link: ClusterLink, private readonly local: () => NodeStatus) {}
+
+  /** The latest view (null until the first answer), and the link's own state. */
+  current(): { link: ReturnType<ClusterLink["state"]>; view: ClusterView | null } {
+    if (!this.asking && Date.now() - this.at > PANEL_REFRESH_MS) {
+      this.asking = true;
+      void clusterView(this.link, this.local(), CLUSTER_WAIT_MS.default)
+        .then((v) => { this.view = v; })
+        .finally(() => { this.at = Date.now(); this.asking = false; });
+    }
+    return { link: this.link.state(), view: this.view };
+  }
+}
