@@ -90,3 +90,41 @@ describe("a node that has not joined a cluster", () => {
     }
   });
 });
+
+describe("resuming on a node that received a stream from the cluster", () => {
+  it("replays what memory holds and reports the older cluster messages as a gap, not a silent skip or a wait", async () => {
+    const nats = await startNatsCluster(1);
+    const [a, b] = await Promise.all([
+      startTestServer({}, { nodeId: "a", nats: [nats[0]!.url] }),
+      startTestServer({ recent_messages_per_stream: 10 }, { nodeId: "b", nats: [nats[0]!.url] }),
+    ]);
+    try {
+      await waitFor(() => a.cluster!.state().connected && b.cluster!.state().connected, "both nodes to join", 30_000);
+      const { connect } = await import("./support/client.ts");
+      const live = await connect(b.wsUrl("far/away"));
+      await waitFor(() => b.cluster!.state().subjects === 1, "B to subscribe", 30_000);
+      await waitFor(async () => {
+        a.hub.publish("far/away", "probe", "test:1");
+        await Bun.sleep(100);
+        return live.messages.length > 0;
+      }, "a probe to reach B", 30_000);
+      const probes = live.messages.length;
+      for (let i = 1; i <= 50; i++) a.hub.publish("far/away", `m-${i}`, "test:1");
+      await live.received(probes + 50, 30_000);
+      const last = b.hub.lastDeliveredSeq("far/away");
+      expect(last).toBe(probes + 50);
+      // B's log has none of them; its memory has the last 10.
+      const resumed = await connect(b.wsUrl("far/away", "after_seq=0&envelope=json"));
+      const frames = (await resumed.received(11, 30_000)).map((m) => JSON.parse(String(m)));
+      expect(frames[0]).toMatchObject({ event: "gap", from: 1, to: last - 10 });
+      expect(frames[0].reason).toBe(`seq 1..${last - 10} are before the start of history: the oldest message kept is seq ${last - 9}`);
+      expect(frames.slice(1).map((f) => f.data)).toEqual(Array.from({ length: 10 }, (_, k) => `m-${41 + k}`));
+      live.close();
+      resumed.close();
+    } finally {
+      await a.close();
+      await b.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
