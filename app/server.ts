@@ -43,7 +43,7 @@ import { RotatingListener } from "./tls/listener.ts";
 import { trustCaFile } from "./tls/outbound.ts";
 import { closeQueryPool, findQueryPool, reportQueryPool } from "./analytics/run-query.ts";
 import { joinCluster } from "./cluster/join.ts";
-import { fromCluster, type ClusterLink } from "./cluster/link.ts";
+import { CLUSTER_ORIGIN_PREFIX, fromCluster, type ClusterLink } from "./cluster/link.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -108,7 +108,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const excluded = livePatterns(() => store.settings.log_exclude);
   // Streams keep counting up from where the log left them, across restarts.
   const hub = new Hub({ settings, clock, logger, lastSeq: (stream) => spool.lastSeq.get(stream) ?? 0,
-    log: { failure: () => spool.failure, logs: (stream) => !excluded(stream), takeLost: () => spool.takeLost() } });
+    log: { failure: () => spool.failure, logs: (stream, origin) => !excluded(stream) && !origin?.startsWith(CLUSTER_ORIGIN_PREFIX), takeLost: () => spool.takeLost() } });
   // The log comes first among the sinks: it is the system of record. A message from another
   // node is in the log of the node it entered through (docs/CLUSTER.md), not here.
   hub.onMessage((m) => {

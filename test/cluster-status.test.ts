@@ -128,3 +128,92 @@ describe("resuming on a node that received a stream from the cluster", () => {
     }
   }, 60_000);
 });
+
+describe("interest: what a node subscribes to in NATS", () => {
+  it("follows subscribers, SSE followers, destinations, feed rules and alert patterns, and lets go when they go; a destination relays what came from another node", async () => {
+    const nats = await startNatsCluster(1);
+    const [a, b, sink] = await Promise.all([
+      startTestServer({}, { nodeId: "a", nats: [nats[0]!.url] }),
+      startTestServer({}, { nodeId: "b", nats: [nats[0]!.url] }),
+      startTestServer({}, { nodeId: "sink" }),
+    ]);
+    try {
+      await waitFor(() => a.cluster!.state().connected && b.cluster!.state().connected, "both nodes to join", 30_000);
+      const subjects = () => b.cluster!.subscribed();
+      const { connect } = await import("./support/client.ts");
+      expect(subjects()).toEqual([]);
+
+      // A destination on B (relaying to another box) of a stream published on A.
+      const copy = await connect(sink.wsUrl("dest-copy"));
+      const rule = await fetch(`${b.url}/api/destinations`, { method: "POST", headers: { "Content-Type": "application/json", ...b.adminHeaders }, body: JSON.stringify({ id: "d1", stream: "dest/x", destination: `ws://127.0.0.1:${sink.port}/ws/dest-copy`, token: "" }) });
+      expect(rule.status).toBe(200);
+      await waitFor(() => subjects().includes("switchyard.s.dest.x"), "B to subscribe for its destination", 30_000);
+      await waitFor(async () => {
+        a.hub.publish("dest/x", "relayed from A", "test:1");
+        await Bun.sleep(100);
+        return copy.messages.length > 0;
+      }, "a message published on A to reach the destination of B", 30_000);
+      expect(copy.messages[0]).toBe("relayed from A");
+
+      // A feed rule: B's clients of "room" also receive "cam".
+      expect((await fetch(`${b.url}/api/streams`, { method: "POST", headers: { "Content-Type": "application/json", ...b.adminHeaders }, body: JSON.stringify({ stream: "room", feeds: ["cam"] }) })).status).toBe(200);
+      const roomSub = await connect(b.wsUrl("room"));
+      await waitFor(() => subjects().includes("switchyard.s.room") && subjects().includes("switchyard.s.cam"), "B to subscribe to the room and its feed", 30_000);
+
+      // An SSE follower.
+      const sse = new AbortController();
+      const events = await fetch(`${b.url}/api/streams/sse/x/events`, { signal: sse.signal, headers: b.adminHeaders });
+      expect(events.status).toBe(200);
+      // The follower starts when the body is read, as a browser's EventSource does.
+      void (async () => { try { for await (const _ of events.body!) { /* read */ } } catch { /* aborted */ } })();
+      await waitFor(() => subjects().includes("switchyard.s.sse.x"), "B to subscribe for the SSE follower", 30_000);
+
+      // An alert rule watching a pattern.
+      b.store.update({ alert_silent_streams: [{ pattern: "watch/*", seconds: 60 }] });
+      await waitFor(() => subjects().includes("switchyard.s.watch.>"), "B to subscribe for the silence rule", 30_000);
+
+      // Interest goes with them.
+      roomSub.close();
+      sse.abort();
+      expect((await fetch(`${b.url}/api/destinations/d1`, { method: "DELETE", headers: b.adminHeaders })).status).toBeLessThan(300);
+      b.store.update({ alert_silent_streams: [] });
+      await waitFor(() => subjects().length === 0, `B to unsubscribe from everything (has ${subjects().join(", ")})`, 30_000);
+      copy.close();
+    } finally {
+      await a.close();
+      await b.close();
+      await sink.close();
+      await stopNatsCluster(nats);
+    }
+  }, 90_000);
+
+  it("keeps local traffic whole while NATS is down, keeps what it can in a bounded buffer and counts what overflows", async () => {
+    const nats = await startNatsCluster(1);
+    // The local subscriber may have all 12 MiB waiting (it is not what this test is about).
+    const a = await startTestServer({ backpressure_limit_bytes: 64 * 1024 * 1024 }, { nodeId: "a", nats: [nats[0]!.url] });
+    try {
+      await waitFor(() => a.cluster!.state().connected, "A to join", 30_000);
+      await stopNatsCluster(nats);
+      await waitFor(() => !a.cluster!.state().connected, "A to see NATS gone", 30_000);
+      const { connect } = await import("./support/client.ts");
+      const sub = await connect(a.wsUrl("big/x"));
+      const chunk = "x".repeat(256 * 1024);
+      // 48 × 256 KiB = 12 MiB: more than the 8 MiB buffer.
+      for (let i = 0; i < 48; i++) a.hub.publish("big/x", `${i} ${chunk}`, "test:1");
+      await sub.received(48, 30_000);
+      expect(sub.messages.map((m) => String(m).split(" ")[0])).toEqual(Array.from({ length: 48 }, (_, i) => String(i)));
+      const s = a.cluster!.state();
+      // What fits in 8 MiB is kept, in order; everything after is dropped, counted.
+      let fit = 0;
+      for (let i = 0, bytes = 0; i < 48 && (bytes += `${i} `.length + chunk.length) <= 8 * 1024 * 1024; i++) fit++;
+      expect(fit).toBe(31);
+      expect(s.buffered).toBe(fit);
+      expect(s.bufferDropped).toBe(48 - fit);
+      expect(s.pending_bytes).toBeLessThanOrEqual(8 * 1024 * 1024);
+      expect(s.published).toBe(0);
+      sub.close();
+    } finally {
+      await a.close();
+    }
+  }, 60_000);
+});

@@ -118,6 +118,11 @@ export class ClusterLink {
     };
   }
 
+  /** The NATS subjects subscribed to now, sorted. */
+  subscribed(): string[] {
+    return [...this.subs.keys()].sort();
+  }
+
   /** Hub delivery sink: publishes a message that entered this node. Never throws. */
   deliver(m: Message): void {
     if (fromCluster(m) || this.closed) return;
