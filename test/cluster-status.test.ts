@@ -217,3 +217,39 @@ describe("interest: what a node subscribes to in NATS", () => {
     }
   }, 60_000);
 });
+
+describe("joining through the nats_servers setting", () => {
+  it("joins from the next start with the stored servers; a bad entry is refused with what is allowed", async () => {
+    const nats = await startNatsCluster(1);
+    const { tempDir, adminHeadersFor } = await import("./support/server.ts");
+    const { spawnServe } = await import("./support/cli.ts");
+    const { SettingsStore } = await import("../app/config/store.ts");
+    const tmp = tempDir();
+    try {
+      const probe = await startTestServer({}, { dataDir: tmp.dir });
+      const bad = await probe.app.request("/api/settings", { method: "PATCH", headers: { "Content-Type": "application/json", ...probe.adminHeaders }, body: JSON.stringify({ nats_servers: ["http://10.0.0.1:4222"] }) });
+      expect(bad.status).toBe(400);
+      expect(await bad.text()).toContain("is not a NATS URL; allowed: nats://host:port, tls://host:port or host:port");
+      const good = await probe.app.request("/api/settings", { method: "PATCH", headers: { "Content-Type": "application/json", ...probe.adminHeaders }, body: JSON.stringify({ nats_servers: [nats[0]!.url.replace("nats://", "")] }) });
+      expect(good.status).toBe(200);
+      // Restart-required: the running server has not joined.
+      expect(probe.cluster).toBeNull();
+      await probe.stop();
+      const stored = SettingsStore.open(tmp.dir);
+      expect(stored.settings.nats_servers).toEqual([nats[0]!.url.replace("nats://", "")]);
+      stored.close();
+      // No --nats, no SWITCHYARD_NATS: the setting is what joins it.
+      expect(process.env.SWITCHYARD_NATS).toBeUndefined();
+      const srv = await spawnServe(tmp.dir, { SWITCHYARD_NODE_ID: "from-setting" });
+      try {
+        await waitFor(async () => (await (await fetch(`http://127.0.0.1:${srv.port}/metrics`, { headers: await adminHeadersFor(tmp.dir) })).text()).includes('switchyard_cluster_connected{node="from-setting"} 1'), "the node to join through the setting", 30_000);
+      } finally {
+        srv.p.kill("SIGKILL");
+        await srv.p.exited;
+      }
+    } finally {
+      tmp.remove();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
