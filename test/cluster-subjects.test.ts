@@ -1,5 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { patternSubject } from "../app/cluster/interest.ts";
+import { shownServer } from "../app/cluster/link.ts";
 import { STREAM_SUBJECT_PREFIX, streamSubject, subjectStream } from "../app/cluster/subjects.ts";
 import { streamNameProblem } from "../app/core/stream-name.ts";
 
@@ -76,5 +77,11 @@ describe("stream names as NATS subjects", () => {
     expect(patternSubject("lab/rig*")).toBe("switchyard.s.lab.>");
     expect(patternSubject("lab/*/cam")).toBe("switchyard.s.lab.>");
     expect(patternSubject("spin*")).toBe("switchyard.s.>");
+  });
+
+  it("never shows a NATS server's user and password", () => {
+    expect(shownServer("nats://alice:s3cret@10.0.0.1:4222")).toBe("nats://***@10.0.0.1:4222");
+    expect(shownServer("tls://token@nats.example:4222")).toBe("tls://***@nats.example:4222");
+    expect(shownServer("nats://10.0.0.1:4222")).toBe("nats://10.0.0.1:4222");
   });
 });

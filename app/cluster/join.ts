@@ -7,7 +7,7 @@ import type { Followers } from "../sinks/replay.ts";
 import type { StreamTaps } from "../sinks/taps.ts";
 import { VERSION } from "../version.ts";
 import { interestSubjects } from "./interest.ts";
-import { ClusterLink } from "./link.ts";
+import { ClusterLink, shownServer } from "./link.ts";
 import { nodeStatus } from "./status.ts";
 
 /** What joining a cluster needs from the server being assembled. */
@@ -42,7 +42,7 @@ export function joinCluster(o: JoinOptions): ClusterLink | null {
     }),
     status: () => ({ ...nodeStatus(o.hub, o.nodeId, VERSION), nats: link.state() }),
     maxMessageBytes: () => o.settings().max_message_bytes,
-    onDown: (down) => o.alerts.cluster(down && { ...down, servers: o.servers }),
+    onDown: (down) => o.alerts.cluster(down && { ...down, servers: o.servers.map(shownServer) }),
     alertAfterMs: o.alertAfterMs ?? 5000,
   });
   o.hub.onDelivery((m) => link.deliver(m));

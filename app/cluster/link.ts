@@ -17,6 +17,9 @@ export const HEADER = { node: "Sy-Node", run: "Sy-Run", seq: "Sy-Seq", ts: "Sy-T
 export const DROP_REASONS = ["bad_subject", "bad_headers", "bad_payload", "too_large", "duplicate", "same_node_id", "refused"] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
+/** A server address as shown (dashboard, status replies, alerts): any user and password in it replaced by `***`. */
+export const shownServer = (url: string): string => url.replace(/\/\/[^/@]*@/, "//***@");
+
 /** Messages (bytes) kept while NATS is unreachable, published in order once it is back; what does not fit is dropped and counted. */
 export const DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024;
 
@@ -107,9 +110,9 @@ export class ClusterLink {
   state() {
     return {
       node: this.opts.nodeId,
-      servers: this.opts.servers,
+      servers: this.opts.servers.map(shownServer),
       connected: this.connected,
-      server: this.connected ? this.server : null,
+      server: this.connected && this.server ? shownServer(this.server) : null,
       down_since: this.connected ? null : new Date(this.downSince).toISOString(),
       last_error: this.lastError,
       subjects: this.subs.size,
