@@ -253,3 +253,22 @@ describe("joining through the nats_servers setting", () => {
     }
   }, 60_000);
 });
+
+describe("a node's status reply", () => {
+  it("lists at most the 1,000 busiest streams and says how many there are", async () => {
+    const { nodeStatus, STATUS_STREAMS } = await import("../app/cluster/status.ts");
+    const s = await startTestServer({}, { nodeId: "many" });
+    try {
+      for (let i = 0; i < STATUS_STREAMS + 50; i++) s.hub.publish(`many/s${i}`, "x", "test:1");
+      for (let k = 0; k < 5; k++) s.hub.publish("zz/busy", "x", "test:1");
+      s.hub.tick();
+      const st = nodeStatus(s.hub, "many", "v");
+      expect(st.streams_total).toBe(STATUS_STREAMS + 51);
+      expect(st.streams.length).toBe(STATUS_STREAMS);
+      expect(st.streams.map((x) => x.stream)).toContain("zz/busy"); // last by name, first by rate
+      expect(Buffer.byteLength(JSON.stringify(st))).toBeLessThan(1024 * 1024);
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -9,11 +9,19 @@ export interface NodeStatus {
   ts: string;
   connections: number;
   streams: StreamStats[];
+  /** How many streams the node has (more than `streams` lists when it has over STATUS_STREAMS). */
+  streams_total: number;
 }
 
-/** This node's state, as it answers a status request. */
+/** Most streams a status reply lists (the busiest over the last minute), so it stays well under NATS's 1 MiB max_payload. */
+export const STATUS_STREAMS = 1000;
+
+/** This node's state, as it answers a status request: its streams, the busiest STATUS_STREAMS if it has more (`streams_total` says how many). */
 export function nodeStatus(hub: Hub, node: string, version: string): NodeStatus {
-  return { node, version, ts: new Date().toISOString(), connections: hub.connections, streams: hub.listStreams().map(streamStats) };
+  let streams = hub.listStreams().map(streamStats);
+  const total = streams.length;
+  if (total > STATUS_STREAMS) streams = streams.sort((a, b) => b.rate_1m - a.rate_1m || a.stream.localeCompare(b.stream)).slice(0, STATUS_STREAMS).sort((a, b) => a.stream.localeCompare(b.stream));
+  return { node, version, ts: new Date().toISOString(), connections: hub.connections, streams, streams_total: total };
 }
 
 function isNodeStatus(v: unknown): v is NodeStatus {
