@@ -148,6 +148,8 @@ describe("the live path across nodes (NATS)", () => {
     await waitFor(async () => (await count(b, stream)) >= 1, "B's log to hold its own message", 60_000);
     expect(await count(b, stream)).toBe(1);
     expect(await count(c, stream)).toBe(0);
+    // A has a reader of the stream (its publisher's connection), so B's own message went to A, once.
+    await waitFor(async () => (await a.metric("switchyard_cluster_received_total")) >= 1, "A to receive B's message", 30_000);
     expect(await a.metric("switchyard_cluster_received_total")).toBe(1);
     // B took in the run and the probes sent once its interest had reached A's NATS server.
     const probesSeen = subB.messages.filter((m) => typeof m === "string" && m.startsWith("probe-") && m !== "probe-local-b").length;
