@@ -28,9 +28,10 @@ const SYNC_MS = 200;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** A node id that is the same in every message's headers: A-Z a-z 0-9 _ -. */
+/** What a node id in a message's headers may be (the rule of --node-id). */
 const NODE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
+/** What a ClusterLink needs: the servers, this node, its hub, and what it reads live. */
 export interface ClusterLinkOptions {
   servers: string[];
   nodeId: string;
@@ -169,15 +170,12 @@ export class ClusterLink {
     for (const p of pending) this.send(p.subject, p.data, p.hdr, typeof p.data === "string" ? Buffer.byteLength(p.data) : p.data.byteLength);
   }
 
-  /**
-   * Asks every node for its state: replies collected for `waitMs` (or until
-   * `expect` answered). Empty when not connected.
-   */
-  async requestStatus(waitMs: number, expect?: number): Promise<unknown[]> {
+  /** Asks every other node for its state: the replies that come within `waitMs`. Empty when not connected. */
+  async requestStatus(waitMs: number): Promise<unknown[]> {
     if (!this.nc || !this.connected) return [];
     const out: unknown[] = [];
     try {
-      const replies = await this.nc.requestMany(STATUS_SUBJECT, "", { strategy: expect ? "count" : "timer", maxMessages: expect, maxWait: waitMs });
+      const replies = await this.nc.requestMany(STATUS_SUBJECT, "", { strategy: "timer", maxWait: waitMs });
       for await (const r of replies) {
         try {
           out.push(r.json());
