@@ -272,3 +272,39 @@ describe("a node's status reply", () => {
     }
   });
 });
+
+describe("a NATS server that stops reading", () => {
+  it("does not make the node buffer without end: past the buffer, messages are dropped from the cluster path and counted; local traffic goes on", async () => {
+    const nats = await startNatsCluster(1);
+    const a = await startTestServer({}, { nodeId: "a", nats: [nats[0]!.url] });
+    try {
+      await waitFor(() => a.cluster!.state().connected, "A to join", 30_000);
+      const { connect } = await import("./support/client.ts");
+      const local = await connect(a.wsUrl("small/x"));
+      nats[0]!.proc!.kill("SIGSTOP");
+      const chunk = "x".repeat(256 * 1024);
+      // 200 × 256 KiB = 50 MiB at a server that reads nothing: the 8 MiB buffer plus what the kernel's socket buffers hold can take only part of it.
+      for (let i = 0; i < 200; i++) {
+        a.hub.publish("big/y", chunk, "test:1");
+        if (i % 10 === 9) await Bun.sleep(5);
+      }
+      const s = a.cluster!.state();
+      console.log(`stopped server: ${s.published} of 200 handed to NATS, ${s.bufferDropped} dropped`);
+      expect(s.published + s.bufferDropped).toBe(200);
+      expect(s.bufferDropped).toBeGreaterThanOrEqual(100);
+      a.hub.publish("small/x", "still local", "test:1");
+      expect(await local.received(1)).toEqual(["still local"]);
+      nats[0]!.proc!.kill("SIGCONT");
+      // Once the server reads again, messages go out again.
+      await waitFor(() => {
+        a.hub.publish("big/y", "after", "test:1");
+        return a.cluster!.state().published > s.published;
+      }, "A to publish again after the server woke up", 30_000);
+      local.close();
+    } finally {
+      nats[0]!.proc?.kill("SIGCONT");
+      await a.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});

@@ -151,7 +151,24 @@ export class ClusterLink {
     this.counters.buffered++;
   }
 
+  /**
+   * Bytes handed to the NATS client and not yet taken by the server: the
+   * client's own buffer and its socket's. The client (3.4.0) exposes neither
+   * in its types, so they are read defensively (0 when absent).
+   */
+  private unsent(): number {
+    const inner = this.nc as unknown as { protocol?: { outbound?: { size?(): number }; transport?: { socket?: { writableLength?: number } } } } | null;
+    const p = inner?.protocol;
+    return (p?.outbound?.size?.() ?? 0) + (p?.transport?.socket?.writableLength ?? 0);
+  }
+
   private send(subject: string, data: Uint8Array | string, hdr: ReturnType<typeof headers>, size: number): void {
+    // A server that stops reading (hung, or starved) must not make this node buffer without end: past the
+    // buffer's size, messages are dropped from the cluster path and counted, as while disconnected.
+    if (this.unsent() + size > (this.opts.bufferBytes ?? DEFAULT_BUFFER_BYTES)) {
+      this.counters.bufferDropped++;
+      return;
+    }
     try {
       this.nc!.publish(subject, data, { headers: hdr });
       this.counters.published++;
