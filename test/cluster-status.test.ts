@@ -119,6 +119,9 @@ describe("resuming on a node that received a stream from the cluster", () => {
       expect(frames[0]).toMatchObject({ event: "gap", from: 1, to: last - 10 });
       expect(frames[0].reason).toBe(`seq 1..${last - 10} are before the start of history: the oldest message kept is seq ${last - 9}`);
       expect(frames.slice(1).map((f) => f.data)).toEqual(Array.from({ length: 10 }, (_, k) => `m-${41 + k}`));
+      // A seq B never gave (another node's, say) is refused at once, naming what is allowed.
+      const ahead = await connect(b.wsUrl("far/away", `after_seq=${last + 100}`));
+      expect(await ahead.closed).toEqual({ code: 1008, reason: expect.stringContaining(`after_seq ${last + 100} is ahead of stream "far/away", whose last seq is ${last}`) });
       live.close();
       resumed.close();
     } finally {
