@@ -1,6 +1,6 @@
 import { describe, expect, it } from "bun:test";
 import { patternSubject } from "../app/cluster/interest.ts";
-import { shownServer } from "../app/cluster/link.ts";
+import { reconnectDelay, shownServer } from "../app/cluster/link.ts";
 import { STREAM_SUBJECT_PREFIX, streamSubject, subjectStream } from "../app/cluster/subjects.ts";
 import { streamNameProblem } from "../app/core/stream-name.ts";
 
@@ -79,9 +79,20 @@ describe("stream names as NATS subjects", () => {
     expect(patternSubject("spin*")).toBe("switchyard.s.>");
   });
 
+});
+
+describe("the NATS link: addresses as shown, reconnect timing", () => {
   it("never shows a NATS server's user and password", () => {
     expect(shownServer("nats://alice:s3cret@10.0.0.1:4222")).toBe("nats://***@10.0.0.1:4222");
     expect(shownServer("tls://token@nats.example:4222")).toBe("tls://***@nats.example:4222");
     expect(shownServer("nats://10.0.0.1:4222")).toBe("nats://10.0.0.1:4222");
+  });
+
+  it("backs off reconnects exponentially to a cap, with jitter", () => {
+    const b = { baseMs: 250, maxMs: 5000 };
+    expect([0, 1, 2, 3, 4, 5, 20].map((n) => reconnectDelay(n, b, () => 0.5))).toEqual([250, 500, 1000, 2000, 4000, 5000, 5000]);
+    expect(reconnectDelay(0, b, () => 0)).toBe(125);
+    expect(reconnectDelay(10, b, () => 0.999999)).toBe(7500);
+    expect(reconnectDelay(1e9, b, () => 0.5)).toBe(5000);
   });
 });

@@ -31,6 +31,15 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 /** What a node id in a message's headers may be (the rule of --node-id). */
 const NODE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
+/**
+ * The wait before reconnect attempt `attempt` (0 first): `baseMs` doubling up to
+ * `maxMs`, then times a random factor from 0.5 to 1.5, so nodes that lost the
+ * same server do not all come back at the same instant.
+ */
+export function reconnectDelay(attempt: number, b: { baseMs: number; maxMs: number }, random = Math.random): number {
+  return Math.round(Math.min(b.maxMs, b.baseMs * 2 ** Math.min(attempt, 16)) * (0.5 + random()));
+}
+
 /** What a ClusterLink needs: the servers, this node, its hub, and what it reads live. */
 export interface ClusterLinkOptions {
   servers: string[];
@@ -217,11 +226,8 @@ export class ClusterLink {
   }
 
   private async connectLoop(): Promise<void> {
-    const { baseMs, maxMs } = this.opts.reconnect ?? { baseMs: 250, maxMs: 5000 };
-    const delay = () => {
-      const d = Math.min(maxMs, baseMs * 2 ** Math.min(this.attempts++, 16));
-      return Math.round(d * (0.5 + Math.random()));
-    };
+    const backoff = this.opts.reconnect ?? { baseMs: 250, maxMs: 5000 };
+    const delay = () => reconnectDelay(this.attempts++, backoff);
     let nc: NatsConnection;
     for (;;) {
       try {
