@@ -42,6 +42,8 @@ import { ServerTls } from "./tls/server-tls.ts";
 import { RotatingListener } from "./tls/listener.ts";
 import { trustCaFile } from "./tls/outbound.ts";
 import { closeQueryPool, findQueryPool, reportQueryPool } from "./analytics/run-query.ts";
+import { joinCluster } from "./cluster/join.ts";
+import { CLUSTER_ORIGIN_PREFIX, fromCluster, type ClusterLink } from "./cluster/link.ts";
 
 /** What `startServer` needs. */
 export interface ServerOptions {
@@ -62,6 +64,8 @@ export interface ServerOptions {
   alertWindowTicks?: number;
   /** First retry after a failed ACME renewal (tests shorten it). */
   acmeRetryMs?: number;
+  /** How long NATS may be unreachable before the cluster alert fires, ms (tests shorten it). */
+  clusterAlertMs?: number;
 }
 
 /** A running Switchyard: its address, hub, and a graceful stop. */
@@ -80,6 +84,8 @@ export interface RunningServer {
   server: Server<Connection>;
   /** HTTPS: the certificate, its reload or renewal (null when TLS is off). */
   tls: ServerTls | null;
+  /** The link to the NATS cluster (null: not joined). */
+  cluster: ClusterLink | null;
   /** Stops accepting, closes every websocket with 1001, and stops the server. */
   stop(): Promise<void>;
 }
@@ -102,10 +108,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const excluded = livePatterns(() => store.settings.log_exclude);
   // Streams keep counting up from where the log left them, across restarts.
   const hub = new Hub({ settings, clock, logger, lastSeq: (stream) => spool.lastSeq.get(stream) ?? 0,
-    log: { failure: () => spool.failure, logs: (stream) => !excluded(stream), takeLost: () => spool.takeLost() } });
-  // The log comes first among the sinks: it is the system of record.
+    log: { failure: () => spool.failure, logs: (stream, origin) => !excluded(stream) && !origin?.startsWith(CLUSTER_ORIGIN_PREFIX), takeLost: () => spool.takeLost() } });
+  // The log comes first among the sinks: it is the system of record. A message from another
+  // node is in the log of the node it entered through (docs/CLUSTER.md), not here.
   hub.onMessage((m) => {
-    if (!excluded(m.stream)) spool.append(m);
+    if (!excluded(m.stream) && !fromCluster(m)) spool.append(m);
   });
   hub.onBeforeDelivery(() => spool.flush());
   const recent = new RecentMessages(settings);
@@ -157,6 +164,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     log: () => ({ failure: spool.failure, notStored: hub.totals.refusedUnlogged + hub.totals.deliveredUnlogged }),
   });
   alerts.logDamaged(spool.recovery.damaged);
+  const cluster = joinCluster({ servers: config.nats, nodeId: config.nodeId, hub, followers, taps, destinations, alerts, settings, logger, alertAfterMs: opts.clusterAlertMs });
   hub.onMessage((m) => alerts.onMessage(m));
   const compactor = new Compactor({
     spool, logsDir: join(config.dataDir, "logs"), intervalSeconds: () => store.settings.log_compact_seconds, logger,
@@ -175,7 +183,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, followers, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
-    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), tls: () => tls?.state() ?? null });
+    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), tls: () => tls?.state() ?? null, cluster });
   const wsDeps = { hub, settings, secret: verifyKeys, logger, isDenied: (bid: string) => bookings.isDenied(bid), followers,
     log: { commitWaiter: () => spool.commitWaiter(), appended: () => spool.stats.appended, logs: (stream: string) => !excluded(stream) } };
   trustCaFile(boot.tls_ca_file);
@@ -244,6 +252,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
   destinations.load();
   compactor.start();
+  cluster?.start();
   store.onChange((next) => {
     udp.apply(next).catch((err) => logger.error("udp listeners could not be changed", { error: err }));
     try {
@@ -290,6 +299,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const stop = () =>
     (stopping ??= (async () => {
       clearTimeout(ticker);
+      await cluster?.stop();
       await compactor.stop();
       await closeQueryPool(join(config.dataDir, "logs"));
       await alerts.stopping();
@@ -312,5 +322,5 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `${scheme}://127.0.0.1:${port}`, tls, hub, udp, recent, destinations, alerts, spool, compactor, app, server, stop };
+  return { port, url: `${scheme}://127.0.0.1:${port}`, tls, hub, udp, recent, destinations, alerts, spool, compactor, app, server, cluster, stop };
 }

@@ -10,6 +10,7 @@ import { Layout } from "./layout.tsx";
 import { Sparkline } from "./sparkline.tsx";
 import { TlsExpiry } from "./tls.tsx";
 import type { TlsState } from "../app/tls/server-tls.ts";
+import { ClusterCard, type ClusterPanelData } from "./cluster.tsx";
 
 export interface StreamRow extends StreamStats {
   rates: readonly number[];
@@ -132,6 +133,8 @@ export interface DashboardData {
   firing: number;
   port: string;
   tls?: TlsState | null;
+  /** The NATS cluster (absent: this node has not joined one). */
+  cluster?: ClusterPanelData | null;
 }
 
 /** Every live part of the dashboard, by the SSE event name that refreshes it. */
@@ -142,6 +145,7 @@ export function dashboardParts(d: DashboardData) {
     destinations: <DestinationsSummary destinations={d.destinations} />,
     disk: <DiskCard usage={d.usage} />,
     alerts: <AlertsCard alerts={d.alerts} firing={d.firing} />,
+    ...(d.cluster ? { cluster: <ClusterCard cluster={d.cluster} /> } : {}),
   };
 }
 
@@ -162,6 +166,7 @@ export const DashboardPage: FC<{ data: DashboardData }> = ({ data }) => {
           <section class="card"><h2>Log on disk</h2><div id="disk" sse-swap="disk">{parts.disk}</div></section>
           {data.tls && <section class="card"><h2>TLS certificate</h2><TlsExpiry tls={data.tls} /></section>}
         </div>
+        {parts.cluster && <section class="card"><h2>Cluster</h2><div id="cluster" sse-swap="cluster">{parts.cluster}</div></section>}
         <section class="card"><h2>Recent alerts</h2><div id="alerts" sse-swap="alerts">{parts.alerts}</div></section>
       </div>
     </Layout>

@@ -11,7 +11,7 @@ import type { SlackNotifier } from "./notifier.ts";
 import { redactDestination, scrubDestination } from "../relay/secret-url.ts";
 
 /** The alert rules. */
-export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "log_write" | "log_damage" | "lifecycle" | "tls_certificate";
+export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "log_write" | "log_damage" | "lifecycle" | "tls_certificate" | "cluster";
 
 /** One entry of the alert history (GET /api/alerts). */
 export interface AlertRecord {
@@ -124,6 +124,12 @@ export class AlertEngine {
   certificate(error: string | null): void {
     if (error === null) this.resolve("tls_certificate", "tls", "TLS certificate renewed", []);
     else this.fire("tls_certificate", "tls", "TLS certificate could not be renewed or reloaded", [`error: ${error}`, "the current certificate keeps serving until it expires"]);
+  }
+
+  /** NATS has been unreachable for a while (`down`), or is connected again (null). Always on: the node is cut off from the cluster. */
+  cluster(down: { since: number; error: string | null; servers: string[] } | null): void {
+    if (down === null) this.resolve("cluster", "nats", "Connected to the NATS cluster again", []);
+    else this.fire("cluster", "nats", "Cut off from the NATS cluster", [`unreachable since ${new Date(down.since).toISOString()}: ${down.error ?? "no answer"}`, `servers: ${down.servers.join(", ")}`, "local clients are served as before; messages to and from other nodes wait in a bounded buffer or are lost"], undefined, down.since);
   }
 
   /** A compaction run's outcome: a failure fires the `log_compaction` alert, the next success resolves it. */

@@ -2,6 +2,7 @@ import { InvalidInput } from "../core/errors.ts";
 import { streamPatternProblem } from "../core/stream-pattern.ts";
 import { streamNameProblem } from "../core/stream-name.ts";
 import { addressListProblem } from "../core/cidr.ts";
+import { NATS_URL_RULE, normalizeNatsUrl } from "../core/nats-url.ts";
 import { readCaFile } from "../tls/outbound.ts";
 import { UDP_FORMATS, udpListenerProblem, type UdpFormat, type UdpListenerSpec } from "../core/udp-spec.ts";
 
@@ -19,6 +20,8 @@ export interface Settings {
   practable_loopback_api: boolean;
   trusted_proxies: string[];
   http_port: number | null;
+  /** NATS servers to join a cluster through from the next start (docs/CLUSTER.md). */
+  nats_servers: string[];
   udp_port: number | null;
   backpressure_policy: BackpressurePolicy;
   backpressure_limit_bytes: number;
@@ -94,6 +97,7 @@ export const DEFAULT_SETTINGS: Settings = {
   practable_loopback_api: true,
   trusted_proxies: [],
   http_port: null,
+  nats_servers: [],
   udp_port: null,
   backpressure_policy: "drop",
   backpressure_limit_bytes: 1024 * 1024,
@@ -165,6 +169,14 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   http_port: {
     description: "HTTP and websocket port from the next start, unless --port or SWITCHYARD_PORT is given (empty: 8888)", restart: true,
     check: (v) => (v === null || (Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535) ? null : "allowed: a port from 1 to 65535, or null (empty) for the default"),
+  },
+  nats_servers: {
+    description: "NATS servers to join a cluster through from the next start, unless --nats or SWITCHYARD_NATS is given (empty: standalone); see docs/CLUSTER.md", restart: true,
+    check: (v) => {
+      if (!Array.isArray(v) || v.length > 32) return `allowed: a list of at most 32 NATS servers (${NATS_URL_RULE})`;
+      const bad = v.find((u) => typeof u !== "string" || normalizeNatsUrl(u) === null);
+      return bad === undefined ? null : `${JSON.stringify(bad)} is not a NATS URL; allowed: ${NATS_URL_RULE}`;
+    },
   },
   udp_port: {
     description: "UDP ingest port from the next start, unless --udp-port or SWITCHYARD_UDP_PORT is given (0: off; empty: 8889)", restart: true,

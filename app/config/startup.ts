@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { resolve } from "node:path";
 import { LOG_LEVELS, type LogLevel } from "../core/logger.ts";
 import { UsageError } from "../core/errors.ts";
+import { NATS_URL_RULE, normalizeNatsUrl } from "../core/nats-url.ts";
 import { parseUdpListenerSpec, UDP_SPEC_RULE, type UdpListenerSpec } from "../core/udp-spec.ts";
 import { checkTlsStartup, TLS_OPTIONS, type TlsStartup } from "../tls/startup.ts";
 
@@ -121,14 +122,9 @@ const OPTIONS = [
     key: "nats", flag: "nats", env: "SWITCHYARD_NATS", default: [] as string[], multiple: true,
     help: "a NATS server to join a cluster through, nats://host:port; comma-separated or repeated for more",
     parse: (t: string, name: string) => t.split(",").map((x) => x.trim()).filter((x) => x !== "").map((u) => {
-      let url: URL;
-      try {
-        url = new URL(u.includes("://") ? u : `nats://${u}`);
-      } catch {
-        throw new UsageError(`${name}: ${JSON.stringify(u)} is not a NATS URL; allowed: nats://host:port, tls://host:port or host:port`);
-      }
-      if (!["nats:", "tls:"].includes(url.protocol) || url.hostname === "") throw new UsageError(`${name}: ${JSON.stringify(u)} is not a NATS URL; allowed: nats://host:port, tls://host:port or host:port`);
-      return url.href.replace(/\/$/, "");
+      const url = normalizeNatsUrl(u);
+      if (url === null) throw new UsageError(`${name}: ${JSON.stringify(u)} is not a NATS URL; allowed: ${NATS_URL_RULE}`);
+      return url;
     }),
   } satisfies OptionSpec<"nats">,
   ...TLS_OPTIONS,
@@ -197,10 +193,11 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
 }
 
 /**
- * Applies the ports saved in the settings (http_port, udp_port: set from the admin
- * UI or PATCH /api/settings) where neither a flag nor the environment gave one.
+ * Applies the ports and NATS servers saved in the settings (http_port, udp_port,
+ * nats_servers: set from the admin UI or PATCH /api/settings) where neither a
+ * flag nor the environment gave one.
  */
-export function withStoredPorts(resolved: ResolvedStartupConfig, stored: { http_port: number | null; udp_port: number | null }): ResolvedStartupConfig {
+export function withStoredPorts(resolved: ResolvedStartupConfig, stored: { http_port: number | null; udp_port: number | null; nats_servers?: string[] }): ResolvedStartupConfig {
   const config = { ...resolved.config };
   const sources = { ...resolved.sources };
   if (sources.port === "default" && stored.http_port !== null) {
@@ -210,6 +207,11 @@ export function withStoredPorts(resolved: ResolvedStartupConfig, stored: { http_
   if (sources.udpPort === "default" && stored.udp_port !== null) {
     config.udpPort = stored.udp_port;
     sources.udpPort = "settings";
+  }
+  const nats = (stored.nats_servers ?? []).map(normalizeNatsUrl).filter((u): u is string => u !== null);
+  if (sources.nats === "default" && nats.length > 0) {
+    config.nats = nats;
+    sources.nats = "settings";
   }
   return { ...resolved, config, sources };
 }

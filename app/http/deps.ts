@@ -18,6 +18,7 @@ import type { RateHistory } from "../sinks/rate-history.ts";
 import type { StreamTaps } from "../sinks/taps.ts";
 import type { LogUsage } from "../log/usage.ts";
 import type { TlsState } from "../tls/server-tls.ts";
+import type { ClusterLink } from "../cluster/link.ts";
 
 /** Everything the HTTP routes need, set once when the app is assembled. */
 export interface HttpDeps {
@@ -61,6 +62,8 @@ export interface HttpDeps {
   logUsage: () => LogUsage;
   /** The TLS certificate and how it is kept (null: TLS off; absent in apps built without a server). */
   tls?: () => TlsState | null;
+  /** The link to the NATS cluster (null or absent: not joined). */
+  cluster?: ClusterLink | null;
 }
 
 /** What Hono's `c.env` holds when Bun serves the app. */

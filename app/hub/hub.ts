@@ -41,8 +41,8 @@ export interface HubOptions {
 export interface HubLog {
   /** Why the log cannot write now (null: it can). */
   failure(): string | null;
-  /** Whether a stream's messages go to the log (not excluded by log_exclude). */
-  logs(stream: string): boolean;
+  /** Whether a message of this stream and origin goes to the log (not excluded by log_exclude, not another cluster node's). */
+  logs(stream: string, origin?: Origin): boolean;
   /** The messages whose write failed since the last call, or null when none did. */
   takeLost(): ((m: Message) => boolean) | null;
 }
@@ -191,7 +191,7 @@ export class Hub {
     const log = this.opts.log;
     if (log) {
       const failure = log.failure();
-      if (failure !== null && !settings.log_deliver_unlogged && log.logs(stream)) {
+      if (failure !== null && !settings.log_deliver_unlogged && log.logs(stream, origin)) {
         this.totals.refusedUnlogged++;
         throw new PublishError("log_unavailable", `not stored and not delivered: the log cannot write (${failure}); try again later`);
       }

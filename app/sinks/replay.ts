@@ -359,6 +359,11 @@ export class Followers {
     if (set?.delete(f) && set.size === 0) this.byStream.delete(f.stream);
   }
 
+  /** The streams followed now. */
+  streams(): string[] {
+    return [...this.byStream.keys()];
+  }
+
   /** Followers now, across streams. */
   get count(): number {
     let n = 0;

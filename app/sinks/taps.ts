@@ -20,6 +20,11 @@ export class StreamTaps {
     };
   }
 
+  /** The streams tapped now. */
+  streams(): string[] {
+    return [...this.taps.keys()];
+  }
+
   deliver(m: Message): void {
     const set = this.taps.get(m.stream);
     if (set) for (const tap of set) tap(m);

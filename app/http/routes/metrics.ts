@@ -7,6 +7,7 @@ import { COMMIT, VERSION } from "../../version.ts";
 import type { Destination } from "../../relay/destination.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { streamVisibility } from "../stream-access.ts";
+import { renderClusterMetrics } from "../../cluster/metrics.ts";
 
 const escapeLabel = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
@@ -91,7 +92,7 @@ export function bindMetricsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const visible = await streamVisibility(c, deps);
     // A name no stream can have: only a client that sees every stream (free access, or topic "*") sees the destinations too.
     const everything = visible("\u0000all");
-    const body = renderMetrics(deps.hub, deps.udp.snapshot(), everything ? deps.destinations.list() : [], visible, deps.startedAt);
+    const body = renderMetrics(deps.hub, deps.udp.snapshot(), everything ? deps.destinations.list() : [], visible, deps.startedAt) + (deps.cluster ? renderClusterMetrics(deps.cluster) : "");
     return c.body(body, 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
   });
 }

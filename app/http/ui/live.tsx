@@ -11,11 +11,13 @@ import { PublishForm, StreamPage, StreamStatsCard, TailRows } from "../../../vie
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { formFields, html, livePage } from "./support.ts";
 import { bodyLimitFor } from "../body.ts";
+import { ClusterPanel, nodeStatus } from "../../cluster/status.ts";
+import { VERSION } from "../../version.ts";
 
 /** Most messages a live tail sends per batch (4 batches a second); the rest are counted. */
 const TAIL_BATCH = 25;
 
-function dashboardData(deps: HttpDeps): DashboardData {
+function dashboardData(deps: HttpDeps, cluster: ClusterPanel | null): DashboardData {
   const alerts = deps.alerts.snapshot();
   return {
     streams: deps.hub.listStreams().map((s) => ({ ...streamStats(s), rates: deps.rates.of(s.name) })).sort((a, b) => a.stream.localeCompare(b.stream)),
@@ -26,6 +28,7 @@ function dashboardData(deps: HttpDeps): DashboardData {
     firing: alerts.firing.length,
     port: String(deps.config.port || 8888),
     tls: deps.tls?.() ?? null,
+    cluster: cluster?.current() ?? null,
   };
 }
 
@@ -37,8 +40,9 @@ async function renderParts(parts: Record<string, unknown>): Promise<Record<strin
 
 /** Binds the dashboard and stream pages with their event streams, and the test publisher. */
 export function bindLiveRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
-  app.get("/admin", (c) => c.html(<DashboardPage data={dashboardData(deps)} />));
-  app.get("/admin/events/dashboard", (c) => livePage(c, () => renderParts(dashboardParts(dashboardData(deps)))));
+  const cluster = deps.cluster ? new ClusterPanel(deps.cluster, () => nodeStatus(deps.hub, deps.config.nodeId, VERSION)) : null;
+  app.get("/admin", (c) => c.html(<DashboardPage data={dashboardData(deps, cluster)} />));
+  app.get("/admin/events/dashboard", (c) => livePage(c, () => renderParts(dashboardParts(dashboardData(deps, cluster)))));
 
   const streamName = (raw: string | undefined) => {
     const name = raw ?? "";

@@ -1,0 +1,70 @@
+import type { Subprocess } from "bun";
+import { freeTcpPort, waitFor } from "./server.ts";
+
+/** Debian's nats-server. */
+export const NATS_SERVER = "/usr/sbin/nats-server";
+
+/** One nats-server process of a test cluster. */
+export interface NatsNode {
+  name: string;
+  port: number;
+  monitorPort: number;
+  clusterPort: number;
+  url: string;
+  proc: Subprocess | null;
+  /** Starts it (again, on the same ports). */
+  start(): Promise<void>;
+  /** SIGKILLs it. */
+  kill(): Promise<void>;
+  /** A monitoring endpoint's JSON (/varz, /routez, /connz, /subsz). */
+  monitor<T = Record<string, unknown>>(path: string): Promise<T>;
+}
+
+/** `check`, with a throw (a server still starting) read as false. */
+const settled = (check: () => Promise<boolean>) => () => check().catch(() => false);
+
+/**
+ * Starts `size` nats-server processes on loopback, clustered by routes (each
+ * names every other), with monitoring on; resolves once every route is up.
+ */
+export async function startNatsCluster(size = 3): Promise<NatsNode[]> {
+  const ports = Array.from({ length: size }, () => ({ port: freeTcpPort(), monitorPort: freeTcpPort(), clusterPort: freeTcpPort() }));
+  const nodes: NatsNode[] = ports.map((p, i) => {
+    const node: NatsNode = {
+      name: `n${i + 1}`, ...p, url: `nats://127.0.0.1:${p.port}`, proc: null,
+      async start() {
+        const routes = ports.filter((_, j) => j !== i).map((o) => `nats://127.0.0.1:${o.clusterPort}`).join(",");
+        node.proc = Bun.spawn([NATS_SERVER, "-a", "127.0.0.1", "-p", String(p.port), "-m", String(p.monitorPort), "-n", node.name,
+          "--cluster_name", "sy-test", "--cluster", `nats://127.0.0.1:${p.clusterPort}`, "--routes", routes], { stdout: "ignore", stderr: "ignore" });
+        await waitFor(settled(async () => (await fetch(`http://127.0.0.1:${p.monitorPort}/healthz`)).ok), `nats-server ${node.name} to listen`, 30_000);
+      },
+      async kill() {
+        node.proc?.kill("SIGKILL");
+        await node.proc?.exited;
+        node.proc = null;
+      },
+      async monitor<T>(path: string): Promise<T> {
+        const res = await fetch(`http://127.0.0.1:${p.monitorPort}${path}`);
+        return (await res.json()) as T;
+      },
+    };
+    return node;
+  });
+  await Promise.all(nodes.map((n) => n.start()));
+  await routesUp(nodes);
+  return nodes;
+}
+
+/** Stops every server of a test cluster. */
+export async function stopNatsCluster(nodes: NatsNode[]): Promise<void> {
+  await Promise.all(nodes.map((n) => n.kill()));
+}
+
+/** Waits until every running server has a route to every other running one. */
+export async function routesUp(nodes: NatsNode[]): Promise<void> {
+  const running = nodes.filter((n) => n.proc !== null);
+  await waitFor(settled(async () => {
+    const counts = await Promise.all(running.map((n) => n.monitor<{ num_routes: number }>("/routez").then((r) => r.num_routes)));
+    return counts.every((c) => c >= running.length - 1);
+  }), "every NATS route to be up", 30_000);
+}
