@@ -14,7 +14,7 @@ export const query: Command = {
   summary: "run SQL over the durable log (the view messages), read-only",
   usage: `Usage: switchyard query "SELECT …" [--format table|csv|json|ndjson|parquet] [--output FILE] [--limit N] [--timeout S] [--data-dir DIR]
 
-Runs one SELECT over the view messages(ts, stream, seq, origin, kind, data, date):
+Runs one SELECT over the view messages(ts, stream, seq, origin, kind, data, date, node):
 the Parquet files in DATA_DIR/logs and the records not yet compacted in
 DATA_DIR/spool. The query may read the log and nothing else.
 
@@ -43,7 +43,7 @@ DATA_DIR/spool. The query may read the log and nothing else.
     let engine;
     try {
       engine = await QueryEngine.open({
-        logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"), exportDir,
+        logsDir: join(config.dataDir, "logs"), spoolDir: join(config.dataDir, "spool"), tempDir: join(config.dataDir, "tmp", "duckdb"), exportDir, nodeId: config.nodeId,
       }, (q) => io.err(`warning: ${q.from} is unreadable (${q.reason}); moved to ${q.to || "(could not be moved)"}
 `));
     } catch (err) {

@@ -33,6 +33,7 @@ export const SETTING_GROUPS: { id: string; title: string; keys: (keyof Settings)
   { id: "memory", title: "Memory and relays", keys: ["recent_messages_per_stream", "recent_bytes_per_stream", "recent_total_bytes", "relay_buffer_bytes", "relay_silence_seconds", "relay_record_max_bytes", "relay_catchup_messages_per_second", "relay_catchup_bytes_per_second"] },
   { id: "queries", title: "Queries", keys: ["query_threads", "query_memory_mb", "query_timeout_seconds", "query_processes", "query_concurrency", "query_queue", "query_per_client", "query_result_mb", "query_rss_mb", "query_idle_seconds"] },
   { id: "tls", title: "TLS", keys: ["hsts_seconds", "tls_ca_file"] },
+  { id: "offload", title: "Offload to S3", keys: ["offload_enabled", "offload_s3_url", "offload_bucket", "offload_prefix", "offload_region", "offload_cache_mb"] },
 ];
 
 /** The alert rules of the Slack page. */
