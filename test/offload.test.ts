@@ -6,6 +6,7 @@ import { OffloadState } from "../app/log/offload-state.ts";
 import { datePartitions } from "../app/log/partitions.ts";
 import { offloadCredentials, offloadKey, parseOffloadKey } from "../app/log/s3-store.ts";
 import { asAdmin, signIn } from "./support/admin.ts";
+import { cli } from "./support/cli.ts";
 import { listKeys, S3RVER_KEYS, startTestS3, type TestS3 } from "./support/s3.ts";
 import { offsetClock, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 
@@ -260,6 +261,46 @@ describe("log offload to S3-compatible storage", () => {
       await srv.close();
     }
   }, 60_000);
+
+  it("query --remote reads two nodes' offloaded partitions through the bounded cache, node from the keys, pruned by --stream/--node/--since", async () => {
+    const clocks = [offsetClock(), offsetClock()];
+    const a = await startTestServer(offloadSettings(s3, "fleet/q"), { nodeId: "node-a", clock: clocks[0], s3Credentials: S3RVER_KEYS });
+    const b = await startTestServer(offloadSettings(s3, "fleet/q"), { nodeId: "node-b", clock: clocks[1], s3Credentials: S3RVER_KEYS });
+    try {
+      await postAndSeal(a, clocks[0]!, "lab/spin.1", 3);
+      await postAndSeal(b, clocks[1]!, "lab/spin.1", 4);
+      await postAndSeal(b, clocks[1]!, "other", 2);
+      for (const srv of [a, b]) {
+        expect((await srv.compactor.runOnce()).ok).toBe(true);
+        await srv.offloader.runOnce();
+      }
+      const env = { SWITCHYARD_S3_ACCESS_KEY_ID: S3RVER_KEYS.accessKeyId, SWITCHYARD_S3_SECRET_ACCESS_KEY: S3RVER_KEYS.secretAccessKey };
+      const q = (sql: string, ...flags: string[]) => cli(["query", "--remote", "--data-dir", a.dataDir, "--node-id", "node-a", "--format", "json", ...flags, sql], env);
+      const all = await q("SELECT node, stream, count(*)::INTEGER AS n FROM messages WHERE stream <> 'seal' GROUP BY ALL ORDER BY node, stream");
+      expect(all.stderr).toBe("");
+      expect(JSON.parse(all.stdout)).toEqual([{ node: "node-a", stream: "lab/spin.1", n: 3 }, { node: "node-b", stream: "lab/spin.1", n: 4 }, { node: "node-b", stream: "other", n: 2 }]);
+      // The keys select what is downloaded: only that stream's (and that node's) partitions are read.
+      const one = await q("SELECT node, count(*)::INTEGER AS n, count(DISTINCT stream)::INTEGER AS streams FROM messages GROUP BY 1", "--stream", "lab/spin.1", "--node", "node-b");
+      expect(JSON.parse(one.stdout)).toEqual([{ node: "node-b", n: 4, streams: 1 }]);
+      const none = await q("SELECT count(*)::INTEGER AS n FROM messages", "--since", "2999-01-01");
+      expect(JSON.parse(none.stdout)).toEqual([{ n: 0 }]);
+      // The cache holds the files under their keys' folders, within offload_cache_mb.
+      expect(existsSync(join(a.dataDir, "remote-cache", "node=node-b"))).toBe(true);
+      // Bad flags and a cache too small say what to do.
+      const bad = await q("SELECT 1", "--since", "yesterday");
+      expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining("YYYY-MM-DD")]);
+      a.store.update({ offload_cache_mb: 16 });
+      await s3.client.write("fleet/q/node=node-c/stream=big/date=2026-01-01/seg1_0_0.parquet", new Uint8Array(17 * 1048576));
+      const tooBig = await q("SELECT 1");
+      expect(tooBig.code).toBe(1);
+      expect(tooBig.stderr).toContain("offload_cache_mb");
+      const local = await cli(["query", "--remote", "--data-dir", a.dataDir, "--format", "json", "SELECT 1"], {});
+      expect(local.code).toBe(1);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }, 90_000);
 
   it("refuses bad offload settings with a 400 that names the field and what is allowed", async () => {
     const srv = await startTestServer();
