@@ -14,6 +14,7 @@ const BENCHES: Record<string, string> = {
   idle: "./idle.ts",
   acks: "./publish-acks.ts",
   resume: "./relay-resume.ts",
+  offload: "./offload.ts",
 };
 
 const name = process.argv[2];
