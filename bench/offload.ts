@@ -37,6 +37,25 @@ function makeLog(dataDir: string, files: number, mb: number): number {
   return total;
 }
 
+interface Measured { seconds: number; growth: number; lag: number }
+
+/** Runs `fn`, sampling this process's RSS (peak growth) and the longest event-loop stall meanwhile. */
+async function measure(fn: () => Promise<void>): Promise<Measured> {
+  Bun.gc(true);
+  const rss0 = process.memoryUsage().rss;
+  let peak = rss0;
+  const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 10);
+  let lag = 0;
+  let last = performance.now();
+  const lagTimer = setInterval(() => { const now = performance.now(); lag = Math.max(lag, now - last - 5); last = now; }, 5);
+  const t0 = performance.now();
+  await fn();
+  const seconds = (performance.now() - t0) / 1000;
+  clearInterval(sampler);
+  clearInterval(lagTimer);
+  return { seconds, growth: Math.max(peak, process.memoryUsage().rss) - rss0, lag };
+}
+
 export async function run(args: string[]) {
   const quick = args.includes("--quick");
   const files = quick ? 6 : 16;
@@ -54,34 +73,38 @@ export async function run(args: string[]) {
     for (let i = 0; i < files; i++) paths.push(join(work, "logs", "stream=bench%2Fload", `date=2026-01-${String(1 + (i % 28)).padStart(2, "0")}`, `seg${i + 1}_0_0.parquet`));
 
     // Baseline: a raw put of each file (Bun reads it whole), no checksum, no stat.
-    let t0 = performance.now();
-    for (const [i, p] of paths.entries()) await client.write(`raw/${i}.parquet`, Bun.file(p));
-    const rawS = (performance.now() - t0) / 1000;
-
+    const raw = await measure(async () => {
+      for (const [i, p] of paths.entries()) await client.write(`raw/${i}.parquet`, Bun.file(p));
+    });
     // The Offloader, as the hub runs it: streamed, MD5 and multipart sums, stat, recorded.
-    const settings: Settings = { ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: endpoint, offload_bucket: "logs", offload_prefix: "bench" };
-    const off = new Offloader({ dataDir: work, nodeId: "bench", settings: () => settings, credentials: () => ({ ...KEYS, source: "SWITCHYARD_S3_*" }), logger: createLogger("error", () => {}) });
-    Bun.gc(true);
-    const rss0 = process.memoryUsage().rss;
-    let peak = rss0;
-    const sampler = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 10);
-    let lag = 0;
-    let last = performance.now();
-    const lagTimer = setInterval(() => { const now = performance.now(); lag = Math.max(lag, now - last - 5); last = now; }, 5);
-    t0 = performance.now();
-    await off.runOnce();
-    const offS = (performance.now() - t0) / 1000;
-    clearInterval(sampler);
-    clearInterval(lagTimer);
-    const st = off.status();
-    await off.stop();
-    if (st.uploaded_files_total !== files || st.pending_files !== 0) throw new Error(`offload did not finish: ${JSON.stringify(st)}`);
-    const mbs = (s: number) => total / 1048576 / s;
+    const offload = async (dataDir: string, prefix: string, expect: number) => {
+      const settings: Settings = { ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: endpoint, offload_bucket: "logs", offload_prefix: prefix };
+      const off = new Offloader({ dataDir, nodeId: "bench", settings: () => settings, credentials: () => ({ ...KEYS, source: "SWITCHYARD_S3_*" }), logger: createLogger("error", () => {}) });
+      const m = await measure(() => off.runOnce());
+      const st = off.status();
+      await off.stop();
+      if (st.uploaded_files_total !== expect || st.pending_files !== 0) throw new Error(`offload did not finish: ${JSON.stringify(st)}`);
+      return m;
+    };
+    const off = await offload(work, "bench", files);
+    // One big file (a busy day's merged partition): what each holds in memory.
+    const big = mkdtempSync(join(tmpdir(), "offload-bench-big-"));
+    const bigMb = quick ? 64 : 256;
+    makeLog(big, 1, bigMb);
+    const bigPath = join(big, "logs", "stream=bench%2Fload", "date=2026-01-01", "seg1_0_0.parquet");
+    const rawBig = await measure(() => client.write("raw/big.parquet", Bun.file(bigPath)).then(() => {}));
+    const offBig = await offload(big, "bench-big", 1);
+    rmSync(big, { recursive: true, force: true });
+    const mbs = (m: number, s: number) => (m / s).toFixed(0);
+    const row = (name: string, m: number, r: Measured) => `| ${name} | ${mbs(m, r.seconds)} | ${r.seconds.toFixed(2)} | ${(r.growth / 1048576).toFixed(0)} MiB | ${r.lag.toFixed(0)} ms |`;
+    const totalMb = total / 1048576;
     console.log("\n| upload | MB/s | seconds | peak RSS growth | longest event-loop stall |");
     console.log("|---|---|---|---|---|");
-    console.log(`| raw Bun S3Client put (baseline) | ${mbs(rawS).toFixed(0)} | ${rawS.toFixed(2)} | | |`);
-    console.log(`| Offloader: streamed, verified (size + MD5 ETag), recorded | ${mbs(offS).toFixed(0)} | ${offS.toFixed(2)} | ${((peak - rss0) / 1048576).toFixed(0)} MiB | ${lag.toFixed(0)} ms |`);
-    console.log(`\nOffloader / raw put: ${(rawS / offS).toFixed(2)}x`);
+    console.log(row(`raw Bun S3Client put (baseline), ${files} files`, totalMb, raw));
+    console.log(row(`Offloader: streamed, verified (size + MD5 ETag), recorded, ${files} files`, totalMb, off));
+    console.log(row(`raw Bun S3Client put (baseline), one ${bigMb} MiB file`, bigMb, rawBig));
+    console.log(row(`Offloader, one ${bigMb} MiB file`, bigMb, offBig));
+    console.log(`\nOffloader / raw put: ${(raw.seconds / off.seconds).toFixed(2)}x (${files} files), ${(rawBig.seconds / offBig.seconds).toFixed(2)}x (one file)`);
 
     // Ingest while offloading: one publisher, 100-byte messages as fast as it can, to a serve process
     // that starts offloading a copy of the files as the publisher starts, against one with offload off.

@@ -42,6 +42,10 @@ export class OffloadState {
     chmodSync(file, 0o600);
     db.run("PRAGMA journal_mode = WAL");
     db.run("PRAGMA busy_timeout = 5000");
+    // No fsync per commit (the hub writes a row per uploaded file and must not wait on the disk): a
+    // power cut may lose the last rows, and losing one is safe: that file counts as not verified
+    // again, so retention keeps it and it is uploaded and checked once more.
+    db.run("PRAGMA synchronous = NORMAL");
     db.run("CREATE TABLE IF NOT EXISTS verified (path TEXT PRIMARY KEY, key TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL, etag TEXT NOT NULL, verified_at TEXT NOT NULL)");
     db.run("CREATE TABLE IF NOT EXISTS superseded (id INTEGER PRIMARY KEY AUTOINCREMENT, dir TEXT NOT NULL, inputs TEXT NOT NULL, output TEXT NOT NULL)");
     return new OffloadState(db);
@@ -79,7 +83,11 @@ export class OffloadState {
 
   /** Notes a merge in the logs folder (called by the merge before it renames its output into place). */
   supersede(dir: string, inputs: string[], output: string): void {
+    // This one is fsynced (the merge runs in a compaction process, where waiting is fine): lost, the
+    // replaced files' objects would stay in the store beside the merged one's.
+    this.db.run("PRAGMA synchronous = FULL");
     this.db.run("INSERT INTO superseded (dir, inputs, output) VALUES (?, ?, ?)", [dir, JSON.stringify(inputs), output]);
+    this.db.run("PRAGMA synchronous = NORMAL");
   }
 
   supersessions(): Supersession[] {
