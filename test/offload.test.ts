@@ -101,6 +101,10 @@ describe("log offload to S3-compatible storage", () => {
       const metrics = await (await fetch(`${srv.url}/metrics`)).text();
       expect(metrics).toContain(`switchyard_offload_verified_files ${local.length}`);
       expect(metrics).toMatch(/switchyard_offload_uploaded_bytes_total [1-9]\d*/);
+      // Another prefix (or bucket, or endpoint): the files here are uploaded there too before retention may remove them.
+      expect((await fetch(`${srv.url}/api/settings`, { method: "PATCH", headers: srv.adminHeaders, body: JSON.stringify({ offload_prefix: "fleet/t1-moved" }) })).status).toBe(200);
+      await srv.offloader.runOnce();
+      expect((await listKeys(s3.client, "fleet/t1-moved/")).map((k) => k.key)).toEqual(local.map((f) => offloadKey("fleet/t1-moved", "node-a", f)).sort());
     } finally {
       await srv.close();
       tmp.remove();

@@ -47,6 +47,7 @@ export class OffloadState {
     // again, so retention keeps it and it is uploaded and checked once more.
     db.run("PRAGMA synchronous = NORMAL");
     db.run("CREATE TABLE IF NOT EXISTS verified (path TEXT PRIMARY KEY, key TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL, etag TEXT NOT NULL, verified_at TEXT NOT NULL)");
+    db.run("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)");
     db.run("CREATE TABLE IF NOT EXISTS superseded (id INTEGER PRIMARY KEY AUTOINCREMENT, dir TEXT NOT NULL, inputs TEXT NOT NULL, output TEXT NOT NULL)");
     return new OffloadState(db);
   }
@@ -79,6 +80,23 @@ export class OffloadState {
 
   forget(path: string): void {
     this.db.run("DELETE FROM verified WHERE path = ?", [path]);
+  }
+
+  /** The store (endpoint, bucket, prefix) the verified rows were verified in ("" before the first). */
+  target(): string {
+    return this.db.query<{ value: string }, []>("SELECT value FROM meta WHERE name = 'target'").get()?.value ?? "";
+  }
+
+  /**
+   * Moves to another store: the files still here (`present`) count as not
+   * verified until uploaded there; rows of files retention removed stay (their
+   * only copy is in the store they went to).
+   */
+  retarget(target: string, present: (path: string) => boolean): void {
+    this.db.transaction(() => {
+      for (const p of this.verifiedPaths()) if (present(p)) this.forget(p);
+      this.db.run("INSERT INTO meta (name, value) VALUES ('target', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", [target]);
+    })();
   }
 
   /** Notes a merge in the logs folder (called by the merge before it renames its output into place). */

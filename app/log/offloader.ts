@@ -1,10 +1,11 @@
-import { existsSync, readdirSync, statSync } from "node:fs";
-import { join, relative } from "node:path";
+import { existsSync } from "node:fs";
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
 import type { Settings } from "../config/settings.ts";
 import type { S3Credentials } from "../config/startup.ts";
 import type { Logger } from "../core/logger.ts";
 import { OffloadState } from "./offload-state.ts";
-import { datePartitions } from "./partitions.ts";
+import { logChangeMark } from "./partitions.ts";
 import { offloadKey, s3Client, s3Target, storeError, uploadFile, verifyObject, type S3Target } from "./s3-store.ts";
 
 /** What the offloader reports (GET /api/offload, /metrics, the dashboard, the alert). */
@@ -67,6 +68,9 @@ export class Offloader {
   private client: Bun.S3Client | null = null;
   private readonly figures = { uploadedFiles: 0, uploadedBytes: 0, failures: 0, mismatches: 0, remoteDeleted: 0, lastSuccess: null as string | null, lastError: null as string | null, failingSince: null as number | null, rate: null as number | null };
   private pending = { files: 0, bytes: 0 };
+  /** The logs folder's change mark when it was last found all verified (a pass with nothing new skips the listing). */
+  private settledMark: string | null = null;
+  private settledAt = 0;
 
   constructor(private readonly opts: {
     dataDir: string;
@@ -161,11 +165,23 @@ export class Offloader {
     if (JSON.stringify(target) !== JSON.stringify(this.target)) {
       this.target = target;
       this.client = s3Client(target);
+      this.settledMark = null;
+      // Another endpoint, bucket or prefix: what is here goes there too before retention may remove it.
+      const where = `${target.endpoint} ${target.bucket} ${target.prefix}`;
+      const before = this.state.target();
+      if (before !== where) {
+        if (before !== "") this.opts.logger.warn("log offload: the store changed; the files here are uploaded to the new one", { bucket: target.bucket, prefix: target.prefix });
+        this.state.retarget(where, (p) => existsSync(join(this.logsDir, p)));
+      }
     }
     const client = this.client!;
     try {
       await this.settleMerges(client);
-      const files = this.localFiles();
+      const mark = logChangeMark(this.logsDir);
+      const auditDue = this.now() - this.lastAudit >= AUDIT_MS;
+      // Nothing added or removed since everything was verified: no listing (a year of partitions is thousands of folders).
+      if (!auditDue && mark !== "" && mark === this.settledMark && this.now() - this.settledAt < 10 * 60_000) return;
+      const files = await this.localFiles();
       this.pending = { files: 0, bytes: 0 };
       const todo = files.filter((f) => {
         const v = this.state!.get(f.path);
@@ -186,10 +202,12 @@ export class Offloader {
       }
       if (bytes > 0) this.figures.rate = bytes / 1048576 / Math.max(0.001, (performance.now() - started) / 1000);
       await this.settleMerges(client);
-      if (this.now() - this.lastAudit >= AUDIT_MS) {
+      if (auditDue) {
         await this.audit(client, files);
         this.lastAudit = this.now();
       }
+      this.settledMark = mark;
+      this.settledAt = this.now();
       if (this.figures.failingSince !== null) this.opts.logger.info("log offload works again", { bucket: target.bucket });
       this.figures.failingSince = null;
       this.retryMs = 0;
@@ -203,18 +221,24 @@ export class Offloader {
     }
   }
 
-  /** The log's Parquet files here, by path under the logs folder, oldest date first. */
-  private localFiles(): { path: string; size: number }[] {
+  /**
+   * The log's Parquet files here, by path under the logs folder, oldest date
+   * first; listed with asynchronous calls, so a big log does not stall the hub.
+   */
+  private async localFiles(): Promise<{ path: string; size: number }[]> {
     const out: { path: string; size: number; date: string }[] = [];
-    for (const p of datePartitions(this.logsDir)) {
-      let names: string[];
-      try { names = readdirSync(p.path); } catch { continue; }
-      for (const name of names) {
-        if (!name.endsWith(".parquet")) continue;
-        try {
-          out.push({ path: `${relative(this.logsDir, p.path)}/${name}`, size: statSync(join(p.path, name)).size, date: p.date });
-        } catch {
-          // removed meanwhile (merge, retention)
+    const list = async (dir: string) => readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const s of await list(this.logsDir)) {
+      if (!s.isDirectory() || !s.name.startsWith("stream=")) continue;
+      for (const d of await list(join(this.logsDir, s.name))) {
+        const m = /^date=(\d{4}-\d{2}-\d{2})$/.exec(d.name);
+        if (!m || !d.isDirectory()) continue;
+        for (const f of await list(join(this.logsDir, s.name, d.name))) {
+          if (!f.name.endsWith(".parquet") || !f.isFile()) continue;
+          const path = `${s.name}/${d.name}/${f.name}`;
+          // Gone meanwhile (merge, retention): skipped.
+          const st = await stat(join(this.logsDir, path)).catch(() => null);
+          if (st) out.push({ path, size: st.size, date: m[1]! });
         }
       }
     }
