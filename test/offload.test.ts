@@ -245,8 +245,14 @@ describe("log offload to S3-compatible storage", () => {
         expect(a).not.toContain(keyId);
       }
       expect(answers[0]).toContain('"credentials":"settings"');
-      // The right pair: the next retry uploads.
-      expect((await put(S3RVER_KEYS && { access_key_id: S3RVER_KEYS.accessKeyId, secret_access_key: S3RVER_KEYS.secretAccessKey })).status).toBe(200);
+      expect(answers[4]).toContain("S3 credentials are set (saved here)");
+      // The Settings page's credentials form: bad input next to its field (422), then the right pair; the next retry uploads.
+      const bad = await ui.post("/admin/offload/credentials", { action: "save", access_key_id: "", secret_access_key: "has space" }, { "HX-Request": "true" });
+      expect(bad.status).toBe(422);
+      expect(await bad.text()).toContain("access_key_id-error");
+      const saved = await ui.post("/admin/offload/credentials", { action: "save", access_key_id: S3RVER_KEYS.accessKeyId, secret_access_key: S3RVER_KEYS.secretAccessKey }, { "HX-Request": "true" });
+      expect(saved.status).toBe(200);
+      expect(await saved.text()).toContain("credentials saved");
       await waitFor(() => srv.offloader.status().pending_files === 0 && srv.offloader.status().failing_since === null, "the upload with the right key", 30_000);
       expect((await listKeys(s3.client, "fleet/t5/")).length).toBeGreaterThan(0);
       for (const l of srv.logs) {

@@ -141,6 +141,11 @@ export function storeError(err: unknown, credentials: S3Credentials | null): str
   return text;
 }
 
+/** Why `v` is not an access key id or secret key (null: it is one): printable ASCII without spaces, as S3 stores issue them. */
+export function credentialProblem(v: unknown): string | null {
+  return typeof v === "string" && /^[\x21-\x7e]{1,256}$/.test(v) ? null : "allowed: 1 to 256 printable characters without spaces";
+}
+
 /** Names of the stored S3 credentials in the settings store's secrets (never listed with the settings). */
 export const S3_KEY_ID_SECRET = "s3_access_key_id";
 export const S3_SECRET_SECRET = "s3_secret_access_key";

@@ -1,12 +1,9 @@
 import type { Hono } from "hono";
 import { badRequest } from "../../core/errors.ts";
-import { S3_KEY_ID_SECRET, S3_SECRET_SECRET } from "../../log/s3-store.ts";
+import { credentialProblem, S3_KEY_ID_SECRET, S3_SECRET_SECRET } from "../../log/s3-store.ts";
 import { requireAdmin } from "../admin.ts";
 import { readJsonObject } from "../body.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
-
-/** What an access key id and a secret key may be: printable ASCII without spaces, as every S3 store issues them. */
-const KEY_TEXT = /^[\x21-\x7e]{1,256}$/;
 
 /**
  * Binds GET /api/offload (the log's offload to S3: settings, where the
@@ -33,8 +30,8 @@ export function bindOffloadRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
         return c.json({ stored: false, credentials: deps.offloader?.status().credentials ?? null });
       }
     } else {
-      if (typeof id !== "string" || !KEY_TEXT.test(id)) fields.access_key_id = "allowed: the access key id, 1 to 256 printable characters without spaces (both null to remove the stored pair)";
-      if (typeof secret !== "string" || !KEY_TEXT.test(secret)) fields.secret_access_key = "allowed: the secret access key, 1 to 256 printable characters without spaces (both null to remove the stored pair)";
+      if (credentialProblem(id)) fields.access_key_id = `the access key id: ${credentialProblem(id)} (both null to remove the stored pair)`;
+      if (credentialProblem(secret)) fields.secret_access_key = `the secret access key: ${credentialProblem(secret)} (both null to remove the stored pair)`;
     }
     if (Object.keys(fields).length > 0) throw badRequest(`invalid credentials: ${Object.entries(fields).map(([k, v]) => `${k}: ${v}`).join("; ")}`, { fields });
     deps.store.setSecret(S3_KEY_ID_SECRET, id as string);
