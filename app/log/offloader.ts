@@ -103,10 +103,18 @@ export class Offloader {
   async runOnce(opts: { audit?: boolean } = {}): Promise<void> {
     while (this.running) await this.running;
     if (opts.audit) this.lastAudit = 0;
-    this.running = this.pass().finally(() => { this.running = null; });
+    this.running = this.pass().finally(() => {
+      this.running = null;
+      // Kicked while this pass ran (a compaction finished, settings changed): another pass now.
+      if (this.again) {
+        this.again = false;
+        this.schedule(0);
+      }
+    });
     await this.running;
   }
 
+  /** Stops the passes; an upload in progress stops at its next megabyte (left unfinished, it is not in the store). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
@@ -121,10 +129,7 @@ export class Offloader {
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.runOnce().finally(() => {
-        if (this.again) {
-          this.again = false;
-          this.schedule(0);
-        } else this.schedule(this.figures.failingSince !== null ? this.retryMs : 60_000);
+        if (!this.timer) this.schedule(this.figures.failingSince !== null ? this.retryMs : 60_000);
       });
     }, ms);
     this.timer.unref?.();
@@ -251,7 +256,7 @@ export class Offloader {
     const key = offloadKey(t.prefix, this.opts.nodeId, path);
     let sums;
     try {
-      sums = await uploadFile(client, key, join(this.logsDir, path));
+      sums = await uploadFile(client, key, join(this.logsDir, path), () => this.stopped);
     } catch (err) {
       // Gone since the listing (a merge or retention): nothing to upload.
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return;

@@ -63,9 +63,10 @@ export interface FileSums {
  * Uploads the file at `path` to `key`, streaming it (a megabyte read at a time,
  * one part in flight: memory stays flat whatever the file's size), and returns
  * its size and checksums as read while sending. The file is opened once, so a
- * merge that removes it meanwhile does not cut the upload short.
+ * merge that removes it meanwhile does not cut the upload short. `stopping`
+ * true ends it early with an error (at shutdown).
  */
-export async function uploadFile(client: Bun.S3Client, key: string, path: string): Promise<FileSums> {
+export async function uploadFile(client: Bun.S3Client, key: string, path: string, stopping: () => boolean = () => false): Promise<FileSums> {
   const fh = await open(path, "r");
   const whole = new Bun.CryptoHasher("md5");
   const partSums: Buffer[] = [];
@@ -76,6 +77,8 @@ export async function uploadFile(client: Bun.S3Client, key: string, path: string
   try {
     const buf = Buffer.allocUnsafe(READ_BYTES);
     for (;;) {
+      // Not ended, a multipart upload is never an object (a store drops unfinished uploads).
+      if (stopping()) throw new Error("stopped");
       const { bytesRead } = await fh.read(buf, 0, READ_BYTES, size);
       if (bytesRead === 0) break;
       const chunk = buf.subarray(0, bytesRead);
