@@ -157,6 +157,25 @@ describe("log offload to S3-compatible storage", () => {
     }
   }, 90_000);
 
+  it("a bucket that does not exist fails with the store's reason, the files stay pending, and the right bucket takes them", async () => {
+    const clock = offsetClock();
+    const srv = await startTestServer({ ...offloadSettings(s3, "fleet/t6"), offload_bucket: "no-such-bucket" }, { nodeId: "node-a", clock, s3Credentials: S3RVER_KEYS, offloadRetryMaxMs: 500 });
+    try {
+      await postAndSeal(srv, clock, "b", 2);
+      expect((await srv.compactor.runOnce()).ok).toBe(true);
+      await srv.offloader.runOnce();
+      const status = (await (await fetch(`${srv.url}/api/offload`, { headers: srv.adminHeaders })).json()) as { last_error: string; pending_files: number; failing_since: string | null };
+      expect(status.last_error).toContain("NoSuchBucket");
+      expect(status.pending_files).toBe(localFiles(srv.dataDir).length);
+      expect(status.failing_since).not.toBeNull();
+      expect((await fetch(`${srv.url}/api/settings`, { method: "PATCH", headers: srv.adminHeaders, body: JSON.stringify({ offload_bucket: s3.bucket }) })).status).toBe(200);
+      await waitFor(() => srv.offloader.status().pending_files === 0 && srv.offloader.status().failing_since === null, "the upload to the right bucket", 30_000);
+      expect((await listKeys(s3.client, "fleet/t6/")).map((k) => k.key)).toEqual(localFiles(srv.dataDir).map((f) => offloadKey("fleet/t6", "node-a", f)));
+    } finally {
+      await srv.close();
+    }
+  }, 60_000);
+
   it("finds a remote object corrupted or deleted, and uploads it again", async () => {
     const clock = offsetClock();
     const srv = await startTestServer(offloadSettings(s3, "fleet/t3"), { nodeId: "node-a", clock, s3Credentials: S3RVER_KEYS, offloadRetryMaxMs: 500 });

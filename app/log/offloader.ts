@@ -262,7 +262,14 @@ export class Offloader {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
       throw new Error(`uploading ${key} failed: ${storeError(err, t.credentials)}`);
     }
-    const { problem, etag } = await verifyObject(client, key, sums);
+    let { problem, etag } = await verifyObject(client, key, sums);
+    // Some S3-compatible stores (s3rver among them) show an overwritten object's new content a moment
+    // late: a mismatch right after an upload is checked again before the upload counts as failed.
+    for (const ms of [100, 200, 400]) {
+      if (!problem || this.stopped) break;
+      await Bun.sleep(ms);
+      ({ problem, etag } = await verifyObject(client, key, sums));
+    }
     if (problem) throw new Error(`verifying ${key} failed: ${problem}`);
     this.state!.record({ path, key, size: sums.size, md5: sums.md5, etag, verifiedAt: new Date(this.now()).toISOString() });
     this.figures.uploadedFiles++;
