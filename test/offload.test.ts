@@ -284,6 +284,13 @@ describe("log offload to S3-compatible storage", () => {
         expect(r.status).toBe(400);
         expect(await r.text()).toMatch(/access_key_id|secret_access_key|extra/);
       }
+      // check-config says where credentials in the environment come from, never what they are.
+      const check = await cli(["check-config", "--data-dir", srv.dataDir], { SWITCHYARD_S3_ACCESS_KEY_ID: keyId, SWITCHYARD_S3_SECRET_ACCESS_KEY: secret, SWITCHYARD_RELAY_SECRET: `relay-${secret}` });
+      expect(check.code).toBe(0);
+      expect(check.stdout).toContain("credentials set (env SWITCHYARD_S3_*)");
+      expect(check.stdout).toContain("relaySecret set (env SWITCHYARD_RELAY_SECRET)");
+      expect(check.stdout + check.stderr).not.toContain(secret);
+      expect(check.stdout + check.stderr).not.toContain(keyId);
       // The environment wins over the stored pair.
       expect(offloadCredentials({ ...S3RVER_KEYS, source: "AWS_*" }, srv.store)?.source).toBe("AWS_*");
     } finally {
