@@ -34,7 +34,7 @@ export interface OffloadStatus {
   last_error: string | null;
   /** Since when every attempt failed (null: the last one worked). */
   failing_since: string | null;
-  /** Seconds since the last upload in MB/s (uploaded and verified). */
+  /** Upload speed of the last pass that uploaded, in MiB/s (uploaded and verified). */
   last_pass_mb_per_s: number | null;
 }
 
@@ -68,6 +68,7 @@ export class Offloader {
   private client: Bun.S3Client | null = null;
   private readonly figures = { uploadedFiles: 0, uploadedBytes: 0, failures: 0, mismatches: 0, remoteDeleted: 0, lastSuccess: null as string | null, lastError: null as string | null, failingSince: null as number | null, rate: null as number | null };
   private pending = { files: 0, bytes: 0 };
+  private totals: { files: number; bytes: number; at: number; stale: boolean } | null = null;
   /** The logs folder's change mark when it was last found all verified (a pass with nothing new skips the listing). */
   private settledMark: string | null = null;
   private settledAt = 0;
@@ -138,7 +139,11 @@ export class Offloader {
   /** The figures, for the API, /metrics and the dashboard. */
   status(): OffloadStatus {
     const s = this.opts.settings();
-    const totals = this.state?.totals() ?? { files: 0, bytes: 0 };
+    // Read at most every 10 s: the alert engine asks once a second.
+    if (this.state && (!this.totals || this.now() - this.totals.at > 10_000 || this.running === null && this.totals.stale)) {
+      this.totals = { ...this.state.totals(), at: this.now(), stale: false };
+    }
+    const totals = this.totals ?? { files: 0, bytes: 0 };
     const f = this.figures;
     return {
       enabled: s.offload_enabled, endpoint: s.offload_s3_url, bucket: s.offload_bucket, prefix: s.offload_prefix, node: this.opts.nodeId,
@@ -165,8 +170,25 @@ export class Offloader {
       this.figures.failingSince = null;
       return;
     }
-    this.state ??= OffloadState.open(this.opts.dataDir);
     const target = s3Target(s, this.opts.credentials());
+    try {
+      await this.transfer(target);
+      if (this.figures.failingSince !== null) this.opts.logger.info("log offload works again", { bucket: target.bucket });
+      this.figures.failingSince = null;
+      this.retryMs = 0;
+    } catch (err) {
+      const why = storeError(err, target.credentials);
+      this.figures.failures++;
+      this.figures.lastError = why;
+      this.figures.failingSince ??= this.now();
+      this.retryMs = Math.min(this.opts.retryMaxMs ?? RETRY_MAX_MS, Math.max(1000, this.retryMs * 2));
+      this.opts.logger.warn("log offload failed; retrying", { bucket: target.bucket, error: why, retry_in_ms: this.retryMs, pending_files: this.pending.files });
+    }
+  }
+
+  /** Uploads what is not verified yet, settles merges, and (when due) checks the objects; throws on the first failure. */
+  private async transfer(target: S3Target): Promise<void> {
+    this.state ??= OffloadState.open(this.opts.dataDir);
     if (JSON.stringify(target) !== JSON.stringify(this.target)) {
       this.target = target;
       this.client = s3Client(target);
@@ -180,50 +202,38 @@ export class Offloader {
       }
     }
     const client = this.client!;
-    try {
-      await this.settleMerges(client);
-      const mark = logChangeMark(this.logsDir);
-      const auditDue = this.now() - this.lastAudit >= AUDIT_MS;
-      // Nothing added or removed since everything was verified: no listing (a year of partitions is thousands of folders).
-      if (!auditDue && mark !== "" && mark === this.settledMark && this.now() - this.settledAt < 10 * 60_000) return;
-      const files = await this.localFiles();
-      this.pending = { files: 0, bytes: 0 };
-      const todo = files.filter((f) => {
-        const v = this.state!.get(f.path);
-        return !v || v.size !== f.size;
-      });
-      for (const f of todo) {
-        this.pending.files++;
-        this.pending.bytes += f.size;
-      }
-      const started = performance.now();
-      let bytes = 0;
-      for (const f of todo) {
-        if (this.stopped) return;
-        await this.upload(client, f.path);
-        bytes += f.size;
-        this.pending.files--;
-        this.pending.bytes -= f.size;
-      }
-      if (bytes > 0) this.figures.rate = bytes / 1048576 / Math.max(0.001, (performance.now() - started) / 1000);
-      await this.settleMerges(client);
-      if (auditDue) {
-        await this.audit(client, files);
-        this.lastAudit = this.now();
-      }
-      this.settledMark = mark;
-      this.settledAt = this.now();
-      if (this.figures.failingSince !== null) this.opts.logger.info("log offload works again", { bucket: target.bucket });
-      this.figures.failingSince = null;
-      this.retryMs = 0;
-    } catch (err) {
-      const why = storeError(err, target.credentials);
-      this.figures.failures++;
-      this.figures.lastError = why;
-      this.figures.failingSince ??= this.now();
-      this.retryMs = Math.min(this.opts.retryMaxMs ?? RETRY_MAX_MS, Math.max(1000, this.retryMs * 2));
-      this.opts.logger.warn("log offload failed; retrying", { bucket: target.bucket, error: why, retry_in_ms: this.retryMs, pending_files: this.pending.files });
+    await this.settleMerges(client);
+    const mark = logChangeMark(this.logsDir);
+    const auditDue = this.now() - this.lastAudit >= AUDIT_MS;
+    // Nothing added or removed since everything was verified: no listing (a year of partitions is thousands of folders).
+    if (!auditDue && mark !== "" && mark === this.settledMark && this.now() - this.settledAt < 10 * 60_000) return;
+    const files = await this.localFiles();
+    this.pending = { files: 0, bytes: 0 };
+    const todo = files.filter((f) => {
+      const v = this.state!.get(f.path);
+      return !v || v.size !== f.size;
+    });
+    for (const f of todo) {
+      this.pending.files++;
+      this.pending.bytes += f.size;
     }
+    const started = performance.now();
+    let bytes = 0;
+    for (const f of todo) {
+      if (this.stopped) return;
+      await this.upload(client, f.path);
+      bytes += f.size;
+      this.pending.files--;
+      this.pending.bytes -= f.size;
+    }
+    if (bytes > 0) this.figures.rate = bytes / 1048576 / Math.max(0.001, (performance.now() - started) / 1000);
+    await this.settleMerges(client);
+    if (auditDue) {
+      await this.audit(client, files);
+      this.lastAudit = this.now();
+    }
+    this.settledMark = mark;
+    this.settledAt = this.now();
   }
 
   /**
@@ -272,6 +282,7 @@ export class Offloader {
     }
     if (problem) throw new Error(`verifying ${key} failed: ${problem}`);
     this.state!.record({ path, key, size: sums.size, md5: sums.md5, etag, verifiedAt: new Date(this.now()).toISOString() });
+    if (this.totals) this.totals.stale = true;
     this.figures.uploadedFiles++;
     this.figures.uploadedBytes += sums.size;
     this.figures.lastSuccess = new Date(this.now()).toISOString();
@@ -297,6 +308,7 @@ export class Offloader {
         if (!v) continue;
         await client.file(v.key).delete();
         this.state!.forget(v.path);
+        if (this.totals) this.totals.stale = true;
         this.figures.remoteDeleted++;
         this.opts.logger.debug("log offload: deleted an object a merge replaced", { key: v.key });
       }
