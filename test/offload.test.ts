@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { OffloadState } from "../app/log/offload-state.ts";
+import { RemoteCache } from "../app/log/remote-cache.ts";
 import { datePartitions } from "../app/log/partitions.ts";
 import { offloadCredentials, offloadKey, parseOffloadKey } from "../app/log/s3-store.ts";
 import { asAdmin, signIn } from "./support/admin.ts";
@@ -337,6 +338,44 @@ describe("log offload to S3-compatible storage", () => {
       await b.close();
     }
   }, 90_000);
+
+  it("the remote cache keeps at most its size, least recently used out, and downloads again only what changed", async () => {
+    const tmp = tempDir();
+    try {
+      const key = (n: string) => `fleet/c/node=n1/stream=s/date=2026-01-0${n}/seg${n}_0_0.parquet`;
+      for (const n of ["1", "2", "3"]) await s3.client.write(key(n), new Uint8Array(6 * 1048576).fill(Number(n)));
+      const cache = new RemoteCache(join(tmp.dir, "cache"), 13 * 1048576);
+      const get = async (...ns: string[]) => {
+        const { objects } = await RemoteCache.list(s3.client, "fleet/c", { streams: ["s"] });
+        return cache.fetch(s3.client, "fleet/c", objects.filter((o) => ns.some((n) => o.key === key(n))));
+      };
+      const [p1] = await get("1");
+      await get("2");
+      expect(cache.bytes).toBe(12 * 1048576);
+      // A third file: the least recently used (1) goes.
+      await get("3");
+      expect(existsSync(p1!)).toBe(false);
+      expect(cache.bytes).toBeLessThanOrEqual(13 * 1048576);
+      // A changed object is downloaded again; an unchanged one is not (its file stays the same inode).
+      const [p3] = await get("3");
+      const inode = statSync(p3!).ino;
+      await s3.client.write(key("3"), new Uint8Array(6 * 1048576).fill(9));
+      const [again] = await get("3");
+      expect(new Uint8Array(readFileSync(again!).subarray(0, 1))[0]).toBe(9);
+      const [same] = await get("3");
+      expect(statSync(again!).ino).not.toBe(inode);
+      expect(statSync(same!).ino).toBe(statSync(again!).ino);
+      // Pruned by key before anything is downloaded: a date range that matches nothing lists nothing.
+      expect((await RemoteCache.list(s3.client, "fleet/c", { since: "2026-02-01" })).objects).toEqual([]);
+      // Keys that are not the log's (a stray object, a traversal attempt) are skipped, never written outside the cache.
+      await s3.client.write("fleet/c/node=n1/stream=../date=2026-01-01/x.parquet", "x");
+      await s3.client.write("fleet/c/README", "x");
+      const listed = await RemoteCache.list(s3.client, "fleet/c");
+      expect(listed.skipped.sort()).toEqual(["fleet/c/README", "fleet/c/node=n1/stream=../date=2026-01-01/x.parquet"]);
+    } finally {
+      tmp.remove();
+    }
+  });
 
   it("refuses bad offload settings with a 400 that names the field and what is allowed", async () => {
     const srv = await startTestServer();
