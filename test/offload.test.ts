@@ -102,6 +102,10 @@ describe("log offload to S3-compatible storage", () => {
       const metrics = await (await fetch(`${srv.url}/metrics`)).text();
       expect(metrics).toContain(`switchyard_offload_verified_files ${local.length}`);
       expect(metrics).toMatch(/switchyard_offload_uploaded_bytes_total [1-9]\d*/);
+      // The dashboard's Disk card says what is offloaded and what waits.
+      const dashboard = await (await asAdmin(srv, await signIn(srv)).get("/admin")).text();
+      expect(dashboard).toContain("Offloaded to S3:");
+      expect(dashboard).toContain(`in ${local.length} files · waiting 0 B in 0 files`);
       // Another prefix (or bucket, or endpoint): the files here are uploaded there too before retention may remove them.
       expect((await fetch(`${srv.url}/api/settings`, { method: "PATCH", headers: srv.adminHeaders, body: JSON.stringify({ offload_prefix: "fleet/t1-moved" }) })).status).toBe(200);
       await srv.offloader.runOnce();
