@@ -95,8 +95,10 @@ describe("log offload to S3-compatible storage", () => {
       const rows = await readRemote(s3, "fleet/t1/", tmp.dir, "SELECT node, stream, count(*)::INTEGER AS n FROM remote WHERE stream <> 'seal' GROUP BY ALL ORDER BY stream");
       expect(rows).toEqual([{ node: "node-a", stream: "lab/spin.1", n: 5 }, { node: "node-a", stream: "plain", n: 3 }]);
       // The local view has the node column too, for the Parquet files and the spool's tail alike.
-      const r = await fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql: "SELECT node, count(*)::INTEGER AS n FROM messages WHERE stream <> 'seal' GROUP BY 1", format: "json" }) });
-      expect(await r.json()).toEqual([{ node: "node-a", n: 8 }]);
+      expect((await fetch(`${srv.url}/api/streams/tail/messages`, { method: "POST", body: "not compacted", headers: { "content-type": "text/plain" } })).status).toBeLessThan(300);
+      const r = await fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql: "SELECT stream = 'tail' AS spooled, node, count(*)::INTEGER AS n FROM messages WHERE stream <> 'seal' GROUP BY ALL ORDER BY 1", format: "json" }) });
+      expect(await r.json()).toEqual([{ spooled: false, node: "node-a", n: 8 }, { spooled: true, node: "node-a", n: 1 }]);
+      expect(localFiles(srv.dataDir).some((f) => f.startsWith("stream=tail/"))).toBe(false);
       const status = await (await fetch(`${srv.url}/api/offload`, { headers: srv.adminHeaders })).json() as Record<string, unknown>;
       expect(status).toMatchObject({ enabled: true, bucket: "logs", prefix: "fleet/t1", node: "node-a", pending_files: 0, verified_files: local.length, credentials: "SWITCHYARD_S3_*", failing_since: null });
       const metrics = await (await fetch(`${srv.url}/metrics`)).text();
