@@ -24,6 +24,8 @@ import { slackWebhookUrl } from "./alerts/webhook-url.ts";
 import { VERSION } from "./version.ts";
 import { Spool } from "./log/spool.ts";
 import { Compactor } from "./log/compactor.ts";
+import { Offloader } from "./log/offloader.ts";
+import { offloadCredentials } from "./log/s3-store.ts";
 import { livePatterns } from "./core/stream-pattern.ts";
 import { createHttpApp } from "./http/app.ts";
 import { lastResortError } from "./http/errors.ts";
@@ -66,6 +68,8 @@ export interface ServerOptions {
   acmeRetryMs?: number;
   /** How long NATS may be unreachable before the cluster alert fires, ms (tests shorten it). */
   clusterAlertMs?: number;
+  /** Longest wait between retries of a failing log offload (tests shorten it). */
+  offloadRetryMaxMs?: number;
 }
 
 /** A running Switchyard: its address, hub, and a graceful stop. */
@@ -79,6 +83,7 @@ export interface RunningServer {
   alerts: AlertEngine;
   spool: Spool;
   compactor: Compactor;
+  offloader: Offloader;
   /** The Hono app (for `app.request` in tests). */
   app: ReturnType<typeof createHttpApp>;
   server: Server<Connection>;
@@ -118,7 +123,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const recent = new RecentMessages(settings);
   // Recent messages are "seen" (GET …/messages): they join at delivery, after the log has them.
   hub.onDelivery((m) => recent.add(m));
-  const followers = new Followers({ recent, lastSeq: (stream) => hub.lastDeliveredSeq(stream), logs: (stream) => !excluded(stream), log: { dataDir: config.dataDir, settings },
+  const followers = new Followers({ recent, lastSeq: (stream) => hub.lastDeliveredSeq(stream), logs: (stream) => !excluded(stream), log: { dataDir: config.dataDir, nodeId: config.nodeId, settings },
     limitBytes: () => settings().backpressure_limit_bytes, logger, sent: (m) => hub.countOut(m) });
   hub.onDelivery((m) => followers.deliver(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
@@ -166,11 +171,20 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   alerts.logDamaged(spool.recovery.damaged);
   const cluster = joinCluster({ servers: config.nats, nodeId: config.nodeId, hub, followers, taps, destinations, alerts, settings, logger, alertAfterMs: opts.clusterAlertMs });
   hub.onMessage((m) => alerts.onMessage(m));
+  const offloader = new Offloader({
+    dataDir: config.dataDir, nodeId: config.nodeId, settings, logger, retryMaxMs: opts.offloadRetryMaxMs,
+    credentials: () => offloadCredentials(config.s3Credentials, store),
+  });
+  alerts.watchOffload(() => ({ failingForMs: offloader.failingForMs(), status: offloader.status() }));
   const compactor = new Compactor({
     spool, logsDir: join(config.dataDir, "logs"), intervalSeconds: () => store.settings.log_compact_seconds, logger,
     retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }),
+    offload: () => store.settings.offload_enabled,
     memoryMb: () => store.settings.log_compact_memory_mb,
-    onOutcome: (o) => alerts.compaction(o),
+    onOutcome: (o) => {
+      alerts.compaction(o);
+      offloader.kick();
+    },
     inQueryProcess: (job, timeoutMs) => findQueryPool(join(config.dataDir, "logs"))?.compact(job, timeoutMs) ?? null,
   });
   // The query processes report files they quarantined, and kills: the log and the compaction alert hear of them.
@@ -183,7 +197,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const startedAt = Date.now();
   const app = createHttpApp({ hub, store, config, configSources: opts.configSources ?? {}, logger, secret, adminTokenSecret: () => adminTokenSecret(store), verifyKeys, bookings, startedAt, recent, followers, udp, destinations, feeds, sessions, recordsDir, alerts, slackUrl, spool,
-    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), tls: () => tls?.state() ?? null, cluster });
+    adminSessions: new AdminSessions(store), signInLimiter: new SignInLimiter(), rates, taps, logUsage: logUsageReader(config.dataDir), offloader, tls: () => tls?.state() ?? null, cluster });
   const wsDeps = { hub, settings, secret: verifyKeys, logger, isDenied: (bid: string) => bookings.isDenied(bid), followers,
     log: { commitWaiter: () => spool.commitWaiter(), appended: () => spool.stats.appended, logs: (stream: string) => !excluded(stream) } };
   trustCaFile(boot.tls_ca_file);
@@ -253,7 +267,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   destinations.load();
   compactor.start();
   cluster?.start();
-  store.onChange((next) => {
+  offloader.start();
+  store.onChange((next, previous) => {
+    if (Object.keys(next).some((k) => k.startsWith("offload_") && next[k as keyof typeof next] !== previous[k as keyof typeof previous])) offloader.kick();
     udp.apply(next).catch((err) => logger.error("udp listeners could not be changed", { error: err }));
     try {
       trustCaFile(next.tls_ca_file);
@@ -301,6 +317,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       clearTimeout(ticker);
       await cluster?.stop();
       await compactor.stop();
+      await offloader.stop();
       await closeQueryPool(join(config.dataDir, "logs"));
       await alerts.stopping();
       alerts.close();
@@ -322,5 +339,5 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       logger.info("switchyard stopped", { closed_connections: open.length });
     })());
 
-  return { port, url: `${scheme}://127.0.0.1:${port}`, tls, hub, udp, recent, destinations, alerts, spool, compactor, app, server, cluster, stop };
+  return { port, url: `${scheme}://127.0.0.1:${port}`, tls, hub, udp, recent, destinations, alerts, spool, compactor, offloader, app, server, cluster, stop };
 }

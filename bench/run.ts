@@ -15,6 +15,7 @@ const BENCHES: Record<string, string> = {
   acks: "./publish-acks.ts",
   resume: "./relay-resume.ts",
   cluster: "./cluster.ts",
+  offload: "./offload.ts",
 };
 
 const name = process.argv[2];

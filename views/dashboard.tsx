@@ -99,6 +99,12 @@ export const DiskCard: FC<{ usage: LogUsage }> = ({ usage }) => {
       <div class="figure">{bytes(usage.parquet_bytes + usage.spool_bytes)}</div>
       <div class="small muted">Parquet {bytes(usage.parquet_bytes)} · spool {bytes(usage.spool_bytes)}</div>
       <div class="small">{pct === null ? "free space unknown" : `${bytes(usage.free_bytes)} free (${pct}%)`}</div>
+      {usage.offload && (
+        <div class="small" id="offload-usage">
+          Offloaded to S3: {bytes(usage.offload.verified_bytes)} in {usage.offload.verified_files} files · waiting {bytes(usage.offload.pending_bytes)} in {usage.offload.pending_files} files
+          {usage.offload.failing_since && <div class="bad">offload failing since {usage.offload.failing_since}: {usage.offload.last_error}; retention keeps the files not yet offloaded</div>}
+        </div>
+      )}
     </div>
   );
 };

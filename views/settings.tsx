@@ -2,7 +2,8 @@ import type { TlsState } from "../app/tls/server-tls.ts";
 import { TlsCard } from "./tls.tsx";
 import type { FC } from "hono/jsx";
 import type { Settings } from "../app/config/settings.ts";
-import type { ConfigSource, StartupConfig } from "../app/config/startup.ts";
+import type { ConfigSource, S3Credentials, StartupConfig } from "../app/config/startup.ts";
+import { OffloadCredentialsForm } from "./offload.tsx";
 import { FieldError, Layout, Notice } from "./layout.tsx";
 
 /** How one setting is edited, from its default value and its allowed values. */
@@ -89,12 +90,13 @@ export const StartupCard: FC<{ config: StartupConfig; sources: Partial<Record<ke
   );
 };
 
-export const SettingsPage: FC<{ config: StartupConfig; sources: Partial<Record<keyof StartupConfig, ConfigSource>>; groups: { id: string; title: string; inputs: SettingInput[] }[]; values: Record<string, string>; tls?: TlsState | null }> = ({ config, sources, groups, values, tls }) => (
+export const SettingsPage: FC<{ config: StartupConfig; sources: Partial<Record<keyof StartupConfig, ConfigSource>>; groups: { id: string; title: string; inputs: SettingInput[] }[]; values: Record<string, string>; tls?: TlsState | null; offloadCredentials?: S3Credentials["source"] | null }> = ({ config, sources, groups, values, tls, offloadCredentials }) => (
   <Layout title="Settings" active="settings">
     <h1>Settings</h1>
     <p class="muted small">Saved in the settings store and applied at once, except where a field says a restart is needed.</p>
     <StartupCard config={config} sources={sources} />
     <TlsCard tls={tls ?? null} />
     {groups.map((g) => <SettingsGroupForm id={g.id} title={g.title} action="/admin/settings" inputs={g.inputs} values={values} />)}
+    <OffloadCredentialsForm source={offloadCredentials ?? null} />
   </Layout>
 );

@@ -8,10 +8,11 @@ import type { UdpIngestSnapshot } from "../sources/udp/ingest.ts";
 import type { Destination } from "../relay/destination.ts";
 import { alertMessage, duration } from "./message.ts";
 import type { SlackNotifier } from "./notifier.ts";
+import type { OffloadStatus } from "../log/offloader.ts";
 import { redactDestination, scrubDestination } from "../relay/secret-url.ts";
 
 /** The alert rules. */
-export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "log_write" | "log_damage" | "lifecycle" | "tls_certificate" | "cluster";
+export type AlertRule = "destination_down" | "stream_silent" | "udp_rejects" | "backpressure" | "disk_space" | "log_compaction" | "log_write" | "log_damage" | "log_offload" | "lifecycle" | "tls_certificate" | "cluster";
 
 /** One entry of the alert history (GET /api/alerts). */
 export interface AlertRecord {
@@ -97,6 +98,27 @@ export class AlertEngine {
     return this.silentPatternList;
   }
 
+  private offload: (() => { failingForMs: number; status: OffloadStatus }) | null = null;
+
+  /** Watches the log's offload: the `log_offload` alert fires when it has failed for alert_offload_seconds. */
+  watchOffload(read: () => { failingForMs: number; status: OffloadStatus }): void {
+    this.offload = read;
+  }
+
+  private checkOffload(s: Settings): void {
+    if (!this.offload) return;
+    const { failingForMs, status } = this.offload();
+    if (s.alert_offload_seconds > 0 && s.offload_enabled && failingForMs > s.alert_offload_seconds * 1000) {
+      this.fire("log_offload", "log", `Offloading the log to S3 has failed for ${duration(failingForMs)}`, [
+        `bucket ${status.bucket}${status.endpoint ? ` at ${status.endpoint}` : ""}`,
+        `last error: ${status.last_error ?? "unknown"}`,
+        `${status.pending_files} files (${status.pending_bytes} bytes) wait to be verified remote; local retention keeps them, so the disk use grows until this works`,
+      ]);
+    } else if (failingForMs === 0 || !s.offload_enabled) {
+      this.resolve("log_offload", "log", "Offloading the log to S3 works again", []);
+    }
+  }
+
   /** Evaluates every rule; call once a second. */
   tick(): void {
     const s = this.inputs.settings();
@@ -107,6 +129,7 @@ export class AlertEngine {
     this.checkBackpressure(s);
     this.checkDisk(s);
     this.checkLog(s);
+    this.checkOffload(s);
   }
 
   /** Damage found in the spool at start (kept in place, readable records kept): one message listing it. */

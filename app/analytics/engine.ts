@@ -18,6 +18,14 @@ export interface QueryEngineOptions {
   memoryLimit?: string;
   /** A folder the engine may also write Parquet exports into (and read back). */
   exportDir?: string;
+  /** This node's id: the `node` column of its own rows (default "local"). */
+  nodeId?: string;
+  /**
+   * Query offloaded partitions instead of this node's log: Parquet files in a
+   * local cache of the remote store, laid out `dir/node=…/stream=…/date=…/*.parquet`
+   * (the node, stream and date columns come from those folders).
+   */
+  remote?: { dir: string; files: string[] };
 }
 
 /** One query's answer. */
@@ -77,8 +85,9 @@ function nextRecordBytes(fd: number, offset: number): number {
  * read the Parquet folder and nothing else (`allowed_directories`,
  * `enable_external_access = false`, no extension loading), its configuration is
  * locked, and only single SELECT statements run. The view `messages(ts, stream,
- * seq, origin, kind, data, date)` covers the Parquet files and the spool's
- * not-yet-compacted records.
+ * seq, origin, kind, data, date, node)` covers the Parquet files and the spool's
+ * not-yet-compacted records (`node` is this node's id), or, with `remote`, the
+ * offloaded partitions in the remote cache.
  *
  * The engine stays open and warm: before each query `refresh()` appends the
  * records the spool gained since the last one (reading each segment from where
@@ -133,7 +142,7 @@ export class QueryEngine {
     // Each spool segment gets a table of its own (tail_<N>), dropped when the segment is gone: DuckDB
     // gives a dropped table's memory back, where deleted rows would stay. spool_tail stays empty.
     await admin.run(`CREATE TABLE spool_tail (${LOG_ROW_COLUMNS})`);
-    const allowed = [opts.logsDir, opts.tempDir, ...(opts.exportDir ? [opts.exportDir] : [])].map((d) => q(d + "/"));
+    const allowed = [opts.logsDir, opts.tempDir, ...(opts.exportDir ? [opts.exportDir] : []), ...(opts.remote ? [opts.remote.dir] : [])].map((d) => q(d + "/"));
     await admin.run(`SET allowed_directories = [${allowed.join(", ")}]`);
     await admin.run("SET enable_external_access = false");
     await admin.run("SET lock_configuration = true");
@@ -191,6 +200,7 @@ export class QueryEngine {
   }
 
   private async doRefresh(withView: boolean): Promise<void> {
+    if (this.opts.remote) return this.remoteView();
     const { spoolDir, logsDir } = this.opts;
     const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
     const present = new Set(files);
@@ -324,16 +334,33 @@ export class QueryEngine {
     const tables = filled.length || !parquet.length ? ["spool_tail", ...filled] : [];
     const key = [...parquet, ...tables].join("\n");
     if (key === this.viewKey) return;
+    // Every row of this log entered the cluster through this node: its node column is this node's id.
+    const node = `${q(this.opts.nodeId ?? "local")} AS node`;
     const fromFiles = parquet.length
-      ? `SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet([${parquet.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR})`
+      ? `SELECT ts, stream, seq, origin, kind, data, date, ${node} FROM read_parquet([${parquet.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR})`
       : "";
     const spooled = tables.length
-      ? `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date FROM (${tables.map((t) => `SELECT * FROM ${t}`).join(" UNION ALL ")})`
+      ? `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM (${tables.map((t) => `SELECT * FROM ${t}`).join(" UNION ALL ")})`
       : "";
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
     this.viewKey = key;
     const listed = new Set(parquet);
     for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
+  }
+
+  /**
+   * The view over offloaded partitions in the remote cache (no spool, no local
+   * Parquet): node, stream and date come from the keys' folders. An empty
+   * cache gives an empty view of the same columns.
+   */
+  private async remoteView(): Promise<void> {
+    const files = this.opts.remote!.files;
+    const key = files.join("\n");
+    if (key === this.viewKey) return;
+    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${files.length
+      ? `SELECT ts, stream, seq, origin, kind, data, date, node FROM read_parquet([${files.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR, 'node': VARCHAR})`
+      : `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, CAST(NULL AS VARCHAR) AS node FROM spool_tail`}`);
+    this.viewKey = key;
   }
 
   /** True when `path` is a Parquet file DuckDB can read (checked once per size and mtime); an unreadable one is quarantined. */

@@ -28,10 +28,13 @@ export const checkConfig: Command = {
     const { config, sources, warnings } = withStoredPorts(resolved, settings);
     const lines = ["startup config:"];
     for (const [k, v] of Object.entries(config)) {
-      if (k === "slackWebhookUrl") continue;
+      if (k === "slackWebhookUrl" || k === "s3Credentials" || k === "relaySecret") continue;
       lines.push(`  ${k.padEnd(10)} ${(typeof v === "object" ? JSON.stringify(v) : String(v)).padEnd(30)} (${sources[k as keyof typeof sources]})`);
     }
     if (config.slackWebhookUrl) lines.push(`  slack      ${redactWebhookUrl(config.slackWebhookUrl)} (env SWITCHYARD_SLACK_WEBHOOK_URL)`);
+    // Never the keys themselves: only where the credentials come from.
+    if (config.relaySecret) lines.push("  relaySecret set (env SWITCHYARD_RELAY_SECRET)");
+    if (config.s3Credentials) lines.push(`  s3         credentials set (env ${config.s3Credentials.source})`);
     if (existsSync(dbFile)) {
       lines.push(`runtime settings (from ${dbFile}):`);
     } else {

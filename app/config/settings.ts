@@ -77,6 +77,46 @@ export interface Settings {
   query_rss_mb: number;
   query_idle_seconds: number;
   log_compact_memory_mb: number;
+  offload_enabled: boolean;
+  offload_s3_url: string;
+  offload_bucket: string;
+  offload_prefix: string;
+  offload_region: string;
+  offload_cache_mb: number;
+  alert_offload_seconds: number;
+}
+
+/** S3's bucket naming rule (as AWS gives it), which every S3-compatible store accepts. */
+export const BUCKET_RULE = "3 to 63 of a-z 0-9 . -, beginning and ending with a letter or digit, no \"..\", not an IP address";
+
+/** Why `v` is not a bucket name (null: it is one, or it is empty). */
+export function bucketProblem(v: unknown): string | null {
+  if (v === "") return null;
+  if (typeof v !== "string" || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(v) || v.includes("..") || /^\d+\.\d+\.\d+\.\d+$/.test(v)) return `allowed: empty, or a bucket name: ${BUCKET_RULE}`;
+  return null;
+}
+
+/** Why `v` is not a key prefix (null: it is one). */
+export function prefixProblem(v: unknown): string | null {
+  const rule = "allowed: empty, or up to 200 characters of folders made of A-Z a-z 0-9 . _ - separated by /, with no empty, . or .. folder and no leading or trailing /";
+  if (typeof v !== "string" || v.length > 200) return rule;
+  if (v === "") return null;
+  return v.split("/").every((seg) => /^[A-Za-z0-9._-]+$/.test(seg) && seg !== "." && seg !== "..") ? null : rule;
+}
+
+/** Why `v` is not an S3 endpoint URL (null: it is one, or empty). */
+export function s3UrlProblem(v: unknown): string | null {
+  const rule = "allowed: empty (AWS S3 in offload_region), or an http:// or https:// URL of an S3-compatible endpoint with no user, password, path, query or fragment (e.g. https://s3.example.org:9000), at most 200 characters";
+  if (v === "") return null;
+  if (typeof v !== "string" || v.length > 200) return rule;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    return rule;
+  }
+  if (!["http:", "https:"].includes(url.protocol) || url.hostname === "" || url.username || url.password || (url.pathname !== "/" && url.pathname !== "") || url.search || url.hash || /\s/.test(v)) return rule;
+  return null;
 }
 
 interface FieldSpec {
@@ -153,6 +193,13 @@ export const DEFAULT_SETTINGS: Settings = {
   query_rss_mb: 384,
   query_idle_seconds: 300,
   log_compact_memory_mb: 128,
+  offload_enabled: false,
+  offload_s3_url: "",
+  offload_bucket: "",
+  offload_prefix: "switchyard",
+  offload_region: "us-east-1",
+  offload_cache_mb: 1024,
+  alert_offload_seconds: 900,
 };
 
 /** What each setting means and allows. */
@@ -296,6 +343,16 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   query_rss_mb: { description: "a query process using more memory than this (MiB, resident) is killed and its queries fail; the next query starts a new one", check: int(64, 65_536) },
   query_idle_seconds: { description: "a query process with no query for this long exits and gives its memory back; the next query starts it again (0: never)", check: int(0, 86_400) },
   log_compact_memory_mb: { description: "memory DuckDB may use while compacting the spool to Parquet, in MiB (segments are compacted in batches that fit)", check: int(32, 65_536) },
+  offload_enabled: {
+    description: "upload the log's Parquet files to S3-compatible storage after compaction (keys <prefix>/node=<id>/stream=…/date=…/<file>), verified by size and checksum; local retention then removes only files verified remote. Credentials: SWITCHYARD_S3_ACCESS_KEY_ID and SWITCHYARD_S3_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or PUT /api/offload/credentials; never shown back",
+    check: (v) => (typeof v === "boolean" ? null : "allowed: true or false"),
+  },
+  offload_s3_url: { description: "the S3-compatible endpoint, e.g. https://s3.example.org:9000 (empty: AWS S3 in offload_region)", check: s3UrlProblem },
+  offload_bucket: { description: "the bucket the log is offloaded to (it must exist)", check: bucketProblem },
+  offload_prefix: { description: "the folder in the bucket the log's keys begin with (several boxes may share it: each writes under node=<its id>)", check: prefixProblem },
+  offload_region: { description: "the bucket's region (signs the requests)", check: (v) => (typeof v === "string" && /^[a-z0-9-]{1,32}$/.test(v) ? null : "allowed: a region name of 1 to 32 of a-z 0-9 -, e.g. us-east-1") },
+  offload_cache_mb: { description: "disk a remote query (switchyard query --remote) may use for downloaded partitions in DATA_DIR/remote-cache, in MiB; the least recently used go first", check: int(16, 1024 * 1024) },
+  alert_offload_seconds: { description: "alert when offloading the log to S3 has failed for this long (files then stay on local disk, also past retention) (0: off)", check: int(0, 7 * 86_400) },
   recent_total_bytes: { description: "payload bytes kept in memory for recent messages across all streams; the least recently written stream goes first", check: int(0, 4 * 1024 * 1024 * 1024) },
 };
 
@@ -322,6 +379,9 @@ export function validateSettings(base: Settings, patch: Record<string, unknown>)
   const merged = { ...base, ...patch } as Settings;
   if ((merged.udp_format === "raw" || merged.udp_format === "text") && merged.udp_stream === "") {
     throw new InvalidInput(`invalid settings: udp_stream: udp_format ${merged.udp_format} needs a stream to feed; allowed: a stream name`, { udp_stream: "required when udp_format is raw or text" });
+  }
+  if (merged.offload_enabled && merged.offload_bucket === "") {
+    throw new InvalidInput("invalid settings: offload_bucket: offloading needs a bucket; allowed: a bucket name: " + BUCKET_RULE, { offload_bucket: "required when offload_enabled is true" });
   }
   if (merged.udp_format === "line" && merged.udp_stream !== "") {
     throw new InvalidInput("invalid settings: udp_stream: udp_format line takes the stream from each line; leave udp_stream empty", { udp_stream: "must be empty when udp_format is line" });

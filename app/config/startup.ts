@@ -24,6 +24,22 @@ export interface StartupConfig extends TlsStartup {
   slackWebhookUrl: string | null;
   /** From SWITCHYARD_RELAY_SECRET only: an imported practable relay secret; overrides the stored one. */
   relaySecret?: string | null;
+  /** S3 credentials for offloading the log, from the environment only (never a flag); override the stored ones. */
+  s3Credentials?: S3Credentials | null;
+}
+
+/** Credentials of the S3-compatible store the log is offloaded to, and where they came from (never shown back). */
+export interface S3Credentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+  source: "SWITCHYARD_S3_*" | "AWS_*" | "settings";
+}
+
+/** S3 credentials from the environment: SWITCHYARD_S3_ACCESS_KEY_ID/SECRET_ACCESS_KEY, else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. */
+export function s3CredentialsFromEnv(env: Record<string, string | undefined>): S3Credentials | null {
+  if (env.SWITCHYARD_S3_ACCESS_KEY_ID && env.SWITCHYARD_S3_SECRET_ACCESS_KEY) return { accessKeyId: env.SWITCHYARD_S3_ACCESS_KEY_ID, secretAccessKey: env.SWITCHYARD_S3_SECRET_ACCESS_KEY, source: "SWITCHYARD_S3_*" };
+  if (env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY) return { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY, source: "AWS_*" };
+  return null;
 }
 
 /** Where a value came from, for `check-config`. */
@@ -135,7 +151,7 @@ const OPTIONS = [
  * Environment variables Switchyard reads besides the startup options. Any other
  * `SWITCHYARD_*` variable is reported as unknown.
  */
-export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL", "SWITCHYARD_NATIVE_DIR", "SWITCHYARD_RELAY_SECRET", "SWITCHYARD_CHILD_LAUNCHER"];
+export const OTHER_KNOWN_ENV = ["SWITCHYARD_SLACK_WEBHOOK_URL", "SWITCHYARD_NATIVE_DIR", "SWITCHYARD_RELAY_SECRET", "SWITCHYARD_CHILD_LAUNCHER", "SWITCHYARD_S3_ACCESS_KEY_ID", "SWITCHYARD_S3_SECRET_ACCESS_KEY"];
 
 /** The startup options in `parseArgs` form, for commands that take them. */
 export const startupParseOptions = Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const, multiple: o.multiple ?? false }])) as Record<string, { type: "string"; multiple: boolean }>;
@@ -179,6 +195,7 @@ export function resolveStartupConfig(flags: Record<string, unknown>, env: Record
   if (config.udpHost === "") config.udpHost = config.host;
   config.slackWebhookUrl = env.SWITCHYARD_SLACK_WEBHOOK_URL || null;
   config.relaySecret = env.SWITCHYARD_RELAY_SECRET || null;
+  config.s3Credentials = s3CredentialsFromEnv(env);
   checkTlsStartup(config as unknown as StartupConfig);
   const known = new Set([...OPTIONS.map((o) => o.env), ...OTHER_KNOWN_ENV]);
   const warnings = Object.keys(env)

@@ -10,6 +10,7 @@ import { bindFeedRoutes } from "./routes/feeds.ts";
 import { bindGrafanaRoutes } from "./routes/grafana.ts";
 import { bindQueryRoutes } from "./routes/query.ts";
 import { bindSessionRoutes } from "./routes/session.ts";
+import { bindOffloadRoutes } from "./routes/offload.ts";
 import { bindSettingsRoutes } from "./routes/settings.ts";
 import { bindPublishRoutes } from "../sources/http/publish.ts";
 import { bindTsRoutes } from "../sources/http/ts.ts";
@@ -38,6 +39,7 @@ export function createHttpApp(deps: HttpDeps): Hono<HttpEnv> {
   bindTsRoutes(app, deps);
   bindAlertRoutes(app, deps);
   bindSettingsRoutes(app, deps);
+  bindOffloadRoutes(app, deps);
   bindQueryRoutes(app, deps);
   bindGrafanaRoutes(app, deps);
   bindEventRoutes(app, deps);

@@ -17,6 +17,7 @@ import type { SignInLimiter } from "../auth/sign-in-limit.ts";
 import type { RateHistory } from "../sinks/rate-history.ts";
 import type { StreamTaps } from "../sinks/taps.ts";
 import type { LogUsage } from "../log/usage.ts";
+import type { Offloader } from "../log/offloader.ts";
 import type { TlsState } from "../tls/server-tls.ts";
 import type { ClusterLink } from "../cluster/link.ts";
 
@@ -60,6 +61,8 @@ export interface HttpDeps {
   taps: StreamTaps;
   /** Disk use of the log. */
   logUsage: () => LogUsage;
+  /** The log's offload to S3-compatible storage (absent in apps built without a server). */
+  offloader?: Offloader;
   /** The TLS certificate and how it is kept (null: TLS off; absent in apps built without a server). */
   tls?: () => TlsState | null;
   /** The link to the NATS cluster (null or absent: not joined). */

@@ -7,6 +7,7 @@
  * crash-safe (see compaction.ts). One frame in on stdin (the job), one out on
  * stdout (the outcome).
  */
+import { dirname } from "node:path";
 import { encodeFrame, readFrames } from "../analytics/frames.ts";
 import type { CompactionOutcome } from "./compactor.ts";
 import type { Quarantined } from "./quarantine.ts";
@@ -18,6 +19,8 @@ export interface CompactJob {
   retention: { days: number; bytes: number };
   memoryMb: number;
   giveUp: string[];
+  /** Offloading is on: retention removes only files verified in the remote store. */
+  offload?: boolean;
 }
 
 /** Runs one compaction job read from stdin; returns the exit code. */
@@ -37,7 +40,7 @@ export async function runCompactProcess(): Promise<number> {
  * Compactor's outcome, with this process's pid and peak RSS.
  */
 export async function runCompactJob(job: CompactJob): Promise<CompactionOutcome> {
-  const { segments, logsDir, retention, memoryMb, giveUp } = job;
+  const { segments, logsDir, retention, memoryMb, giveUp, offload } = job;
   try {
     // DuckDB loads here: when it cannot, the outcome says why.
     const { compactSegments } = await import("./compaction.ts");
@@ -51,9 +54,20 @@ export async function runCompactJob(job: CompactJob): Promise<CompactionOutcome>
     } catch (err) {
       mergeError = (err as Error).message;
     }
-    // Retention runs whatever the merge did.
-    const removed = enforceParquetRetention(logsDir, retention);
-    return { ok: true, result, removed, quarantined, mergeError, peakRss: process.resourceUsage().maxRSS * 1024, pid: process.pid };
+    // Retention runs whatever the merge did; with offloading on, it removes only what is verified remote.
+    const kept = { files: 0, bytes: 0 };
+    let verified: Set<string> | undefined;
+    if (offload) {
+      const { OffloadState } = await import("./offload-state.ts");
+      const state = OffloadState.open(dirname(logsDir));
+      try {
+        verified = state.verifiedPaths();
+      } finally {
+        state.close();
+      }
+    }
+    const removed = enforceParquetRetention(logsDir, retention, Date.now(), verified, kept);
+    return { ok: true, result, removed, quarantined, mergeError, keptUnverified: kept, peakRss: process.resourceUsage().maxRSS * 1024, pid: process.pid };
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }

@@ -1,6 +1,7 @@
 import { DuckDBInstance } from "@duckdb/node-api";
 import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
+import { OffloadState } from "./offload-state.ts";
 import { quarantineFile, type Quarantined } from "./quarantine.ts";
 import { datePartitions, markLogChanged } from "./partitions.ts";
 
@@ -40,6 +41,8 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
   const crash = (step: MergeStep) => { if (opts.crashAt === step) process.kill(process.pid, "SIGKILL"); };
   const db = await DuckDBInstance.create(":memory:", { threads: "1", memory_limit: `${opts.memoryMb ?? 128}MB`, preserve_insertion_order: "false" });
   const conn = await db.connect();
+  // With offloading (ever) on, each merge is noted, so the inputs' remote objects are deleted once the output is verified there.
+  const offload = OffloadState.openIfExists(dirname(logsDir));
   const merged: string[] = [];
   const problems: string[] = [];
   try {
@@ -71,6 +74,7 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
       const fd = openSync(manifest, "r");
       fsyncSync(fd);
       closeSync(fd);
+      offload?.supersede(relative(logsDir, dir), inputs, output);
       crash("manifest");
       renameSync(tmp, join(dir, output));
       crash("renamed");
@@ -81,6 +85,7 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
       merged.push(dir);
     }
   } finally {
+    offload?.close();
     conn.closeSync();
     db.closeSync();
   }

@@ -25,6 +25,8 @@ export function dirBytes(dir: string): number {
 /** Disk use of the durable log and the data dir's file system. */
 export interface LogUsage {
   parquet_bytes: number;
+  /** The offload to S3, when on: files waiting to be verified remote (kept locally meanwhile) and verified. */
+  offload?: { pending_files: number; pending_bytes: number; verified_files: number; verified_bytes: number; failing_since: string | null; last_error: string | null } | null;
   spool_bytes: number;
   free_bytes: number;
   total_bytes: number;

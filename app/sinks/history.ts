@@ -6,6 +6,8 @@ import type { Message } from "../core/message.ts";
 /** What reading a stream's history from the durable log needs. */
 export interface LogReaderDeps {
   dataDir: string;
+  /** This node's id (the log's `node` column). */
+  nodeId: string;
   settings: () => Settings;
 }
 
@@ -41,7 +43,7 @@ export interface LogReadOptions {
  */
 export async function* queryRows(deps: LogReaderDeps, sql: string, params: (string | number)[], rowLimit: number, opts: LogReadOptions): AsyncGenerator<Record<string, unknown>> {
   for (;;) {
-    const reply = await streamQueryInWorker({ sql, params, format: "ndjson", rowLimit, ...queryLimits(deps.dataDir, deps.settings()), client: opts.client });
+    const reply = await streamQueryInWorker({ sql, params, format: "ndjson", rowLimit, ...queryLimits(deps, deps.settings()), client: opts.client });
     if (!reply.ok) {
       if (reply.busy && !opts.stopped?.()) {
         await Bun.sleep(BUSY_RETRY_MS);

@@ -91,6 +91,9 @@ export interface TestStartup {
   /** HTTPS: certificate files or ACME, as the --tls-* and --acme-* flags give them. */
   tls?: TlsStartup;
   acmeRetryMs?: number;
+  /** S3 credentials as the environment would give them (SWITCHYARD_S3_*), and the longest offload retry wait. */
+  s3Credentials?: { accessKeyId: string; secretAccessKey: string };
+  offloadRetryMaxMs?: number;
 }
 
 /** Starts a real Switchyard (Bun.serve, hub, settings store, UDP when asked) on 127.0.0.1 and free ports. */
@@ -101,8 +104,8 @@ export async function startTestServer(settings: Partial<Settings> = {}, startup:
   const logs: string[] = [];
   const logger: Logger = createLogger("debug", (l) => logs.push(l));
   const running = await startServer({
-    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null, nodeId: startup.nodeId ?? "test-node", nats: startup.nats ?? [], ...startup.tls },
-    configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks, acmeRetryMs: startup.acmeRetryMs, clock: startup.clock,
+    config: { dataDir: tmp.dir, host: "127.0.0.1", port: startup.port ?? 0, udpPort: startup.udpPort ?? 0, udpHost: "127.0.0.1", udp: startup.udp ?? [], logLevel: "debug", slackWebhookUrl: startup.slackWebhookUrl ?? null, nodeId: startup.nodeId ?? "test-node", nats: startup.nats ?? [], s3Credentials: startup.s3Credentials ? { ...startup.s3Credentials, source: "SWITCHYARD_S3_*" } : null, ...startup.tls },
+    configSources: startup.configSources, store, logger, backoff: startup.backoff, slackRetryMs: startup.slackRetryMs, diskSpace: startup.diskSpace, alertWindowTicks: startup.alertWindowTicks, acmeRetryMs: startup.acmeRetryMs, clock: startup.clock, offloadRetryMaxMs: startup.offloadRetryMaxMs,
   });
   const secret = store.secret(TOKEN_SECRET_NAME, () => "unused");
   const adminHeaders = { Authorization: `Bearer ${await signAdminToken(adminTokenSecret(store), 3600)}` };

@@ -61,7 +61,7 @@ function nameFilter(pattern: string): (name: string) => boolean {
 export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.use("/grafana", requireAdmin(deps));
   app.use("/grafana/*", requireAdmin(deps));
-  const limits = () => queryLimits(deps.config.dataDir, deps.store.settings);
+  const limits = () => queryLimits(deps.config, deps.store.settings);
   const run = async (job: Omit<QueryJob, "dirs" | "timeoutMs">) => {
     const reply = await runQueryInWorker({ ...job, ...limits() });
     if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);

@@ -6,6 +6,7 @@ import type { UdpIngestSnapshot } from "../../sources/udp/ingest.ts";
 import { COMMIT, VERSION } from "../../version.ts";
 import type { Destination } from "../../relay/destination.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
+import type { OffloadStatus } from "../../log/offloader.ts";
 import { streamVisibility } from "../stream-access.ts";
 import { renderClusterMetrics } from "../../cluster/metrics.ts";
 
@@ -86,13 +87,31 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
 }
 
 /** Binds GET /metrics. */
+/** The log offload's figures in Prometheus text format. */
+export function renderOffloadMetrics(o: OffloadStatus): string {
+  const lines: string[] = [];
+  const metric = (name: string, type: "gauge" | "counter", help: string, value: number) => lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, `${name} ${value}`);
+  metric("switchyard_offload_enabled", "gauge", "1 when the log is offloaded to S3-compatible storage (offload_enabled).", o.enabled ? 1 : 0);
+  metric("switchyard_offload_pending_files", "gauge", "Local Parquet files not yet verified in the remote store (local retention keeps them).", o.pending_files);
+  metric("switchyard_offload_pending_bytes", "gauge", "Bytes of the local Parquet files not yet verified in the remote store.", o.pending_bytes);
+  metric("switchyard_offload_verified_files", "gauge", "Parquet files verified in the remote store.", o.verified_files);
+  metric("switchyard_offload_verified_bytes", "gauge", "Bytes of the Parquet files verified in the remote store.", o.verified_bytes);
+  metric("switchyard_offload_uploaded_files_total", "counter", "Parquet files uploaded and verified.", o.uploaded_files_total);
+  metric("switchyard_offload_uploaded_bytes_total", "counter", "Bytes uploaded and verified.", o.uploaded_bytes_total);
+  metric("switchyard_offload_failures_total", "counter", "Offload passes that failed (each is retried with backoff).", o.failures_total);
+  metric("switchyard_offload_mismatches_total", "counter", "Remote objects found wrong or missing by a check, and uploaded again.", o.mismatches_total);
+  metric("switchyard_offload_remote_deleted_total", "counter", "Remote objects deleted because a merge replaced their files.", o.remote_deleted_total);
+  metric("switchyard_offload_failing", "gauge", "1 while every offload attempt fails.", o.failing_since ? 1 : 0);
+  return lines.join("\n") + "\n";
+}
+
 export function bindMetricsRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   app.get("/metrics", async (c) => {
     // Same rule as GET /api/streams: per-stream figures only for the streams the client may see.
     const visible = await streamVisibility(c, deps);
     // A name no stream can have: only a client that sees every stream (free access, or topic "*") sees the destinations too.
     const everything = visible("\u0000all");
-    const body = renderMetrics(deps.hub, deps.udp.snapshot(), everything ? deps.destinations.list() : [], visible, deps.startedAt) + (deps.cluster ? renderClusterMetrics(deps.cluster) : "");
+    const body = renderMetrics(deps.hub, deps.udp.snapshot(), everything ? deps.destinations.list() : [], visible, deps.startedAt) + (deps.cluster ? renderClusterMetrics(deps.cluster) : "") + (deps.offloader ? renderOffloadMetrics(deps.offloader.status()) : "");
     return c.body(body, 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
   });
 }

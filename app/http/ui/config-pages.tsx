@@ -5,13 +5,36 @@ import { SLACK_URL_SECRET, slackUrlView } from "../../alerts/webhook-url.ts";
 import { SettingsGroupForm, SettingsPage } from "../../../views/settings.tsx";
 import { SlackPage, SlackTestResult, SlackUrlForm, type SlackUrlView } from "../../../views/slack.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
+import { credentialProblem, offloadCredentials, S3_KEY_ID_SECRET, S3_SECRET_SECRET } from "../../log/s3-store.ts";
+import { OffloadCredentialsForm } from "../../../views/offload.tsx";
 import { ALERT_KEYS, saveSettingsForm, SETTING_GROUPS, settingInputs, settingValues } from "./settings-form.ts";
 import { formFields } from "./support.ts";
 
 /** Binds /admin/settings and /admin/slack: settings forms (validated as the API), the webhook URL and its test. */
 export function bindConfigPages(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const groups = SETTING_GROUPS.map((g) => ({ id: g.id, title: g.title, inputs: settingInputs(g.keys) }));
-  app.get("/admin/settings", (c) => c.html(<SettingsPage config={deps.config} sources={deps.configSources} groups={groups} values={settingValues(deps.store.settings)} tls={deps.tls?.() ?? null} />));
+  const credentialSource = () => offloadCredentials(deps.config.s3Credentials, deps.store)?.source ?? null;
+  app.get("/admin/settings", (c) => c.html(<SettingsPage config={deps.config} sources={deps.configSources} groups={groups} values={settingValues(deps.store.settings)} tls={deps.tls?.() ?? null} offloadCredentials={credentialSource()} />));
+  app.post("/admin/offload/credentials", async (c) => {
+    const form = await formFields(c);
+    if (form.action === "remove") {
+      deps.store.setSecret(S3_KEY_ID_SECRET, null);
+      deps.store.setSecret(S3_SECRET_SECRET, null);
+      deps.offloader?.kick();
+      return c.html(<OffloadCredentialsForm source={credentialSource()} notice={{ kind: "ok", text: "saved credentials removed" }} />);
+    }
+    const errors: Record<string, string> = {};
+    for (const name of ["access_key_id", "secret_access_key"] as const) {
+      const problem = credentialProblem(form[name] ?? "");
+      if (problem) errors[name] = problem;
+    }
+    if (Object.keys(errors).length > 0) return c.html(<OffloadCredentialsForm source={credentialSource()} errors={errors} />, 422);
+    deps.store.setSecret(S3_KEY_ID_SECRET, form.access_key_id!);
+    deps.store.setSecret(S3_SECRET_SECRET, form.secret_access_key!);
+    deps.offloader?.kick();
+    const source = credentialSource();
+    return c.html(<OffloadCredentialsForm source={source} notice={source === "settings" ? { kind: "ok", text: "credentials saved" } : { kind: "warn", text: "saved, but credentials in the environment win over them" }} />);
+  });
   app.post("/admin/settings", async (c) => {
     const form = await formFields(c);
     const group = SETTING_GROUPS.find((g) => g.id === form.group);

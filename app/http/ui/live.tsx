@@ -9,6 +9,7 @@ import { destinationView } from "../../relay/destinations.ts";
 import { dashboardParts, DashboardPage, type DashboardData } from "../../../views/dashboard.tsx";
 import { PublishForm, StreamPage, StreamStatsCard, TailRows } from "../../../views/stream.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
+import type { LogUsage } from "../../log/usage.ts";
 import { formFields, html, livePage } from "./support.ts";
 import { bodyLimitFor } from "../body.ts";
 import { ClusterPanel, nodeStatus } from "../../cluster/status.ts";
@@ -23,7 +24,7 @@ function dashboardData(deps: HttpDeps, cluster: ClusterPanel | null): DashboardD
     streams: deps.hub.listStreams().map((s) => ({ ...streamStats(s), rates: deps.rates.of(s.name) })).sort((a, b) => a.stream.localeCompare(b.stream)),
     udp: deps.udp.snapshot(),
     destinations: deps.destinations.list().map(destinationView),
-    usage: deps.logUsage(),
+    usage: { ...deps.logUsage(), offload: offloadUsage(deps) },
     alerts: alerts.alerts,
     firing: alerts.firing.length,
     port: String(deps.config.port || 8888),
@@ -114,4 +115,10 @@ export function bindLiveRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       throw err;
     }
   });
+}
+
+/** The offload's part of the log's usage (null: offloading is off). */
+function offloadUsage(deps: HttpDeps): LogUsage["offload"] {
+  const o = deps.offloader?.status();
+  return o?.enabled ? { pending_files: o.pending_files, pending_bytes: o.pending_bytes, verified_files: o.verified_files, verified_bytes: o.verified_bytes, failing_since: o.failing_since, last_error: o.last_error } : null;
 }

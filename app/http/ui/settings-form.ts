@@ -34,6 +34,7 @@ export const SETTING_GROUPS: { id: string; title: string; keys: (keyof Settings)
   { id: "queries", title: "Queries", keys: ["query_threads", "query_memory_mb", "query_timeout_seconds", "query_processes", "query_concurrency", "query_queue", "query_per_client", "query_result_mb", "query_rss_mb", "query_idle_seconds"] },
   { id: "tls", title: "TLS", keys: ["hsts_seconds", "tls_ca_file"] },
   { id: "cluster", title: "Cluster (NATS)", keys: ["nats_servers"] },
+  { id: "offload", title: "Offload to S3", keys: ["offload_enabled", "offload_s3_url", "offload_bucket", "offload_prefix", "offload_region", "offload_cache_mb"] },
 ];
 
 /** The alert rules of the Slack page. */
