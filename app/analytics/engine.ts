@@ -4,8 +4,8 @@ import { dirname, join } from "node:path";
 import { segmentNumber } from "../log/compaction.ts";
 import { datePartitions, logChangeMark } from "../log/partitions.ts";
 import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
-import { decodeRecord, HEADER_BYTES, MAX_BODY_BYTES, scanRecords } from "../log/record.ts";
-import { appendLogRow, LOG_ROW_COLUMNS } from "../log/rows.ts";
+import { HEADER_BYTES, locateRecord, MAX_BODY_BYTES, scanRecords, type RecordFields } from "../log/record.ts";
+import { LOG_ROW_COLUMNS, LogRowChunks } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -195,11 +195,13 @@ export class QueryEngine {
     const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
     const present = new Set(files);
     const gone = [...this.tail.keys()].filter((p) => !present.has(p));
+    const fields: RecordFields = { kind: 0, ts: 0, seq: 0, streamStart: 0, streamEnd: 0, originStart: 0, originEnd: 0, dataStart: 0, next: 0 };
     for (const [i, path] of files.entries()) {
       const known = this.tail.get(path);
       const seg: TailSegment = known ?? { number: Number(segmentNumber(path)), offset: 0, rows: 0 };
       const table = `tail_${seg.number}`;
       let appender: DuckDBAppender | null = null;
+      let rows: LogRowChunks | null = null;
       let fd: number;
       try {
         fd = openSync(path, "r");
@@ -239,29 +241,37 @@ export class QueryEngine {
           const buf = window.subarray(0, got);
           let o = 0;
           appender ??= await this.admin.createAppender(table);
+          rows ??= new LogRowChunks(appender);
           let stop = false;
+          let last = -1; // where the last record read in this window starts
           while (o < got) {
-            const r = decodeRecord(buf, o);
-            if (!r.ok) {
-              if (r.reason === "incomplete" && seg.offset + got < size) break; // the rest is in the next window
+            const r = locateRecord(buf, o, fields);
+            if (r !== "message" && r !== "marks") {
+              if (r === "incomplete" && seg.offset + got < size) break; // the rest is in the next window
               // The segment being written may end in a record still arriving: read it next time.
               // A sealed one is damaged here: the rest is read past the damage, below.
-              if (i < files.length - 1 && r.reason !== "incomplete") damagedFrom = seg.offset + o;
+              if (i < files.length - 1 && r !== "incomplete") damagedFrom = seg.offset + o;
               stop = true;
               break;
             }
             // A segment's marks record (each stream's last seq) is no message.
-            if ("message" in r) {
-              appendLogRow(appender, r.message);
+            last = o;
+            if (r === "message") {
+              rows.addRecord(buf, fields);
               seg.rows++;
+              o = fields.next;
+            } else {
+              o += HEADER_BYTES + buf.readUInt32LE(o);
             }
-            seg.lastStart = seg.offset + o;
-            seg.lastHeader = buf.toString("hex", o, o + HEADER_BYTES);
-            o = r.next;
+          }
+          if (last >= 0) {
+            seg.lastStart = seg.offset + last;
+            seg.lastHeader = buf.toString("hex", last, last + HEADER_BYTES);
           }
           seg.offset += o;
           this.sinceGc += o;
           if (this.sinceGc >= GC_EVERY_BYTES) {
+            rows.flush();
             appender.flushSync();
             Bun.gc(true);
             this.sinceGc = 0;
@@ -275,7 +285,8 @@ export class QueryEngine {
           for (const step of scanRecords(whole)) {
             if (!("record" in step) || step.offset < damagedFrom || !("message" in step.record)) continue;
             appender ??= await this.admin.createAppender(table);
-            appendLogRow(appender, step.record.message);
+            rows ??= new LogRowChunks(appender);
+            rows.addMessage(step.record.message);
             seg.rows++;
           }
           seg.offset = whole.length;
@@ -283,7 +294,11 @@ export class QueryEngine {
         }
       } finally {
         closeSync(fd);
-        appender?.closeSync();
+        try {
+          rows?.flush();
+        } finally {
+          appender?.closeSync();
+        }
       }
       this.tail.set(path, seg);
     }
