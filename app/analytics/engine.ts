@@ -103,6 +103,14 @@ export class QueryEngine {
    * with a year of partitions does not list thousands of folders per query.
    */
   private listing: { files: string[]; at: number; tail: string } | null = null;
+  /** The size and mtime of each file of the last listing. */
+  private stamps = "";
+  /**
+   * Goes up each time what the view shows may have changed: rows read from the
+   * spool (made visible), a segment's table replaced or dropped, the view
+   * changed, a listed Parquet file changed (see dataVersion).
+   */
+  private generation = 0;
   /** The refresh running now, and the one that starts when it ends (see refresh()). */
   private current: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
@@ -185,6 +193,22 @@ export class QueryEngine {
     return run;
   }
 
+  /**
+   * The version of the data the view shows, after a refresh that starts after
+   * this call (as before a query): two calls that give the same version saw
+   * the same data, so an answer computed at one version may be served again at
+   * it (result-cache.ts). The version goes up only once the change is visible
+   * to queries, and a query run after reading it sees at least that data.
+   */
+  async dataVersion(): Promise<string> {
+    try {
+      await this.refresh();
+    } catch (err) {
+      throw new QueryError(`reading the log failed: ${(err as Error).message}`);
+    }
+    return String(this.generation);
+  }
+
   /** How far the engine has read each spool segment it holds, in bytes, by file name. */
   tailRead(): Record<string, number> {
     return Object.fromEntries([...this.tail].map(([path, seg]) => [path.slice(path.lastIndexOf("/") + 1), seg.offset]));
@@ -202,6 +226,8 @@ export class QueryEngine {
       const table = `tail_${seg.number}`;
       let appender: DuckDBAppender | null = null;
       let rows: LogRowChunks | null = null;
+      const rowsBefore = seg.rows;
+      let replaced = !known;
       let fd: number;
       try {
         fd = openSync(path, "r");
@@ -220,6 +246,7 @@ export class QueryEngine {
           // The spool cut back a write that failed (disk full): what was read past the cut was never
           // acknowledged (and new records may be where it was). Read this segment again from the start.
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
+          replaced = true;
           seg.offset = 0;
           seg.rows = 0;
           seg.stuck = undefined;
@@ -297,7 +324,12 @@ export class QueryEngine {
         try {
           rows?.flush();
         } finally {
-          appender?.closeSync();
+          try {
+            appender?.closeSync();
+          } finally {
+            // After the close: the rows are visible now (a version read before saw none of them).
+            if (replaced || seg.rows !== rowsBefore) this.generation++;
+          }
         }
       }
       this.tail.set(path, seg);
@@ -309,6 +341,7 @@ export class QueryEngine {
       const seg = this.tail.get(p);
       this.tail.delete(p);
       if (seg) await this.admin.run(`DROP TABLE IF EXISTS tail_${seg.number}`);
+      this.generation++;
     }
     // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
     const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
@@ -330,6 +363,10 @@ export class QueryEngine {
         }
       }
       parquet.sort();
+      // A listed file rewritten in place (same name, new size or time) is other data under the same view.
+      const stamps = parquet.map((p) => this.checked.get(p)).join(",");
+      if (stamps !== this.stamps) this.generation++;
+      this.stamps = stamps;
       this.listing = { files: parquet, at: Date.now(), tail: tailKey };
     }
     // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
@@ -347,6 +384,7 @@ export class QueryEngine {
       : "";
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
     this.viewKey = key;
+    this.generation++;
     const listed = new Set(parquet);
     for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
   }
