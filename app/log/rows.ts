@@ -49,10 +49,18 @@ export class LogRowChunks {
   /** The 16-byte string descriptors of the stream, origin and kind columns. */
   private readonly strings = [1, 3, 4].map(() => new Uint8Array(CHUNK_ROWS * STRING_T));
   private readonly stringViews = this.strings.map((s) => new DataView(s.buffer));
-  /** This chunk's descriptors of the longer strings already stored, by their bytes (latin1), per column. */
-  private readonly stored = [new Map<string, Uint8Array>(), new Map<string, Uint8Array>(), new Map<string, Uint8Array>()];
-  /** The last longer string stored per column, and its descriptor (valid until the chunk is reset). */
-  private readonly last = [0, 1, 2].map(() => ({ bytes: new Uint8Array(0), descriptor: null as Uint8Array | null }));
+  /** This chunk's longer strings already stored in DuckDB, by their bytes (latin1), per column: the row that holds each. */
+  private readonly stored = [new Map<string, number>(), new Map<string, number>(), new Map<string, number>()];
+  /**
+   * Per column and row: -1 when the row's descriptor is written here, else the
+   * row whose descriptor DuckDB holds for the same string (the row itself when
+   * the string was stored there): copied over at flush, with one read of the
+   * vector's descriptors.
+   */
+  private readonly refs = [0, 1, 2].map(() => new Int32Array(CHUNK_ROWS));
+  private readonly hasRefs = [false, false, false];
+  /** The last longer string stored per column, and the row that holds it (-1: none in this chunk). */
+  private readonly last = [0, 1, 2].map(() => ({ bytes: new Uint8Array(0), row: -1 }));
   private rows = 0;
 
   constructor(private readonly appender: DuckDBAppender) {}
@@ -91,6 +99,16 @@ export class LogRowChunks {
     const n = this.rows;
     if (n === 0) return;
     const v = this.vectors;
+    for (let col = 0; col < 3; col++) {
+      if (!this.hasRefs[col]) continue;
+      // The descriptors of the strings DuckDB stored, read once, copied to every row that uses them.
+      const held = duckdb.vector_get_data(v[col === 0 ? 1 : col === 1 ? 3 : 4]!, n * STRING_T);
+      const refs = this.refs[col]!, strings = this.strings[col]!;
+      for (let row = 0; row < n; row++) {
+        const from = refs[row]!;
+        if (from >= 0) strings.set(held.subarray(from * STRING_T, from * STRING_T + STRING_T), row * STRING_T);
+      }
+    }
     duckdb.copy_data_to_vector(v[0]!, 0, this.ts.buffer, 0, n * 8);
     duckdb.copy_data_to_vector(v[2]!, 0, this.seq.buffer, 0, n * 8);
     duckdb.copy_data_to_vector(v[1]!, 0, this.strings[0]!.buffer, 0, n * STRING_T);
@@ -103,7 +121,8 @@ export class LogRowChunks {
       // The chunk's strings go with the reset: so do the descriptors that pointed at them.
       duckdb.data_chunk_reset(this.chunk.chunk);
       for (const m of this.stored) m.clear();
-      for (const l of this.last) l.descriptor = null;
+      for (const l of this.last) l.row = -1;
+      this.hasRefs.fill(false);
       this.rows = 0;
     }
   }
@@ -126,28 +145,29 @@ export class LogRowChunks {
     if (len <= INLINE_MAX && isAscii(buf, start, end)) {
       this.stringViews[col]!.setUint32(at, len, true);
       for (let i = 0; i < INLINE_MAX; i++) strings[at + 4 + i] = i < len ? buf[start + i]! : 0;
+      this.refs[col]![row] = -1;
       return;
     }
+    this.hasRefs[col] = true;
     // Most rows repeat the previous row's value: compared byte by byte before any lookup.
     const last = this.last[col]!;
-    let descriptor: Uint8Array | undefined;
-    if (last.descriptor && last.bytes.length === len && sameBytes(last.bytes, buf, start)) {
-      descriptor = last.descriptor;
-    } else {
-      const key = Buffer.from(buf.buffer, buf.byteOffset + start, len).toString("latin1");
-      descriptor = this.stored[col]!.get(key);
-      if (!descriptor) {
-        const vector = this.vectors[col === 0 ? 1 : col === 1 ? 3 : 4]!;
-        const bytes = buf.subarray(start, end);
-        if (isUtf8(bytes)) duckdb.vector_assign_string_element_len(vector, row, bytes);
-        else duckdb.vector_assign_string_element(vector, row, Buffer.from(bytes).toString("utf8"));
-        descriptor = duckdb.vector_get_data(vector, at + STRING_T).slice(at, at + STRING_T);
-        this.stored[col]!.set(key, descriptor);
-      }
-      last.bytes = buf.slice(start, end);
-      last.descriptor = descriptor;
+    if (last.row >= 0 && last.bytes.length === len && sameBytes(last.bytes, buf, start)) {
+      this.refs[col]![row] = last.row;
+      return;
     }
-    strings.set(descriptor, at);
+    const key = Buffer.from(buf.buffer, buf.byteOffset + start, len).toString("latin1");
+    let holder = this.stored[col]!.get(key);
+    if (holder === undefined) {
+      const vector = this.vectors[col === 0 ? 1 : col === 1 ? 3 : 4]!;
+      const bytes = buf.subarray(start, end);
+      if (isUtf8(bytes)) duckdb.vector_assign_string_element_len(vector, row, bytes);
+      else duckdb.vector_assign_string_element(vector, row, Buffer.from(bytes).toString("utf8"));
+      holder = row;
+      this.stored[col]!.set(key, holder);
+    }
+    this.refs[col]![row] = holder;
+    last.bytes = buf.slice(start, end);
+    last.row = holder;
   }
 }
 
