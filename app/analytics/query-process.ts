@@ -4,7 +4,7 @@
  * stdin (see protocol.ts) on stdout. Several queries run at once, each on a
  * connection of its own. Streamed answers go out one chunk at a time, each only
  * after the hub asked for it, so a slow reader pauses the query. Between
- * queries it reads the spool's new records every second; it also runs log
+ * queries it reads the spool's new records four times a second; it also runs log
  * compaction when the hub sends it a job (see compact-process.ts). It exits
  * when stdin closes (the hub stopped it, or died).
  */
@@ -15,8 +15,13 @@ import { encodeFrame, readFrames } from "./frames.ts";
 import type { FromEngine, ToEngine } from "./protocol.ts";
 import { cacheable, ResultCache } from "./result-cache.ts";
 
-/** How often the spool's new records are read between queries. */
-const TAIL_FOLLOW_MS = 1000;
+/**
+ * How often the spool's new records are read between queries. A query first
+ * reads what came since (about 2.3 µs a record): at 100,000 msg/s, a quarter
+ * second's worth is 25,000 records, some 60 ms, where a second's was 230 ms.
+ * With nothing new it costs a folder listing and a stat per segment.
+ */
+const TAIL_FOLLOW_MS = 250;
 
 /** Text gathered before a streamed chunk goes out. */
 const CHUNK_BYTES = 64 * 1024;
