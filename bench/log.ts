@@ -25,7 +25,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { rssBytes, runClient } from "./support/proc.ts";
+import { cpuSeconds, rssBytes, runClient } from "./support/proc.ts";
 import { startSwitchyard, type SwitchyardProcess } from "./support/switchyard-proc.ts";
 
 const PUBLISHER = join(import.meta.dir, "support", "publisher.ts");
@@ -246,6 +246,13 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
     // The same queries while a publisher sends 100,000 msg/s into the log (paced; 15 s, or 30 s), with the
     // cache off: the data changes every second anyway, and the figures are the engine's.
     await setCache(0);
+    await timeQuery(q, "SELECT 1 AS x"); // the query process with the new setting, up before the clock starts
+    const machineBusy = async () => {
+      const f = (await Bun.file("/proc/stat").text()).split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+      return { busy: f.reduce((a, b) => a + b, 0) - f[3]! - f[4]!, all: f.reduce((a, b) => a + b, 0) };
+    };
+    const [queryPid] = await children(q.pid);
+    const cpuBefore = { hub: await cpuSeconds(q.pid), query: queryPid ? await cpuSeconds(queryPid) : NaN, machine: await machineBusy(), at: performance.now() };
     const ingestRate = 100_000;
     const ingestMessages = quick ? 1_500_000 : 3_000_000;
     const ingest = runClient<{ seconds: number }>(PUBLISHER, { url: `ws://127.0.0.1:${q.port}/ws/ingest`, messages: ingestMessages, bytes: 100, rate: ingestRate });
@@ -263,6 +270,10 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
       }
     }
     const { seconds } = await ingest;
+    const wall = (performance.now() - cpuBefore.at) / 1000;
+    const machineAfter = await machineBusy();
+    const share = async (pid: number | undefined, before: number) => pid ? `${(((await cpuSeconds(pid).catch(() => NaN)) - before) / wall * 100).toFixed(0)}%` : "n/a";
+    const cpuLine = `CPU over the ${wall.toFixed(1)} s of ingest and queries, in % of one core: hub ${await share(q.pid, cpuBefore.hub)}, query process (spool tail, queries and the compaction runs in it) ${await share(queryPid, cpuBefore.query)}; the machine's ${navigator.hardwareConcurrency} cores were ${((machineAfter.busy - cpuBefore.machine.busy) / (machineAfter.all - cpuBefore.machine.all) * 100).toFixed(0)}% busy (all processes, the publisher and other jobs included)`;
     console.log(`\nduring ingest of ${fmt(ingestMessages)} messages at ${fmt(ingestMessages / seconds)} msg/s (one websocket publisher, paced at ${fmt(ingestRate)}/s):`);
     console.log("| query | median / p99 ms during ingest | runs | median ms without | ratio of medians |");
     console.log("|---|---|---|---|---|");
@@ -271,6 +282,7 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
       const d = stats(during[name] ?? [NaN]);
       console.log(`| ${name} | ${d.median.toFixed(1)} / ${d.p99.toFixed(1)} | ${during[name]?.length ?? 0} | ${single[name]!.median.toFixed(1)} | ${(d.median / single[name]!.median).toFixed(2)} |`);
     }
+    console.log(`\n${cpuLine}`);
 
     // Hub fan-out (as in bench -- hub: 100 subscribers) alone, then while a heavy query runs over and over.
     const fan = { subs: 100, messages: quick ? 4_000 : 20_000, bytes: 80 };
