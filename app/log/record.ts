@@ -188,8 +188,8 @@ export type ScanStep =
  * a matching CRC and a well-formed body parse. Each unreadable stretch is
  * reported once (`tail` when nothing readable follows it).
  */
-export function* scanRecords(buf: Buffer): Generator<ScanStep> {
-  let offset = 0;
+export function* scanRecords(buf: Buffer, from = 0): Generator<ScanStep> {
+  let offset = from;
   while (offset < buf.length) {
     const r = decodeRecord(buf, offset);
     if (r.ok) {
