@@ -4,8 +4,8 @@ import { dirname, join } from "node:path";
 import { segmentNumber } from "../log/compaction.ts";
 import { datePartitions, logChangeMark } from "../log/partitions.ts";
 import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
-import { decodeRecord, HEADER_BYTES, MAX_BODY_BYTES, scanRecords } from "../log/record.ts";
-import { appendLogRow, LOG_ROW_COLUMNS } from "../log/rows.ts";
+import { HEADER_BYTES, locateRecord, MAX_BODY_BYTES, scanRecords, type RecordFields } from "../log/record.ts";
+import { LOG_ROW_COLUMNS, LogRowChunks } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -112,6 +112,14 @@ export class QueryEngine {
    * with a year of partitions does not list thousands of folders per query.
    */
   private listing: { files: string[]; at: number; tail: string } | null = null;
+  /** The size and mtime of each file of the last listing. */
+  private stamps = "";
+  /**
+   * Goes up each time what the view shows may have changed: rows read from the
+   * spool (made visible), a segment's table replaced or dropped, the view
+   * changed, a listed Parquet file changed (see dataVersion).
+   */
+  private generation = 0;
   /** The refresh running now, and the one that starts when it ends (see refresh()). */
   private current: Promise<void> | null = null;
   private queued: Promise<void> | null = null;
@@ -194,6 +202,22 @@ export class QueryEngine {
     return run;
   }
 
+  /**
+   * The version of the data the view shows, after a refresh that starts after
+   * this call (as before a query): two calls that give the same version saw
+   * the same data, so an answer computed at one version may be served again at
+   * it (result-cache.ts). The version goes up only once the change is visible
+   * to queries, and a query run after reading it sees at least that data.
+   */
+  async dataVersion(): Promise<string> {
+    try {
+      await this.refresh();
+    } catch (err) {
+      throw new QueryError(`reading the log failed: ${(err as Error).message}`);
+    }
+    return String(this.generation);
+  }
+
   /** How far the engine has read each spool segment it holds, in bytes, by file name. */
   tailRead(): Record<string, number> {
     return Object.fromEntries([...this.tail].map(([path, seg]) => [path.slice(path.lastIndexOf("/") + 1), seg.offset]));
@@ -205,11 +229,15 @@ export class QueryEngine {
     const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
     const present = new Set(files);
     const gone = [...this.tail.keys()].filter((p) => !present.has(p));
+    const fields: RecordFields = { kind: 0, ts: 0, seq: 0, streamStart: 0, streamEnd: 0, originStart: 0, originEnd: 0, dataStart: 0, next: 0 };
     for (const [i, path] of files.entries()) {
       const known = this.tail.get(path);
       const seg: TailSegment = known ?? { number: Number(segmentNumber(path)), offset: 0, rows: 0 };
       const table = `tail_${seg.number}`;
       let appender: DuckDBAppender | null = null;
+      let rows: LogRowChunks | null = null;
+      const rowsBefore = seg.rows;
+      let replaced = !known;
       let fd: number;
       try {
         fd = openSync(path, "r");
@@ -228,6 +256,7 @@ export class QueryEngine {
           // The spool cut back a write that failed (disk full): what was read past the cut was never
           // acknowledged (and new records may be where it was). Read this segment again from the start.
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
+          replaced = true;
           seg.offset = 0;
           seg.rows = 0;
           seg.stuck = undefined;
@@ -249,29 +278,37 @@ export class QueryEngine {
           const buf = window.subarray(0, got);
           let o = 0;
           appender ??= await this.admin.createAppender(table);
+          rows ??= new LogRowChunks(appender);
           let stop = false;
+          let last = -1; // where the last record read in this window starts
           while (o < got) {
-            const r = decodeRecord(buf, o);
-            if (!r.ok) {
-              if (r.reason === "incomplete" && seg.offset + got < size) break; // the rest is in the next window
+            const r = locateRecord(buf, o, fields);
+            if (r !== "message" && r !== "marks") {
+              if (r === "incomplete" && seg.offset + got < size) break; // the rest is in the next window
               // The segment being written may end in a record still arriving: read it next time.
               // A sealed one is damaged here: the rest is read past the damage, below.
-              if (i < files.length - 1 && r.reason !== "incomplete") damagedFrom = seg.offset + o;
+              if (i < files.length - 1 && r !== "incomplete") damagedFrom = seg.offset + o;
               stop = true;
               break;
             }
             // A segment's marks record (each stream's last seq) is no message.
-            if ("message" in r) {
-              appendLogRow(appender, r.message);
+            last = o;
+            if (r === "message") {
+              rows.addRecord(buf, fields);
               seg.rows++;
+              o = fields.next;
+            } else {
+              o += HEADER_BYTES + buf.readUInt32LE(o);
             }
-            seg.lastStart = seg.offset + o;
-            seg.lastHeader = buf.toString("hex", o, o + HEADER_BYTES);
-            o = r.next;
+          }
+          if (last >= 0) {
+            seg.lastStart = seg.offset + last;
+            seg.lastHeader = buf.toString("hex", last, last + HEADER_BYTES);
           }
           seg.offset += o;
           this.sinceGc += o;
           if (this.sinceGc >= GC_EVERY_BYTES) {
+            rows.flush();
             appender.flushSync();
             Bun.gc(true);
             this.sinceGc = 0;
@@ -285,7 +322,8 @@ export class QueryEngine {
           for (const step of scanRecords(whole)) {
             if (!("record" in step) || step.offset < damagedFrom || !("message" in step.record)) continue;
             appender ??= await this.admin.createAppender(table);
-            appendLogRow(appender, step.record.message);
+            rows ??= new LogRowChunks(appender);
+            rows.addMessage(step.record.message);
             seg.rows++;
           }
           seg.offset = whole.length;
@@ -293,7 +331,16 @@ export class QueryEngine {
         }
       } finally {
         closeSync(fd);
-        appender?.closeSync();
+        try {
+          rows?.flush();
+        } finally {
+          try {
+            appender?.closeSync();
+          } finally {
+            // After the close: the rows are visible now (a version read before saw none of them).
+            if (replaced || seg.rows !== rowsBefore) this.generation++;
+          }
+        }
       }
       this.tail.set(path, seg);
     }
@@ -304,6 +351,7 @@ export class QueryEngine {
       const seg = this.tail.get(p);
       this.tail.delete(p);
       if (seg) await this.admin.run(`DROP TABLE IF EXISTS tail_${seg.number}`);
+      this.generation++;
     }
     // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
     const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
@@ -325,6 +373,10 @@ export class QueryEngine {
         }
       }
       parquet.sort();
+      // A listed file rewritten in place (same name, new size or time) is other data under the same view.
+      const stamps = parquet.map((p) => this.checked.get(p)).join(",");
+      if (stamps !== this.stamps) this.generation++;
+      this.stamps = stamps;
       this.listing = { files: parquet, at: Date.now(), tail: tailKey };
     }
     // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
@@ -344,6 +396,7 @@ export class QueryEngine {
       : "";
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
     this.viewKey = key;
+    this.generation++;
     const listed = new Set(parquet);
     for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
   }

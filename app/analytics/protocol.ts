@@ -8,7 +8,7 @@ export type QueryFormat = "table" | "csv" | "json" | "ndjson" | "parquet" | "gri
 
 /** Hub → query process. */
 export type ToEngine =
-  | { type: "open"; dirs: QueryEngineOptions; resultBytes: number }
+  | { type: "open"; dirs: QueryEngineOptions; resultBytes: number; cacheBytes: number }
   | { type: "query"; id: number; sql: string; format: QueryFormat; rowLimit: number; timeoutMs: number; params?: (string | number)[]; stream: boolean }
   /** The hub's reader wants the next chunk of streamed query `id`. */
   | { type: "more"; id: number }
@@ -22,7 +22,8 @@ export type FromEngine =
   | { type: "ready" }
   /** DuckDB could not be loaded or opened: why, just before the process exits. */
   | { type: "fatal"; error: string }
-  | { type: "result"; id: number; body?: string; base64?: string; rows: number }
+  /** `cached`: the answer was kept from an identical query over the same data (result-cache.ts). */
+  | { type: "result"; id: number; body?: string; base64?: string; rows: number; cached?: boolean }
   /** A streamed query has started (its columns are known). */
   | { type: "start"; id: number }
   | { type: "chunk"; id: number; text: string }

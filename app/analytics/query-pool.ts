@@ -19,6 +19,8 @@ export interface QueryPoolLimits {
   perClient: number;
   /** Largest answer of one query, in bytes. */
   resultBytes: number;
+  /** Answers kept for identical queries over unchanged data, in bytes (0: none kept); see result-cache.ts. */
+  cacheBytes: number;
   /** A query process whose resident memory passes this is killed (its queries fail). */
   rssBytes: number;
   /** A process with no query for this long exits, giving its memory back (0: never). */
@@ -32,12 +34,12 @@ const COMPACTION_MEMORY_GRACE_MS = 5000;
 
 /** Defaults for a 512 MB box. */
 export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
-  processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
+  processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, cacheBytes: 8 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
 };
 
 /** What a query process was started with that its answers depend on: one with another key retires once idle. */
 function configKey(dirs: QueryEngineOptions, limits: QueryPoolLimits): string {
-  return JSON.stringify([dirs, limits.resultBytes]);
+  return JSON.stringify([dirs, limits.resultBytes, limits.cacheBytes]);
 }
 
 /** What a query in flight is told by its process. */
@@ -80,7 +82,7 @@ export class QueryProcess {
     let readyReject!: (e: Error) => void;
     this.ready = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
     this.ready.catch(() => {});
-    this.send({ type: "open", dirs, resultBytes: limits.resultBytes });
+    this.send({ type: "open", dirs, resultBytes: limits.resultBytes, cacheBytes: limits.cacheBytes });
     const reading = readFrames(this.proc.stdout, (f) => {
       const frame = f as FromEngine;
       if (frame.type === "ready") {

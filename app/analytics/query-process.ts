@@ -4,7 +4,7 @@
  * stdin (see protocol.ts) on stdout. Several queries run at once, each on a
  * connection of its own. Streamed answers go out one chunk at a time, each only
  * after the hub asked for it, so a slow reader pauses the query. Between
- * queries it reads the spool's new records every second; it also runs log
+ * queries it reads the spool's new records four times a second; it also runs log
  * compaction when the hub sends it a job (see compact-process.ts). It exits
  * when stdin closes (the hub stopped it, or died).
  */
@@ -13,9 +13,15 @@ import { join } from "node:path";
 import type { QueryEngine as Engine } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
 import type { FromEngine, ToEngine } from "./protocol.ts";
+import { cacheable, ResultCache } from "./result-cache.ts";
 
-/** How often the spool's new records are read between queries. */
-const TAIL_FOLLOW_MS = 1000;
+/**
+ * How often the spool's new records are read between queries. A query first
+ * reads what came since (about 2.3 µs a record): at 100,000 msg/s, a quarter
+ * second's worth is 25,000 records, some 60 ms, where a second's was 230 ms.
+ * With nothing new it costs a folder listing and a stat per segment.
+ */
+const TAIL_FOLLOW_MS = 250;
 
 /** Text gathered before a streamed chunk goes out. */
 const CHUNK_BYTES = 64 * 1024;
@@ -42,6 +48,7 @@ export async function runQueryProcess(): Promise<number> {
   let engine: Engine | null = null;
   let opening: Promise<void> | null = null;
   let resultBytes = 32 * 1024 * 1024;
+  let cache = new ResultCache(0);
   /** Credits for streamed queries: how many chunks the hub has asked for, and who waits for one. */
   const credits = new Map<number, { count: number; wake: (() => void) | null; cancelled: boolean }>();
   const interrupts = new Map<number, () => void>();
@@ -112,6 +119,16 @@ export async function runQueryProcess(): Promise<number> {
       }
       return;
     }
+    // The same SQL over the same data: the answer kept from the last time, if it was kept.
+    const key = cache.maxBytes > 0 && cacheable(job.sql) ? JSON.stringify([job.sql, job.params ?? [], job.format, job.rowLimit]) : null;
+    const version = key ? await engine!.dataVersion() : null;
+    if (key && version) {
+      const hit = cache.get(key, version);
+      if (hit) {
+        await send({ type: "result", id: job.id, body: hit.body, rows: hit.rows, cached: true });
+        return;
+      }
+    }
     // Rows are gathered with a byte count, so a huge result stops at the cap rather than filling memory.
     const collected: Record<string, unknown>[] = [];
     let cols: string[] = [];
@@ -127,6 +144,7 @@ export async function runQueryProcess(): Promise<number> {
       }
     });
     const body = formatResult({ columns: cols, rows: collected, types }, job.format as Exclude<typeof job.format, "parquet">);
+    if (key && version) cache.set(key, version, body, collected.length);
     await send({ type: "result", id: job.id, body, rows: collected.length });
   };
 
@@ -150,6 +168,7 @@ export async function runQueryProcess(): Promise<number> {
     const m = frame as ToEngine;
     if (m.type === "open") {
       resultBytes = m.resultBytes;
+      cache = new ResultCache(m.cacheBytes);
       opening = QueryEngine.open({ ...m.dirs, exportDir: join(m.dirs.tempDir, "..", "export") }, (q) => void send({ type: "quarantined", ...q }))
         .then(async (e) => {
           engine = e;

@@ -85,7 +85,7 @@ export function queuedQueries(): number {
 const seconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
 
 /** Queries sent to a query process, and queries answered by sharing a waiting twin's answer, since start. */
-export const queryCounts = { run: 0, shared: 0 };
+export const queryCounts = { run: 0, shared: 0, cached: 0 };
 
 /** A slot and a started query process, or the reply saying why not. */
 async function start(job: QueryJob, onGranted?: () => void): Promise<{ pool: QueryPool; slot: Extract<Slot, { proc: unknown }> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number }> {
@@ -158,6 +158,7 @@ async function runOne(job: QueryJob, onGranted: () => void): Promise<QueryReply>
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false }, {
       timeoutMs: job.timeoutMs,
       onFrame: (f) => {
+        if (f.type === "result" && f.cached) queryCounts.cached++;
         if (f.type === "result") finish({ ok: true, body: f.base64 !== undefined ? new Uint8Array(Buffer.from(f.base64, "base64")) : f.body ?? "", rows: f.rows });
         else if (f.type === "error") finish({ ok: false, error: f.error, refused: f.refused });
       },

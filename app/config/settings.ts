@@ -74,6 +74,7 @@ export interface Settings {
   query_queue: number;
   query_per_client: number;
   query_result_mb: number;
+  query_cache_mb: number;
   query_rss_mb: number;
   query_idle_seconds: number;
   log_compact_memory_mb: number;
@@ -190,6 +191,7 @@ export const DEFAULT_SETTINGS: Settings = {
   query_queue: 16,
   query_per_client: 4,
   query_result_mb: 32,
+  query_cache_mb: 8,
   query_rss_mb: 384,
   query_idle_seconds: 300,
   log_compact_memory_mb: 128,
@@ -340,6 +342,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   query_queue: { description: "queries that may wait for a free slot; past that a query gets 503 with Retry-After", check: int(0, 10_000) },
   query_per_client: { description: "queries one client (by address) may have running or waiting for history; past that 429 with Retry-After", check: int(1, 1000) },
   query_result_mb: { description: "largest answer of one query, in MiB; a bigger one is cut with an error saying so", check: int(1, 4096) },
+  query_cache_mb: { description: "answers kept for the same SQL over unchanged data, in MiB (never served once the log changed; not for SQL using now(), random() and the like); 0: none", check: int(0, 4096) },
   query_rss_mb: { description: "a query process using more memory than this (MiB, resident) is killed and its queries fail; the next query starts a new one", check: int(64, 65_536) },
   query_idle_seconds: { description: "a query process with no query for this long exits and gives its memory back; the next query starts it again (0: never)", check: int(0, 86_400) },
   log_compact_memory_mb: { description: "memory DuckDB may use while compacting the spool to Parquet, in MiB (segments are compacted in batches that fit)", check: int(32, 65_536) },

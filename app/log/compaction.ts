@@ -3,8 +3,9 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, rea
 import { basename, dirname, join, relative } from "node:path";
 import { markLogChanged } from "./partitions.ts";
 import { quarantineFile } from "./quarantine.ts";
-import { appendLogRow, LOG_ROW_COLUMNS } from "./rows.ts";
-import { Spool, type SegmentDamage } from "./spool.ts";
+import { HEADER_BYTES, locateRecord, scanRecords, type RecordFields } from "./record.ts";
+import { LOG_ROW_COLUMNS, LogRowChunks } from "./rows.ts";
+import type { SegmentDamage } from "./spool.ts";
 
 /** The steps of compacting one segment; a test may stop the process at any of them. */
 export const COMPACTION_STEPS = ["read", "parquet", "manifest", "moved-one", "moved", "segment-removed"] as const;
@@ -111,21 +112,50 @@ export async function compactSegments(segmentPaths: string[], logsDir: string, o
         };
         await conn.run(`CREATE OR REPLACE TABLE batch (${LOG_ROW_COLUMNS})`);
         let appender = await conn.createAppender("batch");
+        let chunks = new LogRowChunks(appender);
         let inBatch = 0;
         let bytes = 0;
-        for (const m of Spool.read(segment, damage)) {
-          appendLogRow(appender, m);
+        const fields: RecordFields = { kind: 0, ts: 0, seq: 0, streamStart: 0, streamEnd: 0, originStart: 0, originEnd: 0, dataStart: 0, next: 0 };
+        /** Adds the record `fields` locates; true when the batch is full (then `nextBatch`). */
+        const add = (): boolean => {
+          chunks.addRecord(buf, fields);
           inBatch++;
           rows++;
-          bytes += 64 + m.stream.length + m.origin.length + (typeof m.data === "string" ? m.data.length : Math.ceil(m.data.byteLength * 4 / 3));
-          if (inBatch >= BATCH_ROWS || bytes >= batchBytes) {
-            appender.closeSync();
-            await write();
-            appender = await conn.createAppender("batch");
-            inBatch = 0;
-            bytes = 0;
+          const dataBytes = fields.next - fields.dataStart;
+          bytes += 64 + (fields.streamEnd - fields.streamStart) + (fields.originEnd - fields.originStart) + (fields.kind === 2 ? Math.ceil(dataBytes * 4 / 3) : dataBytes);
+          return inBatch >= BATCH_ROWS || bytes >= batchBytes;
+        };
+        const nextBatch = async () => {
+          chunks.flush();
+          appender.closeSync();
+          await write();
+          appender = await conn.createAppender("batch");
+          chunks = new LogRowChunks(appender);
+          inBatch = 0;
+          bytes = 0;
+        };
+        // Every message record in order, each copied to DuckDB straight from its bytes (LogRowChunks).
+        // Records are checked as Spool.read checks them; from the first bad one on, the rest is read
+        // as Spool.read reads it (scanRecords: resynchronising past each unreadable stretch, which
+        // goes into `damage`).
+        const buf = readFileSync(segment);
+        let o = 0;
+        while (o < buf.length) {
+          const r = locateRecord(buf, o, fields);
+          if (r === "message") {
+            o = fields.next;
+            if (add()) await nextBatch();
+          } else if (r === "marks") {
+            o += HEADER_BYTES + buf.readUInt32LE(o);
+          } else {
+            for (const step of scanRecords(buf, o)) {
+              if (!("record" in step)) damage.push({ offset: step.damage.offset, bytes: step.damage.bytes, reason: step.damage.reason });
+              else if ("message" in step.record && locateRecord(buf, step.offset, fields) === "message" && add()) await nextBatch();
+            }
+            break;
           }
         }
+        chunks.flush();
         appender.closeSync();
         if (inBatch > 0) await write();
         if (batches > 1) await concatenateBatches(conn, tmp, n);

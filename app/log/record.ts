@@ -82,6 +82,65 @@ export type DecodeResult =
   | { ok: true; marks: Marks; next: number }
   | { ok: false; reason: BadRecord };
 
+/**
+ * Where the fields of a message record lie in its buffer (absolute offsets),
+ * for readers that copy the bytes on without making strings of them (the query
+ * engine's columnar load). `kind` is 1 (text) or 2 (binary).
+ */
+export interface RecordFields {
+  kind: number;
+  ts: number;
+  seq: number;
+  streamStart: number;
+  streamEnd: number;
+  originStart: number;
+  originEnd: number;
+  dataStart: number;
+  /** Where the record ends (the next one starts). */
+  next: number;
+}
+
+/**
+ * Checks the record at `offset` of `buf` exactly as decodeRecord does and, for
+ * a message, fills `out` with where its fields are and returns "message"; a
+ * segment's marks record returns "marks" (decodeRecord has checked it); an
+ * unreadable one returns why.
+ */
+export function locateRecord(buf: Buffer, offset: number, out: RecordFields): "message" | "marks" | BadRecord {
+  if (buf.length - offset < HEADER_BYTES) return "incomplete";
+  const bodyLength = buf.readUInt32LE(offset);
+  if (bodyLength < FIXED_BODY || bodyLength > MAX_BODY_BYTES) return "bad_length";
+  const start = offset + HEADER_BYTES;
+  const end = start + bodyLength;
+  if (end > buf.length) return "incomplete";
+  if (Bun.hash.crc32(buf.subarray(start, end)) !== buf.readUInt32LE(offset + 4)) return "bad_crc";
+  const kind = buf[start]!;
+  if (kind === KIND_MARKS) {
+    const r = decodeRecord(buf, offset);
+    return r.ok ? "marks" : r.reason;
+  }
+  let o = start + 1;
+  const ts = buf.readDoubleLE(o); o += 8;
+  const seq = buf.readDoubleLE(o); o += 8;
+  const streamLength = buf.readUInt16LE(o); o += 2;
+  if (o + streamLength + 2 > end || (kind !== KIND_TEXT && kind !== KIND_BINARY) || !Number.isFinite(ts)) return "bad_body";
+  out.streamStart = o;
+  o += streamLength;
+  out.streamEnd = o;
+  const originLength = buf.readUInt16LE(o); o += 2;
+  if (o + originLength > end) return "bad_body";
+  if (!Number.isInteger(seq) || seq < 1) return "bad_body";
+  out.originStart = o;
+  o += originLength;
+  out.originEnd = o;
+  out.kind = kind;
+  out.ts = ts;
+  out.seq = seq;
+  out.dataStart = o;
+  out.next = end;
+  return "message";
+}
+
 /** Decodes the record at `offset` of `buf`. */
 export function decodeRecord(buf: Buffer, offset: number): DecodeResult {
   if (buf.length - offset < HEADER_BYTES) return { ok: false, reason: "incomplete" };
@@ -117,7 +176,6 @@ export function decodeRecord(buf: Buffer, offset: number): DecodeResult {
   return { ok: true, message: { stream, ts, seq, origin, data, size: raw.length }, next: end };
 }
 
-
 /** One step of `scanRecords`: a record, or an unreadable stretch (with how many records it held, when that is knowable). */
 export type ScanStep =
   | { record: Exclude<DecodeResult, { ok: false }>; offset: number }
@@ -130,8 +188,8 @@ export type ScanStep =
  * a matching CRC and a well-formed body parse. Each unreadable stretch is
  * reported once (`tail` when nothing readable follows it).
  */
-export function* scanRecords(buf: Buffer): Generator<ScanStep> {
-  let offset = 0;
+export function* scanRecords(buf: Buffer, from = 0): Generator<ScanStep> {
+  let offset = from;
   while (offset < buf.length) {
     const r = decodeRecord(buf, offset);
     if (r.ok) {
