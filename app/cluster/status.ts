@@ -1,6 +1,6 @@
 import type { Hub } from "../hub/hub.ts";
 import { streamStats, type StreamStats } from "../hub/stream-state.ts";
-import type { ClusterLink } from "./link.ts";
+import { NODE_ID, type ClusterLink } from "./link.ts";
 
 /** What a node answers on the status subject. */
 export interface NodeStatus {
@@ -26,7 +26,7 @@ export function nodeStatus(hub: Hub, node: string, version: string): NodeStatus 
 
 function isNodeStatus(v: unknown): v is NodeStatus {
   const s = v as NodeStatus;
-  return typeof s === "object" && s !== null && typeof s.node === "string" && typeof s.version === "string" && Array.isArray(s.streams) && typeof s.connections === "number";
+  return typeof s === "object" && s !== null && typeof s.node === "string" && NODE_ID.test(s.node) && typeof s.version === "string" && Array.isArray(s.streams) && typeof s.connections === "number";
 }
 
 /** The cluster's state as GET /api/streams?scope=cluster shows it. */
@@ -45,12 +45,13 @@ export interface ClusterView {
  * not answer are listed in `missing`.
  */
 export async function clusterView(link: ClusterLink, local: NodeStatus, waitMs: number): Promise<ClusterView> {
+  link.seen(local.node); // also ages out nodes not heard of for long
   const known = [...link.nodesSeen.keys()].filter((n) => n !== local.node);
   const replies = (await link.requestStatus(waitMs)).filter(isNodeStatus).filter((s) => s.node !== local.node);
   const nodes = new Map<string, NodeStatus>();
   for (const r of replies) {
     nodes.set(r.node, r);
-    link.nodesSeen.set(r.node, Date.now());
+    link.seen(r.node);
   }
   const missing = known.filter((n) => !nodes.has(n)).sort();
   return { node: local.node, connected: link.state().connected, nodes: [local, ...[...nodes.values()].sort((a, b) => a.node.localeCompare(b.node))], missing, wait_ms: waitMs };

@@ -1,0 +1,105 @@
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
+import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
+import { clusterView, nodeStatus } from "../app/cluster/status.ts";
+import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
+import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
+import { systemClock } from "../app/core/clock.ts";
+import { silentLogger } from "../app/core/logger.ts";
+import { Hub } from "../app/hub/hub.ts";
+import { startNatsCluster, stopNatsCluster, type NatsNode } from "./support/nats.ts";
+import { freeTcpPort, waitFor } from "./support/server.ts";
+
+/** A link to a NATS address nobody listens on (never started: it stays disconnected), delivering what a real hub delivers. */
+function disconnectedLink(bufferBytes: number) {
+  const hub = new Hub({ settings: () => DEFAULT_SETTINGS, clock: systemClock, logger: silentLogger });
+  const link = new ClusterLink({
+    servers: [`nats://127.0.0.1:${freeTcpPort()}`], nodeId: "a", hub, logger: silentLogger, bufferBytes,
+    interest: () => new Set(), status: () => ({}), maxMessageBytes: () => 1 << 20,
+  });
+  return { hub, link };
+}
+
+describe("cluster buffer while NATS is down", () => {
+  it("a flood of 1-byte messages cannot hold more entries than the byte bound allows (each entry's own cost is counted)", () => {
+    const bufferBytes = 1024 * 1024;
+    const { link } = disconnectedLink(bufferBytes);
+    const sent = 100_000;
+    for (let i = 1; i <= sent; i++) link.deliver({ stream: "flood", ts: i, seq: i, origin: "ws", data: "x", size: 1 } as Parameters<ClusterLink["deliver"]>[0]);
+    const s = link.state();
+    // Before the fix every 1-byte message counted 1 byte: all 100,000 were kept (about 2 KB of memory each).
+    expect(s.buffered).toBeLessThanOrEqual(Math.floor(bufferBytes / (1 + PENDING_ENTRY_BYTES)));
+    expect(s.buffered + s.bufferDropped).toBe(sent);
+    expect(s.bufferDropped).toBeGreaterThan(0);
+    expect(s.pending_bytes).toBeLessThanOrEqual(bufferBytes);
+  });
+});
+
+describe("nodes seen over NATS", () => {
+  let nats: NatsNode[] = [];
+  let link: ClusterLink | null = null;
+  let raw: NatsConnection | null = null;
+  let hub: Hub;
+
+  beforeAll(async () => {
+    nats = await startNatsCluster(1);
+    hub = new Hub({ settings: () => DEFAULT_SETTINGS, clock: systemClock, logger: silentLogger });
+    link = new ClusterLink({
+      servers: [nats[0]!.url], nodeId: "me", hub, logger: silentLogger,
+      interest: () => new Set([streamSubject("s")]), status: () => nodeStatus(hub, "me", "test"), maxMessageBytes: () => 1 << 20,
+    });
+    link.start();
+    raw = await natsConnect({ servers: nats[0]!.url });
+    await waitFor(() => link!.subscribed().includes(streamSubject("s")), "the link to subscribe", 30_000);
+    // The link's subscription is on the server once a round trip of the link's has passed; the raw client's flush is not enough, so wait on the server's count.
+    await waitFor(async () => (await nats[0]!.monitor<{ num_subscriptions: number }>("/subsz")).num_subscriptions >= 2, "the subscription on the server", 30_000);
+  }, 60_000);
+
+  afterAll(async () => {
+    await raw?.close();
+    await link?.stop();
+    await stopNatsCluster(nats);
+  });
+
+  it("messages under thousands of made-up node ids leave the map of nodes seen bounded, the most recent kept", async () => {
+    const ids = NODES_SEEN_MAX + 500;
+    for (let i = 1; i <= ids; i++) {
+      const h = natsHeaders();
+      h.set(HEADER.node, `fake-${i}`);
+      h.set(HEADER.run, "r1");
+      h.set(HEADER.seq, "1");
+      h.set(HEADER.type, "text");
+      raw!.publish(streamSubject("s"), "x", { headers: h });
+    }
+    await raw!.flush();
+    await waitFor(() => link!.counters.received === ids, `all ${ids} messages to arrive`, 30_000);
+    // Before: one entry per id ever heard of, for ever (an attacker on NATS grows it without end; every one was then listed as missing).
+    expect(link!.nodesSeen.size).toBeLessThanOrEqual(NODES_SEEN_MAX);
+    expect(link!.nodesSeen.has(`fake-${ids}`)).toBe(true);
+    expect(link!.nodesSeen.has("fake-1")).toBe(false);
+  }, 60_000);
+
+  it("a status reply whose node is not a valid node id is not a node (not listed, not remembered)", async () => {
+    const evil = "x".repeat(10_000);
+    const sub = raw!.subscribe(STATUS_SUBJECT, {
+      callback: (_e, m) => {
+        m.respond(JSON.stringify({ node: evil, version: "1", ts: "", connections: 0, streams: [], streams_total: 0 }));
+      },
+    });
+    await raw!.flush();
+    const view = await clusterView(link!, nodeStatus(hub, "me", "test"), 1000);
+    sub.unsubscribe();
+    expect(view.nodes.map((n) => n.node)).toEqual(["me"]);
+    expect(link!.nodesSeen.has(evil)).toBe(false);
+    expect(view.missing).not.toContain(evil);
+  }, 30_000);
+
+  it("a node not heard of for an hour is forgotten (not missing for ever)", () => {
+    const now = Date.now();
+    link!.seen("gone", now);
+    expect(link!.nodesSeen.has("gone")).toBe(true);
+    link!.seen("me", now + NODE_FORGOTTEN_MS + 1);
+    expect(link!.nodesSeen.has("gone")).toBe(false);
+    expect([...link!.nodesSeen.keys()]).toEqual(["me"]);
+  });
+});
