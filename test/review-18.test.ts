@@ -1,14 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { DuckDBInstance } from "@duckdb/node-api";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
 import { clusterView, nodeStatus } from "../app/cluster/status.ts";
+import { OffloadState } from "../app/log/offload-state.ts";
 import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
 import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
 import { systemClock } from "../app/core/clock.ts";
 import { silentLogger } from "../app/core/logger.ts";
 import { Hub } from "../app/hub/hub.ts";
 import { startNatsCluster, stopNatsCluster, type NatsNode } from "./support/nats.ts";
-import { freeTcpPort, waitFor } from "./support/server.ts";
+import { listKeys, S3RVER_KEYS, startTestS3, type TestS3 } from "./support/s3.ts";
+import { freeTcpPort, offsetClock, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
 
 /** A link to a NATS address nobody listens on (never started: it stays disconnected), delivering what a real hub delivers. */
 function disconnectedLink(bufferBytes: number) {
@@ -102,4 +107,80 @@ describe("nodes seen over NATS", () => {
     expect(link!.nodesSeen.has("gone")).toBe(false);
     expect([...link!.nodesSeen.keys()]).toEqual(["me"]);
   });
+});
+
+/** Posts `n` text messages to `stream`, then moves the clock past the segment age and posts once more, which seals the segment. */
+async function postAndSeal(srv: TestServer, clock: ReturnType<typeof offsetClock>, stream: string, n: number, tag: string): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const r = await fetch(`${srv.url}/api/streams/${encodeURIComponent(stream)}/messages`, { method: "POST", body: `${tag} #${i}`, headers: { "content-type": "text/plain" } });
+    expect(r.status).toBeLessThan(300);
+  }
+  clock.advance(1100);
+  const r = await fetch(`${srv.url}/api/streams/seal/messages`, { method: "POST", body: "seal", headers: { "content-type": "text/plain" } });
+  expect(r.status).toBeLessThan(300);
+}
+
+describe("two boxes offloading under the same node id", () => {
+  let s3: TestS3;
+  beforeAll(async () => {
+    s3 = await startTestS3();
+  });
+  afterAll(async () => {
+    await s3.close();
+  });
+
+  it("never overwrite each other's objects: the second box's pass fails with what to do, its files stay here unverified, the first box's rows stay whole in the store", async () => {
+    const settings = { offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "clash", log_segment_seconds: 1, log_compact_seconds: 0 };
+    // The default node id is the host name: a fleet of boxes made from one image shares it.
+    const clocks = [offsetClock(), offsetClock()];
+    const boxes = [
+      await startTestServer(settings, { nodeId: "raspberrypi", clock: clocks[0], s3Credentials: S3RVER_KEYS }),
+      await startTestServer(settings, { nodeId: "raspberrypi", clock: clocks[1], s3Credentials: S3RVER_KEYS }),
+    ];
+    const tmp = tempDir();
+    try {
+      await postAndSeal(boxes[0]!, clocks[0]!, "lab", 5, "first");
+      await postAndSeal(boxes[1]!, clocks[1]!, "lab", 3, "second");
+      for (const b of boxes) expect(await b.compactor.runOnce()).toMatchObject({ ok: true });
+      await boxes[0]!.offloader.runOnce();
+      expect(boxes[0]!.offloader.status()).toMatchObject({ pending_files: 0, failing_since: null });
+      const before = await listKeys(s3.client, "clash/");
+      await boxes[1]!.offloader.runOnce();
+      // Before: the second box replaced the first's objects of the same names, and counted its own as verified.
+      const second = boxes[1]!.offloader.status();
+      expect(second.failing_since).not.toBeNull();
+      expect(second.last_error).toContain("already holds an object this box did not write");
+      expect(second.last_error).toContain("give each box its own --node-id");
+      expect(second.verified_files).toBe(0);
+      expect(second.pending_files).toBeGreaterThan(0);
+      const state = OffloadState.open(boxes[1]!.dataDir);
+      try {
+        expect(state.verifiedPaths().size).toBe(0);
+      } finally {
+        state.close();
+      }
+      expect(await listKeys(s3.client, "clash/")).toEqual(before);
+      // The first box's rows are whole in the store.
+      const rows: { body: string }[] = [];
+      for (const { key } of await listKeys(s3.client, "clash/")) {
+        if (!key.includes("stream=lab/")) continue;
+        const to = join(tmp.dir, key);
+        mkdirSync(dirname(to), { recursive: true });
+        writeFileSync(to, new Uint8Array(await s3.client.file(key).arrayBuffer()));
+        const db = await DuckDBInstance.create(":memory:");
+        const conn = await db.connect();
+        try {
+          const r = await conn.runAndReadAll(`SELECT data::VARCHAR AS body FROM read_parquet('${to.replaceAll("'", "''")}', hive_partitioning = false)`);
+          rows.push(...(r.getRowObjectsJson() as { body: string }[]));
+        } finally {
+          conn.closeSync();
+          db.closeSync();
+        }
+      }
+      expect(rows.map((r) => r.body).sort()).toEqual(Array.from({ length: 5 }, (_, i) => `first #${i}`));
+    } finally {
+      for (const b of boxes) await b.close();
+      tmp.remove();
+    }
+  }, 120_000);
 });
