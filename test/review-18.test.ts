@@ -4,6 +4,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
+import { signStreamToken } from "../app/auth/stream-token.ts";
 import { clusterView, nodeStatus } from "../app/cluster/status.ts";
 import { OffloadState } from "../app/log/offload-state.ts";
 import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
@@ -183,4 +184,35 @@ describe("two boxes offloading under the same node id", () => {
       tmp.remove();
     }
   }, 120_000);
+});
+
+describe("GET /api/streams?scope=cluster with a malformed status reply on NATS", () => {
+  it("answers 200 with the documented fields only; stream entries that name no valid stream are left out, also for a token limited to some streams", async () => {
+    const nats = await startNatsCluster(1);
+    const srv = await startTestServer({ access: "token" }, { nodeId: "here", nats: [nats[0]!.url] });
+    const raw = await natsConnect({ servers: nats[0]!.url });
+    try {
+      // Anyone on NATS can answer the status subject: here with a stream entry that is null, one whose name is a number, and a valid one, plus a field of its own.
+      raw.subscribe(STATUS_SUBJECT, {
+        callback: (_e, m) => void m.respond(JSON.stringify({
+          node: "odd", version: "1", ts: "x", connections: 1, streams_total: 3, nats: { last_error: "internal" },
+          streams: [null, { stream: 5 }, { stream: "lab/one", subscribers: 1 }],
+        })),
+      });
+      await raw.flush();
+      const token = await signStreamToken(srv.secret, { topic: "lab/*", scopes: ["read"], ttlSeconds: 600 });
+      await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
+      // Before: the token's topic filter ran on the null entry and the answer was a 500.
+      const r = await fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=1000`, { headers: { Authorization: `Bearer ${token}` } });
+      expect(r.status).toBe(200);
+      const body = await r.json() as { nodes: Record<string, unknown>[] };
+      const odd = body.nodes.find((n) => n.node === "odd")!;
+      expect(Object.keys(odd).sort()).toEqual(["connections", "node", "streams", "streams_total", "ts", "version"]);
+      expect(odd.streams).toEqual([{ stream: "lab/one", subscribers: 1 }]);
+    } finally {
+      await raw.close();
+      await srv.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
 });

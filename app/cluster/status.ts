@@ -1,3 +1,4 @@
+import { streamNameProblem } from "../core/stream-name.ts";
 import type { Hub } from "../hub/hub.ts";
 import { streamStats, type StreamStats } from "../hub/stream-state.ts";
 import { NODE_ID, type ClusterLink } from "./link.ts";
@@ -29,6 +30,20 @@ function isNodeStatus(v: unknown): v is NodeStatus {
   return typeof s === "object" && s !== null && typeof s.node === "string" && NODE_ID.test(s.node) && typeof s.version === "string" && Array.isArray(s.streams) && typeof s.connections === "number";
 }
 
+/**
+ * What is shown of another node's reply: the documented fields only (a reply
+ * carries its node's NATS link too, which is not for API clients), and only
+ * the stream entries that name a valid stream, so a malformed reply from
+ * anyone on NATS cannot break the answer (or the filter by a client's token).
+ */
+function shownStatus(s: NodeStatus): NodeStatus {
+  const streams = s.streams.filter((x): x is StreamStats => typeof x === "object" && x !== null && typeof x.stream === "string" && streamNameProblem(x.stream) === null);
+  return {
+    node: s.node, version: s.version, ts: typeof s.ts === "string" ? s.ts : "", connections: s.connections, streams,
+    streams_total: typeof s.streams_total === "number" ? s.streams_total : streams.length,
+  };
+}
+
 /** The cluster's state as GET /api/streams?scope=cluster shows it. */
 export interface ClusterView {
   node: string;
@@ -47,7 +62,7 @@ export interface ClusterView {
 export async function clusterView(link: ClusterLink, local: NodeStatus, waitMs: number): Promise<ClusterView> {
   link.seen(local.node); // also ages out nodes not heard of for long
   const known = [...link.nodesSeen.keys()].filter((n) => n !== local.node);
-  const replies = (await link.requestStatus(waitMs)).filter(isNodeStatus).filter((s) => s.node !== local.node);
+  const replies = (await link.requestStatus(waitMs)).filter(isNodeStatus).filter((s) => s.node !== local.node).map(shownStatus);
   const nodes = new Map<string, NodeStatus>();
   for (const r of replies) {
     nodes.set(r.node, r);
