@@ -1,12 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { clusterView, nodeStatus } from "../app/cluster/status.ts";
 import { OffloadState } from "../app/log/offload-state.ts";
+import { RemoteCache } from "../app/log/remote-cache.ts";
 import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
 import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
 import { systemClock } from "../app/core/clock.ts";
@@ -213,6 +214,42 @@ describe("GET /api/streams?scope=cluster with a malformed status reply on NATS",
       await raw.close();
       await srv.close();
       await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
+
+describe("the remote cache's bound while it downloads", () => {
+  it("makes room before downloading: the cache folder never holds more than its size, also in the middle of a query's downloads", async () => {
+    const s3 = await startTestS3();
+    const tmp = tempDir();
+    try {
+      const MiB = 1048576;
+      const key = (n: string) => `fleet/d/node=n1/stream=s/date=2026-01-0${n}/seg${n}_0_0.parquet`;
+      for (const n of ["1", "2"]) await s3.client.write(key(n), new Uint8Array(6 * MiB).fill(Number(n)));
+      const dir = join(tmp.dir, "cache");
+      const cache = new RemoteCache(dir, 8 * MiB);
+      const { objects } = await RemoteCache.list(s3.client, "fleet/d", { streams: ["s"] });
+      await cache.fetch(s3.client, "fleet/d", objects.filter((o) => o.key === key("1")));
+      // Bytes of every file in the cache folder (cached files and a download's part file), sampled while the next query downloads.
+      const onDisk = () => (readdirSync(dir, { recursive: true }) as string[]).reduce((a, f) => {
+        const st = statSync(join(dir, f), { throwIfNoEntry: false });
+        return a + (st?.isFile() && !f.endsWith("index.json") ? st.size : 0);
+      }, 0);
+      let peak = 0;
+      const sampler = setInterval(() => { peak = Math.max(peak, onDisk()); }, 1);
+      try {
+        await cache.fetch(s3.client, "fleet/d", objects.filter((o) => o.key === key("2")));
+      } finally {
+        clearInterval(sampler);
+      }
+      peak = Math.max(peak, onDisk());
+      // Before: file 1 stayed until file 2 was whole, 12 MiB in a cache of 8.
+      expect(peak).toBeGreaterThan(0);
+      expect(peak).toBeLessThanOrEqual(8 * MiB);
+      expect(cache.bytes).toBe(6 * MiB);
+    } finally {
+      tmp.remove();
+      await s3.close();
     }
   }, 60_000);
 });
