@@ -253,3 +253,35 @@ describe("the remote cache's bound while it downloads", () => {
     }
   }, 60_000);
 });
+
+describe("GET /api/streams?scope=cluster under a flood of requests", () => {
+  it("asks the cluster once for requests that come together: a client cannot make every node answer as fast as it sends", async () => {
+    const nats = await startNatsCluster(1);
+    const srv = await startTestServer({}, { nodeId: "here", nats: [nats[0]!.url] });
+    const raw = await natsConnect({ servers: nats[0]!.url });
+    try {
+      // Another node, counting the status requests that reach it.
+      let asked = 0;
+      raw.subscribe(STATUS_SUBJECT, {
+        callback: (_e, m) => {
+          asked++;
+          m.respond(JSON.stringify({ node: "other", version: "1", ts: "", connections: 0, streams: [], streams_total: 0 }));
+        },
+      });
+      await raw.flush();
+      await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
+      const answers = await Promise.all(Array.from({ length: 40 }, () => fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=300`).then(async (r) => ({ status: r.status, body: await r.json() as { nodes: { node: string }[] } }))));
+      for (const a of answers) {
+        expect(a.status).toBe(200);
+        expect(a.body.nodes.map((n) => n.node)).toEqual(["here", "other"]);
+      }
+      // Before: 40 requests, each answered by every node of the cluster.
+      expect(asked).toBeGreaterThanOrEqual(1);
+      expect(asked).toBeLessThanOrEqual(2);
+    } finally {
+      await raw.close();
+      await srv.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});

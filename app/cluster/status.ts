@@ -72,6 +72,32 @@ export async function clusterView(link: ClusterLink, local: NodeStatus, waitMs: 
   return { node: local.node, connected: link.state().connected, nodes: [local, ...[...nodes.values()].sort((a, b) => a.node.localeCompare(b.node))], missing, wait_ms: waitMs };
 }
 
+/** How long an answer of the cluster is used again for GET /api/streams?scope=cluster, ms. */
+export const CLUSTER_VIEW_REUSE_MS = 1000;
+
+const recentViews = new WeakMap<ClusterLink, Map<number, { at: number; view: Promise<ClusterView> }>>();
+
+/**
+ * clusterView() for the HTTP API: requests that come while one with the same
+ * wait is under way, or within CLUSTER_VIEW_REUSE_MS of its answer, share it.
+ * Each ask is a request to every node of the cluster, each of which lists its
+ * streams to answer; without this, any client could make the whole cluster
+ * do that as fast as it can send requests to one node.
+ */
+export function sharedClusterView(link: ClusterLink, local: () => NodeStatus, waitMs: number): Promise<ClusterView> {
+  let views = recentViews.get(link);
+  if (!views) recentViews.set(link, (views = new Map()));
+  const now = Date.now();
+  for (const [w, v] of views) if (v.at !== 0 && now - v.at > CLUSTER_VIEW_REUSE_MS) views.delete(w);
+  const hit = views.get(waitMs);
+  if (hit) return hit.view;
+  const entry = { at: 0, view: clusterView(link, local(), waitMs) };
+  views.set(waitMs, entry);
+  const settle = () => { entry.at = Date.now(); };
+  entry.view.then(settle, () => { settle(); views.delete(waitMs); });
+  return entry.view;
+}
+
 /** Default and longest wait for the other nodes' answers (GET /api/streams?scope=cluster&wait_ms=…). */
 export const CLUSTER_WAIT_MS = { default: 500, max: 5000 } as const;
 
