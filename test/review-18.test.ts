@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { clusterView, nodeStatus } from "../app/cluster/status.ts";
+import { runCompactJob } from "../app/log/compact-process.ts";
 import { OffloadState } from "../app/log/offload-state.ts";
 import { RemoteCache } from "../app/log/remote-cache.ts";
 import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
@@ -282,6 +283,34 @@ describe("GET /api/streams?scope=cluster under a flood of requests", () => {
       await raw.close();
       await srv.close();
       await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
+
+describe("retention with offloading on", () => {
+  it("keeps a file whose size is not the one verified at its path (a file reusing a verified file's name is not verified)", async () => {
+    const tmp = tempDir();
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      const part = join(logsDir, "stream=x", "date=2020-01-01");
+      mkdirSync(part, { recursive: true });
+      // A file verified long ago at this path had 100 bytes; the file there now (segment numbers started again, say) has 300 and was never uploaded.
+      writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(300));
+      const state = OffloadState.open(tmp.dir);
+      state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "p/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      const outcome = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
+      expect(outcome).toMatchObject({ ok: true });
+      // Before: deleted, as the path alone was looked up.
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
+      expect((outcome as { keptUnverified: { files: number } }).keptUnverified.files).toBe(1);
+      // The same file at the verified size goes, as before.
+      writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(100));
+      const again = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
+      expect(again).toMatchObject({ ok: true });
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(false);
+    } finally {
+      tmp.remove();
     }
   }, 60_000);
 });

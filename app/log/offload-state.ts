@@ -69,6 +69,11 @@ export class OffloadState {
     return new Set(this.db.query<{ path: string }, []>("SELECT path FROM verified").all().map((r) => r.path));
   }
 
+  /** Every verified path with the size it was verified with. */
+  verifiedSizes(): Map<string, number> {
+    return new Map(this.db.query<{ path: string; size: number }, []>("SELECT path, size FROM verified").all().map((r) => [r.path, r.size]));
+  }
+
   /** Count and bytes of every verified file (also those retention has removed locally). */
   totals(): { files: number; bytes: number } {
     const r = this.db.query<{ n: number; b: number | null }, []>("SELECT count(*) AS n, sum(size) AS b FROM verified").get()!;
