@@ -215,18 +215,19 @@ describe("the live path across nodes (NATS)", () => {
     await victim.kill();
     await run;
     await waitFor(async () => (await a.metric("switchyard_cluster_connected")) === 1 && (await serverOfA()) !== null, "A to reconnect to another NATS server", 30_000);
-    // The last message arrives (through the servers still up), nothing twice, nothing out of order.
-    await waitFor(() => indexes(sub).at(-1) === N - 1, `the last message (at ${indexes(sub).at(-1)})`, 60_000);
-    const got = indexes(sub);
-    expectStrictlyIncreasing(got);
+    expect(await a.metric("switchyard_cluster_reconnects_total")).toBeGreaterThanOrEqual(1);
+    // Once A is on another server, nothing is lost: a second run arrives whole, after whatever of the first
+    // run arrived (how much of its tail was in flight to the killed server depends on the machine's load,
+    // so the first run's last message is not waited for: it may be in the at-most-once window).
+    await publishRun(pub, N, N + 1000, 100, 5);
+    await waitFor(() => indexes(sub).at(-1) === N + 999, `the second run (at ${indexes(sub).at(-1)})`, 60_000);
+    const all = indexes(sub);
+    expectStrictlyIncreasing(all);
+    const got = all.filter((i) => i < N);
+    expect(got.length).toBeGreaterThanOrEqual(2000);
+    expect(all.slice(got.length)).toEqual(Array.from({ length: 1000 }, (_, k) => N + k));
     // What A published while it was cut off waited in its buffer; what was in flight to the killed server (its socket buffers) is lost.
     console.log(`server kill: ${N - got.length} of ${N} messages lost while A moved to another NATS server`);
-    expect(got.length).toBeGreaterThan(N / 2);
-    expect(await a.metric("switchyard_cluster_reconnects_total")).toBeGreaterThanOrEqual(1);
-    // Once A is on another server, nothing is lost: a second run arrives whole.
-    await publishRun(pub, N, N + 1000, 100, 5);
-    await waitFor(() => indexes(sub).at(-1) === N + 999, "the second run", 60_000);
-    expect(indexes(sub).slice(got.length)).toEqual(Array.from({ length: 1000 }, (_, k) => N + k));
     sub.close();
     pub.close();
   }, 180_000);

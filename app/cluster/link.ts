@@ -23,13 +23,24 @@ export const shownServer = (url: string): string => url.replace(/\/\/[^/@]*@/, "
 /** Messages (bytes) kept while NATS is unreachable, published in order once it is back; what does not fit is dropped and counted. */
 export const DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024;
 
+/**
+ * What a message waiting in the buffer costs beyond its payload (its entry, subject and numbers),
+ * counted against the buffer's bytes, so many small messages cannot hold more memory than the
+ * bound says (1-byte messages cost about 2 KB each when every entry held its NATS headers).
+ */
+export const PENDING_ENTRY_BYTES = 256;
+
 /** How often interest is brought up to date (and the disconnect alert judged). */
 const SYNC_MS = 200;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** What a node id in a message's headers may be (the rule of --node-id). */
-const NODE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+/** What a node id in a message's headers or a status reply may be (the rule of --node-id). */
+export const NODE_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Most nodes remembered as seen (the least recently heard of goes first), and how long one unheard of is remembered. */
+export const NODES_SEEN_MAX = 1000;
+export const NODE_FORGOTTEN_MS = 3_600_000;
 
 /**
  * The wait before reconnect attempt `attempt` (0 first): `baseMs` doubling up to
@@ -93,11 +104,12 @@ export class ClusterLink {
   private attempts = 0;
   private server: string | null = null;
   private readonly subs = new Map<string, Subscription>();
-  private pending: { subject: string; data: Uint8Array | string; hdr: ReturnType<typeof headers> }[] = [];
+  /** Messages waiting for NATS; their headers are made when they are sent (see PENDING_ENTRY_BYTES). */
+  private pending: { subject: string; data: Uint8Array | string; seq: number; ts: number; size: number }[] = [];
   private pendingBytes = 0;
   /** Highest origin seq seen per origin node run and stream, to deliver a message once when two subscriptions match it. */
   private readonly lastSeen = new Map<string, number>();
-  /** Nodes heard of (messages, status replies): id → last time, ms. */
+  /** Nodes heard of (messages, status replies): id → last time, ms, least recent first; bounded (see seen()). */
   readonly nodesSeen = new Map<string, number>();
   private timer: ReturnType<typeof setInterval> | null = null;
   /** This process's run: a node that restarts starts a new run, so its seqs are judged afresh. */
@@ -139,25 +151,31 @@ export class ClusterLink {
   /** Hub delivery sink: publishes a message that entered this node. Never throws. */
   deliver(m: Message): void {
     if (fromCluster(m) || this.closed) return;
-    const hdr = headers();
-    hdr.set(HEADER.node, this.opts.nodeId);
-    hdr.set(HEADER.run, this.run);
-    hdr.set(HEADER.seq, String(m.seq));
-    hdr.set(HEADER.ts, String(m.ts));
-    hdr.set(HEADER.type, typeof m.data === "string" ? "text" : "binary");
     const subject = streamSubject(m.stream);
     if (this.connected && this.pending.length === 0) {
-      this.send(subject, m.data, hdr, m.size);
+      this.send(subject, m.data, this.headersOf(m.seq, m.ts, m.data), m.size);
       return;
     }
     const bufferBytes = this.opts.bufferBytes ?? DEFAULT_BUFFER_BYTES;
-    if (this.pendingBytes + m.size > bufferBytes) {
+    const cost = m.size + PENDING_ENTRY_BYTES;
+    if (this.pendingBytes + cost > bufferBytes) {
       this.counters.bufferDropped++;
       return;
     }
-    this.pending.push({ subject, data: m.data, hdr });
-    this.pendingBytes += m.size;
+    this.pending.push({ subject, data: m.data, seq: m.seq, ts: m.ts, size: m.size });
+    this.pendingBytes += cost;
     this.counters.buffered++;
+  }
+
+  /** The NATS headers of a message that entered this node. */
+  private headersOf(seq: number, ts: number, data: Uint8Array | string): ReturnType<typeof headers> {
+    const hdr = headers();
+    hdr.set(HEADER.node, this.opts.nodeId);
+    hdr.set(HEADER.run, this.run);
+    hdr.set(HEADER.seq, String(seq));
+    hdr.set(HEADER.ts, String(ts));
+    hdr.set(HEADER.type, typeof data === "string" ? "text" : "binary");
+    return hdr;
   }
 
   /**
@@ -193,7 +211,7 @@ export class ClusterLink {
     const pending = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
-    for (const p of pending) this.send(p.subject, p.data, p.hdr, typeof p.data === "string" ? Buffer.byteLength(p.data) : p.data.byteLength);
+    for (const p of pending) this.send(p.subject, p.data, this.headersOf(p.seq, p.ts, p.data), p.size);
   }
 
   /** Asks every other node for its state: the replies that come within `waitMs`. Empty when not connected. */
@@ -323,6 +341,22 @@ export class ClusterLink {
     }
   }
 
+  /**
+   * Notes that `node` was heard of now. The map stays bounded whatever ids
+   * arrive over NATS: at most NODES_SEEN_MAX, the least recently heard of going
+   * first, and a node not heard of for NODE_FORGOTTEN_MS is forgotten (no longer
+   * listed as missing), so a node taken out of the cluster does not stay missing for ever.
+   */
+  seen(node: string, now = Date.now()): void {
+    if (!NODE_ID.test(node)) return;
+    this.nodesSeen.delete(node);
+    this.nodesSeen.set(node, now);
+    for (const [id, at] of this.nodesSeen) {
+      if (this.nodesSeen.size <= NODES_SEEN_MAX && now - at < NODE_FORGOTTEN_MS) break;
+      this.nodesSeen.delete(id);
+    }
+  }
+
   private drop(reason: DropReason, subject: string, detail: string): void {
     const n = ++this.counters.dropped[reason];
     if (n <= 10 || n % 1000 === 0) this.opts.logger.warn("cluster: dropped a message from NATS", { reason, subject: subject.slice(0, 300), detail, count: n });
@@ -360,7 +394,7 @@ export class ClusterLink {
           return this.drop("bad_payload", msg.subject, "a text message that is not UTF-8");
         }
       } else data = msg.data.slice();
-      this.nodesSeen.set(node, Date.now());
+      this.seen(node);
       this.counters.received++;
       this.counters.receivedBytes += size;
       this.opts.hub.publish(stream, data, `${CLUSTER_ORIGIN_PREFIX}${node}`);

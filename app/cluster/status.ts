@@ -1,6 +1,7 @@
+import { streamNameProblem } from "../core/stream-name.ts";
 import type { Hub } from "../hub/hub.ts";
 import { streamStats, type StreamStats } from "../hub/stream-state.ts";
-import type { ClusterLink } from "./link.ts";
+import { NODE_ID, type ClusterLink } from "./link.ts";
 
 /** What a node answers on the status subject. */
 export interface NodeStatus {
@@ -26,7 +27,21 @@ export function nodeStatus(hub: Hub, node: string, version: string): NodeStatus 
 
 function isNodeStatus(v: unknown): v is NodeStatus {
   const s = v as NodeStatus;
-  return typeof s === "object" && s !== null && typeof s.node === "string" && typeof s.version === "string" && Array.isArray(s.streams) && typeof s.connections === "number";
+  return typeof s === "object" && s !== null && typeof s.node === "string" && NODE_ID.test(s.node) && typeof s.version === "string" && Array.isArray(s.streams) && typeof s.connections === "number";
+}
+
+/**
+ * What is shown of another node's reply: the documented fields only (a reply
+ * carries its node's NATS link too, which is not for API clients), and only
+ * the stream entries that name a valid stream, so a malformed reply from
+ * anyone on NATS cannot break the answer (or the filter by a client's token).
+ */
+function shownStatus(s: NodeStatus): NodeStatus {
+  const streams = s.streams.filter((x): x is StreamStats => typeof x === "object" && x !== null && typeof x.stream === "string" && streamNameProblem(x.stream) === null);
+  return {
+    node: s.node, version: s.version, ts: typeof s.ts === "string" ? s.ts : "", connections: s.connections, streams,
+    streams_total: typeof s.streams_total === "number" ? s.streams_total : streams.length,
+  };
 }
 
 /** The cluster's state as GET /api/streams?scope=cluster shows it. */
@@ -45,15 +60,42 @@ export interface ClusterView {
  * not answer are listed in `missing`.
  */
 export async function clusterView(link: ClusterLink, local: NodeStatus, waitMs: number): Promise<ClusterView> {
+  link.seen(local.node); // also ages out nodes not heard of for long
   const known = [...link.nodesSeen.keys()].filter((n) => n !== local.node);
-  const replies = (await link.requestStatus(waitMs)).filter(isNodeStatus).filter((s) => s.node !== local.node);
+  const replies = (await link.requestStatus(waitMs)).filter(isNodeStatus).filter((s) => s.node !== local.node).map(shownStatus);
   const nodes = new Map<string, NodeStatus>();
   for (const r of replies) {
     nodes.set(r.node, r);
-    link.nodesSeen.set(r.node, Date.now());
+    link.seen(r.node);
   }
   const missing = known.filter((n) => !nodes.has(n)).sort();
   return { node: local.node, connected: link.state().connected, nodes: [local, ...[...nodes.values()].sort((a, b) => a.node.localeCompare(b.node))], missing, wait_ms: waitMs };
+}
+
+/** How long an answer of the cluster is used again for GET /api/streams?scope=cluster, ms. */
+export const CLUSTER_VIEW_REUSE_MS = 1000;
+
+const recentViews = new WeakMap<ClusterLink, Map<number, { at: number; view: Promise<ClusterView> }>>();
+
+/**
+ * clusterView() for the HTTP API: requests that come while one with the same
+ * wait is under way, or within CLUSTER_VIEW_REUSE_MS of its answer, share it.
+ * Each ask is a request to every node of the cluster, each of which lists its
+ * streams to answer; without this, any client could make the whole cluster
+ * do that as fast as it can send requests to one node.
+ */
+export function sharedClusterView(link: ClusterLink, local: () => NodeStatus, waitMs: number): Promise<ClusterView> {
+  let views = recentViews.get(link);
+  if (!views) recentViews.set(link, (views = new Map()));
+  const now = Date.now();
+  for (const [w, v] of views) if (v.at !== 0 && now - v.at > CLUSTER_VIEW_REUSE_MS) views.delete(w);
+  const hit = views.get(waitMs);
+  if (hit) return hit.view;
+  const entry = { at: 0, view: clusterView(link, local(), waitMs) };
+  views.set(waitMs, entry);
+  const settle = () => { entry.at = Date.now(); };
+  entry.view.then(settle, () => { settle(); views.delete(waitMs); });
+  return entry.view;
 }
 
 /** Default and longest wait for the other nodes' answers (GET /api/streams?scope=cluster&wait_ms=…). */

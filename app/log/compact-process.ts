@@ -56,12 +56,12 @@ export async function runCompactJob(job: CompactJob): Promise<CompactionOutcome>
     }
     // Retention runs whatever the merge did; with offloading on, it removes only what is verified remote.
     const kept = { files: 0, bytes: 0 };
-    let verified: Set<string> | undefined;
+    let verified: Map<string, number> | undefined;
     if (offload) {
       const { OffloadState } = await import("./offload-state.ts");
       const state = OffloadState.open(dirname(logsDir));
       try {
-        verified = state.verifiedPaths();
+        verified = state.verifiedSizes();
       } finally {
         state.close();
       }

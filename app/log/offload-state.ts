@@ -48,6 +48,8 @@ export class OffloadState {
     db.run("PRAGMA synchronous = NORMAL");
     db.run("CREATE TABLE IF NOT EXISTS verified (path TEXT PRIMARY KEY, key TEXT NOT NULL, size INTEGER NOT NULL, md5 TEXT NOT NULL, etag TEXT NOT NULL, verified_at TEXT NOT NULL)");
     db.run("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)");
+    // Keys this box began an upload to, in a store (`target key`): an object at a key not here is another box's.
+    db.run("CREATE TABLE IF NOT EXISTS written (target_key TEXT PRIMARY KEY)");
     db.run("CREATE TABLE IF NOT EXISTS superseded (id INTEGER PRIMARY KEY AUTOINCREMENT, dir TEXT NOT NULL, inputs TEXT NOT NULL, output TEXT NOT NULL)");
     return new OffloadState(db);
   }
@@ -67,6 +69,11 @@ export class OffloadState {
     return new Set(this.db.query<{ path: string }, []>("SELECT path FROM verified").all().map((r) => r.path));
   }
 
+  /** Every verified path with the size it was verified with. */
+  verifiedSizes(): Map<string, number> {
+    return new Map(this.db.query<{ path: string; size: number }, []>("SELECT path, size FROM verified").all().map((r) => [r.path, r.size]));
+  }
+
   /** Count and bytes of every verified file (also those retention has removed locally). */
   totals(): { files: number; bytes: number } {
     const r = this.db.query<{ n: number; b: number | null }, []>("SELECT count(*) AS n, sum(size) AS b FROM verified").get()!;
@@ -80,6 +87,16 @@ export class OffloadState {
 
   forget(path: string): void {
     this.db.run("DELETE FROM verified WHERE path = ?", [path]);
+  }
+
+  /** Notes that this box is about to write `key` in the store `target` (before the upload starts). */
+  writing(target: string, key: string): void {
+    this.db.run("INSERT OR IGNORE INTO written (target_key) VALUES (?)", [`${target} ${key}`]);
+  }
+
+  /** Whether this box ever began writing `key` in the store `target`. */
+  wrote(target: string, key: string): boolean {
+    return this.db.query<{ n: number }, [string]>("SELECT count(*) AS n FROM written WHERE target_key = ?").get(`${target} ${key}`)!.n > 0;
   }
 
   /** The store (endpoint, bucket, prefix) the verified rows were verified in ("" before the first). */

@@ -6,7 +6,7 @@ import type { S3Credentials } from "../config/startup.ts";
 import type { Logger } from "../core/logger.ts";
 import { OffloadState } from "./offload-state.ts";
 import { logChangeMark } from "./partitions.ts";
-import { offloadKey, s3Client, s3Target, storeError, uploadFile, verifyObject, type S3Target } from "./s3-store.ts";
+import { fileSums, objectExists, offloadKey, s3Client, s3Target, storeError, uploadFile, verifyObject, type S3Target } from "./s3-store.ts";
 
 /** What the offloader reports (GET /api/offload, /metrics, the dashboard, the alert). */
 export interface OffloadStatus {
@@ -264,6 +264,9 @@ export class Offloader {
   private async upload(client: Bun.S3Client, path: string): Promise<void> {
     const t = this.target!;
     const key = offloadKey(t.prefix, this.opts.nodeId, path);
+    const where = this.state!.target();
+    if (!this.state!.wrote(where, key) && this.state!.get(path)?.key !== key && await this.notOurs(client, key, path)) return;
+    this.state!.writing(where, key);
     let sums;
     try {
       sums = await uploadFile(client, key, join(this.logsDir, path), () => this.stopped);
@@ -287,6 +290,34 @@ export class Offloader {
     this.figures.uploadedBytes += sums.size;
     this.figures.lastSuccess = new Date(this.now()).toISOString();
     this.opts.logger.debug("log offload: uploaded and verified", { key, bytes: sums.size });
+  }
+
+  /**
+   * Before writing a key this box never wrote: an object already there is
+   * another box's (two boxes offloading under one node id, say both named by
+   * the same host name), and is never overwritten. When it is this very file
+   * (same size and checksum: a record lost with a power cut), the file is
+   * recorded as verified and true is returned (nothing to upload); when it is
+   * not, the pass fails with what to do, and the file stays here (not verified,
+   * retention keeps it). False: no object there, upload.
+   */
+  private async notOurs(client: Bun.S3Client, key: string, path: string): Promise<boolean> {
+    if (!(await objectExists(client, key))) return false;
+    let sums;
+    try {
+      sums = await fileSums(join(this.logsDir, path));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return true; // gone since the listing: nothing to do
+      throw err;
+    }
+    const { problem, etag } = await verifyObject(client, key, sums);
+    if (problem) {
+      throw new Error(`${key} already holds an object this box did not write (${problem}): another box offloads under node=${this.opts.nodeId}; give each box its own --node-id (the file stays here until then, and that object is left as it is)`);
+    }
+    this.state!.writing(this.state!.target(), key);
+    this.state!.record({ path, key, size: sums.size, md5: sums.md5, etag, verifiedAt: new Date(this.now()).toISOString() });
+    if (this.totals) this.totals.stale = true;
+    return true;
   }
 
   /**
@@ -325,6 +356,8 @@ export class Offloader {
       if (!problem) continue;
       this.figures.mismatches++;
       this.opts.logger.warn("log offload: a remote object does not match its file; uploading it again", { key: v.key, problem });
+      // It was this box's object (verified once): written again, whatever is there now.
+      this.state!.writing(this.state!.target(), v.key);
       this.state!.forget(f.path);
       await this.upload(client, f.path);
     }

@@ -80,9 +80,12 @@ export class RemoteCache {
     }
     const now = Date.now();
     const paths: string[] = [];
+    // Room first: the least recently used files this query does not need go before anything is downloaded,
+    // so the cache stays within its size also while downloading (not only once the query has its files).
+    const needed = new Set(objects.map((o) => this.rel(prefix, o)));
+    this.evict(needed, need);
     for (const o of objects) {
-      const k = parseOffloadKey(prefix, o.key)!;
-      const rel = `node=${k.node}/${k.path}`;
+      const rel = this.rel(prefix, o);
       const path = join(this.dir, rel);
       const known = this.index[rel];
       if (!(known && known.size === o.size && known.etag === o.etag && existsSync(path) && statSync(path).size === o.size)) {
@@ -101,8 +104,18 @@ export class RemoteCache {
     return Object.values(this.index).reduce((a, e) => a + e.size, 0);
   }
 
-  private evict(keep: Set<string>): void {
-    let total = this.bytes;
+  /** Where an object is kept, under the cache folder: `node=…/stream=…/date=…/<file>`. */
+  private rel(prefix: string, o: RemoteObject): string {
+    const k = parseOffloadKey(prefix, o.key)!;
+    return `node=${k.node}/${k.path}`;
+  }
+
+  /**
+   * Removes the least recently used files not in `keep` until the cache fits
+   * its size; with `room`, until the files not in `keep` and `room` bytes do.
+   */
+  private evict(keep: Set<string>, room?: number): void {
+    let total = room === undefined ? this.bytes : Object.entries(this.index).reduce((a, [rel, e]) => (keep.has(rel) ? a : a + e.size), room);
     for (const [rel, e] of Object.entries(this.index).sort((a, b) => a[1].used - b[1].used)) {
       if (total <= this.maxBytes) break;
       if (keep.has(rel)) continue;

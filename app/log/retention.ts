@@ -21,11 +21,13 @@ export interface KeptUnverified {
  * over `bytes`. 0 turns either limit off. Returns what it removed.
  *
  * With `verified` (offloading is on: the paths, under `logsDir`, of the files
- * verified in the remote store), only verified files go; the others stay,
+ * verified in the remote store, with their sizes then), only verified files go,
+ * and only while their size is still the one verified (a file of another size
+ * at a verified path is not the file that was verified); the others stay,
  * counted in `kept`, until they are verified there, even when that means the
  * log grows past the limits.
  */
-export function enforceParquetRetention(logsDir: string, limits: { days: number; bytes: number }, now = Date.now(), verified?: Set<string>, kept?: KeptUnverified): RemovedPartition[] {
+export function enforceParquetRetention(logsDir: string, limits: { days: number; bytes: number }, now = Date.now(), verified?: Map<string, number>, kept?: KeptUnverified): RemovedPartition[] {
   if (limits.days === 0 && limits.bytes === 0) return [];
   const parts = datePartitions(logsDir).map((p) => {
     const files = readdirSync(p.path).map((f) => ({ name: f, bytes: statSync(join(p.path, f)).size }));
@@ -49,7 +51,7 @@ export function enforceParquetRetention(logsDir: string, limits: { days: number;
     const rel = relative(logsDir, p.path);
     let gone = 0;
     for (const f of p.files.filter((f) => f.name.endsWith(".parquet"))) {
-      if (!verified.has(`${rel}/${f.name}`)) {
+      if (verified.get(`${rel}/${f.name}`) !== f.bytes) {
         if (kept) {
           kept.files++;
           kept.bytes += f.bytes;

@@ -105,6 +105,55 @@ export async function uploadFile(client: Bun.S3Client, key: string, path: string
   return { size, md5: whole.digest("hex"), multipartEtag: `${multi.digest("hex")}-${partSums.length}` };
 }
 
+/** A local file's size and checksums (read a megabyte at a time), as uploadFile() gives them. */
+export async function fileSums(path: string): Promise<FileSums> {
+  const fh = await open(path, "r");
+  const whole = new Bun.CryptoHasher("md5");
+  const partSums: Buffer[] = [];
+  let part = new Bun.CryptoHasher("md5");
+  let inPart = 0;
+  let size = 0;
+  try {
+    const buf = Buffer.allocUnsafe(READ_BYTES);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, READ_BYTES, size);
+      if (bytesRead === 0) break;
+      const chunk = buf.subarray(0, bytesRead);
+      whole.update(chunk);
+      part.update(chunk);
+      inPart += bytesRead;
+      size += bytesRead;
+      if (inPart === PART_BYTES) {
+        partSums.push(Buffer.from(part.digest() as Uint8Array));
+        part = new Bun.CryptoHasher("md5");
+        inPart = 0;
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  if (inPart > 0 || partSums.length === 0) partSums.push(Buffer.from(part.digest() as Uint8Array));
+  const multi = new Bun.CryptoHasher("md5");
+  multi.update(Buffer.concat(partSums));
+  return { size, md5: whole.digest("hex"), multipartEtag: `${multi.digest("hex")}-${partSums.length}` };
+}
+
+/**
+ * Whether an object is at `key`. A HEAD that fails for another reason carries
+ * no body (Bun then says only "an unexpected error"), so the question is asked
+ * again as a listing, whose error says why (InvalidAccessKeyId, AccessDenied…).
+ */
+export async function objectExists(client: Bun.S3Client, key: string): Promise<boolean> {
+  try {
+    await client.file(key).stat();
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === "NoSuchKey") return false;
+    const page = await client.list({ prefix: key, maxKeys: 1 });
+    return (page.contents ?? []).some((o) => o.key === key);
+  }
+}
+
 /** MD5 of an object, read back in a stream (when its ETag says nothing of its content). */
 async function remoteMd5(client: Bun.S3Client, key: string): Promise<string> {
   const h = new Bun.CryptoHasher("md5");

@@ -9,7 +9,7 @@ import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { EVENTS, MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
 import { envelopeJson, gapJson, parseReplayRequest, parseTime, ReplayParamError, type ReplayRequest } from "../../sinks/replay.ts";
 import { remoteAddress, requireStreamGrant, streamVisibility } from "../stream-access.ts";
-import { clusterView, clusterWaitProblem, nodeStatus, standaloneView } from "../../cluster/status.ts";
+import { clusterWaitProblem, nodeStatus, sharedClusterView, standaloneView } from "../../cluster/status.ts";
 import { VERSION } from "../../version.ts";
 
 /** Parses a time (ISO 8601, or microseconds since the epoch) into µs: the same rule as the websocket's `since`. */
@@ -244,8 +244,8 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       // Every node's streams (docs/CLUSTER.md), each list cut to what this client may see.
       const wait = clusterWaitProblem(c.req.query("wait_ms"));
       if ("problem" in wait) throw badRequest(wait.problem);
-      const local = nodeStatus(deps.hub, deps.config.nodeId, VERSION);
-      const view = deps.cluster ? { ...(await clusterView(deps.cluster, local, wait.ms)), joined: true } : standaloneView(local);
+      const local = () => nodeStatus(deps.hub, deps.config.nodeId, VERSION);
+      const view = deps.cluster ? { ...(await sharedClusterView(deps.cluster, local, wait.ms)), joined: true } : standaloneView(local());
       return c.json({ ...view, nodes: view.nodes.map((n) => ({ ...n, streams: n.streams.filter((s) => visible(s.stream)) })) });
     }
     if (scope !== undefined && scope !== "node") throw badRequest(`scope: ${JSON.stringify(scope)} is not valid; allowed: node (this node's streams, the default) or cluster (every node's, through NATS)`);

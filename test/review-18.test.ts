@@ -1,0 +1,316 @@
+import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { DuckDBInstance } from "@duckdb/node-api";
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
+import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
+import { signStreamToken } from "../app/auth/stream-token.ts";
+import { clusterView, nodeStatus } from "../app/cluster/status.ts";
+import { runCompactJob } from "../app/log/compact-process.ts";
+import { OffloadState } from "../app/log/offload-state.ts";
+import { RemoteCache } from "../app/log/remote-cache.ts";
+import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
+import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
+import { systemClock } from "../app/core/clock.ts";
+import { silentLogger } from "../app/core/logger.ts";
+import { Hub } from "../app/hub/hub.ts";
+import { startNatsCluster, stopNatsCluster, type NatsNode } from "./support/nats.ts";
+import { listKeys, S3RVER_KEYS, startTestS3, type TestS3 } from "./support/s3.ts";
+import { freeTcpPort, offsetClock, startTestServer, tempDir, waitFor, type TestServer } from "./support/server.ts";
+
+/** A link to a NATS address nobody listens on (never started: it stays disconnected), delivering what a real hub delivers. */
+function disconnectedLink(bufferBytes: number) {
+  const hub = new Hub({ settings: () => DEFAULT_SETTINGS, clock: systemClock, logger: silentLogger });
+  const link = new ClusterLink({
+    servers: [`nats://127.0.0.1:${freeTcpPort()}`], nodeId: "a", hub, logger: silentLogger, bufferBytes,
+    interest: () => new Set(), status: () => ({}), maxMessageBytes: () => 1 << 20,
+  });
+  return { hub, link };
+}
+
+describe("cluster buffer while NATS is down", () => {
+  it("a flood of 1-byte messages cannot hold more entries than the byte bound allows (each entry's own cost is counted)", () => {
+    const bufferBytes = 1024 * 1024;
+    const { link } = disconnectedLink(bufferBytes);
+    const sent = 100_000;
+    for (let i = 1; i <= sent; i++) link.deliver({ stream: "flood", ts: i, seq: i, origin: "ws", data: "x", size: 1 } as Parameters<ClusterLink["deliver"]>[0]);
+    const s = link.state();
+    // Before the fix every 1-byte message counted 1 byte: all 100,000 were kept (about 2 KB of memory each).
+    expect(s.buffered).toBeLessThanOrEqual(Math.floor(bufferBytes / (1 + PENDING_ENTRY_BYTES)));
+    expect(s.buffered + s.bufferDropped).toBe(sent);
+    expect(s.bufferDropped).toBeGreaterThan(0);
+    expect(s.pending_bytes).toBeLessThanOrEqual(bufferBytes);
+  });
+});
+
+describe("nodes seen over NATS", () => {
+  let nats: NatsNode[] = [];
+  let link: ClusterLink | null = null;
+  let raw: NatsConnection | null = null;
+  let hub: Hub;
+
+  beforeAll(async () => {
+    nats = await startNatsCluster(1);
+    hub = new Hub({ settings: () => DEFAULT_SETTINGS, clock: systemClock, logger: silentLogger });
+    link = new ClusterLink({
+      servers: [nats[0]!.url], nodeId: "me", hub, logger: silentLogger,
+      interest: () => new Set([streamSubject("s")]), status: () => nodeStatus(hub, "me", "test"), maxMessageBytes: () => 1 << 20,
+    });
+    link.start();
+    raw = await natsConnect({ servers: nats[0]!.url });
+    await waitFor(() => link!.subscribed().includes(streamSubject("s")), "the link to subscribe", 30_000);
+    // The link's subscription is on the server once a round trip of the link's has passed; the raw client's flush is not enough, so wait on the server's count.
+    await waitFor(async () => (await nats[0]!.monitor<{ num_subscriptions: number }>("/subsz")).num_subscriptions >= 2, "the subscription on the server", 30_000);
+  }, 60_000);
+
+  afterAll(async () => {
+    await raw?.close();
+    await link?.stop();
+    await stopNatsCluster(nats);
+  });
+
+  it("messages under thousands of made-up node ids leave the map of nodes seen bounded, the most recent kept", async () => {
+    const ids = NODES_SEEN_MAX + 500;
+    for (let i = 1; i <= ids; i++) {
+      const h = natsHeaders();
+      h.set(HEADER.node, `fake-${i}`);
+      h.set(HEADER.run, "r1");
+      h.set(HEADER.seq, "1");
+      h.set(HEADER.type, "text");
+      raw!.publish(streamSubject("s"), "x", { headers: h });
+    }
+    await raw!.flush();
+    await waitFor(() => link!.counters.received === ids, `all ${ids} messages to arrive`, 30_000);
+    // Before: one entry per id ever heard of, for ever (an attacker on NATS grows it without end; every one was then listed as missing).
+    expect(link!.nodesSeen.size).toBeLessThanOrEqual(NODES_SEEN_MAX);
+    expect(link!.nodesSeen.has(`fake-${ids}`)).toBe(true);
+    expect(link!.nodesSeen.has("fake-1")).toBe(false);
+  }, 60_000);
+
+  it("a status reply whose node is not a valid node id is not a node (not listed, not remembered)", async () => {
+    const evil = "x".repeat(10_000);
+    const sub = raw!.subscribe(STATUS_SUBJECT, {
+      callback: (_e, m) => {
+        m.respond(JSON.stringify({ node: evil, version: "1", ts: "", connections: 0, streams: [], streams_total: 0 }));
+      },
+    });
+    await raw!.flush();
+    const view = await clusterView(link!, nodeStatus(hub, "me", "test"), 1000);
+    sub.unsubscribe();
+    expect(view.nodes.map((n) => n.node)).toEqual(["me"]);
+    expect(link!.nodesSeen.has(evil)).toBe(false);
+    expect(view.missing).not.toContain(evil);
+  }, 30_000);
+
+  it("a node not heard of for an hour is forgotten (not missing for ever)", () => {
+    const now = Date.now();
+    link!.seen("gone", now);
+    expect(link!.nodesSeen.has("gone")).toBe(true);
+    link!.seen("me", now + NODE_FORGOTTEN_MS + 1);
+    expect(link!.nodesSeen.has("gone")).toBe(false);
+    expect([...link!.nodesSeen.keys()]).toEqual(["me"]);
+  });
+});
+
+/** Posts `n` text messages to `stream`, then moves the clock past the segment age and posts once more, which seals the segment. */
+async function postAndSeal(srv: TestServer, clock: ReturnType<typeof offsetClock>, stream: string, n: number, tag: string): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const r = await fetch(`${srv.url}/api/streams/${encodeURIComponent(stream)}/messages`, { method: "POST", body: `${tag} #${i}`, headers: { "content-type": "text/plain" } });
+    expect(r.status).toBeLessThan(300);
+  }
+  clock.advance(1100);
+  const r = await fetch(`${srv.url}/api/streams/seal/messages`, { method: "POST", body: "seal", headers: { "content-type": "text/plain" } });
+  expect(r.status).toBeLessThan(300);
+}
+
+describe("two boxes offloading under the same node id", () => {
+  let s3: TestS3;
+  beforeAll(async () => {
+    s3 = await startTestS3();
+  });
+  afterAll(async () => {
+    await s3.close();
+  });
+
+  it("never overwrite each other's objects: the second box's pass fails with what to do, its files stay here unverified, the first box's rows stay whole in the store", async () => {
+    const settings = { offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "clash", log_segment_seconds: 1, log_compact_seconds: 0 };
+    // The default node id is the host name: a fleet of boxes made from one image shares it.
+    const clocks = [offsetClock(), offsetClock()];
+    const boxes = [
+      await startTestServer(settings, { nodeId: "raspberrypi", clock: clocks[0], s3Credentials: S3RVER_KEYS }),
+      await startTestServer(settings, { nodeId: "raspberrypi", clock: clocks[1], s3Credentials: S3RVER_KEYS }),
+    ];
+    const tmp = tempDir();
+    try {
+      await postAndSeal(boxes[0]!, clocks[0]!, "lab", 5, "first");
+      await postAndSeal(boxes[1]!, clocks[1]!, "lab", 3, "second");
+      for (const b of boxes) expect(await b.compactor.runOnce()).toMatchObject({ ok: true });
+      await boxes[0]!.offloader.runOnce();
+      expect(boxes[0]!.offloader.status()).toMatchObject({ pending_files: 0, failing_since: null });
+      const before = await listKeys(s3.client, "clash/");
+      await boxes[1]!.offloader.runOnce();
+      // Before: the second box replaced the first's objects of the same names, and counted its own as verified.
+      const second = boxes[1]!.offloader.status();
+      expect(second.failing_since).not.toBeNull();
+      expect(second.last_error).toContain("already holds an object this box did not write");
+      expect(second.last_error).toContain("give each box its own --node-id");
+      expect(second.verified_files).toBe(0);
+      expect(second.pending_files).toBeGreaterThan(0);
+      const state = OffloadState.open(boxes[1]!.dataDir);
+      try {
+        expect(state.verifiedPaths().size).toBe(0);
+      } finally {
+        state.close();
+      }
+      expect(await listKeys(s3.client, "clash/")).toEqual(before);
+      // The first box's rows are whole in the store.
+      const rows: { body: string }[] = [];
+      for (const { key } of await listKeys(s3.client, "clash/")) {
+        if (!key.includes("stream=lab/")) continue;
+        const to = join(tmp.dir, key);
+        mkdirSync(dirname(to), { recursive: true });
+        writeFileSync(to, new Uint8Array(await s3.client.file(key).arrayBuffer()));
+        const db = await DuckDBInstance.create(":memory:");
+        const conn = await db.connect();
+        try {
+          const r = await conn.runAndReadAll(`SELECT data::VARCHAR AS body FROM read_parquet('${to.replaceAll("'", "''")}', hive_partitioning = false)`);
+          rows.push(...(r.getRowObjectsJson() as { body: string }[]));
+        } finally {
+          conn.closeSync();
+          db.closeSync();
+        }
+      }
+      expect(rows.map((r) => r.body).sort()).toEqual(Array.from({ length: 5 }, (_, i) => `first #${i}`));
+    } finally {
+      for (const b of boxes) await b.close();
+      tmp.remove();
+    }
+  }, 120_000);
+});
+
+describe("GET /api/streams?scope=cluster with a malformed status reply on NATS", () => {
+  it("answers 200 with the documented fields only; stream entries that name no valid stream are left out, also for a token limited to some streams", async () => {
+    const nats = await startNatsCluster(1);
+    const srv = await startTestServer({ access: "token" }, { nodeId: "here", nats: [nats[0]!.url] });
+    const raw = await natsConnect({ servers: nats[0]!.url });
+    try {
+      // Anyone on NATS can answer the status subject: here with a stream entry that is null, one whose name is a number, and a valid one, plus a field of its own.
+      raw.subscribe(STATUS_SUBJECT, {
+        callback: (_e, m) => void m.respond(JSON.stringify({
+          node: "odd", version: "1", ts: "x", connections: 1, streams_total: 3, nats: { last_error: "internal" },
+          streams: [null, { stream: 5 }, { stream: "lab/one", subscribers: 1 }],
+        })),
+      });
+      await raw.flush();
+      const token = await signStreamToken(srv.secret, { topic: "lab/*", scopes: ["read"], ttlSeconds: 600 });
+      await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
+      // Before: the token's topic filter ran on the null entry and the answer was a 500.
+      const r = await fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=1000`, { headers: { Authorization: `Bearer ${token}` } });
+      expect(r.status).toBe(200);
+      const body = await r.json() as { nodes: Record<string, unknown>[] };
+      const odd = body.nodes.find((n) => n.node === "odd")!;
+      expect(Object.keys(odd).sort()).toEqual(["connections", "node", "streams", "streams_total", "ts", "version"]);
+      expect(odd.streams).toEqual([{ stream: "lab/one", subscribers: 1 }]);
+    } finally {
+      await raw.close();
+      await srv.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
+
+describe("the remote cache's bound while it downloads", () => {
+  it("makes room before downloading: the cache folder never holds more than its size, also in the middle of a query's downloads", async () => {
+    const s3 = await startTestS3();
+    const tmp = tempDir();
+    try {
+      const MiB = 1048576;
+      const key = (n: string) => `fleet/d/node=n1/stream=s/date=2026-01-0${n}/seg${n}_0_0.parquet`;
+      for (const n of ["1", "2"]) await s3.client.write(key(n), new Uint8Array(6 * MiB).fill(Number(n)));
+      const dir = join(tmp.dir, "cache");
+      const cache = new RemoteCache(dir, 8 * MiB);
+      const { objects } = await RemoteCache.list(s3.client, "fleet/d", { streams: ["s"] });
+      await cache.fetch(s3.client, "fleet/d", objects.filter((o) => o.key === key("1")));
+      // Bytes of every file in the cache folder (cached files and a download's part file), sampled while the next query downloads.
+      const onDisk = () => (readdirSync(dir, { recursive: true }) as string[]).reduce((a, f) => {
+        const st = statSync(join(dir, f), { throwIfNoEntry: false });
+        return a + (st?.isFile() && !f.endsWith("index.json") ? st.size : 0);
+      }, 0);
+      let peak = 0;
+      const sampler = setInterval(() => { peak = Math.max(peak, onDisk()); }, 1);
+      try {
+        await cache.fetch(s3.client, "fleet/d", objects.filter((o) => o.key === key("2")));
+      } finally {
+        clearInterval(sampler);
+      }
+      peak = Math.max(peak, onDisk());
+      // Before: file 1 stayed until file 2 was whole, 12 MiB in a cache of 8.
+      expect(peak).toBeGreaterThan(0);
+      expect(peak).toBeLessThanOrEqual(8 * MiB);
+      expect(cache.bytes).toBe(6 * MiB);
+    } finally {
+      tmp.remove();
+      await s3.close();
+    }
+  }, 60_000);
+});
+
+describe("GET /api/streams?scope=cluster under a flood of requests", () => {
+  it("asks the cluster once for requests that come together: a client cannot make every node answer as fast as it sends", async () => {
+    const nats = await startNatsCluster(1);
+    const srv = await startTestServer({}, { nodeId: "here", nats: [nats[0]!.url] });
+    const raw = await natsConnect({ servers: nats[0]!.url });
+    try {
+      // Another node, counting the status requests that reach it.
+      let asked = 0;
+      raw.subscribe(STATUS_SUBJECT, {
+        callback: (_e, m) => {
+          asked++;
+          m.respond(JSON.stringify({ node: "other", version: "1", ts: "", connections: 0, streams: [], streams_total: 0 }));
+        },
+      });
+      await raw.flush();
+      await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
+      const answers = await Promise.all(Array.from({ length: 40 }, () => fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=300`).then(async (r) => ({ status: r.status, body: await r.json() as { nodes: { node: string }[] } }))));
+      for (const a of answers) {
+        expect(a.status).toBe(200);
+        expect(a.body.nodes.map((n) => n.node)).toEqual(["here", "other"]);
+      }
+      // Before: 40 requests, each answered by every node of the cluster.
+      expect(asked).toBeGreaterThanOrEqual(1);
+      expect(asked).toBeLessThanOrEqual(2);
+    } finally {
+      await raw.close();
+      await srv.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
+
+describe("retention with offloading on", () => {
+  it("keeps a file whose size is not the one verified at its path (a file reusing a verified file's name is not verified)", async () => {
+    const tmp = tempDir();
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      const part = join(logsDir, "stream=x", "date=2020-01-01");
+      mkdirSync(part, { recursive: true });
+      // A file verified long ago at this path had 100 bytes; the file there now (segment numbers started again, say) has 300 and was never uploaded.
+      writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(300));
+      const state = OffloadState.open(tmp.dir);
+      state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "p/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      const outcome = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
+      expect(outcome).toMatchObject({ ok: true });
+      // Before: deleted, as the path alone was looked up.
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
+      expect((outcome as { keptUnverified: { files: number } }).keptUnverified.files).toBe(1);
+      // The same file at the verified size goes, as before.
+      writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(100));
+      const again = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
+      expect(again).toMatchObject({ ok: true });
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(false);
+    } finally {
+      tmp.remove();
+    }
+  }, 60_000);
+});
