@@ -13,7 +13,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DIST, runnerFor, type Platform } from "../test/binary-support.ts";
-import { idleCpuPercent } from "./support/proc.ts";
+import { idleCpuPercent, freeTcpPort } from "./support/proc.ts";
 
 /** VmRSS and its parts from /proc: anonymous memory, and file pages (the binary's own, shared with the page cache). */
 async function rss(pid: number): Promise<{ total: number; anon: number; file: number }> {
@@ -28,13 +28,6 @@ interface Start { ms: number; unpackMs: number | null }
 const TARGETS: Record<Platform, string> = { "linux-x64": "bun-linux-x64-baseline", "linux-arm64": "bun-linux-arm64" };
 const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-async function freePort(): Promise<number> {
-  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = s.port;
-  s.stop(true);
-  return port;
-}
 
 /** Starts `cmd` and times spawn → first 200 from /healthz; returns the process, still running. */
 async function timeToHealthz(cmd: string[], port: number, env: Record<string, string>, cwd: string, timeoutMs: number) {
@@ -89,19 +82,19 @@ async function benchPlatform(platform: Platform, rounds: number, work: string) {
       const sy = (port: number) => [...runner.prefix, bin, "serve", "--host", "127.0.0.1", "--port", String(port), "--udp-port", "0", "--data-dir", join(dir, "data")];
       // Alternate the order so drift on a shared machine hits both alike.
       const runBare = async () => {
-        const port = await freePort();
+        const port = freeTcpPort();
         const b = await timeToHealthz([...runner.prefix, bare, String(port)], port, env(dir), dir, 30_000 * slow);
         bareStart.push(b.ms);
         if (r === rounds - 1) { await Bun.sleep(3000); rssBare = await rss(b.p.pid); if (cpuWindow) { await Bun.sleep(7000); cpuBare = await idleCpuPercent(b.p.pid, cpuWindow); } }
         await stop(b.p);
       };
       if (r % 2 === 0) await runBare();
-      const p1 = await freePort();
+      const p1 = freeTcpPort();
       const a = await timeToHealthz(sy(p1), p1, env(dir), dir, 60_000 * slow);
       first.push({ ms: a.ms, unpackMs: a.unpackMs });
       if (r === rounds - 1) { await Bun.sleep(3000); rssFirst = await rss(a.p.pid); }
       await stop(a.p);
-      const p2 = await freePort();
+      const p2 = freeTcpPort();
       const b = await timeToHealthz(sy(p2), p2, env(dir), dir, 60_000 * slow);
       if (!/duckdb native library reused/.test(b.log())) throw new Error(`the second start did not reuse the library: ${b.log()}`);
       second.push({ ms: b.ms, unpackMs: null });

@@ -9,7 +9,7 @@
  *   npm run bench -- cluster [--quick] [--rate N] [--subs N]
  */
 import { join } from "node:path";
-import { cpuSeconds, rssBytes, runClient } from "./support/proc.ts";
+import { cpuSeconds, rssBytes, runClient, freeTcpPort } from "./support/proc.ts";
 import { startSwitchyard, type SwitchyardProcess } from "./support/switchyard-proc.ts";
 
 interface Result { delivered: number; expected: number; seconds: number; perSecond: number; p50ms: number; p99ms: number }
@@ -17,16 +17,9 @@ const CLIENT = join(import.meta.dir, "support", "fanout-client.ts");
 const NATS_SERVER = "/usr/sbin/nats-server";
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
-function freePort(): number {
-  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = s.port;
-  s.stop(true);
-  return port;
-}
-
 /** Two clustered nats-servers on loopback. */
 async function natsPair() {
-  const ports = [0, 1].map(() => ({ client: freePort(), cluster: freePort(), monitor: freePort() }));
+  const ports = [0, 1].map(() => ({ client: freeTcpPort(), cluster: freeTcpPort(), monitor: freeTcpPort() }));
   const procs = ports.map((p, i) => Bun.spawn([NATS_SERVER, "-a", "127.0.0.1", "-p", String(p.client), "-m", String(p.monitor), "--cluster_name", "bench",
     "--cluster", `nats://127.0.0.1:${p.cluster}`, "--routes", `nats://127.0.0.1:${ports[1 - i]!.cluster}`], { stdout: "ignore", stderr: "ignore" }));
   for (const p of ports) {

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { jetstreamManager, StorageType } from "@nats-io/jetstream";
-import { cpuSeconds, runClient, rssBytes } from "./support/proc.ts";
+import { cpuSeconds, runClient, rssBytes, freeTcpPort } from "./support/proc.ts";
 import { startSwitchyard } from "./support/switchyard-proc.ts";
 
 interface Result { acked: number; seconds: number; perSecond: number; serverCpuMsPer1000?: number }
@@ -24,20 +24,12 @@ interface Case { name: string; target: "switchyard" | "jetstream"; mode: string;
 const CLIENT = join(import.meta.dir, "support", "ack-client.ts");
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-function freePort(): number {
-  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = s.port;
-  s.stop(true);
-  return port;
-}
-
 /** nats-server with JetStream on a temp store dir, loopback only; null when it is not installed. */
 async function startNats(): Promise<{ url: string; pid: number; stop(): Promise<void> } | null> {
   const bin = Bun.which("nats-server") ?? (await Bun.file("/usr/sbin/nats-server").exists() ? "/usr/sbin/nats-server" : null);
   if (!bin) return null;
   const dir = mkdtempSync(join(tmpdir(), "nats-bench-"));
-  const port = freePort();
+  const port = freeTcpPort();
   const p = Bun.spawn([bin, "-js", "-sd", dir, "-a", "127.0.0.1", "-p", String(port)], { stdout: "ignore", stderr: "pipe", stdin: "ignore" });
   let log = "";
   const deadline = Date.now() + 15_000;

@@ -49,3 +49,11 @@ export async function idleCpuPercent(pid: number, seconds: number): Promise<numb
   await Bun.sleep(seconds * 1000);
   return ((await cpuSeconds(pid)) - a) / seconds * 100;
 }
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freeTcpPort(): number {
+  const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = s.port;
+  s.stop(true);
+  return port;
+}
