@@ -59,6 +59,35 @@ export interface FileSums {
   multipartEtag: string;
 }
 
+/** Sums a file as it is read: MD5 of the whole and of each PART_BYTES part (for the multipart ETag). */
+class FileSummer {
+  private readonly whole = new Bun.CryptoHasher("md5");
+  private readonly partSums: Buffer[] = [];
+  private part = new Bun.CryptoHasher("md5");
+  private inPart = 0;
+  size = 0;
+
+  /** Adds the next chunk (never more than READ_BYTES, which divides PART_BYTES); true when it completed a part. */
+  add(chunk: Uint8Array): boolean {
+    this.whole.update(chunk);
+    this.part.update(chunk);
+    this.inPart += chunk.byteLength;
+    this.size += chunk.byteLength;
+    if (this.inPart < PART_BYTES) return false;
+    this.partSums.push(Buffer.from(this.part.digest() as Uint8Array));
+    this.part = new Bun.CryptoHasher("md5");
+    this.inPart = 0;
+    return true;
+  }
+
+  sums(): FileSums {
+    if (this.inPart > 0 || this.partSums.length === 0) this.partSums.push(Buffer.from(this.part.digest() as Uint8Array));
+    const multi = new Bun.CryptoHasher("md5");
+    multi.update(Buffer.concat(this.partSums));
+    return { size: this.size, md5: this.whole.digest("hex"), multipartEtag: `${multi.digest("hex")}-${this.partSums.length}` };
+  }
+}
+
 /**
  * Uploads the file at `path` to `key`, streaming it (a megabyte read at a time,
  * one part in flight: memory stays flat whatever the file's size), and returns
@@ -68,74 +97,43 @@ export interface FileSums {
  */
 export async function uploadFile(client: Bun.S3Client, key: string, path: string, stopping: () => boolean = () => false): Promise<FileSums> {
   const fh = await open(path, "r");
-  const whole = new Bun.CryptoHasher("md5");
-  const partSums: Buffer[] = [];
-  let part = new Bun.CryptoHasher("md5");
-  let inPart = 0;
-  let size = 0;
+  const summer = new FileSummer();
   const writer = client.file(key).writer({ partSize: PART_BYTES, queueSize: 1, retry: 1, type: "application/vnd.apache.parquet" });
   try {
     const buf = Buffer.allocUnsafe(READ_BYTES);
     for (;;) {
       // Not ended, a multipart upload is never an object (a store drops unfinished uploads).
       if (stopping()) throw new Error("stopped");
-      const { bytesRead } = await fh.read(buf, 0, READ_BYTES, size);
+      const { bytesRead } = await fh.read(buf, 0, READ_BYTES, summer.size);
       if (bytesRead === 0) break;
       const chunk = buf.subarray(0, bytesRead);
-      whole.update(chunk);
-      part.update(chunk);
-      inPart += bytesRead;
-      size += bytesRead;
+      const partDone = summer.add(chunk);
       // The writer copies what it is given.
       await writer.write(chunk);
-      if (inPart === PART_BYTES) {
-        partSums.push(Buffer.from(part.digest() as Uint8Array));
-        part = new Bun.CryptoHasher("md5");
-        inPart = 0;
-        await writer.flush();
-      }
+      if (partDone) await writer.flush();
     }
-    if (inPart > 0 || partSums.length === 0) partSums.push(Buffer.from(part.digest() as Uint8Array));
     await writer.end();
   } finally {
     await fh.close();
   }
-  const multi = new Bun.CryptoHasher("md5");
-  multi.update(Buffer.concat(partSums));
-  return { size, md5: whole.digest("hex"), multipartEtag: `${multi.digest("hex")}-${partSums.length}` };
+  return summer.sums();
 }
 
 /** A local file's size and checksums (read a megabyte at a time), as uploadFile() gives them. */
 export async function fileSums(path: string): Promise<FileSums> {
   const fh = await open(path, "r");
-  const whole = new Bun.CryptoHasher("md5");
-  const partSums: Buffer[] = [];
-  let part = new Bun.CryptoHasher("md5");
-  let inPart = 0;
-  let size = 0;
+  const summer = new FileSummer();
   try {
     const buf = Buffer.allocUnsafe(READ_BYTES);
     for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, READ_BYTES, size);
+      const { bytesRead } = await fh.read(buf, 0, READ_BYTES, summer.size);
       if (bytesRead === 0) break;
-      const chunk = buf.subarray(0, bytesRead);
-      whole.update(chunk);
-      part.update(chunk);
-      inPart += bytesRead;
-      size += bytesRead;
-      if (inPart === PART_BYTES) {
-        partSums.push(Buffer.from(part.digest() as Uint8Array));
-        part = new Bun.CryptoHasher("md5");
-        inPart = 0;
-      }
+      summer.add(buf.subarray(0, bytesRead));
     }
   } finally {
     await fh.close();
   }
-  if (inPart > 0 || partSums.length === 0) partSums.push(Buffer.from(part.digest() as Uint8Array));
-  const multi = new Bun.CryptoHasher("md5");
-  multi.update(Buffer.concat(partSums));
-  return { size, md5: whole.digest("hex"), multipartEtag: `${multi.digest("hex")}-${partSums.length}` };
+  return summer.sums();
 }
 
 /**
