@@ -7,6 +7,7 @@ import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_B
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { clusterView, nodeStatus } from "../app/cluster/status.ts";
 import { runCompactJob } from "../app/log/compact-process.ts";
+import { Offloader } from "../app/log/offloader.ts";
 import { OffloadState } from "../app/log/offload-state.ts";
 import { RemoteCache } from "../app/log/remote-cache.ts";
 import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
@@ -290,6 +291,12 @@ describe("GET /api/streams?scope=cluster under a flood of requests", () => {
 describe("retention with offloading on", () => {
   it("keeps a file whose size is not the one verified at its path (a file reusing a verified file's name is not verified)", async () => {
     const tmp = tempDir();
+    // A store nobody listens on: every upload fails, so only what offload.db says is verified may go.
+    const url = `http://127.0.0.1:${freeTcpPort()}`;
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger: silentLogger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 30, log_retention_bytes: 0 }),
+    });
     try {
       const logsDir = join(tmp.dir, "logs");
       const part = join(logsDir, "stream=x", "date=2020-01-01");
@@ -297,20 +304,133 @@ describe("retention with offloading on", () => {
       // A file verified long ago at this path had 100 bytes; the file there now (segment numbers started again, say) has 300 and was never uploaded.
       writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(300));
       const state = OffloadState.open(tmp.dir);
+      state.retarget(`${url} logs p`, () => false); // verified in this very store
       state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "p/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
       state.close();
-      const outcome = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
-      expect(outcome).toMatchObject({ ok: true });
+      await offloader.runOnce();
+      expect(offloader.status().failing_since).not.toBeNull();
       // Before: deleted, as the path alone was looked up.
       expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
-      expect((outcome as { keptUnverified: { files: number } }).keptUnverified.files).toBe(1);
-      // The same file at the verified size goes, as before.
+      expect(offloader.lastRetention?.kept.files).toBe(1);
+      // The same file at the verified size goes, as before (the upload still fails: retention runs all the same).
       writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(100));
-      const again = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
-      expect(again).toMatchObject({ ok: true });
+      await offloader.runOnce();
       expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(false);
+      expect(existsSync(part)).toBe(false);
+      expect(offloader.lastRetention?.removed.map((r) => r.path)).toEqual([part]);
+    } finally {
+      await offloader.stop();
+      tmp.remove();
+    }
+  }, 60_000);
+
+  it("applies the size rule to verified files only, oldest date first, keeping an unverified one and saying so", async () => {
+    const tmp = tempDir();
+    const url = `http://127.0.0.1:${freeTcpPort()}`;
+    const lines: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) };
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 0, log_retention_bytes: 250 }),
+    });
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      const state = OffloadState.open(tmp.dir);
+      state.retarget(`${url} logs p`, () => false);
+      const dates = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"];
+      for (const [i, date] of dates.entries()) {
+        mkdirSync(join(logsDir, "stream=s", `date=${date}`), { recursive: true });
+        writeFileSync(join(logsDir, "stream=s", `date=${date}`, "seg1_0_0.parquet"), new Uint8Array(100));
+        // The oldest is not verified (its upload fails: nobody listens there).
+        if (i > 0) state.record({ path: `stream=s/date=${date}/seg1_0_0.parquet`, key: `p/node=n/stream=s/date=${date}/seg1_0_0.parquet`, size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      }
+      state.close();
+      await offloader.runOnce();
+      const present = dates.map((d) => existsSync(join(logsDir, "stream=s", `date=${d}`, "seg1_0_0.parquet")));
+      // 400 bytes over a limit of 250: the unverified oldest stays (still counted), the next two go, the newest stays.
+      expect(present).toEqual([true, false, false, true]);
+      expect(offloader.lastRetention?.kept).toEqual({ files: 1, bytes: 100 });
+      expect(offloader.lastRetention?.removed.map((r) => r.reason)).toEqual(["log over 250 bytes; verified in the remote store", "log over 250 bytes; verified in the remote store"]);
+      expect(lines).toContain("log retention kept files not yet verified in the remote store");
+    } finally {
+      await offloader.stop();
+      tmp.remove();
+    }
+  }, 60_000);
+
+  it("the compaction run leaves Parquet retention to the offloader: a verified file past retention is not removed there", async () => {
+    const tmp = tempDir();
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      const part = join(logsDir, "stream=x", "date=2020-01-01");
+      mkdirSync(part, { recursive: true });
+      writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(100));
+      const state = OffloadState.open(tmp.dir);
+      state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "p/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      // Before: the compaction process read the verified rows once and removed the file, whatever the hub's audit found meanwhile.
+      const outcome = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
+      expect(outcome).toMatchObject({ ok: true, removed: [] });
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
+      // Offloading off: the compaction run applies retention, whole partitions, as always.
+      const off = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: false });
+      expect(off).toMatchObject({ ok: true, removed: [{ path: part, bytes: 100, reason: "older than 30 days" }] });
+      expect(existsSync(part)).toBe(false);
     } finally {
       tmp.remove();
     }
   }, 60_000);
+});
+
+describe("the hourly audit against retention", () => {
+  let s3: TestS3;
+  beforeAll(async () => {
+    s3 = await startTestS3();
+  });
+  afterAll(async () => {
+    await s3.close();
+  });
+
+  it("a file past retention whose object the audit finds corrupted is uploaded again before it goes, with compaction running at the same time", async () => {
+    const DAY = 86_400_000;
+    const clock = offsetClock();
+    // Messages three days old; retention is 1 day, but the files only go once verified remote.
+    clock.advance(-3 * DAY);
+    const srv = await startTestServer({ offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "audit", log_segment_seconds: 1, log_compact_seconds: 0 }, { nodeId: "node-a", clock, s3Credentials: S3RVER_KEYS, offloadRetryMaxMs: 500 });
+    try {
+      for (let round = 0; round < 3; round++) {
+        await postAndSeal(srv, clock, `old${round}`, 3, `seal${round}`);
+        expect((await srv.compactor.runOnce()).ok).toBe(true);
+        // Uploaded and verified while retention is off; the file stays here.
+        await srv.offloader.runOnce();
+        const files = readdirSync(join(srv.dataDir, "logs", `stream=old${round}`), { recursive: true }).filter((f) => String(f).endsWith(".parquet")).map((f) => `stream=old${round}/${f}`);
+        expect(files).toHaveLength(1);
+        const path = files[0]!;
+        const key = `audit/node=node-a/${path}`;
+        const good = new Uint8Array(await s3.client.file(key).arrayBuffer());
+        expect(good.length).toBeGreaterThan(0);
+        // The object is damaged in the store (same size, other bytes), then retention comes into force.
+        const bad = good.slice();
+        bad[bad.length - 20] = bad[bad.length - 20]! ^ 0xff;
+        await s3.client.write(key, bad);
+        expect((await fetch(`${srv.url}/api/settings`, { method: "PATCH", headers: srv.adminHeaders, body: JSON.stringify({ log_retention_days: 1 }) })).status).toBe(200);
+        // The audit and a compaction run at once (the run merges and, before, applied retention with the rows it read at its start).
+        await postAndSeal(srv, clock, "fresh", 1, `seal${round}`);
+        const [compaction] = await Promise.all([srv.compactor.runOnce(), srv.offloader.runOnce({ audit: true })]);
+        expect(compaction.ok).toBe(true);
+        await srv.offloader.runOnce();
+        // Never gone here while the object is wrong: once the file went, the store holds the good bytes.
+        const local = existsSync(join(srv.dataDir, "logs", path));
+        const remote = new Uint8Array(await s3.client.file(key).arrayBuffer());
+        expect(local || Buffer.compare(remote, good) === 0).toBe(true);
+        // And with the pass done, the object is whole again and the file gone (retention applied by the offloader).
+        expect(Buffer.compare(remote, good)).toBe(0);
+        expect(local).toBe(false);
+        expect((await fetch(`${srv.url}/api/settings`, { method: "PATCH", headers: srv.adminHeaders, body: JSON.stringify({ log_retention_days: 0 }) })).status).toBe(200);
+      }
+      expect(srv.offloader.status().mismatches_total).toBe(3);
+    } finally {
+      await srv.close();
+    }
+  }, 180_000);
 });
