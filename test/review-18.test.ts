@@ -304,7 +304,7 @@ describe("retention with offloading on", () => {
       // A file verified long ago at this path had 100 bytes; the file there now (segment numbers started again, say) has 300 and was never uploaded.
       writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(300));
       const state = OffloadState.open(tmp.dir);
-      state.retarget(`${url} logs p`, () => false); // verified in this very store
+      await state.retarget(`${url} logs p`, new Set()); // verified in this very store
       state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "p/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
       state.close();
       await offloader.runOnce();
@@ -336,7 +336,7 @@ describe("retention with offloading on", () => {
     try {
       const logsDir = join(tmp.dir, "logs");
       const state = OffloadState.open(tmp.dir);
-      state.retarget(`${url} logs p`, () => false);
+      await state.retarget(`${url} logs p`, new Set());
       const dates = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"];
       for (const [i, date] of dates.entries()) {
         mkdirSync(join(logsDir, "stream=s", `date=${date}`), { recursive: true });
@@ -433,4 +433,34 @@ describe("the hourly audit against retention", () => {
       await srv.close();
     }
   }, 180_000);
+});
+
+describe("moving the offload to another store", () => {
+  it("forgets, batch by batch, the rows of the files still here and keeps those of files retention removed, then notes the new store", async () => {
+    const tmp = tempDir();
+    try {
+      const state = OffloadState.open(tmp.dir);
+      await state.retarget("old", new Set());
+      const path = (i: number) => `stream=s/date=2026-01-01/seg${i}_0_0.parquet`;
+      for (let i = 0; i < 1234; i++) state.record({ path: path(i), key: `p/${path(i)}`, size: 1, md5: "0".repeat(32), etag: "", verifiedAt: "" });
+      // Every third file is still here; the others were removed by retention (their only copy is in the old store).
+      const here = new Set(Array.from({ length: 1234 }, (_, i) => i).filter((i) => i % 3 === 0).map(path));
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 0);
+      try {
+        await state.retarget("new", here, 100);
+      } finally {
+        clearInterval(ticker);
+      }
+      expect(state.target()).toBe("new");
+      const left = state.verifiedPaths();
+      expect(left.size).toBe(1234 - here.size);
+      for (const p of here) expect(left.has(p)).toBe(false);
+      // The event loop ran between batches (13 of them here).
+      expect(ticks).toBeGreaterThan(0);
+      state.close();
+    } finally {
+      tmp.remove();
+    }
+  });
 });

@@ -217,6 +217,7 @@ export class Offloader {
   private async retain(): Promise<void> {
     const s = this.opts.settings();
     const limits = { days: s.log_retention_days, bytes: s.log_retention_bytes };
+    if (limits.days === 0 && limits.bytes === 0) return;
     // The limits count as part of the mark: a setting changed applies at the next pass.
     const mark = `${logChangeMark(this.logsDir)} ${limits.days} ${limits.bytes}`;
     if (!mark.startsWith(" ") && mark === this.retainedMark && this.now() - this.retainedAt < RETENTION_MS) return;
@@ -265,7 +266,7 @@ export class Offloader {
       const before = this.state.target();
       if (before !== where) {
         if (before !== "") this.opts.logger.warn("log offload: the store changed; the files here are uploaded to the new one", { bucket: target.bucket, prefix: target.prefix });
-        this.state.retarget(where, (p) => existsSync(join(this.logsDir, p)));
+        await this.state.retarget(where, new Set((await this.localFiles()).map((f) => f.path)));
       }
     }
     const client = this.client!;
@@ -276,10 +277,9 @@ export class Offloader {
     if (!auditDue && mark !== "" && mark === this.settledMark && this.now() - this.settledAt < 10 * 60_000) return;
     const files = await this.localFiles();
     this.pending = { files: 0, bytes: 0 };
-    const todo = files.filter((f) => {
-      const v = this.state!.get(f.path);
-      return !v || v.size !== f.size;
-    });
+    // One query for all the rows, not one per file (a year of small files is 100,000 of them).
+    const verified = this.state.verifiedSizes();
+    const todo = files.filter((f) => verified.get(f.path) !== f.size);
     for (const f of todo) {
       this.pending.files++;
       this.pending.bytes += f.size;
@@ -313,7 +313,9 @@ export class Offloader {
       const rel = relative(this.logsDir, p.path);
       for (const f of p.files) if (f.name.endsWith(".parquet")) out.push({ path: `${rel}/${f.name}`, size: f.bytes, date: p.date });
     }
-    return out.sort((a, b) => a.date.localeCompare(b.date) || a.path.localeCompare(b.path));
+    // Plain comparison, not localeCompare: many times faster over 100,000 names.
+    const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
+    return out.sort((a, b) => cmp(a.date, b.date) || cmp(a.path, b.path));
   }
 
   /**
