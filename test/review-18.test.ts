@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
@@ -463,4 +463,34 @@ describe("moving the offload to another store", () => {
       tmp.remove();
     }
   });
+});
+
+describe("query --remote downloads running at the same time", () => {
+  it("two caches on one folder download the same object at once, each through its own temporary file: both get it whole, no part file is left", async () => {
+    const s3 = await startTestS3();
+    const tmp = tempDir();
+    try {
+      const MiB = 1048576;
+      const key = "fleet/p/node=n1/stream=s/date=2026-01-01/seg1_0_0.parquet";
+      const body = new Uint8Array(12 * MiB);
+      for (let o = 0; o < body.length; o += 65536) crypto.getRandomValues(body.subarray(o, o + 65536));
+      await s3.client.write(key, body);
+      const dir = join(tmp.dir, "cache");
+      const { objects } = await RemoteCache.list(s3.client, "fleet/p");
+      expect(objects).toHaveLength(1);
+      // Two `query --remote` runs: two caches on the same folder, downloading together.
+      const [a, b] = await Promise.all([new RemoteCache(dir, 64 * MiB).fetch(s3.client, "fleet/p", objects), new RemoteCache(dir, 64 * MiB).fetch(s3.client, "fleet/p", objects)]);
+      // Before: both wrote `<file>.part` (each truncating it); the first renamed it away and the second failed with ENOENT.
+      expect(a).toEqual(b);
+      expect(Buffer.compare(readFileSync(a[0]!), body)).toBe(0);
+      const parts = () => (readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.endsWith(".part"));
+      expect(parts()).toEqual([]);
+      // A download that fails its check leaves no temporary file behind either.
+      await expect(new RemoteCache(join(tmp.dir, "other"), 64 * MiB).fetch(s3.client, "fleet/p", [{ ...objects[0]!, size: body.length + 1 }])).rejects.toThrow(/gave 12582912 bytes/);
+      expect((readdirSync(join(tmp.dir, "other"), { recursive: true }) as string[]).filter((f) => f.endsWith(".part"))).toEqual([]);
+    } finally {
+      tmp.remove();
+      await s3.close();
+    }
+  }, 60_000);
 });
