@@ -364,8 +364,9 @@ export class Offloader {
    * the same host name), and is never overwritten. When it is this very file
    * (same size and checksum: a record lost with a power cut), the file is
    * recorded as verified and true is returned (nothing to upload); when it is
-   * not, the pass fails with what to do, and the file stays here (not verified,
-   * retention keeps it). False: no object there, upload.
+   * not, the pass fails with what to do (also for this box's own upload whose
+   * note a power cut lost), and the file stays here (not verified, retention
+   * keeps it). False: no object there, upload.
    */
   private async notOurs(client: Bun.S3Client, key: string, path: string): Promise<boolean> {
     if (!(await objectExists(client, key))) return false;
@@ -378,7 +379,10 @@ export class Offloader {
     }
     const { problem, etag } = await verifyObject(client, key, sums);
     if (problem) {
-      throw new Error(`${key} already holds an object this box did not write (${problem}): another box offloads under node=${this.opts.nodeId}; give each box its own --node-id (the file stays here until then, and that object is left as it is)`);
+      // offload.db notes each key before its upload without an fsync (see OffloadState.open): after a power cut,
+      // an upload of this box whose check failed can look like another box's object. Both cases are named.
+      const node = this.opts.nodeId;
+      throw new Error(`${key} already holds an object this box did not write (${problem}): another box offloads under node=${node}, or this box wrote it and a power cut lost its note of that upload (in offload.db). Another box: give each box its own --node-id. No other box uses node=${node}: delete that object from the store and the next pass uploads this file again. Until then the file stays here, and that object is left as it is`);
     }
     this.state!.writing(this.state!.target(), key);
     this.state!.record({ path, key, size: sums.size, md5: sums.md5, etag, verifiedAt: new Date(this.now()).toISOString() });
