@@ -536,3 +536,37 @@ describe("an own upload whose note a power cut lost", () => {
     }
   }, 60_000);
 });
+
+describe("GET /api/streams?scope=cluster for a token that covers only some streams", () => {
+  it("shows no node's connections, and counts only the streams the token may see; the admin sees the counts as the nodes gave them", async () => {
+    const nats = await startNatsCluster(1);
+    const srv = await startTestServer({ access: "token" }, { nodeId: "here", nats: [nats[0]!.url] });
+    const raw = await natsConnect({ servers: nats[0]!.url });
+    try {
+      // Another node with one stream the token covers and two it does not.
+      raw.subscribe(STATUS_SUBJECT, {
+        callback: (_e, m) => void m.respond(JSON.stringify({
+          node: "other", version: "1", ts: "", connections: 7, streams_total: 3,
+          streams: [{ stream: "lab/one", subscribers: 1 }, { stream: "secret/a", subscribers: 3 }, { stream: "secret/b", subscribers: 3 }],
+        })),
+      });
+      await raw.flush();
+      // And a stream here the token does not cover.
+      expect((await fetch(`${srv.url}/api/streams/secret%2Fhere/messages`, { method: "POST", headers: { ...srv.adminHeaders, "content-type": "text/plain" }, body: "x" })).status).toBeLessThan(300);
+      await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
+      const token = await signStreamToken(srv.secret, { topic: "lab/*", scopes: ["read"], ttlSeconds: 600 });
+      const limited = await (await fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=1000`, { headers: { Authorization: `Bearer ${token}` } })).json() as { nodes: { node: string; connections: number | null; streams_total: number; streams: unknown[] }[] };
+      // Before: connections 7 and streams_total 3 for "other", and this node's own counts, told to a token that sees one stream.
+      expect(limited.nodes.map((n) => [n.node, n.connections, n.streams_total, n.streams.length])).toEqual([["here", null, 0, 0], ["other", null, 1, 1]]);
+      // The admin, with the same (shared) answer of the cluster, sees the counts as the nodes gave them.
+      const admin = await (await fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=1000`, { headers: srv.adminHeaders })).json() as typeof limited;
+      const other = admin.nodes.find((n) => n.node === "other")!;
+      expect([other.connections, other.streams_total, other.streams.length]).toEqual([7, 3, 3]);
+      expect(admin.nodes.find((n) => n.node === "here")!.streams_total).toBeGreaterThanOrEqual(1);
+    } finally {
+      await raw.close();
+      await srv.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
