@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { Database } from "bun:sqlite";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
@@ -567,6 +567,45 @@ describe("GET /api/streams?scope=cluster for a token that covers only some strea
       await raw.close();
       await srv.close();
       await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
+
+describe("a file verified once that is gone when it is to be uploaded again", () => {
+  it("is logged at warn level (its object may be all there is)", async () => {
+    const s3 = await startTestS3();
+    const tmp = tempDir();
+    const warnings: { msg: string; fields?: Record<string, unknown> }[] = [];
+    const logger = { debug() {}, info() {}, warn: (msg: string, fields?: Record<string, unknown>) => void warnings.push({ msg, fields }), error() {} };
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "gone", log_retention_days: 0, log_retention_bytes: 0 }),
+    });
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      // F: verified once, its object since lost from the store. G: a big file not uploaded yet, uploaded first in the pass.
+      const f = "stream=f/date=2026-01-01/seg1_0_0.parquet";
+      const g = "stream=g/date=2026-01-02/seg1_0_0.parquet";
+      for (const p of [f, g]) mkdirSync(dirname(join(logsDir, p)), { recursive: true });
+      writeFileSync(join(logsDir, f), new Uint8Array(100));
+      writeFileSync(join(logsDir, g), new Uint8Array(48 * 1048576));
+      const state = OffloadState.open(tmp.dir);
+      await state.retarget(`${s3.url} ${s3.bucket} gone`, new Set());
+      state.record({ path: f, key: `gone/node=n/${f}`, size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      const pass = offloader.runOnce({ audit: true });
+      // The pass has listed both (G pending) and is uploading G: F goes now, before the audit finds its object missing.
+      await waitFor(() => offloader.status().pending_files === 1, "the pass to list the files", 30_000);
+      rmSync(join(logsDir, f));
+      await pass;
+      expect(offloader.status().mismatches_total).toBe(1);
+      // Before: returned without a word.
+      const gone = warnings.find((w) => w.msg.includes("a file verified once is gone"));
+      expect(gone?.fields).toMatchObject({ path: f, key: `gone/node=n/${f}` });
+    } finally {
+      await offloader.stop();
+      tmp.remove();
+      await s3.close();
     }
   }, 60_000);
 });
