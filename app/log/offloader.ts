@@ -227,7 +227,7 @@ export class Offloader {
     const removed: RemovedPartition[] = [];
     const steps = planParquetRetention(this.logsDir, await listPartitions(this.logsDir), limits, this.now(), state.verifiedSizes(), kept);
     for (const step of steps) {
-      if (this.stopped) return;
+      if (this.stopped) break; // what was removed so far is still marked and logged
       const p = step.partition;
       if (p.files.some((f) => f.name === ".merge" || f.name.endsWith(".parquet.tmp"))) continue;
       const rel = relative(this.logsDir, p.path);
