@@ -1,12 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
+import { Database } from "bun:sqlite";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
 import { signStreamToken } from "../app/auth/stream-token.ts";
 import { clusterView, nodeStatus } from "../app/cluster/status.ts";
 import { runCompactJob } from "../app/log/compact-process.ts";
+import { Offloader } from "../app/log/offloader.ts";
 import { OffloadState } from "../app/log/offload-state.ts";
 import { RemoteCache } from "../app/log/remote-cache.ts";
 import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
@@ -290,6 +292,12 @@ describe("GET /api/streams?scope=cluster under a flood of requests", () => {
 describe("retention with offloading on", () => {
   it("keeps a file whose size is not the one verified at its path (a file reusing a verified file's name is not verified)", async () => {
     const tmp = tempDir();
+    // A store nobody listens on: every upload fails, so only what offload.db says is verified may go.
+    const url = `http://127.0.0.1:${freeTcpPort()}`;
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger: silentLogger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 30, log_retention_bytes: 0 }),
+    });
     try {
       const logsDir = join(tmp.dir, "logs");
       const part = join(logsDir, "stream=x", "date=2020-01-01");
@@ -297,20 +305,307 @@ describe("retention with offloading on", () => {
       // A file verified long ago at this path had 100 bytes; the file there now (segment numbers started again, say) has 300 and was never uploaded.
       writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(300));
       const state = OffloadState.open(tmp.dir);
+      await state.retarget(`${url} logs p`, new Set()); // verified in this very store
       state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "p/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
       state.close();
-      const outcome = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
-      expect(outcome).toMatchObject({ ok: true });
+      await offloader.runOnce();
+      expect(offloader.status().failing_since).not.toBeNull();
       // Before: deleted, as the path alone was looked up.
       expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
-      expect((outcome as { keptUnverified: { files: number } }).keptUnverified.files).toBe(1);
-      // The same file at the verified size goes, as before.
+      expect(offloader.lastRetention?.kept.files).toBe(1);
+      // The same file at the verified size goes, as before (the upload still fails: retention runs all the same).
       writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(100));
-      const again = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
-      expect(again).toMatchObject({ ok: true });
+      await offloader.runOnce();
       expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(false);
+      expect(existsSync(part)).toBe(false);
+      expect(offloader.lastRetention?.removed.map((r) => r.path)).toEqual([part]);
+    } finally {
+      await offloader.stop();
+      tmp.remove();
+    }
+  }, 60_000);
+
+  it("applies the size rule to verified files only, oldest date first, keeping an unverified one and saying so", async () => {
+    const tmp = tempDir();
+    const url = `http://127.0.0.1:${freeTcpPort()}`;
+    const lines: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) };
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 0, log_retention_bytes: 250 }),
+    });
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      const state = OffloadState.open(tmp.dir);
+      await state.retarget(`${url} logs p`, new Set());
+      const dates = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"];
+      for (const [i, date] of dates.entries()) {
+        mkdirSync(join(logsDir, "stream=s", `date=${date}`), { recursive: true });
+        writeFileSync(join(logsDir, "stream=s", `date=${date}`, "seg1_0_0.parquet"), new Uint8Array(100));
+        // The oldest is not verified (its upload fails: nobody listens there).
+        if (i > 0) state.record({ path: `stream=s/date=${date}/seg1_0_0.parquet`, key: `p/node=n/stream=s/date=${date}/seg1_0_0.parquet`, size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      }
+      state.close();
+      await offloader.runOnce();
+      const present = dates.map((d) => existsSync(join(logsDir, "stream=s", `date=${d}`, "seg1_0_0.parquet")));
+      // 400 bytes over a limit of 250: the unverified oldest stays (still counted), the next two go, the newest stays.
+      expect(present).toEqual([true, false, false, true]);
+      expect(offloader.lastRetention?.kept).toEqual({ files: 1, bytes: 100 });
+      expect(offloader.lastRetention?.removed.map((r) => r.reason)).toEqual(["log over 250 bytes; verified in the remote store", "log over 250 bytes; verified in the remote store"]);
+      expect(lines).toContain("log retention kept files not yet verified in the remote store");
+    } finally {
+      await offloader.stop();
+      tmp.remove();
+    }
+  }, 60_000);
+
+  it("the compaction run leaves Parquet retention to the offloader: a verified file past retention is not removed there", async () => {
+    const tmp = tempDir();
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      const part = join(logsDir, "stream=x", "date=2020-01-01");
+      mkdirSync(part, { recursive: true });
+      writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(100));
+      const state = OffloadState.open(tmp.dir);
+      state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "p/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      // Before: the compaction process read the verified rows once and removed the file, whatever the hub's audit found meanwhile.
+      const outcome = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: true });
+      expect(outcome).toMatchObject({ ok: true, removed: [] });
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
+      // Offloading off: the compaction run applies retention, whole partitions, as always.
+      const off = await runCompactJob({ segments: [], logsDir, retention: { days: 30, bytes: 0 }, memoryMb: 64, giveUp: [], offload: false });
+      expect(off).toMatchObject({ ok: true, removed: [{ path: part, bytes: 100, reason: "older than 30 days" }] });
+      expect(existsSync(part)).toBe(false);
     } finally {
       tmp.remove();
+    }
+  }, 60_000);
+});
+
+describe("the hourly audit against retention", () => {
+  let s3: TestS3;
+  beforeAll(async () => {
+    s3 = await startTestS3();
+  });
+  afterAll(async () => {
+    await s3.close();
+  });
+
+  it("a file past retention whose object the audit finds corrupted is uploaded again before it goes, with compaction running at the same time", async () => {
+    const DAY = 86_400_000;
+    const clock = offsetClock();
+    // Messages three days old; retention is 1 day, but the files only go once verified remote.
+    clock.advance(-3 * DAY);
+    const srv = await startTestServer({ offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "audit", log_segment_seconds: 1, log_compact_seconds: 0 }, { nodeId: "node-a", clock, s3Credentials: S3RVER_KEYS, offloadRetryMaxMs: 500 });
+    try {
+      for (let round = 0; round < 3; round++) {
+        await postAndSeal(srv, clock, `old${round}`, 3, `seal${round}`);
+        expect((await srv.compactor.runOnce()).ok).toBe(true);
+        // Uploaded and verified while retention is off; the file stays here.
+        await srv.offloader.runOnce();
+        const files = readdirSync(join(srv.dataDir, "logs", `stream=old${round}`), { recursive: true }).filter((f) => String(f).endsWith(".parquet")).map((f) => `stream=old${round}/${f}`);
+        expect(files).toHaveLength(1);
+        const path = files[0]!;
+        const key = `audit/node=node-a/${path}`;
+        const good = new Uint8Array(await s3.client.file(key).arrayBuffer());
+        expect(good.length).toBeGreaterThan(0);
+        // The object is damaged in the store (same size, other bytes), then retention comes into force.
+        const bad = good.slice();
+        bad[bad.length - 20] = bad[bad.length - 20]! ^ 0xff;
+        await s3.client.write(key, bad);
+        expect((await fetch(`${srv.url}/api/settings`, { method: "PATCH", headers: srv.adminHeaders, body: JSON.stringify({ log_retention_days: 1 }) })).status).toBe(200);
+        // The audit and a compaction run at once (the run merges and, before, applied retention with the rows it read at its start).
+        await postAndSeal(srv, clock, "fresh", 1, `seal${round}`);
+        const [compaction] = await Promise.all([srv.compactor.runOnce(), srv.offloader.runOnce({ audit: true })]);
+        expect(compaction.ok).toBe(true);
+        await srv.offloader.runOnce();
+        // Never gone here while the object is wrong: once the file went, the store holds the good bytes.
+        const local = existsSync(join(srv.dataDir, "logs", path));
+        const remote = new Uint8Array(await s3.client.file(key).arrayBuffer());
+        expect(local || Buffer.compare(remote, good) === 0).toBe(true);
+        // And with the pass done, the object is whole again and the file gone (retention applied by the offloader).
+        expect(Buffer.compare(remote, good)).toBe(0);
+        expect(local).toBe(false);
+        expect((await fetch(`${srv.url}/api/settings`, { method: "PATCH", headers: srv.adminHeaders, body: JSON.stringify({ log_retention_days: 0 }) })).status).toBe(200);
+      }
+      expect(srv.offloader.status().mismatches_total).toBe(3);
+    } finally {
+      await srv.close();
+    }
+  }, 180_000);
+});
+
+describe("moving the offload to another store", () => {
+  it("forgets, batch by batch, the rows of the files still here and keeps those of files retention removed, then notes the new store", async () => {
+    const tmp = tempDir();
+    try {
+      const state = OffloadState.open(tmp.dir);
+      await state.retarget("old", new Set());
+      const path = (i: number) => `stream=s/date=2026-01-01/seg${i}_0_0.parquet`;
+      for (let i = 0; i < 1234; i++) state.record({ path: path(i), key: `p/${path(i)}`, size: 1, md5: "0".repeat(32), etag: "", verifiedAt: "" });
+      // Every third file is still here; the others were removed by retention (their only copy is in the old store).
+      const here = new Set(Array.from({ length: 1234 }, (_, i) => i).filter((i) => i % 3 === 0).map(path));
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 0);
+      try {
+        await state.retarget("new", here, 100);
+      } finally {
+        clearInterval(ticker);
+      }
+      expect(state.target()).toBe("new");
+      const left = state.verifiedPaths();
+      expect(left.size).toBe(1234 - here.size);
+      for (const p of here) expect(left.has(p)).toBe(false);
+      // The event loop ran between batches (13 of them here).
+      expect(ticks).toBeGreaterThan(0);
+      state.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+});
+
+describe("query --remote downloads running at the same time", () => {
+  it("two caches on one folder download the same object at once, each through its own temporary file: both get it whole, no part file is left", async () => {
+    const s3 = await startTestS3();
+    const tmp = tempDir();
+    try {
+      const MiB = 1048576;
+      const key = "fleet/p/node=n1/stream=s/date=2026-01-01/seg1_0_0.parquet";
+      const body = new Uint8Array(12 * MiB);
+      for (let o = 0; o < body.length; o += 65536) crypto.getRandomValues(body.subarray(o, o + 65536));
+      await s3.client.write(key, body);
+      const dir = join(tmp.dir, "cache");
+      const { objects } = await RemoteCache.list(s3.client, "fleet/p");
+      expect(objects).toHaveLength(1);
+      // Two `query --remote` runs: two caches on the same folder, downloading together.
+      const [a, b] = await Promise.all([new RemoteCache(dir, 64 * MiB).fetch(s3.client, "fleet/p", objects), new RemoteCache(dir, 64 * MiB).fetch(s3.client, "fleet/p", objects)]);
+      // Before: both wrote `<file>.part` (each truncating it); the first renamed it away and the second failed with ENOENT.
+      expect(a).toEqual(b);
+      expect(Buffer.compare(readFileSync(a[0]!), body)).toBe(0);
+      const parts = () => (readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.endsWith(".part"));
+      expect(parts()).toEqual([]);
+      // A download that fails its check leaves no temporary file behind either.
+      await expect(new RemoteCache(join(tmp.dir, "other"), 64 * MiB).fetch(s3.client, "fleet/p", [{ ...objects[0]!, size: body.length + 1 }])).rejects.toThrow(/gave 12582912 bytes/);
+      expect((readdirSync(join(tmp.dir, "other"), { recursive: true }) as string[]).filter((f) => f.endsWith(".part"))).toEqual([]);
+    } finally {
+      tmp.remove();
+      await s3.close();
+    }
+  }, 60_000);
+});
+
+describe("an own upload whose note a power cut lost", () => {
+  it("is refused like another box's object, with a message that names the power cut and what to do; deleting the object as it says lets the file go up again", async () => {
+    const s3 = await startTestS3();
+    const clock = offsetClock();
+    const srv = await startTestServer({ offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "cut", log_segment_seconds: 1, log_compact_seconds: 0 }, { nodeId: "pi", clock, s3Credentials: S3RVER_KEYS, offloadRetryMaxMs: 500 });
+    try {
+      await postAndSeal(srv, clock, "lab", 3, "cut");
+      expect((await srv.compactor.runOnce()).ok).toBe(true);
+      await srv.offloader.runOnce();
+      const key = (await listKeys(s3.client, "cut/")).map((k) => k.key).find((k) => k.includes("stream=lab/"))!;
+      const path = key.slice("cut/node=pi/".length);
+      // The upload ended wrong in the store (its check failed), and the power cut lost offload.db's last rows: the note of the key and the file's row.
+      const good = new Uint8Array(await s3.client.file(key).arrayBuffer());
+      const bad = good.slice();
+      bad[bad.length - 20] = bad[bad.length - 20]! ^ 0xff;
+      await s3.client.write(key, bad);
+      const db = new Database(join(srv.dataDir, "offload.db"));
+      db.run("PRAGMA busy_timeout = 5000");
+      db.run("DELETE FROM written WHERE target_key LIKE ?", [`% ${key}`]);
+      db.run("DELETE FROM verified WHERE path = ?", [path]);
+      db.close();
+      // After a restart the first pass lists the log; here a pass with the audit does (a pass that finds the folder unchanged does not).
+      await srv.offloader.runOnce({ audit: true });
+      const status = srv.offloader.status();
+      expect(status.failing_since).not.toBeNull();
+      expect(status.last_error).toContain("already holds an object this box did not write");
+      expect(status.last_error).toContain("a power cut lost its note of that upload");
+      expect(status.last_error).toContain("delete that object from the store and the next pass uploads this file again");
+      expect(existsSync(join(srv.dataDir, "logs", path))).toBe(true);
+      // Doing what it says: the object goes, the next pass uploads the file and verifies it.
+      await s3.client.file(key).delete();
+      await srv.offloader.runOnce();
+      expect(srv.offloader.status()).toMatchObject({ failing_since: null, pending_files: 0 });
+      expect(Buffer.compare(new Uint8Array(await s3.client.file(key).arrayBuffer()), good)).toBe(0);
+    } finally {
+      await srv.close();
+      await s3.close();
+    }
+  }, 60_000);
+});
+
+describe("GET /api/streams?scope=cluster for a token that covers only some streams", () => {
+  it("shows no node's connections, and counts only the streams the token may see; the admin sees the counts as the nodes gave them", async () => {
+    const nats = await startNatsCluster(1);
+    const srv = await startTestServer({ access: "token" }, { nodeId: "here", nats: [nats[0]!.url] });
+    const raw = await natsConnect({ servers: nats[0]!.url });
+    try {
+      // Another node with one stream the token covers and two it does not.
+      raw.subscribe(STATUS_SUBJECT, {
+        callback: (_e, m) => void m.respond(JSON.stringify({
+          node: "other", version: "1", ts: "", connections: 7, streams_total: 3,
+          streams: [{ stream: "lab/one", subscribers: 1 }, { stream: "secret/a", subscribers: 3 }, { stream: "secret/b", subscribers: 3 }],
+        })),
+      });
+      await raw.flush();
+      // And a stream here the token does not cover.
+      expect((await fetch(`${srv.url}/api/streams/secret%2Fhere/messages`, { method: "POST", headers: { ...srv.adminHeaders, "content-type": "text/plain" }, body: "x" })).status).toBeLessThan(300);
+      await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
+      const token = await signStreamToken(srv.secret, { topic: "lab/*", scopes: ["read"], ttlSeconds: 600 });
+      const limited = await (await fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=1000`, { headers: { Authorization: `Bearer ${token}` } })).json() as { nodes: { node: string; connections: number | null; streams_total: number; streams: unknown[] }[] };
+      // Before: connections 7 and streams_total 3 for "other", and this node's own counts, told to a token that sees one stream.
+      expect(limited.nodes.map((n) => [n.node, n.connections, n.streams_total, n.streams.length])).toEqual([["here", null, 0, 0], ["other", null, 1, 1]]);
+      // The admin, with the same (shared) answer of the cluster, sees the counts as the nodes gave them.
+      const admin = await (await fetch(`${srv.url}/api/streams?scope=cluster&wait_ms=1000`, { headers: srv.adminHeaders })).json() as typeof limited;
+      const other = admin.nodes.find((n) => n.node === "other")!;
+      expect([other.connections, other.streams_total, other.streams.length]).toEqual([7, 3, 3]);
+      expect(admin.nodes.find((n) => n.node === "here")!.streams_total).toBeGreaterThanOrEqual(1);
+    } finally {
+      await raw.close();
+      await srv.close();
+      await stopNatsCluster(nats);
+    }
+  }, 60_000);
+});
+
+describe("a file verified once that is gone when it is to be uploaded again", () => {
+  it("is logged at warn level (its object may be all there is)", async () => {
+    const s3 = await startTestS3();
+    const tmp = tempDir();
+    const warnings: { msg: string; fields?: Record<string, unknown> }[] = [];
+    const logger = { debug() {}, info() {}, warn: (msg: string, fields?: Record<string, unknown>) => void warnings.push({ msg, fields }), error() {} };
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "gone", log_retention_days: 0, log_retention_bytes: 0 }),
+    });
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      // F: verified once, its object since lost from the store. G: a big file not uploaded yet, uploaded first in the pass.
+      const f = "stream=f/date=2026-01-01/seg1_0_0.parquet";
+      const g = "stream=g/date=2026-01-02/seg1_0_0.parquet";
+      for (const p of [f, g]) mkdirSync(dirname(join(logsDir, p)), { recursive: true });
+      writeFileSync(join(logsDir, f), new Uint8Array(100));
+      writeFileSync(join(logsDir, g), new Uint8Array(48 * 1048576));
+      const state = OffloadState.open(tmp.dir);
+      await state.retarget(`${s3.url} ${s3.bucket} gone`, new Set());
+      state.record({ path: f, key: `gone/node=n/${f}`, size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      const pass = offloader.runOnce({ audit: true });
+      // The pass has listed both (G pending) and is uploading G: F goes now, before the audit finds its object missing.
+      await waitFor(() => offloader.status().pending_files === 1, "the pass to list the files", 30_000);
+      rmSync(join(logsDir, f));
+      await pass;
+      expect(offloader.status().mismatches_total).toBe(1);
+      // Before: returned without a word.
+      const gone = warnings.find((w) => w.msg.includes("a file verified once is gone"));
+      expect(gone?.fields).toMatchObject({ path: f, key: `gone/node=n/${f}` });
+    } finally {
+      await offloader.stop();
+      tmp.remove();
+      await s3.close();
     }
   }, 60_000);
 });

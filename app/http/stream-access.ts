@@ -75,18 +75,23 @@ export async function requireStreamGrant(c: Context<HttpEnv>, deps: HttpDeps, st
   return grant;
 }
 
+/** Which stream names a request may see; `all`: every stream (no token needed, or the admin). */
+export type StreamFilter = ((stream: string) => boolean) & { readonly all: boolean };
+
+const everyStream: StreamFilter = Object.assign(() => true, { all: true });
+
 /**
  * For listings: returns a filter of the stream names the request may see. With
  * no token needed, or for the admin (a session or an admin token), all;
  * otherwise those covered by a valid token's topic.
  */
-export async function streamVisibility(c: Context<HttpEnv>, deps: HttpDeps): Promise<(stream: string) => boolean> {
+export async function streamVisibility(c: Context<HttpEnv>, deps: HttpDeps): Promise<StreamFilter> {
   const settings = deps.store.settings;
   const token = tokenFromRequest(c.req.raw, new URL(c.req.url));
   const free = settings.access === "open" || (settings.access === "loopback-open" && isLoopback(accessAddress(c)));
-  if (await isAdmin(c, deps, token)) return () => true;
+  if (await isAdmin(c, deps, token)) return everyStream;
   if (!token) {
-    if (free) return () => true;
+    if (free) return everyStream;
     throw new AppError(401, `a token is required (access policy '${settings.access}'); pass it as ?token= or an Authorization header`);
   }
   try {
@@ -94,7 +99,7 @@ export async function streamVisibility(c: Context<HttpEnv>, deps: HttpDeps): Pro
     if (claims.booking_id && deps.bookings.isDenied(claims.booking_id)) {
       throw new AppError(403, "booking id has been deny-listed, probably because the session was cancelled");
     }
-    return free ? () => true : (stream) => claims.scopes.includes("read") && topicCovers(claims.topic, stream);
+    return free ? everyStream : Object.assign((stream: string) => claims.scopes.includes("read") && topicCovers(claims.topic, stream), { all: false });
   } catch (err) {
     if (err instanceof TokenError) throw new AppError(401, err.message);
     throw err;

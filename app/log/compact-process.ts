@@ -7,7 +7,6 @@
  * crash-safe (see compaction.ts). One frame in on stdin (the job), one out on
  * stdout (the outcome).
  */
-import { dirname } from "node:path";
 import { encodeFrame, readFrames } from "../analytics/frames.ts";
 import type { CompactionOutcome } from "./compactor.ts";
 import type { Quarantined } from "./quarantine.ts";
@@ -19,7 +18,7 @@ export interface CompactJob {
   retention: { days: number; bytes: number };
   memoryMb: number;
   giveUp: string[];
-  /** Offloading is on: retention removes only files verified in the remote store. */
+  /** Offloading is on: the Offloader applies Parquet retention (only to files verified remote), not this job. */
   offload?: boolean;
 }
 
@@ -54,20 +53,11 @@ export async function runCompactJob(job: CompactJob): Promise<CompactionOutcome>
     } catch (err) {
       mergeError = (err as Error).message;
     }
-    // Retention runs whatever the merge did; with offloading on, it removes only what is verified remote.
-    const kept = { files: 0, bytes: 0 };
-    let verified: Map<string, number> | undefined;
-    if (offload) {
-      const { OffloadState } = await import("./offload-state.ts");
-      const state = OffloadState.open(dirname(logsDir));
-      try {
-        verified = state.verifiedSizes();
-      } finally {
-        state.close();
-      }
-    }
-    const removed = enforceParquetRetention(logsDir, retention, Date.now(), verified, kept);
-    return { ok: true, result, removed, quarantined, mergeError, keptUnverified: kept, peakRss: process.resourceUsage().maxRSS * 1024, pid: process.pid };
+    // Retention runs whatever the merge did. With offloading on it is not applied here but by the
+    // Offloader in the hub, in its pass after uploads and the audit: a file the audit finds wrong
+    // remote is never removed by a run that read the verified rows before the audit forgot it.
+    const removed = offload ? [] : enforceParquetRetention(logsDir, retention, Date.now());
+    return { ok: true, result, removed, quarantined, mergeError, peakRss: process.resourceUsage().maxRSS * 1024, pid: process.pid };
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }

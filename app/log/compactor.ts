@@ -6,12 +6,12 @@ import { runInBackground, selfCommand } from "../core/self-process.ts";
 import type { CompactJob } from "./compact-process.ts";
 import type { CompactionResult } from "./compaction.ts";
 import type { Quarantined } from "./quarantine.ts";
-import type { KeptUnverified, RemovedPartition } from "./retention.ts";
+import type { RemovedPartition } from "./retention.ts";
 import { Spool } from "./spool.ts";
 
 /** What the compactor reports after each run. */
 export type CompactionOutcome =
-  | { ok: true; result: CompactionResult; removed?: RemovedPartition[]; quarantined?: Quarantined[]; mergeError?: string; keptUnverified?: KeptUnverified; peakRss?: number; pid?: number }
+  | { ok: true; result: CompactionResult; removed?: RemovedPartition[]; quarantined?: Quarantined[]; mergeError?: string; peakRss?: number; pid?: number }
   | { ok: false; error: string };
 
 /** How long one run may take before it is called failed (and its process killed). */
@@ -45,7 +45,7 @@ export class Compactor {
     intervalSeconds: () => number;
     /** Retention of the Parquet log, applied after each run. */
     retention: () => { days: number; bytes: number };
-    /** Offloading is on: retention removes only files verified in the remote store. */
+    /** Offloading is on: the Offloader applies Parquet retention, not the compaction run. */
     offload?: () => boolean;
     /** DuckDB's memory limit for compaction, in MiB (setting log_compact_memory_mb). */
     memoryMb?: () => number;
@@ -108,7 +108,6 @@ export class Compactor {
       const r = outcome.result;
       if (r.segments > 0) this.opts.logger.info("log compacted", { segments: r.segments, rows: r.rows, files: r.files.length, peak_rss_mb: outcome.peakRss ? Math.round(outcome.peakRss / 1048576) : undefined, pid: outcome.pid });
       for (const r of outcome.removed ?? []) this.opts.logger.warn("log retention removed a partition", { path: r.path, bytes: r.bytes, reason: r.reason });
-      if (outcome.keptUnverified?.files) this.opts.logger.warn("log retention kept files not yet verified in the remote store", { files: outcome.keptUnverified.files, bytes: outcome.keptUnverified.bytes });
       for (const q of outcome.quarantined ?? []) this.opts.logger.error("log: moved an unreadable Parquet file to quarantine", { file: q.from, to: q.to, reason: q.reason });
       if (outcome.mergeError) this.opts.logger.error("log: merging closed partitions failed", { error: outcome.mergeError });
       const failed = new Set<string>();

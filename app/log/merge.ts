@@ -78,7 +78,8 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
       crash("manifest");
       renameSync(tmp, join(dir, output));
       crash("renamed");
-      for (const f of inputs) unlinkSync(join(dir, f));
+      // force: with offloading on, retention (in the hub) may have removed a verified input meanwhile.
+      for (const f of inputs) rmSync(join(dir, f), { force: true });
       markLogChanged(logsDir);
       crash("inputs-removed");
       unlinkSync(manifest);

@@ -105,15 +105,26 @@ export class OffloadState {
   }
 
   /**
-   * Moves to another store: the files still here (`present`) count as not
-   * verified until uploaded there; rows of files retention removed stay (their
-   * only copy is in the store they went to).
+   * Moves to another store: the files still here (`present`, paths under the
+   * logs folder, listed beforehand) count as not verified until uploaded there;
+   * rows of files retention removed stay (their only copy is in the store they
+   * went to). Rows are forgotten a batch at a time, the event loop free in
+   * between (a year of small files is 100,000 rows); the new store is noted
+   * last, so a crash in between only makes the next start do it again.
    */
-  retarget(target: string, present: (path: string) => boolean): void {
-    this.db.transaction(() => {
-      for (const p of this.verifiedPaths()) if (present(p)) this.forget(p);
-      this.db.run("INSERT INTO meta (name, value) VALUES ('target', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", [target]);
-    })();
+  async retarget(target: string, present: Set<string>, batch = 500): Promise<void> {
+    const page = this.db.query<{ path: string }, [string, number]>("SELECT path FROM verified WHERE path > ? ORDER BY path LIMIT ?");
+    const forget = this.db.transaction((paths: string[]) => {
+      for (const p of paths) this.forget(p);
+    });
+    for (let after = ""; ;) {
+      const paths = page.all(after, batch).map((r) => r.path);
+      if (paths.length === 0) break;
+      forget(paths.filter((p) => present.has(p)));
+      after = paths.at(-1)!;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    this.db.run("INSERT INTO meta (name, value) VALUES ('target', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value", [target]);
   }
 
   /** Notes a merge in the logs folder (called by the merge before it renames its output into place). */

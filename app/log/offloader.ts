@@ -1,11 +1,12 @@
 import { existsSync } from "node:fs";
-import { readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { readdir, rm } from "node:fs/promises";
+import { join, relative } from "node:path";
 import type { Settings } from "../config/settings.ts";
 import type { S3Credentials } from "../config/startup.ts";
 import type { Logger } from "../core/logger.ts";
 import { OffloadState } from "./offload-state.ts";
-import { logChangeMark } from "./partitions.ts";
+import { logChangeMark, markLogChanged } from "./partitions.ts";
+import { listPartitions, planParquetRetention, type KeptUnverified, type ListedPartition, type RemovedPartition } from "./retention.ts";
 import { fileSums, objectExists, offloadKey, s3Client, s3Target, storeError, uploadFile, verifyObject, type S3Target } from "./s3-store.ts";
 
 /** What the offloader reports (GET /api/offload, /metrics, the dashboard, the alert). */
@@ -42,6 +43,8 @@ export interface OffloadStatus {
 const RETRY_MAX_MS = 60_000;
 /** How often every local verified file is checked against its remote object. */
 const AUDIT_MS = 3_600_000;
+/** Retention runs at each pass that finds the log changed, and at least this often. */
+const RETENTION_MS = 10 * 60_000;
 
 /**
  * Uploads the log's Parquet files to S3-compatible storage, in the hub's
@@ -55,6 +58,12 @@ const AUDIT_MS = 3_600_000;
  * never holds a day twice for longer than that step. Every hour (and on
  * `runOnce({audit:true})`) each verified file still here is checked against
  * its object again; one found wrong or missing is uploaded again.
+ *
+ * With offloading on, Parquet retention is applied here too (not by the
+ * compaction run), last in the pass: uploads, the audit and retention's
+ * deletes never overlap, so a file whose object the audit has just found wrong
+ * is not verified any more when retention looks, and stays until uploaded
+ * again.
  */
 export class Offloader {
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -72,6 +81,10 @@ export class Offloader {
   /** The logs folder's change mark when it was last found all verified (a pass with nothing new skips the listing). */
   private settledMark: string | null = null;
   private settledAt = 0;
+  private retainedMark: string | null = null;
+  private retainedAt = 0;
+  /** What the last retention step removed and kept (null: none ran yet). */
+  lastRetention: { at: string; removed: RemovedPartition[]; kept: KeptUnverified } | null = null;
 
   constructor(private readonly opts: {
     dataDir: string;
@@ -184,6 +197,61 @@ export class Offloader {
       this.retryMs = Math.min(this.opts.retryMaxMs ?? RETRY_MAX_MS, Math.max(1000, this.retryMs * 2));
       this.opts.logger.warn("log offload failed; retrying", { bucket: target.bucket, error: why, retry_in_ms: this.retryMs, pending_files: this.pending.files });
     }
+    // Also after a failed pass: what was verified before may go, the rest stays.
+    if (this.stopped) return;
+    try {
+      await this.retain();
+    } catch (err) {
+      this.opts.logger.error("log retention failed", { error: (err as Error).message });
+    }
+  }
+
+  /**
+   * Parquet retention with offloading on (planParquetRetention with the
+   * verified rows): removes past-limit files verified remote, each checked
+   * again just before it goes (its row, its size now). A partition a merge is
+   * working in (manifest or temporary file there) is left for the next pass.
+   * Runs when the log or the limits changed since the last time, else every
+   * RETENTION_MS.
+   */
+  private async retain(): Promise<void> {
+    const s = this.opts.settings();
+    const limits = { days: s.log_retention_days, bytes: s.log_retention_bytes };
+    if (limits.days === 0 && limits.bytes === 0) return;
+    // The limits count as part of the mark: a setting changed applies at the next pass.
+    const mark = `${logChangeMark(this.logsDir)} ${limits.days} ${limits.bytes}`;
+    if (!mark.startsWith(" ") && mark === this.retainedMark && this.now() - this.retainedAt < RETENTION_MS) return;
+    this.state ??= OffloadState.open(this.opts.dataDir);
+    const state = this.state;
+    const kept = { files: 0, bytes: 0 };
+    const removed: RemovedPartition[] = [];
+    const steps = planParquetRetention(this.logsDir, await listPartitions(this.logsDir), limits, this.now(), state.verifiedSizes(), kept);
+    for (const step of steps) {
+      if (this.stopped) break; // what was removed so far is still marked and logged
+      const p = step.partition;
+      if (p.files.some((f) => f.name === ".merge" || f.name.endsWith(".parquet.tmp"))) continue;
+      const rel = relative(this.logsDir, p.path);
+      let bytes = 0;
+      for (const name of step.files ?? []) {
+        const f = p.files.find((x) => x.name === name)!;
+        // Read again now: the row may be gone (audit, merge settled) since the plan was made.
+        if (state.get(`${rel}/${name}`)?.size !== f.bytes) continue;
+        await rm(join(p.path, name), { force: true });
+        bytes += f.bytes;
+      }
+      if (bytes === 0) continue;
+      removed.push({ path: p.path, bytes, reason: step.reason });
+      await removeIfNoParquet(p);
+    }
+    if (removed.length > 0) {
+      markLogChanged(this.logsDir);
+      this.settledMark = null;
+    }
+    this.retainedMark = `${logChangeMark(this.logsDir)} ${limits.days} ${limits.bytes}`;
+    this.retainedAt = this.now();
+    this.lastRetention = { at: new Date(this.now()).toISOString(), removed, kept };
+    for (const r of removed) this.opts.logger.warn("log retention removed a partition", { path: r.path, bytes: r.bytes, reason: r.reason });
+    if (kept.files) this.opts.logger.warn("log retention kept files not yet verified in the remote store", { files: kept.files, bytes: kept.bytes });
   }
 
   /** Uploads what is not verified yet, settles merges, and (when due) checks the objects; throws on the first failure. */
@@ -198,7 +266,7 @@ export class Offloader {
       const before = this.state.target();
       if (before !== where) {
         if (before !== "") this.opts.logger.warn("log offload: the store changed; the files here are uploaded to the new one", { bucket: target.bucket, prefix: target.prefix });
-        this.state.retarget(where, (p) => existsSync(join(this.logsDir, p)));
+        await this.state.retarget(where, new Set((await this.localFiles()).map((f) => f.path)));
       }
     }
     const client = this.client!;
@@ -209,10 +277,9 @@ export class Offloader {
     if (!auditDue && mark !== "" && mark === this.settledMark && this.now() - this.settledAt < 10 * 60_000) return;
     const files = await this.localFiles();
     this.pending = { files: 0, bytes: 0 };
-    const todo = files.filter((f) => {
-      const v = this.state!.get(f.path);
-      return !v || v.size !== f.size;
-    });
+    // One query for all the rows, not one per file (a year of small files is 100,000 of them).
+    const verified = this.state.verifiedSizes();
+    const todo = files.filter((f) => verified.get(f.path) !== f.size);
     for (const f of todo) {
       this.pending.files++;
       this.pending.bytes += f.size;
@@ -242,27 +309,22 @@ export class Offloader {
    */
   private async localFiles(): Promise<{ path: string; size: number }[]> {
     const out: { path: string; size: number; date: string }[] = [];
-    const list = async (dir: string) => readdir(dir, { withFileTypes: true }).catch(() => []);
-    for (const s of await list(this.logsDir)) {
-      if (!s.isDirectory() || !s.name.startsWith("stream=")) continue;
-      for (const d of await list(join(this.logsDir, s.name))) {
-        const m = /^date=(\d{4}-\d{2}-\d{2})$/.exec(d.name);
-        if (!m || !d.isDirectory()) continue;
-        for (const f of await list(join(this.logsDir, s.name, d.name))) {
-          if (!f.name.endsWith(".parquet") || !f.isFile()) continue;
-          const path = `${s.name}/${d.name}/${f.name}`;
-          // Gone meanwhile (merge, retention): skipped.
-          const st = await stat(join(this.logsDir, path)).catch(() => null);
-          if (st) out.push({ path, size: st.size, date: m[1]! });
-        }
-      }
+    for (const p of await listPartitions(this.logsDir)) {
+      const rel = relative(this.logsDir, p.path);
+      for (const f of p.files) if (f.name.endsWith(".parquet")) out.push({ path: `${rel}/${f.name}`, size: f.bytes, date: p.date });
     }
-    return out.sort((a, b) => a.date.localeCompare(b.date) || a.path.localeCompare(b.path));
+    // Plain comparison, not localeCompare: many times faster over 100,000 names.
+    const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
+    return out.sort((a, b) => cmp(a.date, b.date) || cmp(a.path, b.path));
   }
 
-  /** Uploads one file, verifies it, and records it; throws when either fails. */
-  private async upload(client: Bun.S3Client, path: string): Promise<void> {
+  /**
+   * Uploads one file, verifies it, and records it; throws when either fails.
+   * `wasVerified`: the file was verified once (the audit found its object wrong).
+   */
+  private async upload(client: Bun.S3Client, path: string, wasVerified = false): Promise<void> {
     const t = this.target!;
+    wasVerified ||= this.state!.get(path) !== null;
     const key = offloadKey(t.prefix, this.opts.nodeId, path);
     const where = this.state!.target();
     if (!this.state!.wrote(where, key) && this.state!.get(path)?.key !== key && await this.notOurs(client, key, path)) return;
@@ -271,8 +333,12 @@ export class Offloader {
     try {
       sums = await uploadFile(client, key, join(this.logsDir, path), () => this.stopped);
     } catch (err) {
-      // Gone since the listing (a merge or retention): nothing to upload.
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      // Gone since the listing (a merge): nothing to upload. A file verified once should not vanish
+      // (retention runs in this pass, after uploads): said loudly, as its object may be all there is.
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+        if (wasVerified) this.opts.logger.warn("log offload: a file verified once is gone before it could be uploaded again (merged meanwhile, or removed by hand)", { path, key });
+        return;
+      }
       throw new Error(`uploading ${key} failed: ${storeError(err, t.credentials)}`);
     }
     let { problem, etag } = await verifyObject(client, key, sums);
@@ -298,8 +364,9 @@ export class Offloader {
    * the same host name), and is never overwritten. When it is this very file
    * (same size and checksum: a record lost with a power cut), the file is
    * recorded as verified and true is returned (nothing to upload); when it is
-   * not, the pass fails with what to do, and the file stays here (not verified,
-   * retention keeps it). False: no object there, upload.
+   * not, the pass fails with what to do (also for this box's own upload whose
+   * note a power cut lost), and the file stays here (not verified, retention
+   * keeps it). False: no object there, upload.
    */
   private async notOurs(client: Bun.S3Client, key: string, path: string): Promise<boolean> {
     if (!(await objectExists(client, key))) return false;
@@ -312,7 +379,10 @@ export class Offloader {
     }
     const { problem, etag } = await verifyObject(client, key, sums);
     if (problem) {
-      throw new Error(`${key} already holds an object this box did not write (${problem}): another box offloads under node=${this.opts.nodeId}; give each box its own --node-id (the file stays here until then, and that object is left as it is)`);
+      // offload.db notes each key before its upload without an fsync (see OffloadState.open): after a power cut,
+      // an upload of this box whose check failed can look like another box's object. Both cases are named.
+      const node = this.opts.nodeId;
+      throw new Error(`${key} already holds an object this box did not write (${problem}): another box offloads under node=${node}, or this box wrote it and a power cut lost its note of that upload (in offload.db). Another box: give each box its own --node-id. No other box uses node=${node}: delete that object from the store and the next pass uploads this file again. Until then the file stays here, and that object is left as it is`);
     }
     this.state!.writing(this.state!.target(), key);
     this.state!.record({ path, key, size: sums.size, md5: sums.md5, etag, verifiedAt: new Date(this.now()).toISOString() });
@@ -359,7 +429,14 @@ export class Offloader {
       // It was this box's object (verified once): written again, whatever is there now.
       this.state!.writing(this.state!.target(), v.key);
       this.state!.forget(f.path);
-      await this.upload(client, f.path);
+      await this.upload(client, f.path, true);
     }
   }
+}
+
+/** Removes a partition's folder once no Parquet file is left in it (what else is there goes with it). */
+async function removeIfNoParquet(p: ListedPartition): Promise<void> {
+  const left = await readdir(p.path).catch(() => null);
+  if (left === null || left.some((f) => f.endsWith(".parquet"))) return;
+  await rm(p.path, { recursive: true, force: true });
 }

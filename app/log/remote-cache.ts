@@ -128,27 +128,37 @@ export class RemoteCache {
 
 const mb = (bytes: number) => Math.ceil(bytes / 1048576);
 
-/** Downloads `o` to `path` through a temporary file, streamed; checks its size, and its MD5 when the ETag is one. */
+/**
+ * Downloads `o` to `path` through a temporary file of its own (named with this
+ * process's id and a random part, so two queries downloading the same object
+ * at once do not write into one file), streamed; checks its size, and its MD5
+ * when the ETag is one. The temporary file is removed on any failure.
+ */
 async function download(client: Bun.S3Client, o: RemoteObject, path: string): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.part`;
-  const fh = await open(tmp, "w", 0o600);
-  const md5 = new Bun.CryptoHasher("md5");
-  let size = 0;
+  const tmp = `${path}.${process.pid}-${crypto.randomUUID().slice(0, 8)}.part`;
   try {
-    for await (const chunk of client.file(o.key).stream()) {
-      const bytes = chunk as Uint8Array;
-      md5.update(bytes);
-      size += bytes.byteLength;
-      await fh.write(bytes);
+    const fh = await open(tmp, "wx", 0o600);
+    const md5 = new Bun.CryptoHasher("md5");
+    let size = 0;
+    try {
+      for await (const chunk of client.file(o.key).stream()) {
+        const bytes = chunk as Uint8Array;
+        md5.update(bytes);
+        size += bytes.byteLength;
+        await fh.write(bytes);
+      }
+    } finally {
+      await fh.close();
     }
-  } finally {
-    await fh.close();
-  }
-  const sum = md5.digest("hex");
-  if (size !== o.size || (/^[0-9a-f]{32}$/.test(o.etag) && sum !== o.etag)) {
+    const sum = md5.digest("hex");
+    if (size !== o.size || (/^[0-9a-f]{32}$/.test(o.etag) && sum !== o.etag)) {
+      throw new Error(`downloading ${o.key} gave ${size} bytes with MD5 ${sum}; the store lists ${o.size} bytes, ETag ${o.etag}`);
+    }
+    // Another query may have put the same object there meanwhile: the rename replaces it with the same bytes.
+    renameSync(tmp, path);
+  } catch (err) {
     rmSync(tmp, { force: true });
-    throw new Error(`downloading ${o.key} gave ${size} bytes with MD5 ${sum}; the store lists ${o.size} bytes, ETag ${o.etag}`);
+    throw err;
   }
-  renameSync(tmp, path);
 }

@@ -246,7 +246,13 @@ export function bindStreamRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       if ("problem" in wait) throw badRequest(wait.problem);
       const local = () => nodeStatus(deps.hub, deps.config.nodeId, VERSION);
       const view = deps.cluster ? { ...(await sharedClusterView(deps.cluster, local, wait.ms)), joined: true } : standaloneView(local());
-      return c.json({ ...view, nodes: view.nodes.map((n) => ({ ...n, streams: n.streams.filter((s) => visible(s.stream)) })) });
+      if (visible.all) return c.json(view);
+      // A token that covers only some streams: a node's connections and its number of streams count the
+      // others too, so they are not shown; streams_total is then the number of streams it may see there.
+      return c.json({ ...view, nodes: view.nodes.map((n) => {
+        const streams = n.streams.filter((s) => visible(s.stream));
+        return { ...n, streams, connections: null, streams_total: streams.length };
+      }) });
     }
     if (scope !== undefined && scope !== "node") throw badRequest(`scope: ${JSON.stringify(scope)} is not valid; allowed: node (this node's streams, the default) or cluster (every node's, through NATS)`);
     const streams = deps.hub.listStreams().filter((s) => visible(s.name)).map(streamStats);
