@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "bun:test";
 import { Database } from "bun:sqlite";
 import { DuckDBInstance } from "@duckdb/node-api";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { ClusterLink, HEADER, NODE_FORGOTTEN_MS, NODES_SEEN_MAX, PENDING_ENTRY_BYTES } from "../app/cluster/link.ts";
@@ -606,6 +606,120 @@ describe("a file verified once that is gone when it is to be uploaded again", ()
       await offloader.stop();
       tmp.remove();
       await s3.close();
+    }
+  }, 60_000);
+});
+
+describe("retention while the records are of another store", () => {
+  it("deletes nothing while offload.db's files were verified in a store the settings no longer name (a move that failed part way), and moves them at the next pass", async () => {
+    const tmp = tempDir();
+    const url = `http://127.0.0.1:${freeTcpPort()}`;
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger: silentLogger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "new", log_retention_days: 30, log_retention_bytes: 0 }),
+    });
+    try {
+      const part = join(tmp.dir, "logs", "stream=x", "date=2020-01-01");
+      mkdirSync(part, { recursive: true });
+      writeFileSync(join(part, "seg1_0_0.parquet"), new Uint8Array(100));
+      const state = OffloadState.open(tmp.dir);
+      // Verified in the old prefix; the settings now name prefix "new".
+      await state.retarget(`${url} logs old`, new Set());
+      state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "old/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      // The move of the records fails part way (a full disk, say): nothing may count as verified in the new store.
+      const retarget = OffloadState.prototype.retarget;
+      OffloadState.prototype.retarget = async () => {
+        throw new Error("SQLITE_FULL: database or disk is full");
+      };
+      try {
+        await offloader.runOnce();
+      } finally {
+        OffloadState.prototype.retarget = retarget;
+      }
+      expect(offloader.status().last_error).toContain("SQLITE_FULL");
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
+      // The next pass moves them (the upload there fails: nobody listens), so the file is not verified there and stays.
+      await offloader.runOnce();
+      expect(existsSync(join(part, "seg1_0_0.parquet"))).toBe(true);
+      expect(offloader.lastRetention?.kept.files).toBe(1);
+    } finally {
+      await offloader.stop();
+      tmp.remove();
+    }
+  }, 60_000);
+});
+
+describe("the remote cache's leftovers", () => {
+  it("removes a download a killed run left behind (older than an hour) and keeps a fresh one", () => {
+    const tmp = tempDir();
+    try {
+      const dir = join(tmp.dir, "remote-cache", "node=a", "stream=s", "date=2026-01-01");
+      mkdirSync(dir, { recursive: true });
+      const old = join(dir, "seg1.parquet.123-abcd.part");
+      const fresh = join(dir, "seg2.parquet.456-efgh.part");
+      writeFileSync(old, new Uint8Array(10));
+      writeFileSync(fresh, new Uint8Array(10));
+      const twoHoursAgo = new Date(Date.now() - 2 * 3_600_000);
+      utimesSync(old, twoHoursAgo, twoHoursAgo);
+      new RemoteCache(join(tmp.dir, "remote-cache"), 1048576);
+      expect(existsSync(old)).toBe(false);
+      expect(existsSync(fresh)).toBe(true);
+    } finally {
+      tmp.remove();
+    }
+  });
+});
+
+describe("retention during a long upload backlog", () => {
+  let s3: TestS3;
+  beforeAll(async () => {
+    s3 = await startTestS3();
+  });
+  afterAll(async () => {
+    await s3.close();
+  });
+
+  it("removes what is verified and past its age while the backlog is still uploading, not only after it", async () => {
+    const tmp = tempDir();
+    const events: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (m: string) => void events.push(m), error: (m: string) => void events.push(m) };
+    // Each look at the clock is a minute later: the backlog "takes" minutes.
+    let t = Date.now();
+    const offloader = new Offloader({
+      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }), now: () => (t += 61_000),
+      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "b", log_retention_days: 30, log_retention_bytes: 0 }),
+    });
+    const upload = (Offloader.prototype as unknown as { upload: (...a: unknown[]) => Promise<void> }).upload;
+    (Offloader.prototype as unknown as { upload: (...a: unknown[]) => Promise<void> }).upload = async function (this: Offloader, ...a: unknown[]) {
+      events.push(`upload ${String(a[1])}`);
+      return upload.apply(this, a);
+    };
+    try {
+      const logs = join(tmp.dir, "logs");
+      const old = join(logs, "stream=x", "date=2020-01-01");
+      mkdirSync(old, { recursive: true });
+      writeFileSync(join(old, "seg1_0_0.parquet"), new Uint8Array(100));
+      const state = OffloadState.open(tmp.dir);
+      await state.retarget(`${s3.url} ${s3.bucket} b`, new Set());
+      state.record({ path: "stream=x/date=2020-01-01/seg1_0_0.parquet", key: "b/node=n/stream=x/date=2020-01-01/seg1_0_0.parquet", size: 100, md5: "0".repeat(32), etag: "", verifiedAt: new Date().toISOString() });
+      state.close();
+      const today = join(logs, "stream=y", `date=${new Date().toISOString().slice(0, 10)}`);
+      mkdirSync(today, { recursive: true });
+      for (let i = 1; i <= 4; i++) writeFileSync(join(today, `seg${i}_0_0.parquet`), new Uint8Array(1000 + i));
+      await offloader.runOnce();
+      expect(existsSync(old)).toBe(false);
+      const removedAt = events.indexOf("log retention removed a partition");
+      // (The hourly check, due in this pass, then finds the old file's object missing, the record's checksum being made up, and says its file is gone.)
+      const uploads = events.map((e, i) => (e.startsWith("upload stream=y/") ? i : -1)).filter((i) => i >= 0);
+      expect(uploads.length).toBe(4);
+      // The old file went after the first upload and before the last: during the backlog, not after it.
+      expect(removedAt).toBeGreaterThan(uploads[0]!);
+      expect(removedAt).toBeLessThan(uploads[3]!);
+    } finally {
+      (Offloader.prototype as unknown as { upload: (...a: unknown[]) => Promise<void> }).upload = upload;
+      await offloader.stop();
+      tmp.remove();
     }
   }, 60_000);
 });

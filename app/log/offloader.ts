@@ -46,6 +46,14 @@ const AUDIT_MS = 3_600_000;
 /** Retention runs at each pass that finds the log changed, and at least this often. */
 const RETENTION_MS = 10 * 60_000;
 
+/** How often retention runs while a pass works through a long upload backlog. */
+const RETAIN_DURING_UPLOADS_MS = 60_000;
+
+/** The store a target names, as offload.db records it: endpoint, bucket and prefix. */
+function storeOf(t: { endpoint: string; bucket: string; prefix: string }): string {
+  return `${t.endpoint} ${t.bucket} ${t.prefix}`;
+}
+
 /**
  * Uploads the log's Parquet files to S3-compatible storage, in the hub's
  * process with Bun's S3 client (no DuckDB here), one file at a time, streamed
@@ -199,6 +207,11 @@ export class Offloader {
     }
     // Also after a failed pass: what was verified before may go, the rest stays.
     if (this.stopped) return;
+    await this.retainSafely();
+  }
+
+  /** retain(), its failure logged (the next pass tries again). */
+  private async retainSafely(): Promise<void> {
     try {
       await this.retain();
     } catch (err) {
@@ -223,6 +236,8 @@ export class Offloader {
     if (!mark.startsWith(" ") && mark === this.retainedMark && this.now() - this.retainedAt < RETENTION_MS) return;
     this.state ??= OffloadState.open(this.opts.dataDir);
     const state = this.state;
+    // The records are of another store than the settings name (a move not finished): nothing counts as verified yet.
+    if (state.target() !== storeOf(s3Target(s, null))) return;
     const kept = { files: 0, bytes: 0 };
     const removed: RemovedPartition[] = [];
     const steps = planParquetRetention(this.logsDir, await listPartitions(this.logsDir), limits, this.now(), state.verifiedSizes(), kept);
@@ -258,16 +273,17 @@ export class Offloader {
   private async transfer(target: S3Target): Promise<void> {
     this.state ??= OffloadState.open(this.opts.dataDir);
     if (JSON.stringify(target) !== JSON.stringify(this.target)) {
-      this.target = target;
-      this.client = s3Client(target);
       this.settledMark = null;
       // Another endpoint, bucket or prefix: what is here goes there too before retention may remove it.
-      const where = `${target.endpoint} ${target.bucket} ${target.prefix}`;
+      const where = storeOf(target);
       const before = this.state.target();
       if (before !== where) {
         if (before !== "") this.opts.logger.warn("log offload: the store changed; the files here are uploaded to the new one", { bucket: target.bucket, prefix: target.prefix });
         await this.state.retarget(where, new Set((await this.localFiles()).map((f) => f.path)));
       }
+      // Only once the records are moved: a retarget that failed part way is done again at the next pass.
+      this.target = target;
+      this.client = s3Client(target);
     }
     const client = this.client!;
     await this.settleMerges(client);
@@ -286,12 +302,19 @@ export class Offloader {
     }
     const started = performance.now();
     let bytes = 0;
+    let retainedInLoop = this.now();
     for (const f of todo) {
       if (this.stopped) return;
       await this.upload(client, f.path);
       bytes += f.size;
       this.pending.files--;
       this.pending.bytes -= f.size;
+      // A long backlog (after an outage or a move to another store) does not hold retention back:
+      // what is verified may go meanwhile, in the same serialized pass (never beside the audit).
+      if (this.now() - retainedInLoop >= RETAIN_DURING_UPLOADS_MS) {
+        retainedInLoop = this.now();
+        await this.retainSafely();
+      }
     }
     if (bytes > 0) this.figures.rate = bytes / 1048576 / Math.max(0.001, (performance.now() - started) / 1000);
     await this.settleMerges(client);

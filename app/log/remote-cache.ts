@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { parseOffloadKey } from "./s3-store.ts";
@@ -28,6 +28,9 @@ const INDEX = "index.json";
  * the path) up to `maxBytes` in all, the least recently used going first. A
  * cached file is used again while its object's size and ETag are unchanged.
  */
+/** A `.part` download older than this was left by a run that was killed. */
+const STALE_PART_MS = 3_600_000;
+
 export class RemoteCache {
   private readonly index: Record<string, { size: number; etag: string; used: number }>;
 
@@ -37,6 +40,25 @@ export class RemoteCache {
       this.index = JSON.parse(readFileSync(join(dir, INDEX), "utf8"));
     } catch {
       this.index = {};
+    }
+    this.removeStaleParts();
+  }
+
+  /**
+   * Removes downloads a killed run left behind (`*.part` older than an hour:
+   * a running download renames or removes its own well before), which the
+   * index does not count against the cache's size.
+   */
+  private removeStaleParts(): void {
+    const before = Date.now() - STALE_PART_MS;
+    for (const name of readdirSync(this.dir, { recursive: true }) as string[]) {
+      if (!name.endsWith(".part")) continue;
+      const path = join(this.dir, name);
+      try {
+        if (statSync(path).mtimeMs < before) rmSync(path, { force: true });
+      } catch {
+        // Gone meanwhile (another run removed it).
+      }
     }
   }
 

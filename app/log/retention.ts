@@ -90,11 +90,15 @@ export function listPartitionsSync(logsDir: string): ListedPartition[] {
 /**
  * Every date partition under `logsDir` with its files, listed with
  * asynchronous calls (in the hub: a big log does not stall it). A file or
- * folder gone while listing is left out.
+ * folder gone while listing is left out; any other failure to read throws.
  */
 export async function listPartitions(logsDir: string): Promise<ListedPartition[]> {
   const out: ListedPartition[] = [];
-  const list = async (dir: string) => readdir(dir, { withFileTypes: true }).catch(() => []);
+  // Only what is gone is left out: any other failure (EMFILE, EIO) throws, so no caller takes a folder it could not read for an empty one.
+  const list = async (dir: string) => readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return [];
+    throw err;
+  });
   for (const s of await list(logsDir)) {
     if (!s.isDirectory() || !s.name.startsWith("stream=")) continue;
     for (const d of await list(join(logsDir, s.name))) {
@@ -104,7 +108,10 @@ export async function listPartitions(logsDir: string): Promise<ListedPartition[]
       const files: ListedPartition["files"] = [];
       for (const f of await list(path)) {
         if (!f.isFile()) continue;
-        const st = await stat(join(path, f.name)).catch(() => null);
+        const st = await stat(join(path, f.name)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === "ENOENT") return null;
+          throw err;
+        });
         if (st) files.push({ name: f.name, bytes: st.size });
       }
       out.push({ path, date: m[1]!, files });
