@@ -12,9 +12,9 @@ import { Offloader } from "../app/log/offloader.ts";
 import { OffloadState } from "../app/log/offload-state.ts";
 import { RemoteCache } from "../app/log/remote-cache.ts";
 import { STATUS_SUBJECT, streamSubject } from "../app/cluster/subjects.ts";
-import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
+import { DEFAULT_SETTINGS, type Settings } from "../app/config/settings.ts";
 import { systemClock } from "../app/core/clock.ts";
-import { silentLogger } from "../app/core/logger.ts";
+import { silentLogger, type Logger } from "../app/core/logger.ts";
 import { Hub } from "../app/hub/hub.ts";
 import { startNatsCluster, stopNatsCluster, type NatsNode } from "./support/nats.ts";
 import { listKeys, S3RVER_KEYS, startTestS3, type TestS3 } from "./support/s3.ts";
@@ -28,6 +28,30 @@ function disconnectedLink(bufferBytes: number) {
     interest: () => new Set(), status: () => ({}), maxMessageBytes: () => 1 << 20,
   });
   return { hub, link };
+}
+
+/** A node "here" (access token) on a one-server NATS cluster where a raw client answers the status subject with `reply`. */
+async function withStatusReply(reply: unknown, fn: (srv: TestServer) => Promise<void>): Promise<void> {
+  const nats = await startNatsCluster(1);
+  const srv = await startTestServer({ access: "token" }, { nodeId: "here", nats: [nats[0]!.url] });
+  const raw = await natsConnect({ servers: nats[0]!.url });
+  try {
+    raw.subscribe(STATUS_SUBJECT, { callback: (_e, m) => void m.respond(JSON.stringify(reply)) });
+    await raw.flush();
+    await fn(srv);
+  } finally {
+    await raw.close();
+    await srv.close();
+    await stopNatsCluster(nats);
+  }
+}
+
+/** An Offloader for node "n" with s3rver's keys, offloading on, and these settings over the defaults. */
+function testOffloader(dataDir: string, logger: Logger, settings: Partial<Settings>, opts: { now?: () => number } = {}): Offloader {
+  return new Offloader({
+    dataDir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }), ...opts,
+    settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, ...settings }),
+  });
 }
 
 describe("cluster buffer while NATS is down", () => {
@@ -192,18 +216,11 @@ describe("two boxes offloading under the same node id", () => {
 
 describe("GET /api/streams?scope=cluster with a malformed status reply on NATS", () => {
   it("answers 200 with the documented fields only; stream entries that name no valid stream are left out, also for a token limited to some streams", async () => {
-    const nats = await startNatsCluster(1);
-    const srv = await startTestServer({ access: "token" }, { nodeId: "here", nats: [nats[0]!.url] });
-    const raw = await natsConnect({ servers: nats[0]!.url });
-    try {
-      // Anyone on NATS can answer the status subject: here with a stream entry that is null, one whose name is a number, and a valid one, plus a field of its own.
-      raw.subscribe(STATUS_SUBJECT, {
-        callback: (_e, m) => void m.respond(JSON.stringify({
-          node: "odd", version: "1", ts: "x", connections: 1, streams_total: 3, nats: { last_error: "internal" },
-          streams: [null, { stream: 5 }, { stream: "lab/one", subscribers: 1 }],
-        })),
-      });
-      await raw.flush();
+    // Anyone on NATS can answer the status subject: here with a stream entry that is null, one whose name is a number, and a valid one, plus a field of its own.
+    await withStatusReply({
+      node: "odd", version: "1", ts: "x", connections: 1, streams_total: 3, nats: { last_error: "internal" },
+      streams: [null, { stream: 5 }, { stream: "lab/one", subscribers: 1 }],
+    }, async (srv) => {
       const token = await signStreamToken(srv.secret, { topic: "lab/*", scopes: ["read"], ttlSeconds: 600 });
       await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
       // Before: the token's topic filter ran on the null entry and the answer was a 500.
@@ -213,11 +230,7 @@ describe("GET /api/streams?scope=cluster with a malformed status reply on NATS",
       const odd = body.nodes.find((n) => n.node === "odd")!;
       expect(Object.keys(odd).sort()).toEqual(["connections", "node", "streams", "streams_total", "ts", "version"]);
       expect(odd.streams).toEqual([{ stream: "lab/one", subscribers: 1 }]);
-    } finally {
-      await raw.close();
-      await srv.close();
-      await stopNatsCluster(nats);
-    }
+    });
   }, 60_000);
 });
 
@@ -294,10 +307,7 @@ describe("retention with offloading on", () => {
     const tmp = tempDir();
     // A store nobody listens on: every upload fails, so only what offload.db says is verified may go.
     const url = `http://127.0.0.1:${freeTcpPort()}`;
-    const offloader = new Offloader({
-      dataDir: tmp.dir, nodeId: "n", logger: silentLogger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
-      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 30, log_retention_bytes: 0 }),
-    });
+    const offloader = testOffloader(tmp.dir, silentLogger, { offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 30, log_retention_bytes: 0 });
     try {
       const logsDir = join(tmp.dir, "logs");
       const part = join(logsDir, "stream=x", "date=2020-01-01");
@@ -330,10 +340,7 @@ describe("retention with offloading on", () => {
     const url = `http://127.0.0.1:${freeTcpPort()}`;
     const lines: string[] = [];
     const logger = { debug() {}, info() {}, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) };
-    const offloader = new Offloader({
-      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
-      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 0, log_retention_bytes: 250 }),
-    });
+    const offloader = testOffloader(tmp.dir, logger, { offload_s3_url: url, offload_bucket: "logs", offload_prefix: "p", log_retention_days: 0, log_retention_bytes: 250 });
     try {
       const logsDir = join(tmp.dir, "logs");
       const state = OffloadState.open(tmp.dir);
@@ -539,18 +546,11 @@ describe("an own upload whose note a power cut lost", () => {
 
 describe("GET /api/streams?scope=cluster for a token that covers only some streams", () => {
   it("shows no node's connections, and counts only the streams the token may see; the admin sees the counts as the nodes gave them", async () => {
-    const nats = await startNatsCluster(1);
-    const srv = await startTestServer({ access: "token" }, { nodeId: "here", nats: [nats[0]!.url] });
-    const raw = await natsConnect({ servers: nats[0]!.url });
-    try {
-      // Another node with one stream the token covers and two it does not.
-      raw.subscribe(STATUS_SUBJECT, {
-        callback: (_e, m) => void m.respond(JSON.stringify({
-          node: "other", version: "1", ts: "", connections: 7, streams_total: 3,
-          streams: [{ stream: "lab/one", subscribers: 1 }, { stream: "secret/a", subscribers: 3 }, { stream: "secret/b", subscribers: 3 }],
-        })),
-      });
-      await raw.flush();
+    // Another node with one stream the token covers and two it does not.
+    await withStatusReply({
+      node: "other", version: "1", ts: "", connections: 7, streams_total: 3,
+      streams: [{ stream: "lab/one", subscribers: 1 }, { stream: "secret/a", subscribers: 3 }, { stream: "secret/b", subscribers: 3 }],
+    }, async (srv) => {
       // And a stream here the token does not cover.
       expect((await fetch(`${srv.url}/api/streams/secret%2Fhere/messages`, { method: "POST", headers: { ...srv.adminHeaders, "content-type": "text/plain" }, body: "x" })).status).toBeLessThan(300);
       await waitFor(() => srv.cluster!.state().connected, "the node to join NATS", 30_000);
@@ -563,11 +563,7 @@ describe("GET /api/streams?scope=cluster for a token that covers only some strea
       const other = admin.nodes.find((n) => n.node === "other")!;
       expect([other.connections, other.streams_total, other.streams.length]).toEqual([7, 3, 3]);
       expect(admin.nodes.find((n) => n.node === "here")!.streams_total).toBeGreaterThanOrEqual(1);
-    } finally {
-      await raw.close();
-      await srv.close();
-      await stopNatsCluster(nats);
-    }
+    });
   }, 60_000);
 });
 
@@ -577,10 +573,7 @@ describe("a file verified once that is gone when it is to be uploaded again", ()
     const tmp = tempDir();
     const warnings: { msg: string; fields?: Record<string, unknown> }[] = [];
     const logger = { debug() {}, info() {}, warn: (msg: string, fields?: Record<string, unknown>) => void warnings.push({ msg, fields }), error() {} };
-    const offloader = new Offloader({
-      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
-      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "gone", log_retention_days: 0, log_retention_bytes: 0 }),
-    });
+    const offloader = testOffloader(tmp.dir, logger, { offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "gone", log_retention_days: 0, log_retention_bytes: 0 });
     try {
       const logsDir = join(tmp.dir, "logs");
       // F: verified once, its object since lost from the store. G: a big file not uploaded yet, uploaded first in the pass.
@@ -614,10 +607,7 @@ describe("retention while the records are of another store", () => {
   it("deletes nothing while offload.db's files were verified in a store the settings no longer name (a move that failed part way), and moves them at the next pass", async () => {
     const tmp = tempDir();
     const url = `http://127.0.0.1:${freeTcpPort()}`;
-    const offloader = new Offloader({
-      dataDir: tmp.dir, nodeId: "n", logger: silentLogger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }),
-      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: url, offload_bucket: "logs", offload_prefix: "new", log_retention_days: 30, log_retention_bytes: 0 }),
-    });
+    const offloader = testOffloader(tmp.dir, silentLogger, { offload_s3_url: url, offload_bucket: "logs", offload_prefix: "new", log_retention_days: 30, log_retention_bytes: 0 });
     try {
       const part = join(tmp.dir, "logs", "stream=x", "date=2020-01-01");
       mkdirSync(part, { recursive: true });
@@ -686,10 +676,7 @@ describe("retention during a long upload backlog", () => {
     const logger = { debug() {}, info() {}, warn: (m: string) => void events.push(m), error: (m: string) => void events.push(m) };
     // Each look at the clock is a minute later: the backlog "takes" minutes.
     let t = Date.now();
-    const offloader = new Offloader({
-      dataDir: tmp.dir, nodeId: "n", logger, retryMaxMs: 500, credentials: () => ({ ...S3RVER_KEYS, source: "settings" }), now: () => (t += 61_000),
-      settings: () => ({ ...DEFAULT_SETTINGS, offload_enabled: true, offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "b", log_retention_days: 30, log_retention_bytes: 0 }),
-    });
+    const offloader = testOffloader(tmp.dir, logger, { offload_s3_url: s3.url, offload_bucket: s3.bucket, offload_prefix: "b", log_retention_days: 30, log_retention_bytes: 0 }, { now: () => (t += 61_000) });
     const upload = (Offloader.prototype as unknown as { upload: (...a: unknown[]) => Promise<void> }).upload;
     (Offloader.prototype as unknown as { upload: (...a: unknown[]) => Promise<void> }).upload = async function (this: Offloader, ...a: unknown[]) {
       events.push(`upload ${String(a[1])}`);
