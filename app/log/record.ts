@@ -101,12 +101,11 @@ export interface RecordFields {
 }
 
 /**
- * Checks the record at `offset` of `buf` exactly as decodeRecord does and, for
- * a message, fills `out` with where its fields are and returns "message"; a
- * segment's marks record returns "marks" (decodeRecord has checked it); an
- * unreadable one returns why.
+ * Checks the record at `offset` of `buf` (header, CRC, kind, lengths; a
+ * message's seq) and fills `out` with where its fields are. The one check that
+ * locateRecord and decodeRecord share.
  */
-export function locateRecord(buf: Buffer, offset: number, out: RecordFields): "message" | "marks" | BadRecord {
+function locate(buf: Buffer, offset: number, out: RecordFields): BadRecord | null {
   if (buf.length - offset < HEADER_BYTES) return "incomplete";
   const bodyLength = buf.readUInt32LE(offset);
   if (bodyLength < FIXED_BODY || bodyLength > MAX_BODY_BYTES) return "bad_length";
@@ -115,21 +114,17 @@ export function locateRecord(buf: Buffer, offset: number, out: RecordFields): "m
   if (end > buf.length) return "incomplete";
   if (Bun.hash.crc32(buf.subarray(start, end)) !== buf.readUInt32LE(offset + 4)) return "bad_crc";
   const kind = buf[start]!;
-  if (kind === KIND_MARKS) {
-    const r = decodeRecord(buf, offset);
-    return r.ok ? "marks" : r.reason;
-  }
   let o = start + 1;
   const ts = buf.readDoubleLE(o); o += 8;
   const seq = buf.readDoubleLE(o); o += 8;
   const streamLength = buf.readUInt16LE(o); o += 2;
-  if (o + streamLength + 2 > end || (kind !== KIND_TEXT && kind !== KIND_BINARY) || !Number.isFinite(ts)) return "bad_body";
+  if (o + streamLength + 2 > end || (kind !== KIND_TEXT && kind !== KIND_BINARY && kind !== KIND_MARKS) || !Number.isFinite(ts)) return "bad_body";
   out.streamStart = o;
   o += streamLength;
   out.streamEnd = o;
   const originLength = buf.readUInt16LE(o); o += 2;
   if (o + originLength > end) return "bad_body";
-  if (!Number.isInteger(seq) || seq < 1) return "bad_body";
+  if (kind !== KIND_MARKS && (!Number.isInteger(seq) || seq < 1)) return "bad_body";
   out.originStart = o;
   o += originLength;
   out.originEnd = o;
@@ -138,42 +133,49 @@ export function locateRecord(buf: Buffer, offset: number, out: RecordFields): "m
   out.seq = seq;
   out.dataStart = o;
   out.next = end;
-  return "message";
+  return null;
 }
+
+/** The marks a marks record located in `buf` holds, or null when its body is not valid marks. */
+function marksOf(buf: Buffer, f: RecordFields): Marks | null {
+  try {
+    const marks = JSON.parse(buf.toString("utf8", f.dataStart, f.next));
+    if (Number.isInteger(marks?.last_segment) && typeof marks.last_seq === "object" && marks.last_seq !== null) return marks;
+  } catch {
+    // not JSON
+  }
+  return null;
+}
+
+/**
+ * Checks the record at `offset` of `buf` exactly as decodeRecord does and, for
+ * a message, fills `out` with where its fields are and returns "message"; a
+ * segment's marks record returns "marks"; an unreadable one returns why.
+ */
+export function locateRecord(buf: Buffer, offset: number, out: RecordFields): "message" | "marks" | BadRecord {
+  const bad = locate(buf, offset, out);
+  if (bad) return bad;
+  if (out.kind !== KIND_MARKS) return "message";
+  return marksOf(buf, out) ? "marks" : "bad_body";
+}
+
+/** Where decodeRecord's record lies (reused: decoding is synchronous). */
+const decoding = {} as RecordFields;
 
 /** Decodes the record at `offset` of `buf`. */
 export function decodeRecord(buf: Buffer, offset: number): DecodeResult {
-  if (buf.length - offset < HEADER_BYTES) return { ok: false, reason: "incomplete" };
-  const bodyLength = buf.readUInt32LE(offset);
-  if (bodyLength < FIXED_BODY || bodyLength > MAX_BODY_BYTES) return { ok: false, reason: "bad_length" };
-  const start = offset + HEADER_BYTES;
-  const end = start + bodyLength;
-  if (end > buf.length) return { ok: false, reason: "incomplete" };
-  const body = buf.subarray(start, end);
-  if (Bun.hash.crc32(body) !== buf.readUInt32LE(offset + 4)) return { ok: false, reason: "bad_crc" };
-  let o = 0;
-  const kind = body.readUInt8(o); o += 1;
-  const ts = body.readDoubleLE(o); o += 8;
-  const seq = body.readDoubleLE(o); o += 8;
-  const streamLength = body.readUInt16LE(o); o += 2;
-  if (o + streamLength + 2 > body.length || (kind !== KIND_TEXT && kind !== KIND_BINARY && kind !== KIND_MARKS) || !Number.isFinite(ts)) return { ok: false, reason: "bad_body" };
-  const stream = body.toString("utf8", o, o + streamLength); o += streamLength;
-  const originLength = body.readUInt16LE(o); o += 2;
-  if (o + originLength > body.length) return { ok: false, reason: "bad_body" };
-  const origin = body.toString("utf8", o, o + originLength); o += originLength;
-  const raw = body.subarray(o);
-  if (kind === KIND_MARKS) {
-    try {
-      const marks = JSON.parse(raw.toString("utf8"));
-      if (Number.isInteger(marks?.last_segment) && typeof marks.last_seq === "object" && marks.last_seq !== null) return { ok: true, marks, next: end };
-    } catch {
-      // reported below
-    }
-    return { ok: false, reason: "bad_body" };
+  const f = decoding;
+  const bad = locate(buf, offset, f);
+  if (bad) return { ok: false, reason: bad };
+  if (f.kind === KIND_MARKS) {
+    const marks = marksOf(buf, f);
+    return marks ? { ok: true, marks, next: f.next } : { ok: false, reason: "bad_body" };
   }
-  if (!Number.isInteger(seq) || seq < 1) return { ok: false, reason: "bad_body" };
-  const data = kind === KIND_TEXT ? raw.toString("utf8") : new Uint8Array(raw);
-  return { ok: true, message: { stream, ts, seq, origin, data, size: raw.length }, next: end };
+  const stream = buf.toString("utf8", f.streamStart, f.streamEnd);
+  const origin = buf.toString("utf8", f.originStart, f.originEnd);
+  const raw = buf.subarray(f.dataStart, f.next);
+  const data = f.kind === KIND_TEXT ? raw.toString("utf8") : new Uint8Array(raw);
+  return { ok: true, message: { stream, ts: f.ts, seq: f.seq, origin, data, size: raw.length }, next: f.next };
 }
 
 /** One step of `scanRecords`: a record, or an unreadable stretch (with how many records it held, when that is knowable). */
