@@ -1,10 +1,21 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
-import { DuckDBInstance } from "@duckdb/node-api";
+import { DuckDBInstance, type DuckDBAppender } from "@duckdb/node-api";
 import type { Message } from "../app/core/message.ts";
 import { decodeRecord, encodeRecord, locateRecord, type RecordFields } from "../app/log/record.ts";
-import { appendLogRow, LOG_ROW_COLUMNS, LogRowChunks } from "../app/log/rows.ts";
+import { LOG_ROW_COLUMNS, LogRowChunks } from "../app/log/rows.ts";
 
 setDefaultTimeout(60_000);
+
+/** The reference: one message as a row of LOG_ROW_COLUMNS through DuckDB's row appender (how the tail was loaded before LogRowChunks). */
+function appendLogRow(appender: DuckDBAppender, m: Message): void {
+  appender.appendBigInt(BigInt(Math.round(m.ts)));
+  appender.appendVarchar(m.stream);
+  appender.appendBigInt(BigInt(m.seq));
+  appender.appendVarchar(m.origin);
+  appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
+  appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
+  appender.endRow();
+}
 
 /** A text record whose payload bytes are `raw` as they are (not valid UTF-8, say), with a valid CRC. */
 function rawTextRecord(stream: string, seq: number, raw: Uint8Array): Buffer {

@@ -7,17 +7,6 @@ import type { RecordFields } from "./record.ts";
 /** The columns of a log row in DuckDB before conversion: ts in µs, text as is, binary as base64. */
 export const LOG_ROW_COLUMNS = "ts_us BIGINT, stream VARCHAR, seq BIGINT, origin VARCHAR, kind VARCHAR, data VARCHAR";
 
-/** Appends one message as a row of LOG_ROW_COLUMNS. */
-export function appendLogRow(appender: DuckDBAppender, m: Message): void {
-  appender.appendBigInt(BigInt(Math.round(m.ts)));
-  appender.appendVarchar(m.stream);
-  appender.appendBigInt(BigInt(m.seq));
-  appender.appendVarchar(m.origin);
-  appender.appendVarchar(typeof m.data === "string" ? "text" : "binary");
-  appender.appendVarchar(typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64"));
-  appender.endRow();
-}
-
 /** Rows in one DuckDB data chunk (DuckDB's vector size). */
 const CHUNK_ROWS = 2048;
 /** Bytes of one DuckDB string (duckdb_string_t): u32 length, then 12 bytes inline, or a 4-byte prefix and a pointer. */
