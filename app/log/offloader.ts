@@ -211,9 +211,9 @@ export class Offloader {
   }
 
   /** retain(), its failure logged (the next pass tries again). */
-  private async retainSafely(): Promise<void> {
+  private async retainSafely(always = false): Promise<void> {
     try {
-      await this.retain();
+      await this.retain(always);
     } catch (err) {
       this.opts.logger.error("log retention failed", { error: (err as Error).message });
     }
@@ -225,15 +225,16 @@ export class Offloader {
    * again just before it goes (its row, its size now). A partition a merge is
    * working in (manifest or temporary file there) is left for the next pass.
    * Runs when the log or the limits changed since the last time, else every
-   * RETENTION_MS.
+   * RETENTION_MS; `always` during an upload backlog, where what changes is
+   * which files are verified, which the log's mark does not show.
    */
-  private async retain(): Promise<void> {
+  private async retain(always = false): Promise<void> {
     const s = this.opts.settings();
     const limits = { days: s.log_retention_days, bytes: s.log_retention_bytes };
     if (limits.days === 0 && limits.bytes === 0) return;
     // The limits count as part of the mark: a setting changed applies at the next pass.
     const mark = `${logChangeMark(this.logsDir)} ${limits.days} ${limits.bytes}`;
-    if (!mark.startsWith(" ") && mark === this.retainedMark && this.now() - this.retainedAt < RETENTION_MS) return;
+    if (!always && !mark.startsWith(" ") && mark === this.retainedMark && this.now() - this.retainedAt < RETENTION_MS) return;
     this.state ??= OffloadState.open(this.opts.dataDir);
     const state = this.state;
     // The records are of another store than the settings name (a move not finished): nothing counts as verified yet.
@@ -313,7 +314,7 @@ export class Offloader {
       // what is verified may go meanwhile, in the same serialized pass (never beside the audit).
       if (this.now() - retainedInLoop >= RETAIN_DURING_UPLOADS_MS) {
         retainedInLoop = this.now();
-        await this.retainSafely();
+        await this.retainSafely(true);
       }
     }
     if (bytes > 0) this.figures.rate = bytes / 1048576 / Math.max(0.001, (performance.now() - started) / 1000);
