@@ -106,8 +106,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   await ensureAdminAccount(store, config.dataDir, logger);
   const settings = () => store.settings;
   const boot = store.settings;
+  // A sealed segment may start a compaction run before its time (Compactor.sealed): set once the compactor is.
+  let onSeal = () => {};
   const spool = Spool.open(join(config.dataDir, "spool"), { segmentBytes: boot.log_segment_bytes, segmentSeconds: boot.log_segment_seconds, fsyncMs: boot.log_fsync_ms, logger, now: () => clock.nowMillis(),
-    retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }) });
+    retention: () => ({ days: store.settings.log_retention_days, bytes: store.settings.log_retention_bytes }), onSeal: () => onSeal() });
   spool.enforceRetention();
   logger.info("spool recovered", { segments: spool.recovery.segments, records: spool.recovery.records, truncated: spool.recovery.truncated.length, damaged: spool.recovery.damaged.length });
   const excluded = livePatterns(() => store.settings.log_exclude);
@@ -187,6 +189,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
     inQueryProcess: (job, timeoutMs) => findQueryPool(join(config.dataDir, "logs"))?.compact(job, timeoutMs) ?? null,
   });
+  onSeal = () => compactor.sealed();
   // The query processes report files they quarantined, and kills: the log and the compaction alert hear of them.
   reportQueryPool(join(config.dataDir, "logs"), {
     onQuarantine: (q) => {

@@ -42,7 +42,7 @@ describe("compaction to Parquet", () => {
       const segments = spoolWith(spoolDir, 100);
       expect(segments.length).toBeGreaterThan(2);
       const r = await compactSegments(segments, logsDir);
-      expect(r).toMatchObject({ segments: segments.length, rows: 100, recovered: 0 });
+      expect(r).toMatchObject({ segments: segments.length, rows: 100, recovered: 0, readFromFile: segments.length });
       expect(Spool.segments(spoolDir)).toEqual([]);
       expect(r.files.every((f) => /^stream=(lab%2Frig-1|spin30)\/date=2026-11-23\/seg\d+_\d+_\d+\.parquet$/.test(f))).toBe(true);
       const glob = `read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true)`;
@@ -78,6 +78,84 @@ describe("compaction to Parquet", () => {
   });
 });
 
+describe("compaction from the query engine's spool tail", () => {
+  /** Every row of the Parquet log under `logsDir`, in (stream, seq) order, with what each file is called. */
+  const allRows = (logsDir: string) =>
+    query(`SELECT stream, seq::INT AS seq, strftime(ts, '%Y-%m-%dT%H:%M:%S.%f') AS ts, origin, kind, data, date::VARCHAR AS date FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY stream, seq`);
+
+  it("writes the rows the engine holds, exactly as from the file, and reads the file for what it does not hold", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { cpSync, readFileSync, writeFileSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const segments = spoolWith(spoolDir, 100);
+      // The same segments compacted from their files, apart: the reference.
+      cpSync(spoolDir, join(dir, "copy"), { recursive: true });
+      await compactSegments(Spool.segments(join(dir, "copy")).map((f) => join(dir, "copy", f)), join(dir, "reference"));
+      const reference = await allRows(join(dir, "reference"));
+      expect(reference.length).toBe(100);
+      // One sealed segment damaged in its middle: the engine's tail stops there, so compaction reads that file.
+      const damaged = segments[1]!;
+      const bytes = readFileSync(damaged);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+      writeFileSync(damaged, bytes);
+      const logsDir = join(dir, "logs");
+      const engine = await QueryEngine.open({ logsDir, spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const asked: string[] = [];
+        const given: string[] = [];
+        const r = await compactSegments(segments, logsDir, {
+          loaded: async (segment) => {
+            asked.push(segment);
+            const l = await engine.loadedSegment(segment);
+            if (l) given.push(segment);
+            return l;
+          },
+        });
+        expect(asked).toEqual(segments);
+        expect(given).toEqual(segments.filter((s) => s !== damaged));
+        expect(r.segments).toBe(segments.length);
+        expect(r.readFromFile).toBe(1);
+        expect(r.problems.map((p) => [p.segment, Boolean(p.quarantined)])).toEqual([[damaged, true]]);
+        // Every intact record once, each column as the file path writes it.
+        const rows = await allRows(logsDir);
+        const lost = reference.filter((x) => !rows.some((y) => y.stream === x.stream && y.seq === x.seq));
+        expect(rows.length + lost.length).toBe(100);
+        expect(lost.length).toBeGreaterThan(0); // the damaged record(s)
+        expect(rows).toEqual(reference.filter((x) => !lost.includes(x)));
+        // The engine drops its tables of the compacted segments and reads the Parquet instead: each message once.
+        const [count] = (await engine.query("SELECT count(*)::INT AS n, count(DISTINCT stream || seq)::INT AS d FROM messages")).rows;
+        expect(count).toEqual({ n: rows.length, d: rows.length });
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
+  it("hands over no table for a segment the engine has not read to its end", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { appendFileSync } = await import("node:fs");
+    const { encodeRecord } = await import("../app/log/record.ts");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const segments = spoolWith(spoolDir, 30);
+      const engine = await QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const first = segments[0]!;
+        const held = await engine.loadedSegment(first);
+        expect(held?.rows).toBeGreaterThan(0);
+        held!.release();
+        // A record half-written at the end (a segment cut short): the engine stops before it; no table.
+        appendFileSync(first, encodeRecord(msg("spin30", 999, "late")).subarray(0, 10));
+        expect(await engine.loadedSegment(first)).toBeNull();
+        expect(await engine.loadedSegment(join(spoolDir, "0000000000009999.wal"))).toBeNull();
+      } finally {
+        engine.close();
+      }
+    });
+  });
+});
+
 describe("the server compacts its log", () => {
   it("turns sealed segments into Parquet in the background while the hub runs", async () => {
     const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
@@ -95,6 +173,41 @@ describe("the server compacts its log", () => {
     } finally {
       await srv.close();
     }
+  });
+
+  it("starts a run as soon as sealed segments make a backlog, without waiting for the interval", async () => {
+    const { Compactor, BACKLOG_SEGMENTS } = await import("../app/log/compactor.ts");
+    const { waitFor } = await import("./support/server.ts");
+    await inTempDir(async (dir) => {
+      let onSeal = () => {};
+      const spool = Spool.open(join(dir, "spool"), { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger, onSeal: () => onSeal() });
+      const outcomes: boolean[] = [];
+      const compactor = new Compactor({ spool, logsDir: join(dir, "logs"), intervalSeconds: () => 3600, retention: () => ({ days: 0, bytes: 0 }), logger: silentLogger, onOutcome: (o) => outcomes.push(o.ok) });
+      onSeal = () => compactor.sealed();
+      compactor.start();
+      try {
+        const sealed = () => Spool.segments(spool.dir).length - 1;
+        let seq = 0;
+        const write = () => {
+          spool.append(msg("spin30", ++seq, `{"v":${seq},"pad":"${"x".repeat(40)}"}`));
+          spool.flush();
+        };
+        // Fewer sealed segments than a backlog: they wait for the interval (an hour here).
+        while (sealed() < BACKLOG_SEGMENTS - 1) write();
+        await Bun.sleep(300);
+        expect(outcomes).toEqual([]);
+        // One more: a run starts at once and takes them all.
+        while (sealed() < BACKLOG_SEGMENTS) write();
+        await waitFor(() => outcomes.length > 0, "a compaction run", 30_000);
+        expect(outcomes).toEqual([true]);
+        const [row] = await query(`SELECT count(*)::INT AS n FROM read_parquet('${join(dir, "logs")}/**/*.parquet')`);
+        expect(row!.n).toBeGreaterThan(0);
+        expect(Spool.segments(spool.dir).length).toBe(1);
+      } finally {
+        await compactor.stop();
+        spool.close();
+      }
+    });
   });
 
   it("alerts when compaction fails and again when it works", async () => {

@@ -389,6 +389,78 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("runs repeated SQL on its kept statement, with answers that follow the data, and prepares anew what uses the time or parameters", async () => {
+    const { appendFileSync } = await import("node:fs");
+    const { tmp, seg, rec } = await segmentFixture();
+    try {
+      writeFileSync(seg, Buffer.concat([1, 2].map(rec)));
+      const engine = await open(tmp.dir);
+      const count = async () => (await engine.query("SELECT count(*)::INT AS n, max(seq)::INT AS last FROM messages")).rows[0];
+      expect(await count()).toEqual({ n: 2, last: 2 });
+      const { prepared } = engine.planStats;
+      // New records, then the segment compacted (the view changes): the kept statement sees each.
+      appendFileSync(seg, rec(3));
+      expect(await count()).toEqual({ n: 3, last: 3 });
+      await compactSegments([seg], join(tmp.dir, "logs"));
+      expect(await count()).toEqual({ n: 3, last: 3 });
+      expect(engine.planStats.prepared).toBe(prepared);
+      expect(engine.planStats.reused).toBeGreaterThanOrEqual(2);
+      // now() is fixed when a statement is prepared: such SQL is prepared each time.
+      const now = async () => (await engine.query("SELECT strftime(now(), '%H:%M:%S.%f') AS t")).rows[0]!.t;
+      const first = await now();
+      await Bun.sleep(5);
+      expect(await now()).not.toBe(first);
+      // A kept statement's parameters do not carry over to a run that gives none.
+      expect((await engine.query("SELECT $1::INT AS x", { params: [5] })).rows).toEqual([{ x: 5 }]);
+      expect((await engine.query("SELECT $1::INT AS x", { params: [6] })).rows).toEqual([{ x: 6 }]);
+      await expect(engine.query("SELECT $1::INT AS x")).rejects.toThrow();
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("keeps a compacted segment's table while a query that may have bound it runs, and drops it after", async () => {
+    const { tmp, spoolDir, seg, rec } = await segmentFixture();
+    try {
+      writeFileSync(seg, Buffer.concat(Array.from({ length: 10_000 }, (_, i) => rec(i + 1))));
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), rec(10_001));
+      const engine = await open(tmp.dir);
+      const tails = async () => (await engine.query("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'tail_%' ORDER BY 1")).rows.map((r) => r.table_name);
+      expect(await tails()).toEqual(["tail_1", "tail_2"]);
+      // A streamed answer over the tail, held after its first chunk (a slow reader).
+      let gate!: () => void;
+      const held = new Promise<void>((r) => { gate = r; });
+      let started!: () => void;
+      const streaming = new Promise<void>((r) => { started = r; });
+      let seen = 0;
+      const stream = engine.streamRows("SELECT seq FROM messages", { rowLimit: 100_000, timeoutMs: 30_000 }, async (_c, rows) => {
+        seen += rows.length;
+        if (rows.length > 0 && seen === rows.length) {
+          started();
+          await held;
+        }
+      });
+      await streaming;
+      // Compaction writes segment 1 from the engine's table (its refresh comes while the stream runs),
+      // then another query's refresh finds the segment gone: out of the view, but not dropped yet.
+      const r = await compactSegments([seg], join(tmp.dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+      expect(r).toMatchObject({ segments: 1, rows: 10_000 });
+      expect(await tails()).toEqual(["tail_1", "tail_2"]);
+      const [count] = (await engine.query("SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM messages")).rows;
+      expect(count).toEqual({ n: 10_001, d: 10_001 });
+      expect(await tails()).toEqual(["tail_1", "tail_2"]);
+      gate();
+      expect(await stream).toBe(10_001);
+      expect(seen).toBe(10_001);
+      // No query holds it now: the next refresh drops it.
+      expect(await tails()).toEqual(["tail_2"]);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("reuses its listing of the Parquet folder, and lists again when compaction or a merge changed it, before a streamed answer, and when a listed file is gone", async () => {
     const { mergeClosedPartitions } = await import("../app/log/merge.ts");
     const { readdirSync } = await import("node:fs");

@@ -320,7 +320,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   log_segment_seconds: { description: "a spool segment is sealed at this age", restart: true, check: int(1, 86_400) },
   log_retention_days: { description: "sealed log data older than this is removed, oldest first (0: keep by age forever)", check: int(0, 36_500) },
   log_retention_bytes: { description: "sealed log data beyond this total size is removed, oldest first (0: no size limit)", check: int(0, Number.MAX_SAFE_INTEGER) },
-  log_compact_seconds: { description: "how often sealed spool segments are compacted to Parquet under DATA_DIR/logs (0: never)", check: int(0, 86_400) },
+  log_compact_seconds: { description: "how often sealed spool segments are compacted to Parquet under DATA_DIR/logs, and at once when 2 sealed segments wait (0: never)", check: int(0, 86_400) },
   query_threads: { description: "threads DuckDB may use for one query (SQL, history, Grafana)", check: int(1, 64) },
   query_memory_mb: { description: "memory DuckDB may use for one query before it spills to DATA_DIR/tmp/duckdb, in MiB (128 suits a 512 MB machine)", check: int(32, 65_536) },
   query_timeout_seconds: { description: "a query over HTTP (SQL, history, Grafana) is stopped after this long", check: int(1, 3600) },

@@ -8,6 +8,7 @@
  * stdout (the outcome).
  */
 import { encodeFrame, readFrames } from "../analytics/frames.ts";
+import type { CompactionOptions } from "./compaction.ts";
 import type { CompactionOutcome } from "./compactor.ts";
 import type { Quarantined } from "./quarantine.ts";
 
@@ -35,17 +36,18 @@ export async function runCompactProcess(): Promise<number> {
 
 /**
  * Compacts `job.segments`, merges partitions due for it and applies retention,
- * in this process (a compaction child, or the warm query process): the
- * Compactor's outcome, with this process's pid and peak RSS.
+ * in this process (a compaction child, or the warm query process, whose engine
+ * hands over the segments it holds as `loaded`): the Compactor's outcome, with
+ * this process's pid and peak RSS.
  */
-export async function runCompactJob(job: CompactJob): Promise<CompactionOutcome> {
+export async function runCompactJob(job: CompactJob, loaded?: CompactionOptions["loaded"]): Promise<CompactionOutcome> {
   const { segments, logsDir, retention, memoryMb, giveUp, offload } = job;
   try {
     // DuckDB loads here: when it cannot, the outcome says why.
     const { compactSegments } = await import("./compaction.ts");
     const { mergeClosedPartitions } = await import("./merge.ts");
     const { enforceParquetRetention } = await import("./retention.ts");
-    const result = await compactSegments(segments, logsDir, { memoryMb, giveUp });
+    const result = await compactSegments(segments, logsDir, { memoryMb, giveUp, loaded });
     const quarantined: Quarantined[] = [];
     let mergeError: string | undefined;
     try {

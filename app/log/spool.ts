@@ -15,6 +15,8 @@ export interface SpoolOptions {
   retention?: () => { days: number; bytes: number };
   /** Milliseconds since the epoch, for segment ages, retries and retention (default Date.now; tests move it). */
   now?: () => number;
+  /** Told each time a segment is sealed (compaction may take it now). */
+  onSeal?: () => void;
 }
 
 /** A stretch of a segment file that holds no readable record. */
@@ -596,6 +598,7 @@ export class Spool {
     this.settle((w) => w.target <= this.syncedThrough);
     this.saveState("when sealing a segment");
     this.enforceRetention();
+    this.opts.onSeal?.();
   }
 
   /**
