@@ -16,6 +16,7 @@ const BENCHES: Record<string, string> = {
   resume: "./relay-resume.ts",
   cluster: "./cluster.ts",
   offload: "./offload.ts",
+  compaction: "./compaction.ts",
 };
 
 const name = process.argv[2];

@@ -71,12 +71,15 @@ export class Compactor {
 
   /**
    * The spool sealed a segment: with compaction on and BACKLOG_SEGMENTS or more
-   * sealed segments waiting, a run starts now (none when one is going: its
-   * end looks again).
+   * sealed segments waiting, a run starts next turn (none when one is going:
+   * its end looks again). Not within the call: the spool seals from inside a
+   * publish.
    */
   sealed(): void {
-    if (this.stopped || this.running || this.opts.intervalSeconds() <= 0) return;
-    if (this.sealedSegments().length >= BACKLOG_SEGMENTS) void this.runOnce();
+    setImmediate(() => {
+      if (this.stopped || this.running || this.opts.intervalSeconds() <= 0) return;
+      if (this.sealedSegments().length >= BACKLOG_SEGMENTS) void this.runOnce();
+    });
   }
 
   /** The spool's sealed segments (every one but the one being written), oldest first. */

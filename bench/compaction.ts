@@ -1,0 +1,72 @@
+/**
+ * Compaction benchmark: one full default spool segment (64 MiB of ~150-byte
+ * messages over 5 streams, as the hub writes them) compacted to Parquet two
+ * ways, each in a process of its own, round after round: from the segment's
+ * file (the baseline: the way a compaction child, and every run before, does
+ * it) and from the query engine's table of the same segment (what the warm
+ * query process does now: the engine has read the spool tail for queries
+ * anyway, and its load is reported apart). Prints CPU and wall time, peak RSS
+ * and the ratio of CPU times.
+ *
+ *   npm run bench -- compaction [--rounds N] (default 3)
+ */
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
+import { silentLogger } from "../app/core/logger.ts";
+import { Spool } from "../app/log/spool.ts";
+import { runClient } from "./support/proc.ts";
+
+const ONCE = join(import.meta.dir, "support", "compact-once.ts");
+const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+
+interface Once { cpuMs: number; wallMs: number; loadMs: number; rows: number; readFromFile: number; problems: number; peakRss: number }
+
+/** Writes one full default segment (and the next one's start) into `spoolDir`; returns the messages written. */
+function fullSegment(spoolDir: string): number {
+  const spool = Spool.open(spoolDir, { segmentBytes: DEFAULT_SETTINGS.log_segment_bytes, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+  const t0 = Date.now() * 1000;
+  let n = 0;
+  while (Spool.segments(spoolDir).length < 2) {
+    for (let k = 0; k < 1000; k++) {
+      n++;
+      spool.append({ stream: `rig${n % 5}`, ts: t0 + n, seq: Math.ceil(n / 5), origin: "ws:127.0.0.1:54321", data: `{"t":${n},"v":0.123456789,"name":"sensor","x":"${"a".repeat(70)}"}`, size: 120 });
+    }
+    spool.flush();
+  }
+  spool.close();
+  return n;
+}
+
+export async function run(args: string[]) {
+  const i = args.indexOf("--rounds");
+  const rounds = i >= 0 ? Number(args[i + 1]) : args.includes("--quick") ? 1 : 3;
+  const source = mkdtempSync(join(tmpdir(), "switchyard-bench-compaction-"));
+  try {
+    const messages = fullSegment(join(source, "spool"));
+    const results: Record<"file" | "table", Once[]> = { file: [], table: [] };
+    for (let r = 0; r < rounds; r++) {
+      for (const mode of ["file", "table"] as const) {
+        const dir = join(source, `${mode}-${r}`);
+        mkdirSync(dir);
+        cpSync(join(source, "spool"), join(dir, "spool"), { recursive: true });
+        results[mode].push(await runClient<Once>(ONCE, { dir, mode }));
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+    const f = results.file, t = results.table;
+    for (const x of [...f, ...t]) if (x.problems || x.rows !== f[0]!.rows) throw new Error(`a run did not compact every message: ${JSON.stringify(x)}`);
+    console.log(`compaction of one full ${mib(DEFAULT_SETTINGS.log_segment_bytes)} segment (${f[0]!.rows.toLocaleString("en-US")} messages of ${messages.toLocaleString("en-US")} written), ${rounds} rounds, medians; Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
+    console.log("| | from the segment's file (baseline) | from the query engine's table |");
+    console.log("|---|---|---|");
+    console.log(`| compaction CPU | ${median(f.map((x) => x.cpuMs)).toFixed(0)} ms | ${median(t.map((x) => x.cpuMs)).toFixed(0)} ms |`);
+    console.log(`| compaction wall time | ${median(f.map((x) => x.wallMs)).toFixed(0)} ms | ${median(t.map((x) => x.wallMs)).toFixed(0)} ms |`);
+    console.log(`| reading the segment into the engine (done for queries anyway) | none | ${median(t.map((x) => x.loadMs)).toFixed(0)} ms CPU |`);
+    console.log(`| peak RSS of the process | ${mib(median(f.map((x) => x.peakRss)))} | ${mib(median(t.map((x) => x.peakRss)))} |`);
+    console.log(`\nratio of compaction CPU, table / file: **${(median(t.map((x) => x.cpuMs)) / median(f.map((x) => x.cpuMs))).toFixed(2)}**`);
+  } finally {
+    rmSync(source, { recursive: true, force: true });
+  }
+}
