@@ -132,6 +132,27 @@ describe("compaction from the query engine's spool tail", () => {
     });
   });
 
+  it("reads the file when writing from the engine's table fails, without counting it against the segment", async () => {
+    const { DuckDBInstance } = await import("@duckdb/node-api");
+    await inTempDir(async (dir) => {
+      const segments = spoolWith(join(dir, "spool"), 40);
+      const db = await DuckDBInstance.create(":memory:");
+      const conn = await db.connect();
+      let released = 0;
+      try {
+        // A table that is not there: the COPY fails, as it would when the engine's memory ran out.
+        const r = await compactSegments(segments, join(dir, "logs"), { loaded: async () => ({ conn, table: "gone", rows: 999, release: () => { released++; } }) });
+        expect(r).toMatchObject({ segments: segments.length, rows: 40, readFromFile: segments.length, problems: [] });
+        expect(released).toBe(segments.length);
+        const [row] = await query(`SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM read_parquet('${join(dir, "logs")}/**/*.parquet')`);
+        expect(row).toEqual({ n: 40, d: 40 });
+      } finally {
+        conn.closeSync();
+        db.closeSync();
+      }
+    });
+  });
+
   it("hands over no table for a segment the engine has not read to its end", async () => {
     const { QueryEngine } = await import("../app/analytics/engine.ts");
     const { appendFileSync } = await import("node:fs");
