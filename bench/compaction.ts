@@ -1,5 +1,5 @@
 /**
- * Compaction benchmark: one full default spool segment (64 MiB of ~150-byte
+ * Compaction benchmark: one full default spool segment (64 MiB of ~180-byte
  * messages over 5 streams, as the hub writes them) compacted to Parquet two
  * ways, each in a process of its own, round after round: from the segment's
  * file (the baseline: the way a compaction child, and every run before, does
@@ -14,8 +14,7 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
-import { silentLogger } from "../app/core/logger.ts";
-import { Spool } from "../app/log/spool.ts";
+import { writeFullSegment } from "../test/support/full-segment.ts";
 import { runClient } from "./support/proc.ts";
 
 const ONCE = join(import.meta.dir, "support", "compact-once.ts");
@@ -24,28 +23,12 @@ const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length
 
 interface Once { cpuMs: number; wallMs: number; loadMs: number; rows: number; readFromFile: number; problems: number; peakRss: number }
 
-/** Writes one full default segment (and the next one's start) into `spoolDir`; returns the messages written. */
-function fullSegment(spoolDir: string): number {
-  const spool = Spool.open(spoolDir, { segmentBytes: DEFAULT_SETTINGS.log_segment_bytes, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
-  const t0 = Date.now() * 1000;
-  let n = 0;
-  while (Spool.segments(spoolDir).length < 2) {
-    for (let k = 0; k < 1000; k++) {
-      n++;
-      spool.append({ stream: `rig${n % 5}`, ts: t0 + n, seq: Math.ceil(n / 5), origin: "ws:127.0.0.1:54321", data: `{"t":${n},"v":0.123456789,"name":"sensor","x":"${"a".repeat(70)}"}`, size: 120 });
-    }
-    spool.flush();
-  }
-  spool.close();
-  return n;
-}
-
 export async function run(args: string[]) {
   const i = args.indexOf("--rounds");
   const rounds = i >= 0 ? Number(args[i + 1]) : args.includes("--quick") ? 1 : 3;
   const source = mkdtempSync(join(tmpdir(), "switchyard-bench-compaction-"));
   try {
-    const messages = fullSegment(join(source, "spool"));
+    const messages = writeFullSegment(join(source, "spool"));
     const results: Record<"file" | "table", Once[]> = { file: [], table: [] };
     for (let r = 0; r < rounds; r++) {
       for (const mode of ["file", "table"] as const) {

@@ -4,35 +4,19 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { SettingsStore } from "../app/config/store.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../app/config/settings.ts";
-import { silentLogger } from "../app/core/logger.ts";
 import { Spool } from "../app/log/spool.ts";
 import { MAIN } from "./support/cli.ts";
+import { firstSegment, writeFullSegment } from "./support/full-segment.ts";
 import { adminHeadersFor, tempDir, waitFor } from "./support/server.ts";
 
 // A full 64 MiB segment, DuckDB in a child process and a real server: minutes on a loaded machine.
 setDefaultTimeout(300_000);
 
-/**
- * Writes one full default segment (64 MiB: about 370,000 websocket-sized
- * messages of ~180 bytes over 5 streams) into `dataDir`'s spool, as the hub
- * would; returns how many messages it holds.
- */
+/** Writes one full default segment into `dataDir`'s spool (writeFullSegment) and checks it is full; returns the messages. */
 function fullSegment(dataDir: string): number {
   const spoolDir = join(dataDir, "spool");
-  const spool = Spool.open(spoolDir, { segmentBytes: DEFAULT_SETTINGS.log_segment_bytes, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
-  const t0 = Date.now() * 1000;
-  let n = 0;
-  while (Spool.segments(spoolDir).length < 2) {
-    for (let k = 0; k < 1000; k++) {
-      n++;
-      spool.append({ stream: `rig${n % 5}`, ts: t0 + n, seq: Math.ceil(n / 5), origin: "ws", data: `{"t":${n},"v":0.123456789,"name":"sensor","x":"${"a".repeat(100)}"}`, size: 150 });
-    }
-    spool.flush();
-  }
-  spool.close();
-  // The first segment is full; the second holds the last flush's overflow.
-  const [first] = Spool.segments(spoolDir);
-  expect(statSync(join(spoolDir, first!)).size).toBeGreaterThanOrEqual(DEFAULT_SETTINGS.log_segment_bytes);
+  const n = writeFullSegment(spoolDir);
+  expect(statSync(firstSegment(spoolDir)).size).toBeGreaterThanOrEqual(DEFAULT_SETTINGS.log_segment_bytes);
   return n;
 }
 
