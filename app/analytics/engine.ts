@@ -203,14 +203,16 @@ export class QueryEngine {
    * Reads what the spool gained since the last read, without touching the view
    * (the query process calls this between queries, so that a query during heavy
    * ingest finds the tail mostly read and pays only for the last moments).
-   * Skipped while a refresh is going on or waiting. True when it read new
-   * records (or a refresh was going on), so the caller may come back sooner.
+   * Skipped while a refresh is going on or waiting (null). Returns how many
+   * messages it read, so the caller can pace itself by the rate they come at.
    */
-  async followTail(): Promise<boolean> {
-    if (this.closed || this.current || this.queued) return !this.closed;
-    const before = this.generation;
+  async followTail(): Promise<number | null> {
+    if (this.closed) return 0;
+    if (this.current || this.queued) return null;
+    const rows = () => [...this.tail.values()].reduce((n, seg) => n + seg.rows, 0);
+    const before = rows();
     await this.startRefresh(false);
-    return this.generation !== before;
+    return Math.max(0, rows() - before);
   }
 
   private startRefresh(withView: boolean): Promise<void> {
