@@ -231,6 +231,62 @@ describe("the server compacts its log", () => {
     });
   });
 
+  it("starts no backlog run while a segment keeps failing: such a segment is given up on after three intervals, not three seals", async () => {
+    const { Compactor, BACKLOG_SEGMENTS } = await import("../app/log/compactor.ts");
+    const { waitFor } = await import("./support/server.ts");
+    const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      let onSeal = () => {};
+      const spool = Spool.open(join(dir, "spool"), { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger, onSeal: () => onSeal() });
+      const outcomes: boolean[] = [];
+      const compactor = new Compactor({ spool, logsDir: join(dir, "logs"), intervalSeconds: () => 3600, retention: () => ({ days: 0, bytes: 0 }), logger: silentLogger, onOutcome: (o) => outcomes.push(o.ok) });
+      const running = () => (compactor as unknown as { running: Promise<unknown> | null }).running;
+      onSeal = () => compactor.sealed();
+      // A file where the stream's partition folder goes: every segment of it fails, run after run.
+      mkdirSync(join(dir, "logs"), { recursive: true });
+      writeFileSync(join(dir, "logs", "stream=spin30"), "in the way");
+      compactor.start();
+      try {
+        const sealed = () => Spool.segments(spool.dir).length - 1;
+        let seq = 0;
+        const sealOne = async () => {
+          const before = sealed();
+          while (sealed() === before) {
+            spool.append(msg("spin30", ++seq, `{"v":${seq},"pad":"${"x".repeat(40)}"}`));
+            spool.flush();
+          }
+          // Compactor.sealed looks on the next turn.
+          await new Promise((r) => setImmediate(r));
+          await new Promise((r) => setImmediate(r));
+        };
+        while (sealed() < BACKLOG_SEGMENTS) await sealOne();
+        await waitFor(() => outcomes.length === 1 && running() === null, "the first run", 30_000);
+        expect(outcomes).toEqual([false]);
+        // Seal after seal, the failing segments start no run (before: one per seal, quarantining them all by the third).
+        for (let i = 0; i < 4; i++) {
+          await sealOne();
+          expect(running()).toBeNull();
+        }
+        expect(outcomes).toEqual([false]);
+        expect(sealed()).toBe(BACKLOG_SEGMENTS + 4);
+        // The obstacle gone, a run (the interval's) compacts them all, and the backlog trigger works again.
+        rmSync(join(dir, "logs", "stream=spin30"));
+        const o = await compactor.runOnce();
+        expect(o.ok && o.result.problems).toEqual([]);
+        expect(o.ok && o.result.segments).toBe(BACKLOG_SEGMENTS + 4);
+        const [row] = await query(`SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM read_parquet('${join(dir, "logs")}/**/*.parquet')`);
+        expect(row!.n).toBe(row!.d as number);
+        expect(row!.n).toBeGreaterThan(BACKLOG_SEGMENTS + 4);
+        while (sealed() < BACKLOG_SEGMENTS) await sealOne();
+        await waitFor(() => outcomes.length === 3, "a backlog run after the failures cleared", 30_000);
+        expect(outcomes.at(-1)).toBe(true);
+      } finally {
+        await compactor.stop();
+        spool.close();
+      }
+    });
+  });
+
   it("alerts when compaction fails and again when it works", async () => {
     const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
     const { startFakeSlack } = await import("./support/fake-slack.ts");

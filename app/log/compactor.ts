@@ -73,11 +73,15 @@ export class Compactor {
    * The spool sealed a segment: with compaction on and BACKLOG_SEGMENTS or more
    * sealed segments waiting, a run starts next turn (none when one is going:
    * its end looks again). Not within the call: the spool seals from inside a
-   * publish.
+   * publish. None while the last run failed or left a segment failing: those
+   * are tried again at the interval, so that a segment is given up on
+   * (GIVE_UP_AFTER) after that many intervals, not that many seals, and a run
+   * that cannot work (a child killed for its memory) is not repeated at each seal.
    */
   sealed(): void {
     setImmediate(() => {
       if (this.stopped || this.running || this.opts.intervalSeconds() <= 0) return;
+      if (this.failures.size > 0 || (this.last && !this.last.outcome.ok)) return;
       if (this.sealedSegments().length >= BACKLOG_SEGMENTS) void this.runOnce();
     });
   }
