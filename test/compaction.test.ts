@@ -1,5 +1,6 @@
 import { DuckDBInstance } from "@duckdb/node-api";
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
@@ -59,14 +60,16 @@ describe("compaction to Parquet", () => {
     });
   });
 
-  it.each(COMPACTION_STEPS)("loses and duplicates nothing when the compactor is killed after step %s", async (step) => {
+  it.each(COMPACTION_STEPS.flatMap((step) => [[step, "its file"], [step, "the query engine's table"]]))("loses and duplicates nothing when the compactor is killed after step %s, writing from %s", async (step, from) => {
     await inTempDir(async (dir) => {
       const spoolDir = join(dir, "spool");
       const logsDir = join(dir, "logs");
       const segments = spoolWith(spoolDir, 60);
-      const p = Bun.spawn([process.execPath, CRASH, JSON.stringify({ segments, logsDir, crashAt: step })], { stdout: "pipe", stderr: "pipe" });
+      const fromEngine = from !== "its file";
+      const p = Bun.spawn([process.execPath, CRASH, JSON.stringify({ segments, logsDir, crashAt: step, fromEngine })], { stdout: "pipe", stderr: "pipe" });
       await p.exited;
       expect(p.signalCode).toBe("SIGKILL");
+      if (fromEngine) expect(readFileSync(join(dir, "given"), "utf8")).toBe(`${segments[0]}\n`);
       // The next run finishes or redoes what the killed one left.
       const r = await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), logsDir);
       expect(r.recovered).toBe(1);
