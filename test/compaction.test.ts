@@ -156,6 +156,43 @@ describe("compaction from the query engine's spool tail", () => {
     });
   });
 
+  it("writes a segment that spool retention removed while compaction had its table, once, and counts it done", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { existsSync, unlinkSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const logsDir = join(dir, "logs");
+      const segments = spoolWith(spoolDir, 40);
+      const engine = await QueryEngine.open({ logsDir, spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const first = segments[0]!;
+        let held = 0;
+        const r = await compactSegments([first], logsDir, {
+          loaded: async (segment) => {
+            const l = await engine.loadedSegment(segment);
+            held = l!.rows;
+            // Retention removes the segment now; queries come (their refreshes find it gone) before the COPY.
+            unlinkSync(segment);
+            for (let i = 0; i < 3; i++) await engine.query("SELECT count(*) FROM messages");
+            return l;
+          },
+        });
+        expect(held).toBeGreaterThan(0);
+        expect(r).toMatchObject({ segments: 1, rows: held, readFromFile: 0, problems: [] });
+        expect(existsSync(first)).toBe(false);
+        const [row] = await query(`SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM read_parquet('${logsDir}/**/*.parquet')`);
+        expect(row).toEqual({ n: held, d: held });
+        // The engine: every message once, and the table gone now that compaction let go of it.
+        const [count] = (await engine.query("SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM messages")).rows;
+        expect(count).toEqual({ n: 40, d: 40 });
+        const tables = (await engine.query("SELECT table_name FROM duckdb_tables() WHERE table_name = 'tail_1'")).rows;
+        expect(tables).toEqual([]);
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
   it("hands over no table for a segment the engine has not read to its end", async () => {
     const { QueryEngine } = await import("../app/analytics/engine.ts");
     const { appendFileSync } = await import("node:fs");

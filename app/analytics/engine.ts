@@ -242,7 +242,9 @@ export class QueryEngine {
    * compaction to write from (compaction.ts) rather than read the file again,
    * with a connection of its own; null when this engine does not hold all of
    * it (read to the file's end, undamaged, unchanged under it). The table
-   * stays until the segment is gone: a refresh drops it only then.
+   * stays until the segment is gone and compaction let go of it (release):
+   * held as a running query holds the tables its view named (toDrop), for
+   * spool retention may remove the segment while compaction reads the table.
    */
   async loadedSegment(path: string): Promise<LoadedSegment | null> {
     if (this.closed || this.opts.remote) return null;
@@ -260,10 +262,22 @@ export class QueryEngine {
     } finally {
       closeSync(fd);
     }
-    const conn = this.free.pop() ?? await this.db.connect();
+    const ticket = this.nextQuery++;
+    this.runningQueries.add(ticket);
+    let conn: DuckDBConnection;
+    try {
+      conn = this.free.pop() ?? await this.db.connect();
+    } catch (err) {
+      this.runningQueries.delete(ticket);
+      throw err;
+    }
+    let released = false;
     return {
       conn, table: `tail_${seg.number}`, rows: seg.rows,
       release: () => {
+        if (released) return;
+        released = true;
+        this.runningQueries.delete(ticket);
         if (this.closed) conn.closeSync();
         else this.free.push(conn);
       },
