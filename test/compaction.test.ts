@@ -327,6 +327,49 @@ describe("the server compacts its log", () => {
     });
   });
 
+  it("starts no backlog run with compaction off (log_compact_seconds 0) nor once stopped", async () => {
+    const { Compactor, BACKLOG_SEGMENTS } = await import("../app/log/compactor.ts");
+    await inTempDir(async (dir) => {
+      let onSeal = () => {};
+      const spool = Spool.open(join(dir, "spool"), { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger, onSeal: () => onSeal() });
+      let interval = 0;
+      const outcomes: boolean[] = [];
+      const compactor = new Compactor({ spool, logsDir: join(dir, "logs"), intervalSeconds: () => interval, retention: () => ({ days: 0, bytes: 0 }), logger: silentLogger, onOutcome: (o) => outcomes.push(o.ok) });
+      const running = () => (compactor as unknown as { running: Promise<unknown> | null }).running;
+      let seals = 0;
+      onSeal = () => { seals++; compactor.sealed(); };
+      compactor.start();
+      try {
+        let seq = 0;
+        const sealOne = async () => {
+          const before = seals;
+          while (seals === before) {
+            spool.append(msg("spin30", ++seq, `{"v":${seq},"pad":"${"x".repeat(40)}"}`));
+            spool.flush();
+          }
+          await new Promise((r) => setImmediate(r));
+          await new Promise((r) => setImmediate(r));
+        };
+        for (let i = 0; i < BACKLOG_SEGMENTS + 3; i++) {
+          await sealOne();
+          expect(running()).toBeNull();
+        }
+        // Turned on, then stopped (the server stopping): still no run, however many seals.
+        interval = 3600;
+        await compactor.stop();
+        for (let i = 0; i < 3; i++) {
+          await sealOne();
+          expect(running()).toBeNull();
+        }
+        expect(outcomes).toEqual([]);
+        expect(Spool.segments(spool.dir).length).toBe(BACKLOG_SEGMENTS + 7);
+      } finally {
+        await compactor.stop();
+        spool.close();
+      }
+    });
+  });
+
   it("alerts when compaction fails and again when it works", async () => {
     const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
     const { startFakeSlack } = await import("./support/fake-slack.ts");
