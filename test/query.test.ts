@@ -420,6 +420,39 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("answers a kept statement from a Parquet file rewritten in place under the same view (no new plan, the new rows)", async () => {
+    const { DuckDBInstance } = await import("@duckdb/node-api");
+    const { readdirSync, renameSync } = await import("node:fs");
+    const { tmp, seg, rec } = await segmentFixture();
+    try {
+      writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
+      const logsDir = join(tmp.dir, "logs");
+      await compactSegments([seg], logsDir);
+      const partition = join(logsDir, "stream=t", "date=2026-11-23");
+      const [file] = readdirSync(partition).filter((f) => f.endsWith(".parquet"));
+      const engine = await open(tmp.dir);
+      const sql = "SELECT count(*)::INT AS n, max(seq)::INT AS last, string_agg(data, ',' ORDER BY seq) AS data FROM messages";
+      const ask = async () => (await engine.query(sql)).rows[0];
+      expect(await ask()).toEqual({ n: 3, last: 3, data: "m1,m2,m3" });
+      const { prepared } = engine.planStats;
+      // The same file name, other rows (more of them, in another row group layout): the view is unchanged,
+      // the kept statement runs again and reads the file as it is now.
+      const db = await DuckDBInstance.create(":memory:");
+      const c = await db.connect();
+      await c.run(`COPY (SELECT make_timestamp(${Date.UTC(2026, 10, 23) * 1000} + range) AS ts, range + 10 AS seq, 'o' AS origin, 'text' AS kind, 'r' || (range + 10) AS data FROM range(5000))
+        TO '${join(partition, "new.tmp")}' (FORMAT parquet, ROW_GROUP_SIZE 1000)`);
+      c.closeSync();
+      db.closeSync();
+      renameSync(join(partition, "new.tmp"), join(partition, file!));
+      const [again] = (await engine.query(sql)).rows;
+      expect(again).toMatchObject({ n: 5000, last: 5009 });
+      expect(engine.planStats.prepared).toBe(prepared);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("keeps a compacted segment's table while a query that may have bound it runs, and drops it after", async () => {
     const { tmp, spoolDir, seg, rec } = await segmentFixture();
     try {
