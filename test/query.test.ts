@@ -453,6 +453,51 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("under queries that always overlap, compaction from the engine's table counts each message once, no query misses a table, and the table still goes", async () => {
+    const { tmp, spoolDir, seg, rec } = await segmentFixture();
+    try {
+      writeFileSync(seg, Buffer.concat(Array.from({ length: 20_000 }, (_, i) => rec(i + 1))));
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), rec(20_001));
+      const engine = await open(tmp.dir);
+      const tail1 = async () => (await engine.query("SELECT count(*)::INT AS n FROM duckdb_tables() WHERE table_name = 'tail_1'")).rows[0]!.n;
+      expect(await tail1()).toBe(1);
+      let done = false;
+      let running = 0;
+      const errors: string[] = [];
+      const answers = new Set<string>();
+      const worker = async (i: number) => {
+        // Staggered starts, then each starts its next query as soon as its last ends.
+        await Bun.sleep(i * 3);
+        while (!done) {
+          running++;
+          try {
+            const sql = i % 2 ? "SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM messages" : "SELECT count(seq)::INT AS n, count(DISTINCT seq)::INT AS d FROM messages WHERE seq > 0";
+            answers.add(JSON.stringify((await engine.query(sql)).rows[0]));
+          } catch (err) {
+            errors.push((err as Error).message);
+          } finally {
+            running--;
+          }
+        }
+      };
+      const workers = [0, 1, 2, 3].map(worker);
+      while (running === 0) await Bun.sleep(1);
+      const r = await compactSegments([seg], join(tmp.dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+      expect(r).toMatchObject({ segments: 1, rows: 20_000, readFromFile: 0, problems: [] });
+      // The table goes while the others keep querying.
+      const deadline = Date.now() + 30_000;
+      while ((await tail1()) !== 0 && Date.now() < deadline) await Bun.sleep(5);
+      done = true;
+      await Promise.all(workers);
+      expect(await tail1()).toBe(0);
+      expect(errors).toEqual([]);
+      expect([...answers]).toEqual([JSON.stringify({ n: 20_001, d: 20_001 })]);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("keeps a compacted segment's table while a query that may have bound it runs, and drops it after", async () => {
     const { tmp, spoolDir, seg, rec } = await segmentFixture();
     try {
