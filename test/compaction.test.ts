@@ -135,6 +135,51 @@ describe("compaction from the query engine's spool tail", () => {
     });
   });
 
+  it("writes binary payloads, invalid UTF-8 in text payloads and NUL characters from the engine's table exactly as from the file", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { cpSync, mkdirSync, writeFileSync } = await import("node:fs");
+    const { encodeRecord } = await import("../app/log/record.ts");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      mkdirSync(spoolDir);
+      /** A text record whose payload bytes are `bytes` (whatever they are), its CRC right. */
+      const rawText = (seq: number, bytes: number[]) => {
+        const r = encodeRecord(msg("spin30", seq, "x".repeat(bytes.length)));
+        r.set(bytes, r.length - bytes.length);
+        r.writeUInt32LE(Bun.hash.crc32(r.subarray(8)), 4);
+        return r;
+      };
+      const records = [
+        encodeRecord(msg("spin30", 1, "plain")),
+        rawText(2, [0x61, 0xff, 0xfe, 0x62]), // invalid UTF-8
+        rawText(3, [0xc3, 0x28, 0xe2, 0x82]), // a bad sequence, then one cut short
+        encodeRecord(msg("spin30", 4, "a\u0000b")),
+        encodeRecord(msg("lab/rig-1", 5, new Uint8Array([0, 255, 0, 128]))),
+        encodeRecord(msg("lab/rig-1", 6, new Uint8Array(0))),
+        encodeRecord(msg("lab/rig-1", 7, "")),
+        encodeRecord(msg("spin30", 8, "\u{1F600} ok")),
+      ];
+      const segment = join(spoolDir, "0000000000000001.wal");
+      writeFileSync(segment, Buffer.concat(records));
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), encodeRecord(msg("spin30", 9, "next")));
+      cpSync(spoolDir, join(dir, "copy"), { recursive: true });
+      await compactSegments([join(dir, "copy", "0000000000000001.wal")], join(dir, "reference"));
+      const engine = await QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const r = await compactSegments([segment], join(dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+        expect(r).toMatchObject({ segments: 1, rows: 8, readFromFile: 0, problems: [] });
+        const rowsOf = (logsDir: string) =>
+          query(`SELECT stream, seq::INT AS seq, kind, data, hex(encode(data)) AS bytes FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY seq`);
+        const reference = await rowsOf(join(dir, "reference"));
+        expect(await rowsOf(join(dir, "logs"))).toEqual(reference);
+        // What the file path writes: bad UTF-8 as U+FFFD, NUL kept, binary as base64.
+        expect(reference.map((x) => x.data)).toEqual(["plain", "a\uFFFD\uFFFDb", "\uFFFD(\uFFFD", "a\u0000b", "AP8AgA==", "", "", "\u{1F600} ok"]);
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
   it("reads the file when writing from the engine's table fails, without counting it against the segment", async () => {
     const { DuckDBInstance } = await import("@duckdb/node-api");
     await inTempDir(async (dir) => {
