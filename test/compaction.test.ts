@@ -415,6 +415,37 @@ describe("the server compacts its log", () => {
     });
   });
 
+  it("a seal whose backlog check cannot list the spool (a moment without file descriptors) does not bring the hub down", async () => {
+    const { Compactor } = await import("../app/log/compactor.ts");
+    const { renameSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      let onSeal = () => {};
+      const spoolDir = join(dir, "spool");
+      const spool = Spool.open(spoolDir, { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger, onSeal: () => onSeal() });
+      const compactor = new Compactor({ spool, logsDir: join(dir, "logs"), intervalSeconds: () => 3600, retention: () => ({ days: 0, bytes: 0 }), logger: silentLogger, onOutcome: () => {} });
+      const uncaught: unknown[] = [];
+      const onUncaught = (err: unknown) => uncaught.push(err);
+      process.on("uncaughtException", onUncaught);
+      let seals = 0;
+      onSeal = () => { seals++; compactor.sealed(); };
+      compactor.start();
+      try {
+        let seq = 0;
+        while (seals === 0) spool.append(msg("spin30", ++seq, `{"v":${seq},"pad":"${"x".repeat(40)}"}`));
+        // The folder cannot be listed when Compactor.sealed looks (next turn): readdir fails.
+        renameSync(spoolDir, join(dir, "away"));
+        await new Promise((r) => setImmediate(r));
+        await new Promise((r) => setImmediate(r));
+        renameSync(join(dir, "away"), spoolDir);
+        expect(uncaught).toEqual([]);
+      } finally {
+        process.off("uncaughtException", onUncaught);
+        await compactor.stop();
+        spool.close();
+      }
+    });
+  });
+
   it("alerts when compaction fails and again when it works", async () => {
     const { offsetClock, startTestServer, waitFor } = await import("./support/server.ts");
     const { startFakeSlack } = await import("./support/fake-slack.ts");

@@ -82,7 +82,15 @@ export class Compactor {
     setImmediate(() => {
       if (this.stopped || this.running || this.opts.intervalSeconds() <= 0) return;
       if (this.failures.size > 0 || (this.last && !this.last.outcome.ok)) return;
-      if (this.sealedSegments().length >= BACKLOG_SEGMENTS) void this.runOnce();
+      // Outside any caller: a throw here would end the hub. The interval's run tries again.
+      let waiting: number;
+      try {
+        waiting = this.sealedSegments().length;
+      } catch (err) {
+        this.opts.logger.warn("log compaction: cannot list the spool for a backlog run", { error: (err as Error).message });
+        return;
+      }
+      if (waiting >= BACKLOG_SEGMENTS) this.runOnce().catch((err) => this.opts.logger.error("log compaction failed", { error: (err as Error).message }));
     });
   }
 
@@ -122,7 +130,7 @@ export class Compactor {
     if (this.stopped) return;
     const seconds = this.opts.intervalSeconds();
     this.timer = setTimeout(async () => {
-      if (seconds > 0) await this.runOnce();
+      if (seconds > 0) await this.runOnce().catch((err) => this.opts.logger.error("log compaction failed", { error: (err as Error).message }));
       this.schedule();
     }, Math.max(1, seconds || 60) * 1000);
     this.timer.unref?.();
