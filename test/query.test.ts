@@ -498,6 +498,48 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("counts a segment once when compaction and a merge of its partition both finish while a refresh reads the spool", async () => {
+    const { mergeClosedPartitions } = await import("../app/log/merge.ts");
+    const { appendFileSync } = await import("node:fs");
+    const { tmp, spoolDir, rec } = await segmentFixture();
+    try {
+      const logsDir = join(tmp.dir, "logs");
+      const [a, b, c] = [1, 2, 3].map((n) => join(spoolDir, `000000000000000${n}.wal`));
+      writeFileSync(a!, Buffer.concat([1, 2, 3].map(rec)));
+      await compactSegments([a!], logsDir); // a file of this closed day's partition already
+      writeFileSync(b!, Buffer.concat([4, 5, 6].map(rec)));
+      writeFileSync(c!, rec(7));
+      const engine = await open(tmp.dir);
+      const sql = "SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM messages";
+      expect((await engine.query(sql)).rows[0]).toEqual({ n: 7, d: 7 });
+      // The next refresh stops at the segment being written (new records there) after it went past b.
+      appendFileSync(c!, rec(8));
+      const admin = (engine as unknown as { admin: { createAppender: (t: string) => Promise<unknown> } }).admin;
+      const createAppender = admin.createAppender.bind(admin);
+      let reached!: () => void;
+      const atC = new Promise<void>((r) => { reached = r; });
+      let go!: () => void;
+      const gate = new Promise<void>((r) => { go = r; });
+      admin.createAppender = async (t) => {
+        reached();
+        await gate;
+        return createAppender(t);
+      };
+      const asked = engine.query(sql);
+      await atC;
+      // Meanwhile b is compacted and the day's files merged into one, which holds b's records under no segment's name.
+      await compactSegments([b!], logsDir);
+      expect(await mergeClosedPartitions(logsDir, "2026-12-01")).toHaveLength(1);
+      admin.createAppender = createAppender;
+      go();
+      expect((await asked).rows[0]).toEqual({ n: 8, d: 8 });
+      expect((await engine.query(sql)).rows[0]).toEqual({ n: 8, d: 8 });
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("keeps a compacted segment's table while a query that may have bound it runs, and drops it after", async () => {
     const { tmp, spoolDir, seg, rec } = await segmentFixture();
     try {

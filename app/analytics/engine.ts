@@ -294,7 +294,7 @@ export class QueryEngine {
     const { spoolDir, logsDir } = this.opts;
     const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
     const present = new Set(files);
-    const gone = [...this.tail.keys()].filter((p) => !present.has(p));
+    let gone = [...this.tail.keys()].filter((p) => !present.has(p));
     const fields: RecordFields = { kind: 0, ts: 0, seq: 0, streamStart: 0, streamEnd: 0, originStart: 0, originEnd: 0, dataStart: 0, next: 0 };
     // Counted within one refresh: a long read (the first, or after a pause) collects as it goes; the
     // small reads of a steady stream never force a collection (a full one stalls the queries waiting).
@@ -418,37 +418,44 @@ export class QueryEngine {
     // The table itself goes once no query that may have bound it runs (a refresh for another query,
     // or for compaction, may come while one runs).
     if (!withView) return;
-    for (const p of new Set(gone)) {
-      const seg = this.tail.get(p);
-      this.tail.delete(p);
-      if (seg) this.toDrop.push({ table: `tail_${seg.number}`, after: this.nextQuery });
-      this.generation++;
-    }
-    // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
-    const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
-    const tailKey = `${[...inTail].sort().join(",")} ${logChangeMark(logsDir)}`;
-    let parquet: string[];
-    if (this.listing && this.listing.tail === tailKey && Date.now() - this.listing.at < RELIST_MS) {
-      parquet = this.listing.files;
-    } else {
-      parquet = [];
-      for (const p of datePartitions(logsDir)) {
-        let names: string[];
-        try { names = readdirSync(p.path); } catch { continue; } // removed by retention meanwhile
-        for (const f of names) {
-          if (!f.endsWith(".parquet")) continue;
-          const made = /^seg(\d+)_/.exec(f);
-          if (made && inTail.has(made[1]!)) continue;
-          const path = join(p.path, f);
-          if (await this.readable(path)) parquet.push(path);
-        }
+    let parquet: string[] = [];
+    for (let listAgain = true; listAgain;) {
+      for (const p of new Set(gone)) {
+        const seg = this.tail.get(p);
+        this.tail.delete(p);
+        if (seg) this.toDrop.push({ table: `tail_${seg.number}`, after: this.nextQuery });
+        this.generation++;
       }
-      parquet.sort();
-      // A listed file rewritten in place (same name, new size or time) is other data under the same view.
-      const stamps = parquet.map((p) => this.checked.get(p)).join(",");
-      if (stamps !== this.stamps) this.generation++;
-      this.stamps = stamps;
-      this.listing = { files: parquet, at: Date.now(), tail: tailKey };
+      // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
+      const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
+      const tailKey = `${[...inTail].sort().join(",")} ${logChangeMark(logsDir)}`;
+      if (this.listing && this.listing.tail === tailKey && Date.now() - this.listing.at < RELIST_MS) {
+        parquet = this.listing.files;
+      } else {
+        parquet = [];
+        for (const p of datePartitions(logsDir)) {
+          let names: string[];
+          try { names = readdirSync(p.path); } catch { continue; } // removed by retention meanwhile
+          for (const f of names) {
+            if (!f.endsWith(".parquet")) continue;
+            const made = /^seg(\d+)_/.exec(f);
+            if (made && inTail.has(made[1]!)) continue;
+            const path = join(p.path, f);
+            if (await this.readable(path)) parquet.push(path);
+          }
+        }
+        parquet.sort();
+        // A listed file rewritten in place (same name, new size or time) is other data under the same view.
+        const stamps = parquet.map((p) => this.checked.get(p)).join(",");
+        if (stamps !== this.stamps) this.generation++;
+        this.stamps = stamps;
+        this.listing = { files: parquet, at: Date.now(), tail: tailKey };
+      }
+      // A tail segment removed since the spool was read was compacted meanwhile, and a merge since may hold
+      // its records in a file named after no segment: it leaves the view and the folder is listed again.
+      // (One still there now was there at the listing: no merge could have taken its records yet.)
+      gone = [...this.tail.keys()].filter((p) => !existsSync(p));
+      listAgain = gone.length > 0;
     }
     // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
     // with nothing waiting for compaction, queries read the Parquet files alone, where DuckDB can
