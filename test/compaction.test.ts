@@ -180,6 +180,47 @@ describe("compaction from the query engine's spool tail", () => {
     });
   });
 
+  it("writes a segment the spool cut back after the engine read it (a failed write) as the file is now, not as the engine first read it", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { appendFileSync, cpSync, readFileSync, truncateSync } = await import("node:fs");
+    const { encodeRecord } = await import("../app/log/record.ts");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const segments = spoolWith(spoolDir, 60);
+      const engine = await QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const rowsOf = (logsDir: string) => query(`SELECT stream, seq::INT AS seq, data FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY stream, seq`);
+        const [first, second] = segments as [string, string];
+        // first: its last record cut off (never acknowledged). second: its last record cut and another of
+        // the same length written in its place (the next write after the cut), so the size is unchanged.
+        const last = (path: string) => {
+          const bytes = readFileSync(path);
+          let o = 0;
+          let start = 0;
+          while (o < bytes.length) { start = o; o += 8 + bytes.readUInt32LE(o); }
+          return start;
+        };
+        truncateSync(first, last(first));
+        const cut = last(second);
+        const old = readFileSync(second).subarray(cut);
+        truncateSync(second, cut);
+        const replacement = encodeRecord(msg("spin30", 9999, "r".repeat(old.length - encodeRecord(msg("spin30", 9999, "")).length)));
+        expect(replacement.length).toBe(old.length);
+        appendFileSync(second, replacement);
+        cpSync(spoolDir, join(dir, "copy"), { recursive: true });
+        await compactSegments([first, second].map((p) => join(dir, "copy", p.slice(p.lastIndexOf("/") + 1))), join(dir, "reference"));
+        const r = await compactSegments([first, second], join(dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+        expect(r).toMatchObject({ segments: 2, readFromFile: 0, problems: [] });
+        const reference = await rowsOf(join(dir, "reference"));
+        expect(reference.some((x) => x.seq === 9999)).toBe(true);
+        expect(await rowsOf(join(dir, "logs"))).toEqual(reference);
+        expect(r.rows).toBe(reference.length);
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
   it("reads the file when writing from the engine's table fails, without counting it against the segment", async () => {
     const { DuckDBInstance } = await import("@duckdb/node-api");
     await inTempDir(async (dir) => {
