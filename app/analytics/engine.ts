@@ -137,8 +137,13 @@ export class QueryEngine {
    * view named them), so each is dropped once no such query runs.
    */
   private readonly toDrop: { table: string; after: number }[] = [];
-  /** Each connection's prepared statements, by SQL, least recently used first (see prepare). */
-  private readonly plans = new WeakMap<DuckDBConnection, Map<string, DuckDBPreparedStatement>>();
+  /**
+   * Each connection's prepared statements, by SQL, least recently used first,
+   * and the view they were prepared over (see prepare and forgetPlans).
+   */
+  private readonly plans = new WeakMap<DuckDBConnection, { view: number; byText: Map<string, DuckDBPreparedStatement> }>();
+  /** Goes up each time the view `messages` is replaced. */
+  private viewNumber = 0;
   /** Statements prepared, and runs that reused one (for tests and stats). */
   readonly planStats = { prepared: 0, reused: 0 };
   /** Told about each file moved to quarantine (unreadable Parquet). */
@@ -278,8 +283,7 @@ export class QueryEngine {
         if (released) return;
         released = true;
         this.runningQueries.delete(ticket);
-        if (this.closed) conn.closeSync();
-        else this.free.push(conn);
+        this.giveBack(conn);
       },
     };
   }
@@ -476,6 +480,7 @@ export class QueryEngine {
       .join(" UNION ALL ");
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
     this.viewKey = key;
+    this.viewReplaced();
     this.generation++;
     const listed = new Set(parquet);
     for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
@@ -504,6 +509,7 @@ export class QueryEngine {
       ? `SELECT ts, stream, seq, origin, kind, data, date, node FROM read_parquet([${files.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR, 'node': VARCHAR})`
       : `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, CAST(NULL AS VARCHAR) AS node FROM spool_tail`}`);
     this.viewKey = key;
+    this.viewReplaced();
   }
 
   /** True when `path` is a Parquet file DuckDB can read (checked once per size and mtime); an unreadable one is quarantined. */
@@ -696,8 +702,7 @@ export class QueryEngine {
       throw new QueryError(message);
     } finally {
       clearTimeout(timer);
-      if (this.closed) conn.closeSync();
-      else this.free.push(conn);
+      this.giveBack(conn);
     }
   }
 
@@ -706,13 +711,14 @@ export class QueryEngine {
    * SQL whose answer depends on the data alone (result-cache.ts: no now(), no
    * random(), no file read by name) keeps its statement on the connection and
    * runs it again the next time, skipping DuckDB's planning (about 3 ms of a
-   * 10 ms query): a dashboard asks the same SQL over and over. DuckDB binds a
-   * kept statement again by itself when the view changed; a time function
-   * would stay at the value it had when prepared, hence the rule.
+   * 10 ms query): a dashboard asks the same SQL over and over. Kept until the
+   * view changes (forgetPlans: DuckDB would bind them again then anyway); a
+   * time function would stay at the value it had when prepared, hence the rule.
    */
   private async prepare(conn: DuckDBConnection, sql: string, params?: (string | number | bigint)[]): Promise<DuckDBPreparedStatement> {
     const keep = cacheable(sql);
-    let kept = keep ? this.plans.get(conn) : undefined;
+    this.forgetPlans(conn);
+    let kept = keep ? this.plans.get(conn)?.byText : undefined;
     let prepared = kept?.get(sql);
     if (prepared) {
       this.planStats.reused++;
@@ -723,7 +729,7 @@ export class QueryEngine {
       this.planStats.prepared++;
     }
     if (keep) {
-      if (!kept) this.plans.set(conn, (kept = new Map()));
+      if (!kept) this.plans.set(conn, { view: this.viewNumber, byText: (kept = new Map()) });
       kept.set(sql, prepared);
       if (kept.size > PLANS_PER_CONNECTION) {
         const [oldest, statement] = kept.entries().next().value!;
@@ -733,6 +739,34 @@ export class QueryEngine {
     }
     if (params) prepared.bind(params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
     return prepared;
+  }
+
+  /**
+   * Destroys `conn`'s kept statements when they were prepared over an earlier
+   * view. A kept statement holds the first Parquet file of the view it was
+   * bound over open (DuckDB's reader): once that file is merged away or
+   * removed by retention, its disk space would stay taken for as long as the
+   * statement is kept and not run again. DuckDB would bind it anew at its next
+   * run anyway, which costs what preparing it again does.
+   */
+  private forgetPlans(conn: DuckDBConnection): void {
+    const kept = this.plans.get(conn);
+    if (!kept || kept.view === this.viewNumber) return;
+    this.plans.delete(conn);
+    for (const statement of kept.byText.values()) statement.destroySync();
+  }
+
+  /** The view changed: the idle connections let go of their statements now, the others when they are given back. */
+  private viewReplaced(): void {
+    this.viewNumber++;
+    for (const c of this.free) this.forgetPlans(c);
+  }
+
+  /** A connection a query or compaction is done with goes back to the pool (closed when the engine is). */
+  private giveBack(conn: DuckDBConnection): void {
+    if (this.closed) return conn.closeSync();
+    this.forgetPlans(conn);
+    this.free.push(conn);
   }
 
   close(): void {
