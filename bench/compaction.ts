@@ -41,6 +41,8 @@ export async function run(args: string[]) {
     }
     const f = results.file, t = results.table;
     for (const x of [...f, ...t]) if (x.problems || x.rows !== f[0]!.rows) throw new Error(`a run did not compact every message: ${JSON.stringify(x)}`);
+    // A table run that fell back to the file (the COPY failed) would measure the baseline twice.
+    for (const x of t) if (x.readFromFile) throw new Error(`a run from the engine's table read ${x.readFromFile} segment(s) from their files: ${JSON.stringify(x)}`);
     console.log(`compaction of one full ${mib(DEFAULT_SETTINGS.log_segment_bytes)} segment (${f[0]!.rows.toLocaleString("en-US")} messages of ${messages.toLocaleString("en-US")} written), ${rounds} rounds, medians; Bun ${Bun.version}, ${navigator.hardwareConcurrency} cores`);
     console.log("| | from the segment's file (baseline) | from the query engine's table |");
     console.log("|---|---|---|");

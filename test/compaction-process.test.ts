@@ -148,6 +148,56 @@ describe("compaction beside the queries", () => {
     }
   });
 
+  it("loses and doubles nothing when the query process is killed (SIGKILL) while it compacts from its tables, round after round", async () => {
+    const tmp = tempDir();
+    try {
+      const s = await serveWith(tmp.dir, { log_segment_seconds: 1, log_compact_seconds: 1 });
+      const admin = await adminHeadersFor(tmp.dir);
+      const queryPid = () => Number(Bun.spawnSync(["pgrep", "-P", String(s.p.pid), "-f", "__query-engine"]).stdout.toString().trim().split("\n")[0] || 0);
+      const startedInQuery = () => [...s.log().matchAll(/log compaction started (.*)/g)].filter((m) => /in="?query process/.test(m[1]!)).length;
+      let sent = 0;
+      const post = async (n: number) => {
+        for (let i = 0; i < n; i++) {
+          expect((await fetch(`${s.url}/api/streams/k${i % 3}/messages`, { method: "POST", body: `{"n":${sent}}`, headers: admin })).status).toBeLessThan(300);
+          sent++;
+        }
+      };
+      try {
+        let kills = 0;
+        for (const delayMs of [0, 2, 10, 30]) {
+          await post(150);
+          // A query: the query process is up and its engine holds the spool's segments (they go from its tables).
+          expect(await s.count()).toBe(sent);
+          const pid = queryPid();
+          expect(pid).toBeGreaterThan(0);
+          const before = startedInQuery();
+          await post(50); // seals what the query read
+          await waitFor(() => startedInQuery() > before, "a compaction in the query process", 30_000);
+          await Bun.sleep(delayMs);
+          try {
+            process.kill(pid, "SIGKILL");
+            kills++;
+          } catch { /* it exited by itself meanwhile */ }
+          await waitFor(() => queryPid() !== pid, "the killed query process to be gone", 30_000);
+        }
+        expect(kills).toBeGreaterThan(0);
+        // The next runs (in a compaction child, or a new query process) finish or redo what the kills left.
+        const compacted = [...s.log().matchAll(/log compacted/g)].length;
+        await post(10);
+        await waitFor(() => [...s.log().matchAll(/log compacted/g)].length > compacted, "a compaction after the kills", 60_000);
+        // Every message once (count() checks no (stream, seq) twice), whether it is in Parquet or the spool.
+        await waitFor(async () => (await s.count().catch(() => -1)) === sent, "every message counted once", 30_000);
+        const parquet = (dir: string): number => readdirSync(dir, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? parquet(join(dir, e.name)) : e.name.endsWith(".parquet") ? 1 : 0), 0);
+        expect(parquet(join(tmp.dir, "logs"))).toBeGreaterThan(0);
+      } finally {
+        s.p.kill("SIGTERM");
+        expect(await s.p.exited).toBe(0);
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("does not keep the query process up: it still exits query_idle_seconds after its last query while compaction goes on", async () => {
     const tmp = tempDir();
     try {

@@ -1,5 +1,6 @@
 import { DuckDBInstance } from "@duckdb/node-api";
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { silentLogger } from "../app/core/logger.ts";
 import type { Message } from "../app/core/message.ts";
@@ -59,14 +60,16 @@ describe("compaction to Parquet", () => {
     });
   });
 
-  it.each(COMPACTION_STEPS)("loses and duplicates nothing when the compactor is killed after step %s", async (step) => {
+  it.each(COMPACTION_STEPS.flatMap((step) => [[step, "its file"], [step, "the query engine's table"]]))("loses and duplicates nothing when the compactor is killed after step %s, writing from %s", async (step, from) => {
     await inTempDir(async (dir) => {
       const spoolDir = join(dir, "spool");
       const logsDir = join(dir, "logs");
       const segments = spoolWith(spoolDir, 60);
-      const p = Bun.spawn([process.execPath, CRASH, JSON.stringify({ segments, logsDir, crashAt: step })], { stdout: "pipe", stderr: "pipe" });
+      const fromEngine = from !== "its file";
+      const p = Bun.spawn([process.execPath, CRASH, JSON.stringify({ segments, logsDir, crashAt: step, fromEngine })], { stdout: "pipe", stderr: "pipe" });
       await p.exited;
       expect(p.signalCode).toBe("SIGKILL");
+      if (fromEngine) expect(readFileSync(join(dir, "given"), "utf8")).toBe(`${segments[0]}\n`);
       // The next run finishes or redoes what the killed one left.
       const r = await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), logsDir);
       expect(r.recovered).toBe(1);
@@ -132,6 +135,92 @@ describe("compaction from the query engine's spool tail", () => {
     });
   });
 
+  it("writes binary payloads, invalid UTF-8 in text payloads and NUL characters from the engine's table exactly as from the file", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { cpSync, mkdirSync, writeFileSync } = await import("node:fs");
+    const { encodeRecord } = await import("../app/log/record.ts");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      mkdirSync(spoolDir);
+      /** A text record whose payload bytes are `bytes` (whatever they are), its CRC right. */
+      const rawText = (seq: number, bytes: number[]) => {
+        const r = encodeRecord(msg("spin30", seq, "x".repeat(bytes.length)));
+        r.set(bytes, r.length - bytes.length);
+        r.writeUInt32LE(Bun.hash.crc32(r.subarray(8)), 4);
+        return r;
+      };
+      const records = [
+        encodeRecord(msg("spin30", 1, "plain")),
+        rawText(2, [0x61, 0xff, 0xfe, 0x62]), // invalid UTF-8
+        rawText(3, [0xc3, 0x28, 0xe2, 0x82]), // a bad sequence, then one cut short
+        encodeRecord(msg("spin30", 4, "a\u0000b")),
+        encodeRecord(msg("lab/rig-1", 5, new Uint8Array([0, 255, 0, 128]))),
+        encodeRecord(msg("lab/rig-1", 6, new Uint8Array(0))),
+        encodeRecord(msg("lab/rig-1", 7, "")),
+        encodeRecord(msg("spin30", 8, "\u{1F600} ok")),
+      ];
+      const segment = join(spoolDir, "0000000000000001.wal");
+      writeFileSync(segment, Buffer.concat(records));
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), encodeRecord(msg("spin30", 9, "next")));
+      cpSync(spoolDir, join(dir, "copy"), { recursive: true });
+      await compactSegments([join(dir, "copy", "0000000000000001.wal")], join(dir, "reference"));
+      const engine = await QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const r = await compactSegments([segment], join(dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+        expect(r).toMatchObject({ segments: 1, rows: 8, readFromFile: 0, problems: [] });
+        const rowsOf = (logsDir: string) =>
+          query(`SELECT stream, seq::INT AS seq, kind, data, hex(encode(data)) AS bytes FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY seq`);
+        const reference = await rowsOf(join(dir, "reference"));
+        expect(await rowsOf(join(dir, "logs"))).toEqual(reference);
+        // What the file path writes: bad UTF-8 as U+FFFD, NUL kept, binary as base64.
+        expect(reference.map((x) => x.data)).toEqual(["plain", "a\uFFFD\uFFFDb", "\uFFFD(\uFFFD", "a\u0000b", "AP8AgA==", "", "", "\u{1F600} ok"]);
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
+  it("writes a segment the spool cut back after the engine read it (a failed write) as the file is now, not as the engine first read it", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { appendFileSync, cpSync, readFileSync, truncateSync } = await import("node:fs");
+    const { encodeRecord } = await import("../app/log/record.ts");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const segments = spoolWith(spoolDir, 60);
+      const engine = await QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const rowsOf = (logsDir: string) => query(`SELECT stream, seq::INT AS seq, data FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY stream, seq`);
+        const [first, second] = segments as [string, string];
+        // first: its last record cut off (never acknowledged). second: its last record cut and another of
+        // the same length written in its place (the next write after the cut), so the size is unchanged.
+        const last = (path: string) => {
+          const bytes = readFileSync(path);
+          let o = 0;
+          let start = 0;
+          while (o < bytes.length) { start = o; o += 8 + bytes.readUInt32LE(o); }
+          return start;
+        };
+        truncateSync(first, last(first));
+        const cut = last(second);
+        const old = readFileSync(second).subarray(cut);
+        truncateSync(second, cut);
+        const replacement = encodeRecord(msg("spin30", 9999, "r".repeat(old.length - encodeRecord(msg("spin30", 9999, "")).length)));
+        expect(replacement.length).toBe(old.length);
+        appendFileSync(second, replacement);
+        cpSync(spoolDir, join(dir, "copy"), { recursive: true });
+        await compactSegments([first, second].map((p) => join(dir, "copy", p.slice(p.lastIndexOf("/") + 1))), join(dir, "reference"));
+        const r = await compactSegments([first, second], join(dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+        expect(r).toMatchObject({ segments: 2, readFromFile: 0, problems: [] });
+        const reference = await rowsOf(join(dir, "reference"));
+        expect(reference.some((x) => x.seq === 9999)).toBe(true);
+        expect(await rowsOf(join(dir, "logs"))).toEqual(reference);
+        expect(r.rows).toBe(reference.length);
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
   it("reads the file when writing from the engine's table fails, without counting it against the segment", async () => {
     const { DuckDBInstance } = await import("@duckdb/node-api");
     await inTempDir(async (dir) => {
@@ -149,6 +238,43 @@ describe("compaction from the query engine's spool tail", () => {
       } finally {
         conn.closeSync();
         db.closeSync();
+      }
+    });
+  });
+
+  it("writes a segment that spool retention removed while compaction had its table, once, and counts it done", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { existsSync, unlinkSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const logsDir = join(dir, "logs");
+      const segments = spoolWith(spoolDir, 40);
+      const engine = await QueryEngine.open({ logsDir, spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const first = segments[0]!;
+        let held = 0;
+        const r = await compactSegments([first], logsDir, {
+          loaded: async (segment) => {
+            const l = await engine.loadedSegment(segment);
+            held = l!.rows;
+            // Retention removes the segment now; queries come (their refreshes find it gone) before the COPY.
+            unlinkSync(segment);
+            for (let i = 0; i < 3; i++) await engine.query("SELECT count(*) FROM messages");
+            return l;
+          },
+        });
+        expect(held).toBeGreaterThan(0);
+        expect(r).toMatchObject({ segments: 1, rows: held, readFromFile: 0, problems: [] });
+        expect(existsSync(first)).toBe(false);
+        const [row] = await query(`SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM read_parquet('${logsDir}/**/*.parquet')`);
+        expect(row).toEqual({ n: held, d: held });
+        // The engine: every message once, and the table gone now that compaction let go of it.
+        const [count] = (await engine.query("SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM messages")).rows;
+        expect(count).toEqual({ n: 40, d: 40 });
+        const tables = (await engine.query("SELECT table_name FROM duckdb_tables() WHERE table_name = 'tail_1'")).rows;
+        expect(tables).toEqual([]);
+      } finally {
+        engine.close();
       }
     });
   });
@@ -225,6 +351,136 @@ describe("the server compacts its log", () => {
         expect(row!.n).toBeGreaterThan(0);
         expect(Spool.segments(spool.dir).length).toBe(1);
       } finally {
+        await compactor.stop();
+        spool.close();
+      }
+    });
+  });
+
+  it("starts no backlog run while a segment keeps failing: such a segment is given up on after three intervals, not three seals", async () => {
+    const { Compactor, BACKLOG_SEGMENTS } = await import("../app/log/compactor.ts");
+    const { waitFor } = await import("./support/server.ts");
+    const { mkdirSync, rmSync, writeFileSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      let onSeal = () => {};
+      const spool = Spool.open(join(dir, "spool"), { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger, onSeal: () => onSeal() });
+      const outcomes: boolean[] = [];
+      const compactor = new Compactor({ spool, logsDir: join(dir, "logs"), intervalSeconds: () => 3600, retention: () => ({ days: 0, bytes: 0 }), logger: silentLogger, onOutcome: (o) => outcomes.push(o.ok) });
+      const running = () => (compactor as unknown as { running: Promise<unknown> | null }).running;
+      onSeal = () => compactor.sealed();
+      // A file where the stream's partition folder goes: every segment of it fails, run after run.
+      mkdirSync(join(dir, "logs"), { recursive: true });
+      writeFileSync(join(dir, "logs", "stream=spin30"), "in the way");
+      compactor.start();
+      try {
+        const sealed = () => Spool.segments(spool.dir).length - 1;
+        let seq = 0;
+        const sealOne = async () => {
+          const before = sealed();
+          while (sealed() === before) {
+            spool.append(msg("spin30", ++seq, `{"v":${seq},"pad":"${"x".repeat(40)}"}`));
+            spool.flush();
+          }
+          // Compactor.sealed looks on the next turn.
+          await new Promise((r) => setImmediate(r));
+          await new Promise((r) => setImmediate(r));
+        };
+        while (sealed() < BACKLOG_SEGMENTS) await sealOne();
+        await waitFor(() => outcomes.length === 1 && running() === null, "the first run", 30_000);
+        expect(outcomes).toEqual([false]);
+        // Seal after seal, the failing segments start no run (before: one per seal, quarantining them all by the third).
+        for (let i = 0; i < 4; i++) {
+          await sealOne();
+          expect(running()).toBeNull();
+        }
+        expect(outcomes).toEqual([false]);
+        expect(sealed()).toBe(BACKLOG_SEGMENTS + 4);
+        // The obstacle gone, a run (the interval's) compacts them all, and the backlog trigger works again.
+        rmSync(join(dir, "logs", "stream=spin30"));
+        const o = await compactor.runOnce();
+        expect(o.ok && o.result.problems).toEqual([]);
+        expect(o.ok && o.result.segments).toBe(BACKLOG_SEGMENTS + 4);
+        const [row] = await query(`SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM read_parquet('${join(dir, "logs")}/**/*.parquet')`);
+        expect(row!.n).toBe(row!.d as number);
+        expect(row!.n).toBeGreaterThan(BACKLOG_SEGMENTS + 4);
+        while (sealed() < BACKLOG_SEGMENTS) await sealOne();
+        await waitFor(() => outcomes.length === 3, "a backlog run after the failures cleared", 30_000);
+        expect(outcomes.at(-1)).toBe(true);
+      } finally {
+        await compactor.stop();
+        spool.close();
+      }
+    });
+  });
+
+  it("starts no backlog run with compaction off (log_compact_seconds 0) nor once stopped", async () => {
+    const { Compactor, BACKLOG_SEGMENTS } = await import("../app/log/compactor.ts");
+    await inTempDir(async (dir) => {
+      let onSeal = () => {};
+      const spool = Spool.open(join(dir, "spool"), { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger, onSeal: () => onSeal() });
+      let interval = 0;
+      const outcomes: boolean[] = [];
+      const compactor = new Compactor({ spool, logsDir: join(dir, "logs"), intervalSeconds: () => interval, retention: () => ({ days: 0, bytes: 0 }), logger: silentLogger, onOutcome: (o) => outcomes.push(o.ok) });
+      const running = () => (compactor as unknown as { running: Promise<unknown> | null }).running;
+      let seals = 0;
+      onSeal = () => { seals++; compactor.sealed(); };
+      compactor.start();
+      try {
+        let seq = 0;
+        const sealOne = async () => {
+          const before = seals;
+          while (seals === before) {
+            spool.append(msg("spin30", ++seq, `{"v":${seq},"pad":"${"x".repeat(40)}"}`));
+            spool.flush();
+          }
+          await new Promise((r) => setImmediate(r));
+          await new Promise((r) => setImmediate(r));
+        };
+        for (let i = 0; i < BACKLOG_SEGMENTS + 3; i++) {
+          await sealOne();
+          expect(running()).toBeNull();
+        }
+        // Turned on, then stopped (the server stopping): still no run, however many seals.
+        interval = 3600;
+        await compactor.stop();
+        for (let i = 0; i < 3; i++) {
+          await sealOne();
+          expect(running()).toBeNull();
+        }
+        expect(outcomes).toEqual([]);
+        expect(Spool.segments(spool.dir).length).toBe(BACKLOG_SEGMENTS + 7);
+      } finally {
+        await compactor.stop();
+        spool.close();
+      }
+    });
+  });
+
+  it("a seal whose backlog check cannot list the spool (a moment without file descriptors) does not bring the hub down", async () => {
+    const { Compactor } = await import("../app/log/compactor.ts");
+    const { renameSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      let onSeal = () => {};
+      const spoolDir = join(dir, "spool");
+      const spool = Spool.open(spoolDir, { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger, onSeal: () => onSeal() });
+      const compactor = new Compactor({ spool, logsDir: join(dir, "logs"), intervalSeconds: () => 3600, retention: () => ({ days: 0, bytes: 0 }), logger: silentLogger, onOutcome: () => {} });
+      const uncaught: unknown[] = [];
+      const onUncaught = (err: unknown) => uncaught.push(err);
+      process.on("uncaughtException", onUncaught);
+      let seals = 0;
+      onSeal = () => { seals++; compactor.sealed(); };
+      compactor.start();
+      try {
+        let seq = 0;
+        while (seals === 0) spool.append(msg("spin30", ++seq, `{"v":${seq},"pad":"${"x".repeat(40)}"}`));
+        // The folder cannot be listed when Compactor.sealed looks (next turn): readdir fails.
+        renameSync(spoolDir, join(dir, "away"));
+        await new Promise((r) => setImmediate(r));
+        await new Promise((r) => setImmediate(r));
+        renameSync(join(dir, "away"), spoolDir);
+        expect(uncaught).toEqual([]);
+      } finally {
+        process.off("uncaughtException", onUncaught);
         await compactor.stop();
         spool.close();
       }

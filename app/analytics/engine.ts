@@ -137,8 +137,13 @@ export class QueryEngine {
    * view named them), so each is dropped once no such query runs.
    */
   private readonly toDrop: { table: string; after: number }[] = [];
-  /** Each connection's prepared statements, by SQL, least recently used first (see prepare). */
-  private readonly plans = new WeakMap<DuckDBConnection, Map<string, DuckDBPreparedStatement>>();
+  /**
+   * Each connection's prepared statements, by SQL, least recently used first,
+   * and the view they were prepared over (see prepare and forgetPlans).
+   */
+  private readonly plans = new WeakMap<DuckDBConnection, { view: number; byText: Map<string, DuckDBPreparedStatement> }>();
+  /** Goes up each time the view `messages` is replaced. */
+  private viewNumber = 0;
   /** Statements prepared, and runs that reused one (for tests and stats). */
   readonly planStats = { prepared: 0, reused: 0 };
   /** Told about each file moved to quarantine (unreadable Parquet). */
@@ -244,7 +249,9 @@ export class QueryEngine {
    * compaction to write from (compaction.ts) rather than read the file again,
    * with a connection of its own; null when this engine does not hold all of
    * it (read to the file's end, undamaged, unchanged under it). The table
-   * stays until the segment is gone: a refresh drops it only then.
+   * stays until the segment is gone and compaction let go of it (release):
+   * held as a running query holds the tables its view named (toDrop), for
+   * spool retention may remove the segment while compaction reads the table.
    */
   async loadedSegment(path: string): Promise<LoadedSegment | null> {
     if (this.closed || this.opts.remote) return null;
@@ -262,12 +269,23 @@ export class QueryEngine {
     } finally {
       closeSync(fd);
     }
-    const conn = this.free.pop() ?? await this.db.connect();
+    const ticket = this.nextQuery++;
+    this.runningQueries.add(ticket);
+    let conn: DuckDBConnection;
+    try {
+      conn = this.free.pop() ?? await this.db.connect();
+    } catch (err) {
+      this.runningQueries.delete(ticket);
+      throw err;
+    }
+    let released = false;
     return {
       conn, table: `tail_${seg.number}`, rows: seg.rows,
       release: () => {
-        if (this.closed) conn.closeSync();
-        else this.free.push(conn);
+        if (released) return;
+        released = true;
+        this.runningQueries.delete(ticket);
+        this.giveBack(conn);
       },
     };
   }
@@ -282,7 +300,7 @@ export class QueryEngine {
     const { spoolDir, logsDir } = this.opts;
     const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
     const present = new Set(files);
-    const gone = [...this.tail.keys()].filter((p) => !present.has(p));
+    let gone = [...this.tail.keys()].filter((p) => !present.has(p));
     const fields: RecordFields = { kind: 0, ts: 0, seq: 0, streamStart: 0, streamEnd: 0, originStart: 0, originEnd: 0, dataStart: 0, next: 0 };
     // Counted within one refresh: a long read (the first, or after a pause) collects as it goes; the
     // small reads of a steady stream never force a collection (a full one stalls the queries waiting).
@@ -406,37 +424,44 @@ export class QueryEngine {
     // The table itself goes once no query that may have bound it runs (a refresh for another query,
     // or for compaction, may come while one runs).
     if (!withView) return;
-    for (const p of new Set(gone)) {
-      const seg = this.tail.get(p);
-      this.tail.delete(p);
-      if (seg) this.toDrop.push({ table: `tail_${seg.number}`, after: this.nextQuery });
-      this.generation++;
-    }
-    // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
-    const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
-    const tailKey = `${[...inTail].sort().join(",")} ${logChangeMark(logsDir)}`;
-    let parquet: string[];
-    if (this.listing && this.listing.tail === tailKey && Date.now() - this.listing.at < RELIST_MS) {
-      parquet = this.listing.files;
-    } else {
-      parquet = [];
-      for (const p of datePartitions(logsDir)) {
-        let names: string[];
-        try { names = readdirSync(p.path); } catch { continue; } // removed by retention meanwhile
-        for (const f of names) {
-          if (!f.endsWith(".parquet")) continue;
-          const made = /^seg(\d+)_/.exec(f);
-          if (made && inTail.has(made[1]!)) continue;
-          const path = join(p.path, f);
-          if (await this.readable(path)) parquet.push(path);
-        }
+    let parquet: string[] = [];
+    for (let listAgain = true; listAgain;) {
+      for (const p of new Set(gone)) {
+        const seg = this.tail.get(p);
+        this.tail.delete(p);
+        if (seg) this.toDrop.push({ table: `tail_${seg.number}`, after: this.nextQuery });
+        this.generation++;
       }
-      parquet.sort();
-      // A listed file rewritten in place (same name, new size or time) is other data under the same view.
-      const stamps = parquet.map((p) => this.checked.get(p)).join(",");
-      if (stamps !== this.stamps) this.generation++;
-      this.stamps = stamps;
-      this.listing = { files: parquet, at: Date.now(), tail: tailKey };
+      // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
+      const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
+      const tailKey = `${[...inTail].sort().join(",")} ${logChangeMark(logsDir)}`;
+      if (this.listing && this.listing.tail === tailKey && Date.now() - this.listing.at < RELIST_MS) {
+        parquet = this.listing.files;
+      } else {
+        parquet = [];
+        for (const p of datePartitions(logsDir)) {
+          let names: string[];
+          try { names = readdirSync(p.path); } catch { continue; } // removed by retention meanwhile
+          for (const f of names) {
+            if (!f.endsWith(".parquet")) continue;
+            const made = /^seg(\d+)_/.exec(f);
+            if (made && inTail.has(made[1]!)) continue;
+            const path = join(p.path, f);
+            if (await this.readable(path)) parquet.push(path);
+          }
+        }
+        parquet.sort();
+        // A listed file rewritten in place (same name, new size or time) is other data under the same view.
+        const stamps = parquet.map((p) => this.checked.get(p)).join(",");
+        if (stamps !== this.stamps) this.generation++;
+        this.stamps = stamps;
+        this.listing = { files: parquet, at: Date.now(), tail: tailKey };
+      }
+      // A tail segment removed since the spool was read was compacted meanwhile, and a merge since may hold
+      // its records in a file named after no segment: it leaves the view and the folder is listed again.
+      // (One still there now was there at the listing: no merge could have taken its records yet.)
+      gone = [...this.tail.keys()].filter((p) => !existsSync(p));
+      listAgain = gone.length > 0;
     }
     // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
     // with nothing waiting for compaction, queries read the Parquet files alone, where DuckDB can
@@ -457,6 +482,7 @@ export class QueryEngine {
       .join(" UNION ALL ");
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
     this.viewKey = key;
+    this.viewReplaced();
     this.generation++;
     const listed = new Set(parquet);
     for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
@@ -485,6 +511,7 @@ export class QueryEngine {
       ? `SELECT ts, stream, seq, origin, kind, data, date, node FROM read_parquet([${files.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR, 'node': VARCHAR})`
       : `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, CAST(NULL AS VARCHAR) AS node FROM spool_tail`}`);
     this.viewKey = key;
+    this.viewReplaced();
   }
 
   /** True when `path` is a Parquet file DuckDB can read (checked once per size and mtime); an unreadable one is quarantined. */
@@ -677,8 +704,7 @@ export class QueryEngine {
       throw new QueryError(message);
     } finally {
       clearTimeout(timer);
-      if (this.closed) conn.closeSync();
-      else this.free.push(conn);
+      this.giveBack(conn);
     }
   }
 
@@ -687,13 +713,14 @@ export class QueryEngine {
    * SQL whose answer depends on the data alone (result-cache.ts: no now(), no
    * random(), no file read by name) keeps its statement on the connection and
    * runs it again the next time, skipping DuckDB's planning (about 3 ms of a
-   * 10 ms query): a dashboard asks the same SQL over and over. DuckDB binds a
-   * kept statement again by itself when the view changed; a time function
-   * would stay at the value it had when prepared, hence the rule.
+   * 10 ms query): a dashboard asks the same SQL over and over. Kept until the
+   * view changes (forgetPlans: DuckDB would bind them again then anyway); a
+   * time function would stay at the value it had when prepared, hence the rule.
    */
   private async prepare(conn: DuckDBConnection, sql: string, params?: (string | number | bigint)[]): Promise<DuckDBPreparedStatement> {
     const keep = cacheable(sql);
-    let kept = keep ? this.plans.get(conn) : undefined;
+    this.forgetPlans(conn);
+    let kept = keep ? this.plans.get(conn)?.byText : undefined;
     let prepared = kept?.get(sql);
     if (prepared) {
       this.planStats.reused++;
@@ -704,7 +731,7 @@ export class QueryEngine {
       this.planStats.prepared++;
     }
     if (keep) {
-      if (!kept) this.plans.set(conn, (kept = new Map()));
+      if (!kept) this.plans.set(conn, { view: this.viewNumber, byText: (kept = new Map()) });
       kept.set(sql, prepared);
       if (kept.size > PLANS_PER_CONNECTION) {
         const [oldest, statement] = kept.entries().next().value!;
@@ -714,6 +741,34 @@ export class QueryEngine {
     }
     if (params) prepared.bind(params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
     return prepared;
+  }
+
+  /**
+   * Destroys `conn`'s kept statements when they were prepared over an earlier
+   * view. A kept statement holds the first Parquet file of the view it was
+   * bound over open (DuckDB's reader): once that file is merged away or
+   * removed by retention, its disk space would stay taken for as long as the
+   * statement is kept and not run again. DuckDB would bind it anew at its next
+   * run anyway, which costs what preparing it again does.
+   */
+  private forgetPlans(conn: DuckDBConnection): void {
+    const kept = this.plans.get(conn);
+    if (!kept || kept.view === this.viewNumber) return;
+    this.plans.delete(conn);
+    for (const statement of kept.byText.values()) statement.destroySync();
+  }
+
+  /** The view changed: the idle connections let go of their statements now, the others when they are given back. */
+  private viewReplaced(): void {
+    this.viewNumber++;
+    for (const c of this.free) this.forgetPlans(c);
+  }
+
+  /** A connection a query or compaction is done with goes back to the pool (closed when the engine is). */
+  private giveBack(conn: DuckDBConnection): void {
+    if (this.closed) return conn.closeSync();
+    this.forgetPlans(conn);
+    this.free.push(conn);
   }
 
   close(): void {

@@ -20,6 +20,8 @@ const UNCACHEABLE = new RegExp(
     // time and randomness
     "now", "today", "random", "setseed", "uuid\\w*", "gen_random_uuid", "current_\\w+", "get_current_\\w+", "localtime\\w*", "transaction_timestamp", "statement_timestamp",
     "nextval", "currval", "age",
+    // DuckDB's macros over current_timestamp, and the transaction's number
+    "ago", "pg_conf_load_time", "pg_postmaster_start_time", "txid_current",
     // files and other relations read by name
     "read_\\w+", "glob", "parquet_\\w+", "sniff_csv", "\\w+_scan", "query", "query_table", "duckdb_\\w+", "pragma_\\w+", "getenv", "which_secret", "icu_\\w+",
   ].map((f) => `\\b${f}\\b`).join("|"),

@@ -160,7 +160,8 @@ export async function compactSegments(segmentPaths: string[], logsDir: string, o
           const q = quarantineFile(dataDir, segment, `unreadable records: ${describeDamage(damage)}; the ${rows} intact records were compacted`);
           result.problems.push({ segment, error: `unreadable records: ${describeDamage(damage)}`, quarantined: q.to, damage });
         } else {
-          unlinkSync(segment);
+          // Gone already when spool retention removed it meanwhile: its records are in the Parquet log now.
+          rmSync(segment, { force: true });
         }
         crash("segment-removed");
         rmSync(tmp, { recursive: true, force: true });

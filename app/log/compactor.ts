@@ -73,12 +73,24 @@ export class Compactor {
    * The spool sealed a segment: with compaction on and BACKLOG_SEGMENTS or more
    * sealed segments waiting, a run starts next turn (none when one is going:
    * its end looks again). Not within the call: the spool seals from inside a
-   * publish.
+   * publish. None while the last run failed or left a segment failing: those
+   * are tried again at the interval, so that a segment is given up on
+   * (GIVE_UP_AFTER) after that many intervals, not that many seals, and a run
+   * that cannot work (a child killed for its memory) is not repeated at each seal.
    */
   sealed(): void {
     setImmediate(() => {
       if (this.stopped || this.running || this.opts.intervalSeconds() <= 0) return;
-      if (this.sealedSegments().length >= BACKLOG_SEGMENTS) void this.runOnce();
+      if (this.failures.size > 0 || (this.last && !this.last.outcome.ok)) return;
+      // Outside any caller: a throw here would end the hub. The interval's run tries again.
+      let waiting: number;
+      try {
+        waiting = this.sealedSegments().length;
+      } catch (err) {
+        this.opts.logger.warn("log compaction: cannot list the spool for a backlog run", { error: (err as Error).message });
+        return;
+      }
+      if (waiting >= BACKLOG_SEGMENTS) this.runOnce().catch((err) => this.opts.logger.error("log compaction failed", { error: (err as Error).message }));
     });
   }
 
@@ -118,7 +130,7 @@ export class Compactor {
     if (this.stopped) return;
     const seconds = this.opts.intervalSeconds();
     this.timer = setTimeout(async () => {
-      if (seconds > 0) await this.runOnce();
+      if (seconds > 0) await this.runOnce().catch((err) => this.opts.logger.error("log compaction failed", { error: (err as Error).message }));
       this.schedule();
     }, Math.max(1, seconds || 60) * 1000);
     this.timer.unref?.();
