@@ -93,7 +93,14 @@ async function timeQuery(sy: Pick<SwitchyardProcess, "url" | "adminHeaders">, sq
   return performance.now() - t0;
 }
 
-/** `clients` clients each running `sql` `runs` times at once; every time in ms. */
+/** `sql` run once to warm up, then `runs` times one after another: median and p99 in ms. */
+async function timeRuns(sy: Pick<SwitchyardProcess, "url" | "adminHeaders">, sql: string, runs: number): Promise<ReturnType<typeof stats>> {
+  await timeQuery(sy, sql);
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) times.push(await timeQuery(sy, sql));
+  return stats(times);
+}
+
 /**
  * `clients` clients in a closed loop, each sending `sql` `runs` times. With
  * `distinct`, each client's SQL text differs by a comment, so no two are ever
@@ -200,12 +207,7 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
     const first = await timeQuery(q, "SELECT 1 AS x"); // starts the query process
     const sampler = rssSampler(q.pid);
     const single: Record<string, ReturnType<typeof stats>> = {};
-    for (const { name, sql } of queries) {
-      await timeQuery(q, sql);
-      const times: number[] = [];
-      for (let i = 0; i < runs; i++) times.push(await timeQuery(q, sql));
-      single[name] = stats(times);
-    }
+    for (const { name, sql } of queries) single[name] = await timeRuns(q, sql, runs);
     const conc: Record<string, ReturnType<typeof stats>> = {};
     const apart: Record<string, ReturnType<typeof stats>> = {};
     const concRuns = Math.max(3, Math.floor(runs / 4));
@@ -228,10 +230,7 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
     const cachedConc: Record<string, ReturnType<typeof stats>> = {};
     const cachedApart: Record<string, ReturnType<typeof stats>> = {};
     for (const { name, sql } of queries) {
-      await timeQuery(q, sql);
-      const times: number[] = [];
-      for (let i = 0; i < runs; i++) times.push(await timeQuery(q, sql));
-      cachedSingle[name] = stats(times);
+      cachedSingle[name] = await timeRuns(q, sql, runs);
       cachedConc[name] = stats(await concurrently(q, sql, 8, concRuns));
       cachedApart[name] = stats(await concurrently(q, sql, 8, concRuns, true));
     }

@@ -269,13 +269,12 @@ export class QueryEngine {
     } finally {
       closeSync(fd);
     }
-    const ticket = this.nextQuery++;
-    this.runningQueries.add(ticket);
+    const letGo = this.holdTables();
     let conn: DuckDBConnection;
     try {
       conn = this.free.pop() ?? await this.db.connect();
     } catch (err) {
-      this.runningQueries.delete(ticket);
+      letGo();
       throw err;
     }
     let released = false;
@@ -284,10 +283,21 @@ export class QueryEngine {
       release: () => {
         if (released) return;
         released = true;
-        this.runningQueries.delete(ticket);
+        letGo();
         this.giveBack(conn);
       },
     };
+  }
+
+  /**
+   * Counts the caller as a running query until the returned function is
+   * called: the tables of the view as it is now, or after a refresh that
+   * starts later, are not dropped meanwhile (toDrop).
+   */
+  private holdTables(): () => void {
+    const ticket = this.nextQuery++;
+    this.runningQueries.add(ticket);
+    return () => this.runningQueries.delete(ticket);
   }
 
   /** How far the engine has read each spool segment it holds, in bytes, by file name. */
@@ -664,12 +674,11 @@ export class QueryEngine {
 
   private async runOnConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist = false): Promise<T> {
     // Counted from before its refresh: the tables its view will name stay until it ends (toDrop).
-    const ticket = this.nextQuery++;
-    this.runningQueries.add(ticket);
+    const letGo = this.holdTables();
     try {
       return await this.refreshAndRun(timeoutMs, onInterrupt, fn, relist);
     } finally {
-      this.runningQueries.delete(ticket);
+      letGo();
     }
   }
 
