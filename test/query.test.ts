@@ -354,6 +354,61 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("reads a segment larger than its read window with every field of every record intact (strings point into the window until appended)", async () => {
+    const { appendFileSync, mkdirSync } = await import("node:fs");
+    const { encodeRecord, decodeRecord } = await import("../app/log/record.ts");
+    const tmp = tempDir();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      mkdirSync(spoolDir);
+      const seg = join(spoolDir, "0000000000000001.wal");
+      const t0 = Date.UTC(2026, 10, 23) * 1000;
+      // Long streams and origins (not inline in DuckDB's strings), distinct payloads of 300–700 bytes,
+      // binary ones, and text ones whose bytes are not UTF-8: about 19 MiB, so that each half takes
+      // full 4 MiB windows, each read over the last (the rows left from one must be appended first).
+      const records: Buffer[] = [];
+      for (let seq = 1; seq <= 36_000; seq++) {
+        const stream = `lab/a-longer-rig-name-${seq % 7}`;
+        const base = { stream, ts: t0 + seq, seq, origin: `udp:10.0.${seq % 250}.${seq % 13}:5000`, size: 0 };
+        if (seq % 101 === 0) {
+          records.push(encodeRecord({ ...base, data: new Uint8Array(40).map((_, i) => (seq * 7 + i) % 256) }));
+        } else if (seq % 103 === 0) {
+          const r = encodeRecord({ ...base, data: "x".repeat(20) });
+          r.set([0x61, 0xff, 0xfe, 0x62], r.length - 4);
+          r.writeUInt32LE(Bun.hash.crc32(r.subarray(8)), 4);
+          records.push(r);
+        } else {
+          records.push(encodeRecord({ ...base, data: `{"seq":${seq},"pad":"${"y".repeat(300)}${String(seq).repeat(1 + (seq % 80))}"}` }));
+        }
+      }
+      const all = Buffer.concat(records);
+      expect(all.length).toBeGreaterThan(4 * 4 * 1024 * 1024);
+      // Half first (a query reads it), then the rest.
+      const half = records.slice(0, 18_000).reduce((n, r) => n + r.length, 0);
+      writeFileSync(seg, all.subarray(0, half));
+      const engine = await open(tmp.dir);
+      const hashes = async () => (await engine.query("SELECT seq::INT AS seq, md5(stream || '|' || origin || '|' || kind || '|' || data) AS h FROM messages ORDER BY seq")).rows;
+      const expected = (upTo: number) => {
+        const out: { seq: number; h: string }[] = [];
+        for (let o = 0; o < upTo;) {
+          const d = decodeRecord(all, o);
+          if (!d.ok || !("message" in d)) throw new Error("bad fixture");
+          const m = d.message;
+          const text = typeof m.data === "string" ? m.data : Buffer.from(m.data).toString("base64");
+          out.push({ seq: m.seq, h: new Bun.CryptoHasher("md5").update(`${m.stream}|${m.origin}|${typeof m.data === "string" ? "text" : "binary"}|${text}`).digest("hex") });
+          o = d.next;
+        }
+        return out;
+      };
+      expect(await hashes()).toEqual(expected(half));
+      appendFileSync(seg, all.subarray(half));
+      expect(await hashes()).toEqual(expected(all.length));
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("reads the spool's new records between queries (followTail), and leaves tables and the view to the refresh before a query", async () => {
     const { appendFileSync, truncateSync } = await import("node:fs");
     const { tmp, spoolDir, seg, rec } = await segmentFixture();
@@ -363,15 +418,18 @@ describe("the warm engine's spool tail", () => {
       const { statSync } = await import("node:fs");
       const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
       expect(await seqs()).toEqual([1, 2]);
+      expect(engine.tailRecordsRead).toBe(2); // read by the query's refresh: counted too (it paces the follows)
       // New records are read by followTail, before any query refreshed.
       appendFileSync(seg, Buffer.concat([3, 4, 5].map(rec)));
       expect(engine.tailRead()).toEqual({ "0000000000000001.wal": rec(1).length * 2 });
-      await engine.followTail();
+      expect(await engine.followTail()).toBe(3);
       expect(engine.tailRead()).toEqual({ "0000000000000001.wal": statSync(seg).size });
+      expect(await engine.followTail()).toBe(0);
       // A second segment appears: followTail reads it too.
       const seg2 = join(spoolDir, "0000000000000002.wal");
       writeFileSync(seg2, Buffer.concat([6, 7].map(rec)));
-      await engine.followTail();
+      expect(await engine.followTail()).toBe(2);
+      expect(engine.tailRecordsRead).toBe(7);
       expect(engine.tailRead()).toEqual({ "0000000000000001.wal": statSync(seg).size, "0000000000000002.wal": statSync(seg2).size });
       // A cut-back segment and a compacted one are left to the refresh before the next query:
       // the tables a refreshed view names stay until then.
@@ -387,6 +445,22 @@ describe("the warm engine's spool tail", () => {
     } finally {
       tmp.remove();
     }
+  });
+
+  it("paces the query process's follows by every record read, the queries' refreshes' included", async () => {
+    const { nextFollowWait } = await import("../app/analytics/query-process.ts");
+    // 100,000 msg/s, all read by queries' refreshes while the follow found nothing: the follows still
+    // come every 20 ms (the old pace, set by the follow's own reads, backed off to 1 s here).
+    expect(nextFollowWait(1000, 1000, 100_000, 0)).toBe(20);
+    expect(nextFollowWait(20, 20, 2_000, 0)).toBe(20);
+    expect(nextFollowWait(20, 20, 2_000, null)).toBe(20);
+    // 1,000 msg/s: about 2,000 records a read, at most 1 s apart.
+    expect(nextFollowWait(20, 1000, 1_000, 1_000)).toBe(1000);
+    expect(nextFollowWait(20, 100, 1_000, 1_000)).toBe(200);
+    // Nothing came: the wait doubles up to 2 s; skipped with nothing new, it stays.
+    expect(nextFollowWait(1000, 1000, 0, 0)).toBe(2000);
+    expect(nextFollowWait(2000, 2000, 0, 0)).toBe(2000);
+    expect(nextFollowWait(300, 300, 0, null)).toBe(300);
   });
 
   it("runs repeated SQL on its kept statement, with answers that follow the data, and prepares anew what uses the time or parameters", async () => {

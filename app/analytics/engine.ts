@@ -214,11 +214,17 @@ export class QueryEngine {
   async followTail(): Promise<number | null> {
     if (this.closed) return 0;
     if (this.current || this.queued) return null;
-    const rows = () => [...this.tail.values()].reduce((n, seg) => n + seg.rows, 0);
-    const before = rows();
+    const before = this.recordsRead;
     await this.startRefresh(false);
-    return Math.max(0, rows() - before);
+    return this.recordsRead - before;
   }
+
+  /** Spool records read so far, by every refresh (a query's, a follow's): their rate paces the follows. */
+  get tailRecordsRead(): number {
+    return this.recordsRead;
+  }
+
+  private recordsRead = 0;
 
   private startRefresh(withView: boolean): Promise<void> {
     const run: Promise<void> = this.doRefresh(withView).finally(() => {
@@ -381,11 +387,14 @@ export class QueryEngine {
             if (r === "message") {
               rows.addRecord(buf, fields);
               seg.rows++;
+              this.recordsRead++;
               o = fields.next;
             } else {
               o += HEADER_BYTES + buf.readUInt32LE(o);
             }
           }
+          // The rows point into the window, which the next read overwrites: appended (copied) now.
+          rows.flush();
           if (last >= 0) {
             seg.lastStart = seg.offset + last;
             seg.lastHeader = buf.toString("hex", last, last + HEADER_BYTES);
@@ -393,7 +402,6 @@ export class QueryEngine {
           seg.offset += o;
           sinceGc += o;
           if (sinceGc >= GC_EVERY_BYTES) {
-            rows.flush();
             appender.flushSync();
             Bun.gc(true);
             sinceGc = 0;
@@ -410,6 +418,7 @@ export class QueryEngine {
             rows ??= new LogRowChunks(appender);
             rows.addMessage(step.record.message);
             seg.rows++;
+            this.recordsRead++;
           }
           seg.offset = whole.length;
           seg.stuck = "damaged: its intact records are read";

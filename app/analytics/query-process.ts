@@ -17,19 +17,33 @@ import { cacheable, ResultCache } from "./result-cache.ts";
 
 /**
  * How the spool's new records are read between queries. A query first reads
- * what came since the last read (about 3 µs a record), and a read costs about
- * 1.5 ms beyond its records (DuckDB's appender). So each read aims at about
- * TAIL_FOLLOW_RECORDS records, the wait set by the rate they came at: 50 ms
- * from 40,000 msg/s up (5,000 records at 100,000 msg/s, some 15 ms for a query
- * arriving just before the next read), up to 1 s at 2,000 msg/s and below (a
+ * what came since the last read (1.5–4 µs a record), and a read costs about
+ * 1 ms beyond its records (DuckDB's commit of them). So each read aims at about
+ * TAIL_FOLLOW_RECORDS records, the wait set by the rate they came at: 20 ms
+ * from 100,000 msg/s up (a query arriving just before the next read finds some
+ * 2,000 records to read first, about 5 ms), up to 1 s at 2,000 msg/s and below (a
  * process kept up by a dashboard costs little at low rates). With nothing new
  * the wait doubles up to 2 s (a read then costs a folder listing and a stat
  * per segment, and the wake-up itself: 0.3% of a core at 2 a second).
  */
 const TAIL_FOLLOW_RECORDS = 2_000;
-const TAIL_FOLLOW_MIN_MS = 50;
+const TAIL_FOLLOW_MIN_MS = 20;
 const TAIL_FOLLOW_MAX_MS = 1_000;
 const TAIL_FOLLOW_IDLE_MS = 2_000;
+
+/**
+ * The wait before the next read of the spool's tail, after one that came
+ * `elapsedMs` after the last: `arrived` records were read meanwhile by any
+ * refresh (a query's too: while queries come back to back they read most
+ * records, and a pace set by the follow's own `read` alone backed off to the
+ * maximum, leaving each query a whole second of records to read first),
+ * `read` by this follow (null: skipped, a refresh was going on).
+ */
+export function nextFollowWait(wait: number, elapsedMs: number, arrived: number, read: number | null): number {
+  if (arrived > 0) return Math.min(TAIL_FOLLOW_MAX_MS, Math.max(TAIL_FOLLOW_MIN_MS, (TAIL_FOLLOW_RECORDS * elapsedMs) / arrived));
+  if (read === 0) return Math.min(TAIL_FOLLOW_IDLE_MS, wait * 2);
+  return wait;
+}
 
 /** Text gathered before a streamed chunk goes out. */
 const CHUNK_BYTES = 64 * 1024;
@@ -185,12 +199,13 @@ export async function runQueryProcess(): Promise<number> {
           // pays only for the last moment's messages rather than everything since the query before.
           let wait = TAIL_FOLLOW_MAX_MS;
           let last = performance.now();
+          let lastRead = e.tailRecordsRead;
           const follow = async () => {
-            const started = performance.now();
             const read = await e.followTail().catch(() => 0); // the next query's refresh reports it
-            if (read === 0) wait = Math.min(TAIL_FOLLOW_IDLE_MS, wait * 2);
-            else if (read !== null) wait = Math.min(TAIL_FOLLOW_MAX_MS, Math.max(TAIL_FOLLOW_MIN_MS, TAIL_FOLLOW_RECORDS * (started - last) / read));
-            if (read !== null) last = started; // skipped (a refresh was going on): the records wait for the next read
+            const now = performance.now();
+            wait = nextFollowWait(wait, now - last, e.tailRecordsRead - lastRead, read);
+            last = now;
+            lastRead = e.tailRecordsRead;
             setTimeout(follow, wait).unref();
           };
           setTimeout(follow, wait).unref();
