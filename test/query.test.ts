@@ -499,6 +499,35 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("answers right from a kept statement once the tail holds values past those it was planned over (ORDER BY, WHERE, GROUP BY on seq)", async () => {
+    const { appendFileSync } = await import("node:fs");
+    const { tmp, seg, rec } = await segmentFixture();
+    try {
+      writeFileSync(seg, Buffer.concat(Array.from({ length: 200 }, (_, i) => rec(i + 1))));
+      const engine = await open(tmp.dir);
+      const sqls = {
+        sorted: "SELECT seq::INT AS seq, data FROM messages ORDER BY seq DESC LIMIT 2",
+        filtered: "SELECT count(*)::INT AS n FROM messages WHERE seq > 300",
+        grouped: "SELECT seq::INT AS seq, count(*)::INT AS n FROM messages GROUP BY seq ORDER BY seq DESC LIMIT 1",
+      };
+      const ask = async () => {
+        const out: Record<string, unknown> = {};
+        for (const [k, sql] of Object.entries(sqls)) out[k] = (await engine.query(sql)).rows; // one after another: one connection, its kept statements
+        return out;
+      };
+      expect(await ask()).toEqual({ sorted: [{ seq: 200, data: "m200" }, { seq: 199, data: "m199" }], filtered: [{ n: 0 }], grouped: [{ seq: 200, n: 1 }] });
+      // Seqs past 255 (a byte past the first range), in the same table: the same statements, run again.
+      appendFileSync(seg, Buffer.concat(Array.from({ length: 200 }, (_, i) => rec(i + 201))));
+      const { prepared, reused } = engine.planStats;
+      expect(await ask()).toEqual({ sorted: [{ seq: 400, data: "m400" }, { seq: 399, data: "m399" }], filtered: [{ n: 100 }], grouped: [{ seq: 400, n: 1 }] });
+      expect(engine.planStats.prepared).toBe(prepared);
+      expect(engine.planStats.reused).toBe(reused + 3);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("answers a kept statement from a Parquet file rewritten in place under the same view (no new plan, the new rows)", async () => {
     const { DuckDBInstance } = await import("@duckdb/node-api");
     const { readdirSync, renameSync } = await import("node:fs");
