@@ -409,6 +409,52 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("reads records at the edges of DuckDB's strings as decodeRecord does: across windows, in records bigger than a window, past a damaged record, and in small reads", async () => {
+    const { appendFileSync, mkdirSync } = await import("node:fs");
+    const { decodedRows, EDGE_STRINGS, rawRecord } = await import("./support/edge-records.ts");
+    const tmp = tempDir();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      mkdirSync(spoolDir);
+      const n = EDGE_STRINGS.length;
+      let seq = 1;
+      const edge = (rep: number) => EDGE_STRINGS.map((_, i) => rawRecord(seq++, EDGE_STRINGS[i]!, EDGE_STRINGS[(i + rep) % n]!, EDGE_STRINGS[(i + 2 * rep + 1) % n]!, rep % 3 === 2 ? 2 : 1));
+      const big = (kind: number, bytes: number) => rawRecord(seq++, Buffer.from("a-stream-with-a-longer-name"), Buffer.from("origin-é-longer"), Buffer.alloc(bytes, kind === 2 ? 0xfe : 0x62), kind);
+      // Sealed segment: edge records, records of 5 MiB (each bigger than a 4 MiB window), a damaged
+      // record, and edge records after it (read from the whole file, past the damage).
+      const sealed = [...edge(0), big(1, 5 << 20), ...edge(1), big(2, 5 << 20), ...edge(2), ...edge(3)];
+      const damagedAt = sealed.length - n - 5;
+      const damaged = Buffer.from(sealed[damagedAt]!);
+      damaged[damaged.length - 1]! ^= 0xff; // its CRC no longer matches
+      const sealedBytes = Buffer.concat(sealed.map((r, i) => (i === damagedAt ? damaged : r)));
+      writeFileSync(join(spoolDir, "0000000000000001.wal"), sealedBytes);
+      const live = [...edge(4), big(1, (4 << 20) + 100), ...edge(5)];
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), Buffer.concat(live));
+      const md5 = (s: string) => new Bun.CryptoHasher("md5").update(s).digest("hex");
+      const expected = (records: Buffer[]) =>
+        decodedRows(Buffer.concat(records)).map((r) => ({ seq: r.seq, ts: String(r.ts), stream: r.stream, origin: r.origin, kind: r.kind, data: md5(r.data) }));
+      const engine = await open(tmp.dir);
+      const rows = async () => (await engine.query("SELECT seq::INT AS seq, epoch_us(ts)::VARCHAR AS ts, stream, origin, kind, md5(data) AS data FROM messages ORDER BY seq")).rows;
+      const intact = [...sealed.filter((_, i) => i !== damagedAt), ...live];
+      expect(await rows()).toEqual(expected(intact));
+      // A few records more: a read of a few hundred bytes (a small buffer of its own).
+      const more = edge(6).slice(0, 6);
+      expect(Buffer.concat(more).length).toBeLessThan(1000);
+      appendFileSync(join(spoolDir, "0000000000000002.wal"), Buffer.concat(more));
+      expect(await rows()).toEqual(expected([...intact, ...more]));
+      // One record at a time, read by followTail (windows of one record).
+      const added = edge(7);
+      for (const r of added) {
+        appendFileSync(join(spoolDir, "0000000000000002.wal"), r);
+        expect(await engine.followTail()).toBe(1);
+      }
+      expect(await rows()).toEqual(expected([...intact, ...more, ...added]));
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("reads the spool's new records between queries (followTail), and leaves tables and the view to the refresh before a query", async () => {
     const { appendFileSync, truncateSync } = await import("node:fs");
     const { tmp, spoolDir, seg, rec } = await segmentFixture();
@@ -461,6 +507,13 @@ describe("the warm engine's spool tail", () => {
     expect(nextFollowWait(1000, 1000, 0, 0)).toBe(2000);
     expect(nextFollowWait(2000, 2000, 0, 0)).toBe(2000);
     expect(nextFollowWait(300, 300, 0, null)).toBe(300);
+    // Never faster than every 20 ms, however many records came (a backlog read at once, no time between).
+    expect(nextFollowWait(20, 0, 10_000_000, 10_000_000)).toBe(20);
+    expect(nextFollowWait(20, 0, 10_000_000, null)).toBe(20);
+    // Idle from the fastest pace: back to a read every 2 s within seven reads, and there it stays.
+    const waits: number[] = [];
+    for (let w = 20, i = 0; i < 10; i++) waits.push((w = nextFollowWait(w, w, 0, 0)));
+    expect(waits).toEqual([40, 80, 160, 320, 640, 1280, 2000, 2000, 2000, 2000]);
   });
 
   it("runs repeated SQL on its kept statement, with answers that follow the data, and prepares anew what uses the time or parameters", async () => {
