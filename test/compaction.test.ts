@@ -180,6 +180,48 @@ describe("compaction from the query engine's spool tail", () => {
     });
   });
 
+  it("writes every field of records at the edges of DuckDB's strings (12/13 bytes, a character cut by the prefix, NUL, not UTF-8) as decodeRecord reads them, from the file over several batches and from the engine's table", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { cpSync, mkdirSync, writeFileSync } = await import("node:fs");
+    const { decodedRows, EDGE_STRINGS, rawRecord } = await import("./support/edge-records.ts");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      mkdirSync(spoolDir);
+      // Streams name folders (stream=…): the edge strings a folder name can hold.
+      const streams = EDGE_STRINGS.filter((b) => b.length > 0 && !b.includes(0));
+      const n = EDGE_STRINGS.length;
+      const records: Buffer[] = [];
+      let seq = 1;
+      for (let rep = 0; rep < 12; rep++) {
+        for (let i = 0; i < n; i++, seq++) {
+          records.push(rawRecord(seq, streams[(i + rep) % streams.length]!, EDGE_STRINGS[i]!, EDGE_STRINGS[(i + 2 * rep + 1) % n]!, rep % 4 === 3 ? 2 : 1));
+        }
+        // Larger payloads between them: over 2 MiB in all, so compaction (64 MB) takes more than one batch.
+        for (let k = 0; k < 100; k++, seq++) records.push(rawRecord(seq, streams[k % streams.length]!, Buffer.from("filler"), Buffer.from(`${seq}${"f".repeat(3000)}`)));
+      }
+      const bytes = Buffer.concat(records);
+      expect(bytes.length).toBeGreaterThan(3 * 1024 * 1024);
+      const segment = join(spoolDir, "0000000000000001.wal");
+      writeFileSync(segment, bytes);
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), rawRecord(seq, Buffer.from("spin30"), Buffer.from("t"), Buffer.from("next")));
+      cpSync(spoolDir, join(dir, "copy"), { recursive: true });
+      const expected = decodedRows(bytes).map((r) => ({ ...r, ts: String(r.ts) }));
+      const rowsOf = (logsDir: string) =>
+        query(`SELECT seq::INT AS seq, epoch_us(ts)::VARCHAR AS ts, stream, origin, kind, data FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true) ORDER BY seq`);
+      const fromFile = await compactSegments([join(dir, "copy", "0000000000000001.wal")], join(dir, "from-file"), { memoryMb: 64 });
+      expect(fromFile).toMatchObject({ segments: 1, rows: expected.length, readFromFile: 1, problems: [] });
+      expect(await rowsOf(join(dir, "from-file"))).toEqual(expected);
+      const engine = await QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const r = await compactSegments([segment], join(dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+        expect(r).toMatchObject({ segments: 1, rows: expected.length, readFromFile: 0, problems: [] });
+        expect(await rowsOf(join(dir, "logs"))).toEqual(expected);
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
   it("writes a segment the spool cut back after the engine read it (a failed write) as the file is now, not as the engine first read it", async () => {
     const { QueryEngine } = await import("../app/analytics/engine.ts");
     const { appendFileSync, cpSync, readFileSync, truncateSync } = await import("node:fs");

@@ -409,6 +409,52 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("reads records at the edges of DuckDB's strings as decodeRecord does: across windows, in records bigger than a window, past a damaged record, and in small reads", async () => {
+    const { appendFileSync, mkdirSync } = await import("node:fs");
+    const { decodedRows, EDGE_STRINGS, rawRecord } = await import("./support/edge-records.ts");
+    const tmp = tempDir();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      mkdirSync(spoolDir);
+      const n = EDGE_STRINGS.length;
+      let seq = 1;
+      const edge = (rep: number) => EDGE_STRINGS.map((_, i) => rawRecord(seq++, EDGE_STRINGS[i]!, EDGE_STRINGS[(i + rep) % n]!, EDGE_STRINGS[(i + 2 * rep + 1) % n]!, rep % 3 === 2 ? 2 : 1));
+      const big = (kind: number, bytes: number) => rawRecord(seq++, Buffer.from("a-stream-with-a-longer-name"), Buffer.from("origin-é-longer"), Buffer.alloc(bytes, kind === 2 ? 0xfe : 0x62), kind);
+      // Sealed segment: edge records, records of 5 MiB (each bigger than a 4 MiB window), a damaged
+      // record, and edge records after it (read from the whole file, past the damage).
+      const sealed = [...edge(0), big(1, 5 << 20), ...edge(1), big(2, 5 << 20), ...edge(2), ...edge(3)];
+      const damagedAt = sealed.length - n - 5;
+      const damaged = Buffer.from(sealed[damagedAt]!);
+      damaged[damaged.length - 1]! ^= 0xff; // its CRC no longer matches
+      const sealedBytes = Buffer.concat(sealed.map((r, i) => (i === damagedAt ? damaged : r)));
+      writeFileSync(join(spoolDir, "0000000000000001.wal"), sealedBytes);
+      const live = [...edge(4), big(1, (4 << 20) + 100), ...edge(5)];
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), Buffer.concat(live));
+      const md5 = (s: string) => new Bun.CryptoHasher("md5").update(s).digest("hex");
+      const expected = (records: Buffer[]) =>
+        decodedRows(Buffer.concat(records)).map((r) => ({ seq: r.seq, ts: String(r.ts), stream: r.stream, origin: r.origin, kind: r.kind, data: md5(r.data) }));
+      const engine = await open(tmp.dir);
+      const rows = async () => (await engine.query("SELECT seq::INT AS seq, epoch_us(ts)::VARCHAR AS ts, stream, origin, kind, md5(data) AS data FROM messages ORDER BY seq")).rows;
+      const intact = [...sealed.filter((_, i) => i !== damagedAt), ...live];
+      expect(await rows()).toEqual(expected(intact));
+      // A few records more: a read of a few hundred bytes (a small buffer of its own).
+      const more = edge(6).slice(0, 6);
+      expect(Buffer.concat(more).length).toBeLessThan(1000);
+      appendFileSync(join(spoolDir, "0000000000000002.wal"), Buffer.concat(more));
+      expect(await rows()).toEqual(expected([...intact, ...more]));
+      // One record at a time, read by followTail (windows of one record).
+      const added = edge(7);
+      for (const r of added) {
+        appendFileSync(join(spoolDir, "0000000000000002.wal"), r);
+        expect(await engine.followTail()).toBe(1);
+      }
+      expect(await rows()).toEqual(expected([...intact, ...more, ...added]));
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("reads the spool's new records between queries (followTail), and leaves tables and the view to the refresh before a query", async () => {
     const { appendFileSync, truncateSync } = await import("node:fs");
     const { tmp, spoolDir, seg, rec } = await segmentFixture();
@@ -461,6 +507,13 @@ describe("the warm engine's spool tail", () => {
     expect(nextFollowWait(1000, 1000, 0, 0)).toBe(2000);
     expect(nextFollowWait(2000, 2000, 0, 0)).toBe(2000);
     expect(nextFollowWait(300, 300, 0, null)).toBe(300);
+    // Never faster than every 20 ms, however many records came (a backlog read at once, no time between).
+    expect(nextFollowWait(20, 0, 10_000_000, 10_000_000)).toBe(20);
+    expect(nextFollowWait(20, 0, 10_000_000, null)).toBe(20);
+    // Idle from the fastest pace: back to a read every 2 s within seven reads, and there it stays.
+    const waits: number[] = [];
+    for (let w = 20, i = 0; i < 10; i++) waits.push((w = nextFollowWait(w, w, 0, 0)));
+    expect(waits).toEqual([40, 80, 160, 320, 640, 1280, 2000, 2000, 2000, 2000]);
   });
 
   it("runs repeated SQL on its kept statement, with answers that follow the data, and prepares anew what uses the time or parameters", async () => {
@@ -493,6 +546,35 @@ describe("the warm engine's spool tail", () => {
       expect((await engine.query("SELECT $1::INT AS x", { params: [5] })).rows).toEqual([{ x: 5 }]);
       expect((await engine.query("SELECT $1::INT AS x", { params: [6] })).rows).toEqual([{ x: 6 }]);
       await expect(engine.query("SELECT $1::INT AS x")).rejects.toThrow();
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("answers right from a kept statement once the tail holds values past those it was planned over (ORDER BY, WHERE, GROUP BY on seq)", async () => {
+    const { appendFileSync } = await import("node:fs");
+    const { tmp, seg, rec } = await segmentFixture();
+    try {
+      writeFileSync(seg, Buffer.concat(Array.from({ length: 200 }, (_, i) => rec(i + 1))));
+      const engine = await open(tmp.dir);
+      const sqls = {
+        sorted: "SELECT seq::INT AS seq, data FROM messages ORDER BY seq DESC LIMIT 2",
+        filtered: "SELECT count(*)::INT AS n FROM messages WHERE seq > 300",
+        grouped: "SELECT seq::INT AS seq, count(*)::INT AS n FROM messages GROUP BY seq ORDER BY seq DESC LIMIT 1",
+      };
+      const ask = async () => {
+        const out: Record<string, unknown> = {};
+        for (const [k, sql] of Object.entries(sqls)) out[k] = (await engine.query(sql)).rows; // one after another: one connection, its kept statements
+        return out;
+      };
+      expect(await ask()).toEqual({ sorted: [{ seq: 200, data: "m200" }, { seq: 199, data: "m199" }], filtered: [{ n: 0 }], grouped: [{ seq: 200, n: 1 }] });
+      // Seqs past 255 (a byte past the first range), in the same table: the same statements, run again.
+      appendFileSync(seg, Buffer.concat(Array.from({ length: 200 }, (_, i) => rec(i + 201))));
+      const { prepared, reused } = engine.planStats;
+      expect(await ask()).toEqual({ sorted: [{ seq: 400, data: "m400" }, { seq: 399, data: "m399" }], filtered: [{ n: 100 }], grouped: [{ seq: 400, n: 1 }] });
+      expect(engine.planStats.prepared).toBe(prepared);
+      expect(engine.planStats.reused).toBe(reused + 3);
       engine.close();
     } finally {
       tmp.remove();
