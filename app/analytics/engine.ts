@@ -159,10 +159,13 @@ export class QueryEngine {
       memory_limit: opts.memoryLimit ?? "128MB",
       autoinstall_known_extensions: "false",
       autoload_known_extensions: "false",
-      // A kept statement (prepare) runs again over tables that have grown since it was planned, and
-      // these two plan by the values the tables held then: a sort packs seq into the range it saw
-      // (seq 257 came back as 1), a filter the statistics said no row passes is dropped (WHERE seq > max
-      // then gave 0 rows), a GROUP BY sized by them fails. Off, every plan holds for any data.
+      // Every query runs as a prepared statement, which may run over tables that have grown since it
+      // was planned: kept and run again, or just prepared while a follow appends. These two plan by the
+      // values the tables held then: a sort packs seq into the range it saw (seq 257 came back as 1), a
+      // filter the statistics said no row passes is dropped (WHERE seq > max then gave 0 rows), a GROUP
+      // BY sized by them fails. Off, every plan holds for any data. (DuckDB's own fix, which skips
+      // statistics propagation for prepared statements, duckdb/duckdb#24696 for #23704, is newer than
+      // the release pinned here: when it is in, this can go.)
       disabled_optimizers: "statistics_propagation,compressed_materialization",
     });
     const admin = await db.connect();
