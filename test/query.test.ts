@@ -455,6 +455,45 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("counts each message once after a read that DuckDB failed part-way (a query's refresh, then a follow): the segment is read again from the start", async () => {
+    const { appendFileSync } = await import("node:fs");
+    const { DuckDBAppender } = await import("@duckdb/node-api");
+    const { tmp, seg, rec } = await segmentFixture();
+    const original = DuckDBAppender.prototype.appendDataChunk;
+    /** The next read's third data chunk is refused, as DuckDB refuses one it has no memory for: two went in before it. */
+    const failThirdChunk = () => {
+      let calls = 0;
+      DuckDBAppender.prototype.appendDataChunk = function (this: InstanceType<typeof DuckDBAppender>, ...args: Parameters<typeof original>) {
+        if (++calls === 3) throw new Error("Out of Memory Error: could not allocate block (injected)");
+        return original.apply(this, args);
+      };
+    };
+    try {
+      writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
+      const engine = await open(tmp.dir);
+      const counts = async () => (await engine.query("SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d, max(seq)::INT AS m FROM messages")).rows[0];
+      expect(await counts()).toEqual({ n: 3, d: 3, m: 3 });
+      const range = (from: number, to: number) => Buffer.concat(Array.from({ length: to - from + 1 }, (_, i) => rec(from + i)));
+      // 10,000 more (five chunks): the query's refresh fails on the third, after two were appended.
+      appendFileSync(seg, range(4, 10_003));
+      failThirdChunk();
+      await expect(engine.query("SELECT count(*) FROM messages")).rejects.toThrow(/reading the log failed.*injected/);
+      DuckDBAppender.prototype.appendDataChunk = original;
+      expect(await counts()).toEqual({ n: 10_003, d: 10_003, m: 10_003 });
+      // The same during a follow (which leaves replacing the table to the refresh before a query).
+      appendFileSync(seg, range(10_004, 20_003));
+      failThirdChunk();
+      await expect(engine.followTail()).rejects.toThrow(/injected/);
+      DuckDBAppender.prototype.appendDataChunk = original;
+      expect(await engine.followTail()).toBe(0); // not read again by a follow: the table waits for a query's refresh
+      expect(await counts()).toEqual({ n: 20_003, d: 20_003, m: 20_003 });
+      engine.close();
+    } finally {
+      DuckDBAppender.prototype.appendDataChunk = original;
+      tmp.remove();
+    }
+  });
+
   it("reads the spool's new records between queries (followTail), and leaves tables and the view to the refresh before a query", async () => {
     const { appendFileSync, truncateSync } = await import("node:fs");
     const { tmp, spoolDir, seg, rec } = await segmentFixture();

@@ -52,6 +52,8 @@ interface TailSegment {
   rows: number;
   /** A bad record stopped reading a sealed segment here (reported once). */
   stuck?: string;
+  /** A read failed part-way: the table may hold some of its rows, the offset is before them. */
+  reread?: boolean;
   /** Where the last record read starts, and its header (length and CRC), to notice the file rewritten under it. */
   lastStart?: number;
   lastHeader?: string;
@@ -271,7 +273,7 @@ export class QueryEngine {
     if (this.closed || this.opts.remote) return null;
     await this.refresh(); // reads what is left of it
     const seg = this.tail.get(path);
-    if (!seg || seg.stuck) return null;
+    if (!seg || seg.stuck || seg.reread) return null;
     let fd: number;
     try {
       fd = openSync(path, "r");
@@ -337,6 +339,7 @@ export class QueryEngine {
       let rows: LogRowChunks | null = null;
       const rowsBefore = seg.rows;
       let replaced = !known;
+      let failed = false;
       let fd: number;
       try {
         fd = openSync(path, "r");
@@ -349,16 +352,18 @@ export class QueryEngine {
       try {
         if (!known) await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
         const size = fstatSync(fd).size;
-        if (seg.offset > 0 && (size < seg.offset || !sameHeader(fd, seg))) {
+        if (seg.reread || (seg.offset > 0 && (size < seg.offset || !sameHeader(fd, seg)))) {
           // Replacing a table a query may be about to read is left to the refresh before a query.
           if (!withView) continue;
           // The spool cut back a write that failed (disk full): what was read past the cut was never
-          // acknowledged (and new records may be where it was). Read this segment again from the start.
+          // acknowledged (and new records may be where it was). Or a read of this segment failed
+          // part-way (reread). Read this segment again from the start.
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
           replaced = true;
           seg.offset = 0;
           seg.rows = 0;
           seg.stuck = undefined;
+          seg.reread = undefined;
           seg.lastStart = seg.lastHeader = undefined;
         }
         let window = Buffer.allocUnsafe(0);
@@ -431,17 +436,28 @@ export class QueryEngine {
           seg.offset = whole.length;
           seg.stuck = "damaged: its intact records are read";
         }
+      } catch (err) {
+        failed = true;
+        throw err;
       } finally {
         closeSync(fd);
         try {
-          rows?.flush();
-        } finally {
           try {
-            appender?.closeSync();
+            rows?.flush();
           } finally {
-            // After the close: the rows are visible now (a version read before saw none of them).
-            if (replaced || seg.rows !== rowsBefore) this.generation++;
+            appender?.closeSync();
           }
+        } catch (err) {
+          failed = true;
+          throw err;
+        } finally {
+          // A read that failed part-way (DuckDB refused an append, say) may have committed some of its rows
+          // without the offset moving past them, or moved it past rows never committed: the segment is read
+          // again from the start, its table replaced, rather than show a message twice or not at all. (A new
+          // segment's table is replaced anyway: it is not in the tail yet.)
+          if (failed && known) seg.reread = true;
+          // After the close: the rows are visible now (a version read before saw none of them).
+          if (replaced || seg.rows !== rowsBefore) this.generation++;
         }
       }
       this.tail.set(path, seg);
