@@ -7,6 +7,7 @@ import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
 import { HEADER_BYTES, locateRecord, MAX_BODY_BYTES, scanRecords, type RecordFields } from "../log/record.ts";
 import { LOG_ROW_COLUMNS, LogRowChunks } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
+import { mayPushDown, planPushdown, VIEW_PARTS } from "./pushdown.ts";
 import { cacheable } from "./result-cache.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -68,6 +69,8 @@ function sameHeader(fd: number, seg: TailSegment): boolean {
 
 /** Prepared statements kept per connection (see QueryEngine.prepare). */
 const PLANS_PER_CONNECTION = 32;
+/** SQL texts whose pushdown (or its absence) is remembered. */
+const PUSHED_KEPT = 256;
 
 /** Longest a listing of the Parquet folder is reused for (see QueryEngine.listing). */
 const RELIST_MS = 10_000;
@@ -146,8 +149,14 @@ export class QueryEngine {
   private readonly plans = new WeakMap<DuckDBConnection, { view: number; byText: Map<string, DuckDBPreparedStatement> }>();
   /** Goes up each time the view `messages` is replaced. */
   private viewNumber = 0;
-  /** Statements prepared, and runs that reused one (for tests and stats). */
-  readonly planStats = { prepared: 0, reused: 0 };
+  /** Statements prepared, runs that reused one, and statements run with their aggregates pushed below the union (for tests and stats). */
+  readonly planStats = { prepared: 0, reused: 0, pushedDown: 0 };
+  /** True while `messages` is the local view, whose parts (VIEW_PARTS) exist beside it. */
+  private parted = false;
+  /** Lower-case names of the functions pushdown.ts must not take for scalar ones: aggregates and macros. */
+  private opaque: ReadonlySet<string> = new Set();
+  /** Each SQL text looked at for the pushdown (pushdown.ts): the text to run instead, or null (run it as it is). */
+  private readonly pushed = new Map<string, string | null>();
   /** Told about each file moved to quarantine (unreadable Parquet). */
   onQuarantine: (q: Quarantined) => void = () => {};
 
@@ -186,6 +195,9 @@ export class QueryEngine {
     await admin.run("SET enable_external_access = false");
     await admin.run("SET lock_configuration = true");
     const engine = new QueryEngine(opts, db, admin);
+    // now is the macro above: a scalar.
+    const opaque = await admin.runAndReadAll("SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE function_type IN ('aggregate', 'macro', 'table_macro') AND function_name <> 'now'");
+    engine.opaque = new Set(opaque.getRows().map((r) => String(r[0])));
     if (onQuarantine) engine.onQuarantine = onQuarantine;
     await engine.refresh();
     return engine;
@@ -524,6 +536,11 @@ export class QueryEngine {
       .map((t) => `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM ${t}`)
       .join(" UNION ALL ");
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
+    // Its two parts, for aggregates pushed below the union (pushdown.ts); either may be empty.
+    const none = `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM spool_tail`;
+    await this.admin.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[0]} AS ${fromFiles || `${none} LIMIT 0`}`);
+    await this.admin.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[1]} AS ${spooled || `${none} LIMIT 0`}`);
+    this.parted = true;
     this.viewKey = key;
     this.viewReplaced();
     this.generation++;
@@ -553,6 +570,7 @@ export class QueryEngine {
     await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${files.length
       ? `SELECT ts, stream, seq, origin, kind, data, date, node FROM read_parquet([${files.map(q).join(", ")}], hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR, 'node': VARCHAR})`
       : `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, CAST(NULL AS VARCHAR) AS node FROM spool_tail`}`);
+    this.parted = false;
     this.viewKey = key;
     this.viewReplaced();
   }
@@ -771,7 +789,7 @@ export class QueryEngine {
       kept!.delete(sql); // most recently used last
       prepared.clearBindings();
     } else {
-      prepared = await prepareSelect(conn, sql);
+      prepared = !params && this.parted && mayPushDown(sql) ? await this.pushedDown(conn, sql) : await prepareSelect(conn, sql);
       this.planStats.prepared++;
     }
     if (keep) {
@@ -785,6 +803,53 @@ export class QueryEngine {
     }
     if (params) prepared.bind(params.map((v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v)));
     return prepared;
+  }
+
+  /**
+   * `sql` prepared with its aggregates pushed below the view's union when it
+   * has the shape for it (pushdown.ts), else as it is. The rewritten statement
+   * is used only when it gives the columns the original gives, by name and
+   * type; what was decided is kept per SQL text (parsing, writing back and the
+   * check cost a few ms, once).
+   */
+  private async pushedDown(conn: DuckDBConnection, sql: string): Promise<DuckDBPreparedStatement> {
+    const known = this.pushed.get(sql);
+    if (known === null) return prepareSelect(conn, sql);
+    if (known !== undefined) {
+      const prepared = await conn.prepare(known).catch(() => null);
+      if (prepared) {
+        this.planStats.pushedDown++;
+        return prepared;
+      }
+      this.pushed.set(sql, null);
+      return prepareSelect(conn, sql);
+    }
+    const original = await prepareSelect(conn, sql); // the checks and errors of any query first
+    let rewritten: DuckDBPreparedStatement | null = null;
+    let text: string | null = null;
+    try {
+      const parsed = await conn.runAndReadAll("SELECT json_serialize_sql(?::VARCHAR)", [sql]);
+      const plan = planPushdown(JSON.parse(String(parsed.getRows()[0]![0])), this.opaque);
+      if (plan) {
+        const names = Array.from({ length: original.columnCount }, (_, i) => original.columnName(i));
+        const types = Array.from({ length: original.columnCount }, (_, i) => original.columnType(i).toString());
+        const written = await conn.runAndReadAll("SELECT json_deserialize_sql(?::JSON)", [JSON.stringify(plan.build(names))]);
+        text = String(written.getRows()[0]![0]);
+        const prepared = (rewritten = await conn.prepare(text));
+        const same = prepared.columnCount === names.length && names.every((name, i) => prepared.columnName(i) === name && prepared.columnType(i).toString() === types[i]);
+        if (!same) throw new Error("other columns");
+      }
+    } catch {
+      // A shape DuckDB writes back differently: run as it is.
+      rewritten?.destroySync();
+      rewritten = text = null;
+    }
+    if (this.pushed.size >= PUSHED_KEPT) this.pushed.delete(this.pushed.keys().next().value!);
+    this.pushed.set(sql, text);
+    if (!rewritten) return original;
+    original.destroySync();
+    this.planStats.pushedDown++;
+    return rewritten;
   }
 
   /**
