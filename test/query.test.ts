@@ -130,6 +130,29 @@ describe("SQL over the log", () => {
     expect((await cli(["query", "SELECT 1", "--format", "xml", "--data-dir", tmp.dir])).code).toBe(2);
     tmp.remove();
   });
+
+  it("lets a cancel that comes after its query ended alone: the next query on the pooled connection runs on", async () => {
+    const tmp = await dataDir();
+    const engine = await open(tmp.dir);
+    try {
+      let cancel: (() => void) | undefined;
+      await engine.query("SELECT count(*) FROM messages", { onInterrupt: (f) => { cancel = f; } });
+      // The same connection, back in the pool, runs a query long enough to be interrupted.
+      const next = engine.query("SELECT count(*) AS n FROM range(400000000) t(i) WHERE i % 7 = 3");
+      await Bun.sleep(50);
+      cancel!();
+      expect((await next).rows).toEqual([{ n: "57142857" }]);
+      // A cancel while its own query runs still stops it.
+      let stop: (() => void) | undefined;
+      const own = engine.query("SELECT count(*) AS n FROM range(4000000000) t(i) WHERE i % 7 = 3", { onInterrupt: (f) => { stop = f; } });
+      await Bun.sleep(50);
+      stop!();
+      await expect(own).rejects.toThrow("the query was cancelled");
+    } finally {
+      engine.close();
+      tmp.remove();
+    }
+  });
 });
 
 describe("POST /api/query", () => {

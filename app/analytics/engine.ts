@@ -749,7 +749,14 @@ export class QueryEngine {
     const conn = this.free.pop() ?? await this.db.connect();
     let timedOut = false;
     let interrupted = false;
-    onInterrupt?.(() => { interrupted = true; conn.interrupt(); });
+    // Only while this run holds the connection: a cancel that comes after (the answer on its way
+    // out) must not interrupt the next query the pooled connection runs.
+    let holding = true;
+    onInterrupt?.(() => {
+      if (!holding) return;
+      interrupted = true;
+      conn.interrupt();
+    });
     const timer = setTimeout(() => { timedOut = true; conn.interrupt(); }, timeoutMs);
     try {
       return await fn(conn);
@@ -763,6 +770,7 @@ export class QueryEngine {
       }
       throw new QueryError(message);
     } finally {
+      holding = false;
       clearTimeout(timer);
       this.giveBack(conn);
     }
