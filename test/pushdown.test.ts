@@ -81,6 +81,18 @@ const QUERIES: [string, boolean, boolean][] = [
   ["SELECT stream, count(*) AS n FROM messages GROUP BY ROLLUP (stream) ORDER BY 1 NULLS LAST", false, true],
   ["SELECT stream, count(*) AS n FROM messages GROUP BY stream QUALIFY row_number() OVER (ORDER BY stream) <= 2 ORDER BY 1", false, true],
   ["SELECT stream, wavg(seq, seq) AS w FROM messages GROUP BY stream ORDER BY 1", false, true],
+  // min(x, n) and max(x, n) are the n least or greatest: the greatest of each part's list is not the whole's
+  // (spin1 has [300, 297] in the files and [303] in the spool: [303, 300] over the view, [303] combined).
+  ["SELECT stream, max(seq, 2) AS top, min(seq, 2) AS bot FROM messages WHERE seq < 304 GROUP BY stream ORDER BY 1", false, true],
+  // Integers JSON.parse cannot hold: a BIGINT past 2^53, a HUGEINT, a wide DECIMAL would be written back as others.
+  ["SELECT stream, count(*) + 9007199254740993 AS x, 0.30000000000000004441 AS y FROM messages GROUP BY stream ORDER BY 1", false, true],
+  ["SELECT stream, count(*) + 123456789012345678901234567890 AS n FROM messages WHERE seq < 123456789012345678.9 GROUP BY stream ORDER BY 1", false, true],
+  ["SELECT stream, count(*) AS n FROM messages WHERE seq + 9007199254740000 > 9007199254740250 GROUP BY stream ORDER BY 1", true, true],
+  // A DOUBLE sum added up part by part is rounded otherwise (its last bits differ); exact sums, and min or max of a DOUBLE, combine.
+  ["SELECT stream, sum(1.0 / seq::DOUBLE) AS s FROM messages GROUP BY stream ORDER BY 1", false, true],
+  ["SELECT stream, sum(seq::DECIMAL(10, 2)) AS d, sum(seq > 100) AS b, max(1.0 / seq::DOUBLE) AS m, count() AS n FROM messages GROUP BY stream ORDER BY 1", true, true],
+  // current_query() is the text of the statement run: the rewritten one's names messages_files.
+  ["SELECT stream, count(*) AS n FROM messages WHERE current_query() NOT LIKE '%messages' || '_files%' GROUP BY stream ORDER BY 1", false, true],
 ];
 
 describe("aggregates pushed below the view's union", () => {
@@ -96,7 +108,7 @@ describe("aggregates pushed below the view's union", () => {
         expect({ sql, columns: got.columns, types: got.types }).toEqual({ sql, columns: want.columns, types: want.types });
         if (ordered) expect({ sql, rows: got.rows }).toEqual({ sql, rows: want.rows });
         else expect({ sql, rows: sorted(got.rows) }).toEqual({ sql, rows: sorted(want.rows) });
-        expect(want.rows.length).toBeGreaterThan(0);
+        expect({ sql, empty: want.rows.length === 0 }).toEqual({ sql, empty: false });
       }
       engine.close();
     } finally {
@@ -141,6 +153,29 @@ describe("aggregates pushed below the view's union", () => {
       const r = await engine.query("SELECT stream, count(*) AS n FROM messages WHERE seq > $1 GROUP BY stream ORDER BY stream", { params: [350] });
       expect(r.rows.reduce((s, row) => s + Number(row.n), 0)).toBe(50);
       expect(engine.planStats.pushedDown).toBe(before);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("runs as written a query naming two columns alike, where ORDER BY a name binds to the one the alias names", async () => {
+    const tmp = await dataDir(300, 120);
+    try {
+      const engine = await open(tmp.dir);
+      // The third column is named count_star() by default: the rewritten statement named it so, and its
+      // ORDER BY sorted by the count instead of max(seq) (the reference renames it count_star()_1). Names
+      // are matched in any case.
+      for (const sql of [
+        `SELECT stream, max(seq) AS "count_star()", count(*) FROM messages GROUP BY stream ORDER BY "count_star()" DESC`,
+        `SELECT stream, max(seq) AS "Count_Star()", count(*) FROM messages GROUP BY stream ORDER BY "count_star()" DESC`,
+      ]) {
+        const before = engine.planStats.pushedDown;
+        const got = await engine.query(sql);
+        expect(engine.planStats.pushedDown).toBe(before);
+        const want = await engine.query(reference(sql));
+        expect(got.rows.map((r) => Object.values(r))).toEqual(want.rows.map((r) => Object.values(r)));
+      }
       engine.close();
     } finally {
       tmp.remove();

@@ -833,8 +833,23 @@ export class QueryEngine {
       if (plan) {
         const names = Array.from({ length: original.columnCount }, (_, i) => original.columnName(i));
         const types = Array.from({ length: original.columnCount }, (_, i) => original.columnType(i).toString());
-        const written = await conn.runAndReadAll("SELECT json_deserialize_sql(?::JSON)", [JSON.stringify(plan.build(names))]);
-        text = String(written.getRows()[0]![0]);
+        const built = plan.build(names);
+        if (!built) throw new Error("a name twice");
+        const trees = plan.sums.length ? [built, plan.parts()] : [built];
+        const written = await conn.runAndReadAll(`SELECT ${trees.map(() => "json_deserialize_sql(?::JSON)").join(", ")}`, trees.map((t) => JSON.stringify(t)));
+        const [outer, union] = written.getRows()[0]!.map(String);
+        if (union !== undefined) {
+          // A sum of floating-point numbers added up part by part ends in other bits (pushdown.ts).
+          const parts = await conn.prepare(union);
+          let floating: boolean;
+          try {
+            floating = plan.sums.some((i) => ["FLOAT", "DOUBLE"].includes(parts.columnType(i).toString()));
+          } finally {
+            parts.destroySync();
+          }
+          if (floating) throw new Error("a floating-point sum");
+        }
+        text = outer!;
         const prepared = (rewritten = await conn.prepare(text));
         const same = prepared.columnCount === names.length && names.every((name, i) => prepared.columnName(i) === name && prepared.columnType(i).toString() === types[i]);
         if (!same) throw new Error("other columns");
