@@ -182,6 +182,60 @@ describe("aggregates pushed below the view's union", () => {
     }
   });
 
+  it("binds both parts of one view: a query prepared while a refresh replaces them sees them both old or both new", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { prepare, run } = DuckDBConnection.prototype;
+    const tmp = await dataDir(200, 50);
+    try {
+      const engine = await open(tmp.dir);
+      const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream ORDER BY stream";
+      const total = (rows: Record<string, unknown>[]) => rows.reduce((s, r) => s + Number(r.n), 0);
+      expect(total((await engine.query(sql)).rows)).toBe(250);
+      // A query (A) has its view and prepares its rewrite; meanwhile the spool's segment is compacted and
+      // another query's refresh (B) replaces the views: A's prepare runs after the files' part is replaced.
+      const pushed = engine.planStats.pushedDown;
+      let other: Promise<unknown> | undefined;
+      let replaced!: () => void;
+      const filesReplaced = new Promise<void>((r) => (replaced = r));
+      let prepared!: () => void;
+      const aPrepared = new Promise<void>((r) => (prepared = r));
+      let armed = true;
+      DuckDBConnection.prototype.prepare = async function (this: InstanceType<typeof DuckDBConnection>, text: string) {
+        if (!armed || !text.includes("messages_files")) return prepare.call(this, text);
+        armed = false;
+        const spoolDir = join(tmp.dir, "spool");
+        await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), join(tmp.dir, "logs"));
+        other = engine.query("SELECT count(*) AS n FROM messages");
+        await Promise.race([filesReplaced, Bun.sleep(5000)]);
+        try {
+          return await prepare.call(this, text);
+        } finally {
+          prepared();
+        }
+      };
+      DuckDBConnection.prototype.run = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof run>) {
+        const result = await run.apply(this, args);
+        if (/^CREATE OR REPLACE VIEW messages_files\b/.test(args[0])) {
+          replaced();
+          await Promise.race([aPrepared, Bun.sleep(5000)]);
+        }
+        return result;
+      };
+      const during = await engine.query(`${sql} LIMIT 10`);
+      DuckDBConnection.prototype.prepare = prepare;
+      DuckDBConnection.prototype.run = run;
+      expect(await other).toEqual(expect.objectContaining({ rows: [{ n: "250" }] }));
+      expect(engine.planStats.pushedDown).toBe(pushed + 1);
+      expect(total(during.rows)).toBe(250); // 300: the compacted segment's 50 in both parts
+      expect(total((await engine.query(sql)).rows)).toBe(250);
+      engine.close();
+    } finally {
+      DuckDBConnection.prototype.prepare = prepare;
+      DuckDBConnection.prototype.run = run;
+      tmp.remove();
+    }
+  });
+
   it("asks the parser only for SQL that may have the shape", () => {
     expect(mayPushDown("SELECT stream, count(*) FROM messages GROUP BY 1")).toBe(true);
     expect(mayPushDown("SELECT * FROM messages WHERE seq = 3")).toBe(false);

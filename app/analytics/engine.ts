@@ -535,11 +535,24 @@ export class QueryEngine {
     const spooled = tables
       .map((t) => `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM ${t}`)
       .join(" UNION ALL ");
-    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
-    // Its two parts, for aggregates pushed below the union (pushdown.ts); either may be empty.
+    // With its two parts, for aggregates pushed below the union (pushdown.ts); either may be empty. The
+    // three are replaced in one transaction: a statement prepared meanwhile binds parts of one view (the
+    // files of the new one beside the tables of the old showed a segment just compacted twice). On a
+    // connection of its own: a statement that fails on the admin connection meanwhile (checkFiles reading
+    // a bad file) would abort the transaction.
     const none = `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM spool_tail`;
-    await this.admin.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[0]} AS ${fromFiles || `${none} LIMIT 0`}`);
-    await this.admin.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[1]} AS ${spooled || `${none} LIMIT 0`}`);
+    const views = this.free.pop() ?? await this.db.connect();
+    try {
+      await views.run("BEGIN TRANSACTION");
+      await views.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
+      await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[0]} AS ${fromFiles || `${none} LIMIT 0`}`);
+      await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[1]} AS ${spooled || `${none} LIMIT 0`}`);
+      await views.run("COMMIT");
+    } catch (err) {
+      views.closeSync(); // its transaction rolled back
+      throw err;
+    }
+    this.giveBack(views);
     this.parted = true;
     this.viewKey = key;
     this.viewReplaced();
