@@ -236,6 +236,47 @@ describe("aggregates pushed below the view's union", () => {
     }
   });
 
+  it("stops a query interrupted while its rewrite is worked out, rather than run the original unbounded", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { runAndReadAll, prepare } = DuckDBConnection.prototype;
+    const tmp = await dataDir(200, 50);
+    try {
+      const engine = await open(tmp.dir);
+      let cancel = () => {};
+      // The cancel (or the time limit) comes while DuckDB parses the query for the pushdown: that statement
+      // fails as DuckDB fails an interrupted one, and the interrupt is spent (DuckDB clears it at the next).
+      DuckDBConnection.prototype.runAndReadAll = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof runAndReadAll>) {
+        if (!String(args[0]).includes("json_serialize_sql")) return runAndReadAll.apply(this, args);
+        cancel();
+        throw new Error("INTERRUPT Error: Interrupted!");
+      };
+      const sql = "SELECT stream, count(*) AS n FROM messages WHERE seq > 0 GROUP BY stream ORDER BY stream";
+      await expect(engine.query(sql, { onInterrupt: (f) => (cancel = f) })).rejects.toThrow(/cancelled/);
+      DuckDBConnection.prototype.runAndReadAll = runAndReadAll;
+      // Not remembered as a query that cannot be pushed down.
+      const before = engine.planStats.pushedDown;
+      expect((await engine.query(sql)).rows.reduce((s, r) => s + Number(r.n), 0)).toBe(250);
+      expect(engine.planStats.pushedDown).toBe(before + 1);
+      // The same while the remembered rewrite is prepared (now(): the statement is not kept, the rewrite is).
+      const again = "SELECT stream, count(*) AS n FROM messages WHERE ts < now() GROUP BY stream ORDER BY stream";
+      await engine.query(again);
+      DuckDBConnection.prototype.prepare = async function (this: InstanceType<typeof DuckDBConnection>, text: string) {
+        if (!text.includes("messages_files")) return prepare.call(this, text);
+        cancel();
+        throw new Error("INTERRUPT Error: Interrupted!");
+      };
+      await expect(engine.query(again, { onInterrupt: (f) => (cancel = f) })).rejects.toThrow(/cancelled/);
+      DuckDBConnection.prototype.prepare = prepare;
+      expect((await engine.query(again)).rows.reduce((s, r) => s + Number(r.n), 0)).toBe(250);
+      expect(engine.planStats.pushedDown).toBe(before + 3);
+      engine.close();
+    } finally {
+      DuckDBConnection.prototype.runAndReadAll = runAndReadAll;
+      DuckDBConnection.prototype.prepare = prepare;
+      tmp.remove();
+    }
+  });
+
   it("asks the parser only for SQL that may have the shape", () => {
     expect(mayPushDown("SELECT stream, count(*) FROM messages GROUP BY 1")).toBe(true);
     expect(mayPushDown("SELECT * FROM messages WHERE seq = 3")).toBe(false);

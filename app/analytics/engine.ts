@@ -829,13 +829,17 @@ export class QueryEngine {
     const known = this.pushed.get(sql);
     if (known === null) return prepareSelect(conn, sql);
     if (known !== undefined) {
-      const prepared = await conn.prepare(known).catch(() => null);
-      if (prepared) {
-        this.planStats.pushedDown++;
-        return prepared;
+      let prepared: DuckDBPreparedStatement;
+      try {
+        prepared = await conn.prepare(known);
+      } catch (err) {
+        // Interrupted: the query stops (as below). Else a failure of the moment (a listed file merged away:
+        // the original fails alike): the original this time, the rewrite still kept.
+        if (interruptedBy(err)) throw err;
+        return prepareSelect(conn, sql);
       }
-      this.pushed.set(sql, null);
-      return prepareSelect(conn, sql);
+      this.planStats.pushedDown++;
+      return prepared;
     }
     const original = await prepareSelect(conn, sql); // the checks and errors of any query first
     let rewritten: DuckDBPreparedStatement | null = null;
@@ -867,9 +871,15 @@ export class QueryEngine {
         const same = prepared.columnCount === names.length && names.every((name, i) => prepared.columnName(i) === name && prepared.columnType(i).toString() === types[i]);
         if (!same) throw new Error("other columns");
       }
-    } catch {
-      // A shape DuckDB writes back differently: run as it is.
+    } catch (err) {
       rewritten?.destroySync();
+      // Interrupted (the time limit, a cancel): DuckDB forgets the interrupt once the statement it stopped
+      // has failed, so the original run now would not be stopped. Nothing is remembered for this SQL.
+      if (interruptedBy(err)) {
+        original.destroySync();
+        throw err;
+      }
+      // A shape DuckDB writes back differently: run as it is.
       rewritten = text = null;
     }
     if (this.pushed.size >= PUSHED_KEPT) this.pushed.delete(this.pushed.keys().next().value!);
@@ -915,6 +925,11 @@ export class QueryEngine {
     this.admin.closeSync();
     this.db.closeSync();
   }
+}
+
+/** True when `err` is DuckDB's for a statement it stopped (Connection.interrupt). */
+function interruptedBy(err: unknown): boolean {
+  return /^INTERRUPT Error/.test((err as Error)?.message ?? "");
 }
 
 /**
