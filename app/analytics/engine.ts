@@ -157,6 +157,8 @@ export class QueryEngine {
   private opaque: ReadonlySet<string> = new Set();
   /** Each SQL text looked at for the pushdown (pushdown.ts): the text to run instead, or null (run it as it is). */
   private readonly pushed = new Map<string, string | null>();
+  /** The statements prepared from a rewrite (pushedDown): one that fails as it runs gives way to the original. */
+  private readonly rewrites = new WeakSet<DuckDBPreparedStatement>();
   /** Told about each file moved to quarantine (unreadable Parquet). */
   onQuarantine: (q: Quarantined) => void = () => {};
 
@@ -649,7 +651,15 @@ export class QueryEngine {
     const rowLimit = opts.rowLimit ?? 100_000;
     return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, { retryVanished: true }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
-      const reader = await prepared.streamAndReadUntil(rowLimit + 1);
+      let reader;
+      try {
+        reader = await prepared.streamAndReadUntil(rowLimit + 1);
+      } catch (err) {
+        if (!this.rewrites.has(prepared) || interruptedBy(err)) throw err;
+        // The rewrite failed as it ran (a cast out of range, say): the error is the original's to give, in
+        // the SQL as the client wrote it, not the rewritten one's (messages_files, __a0).
+        reader = await (await prepareSelect(conn, sql)).streamAndReadUntil(rowLimit + 1);
+      }
       if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
       return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[], types: reader.columnTypes().map((t) => t.toString()) };
     });
@@ -670,13 +680,27 @@ export class QueryEngine {
     // Not retried: its first chunk (the columns) is already on its way to the client.
     return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: false }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
-      const result = await prepared.stream();
+      let rewritten = this.rewrites.has(prepared);
+      /** The original's result in place of a rewrite that failed as it ran, before any row went out (as in query()). */
+      const original = async (err: unknown) => {
+        if (!rewritten || interruptedBy(err)) throw err;
+        rewritten = false;
+        return (await prepareSelect(conn, sql)).stream();
+      };
+      let result = await prepared.stream().catch(original);
       const columns = result.columnNames();
       const types = result.columnTypes().map((t) => t.toString());
       await onChunk(columns, [], types); // the columns are known now, even when no row follows
       let sent = 0;
       for (;;) {
-        const chunk = await result.fetchChunk();
+        let chunk;
+        try {
+          chunk = await result.fetchChunk();
+        } catch (err) {
+          if (sent > 0) throw err;
+          result = await original(err); // the same columns (pushedDown)
+          continue;
+        }
         if (!chunk || chunk.rowCount === 0) break;
         if (opts.whole && sent + chunk.rowCount > opts.rowLimit) throw new QueryError(`the result has more than ${opts.rowLimit} rows; add a LIMIT or aggregate`);
         const rows = chunk.convertRows(JsonDuckDBValueConverter).map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])));
@@ -839,6 +863,7 @@ export class QueryEngine {
         return prepareSelect(conn, sql);
       }
       this.planStats.pushedDown++;
+      this.rewrites.add(prepared);
       return prepared;
     }
     const original = await prepareSelect(conn, sql); // the checks and errors of any query first
@@ -887,6 +912,7 @@ export class QueryEngine {
     if (!rewritten) return original;
     original.destroySync();
     this.planStats.pushedDown++;
+    this.rewrites.add(rewritten);
     return rewritten;
   }
 
