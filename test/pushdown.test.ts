@@ -91,6 +91,10 @@ const QUERIES: [string, boolean, boolean][] = [
   // A DOUBLE sum added up part by part is rounded otherwise (its last bits differ); exact sums, and min or max of a DOUBLE, combine.
   ["SELECT stream, sum(1.0 / seq::DOUBLE) AS s FROM messages GROUP BY stream ORDER BY 1", false, true],
   ["SELECT stream, sum(seq::DECIMAL(10, 2)) AS d, sum(seq > 100) AS b, max(1.0 / seq::DOUBLE) AS m, count() AS n FROM messages GROUP BY stream ORDER BY 1", true, true],
+  // A DOUBLE constant is written back as a DECIMAL one (0.1e0 as 0.1): 300 * 0.1e0 is 30.000000000000004, 300 * 0.1 is 30.0.
+  ["SELECT stream, count(*) AS n FROM messages WHERE (seq * 0.1e0)::VARCHAR LIKE '%00000%' GROUP BY stream ORDER BY 1", false, true],
+  ["SELECT stream, max((seq * 0.1e0)::VARCHAR) AS m FROM messages GROUP BY stream ORDER BY 1", false, true],
+  ["SELECT stream, count(*) AS n, max(seq * 0.10)::VARCHAR AS m FROM messages WHERE seq > 1.5 AND stream <> 'x' AND origin IS NOT NULL GROUP BY stream ORDER BY 1", true, true],
   // current_query() is the text of the statement run: the rewritten one's names messages_files.
   ["SELECT stream, count(*) AS n FROM messages WHERE current_query() NOT LIKE '%messages' || '_files%' GROUP BY stream ORDER BY 1", false, true],
 ];

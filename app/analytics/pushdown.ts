@@ -16,7 +16,8 @@
  * alone (no join, CTE, subquery, window, parameter, DISTINCT or QUALIFY),
  * grouped by stream and/or date only, whose aggregates are count, sum, min
  * and max of one argument (no DISTINCT, FILTER or ORDER BY inside), with
- * WHERE, HAVING, ORDER BY and LIMIT as they come, and no current_query().
+ * WHERE, HAVING, ORDER BY and LIMIT as they come, and no current_query()
+ * or constant DuckDB would write back as another (a DOUBLE such as 0.1e0).
  * Anything else runs as written. The engine also checks that the rewritten
  * statement gives the same column names (none twice) and types as the
  * original, and that no sum is of FLOAT or DOUBLE, before it uses it
@@ -139,6 +140,17 @@ function inexact(n: Node): boolean {
   return Object.entries(n).some(([k, v]) => k !== "query_location" && inexact(v));
 }
 
+/** Types of constants DuckDB writes back as they were read (a DOUBLE such as 0.1e0 is written 0.1, a DECIMAL). */
+const WRITTEN_AS_READ = new Set(["INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "VARCHAR", "BOOLEAN", "NULL"]);
+
+/** True when the tree holds a constant of a type DuckDB may write back as another. */
+function retyped(n: Node): boolean {
+  if (Array.isArray(n)) return n.some(retyped);
+  if (!n || typeof n !== "object") return false;
+  if (n.class === "CONSTANT" && !n.value?.is_null && !WRITTEN_AS_READ.has(n.value?.type?.id)) return true;
+  return Object.values(n).some(retyped);
+}
+
 /**
  * The pushdown for `parsed` (json_serialize_sql's answer for the query), or
  * null when the query has another shape. `opaque`: lower-case names of the
@@ -151,7 +163,7 @@ export function planPushdown(parsed: Node, opaque: ReadonlySet<string>): Pushdow
   if (statement.named_param_map?.length) return null;
   const n = statement.node;
   if (n?.type !== "SELECT_NODE" || n.cte_map?.map?.length || n.qualify || n.sample) return null;
-  if (n.aggregate_handling !== "STANDARD_HANDLING" || holds(n, NEVER) || calls(n, OWN_TEXT) || inexact(n)) return null;
+  if (n.aggregate_handling !== "STANDARD_HANDLING" || holds(n, NEVER) || calls(n, OWN_TEXT) || inexact(n) || retyped(n)) return null;
   const source = n.from_table;
   if (source?.type !== "BASE_TABLE" || lower(source.table_name) !== "messages") return null;
   if ((source.schema_name && lower(source.schema_name) !== "main") || source.catalog_name || source.sample || source.at_clause || source.column_name_alias?.length) return null;
