@@ -157,6 +157,8 @@ export class QueryEngine {
   private opaque: ReadonlySet<string> = new Set();
   /** Each SQL text looked at for the pushdown (pushdown.ts): the text to run instead, or null (run it as it is). */
   private readonly pushed = new Map<string, string | null>();
+  /** The statements prepared from a rewrite (pushedDown): one that fails as it runs gives way to the original. */
+  private readonly rewrites = new WeakSet<DuckDBPreparedStatement>();
   /** Told about each file moved to quarantine (unreadable Parquet). */
   onQuarantine: (q: Quarantined) => void = () => {};
 
@@ -535,11 +537,24 @@ export class QueryEngine {
     const spooled = tables
       .map((t) => `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM ${t}`)
       .join(" UNION ALL ");
-    await this.admin.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
-    // Its two parts, for aggregates pushed below the union (pushdown.ts); either may be empty.
+    // With its two parts, for aggregates pushed below the union (pushdown.ts); either may be empty. The
+    // three are replaced in one transaction: a statement prepared meanwhile binds parts of one view (the
+    // files of the new one beside the tables of the old showed a segment just compacted twice). On a
+    // connection of its own: a statement that fails on the admin connection meanwhile (checkFiles reading
+    // a bad file) would abort the transaction.
     const none = `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM spool_tail`;
-    await this.admin.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[0]} AS ${fromFiles || `${none} LIMIT 0`}`);
-    await this.admin.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[1]} AS ${spooled || `${none} LIMIT 0`}`);
+    const views = this.free.pop() ?? await this.db.connect();
+    try {
+      await views.run("BEGIN TRANSACTION");
+      await views.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
+      await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[0]} AS ${fromFiles || `${none} LIMIT 0`}`);
+      await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[1]} AS ${spooled || `${none} LIMIT 0`}`);
+      await views.run("COMMIT");
+    } catch (err) {
+      views.closeSync(); // its transaction rolled back
+      throw err;
+    }
+    this.giveBack(views);
     this.parted = true;
     this.viewKey = key;
     this.viewReplaced();
@@ -636,7 +651,15 @@ export class QueryEngine {
     const rowLimit = opts.rowLimit ?? 100_000;
     return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, { retryVanished: true }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
-      const reader = await prepared.streamAndReadUntil(rowLimit + 1);
+      let reader;
+      try {
+        reader = await prepared.streamAndReadUntil(rowLimit + 1);
+      } catch (err) {
+        if (!this.rewrites.has(prepared) || interruptedBy(err)) throw err;
+        // The rewrite failed as it ran (a cast out of range, say): the error is the original's to give, in
+        // the SQL as the client wrote it, not the rewritten one's (messages_files, __a0).
+        reader = await (await prepareSelect(conn, sql)).streamAndReadUntil(rowLimit + 1);
+      }
       if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
       return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[], types: reader.columnTypes().map((t) => t.toString()) };
     });
@@ -657,13 +680,27 @@ export class QueryEngine {
     // Not retried: its first chunk (the columns) is already on its way to the client.
     return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: false }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
-      const result = await prepared.stream();
+      let rewritten = this.rewrites.has(prepared);
+      /** The original's result in place of a rewrite that failed as it ran, before any row went out (as in query()). */
+      const original = async (err: unknown) => {
+        if (!rewritten || interruptedBy(err)) throw err;
+        rewritten = false;
+        return (await prepareSelect(conn, sql)).stream();
+      };
+      let result = await prepared.stream().catch(original);
       const columns = result.columnNames();
       const types = result.columnTypes().map((t) => t.toString());
       await onChunk(columns, [], types); // the columns are known now, even when no row follows
       let sent = 0;
       for (;;) {
-        const chunk = await result.fetchChunk();
+        let chunk;
+        try {
+          chunk = await result.fetchChunk();
+        } catch (err) {
+          if (sent > 0) throw err;
+          result = await original(err); // the same columns (pushedDown)
+          continue;
+        }
         if (!chunk || chunk.rowCount === 0) break;
         if (opts.whole && sent + chunk.rowCount > opts.rowLimit) throw new QueryError(`the result has more than ${opts.rowLimit} rows; add a LIMIT or aggregate`);
         const rows = chunk.convertRows(JsonDuckDBValueConverter).map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])));
@@ -824,13 +861,18 @@ export class QueryEngine {
     const known = this.pushed.get(sql);
     if (known === null) return prepareSelect(conn, sql);
     if (known !== undefined) {
-      const prepared = await conn.prepare(known).catch(() => null);
-      if (prepared) {
-        this.planStats.pushedDown++;
-        return prepared;
+      let prepared: DuckDBPreparedStatement;
+      try {
+        prepared = await conn.prepare(known);
+      } catch (err) {
+        // Interrupted: the query stops (as below). Else a failure of the moment (a listed file merged away:
+        // the original fails alike): the original this time, the rewrite still kept.
+        if (interruptedBy(err)) throw err;
+        return prepareSelect(conn, sql);
       }
-      this.pushed.set(sql, null);
-      return prepareSelect(conn, sql);
+      this.planStats.pushedDown++;
+      this.rewrites.add(prepared);
+      return prepared;
     }
     const original = await prepareSelect(conn, sql); // the checks and errors of any query first
     let rewritten: DuckDBPreparedStatement | null = null;
@@ -841,15 +883,36 @@ export class QueryEngine {
       if (plan) {
         const names = Array.from({ length: original.columnCount }, (_, i) => original.columnName(i));
         const types = Array.from({ length: original.columnCount }, (_, i) => original.columnType(i).toString());
-        const written = await conn.runAndReadAll("SELECT json_deserialize_sql(?::JSON)", [JSON.stringify(plan.build(names))]);
-        text = String(written.getRows()[0]![0]);
+        const built = plan.build(names);
+        if (!built) throw new Error("a name twice");
+        const trees = plan.sums.length ? [built, plan.parts()] : [built];
+        const written = await conn.runAndReadAll(`SELECT ${trees.map(() => "json_deserialize_sql(?::JSON)").join(", ")}`, trees.map((t) => JSON.stringify(t)));
+        const [outer, union] = written.getRows()[0]!.map(String);
+        if (union !== undefined) {
+          // A sum of floating-point numbers added up part by part ends in other bits (pushdown.ts).
+          const parts = await conn.prepare(union);
+          let floating: boolean;
+          try {
+            floating = plan.sums.some((i) => ["FLOAT", "DOUBLE"].includes(parts.columnType(i).toString()));
+          } finally {
+            parts.destroySync();
+          }
+          if (floating) throw new Error("a floating-point sum");
+        }
+        text = outer!;
         const prepared = (rewritten = await conn.prepare(text));
         const same = prepared.columnCount === names.length && names.every((name, i) => prepared.columnName(i) === name && prepared.columnType(i).toString() === types[i]);
         if (!same) throw new Error("other columns");
       }
-    } catch {
-      // A shape DuckDB writes back differently: run as it is.
+    } catch (err) {
       rewritten?.destroySync();
+      // Interrupted (the time limit, a cancel): DuckDB forgets the interrupt once the statement it stopped
+      // has failed, so the original run now would not be stopped. Nothing is remembered for this SQL.
+      if (interruptedBy(err)) {
+        original.destroySync();
+        throw err;
+      }
+      // A shape DuckDB writes back differently: run as it is.
       rewritten = text = null;
     }
     if (this.pushed.size >= PUSHED_KEPT) this.pushed.delete(this.pushed.keys().next().value!);
@@ -857,6 +920,7 @@ export class QueryEngine {
     if (!rewritten) return original;
     original.destroySync();
     this.planStats.pushedDown++;
+    this.rewrites.add(rewritten);
     return rewritten;
   }
 
@@ -895,6 +959,11 @@ export class QueryEngine {
     this.admin.closeSync();
     this.db.closeSync();
   }
+}
+
+/** True when `err` is DuckDB's for a statement it stopped (Connection.interrupt). */
+function interruptedBy(err: unknown): boolean {
+  return /^INTERRUPT Error/.test((err as Error)?.message ?? "");
 }
 
 /**
