@@ -117,25 +117,16 @@ function zeroLocations(n: Node): Node {
   return n;
 }
 
-/** True when the tree holds a node of one of `classes` anywhere. */
-function holds(n: Node, classes: Set<string>): boolean {
-  if (Array.isArray(n)) return n.some((c) => holds(c, classes));
+/** True when some node of the tree (an object, at any depth) passes `test`. */
+function anyNode(n: Node, test: (node: Node) => boolean): boolean {
+  if (Array.isArray(n)) return n.some((c) => anyNode(c, test));
   if (!n || typeof n !== "object") return false;
-  if (typeof n.class === "string" && classes.has(n.class)) return true;
-  return Object.values(n).some((c) => holds(c, classes));
+  return test(n) || Object.values(n).some((c) => anyNode(c, test));
 }
 
 const NEVER = new Set(["SUBQUERY", "WINDOW", "PARAMETER", "STAR", "LAMBDA", "POSITIONAL_REFERENCE", "COLUMNS"]);
 /** Functions whose value is the statement's text: the rewritten one would answer with its own. */
 const OWN_TEXT = new Set(["current_query"]);
-
-/** True when the tree calls one of `names` anywhere. */
-function calls(n: Node, names: Set<string>): boolean {
-  if (Array.isArray(n)) return n.some((c) => calls(c, names));
-  if (!n || typeof n !== "object") return false;
-  if (n.class === "FUNCTION" && names.has(lower(n.function_name))) return true;
-  return Object.values(n).some((c) => calls(c, names));
-}
 
 /**
  * True when the tree holds an integer JSON.parse could not keep exactly (a
@@ -152,12 +143,15 @@ function inexact(n: Node): boolean {
 /** Types of constants DuckDB writes back as they were read (a DOUBLE such as 0.1e0 is written 0.1, a DECIMAL). */
 const WRITTEN_AS_READ = new Set(["INTEGER", "BIGINT", "HUGEINT", "DECIMAL", "VARCHAR", "BOOLEAN", "NULL"]);
 
-/** True when the tree holds a constant of a type DuckDB may write back as another. */
-function retyped(n: Node): boolean {
-  if (Array.isArray(n)) return n.some(retyped);
-  if (!n || typeof n !== "object") return false;
-  if (n.class === "CONSTANT" && !n.value?.is_null && !WRITTEN_AS_READ.has(n.value?.type?.id)) return true;
-  return Object.values(n).some(retyped);
+/**
+ * True for a node the rewrite cannot take: one of the NEVER classes, a call
+ * of an OWN_TEXT function, or a constant of a type DuckDB may write back as
+ * another.
+ */
+function untakable(n: Node): boolean {
+  if (NEVER.has(n.class)) return true;
+  if (n.class === "FUNCTION") return OWN_TEXT.has(lower(n.function_name));
+  return n.class === "CONSTANT" && !n.value?.is_null && !WRITTEN_AS_READ.has(n.value?.type?.id);
 }
 
 /**
@@ -172,7 +166,7 @@ export function planPushdown(parsed: Node, opaque: ReadonlySet<string>): Pushdow
   if (statement.named_param_map?.length) return null;
   const n = statement.node;
   if (n?.type !== "SELECT_NODE" || n.cte_map?.map?.length || n.qualify || n.sample) return null;
-  if (n.aggregate_handling !== "STANDARD_HANDLING" || holds(n, NEVER) || calls(n, OWN_TEXT) || inexact(n) || retyped(n)) return null;
+  if (n.aggregate_handling !== "STANDARD_HANDLING" || anyNode(n, untakable) || inexact(n)) return null;
   const source = n.from_table;
   if (source?.type !== "BASE_TABLE" || lower(source.table_name) !== "messages") return null;
   if ((source.schema_name && lower(source.schema_name) !== "main") || source.catalog_name || source.sample || source.at_clause || source.column_name_alias?.length) return null;
