@@ -44,7 +44,7 @@ describe("the unit's sandbox, as systemd-analyze security rates it", () => {
     expect(Number(m![1]), out).toBeLessThanOrEqual(2.5);
     // What the rating rests on, and what must stay: Bun's JIT needs writable+executable memory.
     const lines = text.split("\n");
-    for (const line of ["CapabilityBoundingSet=", "PrivateUsers=yes", "ProtectProc=invisible", "ProcSubset=pid", "RemoveIPC=yes", "SystemCallArchitectures=native", "SystemCallFilter=@system-service", "SystemCallFilter=~@privileged @resources", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"]) {
+    for (const line of ["CapabilityBoundingSet=", "PrivateUsers=yes", "ProtectProc=invisible", "ProcSubset=pid", "RemoveIPC=yes", "SystemCallArchitectures=native", "SystemCallFilter=@system-service", "SystemCallFilter=~@privileged @resources", "SystemCallFilter=setpriority sched_setscheduler", "LimitNICE=10", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"]) {
       expect(lines).toContain(line);
     }
     expect(lines.filter((l) => l.startsWith("MemoryDenyWriteExecute="))).toEqual([]);

@@ -10,6 +10,7 @@
  */
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { mayGoIdle, setProcessIdle } from "../core/cpu-yield.ts";
 import type { QueryEngine as Engine } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
 import type { FromEngine, ToEngine } from "./protocol.ts";
@@ -45,6 +46,71 @@ export function nextFollowWait(wait: number, elapsedMs: number, arrived: number,
   return wait;
 }
 
+/**
+ * A query still running after LONG_QUERY_MS is a long one (dashboards',
+ * Grafana's and the admin page's queries take 5–150 ms on a small box). While
+ * one runs, the whole process runs at SCHED_IDLE: it gets the CPU the hub and
+ * everything else leave, and the hub's fan-out keeps its rate on a small box
+ * where a long scan took a quarter of it at nice 10. On an idle box that is
+ * all the CPU, so nothing slows. Not while a compaction runs (the spool must
+ * keep shrinking however busy the box is), and not for a query past half its
+ * time limit: yielding must not make it fail.
+ */
+export const LONG_QUERY_MS = 250;
+
+/** Decides when the process goes to SCHED_IDLE: while a long query runs, none is past half its time limit, and no compaction runs. */
+export class LongQueryYield {
+  private long = 0;
+  private pressed = 0;
+  private compacting = 0;
+  idle = false;
+  constructor(private readonly apply: (idle: boolean) => void, private readonly afterMs = LONG_QUERY_MS) {}
+
+  /** A query with a time limit of `timeoutMs` started; call what it returns when it ends. */
+  query(timeoutMs = Infinity): () => void {
+    let state: "short" | "long" | "pressed" | "ended" = "short";
+    const long = setTimeout(() => {
+      state = "long";
+      this.long++;
+      this.update();
+    }, this.afterMs);
+    const pressed = Number.isFinite(timeoutMs) ? setTimeout(() => {
+      if (state === "long") this.long--;
+      state = "pressed";
+      this.pressed++;
+      this.update();
+    }, Math.max(this.afterMs, timeoutMs / 2)) : undefined;
+    return () => {
+      clearTimeout(long);
+      clearTimeout(pressed);
+      if (state === "long") this.long--;
+      if (state === "pressed") this.pressed--;
+      state = "ended";
+      this.update();
+    };
+  }
+
+  /** A compaction started; call what it returns when it ends. */
+  compaction(): () => void {
+    this.compacting++;
+    this.update();
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.compacting--;
+      this.update();
+    };
+  }
+
+  private update(): void {
+    const want = this.long > 0 && this.pressed === 0 && this.compacting === 0;
+    if (want === this.idle) return;
+    this.idle = want;
+    this.apply(want);
+  }
+}
+
 /** Text gathered before a streamed chunk goes out. */
 const CHUNK_BYTES = 64 * 1024;
 
@@ -74,6 +140,7 @@ export async function runQueryProcess(): Promise<number> {
   /** Credits for streamed queries: how many chunks the hub has asked for, and who waits for one. */
   const credits = new Map<number, { count: number; wake: (() => void) | null; cancelled: boolean }>();
   const interrupts = new Map<number, () => void>();
+  const yielding = new LongQueryYield(mayGoIdle() ? (idle) => void setProcessIdle(idle) : () => {});
 
   const waitCredit = async (id: number, deadline: number, timeoutMs: number) => {
     const c = credits.get(id)!;
@@ -171,6 +238,7 @@ export async function runQueryProcess(): Promise<number> {
   };
 
   const handle = async (job: Extract<ToEngine, { type: "query" }>) => {
+    const ended = yielding.query(job.timeoutMs);
     try {
       await opening;
       if (job.stream) {
@@ -181,6 +249,7 @@ export async function runQueryProcess(): Promise<number> {
     } catch (err) {
       await send({ type: "error", id: job.id, error: (err as Error).message, refused: err instanceof QueryError });
     } finally {
+      ended();
       credits.delete(job.id);
       interrupts.delete(job.id);
     }
@@ -225,12 +294,17 @@ export async function runQueryProcess(): Promise<number> {
       // Compaction opens a DuckDB of its own (its own memory limit) in this process, so the box runs one
       // DuckDB process rather than two; its JS work yields between batches, and queries go on meanwhile.
       void (async () => {
-        const { runCompactJob } = await import("../log/compact-process.ts");
-        // The segments the engine holds in its tail are written from there, not read again.
-        const outcome = await runCompactJob(m.job, engine ? (segment) => engine!.loadedSegment(segment) : undefined);
-        // A segment read from its file left its buffer and decoded messages: gone before queries go on.
-        if (!outcome.ok || outcome.result.readFromFile > 0) Bun.gc(true);
-        await send({ type: "compacted", id: m.id, outcome });
+        const ended = yielding.compaction();
+        try {
+          const { runCompactJob } = await import("../log/compact-process.ts");
+          // The segments the engine holds in its tail are written from there, not read again.
+          const outcome = await runCompactJob(m.job, engine ? (segment) => engine!.loadedSegment(segment) : undefined);
+          // A segment read from its file left its buffer and decoded messages: gone before queries go on.
+          if (!outcome.ok || outcome.result.readFromFile > 0) Bun.gc(true);
+          await send({ type: "compacted", id: m.id, outcome });
+        } finally {
+          ended();
+        }
       })();
     } else if (m.type === "cancel") {
       interrupts.get(m.id)?.();
