@@ -160,8 +160,12 @@ export class QueryProcess {
   }
 }
 
-/** A slot to run one query on, or why there is none. */
-export type Slot = { proc: QueryProcess; id: number; release(): void } | { busy: string; status: 429 | 503 };
+/**
+ * A slot to run one query on, or why there is none: 429, the client's share is
+ * full; 503, the queue is; 499 (as nginx logs it), the client went away while
+ * its query waited.
+ */
+export type Slot = { proc: QueryProcess; id: number; release(): void } | { busy: string; status: 429 | 503 | 499 };
 
 /**
  * The hub's query processes for one data dir: up to `processes` of them, each
@@ -203,8 +207,12 @@ export class QueryPool {
     return this.procs;
   }
 
-  /** Takes a slot, waiting in the queue when all are taken; refuses when the queue (or the client's share) is full. */
-  acquire(client?: string): Promise<Slot> {
+  /**
+   * Takes a slot, waiting in the queue when all are taken; refuses when the
+   * queue (or the client's share) is full. A wait ends when `gone` aborts (its
+   * client went away), giving its place back.
+   */
+  acquire(client?: string, gone?: AbortSignal): Promise<Slot> {
     if (this.closed) return Promise.resolve({ busy: "the server is shutting down", status: 503 });
     if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.limits.perClient) {
       return Promise.resolve({ busy: `this client has ${this.limits.perClient} queries running or waiting already (query_per_client); wait for them to finish`, status: 429 });
@@ -215,7 +223,25 @@ export class QueryPool {
       return Promise.resolve({ busy: `${this.active} queries are running already and ${this.waiting.length} are waiting (query_queue); try again in a moment`, status: 503 });
     }
     if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
-    return new Promise((grant) => this.waiting.push({ client, grant }));
+    return new Promise((grant) => {
+      const place = { client, grant };
+      this.waiting.push(place);
+      gone?.addEventListener("abort", () => {
+        const i = this.waiting.indexOf(place);
+        if (i < 0) return; // it has its slot already
+        this.waiting.splice(i, 1);
+        this.unclaim(client);
+        grant({ busy: "the client went away, so the query was cancelled", status: 499 });
+      }, { once: true });
+    });
+  }
+
+  /** One query fewer for `client` (running or waiting). */
+  private unclaim(client: string | undefined): void {
+    if (client === undefined) return;
+    const n = (this.perClient.get(client) ?? 1) - 1;
+    if (n > 0) this.perClient.set(client, n);
+    else this.perClient.delete(client);
   }
 
   /** A free slot now, or null. */
@@ -242,11 +268,7 @@ export class QueryPool {
         if (released) return;
         released = true;
         proc.running--;
-        if (client !== undefined) {
-          const n = (this.perClient.get(client) ?? 1) - 1;
-          if (n > 0) this.perClient.set(client, n);
-          else this.perClient.delete(client);
-        }
+        this.unclaim(client);
         this.dispatch();
         if (proc.running === 0 && !proc.dead) this.idle(proc);
       },

@@ -15,6 +15,34 @@ export interface QueryJob {
   dirs: QueryEngineOptions & { limits?: QueryPoolLimits };
   /** Who asks (e.g. the client's address): one client may hold `perClient` slots at most. */
   client?: string;
+  /**
+   * The request's signal: when it aborts (the client went away), the query is
+   * cancelled, waiting or running, and its slot freed. A run shared by
+   * identical queries is cancelled only once every one of them went away.
+   */
+  signal?: AbortSignal;
+}
+
+/** The reply to a query whose client went away. */
+const GONE: { ok: false; error: string; refused: boolean } = { ok: false, error: "the client went away, so the query was cancelled", refused: true };
+
+/** Who waits for one run: it is to be cancelled once all have gone (one that cannot go keeps it). */
+class Askers {
+  private waiting = 0;
+  private kept = false;
+  readonly gone = new AbortController();
+  join(signal: AbortSignal | undefined): void {
+    if (!signal) {
+      this.kept = true;
+      return;
+    }
+    this.waiting++;
+    const leave = () => {
+      if (--this.waiting === 0 && !this.kept) this.gone.abort();
+    };
+    if (signal.aborted) leave();
+    else signal.addEventListener("abort", leave, { once: true });
+  }
 }
 
 /**
@@ -88,9 +116,9 @@ const seconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${
 export const queryCounts = { run: 0, shared: 0, cached: 0 };
 
 /** A slot and a started query process, or the reply saying why not. */
-async function start(job: QueryJob, onGranted?: () => void): Promise<{ pool: QueryPool; slot: Extract<Slot, { proc: unknown }> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number }> {
+async function start(job: QueryJob, onGranted?: () => void, gone = job.signal): Promise<{ pool: QueryPool; slot: Extract<Slot, { proc: unknown }> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number }> {
   const pool = queryPool(job.dirs);
-  const slot = await pool.acquire(job.client);
+  const slot = await pool.acquire(job.client, gone);
   onGranted?.();
   if ("busy" in slot) return { ok: false, error: slot.busy, refused: false, busy: true, status: slot.status };
   queryCounts.run++;
@@ -104,7 +132,7 @@ async function start(job: QueryJob, onGranted?: () => void): Promise<{ pool: Que
 }
 
 /** Whole-answer queries waiting for a slot, by everything that decides their answer. */
-const waitingTwins = new Map<string, Promise<QueryReply>>();
+const waitingTwins = new Map<string, { reply: Promise<QueryReply>; askers: Askers }>();
 
 /**
  * Runs a query in the query process (DuckDB never runs in the hub's process)
@@ -124,37 +152,50 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
   const twin = waitingTwins.get(key);
   if (twin) {
     queryCounts.shared++;
-    return twin;
+    twin.askers.join(job.signal);
+    return twin.reply;
   }
+  const askers = new Askers();
   const forget = () => {
-    if (waitingTwins.get(key) === reply) waitingTwins.delete(key);
+    if (waitingTwins.get(key)?.reply === reply) waitingTwins.delete(key);
   };
-  const reply: Promise<QueryReply> = runOne(job, forget);
-  waitingTwins.set(key, reply);
+  // Once all have gone, nobody joins it any more.
+  askers.gone.signal.addEventListener("abort", forget, { once: true });
+  askers.join(job.signal);
+  const reply: Promise<QueryReply> = runOne(job, forget, askers.gone.signal);
+  waitingTwins.set(key, { reply, askers });
   // Also when it failed before it got a slot (a process that could not start): never shared after.
   reply.then(forget, forget);
   return reply;
 }
 
-async function runOne(job: QueryJob, onGranted: () => void): Promise<QueryReply> {
-  const started = await start(job, onGranted);
-  if ("ok" in started) return started;
+async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): Promise<QueryReply> {
+  const started = await start(job, onGranted, gone);
+  if ("ok" in started) return gone.aborted ? GONE : started;
   const { pool, slot } = started;
   const { proc, id } = slot;
+  if (gone.aborted) {
+    slot.release();
+    return GONE;
+  }
   return new Promise((resolve) => {
     let done = false;
+    // The query process interrupts the query and answers with an error, which finishes it as usual.
+    const cancel = () => { if (!done) proc.send({ type: "cancel", id }); };
     const finish = (r: QueryReply) => {
       if (done) return;
       done = true;
       clearTimeout(limit);
+      gone.removeEventListener("abort", cancel);
       proc.done(id);
       slot.release();
-      resolve(r);
+      resolve(gone.aborted && !r.ok ? GONE : r);
     };
     const limit = setTimeout(() => {
       finish({ ok: false, error: `the query took longer than ${seconds(job.timeoutMs)} and was stopped`, refused: true });
       pool.kill(proc, `a query went on ${seconds(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
     }, job.timeoutMs + pool.limits.graceMs);
+    gone.addEventListener("abort", cancel, { once: true });
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false }, {
       timeoutMs: job.timeoutMs,
       onFrame: (f) => {
@@ -179,32 +220,39 @@ export async function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "
   if ("ok" in started) return started;
   const { pool, slot } = started;
   const { proc, id } = slot;
+  if (job.signal?.aborted) {
+    slot.release();
+    return GONE;
+  }
   const encoder = new TextEncoder();
   return new Promise((resolve) => {
     let controller: ReadableStreamDefaultController<Uint8Array> | null = null;
     let begun = false;
     let done = false;
     let cancelled = false;
+    // The reader cancelled the body, or the client went away (before the first rows too, when there is no body yet).
+    const cancel = () => {
+      cancelled = true;
+      if (!done) proc.send({ type: "cancel", id });
+    };
     const body = new ReadableStream<Uint8Array>({
       start: (c) => { controller = c; },
       // The reader wants more: the query process may send its next chunk.
       pull: () => { if (!done) proc.send({ type: "more", id }); },
-      cancel: () => {
-        cancelled = true;
-        if (!done) proc.send({ type: "cancel", id });
-      },
+      cancel,
     }, { highWaterMark: 1 });
     const finish = () => {
       if (done) return;
       done = true;
       clearTimeout(limit);
+      job.signal?.removeEventListener("abort", cancel);
       proc.done(id);
       slot.release();
     };
     const fail = (error: string, refused: boolean) => {
       if (!begun) {
         finish();
-        resolve({ ok: false, error, refused });
+        resolve(job.signal?.aborted ? GONE : { ok: false, error, refused });
         return;
       }
       finish();
@@ -218,6 +266,7 @@ export async function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "
       fail(`the query took longer than ${seconds(job.timeoutMs)} and was stopped`, true);
       pool.kill(proc, `a query went on ${seconds(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
     }, job.timeoutMs + pool.limits.graceMs);
+    job.signal?.addEventListener("abort", cancel, { once: true });
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: true }, {
       timeoutMs: job.timeoutMs,
       onFrame: (f) => {

@@ -141,7 +141,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       w.params.push(maxPoints);
       const rows = JSON.parse(await run({
         sql: `SELECT epoch_ms(ts) AS t, seq, origin, kind, data FROM messages WHERE ${w.sql} ORDER BY ts DESC LIMIT $${w.params.length}::BIGINT`,
-        params: w.params, format: "json", rowLimit: maxPoints,
+        params: w.params, format: "json", rowLimit: maxPoints, signal: c.req.raw.signal,
       })) as { t: string; seq: string; origin: string; kind: string; data: string }[];
       return {
         target: s.name, type: "table",
@@ -163,7 +163,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
       }
       const rows = JSON.parse(await run({
         sql: `SELECT epoch_ms(time_bucket(to_milliseconds(${bucket}::BIGINT), ts)) AS t, ${value} AS v FROM messages WHERE ${w.sql}${only} GROUP BY 1 ORDER BY 1`,
-        params: w.params, format: "json", rowLimit: 1_000_000,
+        params: w.params, format: "json", rowLimit: 1_000_000, signal: c.req.raw.signal,
       })) as { t: string; v: number | string | null }[];
       return { target: s.name, datapoints: rows.filter((r) => r.v !== null).map((r) => [Number(r.v), Number(r.t)]) };
     };
@@ -241,9 +241,9 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const infinity = (format: "csv" | "json") => async (c: Context<HttpEnv>) => {
     const sql = await sqlOf(c);
     if (!sql) throw badRequest("sql: allowed: one SELECT over the view messages, as ?sql= or (POST) the body");
-    if (format === "csv") return c.body(await run({ sql, format: "csv", rowLimit: 100_000 }), 200, { "Content-Type": "text/csv; charset=utf-8" });
+    if (format === "csv") return c.body(await run({ sql, format: "csv", rowLimit: 100_000, signal: c.req.raw.signal }), 200, { "Content-Type": "text/csv; charset=utf-8" });
     // The grid format carries the column types: whole numbers go out as JSON numbers where that is exact.
-    const grid = JSON.parse(await run({ sql, format: "grid", rowLimit: 100_000 })) as { columns: string[]; types: string[]; rows: unknown[][] };
+    const grid = JSON.parse(await run({ sql, format: "grid", rowLimit: 100_000, signal: c.req.raw.signal })) as { columns: string[]; types: string[]; rows: unknown[][] };
     return c.json(grid.rows.map((row) => Object.fromEntries(grid.columns.map((col, i) => [col, exactNumber(row[i], grid.types[i] ?? "")]))));
   };
   for (const format of ["csv", "json"] as const) {

@@ -21,11 +21,11 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
     if (format === "ndjson" || format === "csv") {
       // Streamed: rows go out as DuckDB produces them; a limit hit after the first rows ends the stream with an error line.
-      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings) });
+      const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings), signal: c.req.raw.signal });
       if (!streamed.ok) throw new AppError(streamed.status ?? (streamed.busy ? 503 : streamed.refused ? 400 : 500), `query failed: ${streamed.error}`);
       return new Response(streamed.body, { status: 200, headers: { "Content-Type": FORMATS[format] } });
     }
-    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings) });
+    const reply = await runQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings), signal: c.req.raw.signal });
     if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : reply.refused ? 400 : 500), `query failed: ${reply.error}`);
     const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
     if (format === "parquet") headers["Content-Disposition"] = 'attachment; filename="query.parquet"';

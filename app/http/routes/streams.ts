@@ -92,7 +92,7 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
     const select = `SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")}`;
     const reply = await runQueryInWorker({
       sql: forward ? `${select} ORDER BY seq LIMIT ${limit}` : `SELECT * FROM (${select} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
-      params, format: "json", rowLimit: limit, ...queryLimits(deps.config, deps.store.settings), client: remoteAddress(c),
+      params, format: "json", rowLimit: limit, ...queryLimits(deps.config, deps.store.settings), client: remoteAddress(c), signal: c.req.raw.signal,
     });
     if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : 500), `reading the log failed: ${reply.error}`);
     const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];

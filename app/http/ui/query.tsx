@@ -17,7 +17,7 @@ export function bindQueryPage(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const { sql = "" } = await formFields(c);
     if (sql.trim() === "") return c.html(<QueryResult sql={sql} error="write a query first: one SELECT over the view messages" />, 422);
     const started = performance.now();
-    const reply = await runQueryInWorker({ sql, format: "grid", rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings) });
+    const reply = await runQueryInWorker({ sql, format: "grid", rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings), signal: c.req.raw.signal });
     if (!reply.ok) return c.html(<QueryResult sql={sql} error={`query failed: ${reply.error}`} />, reply.busy ? 503 : 422);
     const grid = JSON.parse(reply.body as string) as { columns: string[]; types: string[]; rows: unknown[][] };
     const table = { columns: grid.columns, rows: grid.rows.slice(0, SHOWN), total: grid.rows.length, truncated: grid.rows.length > SHOWN, ms: Math.round(performance.now() - started) };
@@ -28,7 +28,7 @@ export function bindQueryPage(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const { sql = "", format = "csv" } = await formFields(c);
     if (format !== "csv" && format !== "parquet") return c.text(`format: ${JSON.stringify(format)} is not valid; allowed: csv, parquet`, 400);
     if (sql.trim() === "") return c.text("sql: write a query first: one SELECT over the view messages", 400);
-    const reply = await runQueryInWorker({ sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings) });
+    const reply = await runQueryInWorker({ sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings), signal: c.req.raw.signal });
     if (!reply.ok) return c.text(`query failed: ${reply.error}`, reply.busy ? 503 : 400);
     const type = format === "csv" ? "text/csv; charset=utf-8" : "application/vnd.apache.parquet";
     return c.body(reply.body as string, 200, { "Content-Type": type, "Content-Disposition": `attachment; filename="query.${format}"` });
