@@ -140,7 +140,9 @@ export async function runQueryProcess(): Promise<number> {
   /** Credits for streamed queries: how many chunks the hub has asked for, and who waits for one. */
   const credits = new Map<number, { count: number; wake: (() => void) | null; cancelled: boolean }>();
   const interrupts = new Map<number, () => void>();
-  const yielding = new LongQueryYield(mayGoIdle() ? (idle) => void setProcessIdle(idle) : () => {});
+  // Asked at each move, not once at start: the hub lowers this process's priority (nice 10) a moment
+  // after starting it, and the right to come back from SCHED_IDLE depends on it.
+  const yielding = new LongQueryYield((idle) => void (idle && !mayGoIdle() ? 0 : setProcessIdle(idle)));
 
   const waitCredit = async (id: number, deadline: number, timeoutMs: number) => {
     const c = credits.get(id)!;
