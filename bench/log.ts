@@ -17,7 +17,8 @@
  * process of its own (the baseline, same threads and memory limit); then 8
  * concurrent clients (p99), all with the answer cache off (query_cache_mb 0:
  * the targets are judged by these), then again with the default cache; then
- * the same queries while a publisher ingests at 100,000 msg/s; the hub's fan-out alone and during a heavy query; and the RSS of the
+ * the same queries while a publisher ingests at 100,000 msg/s; the hub's fan-out alone and during a heavy query, its query
+ * process yielding the CPU past query_yield_ms and not (0); and the RSS of the
  * hub and of the query process idle, under the queries and after the query
  * process's idle exit, with the first query's time after it.
  */
@@ -25,6 +26,7 @@ import { DuckDBInstance } from "@duckdb/node-api";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
 import { cpuSeconds, rssBytes, runClient } from "./support/proc.ts";
 import { startSwitchyard, type SwitchyardProcess } from "./support/switchyard-proc.ts";
 
@@ -290,9 +292,10 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
     }
     console.log(`\n${cpuLine}`);
 
-    // Hub fan-out (as in bench -- hub: 100 subscribers) alone, then while a heavy query runs over and over;
-    // three such pairs, after compaction has caught up with the ingest above (else its runs, which
-    // take the CPU they need whatever queries do, land in one half of a pair or the other).
+    // Hub fan-out (as in bench -- hub: 100 subscribers) alone, then while a heavy query runs over and over,
+    // with the query process yielding the CPU past query_yield_ms (the default) and without (0); three
+    // such triples, after compaction has caught up with the ingest above (else its runs, which take the
+    // CPU they need whatever queries do, land in one part or another).
     const wal = () => readdirSync(join(dataDir, "spool")).filter((f) => f.endsWith(".wal")).length;
     for (const until = Date.now() + 180_000; wal() > 1 && Date.now() < until;) await Bun.sleep(500);
     const walAtStart = wal();
@@ -300,23 +303,36 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
     const url = `ws://127.0.0.1:${q.port}/ws/fanout`;
     // A full scan of every row (CPU-bound, little memory), over and over.
     const heavySql = "SELECT stream, avg(length(data)) AS l, max(seq) AS s, count(*) AS n FROM messages GROUP BY 1";
-    const pairs: { alone: number; loaded: number; runs: number }[] = [];
-    for (let pair = 0; pair < 3; pair++) {
-      const alone = await runClient<{ perSecond: number }>(FANOUT, { url, ...fan });
+    const setYield = async (ms: number) => {
+      const r = await fetch(`${q.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ query_yield_ms: ms }), headers: q.adminHeaders });
+      if (!r.ok) throw new Error(`could not set query_yield_ms: ${await r.text()}`);
+      await timeQuery(q, "SELECT 1 AS x"); // a query process with the new setting, up before the measure
+    };
+    const loadedBy = async (yieldMs: number) => {
+      await setYield(yieldMs);
       let heavyRunning = true;
-      let heavyRuns = 0;
-      const heavy = (async () => { while (heavyRunning) { await timeQuery(q, heavySql).catch((e) => console.log(`heavy query failed: ${(e as Error).message}`)); heavyRuns++; } })();
+      let runs = 0;
+      const heavy = (async () => { while (heavyRunning) { await timeQuery(q, heavySql).catch((e) => console.log(`heavy query failed: ${(e as Error).message}`)); runs++; } })();
       await Bun.sleep(200);
       const loaded = await runClient<{ perSecond: number }>(FANOUT, { url, ...fan });
       heavyRunning = false;
       await heavy;
-      pairs.push({ alone: alone.perSecond, loaded: loaded.perSecond, runs: heavyRuns });
+      return { perSecond: loaded.perSecond, runs };
+    };
+    const yieldDefault = DEFAULT_SETTINGS.query_yield_ms;
+    const triples: { alone: number; yielding: { perSecond: number; runs: number }; not: { perSecond: number; runs: number } }[] = [];
+    for (let i = 0; i < 3; i++) {
+      const alone = (await runClient<{ perSecond: number }>(FANOUT, { url, ...fan })).perSecond;
+      // The two kinds in turn first, so neither always follows the measure alone.
+      const first = await loadedBy(i % 2 === 0 ? yieldDefault : 0);
+      const second = await loadedBy(i % 2 === 0 ? 0 : yieldDefault);
+      triples.push({ alone, yielding: i % 2 === 0 ? first : second, not: i % 2 === 0 ? second : first });
     }
-    const ratios = pairs.map((p) => p.loaded / p.alone);
-    const medianRatio = [...ratios].sort((a, b) => a - b)[1]!;
-    console.log(`\nhub fan-out, ${fan.subs} subscribers x ${fmt(fan.messages)}, alone then during a heavy query (a full-scan aggregate over and over), three pairs (${walAtStart} spool segment(s) at the start):`);
-    for (const p of pairs) console.log(`- alone ${fmt(p.alone)} delivered/s, during ${fmt(p.loaded)} (${p.runs} runs of the query): ${(p.loaded / p.alone).toFixed(2)}`);
-    console.log(`median ratio **${medianRatio.toFixed(2)}** (target >= 0.9)`);
+    await setYield(yieldDefault);
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    console.log(`\nhub fan-out, ${fan.subs} subscribers x ${fmt(fan.messages)}, alone, then during a heavy query (a full-scan aggregate over and over) yielding the CPU past query_yield_ms ${yieldDefault} and not yielding (0); three triples (${walAtStart} spool segment(s) at the start):`);
+    for (const t of triples) console.log(`- alone ${fmt(t.alone)} delivered/s; yielding ${fmt(t.yielding.perSecond)} (${t.yielding.runs} runs of the query): ${(t.yielding.perSecond / t.alone).toFixed(2)}; not yielding ${fmt(t.not.perSecond)} (${t.not.runs} runs): ${(t.not.perSecond / t.alone).toFixed(2)}`);
+    console.log(`median ratio yielding **${median(triples.map((t) => t.yielding.perSecond / t.alone)).toFixed(2)}** (target >= 0.9), not yielding ${median(triples.map((t) => t.not.perSecond / t.alone)).toFixed(2)}`);
 
     sampler.stop();
     const underHub = sampler.peak.hub, underQuery = sampler.peak.query;

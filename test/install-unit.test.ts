@@ -244,7 +244,7 @@ describe("the binary under the unit, booted with systemd-nspawn (SWITCHYARD_TEST
       expect(await sql("SELECT data FROM messages WHERE stream = 'by-name'")).toEqual([{ data: '{"v":1,"stream":"by-name"}' }]);
       pub.close();
       sub.close();
-      // About 2 s of scan: past LONG_QUERY_MS the query process yields the CPU (see the container's side).
+      // About 2 s of scan: past query_yield_ms (250) the query process yields the CPU (see the container's side).
       const long = sql("SELECT count(*)::INT AS n FROM range(500000000) t(i) WHERE i % 7 = 3");
       writeFileSync(join(out, "long-query-sent"), "");
       expect(await long).toEqual([{ n: 71_428_571 }]);

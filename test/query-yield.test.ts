@@ -25,7 +25,7 @@ function threads(pid: number): { tid: number; policy: number; nice: number }[] {
 const policies = (pid: number) => [...new Set(threads(pid).map((t) => t.policy))];
 
 describe("a long query yields the CPU to the hub", () => {
-  it("runs the query process at SCHED_IDLE while a query runs past LONG_QUERY_MS, back at nice 10 past half its time limit and after it, answered or stopped", async () => {
+  it("runs the query process at SCHED_IDLE while a query runs past query_yield_ms, back at nice 10 past half its time limit and after it, answered or stopped", async () => {
     const srv = await startTestServer({ query_timeout_seconds: 8 });
     try {
       const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
@@ -66,6 +66,33 @@ describe("a long query yields the CPU to the hub", () => {
       expect(policies(pid)).toEqual([0]);
       expect((await ask("SELECT 7 AS x")).status).toBe(200);
       expect(pool.processes()[0]!.pid).toBe(pid);
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe("query_yield_ms", () => {
+  it("0 keeps the query process at nice 10 through a long query; a bad value is refused, naming what is allowed", async () => {
+    const srv = await startTestServer({ query_yield_ms: 0 });
+    try {
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
+      expect((await ask("SELECT 1 AS x")).status).toBe(200);
+      const pid = findQueryPool(join(srv.dataDir, "logs"))!.processes()[0]!.pid;
+      let done = false;
+      const long = ask("SELECT count(*) AS n FROM range(300000000) t(i) WHERE i % 7 = 3").finally(() => { done = true; });
+      const seen = new Set<string>();
+      while (!done) {
+        seen.add(policies(pid).join());
+        await Bun.sleep(20);
+      }
+      expect((await long).status).toBe(200);
+      expect([...seen]).toEqual(["0"]);
+      for (const bad of [-1, 1.5, "fast", 3_600_001]) {
+        const res = await fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ query_yield_ms: bad }), headers: srv.adminHeaders });
+        expect(res.status).toBe(400);
+        expect(await res.text()).toContain("query_yield_ms");
+      }
     } finally {
       await srv.close();
     }

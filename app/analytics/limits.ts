@@ -12,7 +12,7 @@ function queryDirs({ dataDir, nodeId }: LogOwner, s: Settings): QueryEngineOptio
     nodeId, logsDir: join(dataDir, "logs"), spoolDir: join(dataDir, "spool"), tempDir: join(dataDir, "tmp", "duckdb"), threads: s.query_threads, memoryLimit: `${s.query_memory_mb}MB`,
     limits: {
       processes: s.query_processes, concurrency: s.query_concurrency, queue: s.query_queue, perClient: s.query_per_client,
-      resultBytes: s.query_result_mb * 1048576, cacheBytes: s.query_cache_mb * 1048576, rssBytes: s.query_rss_mb * 1048576, idleMs: s.query_idle_seconds * 1000, graceMs: DEFAULT_POOL_LIMITS.graceMs,
+      resultBytes: s.query_result_mb * 1048576, cacheBytes: s.query_cache_mb * 1048576, rssBytes: s.query_rss_mb * 1048576, idleMs: s.query_idle_seconds * 1000, yieldMs: s.query_yield_ms, graceMs: DEFAULT_POOL_LIMITS.graceMs,
     },
   };
 }

@@ -8,7 +8,7 @@ export type QueryFormat = "table" | "csv" | "json" | "ndjson" | "parquet" | "gri
 
 /** Hub → query process. */
 export type ToEngine =
-  | { type: "open"; dirs: QueryEngineOptions; resultBytes: number; cacheBytes: number }
+  | { type: "open"; dirs: QueryEngineOptions; resultBytes: number; cacheBytes: number; yieldMs: number }
   | { type: "query"; id: number; sql: string; format: QueryFormat; rowLimit: number; timeoutMs: number; params?: (string | number)[]; stream: boolean }
   /** The hub's reader wants the next chunk of streamed query `id`. */
   | { type: "more"; id: number }

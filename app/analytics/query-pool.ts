@@ -25,6 +25,8 @@ export interface QueryPoolLimits {
   rssBytes: number;
   /** A process with no query for this long exits, giving its memory back (0: never). */
   idleMs: number;
+  /** A query running this long moves its process to SCHED_IDLE until it ends (0: never); see LongQueryYield. */
+  yieldMs: number;
   /** How long past its time limit a query may take to stop before its process is killed. */
   graceMs: number;
 }
@@ -34,12 +36,12 @@ const COMPACTION_MEMORY_GRACE_MS = 5000;
 
 /** Defaults for a 512 MB box. */
 export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
-  processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, cacheBytes: 8 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, graceMs: 3000,
+  processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, cacheBytes: 8 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, yieldMs: 250, graceMs: 3000,
 };
 
 /** What a query process was started with that its answers depend on: one with another key retires once idle. */
 function configKey(dirs: QueryEngineOptions, limits: QueryPoolLimits): string {
-  return JSON.stringify([dirs, limits.resultBytes, limits.cacheBytes]);
+  return JSON.stringify([dirs, limits.resultBytes, limits.cacheBytes, limits.yieldMs]);
 }
 
 /** What a query in flight is told by its process. */
@@ -82,7 +84,7 @@ export class QueryProcess {
     let readyReject!: (e: Error) => void;
     this.ready = new Promise((res, rej) => { readyResolve = res; readyReject = rej; });
     this.ready.catch(() => {});
-    this.send({ type: "open", dirs, resultBytes: limits.resultBytes, cacheBytes: limits.cacheBytes });
+    this.send({ type: "open", dirs, resultBytes: limits.resultBytes, cacheBytes: limits.cacheBytes, yieldMs: limits.yieldMs });
     const reading = readFrames(this.proc.stdout, (f) => {
       const frame = f as FromEngine;
       if (frame.type === "ready") {

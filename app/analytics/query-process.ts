@@ -47,27 +47,27 @@ export function nextFollowWait(wait: number, elapsedMs: number, arrived: number,
 }
 
 /**
- * A query still running after LONG_QUERY_MS is a long one (dashboards',
- * Grafana's and the admin page's queries take 5–150 ms on a small box). While
- * one runs, the whole process runs at SCHED_IDLE: it gets the CPU the hub and
- * everything else leave, and the hub's fan-out keeps its rate on a small box
- * where a long scan took a quarter of it at nice 10. On an idle box that is
- * all the CPU, so nothing slows. Not while a compaction runs (the spool must
- * keep shrinking however busy the box is), and not for a query past half its
- * time limit: yielding must not make it fail.
+ * A query still running after `query_yield_ms` (250 by default) is a long one
+ * (dashboards', Grafana's and the admin page's queries take 5–150 ms on a
+ * small box). While one runs, the whole process runs at SCHED_IDLE: it gets
+ * the CPU the hub and everything else leave, and the hub's fan-out keeps its
+ * rate on a small box where a long scan took a quarter of it at nice 10. On an
+ * idle box that is all the CPU, so nothing slows. Not while a compaction runs
+ * (the spool must keep shrinking however busy the box is), and not for a
+ * query past half its time limit: yielding must not make it fail.
  */
-export const LONG_QUERY_MS = 250;
-
 /** Decides when the process goes to SCHED_IDLE: while a long query runs, none is past half its time limit, and no compaction runs. */
 export class LongQueryYield {
   private long = 0;
   private pressed = 0;
   private compacting = 0;
   idle = false;
-  constructor(private readonly apply: (idle: boolean) => void, private readonly afterMs = LONG_QUERY_MS) {}
+  /** `afterMs` 0: never. */
+  constructor(private readonly apply: (idle: boolean) => void, private readonly afterMs: number) {}
 
   /** A query with a time limit of `timeoutMs` started; call what it returns when it ends. */
   query(timeoutMs = Infinity): () => void {
+    if (this.afterMs <= 0) return () => {};
     let state: "short" | "long" | "pressed" | "ended" = "short";
     const long = setTimeout(() => {
       state = "long";
@@ -142,7 +142,8 @@ export async function runQueryProcess(): Promise<number> {
   const interrupts = new Map<number, () => void>();
   // Asked at each move, not once at start: the hub lowers this process's priority (nice 10) a moment
   // after starting it, and the right to come back from SCHED_IDLE depends on it.
-  const yielding = new LongQueryYield((idle) => void (idle && !mayGoIdle() ? 0 : setProcessIdle(idle)));
+  const moveTo = (idle: boolean) => void (idle && !mayGoIdle() ? 0 : setProcessIdle(idle));
+  let yielding = new LongQueryYield(moveTo, 0); // until "open" says when
 
   const waitCredit = async (id: number, deadline: number, timeoutMs: number) => {
     const c = credits.get(id)!;
@@ -262,6 +263,7 @@ export async function runQueryProcess(): Promise<number> {
     if (m.type === "open") {
       resultBytes = m.resultBytes;
       cache = new ResultCache(m.cacheBytes);
+      yielding = new LongQueryYield(moveTo, m.yieldMs);
       opening = QueryEngine.open({ ...m.dirs, exportDir: join(m.dirs.tempDir, "..", "export") }, (q) => void send({ type: "quarantined", ...q }))
         .then(async (e) => {
           engine = e;

@@ -77,6 +77,7 @@ export interface Settings {
   query_cache_mb: number;
   query_rss_mb: number;
   query_idle_seconds: number;
+  query_yield_ms: number;
   log_compact_memory_mb: number;
   offload_enabled: boolean;
   offload_s3_url: string;
@@ -194,6 +195,7 @@ export const DEFAULT_SETTINGS: Settings = {
   query_cache_mb: 8,
   query_rss_mb: 384,
   query_idle_seconds: 300,
+  query_yield_ms: 250,
   log_compact_memory_mb: 128,
   offload_enabled: false,
   offload_s3_url: "",
@@ -345,6 +347,7 @@ export const SETTING_FIELDS: Record<keyof Settings, FieldSpec> = {
   query_cache_mb: { description: "answers kept for the same SQL over unchanged data, in MiB (never served once the log changed; not for SQL using now(), random() and the like); 0: none", check: int(0, 4096) },
   query_rss_mb: { description: "a query process using more memory than this (MiB, resident) is killed and its queries fail; the next query starts a new one", check: int(64, 65_536) },
   query_idle_seconds: { description: "a query process with no query for this long exits and gives its memory back; the next query starts it again (0: never)", check: int(0, 86_400) },
+  query_yield_ms: { description: "a query running this long (ms) moves its query process to idle CPU priority (SCHED_IDLE) until it ends, so on a busy box the live path keeps its speed; dashboards' queries take less (0: never)", check: int(0, 3_600_000) },
   log_compact_memory_mb: { description: "memory DuckDB may use while compacting the spool to Parquet, in MiB (segments are compacted in batches that fit)", check: int(32, 65_536) },
   offload_enabled: {
     description: "upload the log's Parquet files to S3-compatible storage after compaction (keys <prefix>/node=<id>/stream=…/date=…/<file>), verified by size and checksum; local retention then removes only files verified remote. Credentials: SWITCHYARD_S3_ACCESS_KEY_ID and SWITCHYARD_S3_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or PUT /api/offload/credentials; never shown back",

@@ -31,7 +31,7 @@ export const SETTING_GROUPS: { id: string; title: string; keys: (keyof Settings)
   { id: "udp", title: "UDP ingest", keys: ["udp_format", "udp_stream", "udp_stream_field", "udp_allow", "udp_allow_sources", "udp_max_datagram_bytes", "udp_listeners", "udp_receive_buffer_bytes"] },
   { id: "log", title: "Log and retention", keys: ["log_retention_days", "log_retention_bytes", "log_exclude", "log_deliver_unlogged", "log_fsync_ms", "log_segment_bytes", "log_segment_seconds", "log_compact_seconds", "log_compact_memory_mb"] },
   { id: "memory", title: "Memory and relays", keys: ["recent_messages_per_stream", "recent_bytes_per_stream", "recent_total_bytes", "relay_buffer_bytes", "relay_silence_seconds", "relay_record_max_bytes", "relay_catchup_messages_per_second", "relay_catchup_bytes_per_second"] },
-  { id: "queries", title: "Queries", keys: ["query_threads", "query_memory_mb", "query_timeout_seconds", "query_processes", "query_concurrency", "query_queue", "query_per_client", "query_result_mb", "query_cache_mb", "query_rss_mb", "query_idle_seconds"] },
+  { id: "queries", title: "Queries", keys: ["query_threads", "query_memory_mb", "query_timeout_seconds", "query_processes", "query_concurrency", "query_queue", "query_per_client", "query_result_mb", "query_cache_mb", "query_rss_mb", "query_idle_seconds", "query_yield_ms"] },
   { id: "tls", title: "TLS", keys: ["hsts_seconds", "tls_ca_file"] },
   { id: "cluster", title: "Cluster (NATS)", keys: ["nats_servers"] },
   { id: "offload", title: "Offload to S3", keys: ["offload_enabled", "offload_s3_url", "offload_bucket", "offload_prefix", "offload_region", "offload_cache_mb"] },
