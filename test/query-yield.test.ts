@@ -1,5 +1,6 @@
-import { describe, expect, it, setDefaultTimeout } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { afterAll, describe, expect, it, setDefaultTimeout } from "bun:test";
+import { chmodSync, copyFileSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LongQueryYield } from "../app/analytics/query-process.ts";
 import { findQueryPool } from "../app/analytics/run-query.ts";
@@ -166,16 +167,31 @@ describe("LongQueryYield near the time limit", () => {
 });
 
 describe("the right to come back from SCHED_IDLE", () => {
+  // The unprivileged user must reach Bun and the module wherever this checkout is (a temp dir of mode
+  // 700, say): both go into a folder of their own that anyone may read.
+  const shared = mkdtempSync(join(tmpdir(), "sy-idle-probe-"));
+  chmodSync(shared, 0o755);
+  const bun = join(shared, "bun");
+  try {
+    linkSync(process.execPath, bun);
+  } catch {
+    copyFileSync(process.execPath, bun);
+  }
+  chmodSync(bun, 0o755);
+  copyFileSync(join(import.meta.dir, "..", "app", "core", "cpu-yield.ts"), join(shared, "cpu-yield.ts"));
+  chmodSync(join(shared, "cpu-yield.ts"), 0o644);
+  afterAll(() => rmSync(shared, { recursive: true, force: true }));
+
   /** In a process at nice 10 (as the hub starts the query process): mayGoIdle(), then a trip to SCHED_IDLE and back (`force`: whatever mayGoIdle said). */
   const probe = (prefix: string[], force = false) => {
     const code = `
-      import { mayGoIdle, setProcessIdle } from ${JSON.stringify(join(import.meta.dir, "..", "app", "core", "cpu-yield.ts"))};
+      import { mayGoIdle, setProcessIdle } from ${JSON.stringify(join(shared, "cpu-yield.ts"))};
       const policy = () => Number(require("node:fs").readFileSync("/proc/self/stat", "utf8").split(") ")[1].split(" ")[38]);
       const may = mayGoIdle();
       let there = null, back = null;
       if (may || ${force}) { setProcessIdle(true); there = policy(); setProcessIdle(false); back = policy(); }
       console.log(JSON.stringify({ may, there, back }));`;
-    const p = Bun.spawnSync([...prefix, "nice", "-n", "10", process.execPath, "-e", code], { env: { ...process.env, HOME: "/tmp" }, stderr: "pipe" });
+    const p = Bun.spawnSync([...prefix, "nice", "-n", "10", bun, "-e", code], { cwd: shared, env: { ...process.env, HOME: shared }, stderr: "pipe" });
     if (p.exitCode !== 0) throw new Error(`the probe failed: ${p.stderr.toString()}`);
     return JSON.parse(p.stdout.toString().trim().split("\n").at(-1)!);
   };
