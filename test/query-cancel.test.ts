@@ -47,6 +47,35 @@ describe("a client that goes away", () => {
     expect(pool().processes()[0]!.pid).toBe(pid);
   });
 
+  it("cancels a query the moment it got its slot (the cancel reaching the query process before DuckDB runs it), whole or streamed", async () => {
+    for (const format of ["json", "ndjson", "json", "ndjson"]) {
+      const client = new AbortController();
+      const pending = post("/api/query", { sql: ENDLESS, format }, client.signal);
+      await waitFor(() => pool().active === 1, "the query to get its slot", 5_000);
+      client.abort();
+      await pending;
+      await waitFor(() => pool().active === 0, `the ${format} query's slot to be free`, 5_000);
+    }
+  });
+
+  it("is answered nothing and leaves nothing behind when it was gone before its query was asked, and clients still there get their answer", async () => {
+    const { runQueryInWorker } = await import("../app/analytics/run-query.ts");
+    const { queryLimits } = await import("../app/analytics/limits.ts");
+    const limits = queryLimits({ dataDir: srv.dataDir, nodeId: "test-node" }, srv.store.settings); // as the server asks
+    const holder = new AbortController();
+    const held = post("/api/query", { sql: ENDLESS }, holder.signal);
+    await waitFor(() => pool().active === 1, "the slot to be taken");
+    const job = { sql: "SELECT 42 AS answer", format: "json" as const, rowLimit: 10, ...limits };
+    const gone = await runQueryInWorker({ ...job, signal: AbortSignal.abort() });
+    expect(gone).toMatchObject({ ok: false, status: 499 });
+    expect(pool().queued).toBe(0);
+    const there = runQueryInWorker({ ...job, signal: new AbortController().signal });
+    await waitFor(() => pool().queued === 1, "the next one to wait");
+    holder.abort();
+    await held;
+    expect(await there).toMatchObject({ ok: true, body: '[{"answer":42}]\n' });
+  });
+
   it("cancels a streamed query (NDJSON) before its first rows, and a Grafana (Infinity) query", async () => {
     await abandon((signal) => post("/api/query", { sql: ENDLESS, format: "ndjson" }, signal));
     await waitFor(() => pool().active === 0, "the streamed query's slot to be free", 5_000);

@@ -796,6 +796,9 @@ export class QueryEngine {
     });
     const timer = setTimeout(() => { timedOut = true; conn.interrupt(); }, timeoutMs);
     try {
+      // Cancelled while the spool was read (the interrupt came as it was handed over): DuckDB would
+      // forget an interrupt that comes before its query starts.
+      if (interrupted) throw new QueryError("the query was cancelled");
       return await fn(conn);
     } catch (err) {
       if (err instanceof QueryError) throw err;

@@ -216,6 +216,7 @@ export class QueryPool {
    */
   acquire(client?: string, gone?: AbortSignal): Promise<Slot> {
     if (this.closed) return Promise.resolve({ busy: "the server is shutting down", status: 503 });
+    if (gone?.aborted) return Promise.resolve({ busy: "the client went away, so the query was cancelled", status: 499 });
     if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.limits.perClient) {
       return Promise.resolve({ busy: `this client has ${this.limits.perClient} queries running or waiting already (query_per_client); wait for them to finish`, status: 429 });
     }

@@ -53,11 +53,15 @@ export function nextFollowWait(wait: number, elapsedMs: number, arrived: number,
  * the CPU the hub and everything else leave, and the hub's fan-out keeps its
  * rate on a small box where a long scan took a quarter of it at nice 10. On an
  * idle box that is all the CPU, so nothing slows. Not while a compaction runs
- * (the spool must keep shrinking however busy the box is), and not for a
- * query past half its time limit: yielding must not make it fail.
+ * (the spool must keep shrinking however busy the box is), nor while a query
+ * younger than `query_yield_ms` runs (a dashboard's query does not wait behind
+ * a long scan's class), nor for a query past a quarter of its time limit (it
+ * keeps three quarters of it at nice 10).
  */
-/** Decides when the process goes to SCHED_IDLE: while a long query runs, none is past half its time limit, and no compaction runs. */
+
+/** Decides when the process goes to SCHED_IDLE: while a long query runs, and no young, pressed query nor compaction does. */
 export class LongQueryYield {
+  private young = 0;
   private long = 0;
   private pressed = 0;
   private compacting = 0;
@@ -68,8 +72,11 @@ export class LongQueryYield {
   /** A query with a time limit of `timeoutMs` started; call what it returns when it ends. */
   query(timeoutMs = Infinity): () => void {
     if (this.afterMs <= 0) return () => {};
-    let state: "short" | "long" | "pressed" | "ended" = "short";
+    let state: "young" | "long" | "pressed" | "ended" = "young";
+    this.young++;
+    this.update();
     const long = setTimeout(() => {
+      this.young--;
       state = "long";
       this.long++;
       this.update();
@@ -79,10 +86,11 @@ export class LongQueryYield {
       state = "pressed";
       this.pressed++;
       this.update();
-    }, Math.max(this.afterMs, timeoutMs / 2)) : undefined;
+    }, Math.max(this.afterMs, timeoutMs / 4)) : undefined;
     return () => {
       clearTimeout(long);
       clearTimeout(pressed);
+      if (state === "young") this.young--;
       if (state === "long") this.long--;
       if (state === "pressed") this.pressed--;
       state = "ended";
@@ -104,7 +112,7 @@ export class LongQueryYield {
   }
 
   private update(): void {
-    const want = this.long > 0 && this.pressed === 0 && this.compacting === 0;
+    const want = this.long > 0 && this.young === 0 && this.pressed === 0 && this.compacting === 0;
     if (want === this.idle) return;
     this.idle = want;
     this.apply(want);
@@ -140,9 +148,25 @@ export async function runQueryProcess(): Promise<number> {
   /** Credits for streamed queries: how many chunks the hub has asked for, and who waits for one. */
   const credits = new Map<number, { count: number; wake: (() => void) | null; cancelled: boolean }>();
   const interrupts = new Map<number, () => void>();
+  /** Queries sent and not yet ended, and those of them cancelled before they could be interrupted. */
+  const inFlight = new Set<number>();
+  const cancelledEarly = new Set<number>();
+  /** Keeps query `id`'s interrupt for a cancel; one that came before (the spool still being read) interrupts at once. */
+  const interruptOf = (id: number) => (f: () => void) => {
+    interrupts.set(id, f);
+    if (cancelledEarly.has(id)) f();
+  };
   // Asked at each move, not once at start: the hub lowers this process's priority (nice 10) a moment
-  // after starting it, and the right to come back from SCHED_IDLE depends on it.
-  const moveTo = (idle: boolean) => void (idle && !mayGoIdle() ? 0 : setProcessIdle(idle));
+  // after starting it, and the right to come back from SCHED_IDLE depends on it. A move the kernel
+  // refused after all ends yielding in this process, said once on stderr (the hub's log).
+  let yieldRefused = false;
+  const moveTo = (idle: boolean) => {
+    if (idle && (yieldRefused || !mayGoIdle())) return;
+    if (setProcessIdle(idle)) return;
+    if (idle) setProcessIdle(false);
+    if (!yieldRefused) console.error(`query process: the kernel refused a move ${idle ? "to" : "back from"} SCHED_IDLE; long queries no longer yield the CPU in this process (set query_yield_ms to 0 where this recurs)`);
+    yieldRefused = true;
+  };
   let yielding = new LongQueryYield(moveTo, 0); // until "open" says when
 
   const waitCredit = async (id: number, deadline: number, timeoutMs: number) => {
@@ -174,7 +198,7 @@ export async function runQueryProcess(): Promise<number> {
       await waitCredit(job.id, deadline, job.timeoutMs);
     };
     try {
-      const rows = await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, onInterrupt: (f) => interrupts.set(job.id, f) }, async (columns, rows) => {
+      const rows = await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, onInterrupt: interruptOf(job.id) }, async (columns, rows) => {
         if (header) {
           header = false;
           await send({ type: "start", id: job.id });
@@ -198,7 +222,7 @@ export async function runQueryProcess(): Promise<number> {
   };
 
   const runOne = async (job: Extract<ToEngine, { type: "query" }>) => {
-    const onInterrupt = (f: () => void) => interrupts.set(job.id, f);
+    const onInterrupt = interruptOf(job.id);
     if (job.format === "parquet") {
       const path = join(engine!.exportDir, `export-${job.id}-${crypto.randomUUID()}.parquet`);
       try {
@@ -244,6 +268,7 @@ export async function runQueryProcess(): Promise<number> {
     const ended = yielding.query(job.timeoutMs);
     try {
       await opening;
+      if (cancelledEarly.has(job.id)) throw new QueryError("the query was cancelled");
       if (job.stream) {
         await runStream(job);
       } else {
@@ -255,6 +280,8 @@ export async function runQueryProcess(): Promise<number> {
       ended();
       credits.delete(job.id);
       interrupts.delete(job.id);
+      inFlight.delete(job.id);
+      cancelledEarly.delete(job.id);
     }
   };
 
@@ -290,6 +317,7 @@ export async function runQueryProcess(): Promise<number> {
     } else if (m.type === "query") {
       // Set up before anything else is read: the hub's first "more" may come in the same read.
       if (m.stream) credits.set(m.id, { count: 0, wake: null, cancelled: false });
+      inFlight.add(m.id);
       void handle(m);
     } else if (m.type === "more") {
       const c = credits.get(m.id);
@@ -311,7 +339,9 @@ export async function runQueryProcess(): Promise<number> {
         }
       })();
     } else if (m.type === "cancel") {
-      interrupts.get(m.id)?.();
+      const interrupt = interrupts.get(m.id);
+      if (interrupt) interrupt();
+      else if (inFlight.has(m.id)) cancelledEarly.add(m.id);
       const c = credits.get(m.id);
       if (c) { c.cancelled = true; c.wake?.(); }
     }

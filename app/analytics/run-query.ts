@@ -24,7 +24,7 @@ export interface QueryJob {
 }
 
 /** The reply to a query whose client went away. */
-const GONE: { ok: false; error: string; refused: boolean } = { ok: false, error: "the client went away, so the query was cancelled", refused: true };
+const GONE: { ok: false; error: string; refused: boolean; status: number } = { ok: false, error: "the client went away, so the query was cancelled", refused: true, status: 499 };
 
 /** Who waits for one run: it is to be cancelled once all have gone (one that cannot go keeps it). */
 class Askers {
@@ -149,6 +149,8 @@ const waitingTwins = new Map<string, { reply: Promise<QueryReply>; askers: Asker
 export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
   // The client is part of it: one client's refusal (query_per_client) is not another's.
   const key = JSON.stringify([job.dirs.logsDir, job.client ?? null, job.sql, job.params ?? [], job.format, job.rowLimit, job.timeoutMs]);
+  // Gone before it came (the request read, the connection closed): nothing to run, nothing to share.
+  if (job.signal?.aborted) return Promise.resolve(GONE);
   const twin = waitingTwins.get(key);
   if (twin) {
     queryCounts.shared++;
@@ -156,15 +158,16 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
     return twin.reply;
   }
   const askers = new Askers();
-  const forget = () => {
-    if (waitingTwins.get(key)?.reply === reply) waitingTwins.delete(key);
-  };
-  // Once all have gone, nobody joins it any more.
-  askers.gone.signal.addEventListener("abort", forget, { once: true });
   askers.join(job.signal);
-  const reply: Promise<QueryReply> = runOne(job, forget, askers.gone.signal);
-  waitingTwins.set(key, { reply, askers });
-  // Also when it failed before it got a slot (a process that could not start): never shared after.
+  let entry: { reply: Promise<QueryReply>; askers: Askers } | null = null;
+  const forget = () => {
+    if (entry && waitingTwins.get(key) === entry) waitingTwins.delete(key);
+  };
+  const reply = runOne(job, forget, askers.gone.signal);
+  entry = { reply, askers };
+  waitingTwins.set(key, entry);
+  // Once all have gone, nobody joins it any more; nor once it failed before it got a slot (a process that could not start).
+  askers.gone.signal.addEventListener("abort", forget, { once: true });
   reply.then(forget, forget);
   return reply;
 }

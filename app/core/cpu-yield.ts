@@ -1,5 +1,5 @@
-import { readdirSync, readFileSync } from "node:fs";
-import { getPriority } from "node:os";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { getPriority, setPriority } from "node:os";
 import { dlopen, FFIType, ptr } from "bun:ffi";
 
 /**
@@ -46,9 +46,12 @@ export function mayGoIdle(): boolean {
   const c = lib();
   if (!c) return false;
   try {
+    // The kernel asks for CAP_SYS_NICE in the first user namespace: root in a container's own
+    // namespace (rootless podman, an unprivileged LXC) has it in CapEff and still may not come back.
     const status = readFileSync("/proc/self/status", "utf8");
     const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
-    if (eff && (BigInt(`0x${eff}`) >> BigInt(CAP_SYS_NICE)) & 1n) return true;
+    const firstNamespace = readFileSync("/proc/self/uid_map", "utf8").trim().split(/\s+/).join(" ") === "0 0 4294967295";
+    if (firstNamespace && eff && (BigInt(`0x${eff}`) >> BigInt(CAP_SYS_NICE)) & 1n) return true;
   } catch {
     // no /proc: judged by the limit alone
   }
@@ -61,22 +64,32 @@ export function mayGoIdle(): boolean {
 /**
  * Moves every thread of this process to SCHED_IDLE (`idle`) or back to
  * SCHED_OTHER at its nice value. Threads started later inherit the class of the
- * thread that starts them. Returns how many threads moved.
+ * thread that starts them. Before going, each thread gets the main thread's
+ * nice value if it had a lower one (one started before its parent lowered the
+ * process's priority), so that each may come back. Returns whether every
+ * thread moved (a thread that ended meanwhile counts as moved).
  */
-export function setProcessIdle(idle: boolean): number {
+export function setProcessIdle(idle: boolean): boolean {
   const c = lib();
-  if (!c) return 0;
+  if (!c) return false;
   const param = new Int32Array(1); // struct sched_param { int sched_priority = 0 }
-  let moved = 0;
   let tasks: string[];
   try {
     tasks = readdirSync("/proc/self/task");
   } catch {
-    return 0;
+    return false;
   }
+  const nice = getPriority();
+  let all = true;
   for (const tid of tasks) {
-    // A thread that ended since the listing answers ESRCH: nothing to move.
-    if (c.symbols.sched_setscheduler(Number(tid), idle ? SCHED_IDLE : SCHED_OTHER, ptr(param)) === 0) moved++;
+    if (idle) {
+      try {
+        if (getPriority(Number(tid)) < nice) setPriority(Number(tid), nice);
+      } catch {
+        // ended meanwhile, or not ours to change: its move below says which
+      }
+    }
+    if (c.symbols.sched_setscheduler(Number(tid), idle ? SCHED_IDLE : SCHED_OTHER, ptr(param)) !== 0 && existsSync(`/proc/self/task/${tid}`)) all = false;
   }
-  return moved;
+  return all;
 }

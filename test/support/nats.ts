@@ -38,7 +38,10 @@ export async function startNatsCluster(size = 3): Promise<NatsNode[]> {
   for (let attempt = 1; ; attempt++) {
     const nodes = clusterOn(size);
     try {
-      await Promise.all(nodes.map((n) => n.start()));
+      // Every start settled before any is stopped: one still retrying would start a server after the stop.
+      const starts = await Promise.allSettled(nodes.map((n) => n.start()));
+      const failed = starts.find((r) => r.status === "rejected");
+      if (failed) throw failed.reason;
       await routesUp(nodes);
       return nodes;
     } catch (e) {

@@ -64,7 +64,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const limits = () => queryLimits(deps.config, deps.store.settings);
   const run = async (job: Omit<QueryJob, "dirs" | "timeoutMs">) => {
     const reply = await runQueryInWorker({ ...job, ...limits() });
-    if (!reply.ok) throw new AppError(reply.busy ? 503 : reply.refused ? 400 : 500, `query failed: ${reply.error}`);
+    if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : reply.refused ? 400 : 500), `query failed: ${reply.error}`);
     return reply.body as string; // text formats only here
   };
   const json = (c: { req: { raw: Request } }) => readJsonObject(c.req.raw, "a Grafana JSON request, e.g. {\"target\": \"\"}", {});
