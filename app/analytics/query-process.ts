@@ -82,6 +82,7 @@ export class LongQueryYield {
       this.update();
     }, this.afterMs);
     const pressed = Number.isFinite(timeoutMs) ? setTimeout(() => {
+      if (state === "young") this.young--; // not by the order timers keep, but whatever their order
       if (state === "long") this.long--;
       state = "pressed";
       this.pressed++;
