@@ -58,8 +58,6 @@ export function nextFollowWait(wait: number, elapsedMs: number, arrived: number,
  * a long scan's class), nor for a query past a quarter of its time limit (it
  * keeps three quarters of it at nice 10).
  */
-
-/** Decides when the process goes to SCHED_IDLE: while a long query runs, and no young, pressed query nor compaction does. */
 export class LongQueryYield {
   private young = 0;
   private long = 0;
@@ -148,14 +146,14 @@ export async function runQueryProcess(): Promise<number> {
   let cache = new ResultCache(0);
   /** Credits for streamed queries: how many chunks the hub has asked for, and who waits for one. */
   const credits = new Map<number, { count: number; wake: (() => void) | null; cancelled: boolean }>();
-  const interrupts = new Map<number, () => void>();
-  /** Queries sent and not yet ended, and those of them cancelled before they could be interrupted. */
-  const inFlight = new Set<number>();
-  const cancelledEarly = new Set<number>();
+  /** Queries sent and not yet ended: their interrupt once DuckDB runs them, and whether a cancel came. */
+  const inFlight = new Map<number, { interrupt: (() => void) | null; cancelled: boolean }>();
   /** Keeps query `id`'s interrupt for a cancel; one that came before (the spool still being read) interrupts at once. */
   const interruptOf = (id: number) => (f: () => void) => {
-    interrupts.set(id, f);
-    if (cancelledEarly.has(id)) f();
+    const q = inFlight.get(id);
+    if (!q) return;
+    q.interrupt = f;
+    if (q.cancelled) f();
   };
   // Asked at each move, not once at start: the hub lowers this process's priority (nice 10) a moment
   // after starting it, and the right to come back from SCHED_IDLE depends on it. A move the kernel
@@ -269,7 +267,7 @@ export async function runQueryProcess(): Promise<number> {
     const ended = yielding.query(job.timeoutMs);
     try {
       await opening;
-      if (cancelledEarly.has(job.id)) throw new QueryError("the query was cancelled");
+      if (inFlight.get(job.id)?.cancelled) throw new QueryError("the query was cancelled");
       if (job.stream) {
         await runStream(job);
       } else {
@@ -280,9 +278,7 @@ export async function runQueryProcess(): Promise<number> {
     } finally {
       ended();
       credits.delete(job.id);
-      interrupts.delete(job.id);
       inFlight.delete(job.id);
-      cancelledEarly.delete(job.id);
     }
   };
 
@@ -318,7 +314,7 @@ export async function runQueryProcess(): Promise<number> {
     } else if (m.type === "query") {
       // Set up before anything else is read: the hub's first "more" may come in the same read.
       if (m.stream) credits.set(m.id, { count: 0, wake: null, cancelled: false });
-      inFlight.add(m.id);
+      inFlight.set(m.id, { interrupt: null, cancelled: false });
       void handle(m);
     } else if (m.type === "more") {
       const c = credits.get(m.id);
@@ -340,9 +336,11 @@ export async function runQueryProcess(): Promise<number> {
         }
       })();
     } else if (m.type === "cancel") {
-      const interrupt = interrupts.get(m.id);
-      if (interrupt) interrupt();
-      else if (inFlight.has(m.id)) cancelledEarly.add(m.id);
+      const q = inFlight.get(m.id);
+      if (q) {
+        q.cancelled = true;
+        q.interrupt?.();
+      }
       const c = credits.get(m.id);
       if (c) { c.cancelled = true; c.wake?.(); }
     }
