@@ -115,18 +115,22 @@ const seconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${
 /** Queries sent to a query process, and queries answered by sharing a waiting twin's answer, since start. */
 export const queryCounts = { run: 0, shared: 0, cached: 0 };
 
-/** A slot and a started query process, or the reply saying why not. */
+/** A slot and a started query process, or the reply saying why not (GONE once `gone` aborted meanwhile). */
 async function start(job: QueryJob, onGranted?: () => void, gone = job.signal): Promise<{ pool: QueryPool; slot: Extract<Slot, { proc: unknown }> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number }> {
   const pool = queryPool(job.dirs);
   const slot = await pool.acquire(job.client, gone);
   onGranted?.();
-  if ("busy" in slot) return { ok: false, error: slot.busy, refused: false, busy: true, status: slot.status };
+  if ("busy" in slot) return gone?.aborted ? GONE : { ok: false, error: slot.busy, refused: false, busy: true, status: slot.status };
   queryCounts.run++;
   try {
     await slot.proc.ready;
   } catch (err) {
     slot.release();
-    return { ok: false, error: `the query engine could not start: ${(err as Error).message}`, refused: false };
+    return gone?.aborted ? GONE : { ok: false, error: `the query engine could not start: ${(err as Error).message}`, refused: false };
+  }
+  if (gone?.aborted) {
+    slot.release();
+    return GONE;
   }
   return { pool, slot };
 }
@@ -174,13 +178,9 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
 
 async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): Promise<QueryReply> {
   const started = await start(job, onGranted, gone);
-  if ("ok" in started) return gone.aborted ? GONE : started;
+  if ("ok" in started) return started;
   const { pool, slot } = started;
   const { proc, id } = slot;
-  if (gone.aborted) {
-    slot.release();
-    return GONE;
-  }
   return new Promise((resolve) => {
     let done = false;
     // The query process interrupts the query and answers with an error, which finishes it as usual.
@@ -223,10 +223,6 @@ export async function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "
   if ("ok" in started) return started;
   const { pool, slot } = started;
   const { proc, id } = slot;
-  if (job.signal?.aborted) {
-    slot.release();
-    return GONE;
-  }
   const encoder = new TextEncoder();
   return new Promise((resolve) => {
     let controller: ReadableStreamDefaultController<Uint8Array> | null = null;
