@@ -100,12 +100,13 @@ describe("query_yield_ms", () => {
   });
 });
 
-describe("LongQueryYield", () => {
-  const recorder = () => {
-    const calls: boolean[] = [];
-    return { calls, yielding: new LongQueryYield((idle) => calls.push(idle), 30) };
-  };
+/** A LongQueryYield with a threshold of `afterMs`, and the moves it asked for. */
+function recorder(afterMs = 30) {
+  const calls: boolean[] = [];
+  return { calls, yielding: new LongQueryYield((idle) => calls.push(idle), afterMs) };
+}
 
+describe("LongQueryYield", () => {
   it("never moves for queries that end before the threshold", async () => {
     const { calls, yielding } = recorder();
     for (let i = 0; i < 5; i++) {
@@ -151,8 +152,7 @@ describe("LongQueryYield", () => {
 
 describe("LongQueryYield near the time limit", () => {
   it("comes back for a query past a quarter of its time limit, even while other long queries run, and goes again after it", async () => {
-    const calls: boolean[] = [];
-    const yielding = new LongQueryYield((idle) => calls.push(idle), 30);
+    const { calls, yielding } = recorder();
     const limited = yielding.query(400);
     const other = yielding.query(10_000);
     await Bun.sleep(60);
@@ -168,8 +168,7 @@ describe("LongQueryYield near the time limit", () => {
 
 describe("LongQueryYield and short queries", () => {
   it("comes back while a query younger than the threshold runs, and goes again once it has ended", async () => {
-    const calls: boolean[] = [];
-    const yielding = new LongQueryYield((idle) => calls.push(idle), 30);
+    const { calls, yielding } = recorder();
     const long = yielding.query();
     await Bun.sleep(60);
     expect(calls).toEqual([true]);
@@ -188,8 +187,7 @@ describe("LongQueryYield and short queries", () => {
   });
 
   it("never moves with a threshold of 0 (query_yield_ms 0)", async () => {
-    const calls: boolean[] = [];
-    const yielding = new LongQueryYield((idle) => calls.push(idle), 0);
+    const { calls, yielding } = recorder(0);
     const q = yielding.query(1000);
     await Bun.sleep(50);
     q();
