@@ -22,8 +22,11 @@ export type FromEngine =
   | { type: "ready" }
   /** DuckDB could not be loaded or opened: why, just before the process exits. */
   | { type: "fatal"; error: string }
-  /** `cached`: the answer was kept from an identical query over the same data (result-cache.ts). */
-  | { type: "result"; id: number; body?: string; base64?: string; rows: number; cached?: boolean }
+  /**
+   * `cached`: the answer was kept from an identical query over the same data (result-cache.ts);
+   * `shared`: it is the answer of an identical query that was running over the same data.
+   */
+  | { type: "result"; id: number; body?: string; base64?: string; rows: number; cached?: boolean; shared?: boolean }
   /** A streamed query has started (its columns are known). */
   | { type: "start"; id: number }
   | { type: "chunk"; id: number; text: string }

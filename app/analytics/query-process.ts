@@ -148,6 +148,15 @@ export async function runQueryProcess(): Promise<number> {
   const credits = new Map<number, { count: number; wake: (() => void) | null; cancelled: boolean }>();
   /** Queries sent and not yet ended: their interrupt once DuckDB runs them, and whether a cancel came. */
   const inFlight = new Map<number, { interrupt: (() => void) | null; cancelled: boolean }>();
+  /**
+   * Whole answers being computed now, by what decides them (SQL, parameters,
+   * format, row limit), with the data version they read and their time limit:
+   * an identical query that finds the same version would read the same data,
+   * so it waits for that answer rather than run beside it (8 viewers of one
+   * dashboard cost one run, not two at once, each slowed by the other). Its
+   * promise gives null when that query was cancelled (its client went away).
+   */
+  const running = new Map<string, { version: string; timeoutMs: number; answer: Promise<{ body: string; rows: number } | null> }>();
   /** Keeps query `id`'s interrupt for a cancel; one that came before (the spool still being read) interrupts at once. */
   const interruptOf = (id: number) => (f: () => void) => {
     const q = inFlight.get(id);
@@ -234,22 +243,60 @@ export async function runQueryProcess(): Promise<number> {
       }
       return;
     }
-    // The same SQL over the same data: the answer kept from the last time, if it was kept.
-    const key = cache.maxBytes > 0 && cacheable(job.sql) ? JSON.stringify([job.sql, job.params ?? [], job.format, job.rowLimit]) : null;
+    // The same SQL over the same data: the answer kept from the last time, if it was kept, or the
+    // answer of an identical query running now over that data (shared whether or not answers are kept).
+    const key = cacheable(job.sql) ? JSON.stringify([job.sql, job.params ?? [], job.format, job.rowLimit]) : null;
     const version = key ? await engine!.dataVersion() : null;
+    let timeoutMs = job.timeoutMs;
     if (key && version) {
       const hit = cache.get(key, version);
       if (hit) {
         await send({ type: "result", id: job.id, body: hit.body, rows: hit.rows, cached: true });
         return;
       }
+      const twin = running.get(key);
+      if (twin && twin.version === version && twin.timeoutMs <= job.timeoutMs) {
+        const joined = Date.now();
+        const shared = await joinTwin(job.id, twin.answer);
+        if (shared) {
+          await send({ type: "result", id: job.id, body: shared.body, rows: shared.rows, shared: true });
+          return;
+        }
+        // The twin's client went away and its run was stopped: this one runs itself, in the time it has left.
+        timeoutMs -= Date.now() - joined;
+      }
     }
+    const run = answer(job, onInterrupt, timeoutMs);
+    if (key && version) {
+      const mine = { version, timeoutMs: job.timeoutMs, answer: run.then((a) => a, (err) => inFlight.get(job.id)?.cancelled ? null : Promise.reject(err)) };
+      mine.answer.catch(() => {});
+      running.set(key, mine);
+      void run.finally(() => { if (running.get(key) === mine) running.delete(key); }).catch(() => {});
+    }
+    const { body, rows } = await run;
+    if (key && version) cache.set(key, version, body, rows);
+    await send({ type: "result", id: job.id, body, rows });
+  };
+
+  /**
+   * Waits for an identical query's answer (null: that query was cancelled, so
+   * this one must run itself); throws at once when this one is cancelled.
+   */
+  const joinTwin = (id: number, twin: Promise<{ body: string; rows: number } | null>) =>
+    new Promise<{ body: string; rows: number } | null>((resolve, reject) => {
+      interruptOf(id)(() => reject(new QueryError("the query was cancelled")));
+      twin.then(resolve, reject);
+    });
+
+  /** The whole formatted answer of a query, within `timeoutMs`. */
+  const answer = async (job: Extract<ToEngine, { type: "query" }>, onInterrupt: (f: () => void) => void, timeoutMs: number) => {
+    if (timeoutMs <= 0) throw new QueryError(`the query took longer than ${Math.round(job.timeoutMs / 1000)} s and was stopped`);
     // Rows are gathered with a byte count, so a huge result stops at the cap rather than filling memory.
     const collected: Record<string, unknown>[] = [];
     let cols: string[] = [];
     let types: string[] = [];
     let total = 0;
-    await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, onInterrupt, whole: true }, (columns, rows, t) => {
+    await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs, params: job.params, onInterrupt, whole: true }, (columns, rows, t) => {
       cols = columns;
       types = t;
       for (const row of rows) {
@@ -258,9 +305,7 @@ export async function runQueryProcess(): Promise<number> {
         collected.push(row);
       }
     });
-    const body = formatResult({ columns: cols, rows: collected, types }, job.format as Exclude<typeof job.format, "parquet">);
-    if (key && version) cache.set(key, version, body, collected.length);
-    await send({ type: "result", id: job.id, body, rows: collected.length });
+    return { body: formatResult({ columns: cols, rows: collected, types }, job.format as Exclude<typeof job.format, "parquet">), rows: collected.length };
   };
 
   const handle = async (job: Extract<ToEngine, { type: "query" }>) => {

@@ -203,6 +203,7 @@ async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): 
       timeoutMs: job.timeoutMs,
       onFrame: (f) => {
         if (f.type === "result" && f.cached) queryCounts.cached++;
+        if (f.type === "result" && f.shared) queryCounts.shared++;
         if (f.type === "result") finish({ ok: true, body: f.base64 !== undefined ? new Uint8Array(Buffer.from(f.base64, "base64")) : f.body ?? "", rows: f.rows });
         else if (f.type === "error") finish({ ok: false, error: f.error, refused: f.refused });
       },

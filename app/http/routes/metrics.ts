@@ -44,7 +44,7 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   metric("switchyard_log_delivered_unlogged_total", "counter", "Messages delivered although the log could not write them (log_deliver_unlogged).", [["", t.deliveredUnlogged]]);
   metric("switchyard_sink_errors_total", "counter", "Messages a sink (recent ring, destinations) failed on: a bug to report.", [["", t.sinkErrors]]);
   metric("switchyard_queries_total", "counter", "SQL queries run in a query process (API, history, Grafana, admin UI).", [["", queryCounts.run]]);
-  metric("switchyard_queries_shared_total", "counter", "Queries answered with the answer of an identical query that was still waiting for a slot when they came.", [["", queryCounts.shared]]);
+  metric("switchyard_queries_shared_total", "counter", "Queries answered with the answer of an identical query that was still waiting for a slot when they came, or running over the same data.", [["", queryCounts.shared]]);
   metric("switchyard_queries_cached_total", "counter", "Queries answered from the query process's cache of answers: the same SQL over unchanged data (query_cache_mb).", [["", queryCounts.cached]]);
   metric("switchyard_queries_running", "gauge", "Queries running in query processes now.", [["", activeQueries()]]);
   metric("switchyard_queries_waiting", "gauge", "Queries waiting for a query slot now.", [["", queuedQueries()]]);
