@@ -737,16 +737,16 @@ describe("the warm engine's spool tail", () => {
       expect((await engine.query(sql)).rows[0]).toEqual({ n: 7, d: 7 });
       // The next refresh stops at the segment being written (new records there) after it went past b.
       appendFileSync(c!, rec(8));
-      const admin = (engine as unknown as { admin: { createAppender: (t: string) => Promise<unknown> } }).admin;
+      const admin = (engine as unknown as { admin: { createAppender: (...at: string[]) => Promise<unknown> } }).admin;
       const createAppender = admin.createAppender.bind(admin);
       let reached!: () => void;
       const atC = new Promise<void>((r) => { reached = r; });
       let go!: () => void;
       const gate = new Promise<void>((r) => { go = r; });
-      admin.createAppender = async (t) => {
+      admin.createAppender = async (...at) => {
         reached();
         await gate;
-        return createAppender(t);
+        return createAppender(...at);
       };
       const asked = engine.query(sql);
       await atC;
