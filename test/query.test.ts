@@ -872,11 +872,37 @@ describe("the warm engine's spool tail", () => {
       const streamed: number[] = [];
       expect(await engine.streamRows("SELECT seq FROM messages ORDER BY seq", { rowLimit: 100, timeoutMs: 10_000 }, (_c, rows) => { streamed.push(...rows.map((r) => Number(r.seq))); })).toBe(30);
       expect(streamed).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
-      // Changed by hand (no change mark): a listed file renamed. The query finds it gone and lists again.
+      // A whole answer (the query process's JSON, CSV…: every row kept until the end) does not list the
+      // folder before it runs; it is retried over a fresh listing when a listed file is gone, from the
+      // columns again (the caller starts over there).
+      await compact(31);
+      expect(await count()).toEqual({ n: 40, d: 40 });
+      const listing = () => (engine as unknown as { listing: { at: number } }).listing;
+      const wholeRun = async () => {
+        const rows: number[] = [];
+        const sent = await engine.streamRows("SELECT seq FROM messages ORDER BY seq", { rowLimit: 100, timeoutMs: 10_000, whole: true }, (_c, chunk) => {
+          if (chunk.length === 0) rows.length = 0;
+          rows.push(...chunk.map((r) => Number(r.seq)));
+        });
+        expect(sent).toBe(40);
+        expect(rows).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+      };
+      const before = (listing().at -= 1);
+      await wholeRun();
+      expect(listing().at).toBe(before); // not listed again
+      await engine.streamRows("SELECT seq FROM messages", { rowLimit: 100, timeoutMs: 10_000 }, () => {});
+      expect(listing().at).toBeGreaterThan(before); // a streamed answer lists afresh
+      expect(await mergeClosedPartitions(logsDir, "2026-12-01")).toEqual([partition]);
+      expect(await count()).toEqual({ n: 40, d: 40 });
       const { renameSync } = await import("node:fs");
+      // Renamed by hand (no change mark): the listing still names the old file, and the whole answer finds it gone.
+      const [newest] = readdirSync(partition).filter((f) => f.endsWith(".parquet"));
+      renameSync(join(partition, newest!), join(partition, "moved.parquet"));
+      await wholeRun();
+      // Changed by hand (no change mark): a listed file renamed. The query finds it gone and lists again.
       const [merged] = readdirSync(partition).filter((f) => f.endsWith(".parquet"));
       renameSync(join(partition, merged!), join(partition, "by-hand.parquet"));
-      expect(await count()).toEqual({ n: 30, d: 30 });
+      expect(await count()).toEqual({ n: 40, d: 40 });
       engine.close();
     } finally {
       tmp.remove();

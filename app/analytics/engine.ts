@@ -674,15 +674,20 @@ export class QueryEngine {
    * them (for streamed answers); the next chunk is fetched only once `onChunk`'s
    * promise resolves (a slow reader pauses the query). Past `rowLimit` rows, or
    * `timeoutMs`, it stops with a QueryError (after the chunks already handed
-   * over). Returns the rows sent.
+   * over). Returns the rows sent. With `whole`, the caller keeps every row
+   * until the end (nothing has gone out before): a run that fails because a
+   * Parquet file it listed was removed meanwhile (merged, or by retention) runs
+   * once more over a fresh view, and `onChunk` is called again from the
+   * columns, with no rows, where the caller starts over. A streamed answer
+   * cannot be retried, so it lists the Parquet folder afresh before it runs.
    */
   async streamRows(
     sql: string,
     opts: { rowLimit: number; timeoutMs: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void; whole?: boolean },
     onChunk: (columns: string[], rows: Record<string, unknown>[], types: string[]) => void | Promise<void>,
   ): Promise<number> {
-    // Not retried: its first chunk (the columns) is already on its way to the client.
-    return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: false }, async (conn) => {
+    // A streamed answer is not retried: its first chunk (the columns) is already on its way to the client.
+    return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: opts.whole === true }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
       let rewritten = this.rewrites.has(prepared);
       /** The original's result in place of a rewrite that failed as it ran, before any row went out (as in query()). */

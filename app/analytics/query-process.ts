@@ -299,6 +299,11 @@ export async function runQueryProcess(): Promise<number> {
     await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs, params: job.params, onInterrupt, whole: true }, (columns, rows, t) => {
       cols = columns;
       types = t;
+      if (rows.length === 0) {
+        // The columns, at the start of a run (the first, or one again over a fresh view: see streamRows).
+        collected.length = 0;
+        total = 0;
+      }
       for (const row of rows) {
         for (const v of Object.values(row)) total += typeof v === "string" ? v.length + 3 : 16;
         if (total > resultBytes) throw new QueryError(`the result is larger than ${mb(resultBytes)} (query_result_mb): select fewer or smaller columns, or add a LIMIT`);
