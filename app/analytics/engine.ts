@@ -680,14 +680,19 @@ export class QueryEngine {
    * once more over a fresh view, and `onChunk` is called again from the
    * columns, with no rows, where the caller starts over. A streamed answer
    * cannot be retried, so it lists the Parquet folder afresh before it runs.
+   * `onVersion` is told the data version (as dataVersion gives it) once the
+   * view is refreshed, before each run starts.
    */
   async streamRows(
     sql: string,
-    opts: { rowLimit: number; timeoutMs: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void; whole?: boolean },
+    opts: { rowLimit: number; timeoutMs: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void; whole?: boolean; onVersion?: (version: string) => void },
     onChunk: (columns: string[], rows: Record<string, unknown>[], types: string[]) => void | Promise<void>,
   ): Promise<number> {
     // A streamed answer is not retried: its first chunk (the columns) is already on its way to the client.
     return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: opts.whole === true }, async (conn) => {
+      // The view is up to date now, and DuckDB has not started: the run reads at least the data of this
+      // version (a follow may add rows before it starts, never take any away). See dataVersion.
+      opts.onVersion?.(String(this.generation));
       const prepared = await this.prepare(conn, sql, opts.params);
       let rewritten = this.rewrites.has(prepared);
       /** The original's result in place of a rewrite that failed as it ran, before any row went out (as in query()). */

@@ -118,6 +118,15 @@ export class LongQueryYield {
   }
 }
 
+/** A whole answer being computed, as an identical query may wait for it (see `running` in runQueryProcess). */
+interface RunningAnswer {
+  /** The data version its run reads (at least), once its refresh is done ("": it failed before). */
+  version: Promise<string>;
+  timeoutMs: number;
+  /** Its answer; null when it was cancelled (its client went away). */
+  answer: Promise<{ body: string; rows: number } | null>;
+}
+
 /** Text gathered before a streamed chunk goes out. */
 const CHUNK_BYTES = 64 * 1024;
 
@@ -156,7 +165,7 @@ export async function runQueryProcess(): Promise<number> {
    * dashboard cost one run, not two at once, each slowed by the other). Its
    * promise gives null when that query was cancelled (its client went away).
    */
-  const running = new Map<string, { version: string; timeoutMs: number; answer: Promise<{ body: string; rows: number } | null> }>();
+  const running = new Map<string, RunningAnswer>();
   /** Keeps query `id`'s interrupt for a cancel; one that came before (the spool still being read) interrupts at once. */
   const interruptOf = (id: number) => (f: () => void) => {
     const q = inFlight.get(id);
@@ -245,17 +254,18 @@ export async function runQueryProcess(): Promise<number> {
     }
     // The same SQL over the same data: the answer kept from the last time, if it was kept, or the
     // answer of an identical query running now over that data (shared whether or not answers are kept).
+    // Without either to look at, the run's own refresh gives the version (one read of the spool, not two).
     const key = cacheable(job.sql) ? JSON.stringify([job.sql, job.params ?? [], job.format, job.rowLimit]) : null;
-    const version = key ? await engine!.dataVersion() : null;
     let timeoutMs = job.timeoutMs;
-    if (key && version) {
+    if (key && (cache.maxBytes > 0 || running.has(key))) {
+      const version = await engine!.dataVersion();
       const hit = cache.get(key, version);
       if (hit) {
         await send({ type: "result", id: job.id, body: hit.body, rows: hit.rows, cached: true });
         return;
       }
       const twin = running.get(key);
-      if (twin && twin.version === version && twin.timeoutMs <= job.timeoutMs) {
+      if (twin && twin.timeoutMs <= job.timeoutMs && (await twin.version) === version) {
         const joined = Date.now();
         const shared = await joinTwin(job.id, twin.answer);
         if (shared) {
@@ -266,16 +276,30 @@ export async function runQueryProcess(): Promise<number> {
         timeoutMs -= Date.now() - joined;
       }
     }
-    const run = answer(job, onInterrupt, timeoutMs);
-    if (key && version) {
-      const mine = { version, timeoutMs: job.timeoutMs, answer: run.then((a) => a, (err) => inFlight.get(job.id)?.cancelled ? null : Promise.reject(err)) };
-      mine.answer.catch(() => {});
-      running.set(key, mine);
-      void run.finally(() => { if (running.get(key) === mine) running.delete(key); }).catch(() => {});
+    let version: string | null = null;
+    let known!: (version: string) => void;
+    // Told once the run's refresh is done, before DuckDB runs it: the run reads at least that data.
+    const onVersion = (v: string) => {
+      version ??= v; // a run again over a fresh view (a listed file was gone) reads newer data still
+      known(version);
+    };
+    const run = answer(job, onInterrupt, timeoutMs, onVersion);
+    // Known to identical queries from now on, before its version is (they wait for it, then compare).
+    const mine: RunningAnswer = {
+      version: new Promise<string>((resolve) => { known = resolve; }),
+      timeoutMs: job.timeoutMs,
+      answer: run.then((a) => a, (err) => inFlight.get(job.id)?.cancelled ? null : Promise.reject(err)),
+    };
+    mine.answer.catch(() => {});
+    if (key && !running.has(key)) running.set(key, mine);
+    try {
+      const { body, rows } = await run;
+      if (key && version) cache.set(key, version, body, rows);
+      await send({ type: "result", id: job.id, body, rows });
+    } finally {
+      known(""); // failed before its refresh ended: no version to share
+      if (key && running.get(key) === mine) running.delete(key);
     }
-    const { body, rows } = await run;
-    if (key && version) cache.set(key, version, body, rows);
-    await send({ type: "result", id: job.id, body, rows });
   };
 
   /**
@@ -289,14 +313,14 @@ export async function runQueryProcess(): Promise<number> {
     });
 
   /** The whole formatted answer of a query, within `timeoutMs`. */
-  const answer = async (job: Extract<ToEngine, { type: "query" }>, onInterrupt: (f: () => void) => void, timeoutMs: number) => {
+  const answer = async (job: Extract<ToEngine, { type: "query" }>, onInterrupt: (f: () => void) => void, timeoutMs: number, onVersion: (version: string) => void) => {
     if (timeoutMs <= 0) throw new QueryError(`the query took longer than ${Math.round(job.timeoutMs / 1000)} s and was stopped`);
     // Rows are gathered with a byte count, so a huge result stops at the cap rather than filling memory.
     const collected: Record<string, unknown>[] = [];
     let cols: string[] = [];
     let types: string[] = [];
     let total = 0;
-    await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs, params: job.params, onInterrupt, whole: true }, (columns, rows, t) => {
+    await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs, params: job.params, onInterrupt, onVersion, whole: true }, (columns, rows, t) => {
       cols = columns;
       types = t;
       if (rows.length === 0) {
