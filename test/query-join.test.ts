@@ -107,4 +107,15 @@ describe("an identical query while one runs", () => {
       await fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ query_timeout_seconds: 30 }), headers: srv.adminHeaders });
     }
   });
+
+  it("is joined at the newest version: a third query after a publish joins the second run, not the first", async () => {
+    const shared = queryCounts.shared;
+    const [first, second] = await twice(SLOW, () => publish("three"));
+    await Bun.sleep(200); // the second has read the log
+    const third = ask(SLOW);
+    expect(await ((await first) as Response).json()).toEqual([{ n: 2, slow: SLOW_ANSWER }]);
+    expect(await ((await second) as Response).json()).toEqual([{ n: 3, slow: SLOW_ANSWER }]);
+    expect(await (await third).json()).toEqual([{ n: 3, slow: SLOW_ANSWER }]);
+    expect(queryCounts.shared).toBe(shared + 1);
+  });
 });

@@ -265,14 +265,15 @@ export async function runQueryProcess(): Promise<number> {
         return;
       }
       const twin = running.get(key);
-      if (twin && twin.timeoutMs <= job.timeoutMs && (await twin.version) === version) {
+      if (twin && twin.timeoutMs <= job.timeoutMs) {
         const joined = Date.now();
-        const shared = await joinTwin(job.id, twin.answer);
+        const shared = await joinTwin(job.id, twin, version);
         if (shared) {
           await send({ type: "result", id: job.id, body: shared.body, rows: shared.rows, shared: true });
           return;
         }
-        // The twin's client went away and its run was stopped: this one runs itself, in the time it has left.
+        // Another version, or the twin's client went away and its run was stopped: this one runs
+        // itself, in the time it has left.
         timeoutMs -= Date.now() - joined;
       }
     }
@@ -291,7 +292,8 @@ export async function runQueryProcess(): Promise<number> {
       answer: run.then((a) => a, (err) => inFlight.get(job.id)?.cancelled ? null : Promise.reject(err)),
     };
     mine.answer.catch(() => {});
-    if (key && !running.has(key)) running.set(key, mine);
+    // The newest run of this SQL: the one a query coming now is likeliest to find at its version.
+    if (key) running.set(key, mine);
     try {
       const { body, rows } = await run;
       if (key && version) cache.set(key, version, body, rows);
@@ -303,13 +305,14 @@ export async function runQueryProcess(): Promise<number> {
   };
 
   /**
-   * Waits for an identical query's answer (null: that query was cancelled, so
-   * this one must run itself); throws at once when this one is cancelled.
+   * The answer of identical query `twin` when its run reads data version
+   * `version` (null: another version, or that query was cancelled, so this one
+   * must run itself); throws at once when this one is cancelled meanwhile.
    */
-  const joinTwin = (id: number, twin: Promise<{ body: string; rows: number } | null>) =>
+  const joinTwin = (id: number, twin: RunningAnswer, version: string) =>
     new Promise<{ body: string; rows: number } | null>((resolve, reject) => {
       interruptOf(id)(() => reject(new QueryError("the query was cancelled")));
-      twin.then(resolve, reject);
+      twin.version.then((v) => (v === version ? twin.answer.then(resolve, reject) : resolve(null)), reject);
     });
 
   /** The whole formatted answer of a query, within `timeoutMs`. */
