@@ -837,6 +837,52 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("gives a whole answer run again (a listed file gone) only what is left of its time limit, and names the limit itself", async () => {
+    const { readdirSync, rmSync } = await import("node:fs");
+    const tmp = tempDir();
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      const logsDir = join(tmp.dir, "logs");
+      for (const first of [1, 11]) {
+        const spool = Spool.open(spoolDir, { segmentBytes: 1 << 20, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+        for (let i = first; i < first + 10; i++) spool.append({ stream: "m", ts: Date.UTC(2026, 10, 23) * 1000 + i, seq: i, origin: "t", data: `m${i}`, size: 2 });
+        spool.close();
+        await compactSegments(Spool.segments(spoolDir).map((f) => join(spoolDir, f)), logsDir);
+      }
+      const partition = join(logsDir, "stream=m", "date=2026-11-23");
+      const files = readdirSync(partition).filter((f) => f.endsWith(".parquet")).sort();
+      expect(files).toHaveLength(2);
+      const engine = await open(tmp.dir);
+      try {
+        const sql = "SELECT count(*)::INT AS n FROM messages";
+        expect((await engine.query(sql)).rows).toEqual([{ n: 20 }]);
+        // A listed file removed by hand (no change mark: still listed). The first run spends 1.2 s of its
+        // 2 s before DuckDB starts, then finds the file gone; the run again over a fresh listing has 0.8 s
+        // left, and its reader takes 1.2 s over the columns.
+        rmSync(join(partition, files[1]!));
+        let runs = 0;
+        const at = Date.now();
+        const outcome = await engine.streamRows(sql, {
+          rowLimit: 10, timeoutMs: 2_000, whole: true,
+          onVersion: () => {
+            if (++runs === 1) Bun.sleepSync(1_200);
+          },
+        }, async (_columns, rows) => {
+          if (rows.length === 0 && runs === 2) await Bun.sleep(1_200);
+        }).then((n) => `${n} rows`, (e: Error) => e.message);
+        expect(runs).toBe(2);
+        expect(outcome).toBe("the query took longer than 2 s and was stopped");
+        expect(Date.now() - at).toBeLessThan(3_000); // not 2 s afresh for the second run
+        // With time enough, the same answers, from the file left.
+        expect(await engine.streamRows(sql, { rowLimit: 10, timeoutMs: 10_000, whole: true }, () => {})).toBe(1);
+      } finally {
+        engine.close();
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("reuses its listing of the Parquet folder, and lists again when compaction or a merge changed it, before a streamed answer, and when a listed file is gone", async () => {
     const { mergeClosedPartitions } = await import("../app/log/merge.ts");
     const { readdirSync } = await import("node:fs");

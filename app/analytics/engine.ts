@@ -681,15 +681,16 @@ export class QueryEngine {
    * columns, with no rows, where the caller starts over. A streamed answer
    * cannot be retried, so it lists the Parquet folder afresh before it runs.
    * `onVersion` is told the data version (as dataVersion gives it) once the
-   * view is refreshed, before each run starts.
+   * view is refreshed, before each run starts. The time limit runs from
+   * `startedAt` (default: now), for the run and its retry together.
    */
   async streamRows(
     sql: string,
-    opts: { rowLimit: number; timeoutMs: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void; whole?: boolean; onVersion?: (version: string) => void },
+    opts: { rowLimit: number; timeoutMs: number; startedAt?: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void; whole?: boolean; onVersion?: (version: string) => void },
     onChunk: (columns: string[], rows: Record<string, unknown>[], types: string[]) => void | Promise<void>,
   ): Promise<number> {
     // A streamed answer is not retried: its first chunk (the columns) is already on its way to the client.
-    return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: opts.whole === true }, async (conn) => {
+    return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: opts.whole === true, startedAt: opts.startedAt }, async (conn) => {
       // The view is up to date now, and DuckDB has not started: the run reads at least the data of this
       // version (a follow may add rows before it starts, never take any away). See dataVersion.
       opts.onVersion?.(String(this.generation));
@@ -707,6 +708,9 @@ export class QueryEngine {
       await onChunk(columns, [], types); // the columns are known now, even when no row follows
       let sent = 0;
       for (;;) {
+        // DuckDB forgets an interrupt that comes while none of its work runs (the time limit passing
+        // as the caller took the last chunk): checked here too.
+        this.checkTime(conn);
         let chunk;
         try {
           chunk = await result.fetchChunk();
@@ -749,17 +753,29 @@ export class QueryEngine {
    * removed meanwhile (a merge or retention replaced it) runs once more over a
    * fresh view.
    */
-  private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, opts: { retryVanished: boolean }, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+  private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, opts: { retryVanished: boolean; startedAt?: number }, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+    // One time limit for the run and its retry: a retry that had its own would go past the hub's
+    // limit (time limit and grace), and the hub would kill the process.
+    const limit = { ms: timeoutMs, deadline: (opts.startedAt ?? Date.now()) + timeoutMs };
     try {
       // A run that cannot be retried lists the Parquet folder afresh: a listed file a merge has
       // replaced would fail it half-way, after rows went out.
-      return await this.runOnConnection(timeoutMs, onInterrupt, fn, !opts.retryVanished);
+      return await this.runOnConnection(limit, onInterrupt, fn, !opts.retryVanished);
     } catch (err) {
       if (!opts.retryVanished || !(err instanceof QueryError) || !this.namesVanishedFile(err.message)) throw err;
       this.viewKey = null;
       // Listed afresh by a refresh that starts now: one going on may have reused the old listing.
-      return this.runOnConnection(timeoutMs, onInterrupt, fn, true);
+      return this.runOnConnection(limit, onInterrupt, fn, true);
     }
+  }
+
+  /** The time limit of the run each connection serves now. */
+  private readonly limits = new WeakMap<DuckDBConnection, RunLimit>();
+
+  /** Throws the time limit's error when the run on `conn` is past it. */
+  private checkTime(conn: DuckDBConnection): void {
+    const limit = this.limits.get(conn);
+    if (limit && Date.now() >= limit.deadline) throw new QueryError(`the query took longer than ${seconds(limit.ms)} and was stopped`);
   }
 
   /** The log's Parquet file an error message names, if it names one. */
@@ -774,17 +790,18 @@ export class QueryEngine {
     return named !== undefined && !existsSync(named);
   }
 
-  private async runOnConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist = false): Promise<T> {
+  private async runOnConnection<T>(limit: RunLimit, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist = false): Promise<T> {
     // Counted from before its refresh: the tables its view will name stay until it ends (toDrop).
     const letGo = this.holdTables();
     try {
-      return await this.refreshAndRun(timeoutMs, onInterrupt, fn, relist);
+      return await this.refreshAndRun(limit, onInterrupt, fn, relist);
     } finally {
       letGo();
     }
   }
 
-  private async refreshAndRun<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist: boolean): Promise<T> {
+  private async refreshAndRun<T>(limit: RunLimit, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist: boolean): Promise<T> {
+    const timeoutMs = limit.ms;
     try {
       const since = Date.now();
       if (relist) this.listing = null;
@@ -798,6 +815,7 @@ export class QueryEngine {
       throw new QueryError(`reading the log failed: ${(err as Error).message}`);
     }
     const conn = this.free.pop() ?? await this.db.connect();
+    this.limits.set(conn, limit);
     let timedOut = false;
     let interrupted = false;
     // Only while this run holds the connection: a cancel that comes after (the answer on its way
@@ -808,15 +826,16 @@ export class QueryEngine {
       interrupted = true;
       conn.interrupt();
     });
-    const timer = setTimeout(() => { timedOut = true; conn.interrupt(); }, timeoutMs);
+    const timer = setTimeout(() => { timedOut = true; conn.interrupt(); }, Math.max(0, limit.deadline - Date.now()));
     try {
       // Cancelled while the spool was read (the interrupt came as it was handed over): DuckDB would
       // forget an interrupt that comes before its query starts.
       if (interrupted) throw new QueryError("the query was cancelled");
+      this.checkTime(conn); // its time may have gone on a run before (a retry), or on waiting for an identical query
       return await fn(conn);
     } catch (err) {
       if (err instanceof QueryError) throw err;
-      if (timedOut) throw new QueryError(`the query took longer than ${timeoutMs >= 1000 ? `${Math.round(timeoutMs / 1000)} s` : `${timeoutMs} ms`} and was stopped`);
+      if (timedOut) throw new QueryError(`the query took longer than ${seconds(timeoutMs)} and was stopped`);
       if (interrupted) throw new QueryError("the query was cancelled");
       const message = (err as Error).message;
       if (await this.checkFiles(message).catch(() => false)) {
@@ -825,6 +844,7 @@ export class QueryEngine {
       throw new QueryError(message);
     } finally {
       holding = false;
+      this.limits.delete(conn);
       clearTimeout(timer);
       this.giveBack(conn);
     }
@@ -979,6 +999,17 @@ export class QueryEngine {
 }
 
 /** The rows of spool table `table` with the view's columns, `node` the SQL of the last one. */
+/** A run's time limit: as told in its error (ms), and when it ends (ms since the epoch). */
+interface RunLimit {
+  ms: number;
+  deadline: number;
+}
+
+/** A time limit as an error message gives it: "30 s", "250 ms". */
+function seconds(ms: number): string {
+  return ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
+}
+
 /** The attached in-memory database the spool tail's tables live in (compressed: see open). */
 const TAIL_DB = "tails";
 

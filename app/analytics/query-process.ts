@@ -122,7 +122,9 @@ export class LongQueryYield {
 interface RunningAnswer {
   /** The data version its run reads (at least), once its refresh is done ("": it failed before). */
   version: Promise<string>;
-  timeoutMs: number;
+  /** The time its run has (its time limit, or what was left of it after waiting for a twin), and when that runs out (ms since the epoch). */
+  budgetMs: number;
+  deadline: number;
   /** Its answer; null when it was cancelled (its client went away). */
   answer: Promise<{ body: string; rows: number } | null>;
 }
@@ -256,7 +258,8 @@ export async function runQueryProcess(): Promise<number> {
     // answer of an identical query running now over that data (shared whether or not answers are kept).
     // Without either to look at, the run's own refresh gives the version (one read of the spool, not two).
     const key = cacheable(job.sql) ? JSON.stringify([job.sql, job.params ?? [], job.format, job.rowLimit]) : null;
-    let timeoutMs = job.timeoutMs;
+    let startedAt = Date.now(); // when its time limit starts: the engine's, unless it waited for a twin
+    let waited = false;
     if (key && (cache.maxBytes > 0 || running.has(key))) {
       const version = await engine!.dataVersion();
       const hit = cache.get(key, version);
@@ -265,7 +268,10 @@ export async function runQueryProcess(): Promise<number> {
         return;
       }
       const twin = running.get(key);
-      if (twin && twin.timeoutMs <= job.timeoutMs) {
+      // Only a twin that has at least this query's time and ends no later: one that runs out of time
+      // would have run this one out of time too, and the wait never outlasts this query's own limit
+      // (the hub's, which kills the process past it).
+      if (twin && twin.budgetMs >= job.timeoutMs && twin.deadline <= Date.now() + job.timeoutMs) {
         const joined = Date.now();
         const shared = await joinTwin(job.id, twin, version);
         if (shared) {
@@ -274,7 +280,8 @@ export async function runQueryProcess(): Promise<number> {
         }
         // Another version, or the twin's client went away and its run was stopped: this one runs
         // itself, in the time it has left.
-        timeoutMs -= Date.now() - joined;
+        startedAt = joined;
+        waited = true;
       }
     }
     let version: string | null = null;
@@ -284,11 +291,12 @@ export async function runQueryProcess(): Promise<number> {
       version ??= v; // a run again over a fresh view (a listed file was gone) reads newer data still
       known(version);
     };
-    const run = answer(job, onInterrupt, timeoutMs, onVersion);
+    const run = answer(job, onInterrupt, startedAt, onVersion);
     // Known to identical queries from now on, before its version is (they wait for it, then compare).
     const mine: RunningAnswer = {
       version: new Promise<string>((resolve) => { known = resolve; }),
-      timeoutMs: job.timeoutMs,
+      budgetMs: startedAt + job.timeoutMs - (waited ? Date.now() : startedAt),
+      deadline: startedAt + job.timeoutMs,
       answer: run.then((a) => a, (err) => inFlight.get(job.id)?.cancelled ? null : Promise.reject(err)),
     };
     mine.answer.catch(() => {});
@@ -315,15 +323,14 @@ export async function runQueryProcess(): Promise<number> {
       twin.version.then((v) => (v === version ? twin.answer.then(resolve, reject) : resolve(null)), reject);
     });
 
-  /** The whole formatted answer of a query, within `timeoutMs`. */
-  const answer = async (job: Extract<ToEngine, { type: "query" }>, onInterrupt: (f: () => void) => void, timeoutMs: number, onVersion: (version: string) => void) => {
-    if (timeoutMs <= 0) throw new QueryError(`the query took longer than ${Math.round(job.timeoutMs / 1000)} s and was stopped`);
+  /** The whole formatted answer of a query, within its time limit counted from `startedAt`. */
+  const answer = async (job: Extract<ToEngine, { type: "query" }>, onInterrupt: (f: () => void) => void, startedAt: number, onVersion: (version: string) => void) => {
     // Rows are gathered with a byte count, so a huge result stops at the cap rather than filling memory.
     const collected: Record<string, unknown>[] = [];
     let cols: string[] = [];
     let types: string[] = [];
     let total = 0;
-    await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs, params: job.params, onInterrupt, onVersion, whole: true }, (columns, rows, t) => {
+    await engine!.streamRows(job.sql, { rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, startedAt, params: job.params, onInterrupt, onVersion, whole: true }, (columns, rows, t) => {
       cols = columns;
       types = t;
       if (rows.length === 0) {
