@@ -286,6 +286,7 @@ export async function runQueryProcess(): Promise<number> {
     }
     let version: string | null = null;
     let known!: (version: string) => void;
+    const versionKnown = new Promise<string>((resolve) => { known = resolve; });
     // Told once the run's refresh is done, before DuckDB runs it: the run reads at least that data.
     const onVersion = (v: string) => {
       version ??= v; // a run again over a fresh view (a listed file was gone) reads newer data still
@@ -294,7 +295,7 @@ export async function runQueryProcess(): Promise<number> {
     const run = answer(job, onInterrupt, startedAt, onVersion);
     // Known to identical queries from now on, before its version is (they wait for it, then compare).
     const mine: RunningAnswer = {
-      version: new Promise<string>((resolve) => { known = resolve; }),
+      version: versionKnown,
       budgetMs: startedAt + job.timeoutMs - (waited ? Date.now() : startedAt),
       deadline: startedAt + job.timeoutMs,
       answer: run.then((a) => a, (err) => inFlight.get(job.id)?.cancelled ? null : Promise.reject(err)),
