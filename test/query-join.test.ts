@@ -27,6 +27,10 @@ const ask = (sql: string, signal?: AbortSignal, format = "json") =>
 async function publish(body: string) {
   expect((await fetch(`${srv.url}/api/streams/join/messages`, { method: "POST", body, headers: srv.adminHeaders })).status).toBeLessThan(300);
 }
+async function setting(change: Record<string, unknown>) {
+  const r = await fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify(change), headers: srv.adminHeaders });
+  expect(r.ok).toBe(true);
+}
 /** Sends `sql`, waits until it runs, then sends it again: the two responses. */
 async function twice(sql: string, between?: () => Promise<void>, signals: (AbortSignal | undefined)[] = []) {
   const first = ask(sql, signals[0]).catch((e: Error) => e);
@@ -95,8 +99,7 @@ describe("an identical query while one runs", () => {
 
   it("gets the same error when that run fails (its time limit), without running past its own", async () => {
     const endless = "SELECT count(*) AS n FROM range(40000000000) t(i) WHERE i % 13 = 3";
-    const r = await fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ query_timeout_seconds: 2 }), headers: srv.adminHeaders });
-    expect(r.ok).toBe(true);
+    await setting({ query_timeout_seconds: 2 });
     try {
       const [first, second] = await twice(endless);
       for (const res of await Promise.all([first, second])) {
@@ -104,18 +107,24 @@ describe("an identical query while one runs", () => {
         expect(((await (res as Response).json()) as { error: { message: string } }).error.message).toContain("took longer than 2 s");
       }
     } finally {
-      await fetch(`${srv.url}/api/settings`, { method: "PATCH", body: JSON.stringify({ query_timeout_seconds: 30 }), headers: srv.adminHeaders });
+      await setting({ query_timeout_seconds: 30 });
     }
   });
 
   it("is joined at the newest version: a third query after a publish joins the second run, not the first", async () => {
-    const shared = queryCounts.shared;
-    const [first, second] = await twice(SLOW, () => publish("three"));
-    await Bun.sleep(200); // the second has read the log
-    const third = ask(SLOW);
-    expect(await ((await first) as Response).json()).toEqual([{ n: 2, slow: SLOW_ANSWER }]);
-    expect(await ((await second) as Response).json()).toEqual([{ n: 3, slow: SLOW_ANSWER }]);
-    expect(await (await third).json()).toEqual([{ n: 3, slow: SLOW_ANSWER }]);
-    expect(queryCounts.shared).toBe(shared + 1);
+    await setting({ query_concurrency: 3 }); // a slot for the third while both run
+    try {
+      const shared = queryCounts.shared;
+      const [first, second] = await twice(SLOW, () => publish("three"));
+      await Bun.sleep(200); // the second has read the log
+      const third = ask(SLOW);
+      await waitFor(() => pool().active === 3, "the third query to get its slot");
+      expect(await ((await first) as Response).json()).toEqual([{ n: 2, slow: SLOW_ANSWER }]);
+      expect(await ((await second) as Response).json()).toEqual([{ n: 3, slow: SLOW_ANSWER }]);
+      expect(await (await third).json()).toEqual([{ n: 3, slow: SLOW_ANSWER }]);
+      expect(queryCounts.shared).toBe(shared + 1);
+    } finally {
+      await setting({ query_concurrency: 2 });
+    }
   });
 });
