@@ -207,8 +207,10 @@ describe("the right to come back from SCHED_IDLE", () => {
     copyFileSync(process.execPath, bun);
   }
   chmodSync(bun, 0o755);
-  copyFileSync(join(import.meta.dir, "..", "app", "core", "cpu-yield.ts"), join(shared, "cpu-yield.ts"));
-  chmodSync(join(shared, "cpu-yield.ts"), 0o644);
+  for (const file of ["cpu-yield.ts", "libc.ts"]) {
+    copyFileSync(join(import.meta.dir, "..", "app", "core", file), join(shared, file));
+    chmodSync(join(shared, file), 0o644);
+  }
   afterAll(() => rmSync(shared, { recursive: true, force: true }));
 
   /** In a process at nice 10 (as the hub starts the query process): mayGoIdle(), then a trip to SCHED_IDLE and back (`force`: whatever mayGoIdle said). */

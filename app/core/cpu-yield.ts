@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { getPriority, setPriority } from "node:os";
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { FFIType, ptr } from "bun:ffi";
+import { libcFunctions } from "./libc.ts";
 
 /**
  * Linux scheduling classes for a whole process (every thread of it), through
@@ -14,26 +15,11 @@ const SCHED_IDLE = 5;
 const RLIMIT_NICE = 13;
 const CAP_SYS_NICE = 23;
 
-type Libc = ReturnType<typeof openLibc>;
-let libc: Libc | null | undefined;
-
-function openLibc() {
-  return dlopen("libc.so.6", {
-    sched_setscheduler: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-    getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-  });
-}
-
-function lib(): Libc | null {
-  if (libc === undefined) {
-    try {
-      libc = openLibc();
-    } catch {
-      libc = null; // no glibc: the process keeps its class
-    }
-  }
-  return libc;
-}
+/** null: no glibc, and the process keeps its class. */
+const lib = libcFunctions({
+  sched_setscheduler: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+  getrlimit: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+});
 
 /**
  * Whether this process may go to SCHED_IDLE and come back. Leaving SCHED_IDLE
@@ -56,7 +42,7 @@ export function mayGoIdle(): boolean {
     // no /proc: judged by the limit alone
   }
   const limit = new BigUint64Array(2); // rlim_cur, rlim_max
-  if (c.symbols.getrlimit(RLIMIT_NICE, ptr(limit)) !== 0) return false;
+  if (c.getrlimit(RLIMIT_NICE, ptr(limit)) !== 0) return false;
   // RLIMIT_NICE r lets a process set a nice value down to 20 - r (RLIM_INFINITY: any).
   return limit[0]! >= BigInt(20 - getPriority());
 }
@@ -89,7 +75,7 @@ export function setProcessIdle(idle: boolean): boolean {
         // ended meanwhile, or not ours to change: its move below says which
       }
     }
-    if (c.symbols.sched_setscheduler(Number(tid), idle ? SCHED_IDLE : SCHED_OTHER, ptr(param)) !== 0 && existsSync(`/proc/self/task/${tid}`)) all = false;
+    if (c.sched_setscheduler(Number(tid), idle ? SCHED_IDLE : SCHED_OTHER, ptr(param)) !== 0 && existsSync(`/proc/self/task/${tid}`)) all = false;
   }
   return all;
 }

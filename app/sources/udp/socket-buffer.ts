@@ -1,18 +1,14 @@
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { FFIType, ptr } from "bun:ffi";
+import { libcFunctions } from "../../core/libc.ts";
 
 const SOL_SOCKET = 1;
 const SO_RCVBUF = 8;
 const SO_RCVBUFFORCE = 33;
 
-type Libc = ReturnType<typeof openLibc>;
-let libc: Libc | null | undefined;
-
-function openLibc() {
-  return dlopen("libc.so.6", {
-    setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-    getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-  });
-}
+const lib = libcFunctions({
+  setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+  getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+});
 
 /** What setting a socket's receive buffer came to. */
 export interface ReceiveBufferResult {
@@ -30,24 +26,19 @@ export interface ReceiveBufferResult {
  * possible (no glibc), and the caller carries on with the default.
  */
 export function setReceiveBuffer(fd: number, bytes: number): ReceiveBufferResult | null {
-  if (libc === undefined) {
-    try {
-      libc = openLibc();
-    } catch {
-      libc = null;
-    }
-  }
+  const libc = lib();
   if (!libc) return null;
   const value = new Int32Array([bytes]);
-  const forced = libc.symbols.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, ptr(value), 4) === 0;
-  if (!forced && libc.symbols.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, ptr(value), 4) !== 0) return null;
+  const forced = libc.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, ptr(value), 4) === 0;
+  if (!forced && libc.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, ptr(value), 4) !== 0) return null;
   return { effective: receiveBuffer(fd) ?? 0, forced };
 }
 
 /** The receive buffer size the kernel reports for `fd`, or null. */
 export function receiveBuffer(fd: number): number | null {
+  const libc = lib();
   if (!libc) return null;
   const out = new Int32Array(1);
   const len = new Uint32Array([4]);
-  return libc.symbols.getsockopt(fd, SOL_SOCKET, SO_RCVBUF, ptr(out), ptr(len)) === 0 ? out[0]! : null;
+  return libc.getsockopt(fd, SOL_SOCKET, SO_RCVBUF, ptr(out), ptr(len)) === 0 ? out[0]! : null;
 }
