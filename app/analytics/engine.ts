@@ -7,6 +7,7 @@ import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
 import { HEADER_BYTES, locateRecord, MAX_BODY_BYTES, scanRecords, type RecordFields } from "../log/record.ts";
 import { LOG_ROW_COLUMNS, LogRowChunks } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
+import { tookTooLong } from "./protocol.ts";
 import { mayPushDown, planPushdown, VIEW_PARTS } from "./pushdown.ts";
 import { cacheable } from "./result-cache.ts";
 
@@ -775,7 +776,7 @@ export class QueryEngine {
   /** Throws the time limit's error when the run on `conn` is past it. */
   private checkTime(conn: DuckDBConnection): void {
     const limit = this.limits.get(conn);
-    if (limit && Date.now() >= limit.deadline) throw new QueryError(`the query took longer than ${seconds(limit.ms)} and was stopped`);
+    if (limit && Date.now() >= limit.deadline) throw new QueryError(tookTooLong(limit.ms));
   }
 
   /** The log's Parquet file an error message names, if it names one. */
@@ -835,7 +836,7 @@ export class QueryEngine {
       return await fn(conn);
     } catch (err) {
       if (err instanceof QueryError) throw err;
-      if (timedOut) throw new QueryError(`the query took longer than ${seconds(timeoutMs)} and was stopped`);
+      if (timedOut) throw new QueryError(tookTooLong(timeoutMs));
       if (interrupted) throw new QueryError("the query was cancelled");
       const message = (err as Error).message;
       if (await this.checkFiles(message).catch(() => false)) {
@@ -1003,11 +1004,6 @@ export class QueryEngine {
 interface RunLimit {
   ms: number;
   deadline: number;
-}
-
-/** A time limit as an error message gives it: "30 s", "250 ms". */
-function seconds(ms: number): string {
-  return ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
 }
 
 /** The attached in-memory database the spool tail's tables live in (compressed: see open). */

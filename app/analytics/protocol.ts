@@ -34,3 +34,13 @@ export type FromEngine =
   | { type: "error"; id: number; error: string; refused: boolean }
   | { type: "compacted"; id: number; outcome: CompactionOutcome }
   | ({ type: "quarantined" } & Quarantined);
+
+/** A time limit as a message gives it: "30 s", "250 ms". */
+export function durationText(ms: number): string {
+  return ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
+}
+
+/** What a query stopped at its time limit of `timeoutMs` is told, by the hub or its query process. */
+export function tookTooLong(timeoutMs: number): string {
+  return `the query took longer than ${durationText(timeoutMs)} and was stopped`;
+}

@@ -34,6 +34,9 @@ export interface QueryPoolLimits {
 /** How long after a compaction run its memory allowance stays (until its memory has gone back). */
 const COMPACTION_MEMORY_GRACE_MS = 5000;
 
+/** Why a query whose client went away was not answered. */
+export const CLIENT_GONE = "the client went away, so the query was cancelled";
+
 /** Defaults for a 512 MB box. */
 export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
   processes: 1, concurrency: 2, queue: 16, perClient: 4, resultBytes: 32 * 1024 * 1024, cacheBytes: 8 * 1024 * 1024, rssBytes: 384 * 1024 * 1024, idleMs: 300_000, yieldMs: 250, graceMs: 3000,
@@ -216,7 +219,7 @@ export class QueryPool {
    */
   acquire(client?: string, gone?: AbortSignal): Promise<Slot> {
     if (this.closed) return Promise.resolve({ busy: "the server is shutting down", status: 503 });
-    if (gone?.aborted) return Promise.resolve({ busy: "the client went away, so the query was cancelled", status: 499 });
+    if (gone?.aborted) return Promise.resolve({ busy: CLIENT_GONE, status: 499 });
     if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.limits.perClient) {
       return Promise.resolve({ busy: `this client has ${this.limits.perClient} queries running or waiting already (query_per_client); wait for them to finish`, status: 429 });
     }
@@ -234,7 +237,7 @@ export class QueryPool {
         if (i < 0) return; // it has its slot already
         this.waiting.splice(i, 1);
         this.unclaim(client);
-        grant({ busy: "the client went away, so the query was cancelled", status: 499 });
+        grant({ busy: CLIENT_GONE, status: 499 });
       }, { once: true });
     });
   }

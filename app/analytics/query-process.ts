@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { mayGoIdle, setProcessIdle } from "../core/cpu-yield.ts";
 import type { QueryEngine as Engine } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
-import type { FromEngine, ToEngine } from "./protocol.ts";
+import { tookTooLong, type FromEngine, type ToEngine } from "./protocol.ts";
 import { cacheable, ResultCache } from "./result-cache.ts";
 
 /**
@@ -192,7 +192,7 @@ export async function runQueryProcess(): Promise<number> {
     const c = credits.get(id)!;
     while (c.count === 0 && !c.cancelled) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new QueryError(`the query took longer than ${Math.round(timeoutMs / 1000)} s and was stopped (its reader was too slow)`);
+      if (left <= 0) throw new QueryError(`${tookTooLong(timeoutMs)} (its reader was too slow)`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         c.wake = () => { clearTimeout(t); resolve(); };

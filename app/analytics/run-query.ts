@@ -1,6 +1,6 @@
 import type { QueryEngineOptions } from "./engine.ts";
-import type { QueryFormat } from "./protocol.ts";
-import { DEFAULT_POOL_LIMITS, QueryPool, type QueryPoolLimits, type Slot } from "./query-pool.ts";
+import { durationText, tookTooLong, type QueryFormat } from "./protocol.ts";
+import { CLIENT_GONE, DEFAULT_POOL_LIMITS, QueryPool, type QueryPoolLimits, type Slot } from "./query-pool.ts";
 import type { Quarantined } from "../log/quarantine.ts";
 
 /** One query for the query process. */
@@ -24,7 +24,7 @@ export interface QueryJob {
 }
 
 /** The reply to a query whose client went away. */
-const GONE: { ok: false; error: string; refused: boolean; status: number } = { ok: false, error: "the client went away, so the query was cancelled", refused: true, status: 499 };
+const GONE: { ok: false; error: string; refused: boolean; status: number } = { ok: false, error: CLIENT_GONE, refused: true, status: 499 };
 
 /** Who waits for one run: it is to be cancelled once all have gone (one that cannot go keeps it). */
 class Askers {
@@ -110,7 +110,6 @@ export function queuedQueries(): number {
   return n;
 }
 
-const seconds = (ms: number) => (ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`);
 
 /** Queries sent to a query process, and queries answered by sharing a waiting twin's answer, since start. */
 export const queryCounts = { run: 0, shared: 0, cached: 0 };
@@ -195,8 +194,8 @@ async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): 
       resolve(gone.aborted && !r.ok ? GONE : r);
     };
     const limit = setTimeout(() => {
-      finish({ ok: false, error: `the query took longer than ${seconds(job.timeoutMs)} and was stopped`, refused: true });
-      pool.kill(proc, `a query went on ${seconds(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
+      finish({ ok: false, error: tookTooLong(job.timeoutMs), refused: true });
+      pool.kill(proc, `a query went on ${durationText(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
     }, job.timeoutMs + pool.limits.graceMs);
     gone.addEventListener("abort", cancel, { once: true });
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false }, {
@@ -263,8 +262,8 @@ export async function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "
       } catch { /* the reader is gone */ }
     };
     const limit = setTimeout(() => {
-      fail(`the query took longer than ${seconds(job.timeoutMs)} and was stopped`, true);
-      pool.kill(proc, `a query went on ${seconds(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
+      fail(tookTooLong(job.timeoutMs), true);
+      pool.kill(proc, `a query went on ${durationText(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
     }, job.timeoutMs + pool.limits.graceMs);
     job.signal?.addEventListener("abort", cancel, { once: true });
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: true }, {
