@@ -274,14 +274,17 @@ export async function runQueryProcess(): Promise<number> {
       if (twin && twin.budgetMs >= job.timeoutMs && twin.deadline <= Date.now() + job.timeoutMs) {
         const joined = Date.now();
         const shared = await joinTwin(job.id, twin, version);
-        if (shared) {
+        if (typeof shared === "object") {
           await send({ type: "result", id: job.id, body: shared.body, rows: shared.rows, shared: true });
           return;
         }
-        // Another version, or the twin's client went away and its run was stopped: this one runs
-        // itself, in the time it has left.
-        startedAt = joined;
-        waited = true;
+        if (shared === "cancelled") {
+          // The twin's client went away and its run was stopped: this one runs itself, in the time it
+          // has left (and has less than its limit: a query that would need all of it joins no later one).
+          startedAt = joined;
+          waited = true;
+        }
+        // Another version: it runs itself as any query does (its twin's refresh was all it waited for).
       }
     }
     let version: string | null = null;
@@ -315,13 +318,14 @@ export async function runQueryProcess(): Promise<number> {
 
   /**
    * The answer of identical query `twin` when its run reads data version
-   * `version` (null: another version, or that query was cancelled, so this one
-   * must run itself); throws at once when this one is cancelled meanwhile.
+   * `version`, else why this one must run itself: its run reads another
+   * version, or it was cancelled. Throws at once when this one is cancelled
+   * meanwhile.
    */
   const joinTwin = (id: number, twin: RunningAnswer, version: string) =>
-    new Promise<{ body: string; rows: number } | null>((resolve, reject) => {
+    new Promise<{ body: string; rows: number } | "another version" | "cancelled">((resolve, reject) => {
       interruptOf(id)(() => reject(new QueryError("the query was cancelled")));
-      twin.version.then((v) => (v === version ? twin.answer.then(resolve, reject) : resolve(null)), reject);
+      twin.version.then((v) => (v === version ? twin.answer.then((a) => resolve(a ?? "cancelled"), reject) : resolve("another version")), reject);
     });
 
   /** The whole formatted answer of a query, within its time limit counted from `startedAt`. */
