@@ -153,6 +153,42 @@ describe("SQL over the log", () => {
       tmp.remove();
     }
   });
+
+  it("stops a query cancelled before DuckDB started it (as it was prepared), rather than run it to its end", async () => {
+    const tmp = await dataDir();
+    const engine = await open(tmp.dir);
+    try {
+      // Cancelled once the view is fresh and before the statement is prepared: DuckDB forgets an
+      // interrupt that comes before its query starts, so the engine must remember it.
+      const sql = "SELECT count(*) AS n FROM range(3000000000) t(i) WHERE i % 7 = 3";
+      for (const whole of [true, false]) {
+        let cancel: (() => void) | undefined;
+        const rows: unknown[] = [];
+        const run = engine.streamRows(sql, { rowLimit: 10, timeoutMs: 120_000, whole, onInterrupt: (f) => { cancel = f; }, onVersion: () => cancel!() }, (_c, r) => { rows.push(...r); });
+        await expect(run).rejects.toThrow("the query was cancelled");
+        expect(rows).toEqual([]);
+      }
+      // The same from query() and a Parquet export, cancelled as their statement is prepared.
+      const cancelSoon = (f: () => void) => queueMicrotask(f);
+      await expect(engine.query(sql, { onInterrupt: cancelSoon })).rejects.toThrow("the query was cancelled");
+      // The pooled connection's next query does not wait for the cancelled one to run to its end.
+      expect((await engine.query("SELECT 1 AS x", { timeoutMs: 3000 })).rows).toEqual([{ x: 1 }]);
+      const exporting = await QueryEngine.open({ logsDir: join(tmp.dir, "logs"), spoolDir: join(tmp.dir, "spool"), tempDir: join(tmp.dir, "tmp", "duckdb"), exportDir: join(tmp.dir, "export") });
+      try {
+        const path = join(exporting.exportDir, "out.parquet");
+        await expect(exporting.exportParquet(sql, path, 120_000, cancelSoon)).rejects.toThrow("the query was cancelled");
+        expect(existsSync(path)).toBe(false);
+        expect((await exporting.query("SELECT 1 AS x", { timeoutMs: 3000 })).rows).toEqual([{ x: 1 }]);
+        // Not cancelled, it writes the file.
+        expect(await exporting.exportParquet("SELECT 42 AS n", path)).toBe(1);
+      } finally {
+        exporting.close();
+      }
+    } finally {
+      engine.close();
+      tmp.remove();
+    }
+  });
 });
 
 describe("POST /api/query", () => {

@@ -1,4 +1,4 @@
-import { DuckDBInstance, JsonDuckDBValueConverter, StatementType, type DuckDBAppender, type DuckDBConnection, type DuckDBPreparedStatement } from "@duckdb/node-api";
+import { DuckDBInstance, DuckDBResultReader, JsonDuckDBValueConverter, StatementType, type DuckDBAppender, type DuckDBConnection, type DuckDBPreparedStatement, type DuckDBResult } from "@duckdb/node-api";
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { segmentNumber, type LoadedSegment } from "../log/compaction.ts";
@@ -656,14 +656,19 @@ export class QueryEngine {
     const rowLimit = opts.rowLimit ?? 100_000;
     return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, { retryVanished: true }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
+      const read = async (statement: DuckDBPreparedStatement) => {
+        const reader = new DuckDBResultReader(await this.begin(conn, statement));
+        await reader.readUntil(rowLimit + 1);
+        return reader;
+      };
       let reader;
       try {
-        reader = await prepared.streamAndReadUntil(rowLimit + 1);
+        reader = await read(prepared);
       } catch (err) {
-        if (!this.rewrites.has(prepared) || interruptedBy(err)) throw err;
+        if (!this.rewrites.has(prepared) || interruptedBy(err) || err instanceof QueryError) throw err;
         // The rewrite failed as it ran (a cast out of range, say): the error is the original's to give, in
         // the SQL as the client wrote it, not the rewritten one's (messages_files, __a0).
-        reader = await (await prepareSelect(conn, sql)).streamAndReadUntil(rowLimit + 1);
+        reader = await read(await prepareSelect(conn, sql));
       }
       if (reader.currentRowCount > rowLimit) throw new QueryError(`the result has more than ${rowLimit} rows; add a LIMIT or aggregate`);
       return { columns: reader.columnNames(), rows: reader.getRowObjectsJson() as Record<string, unknown>[], types: reader.columnTypes().map((t) => t.toString()) };
@@ -699,19 +704,18 @@ export class QueryEngine {
       let rewritten = this.rewrites.has(prepared);
       /** The original's result in place of a rewrite that failed as it ran, before any row went out (as in query()). */
       const original = async (err: unknown) => {
-        if (!rewritten || interruptedBy(err)) throw err;
+        if (!rewritten || interruptedBy(err) || err instanceof QueryError) throw err;
         rewritten = false;
-        return (await prepareSelect(conn, sql)).stream();
+        return this.begin(conn, await prepareSelect(conn, sql));
       };
-      let result = await prepared.stream().catch(original);
+      let result = await this.begin(conn, prepared).catch(original);
       const columns = result.columnNames();
       const types = result.columnTypes().map((t) => t.toString());
       await onChunk(columns, [], types); // the columns are known now, even when no row follows
       let sent = 0;
       for (;;) {
-        // DuckDB forgets an interrupt that comes while none of its work runs (the time limit passing
-        // as the caller took the last chunk): checked here too.
-        this.checkTime(conn);
+        // The time limit may pass, or the client go, as the caller takes the last chunk.
+        this.checkRun(conn);
         let chunk;
         try {
           chunk = await result.fetchChunk();
@@ -742,7 +746,9 @@ export class QueryEngine {
     return this.withConnection(timeoutMs, onInterrupt, { retryVanished: true }, async (conn) => {
       await this.prepare(conn, sql);
       const body = sql.trim().replace(/;\s*$/, "");
-      const r = await conn.runAndReadAll(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd)`);
+      const pending = await conn.start(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd)`);
+      this.checkStarted(conn);
+      const r = await pending.readAll();
       return Number(r.getRows()[0]?.[0] ?? 0);
     });
   }
@@ -770,13 +776,42 @@ export class QueryEngine {
     }
   }
 
-  /** The time limit of the run each connection serves now. */
-  private readonly limits = new WeakMap<DuckDBConnection, RunLimit>();
+  /** The run each connection serves now: its time limit, and whether it was cancelled. */
+  private readonly runs = new WeakMap<DuckDBConnection, { limit: RunLimit; cancelled: boolean }>();
 
-  /** Throws the time limit's error when the run on `conn` is past it. */
-  private checkTime(conn: DuckDBConnection): void {
-    const limit = this.limits.get(conn);
-    if (limit && Date.now() >= limit.deadline) throw new QueryError(tookTooLong(limit.ms));
+  /**
+   * Throws when the run on `conn` was cancelled or is past its time limit.
+   * DuckDB forgets an interrupt that comes while none of its work runs (as a
+   * statement is prepared, or between chunks): checked before each start and
+   * each chunk.
+   */
+  private checkRun(conn: DuckDBConnection): void {
+    const run = this.runs.get(conn);
+    if (!run) return;
+    if (run.cancelled) throw new QueryError("the query was cancelled");
+    if (Date.now() >= run.limit.deadline) throw new QueryError(tookTooLong(run.limit.ms));
+  }
+
+  /** checkRun for a query DuckDB holds as started: one that is not to run is interrupted (else the connection's next query would wait for it to run to its end). */
+  private checkStarted(conn: DuckDBConnection): void {
+    try {
+      this.checkRun(conn);
+    } catch (err) {
+      conn.interrupt();
+      throw err;
+    }
+  }
+
+  /**
+   * Starts `prepared` on `conn` and gives its streamed result. DuckDB's query
+   * exists before the run is checked (checkRun): from then on an interrupt
+   * stops it, where one that came before (as it was prepared) would have been
+   * forgotten and the query run to its end.
+   */
+  private begin(conn: DuckDBConnection, prepared: DuckDBPreparedStatement): Promise<DuckDBResult> {
+    const pending = prepared.startStream();
+    this.checkStarted(conn);
+    return pending.getResult();
   }
 
   /** The log's Parquet file an error message names, if it names one. */
@@ -816,28 +851,27 @@ export class QueryEngine {
       throw new QueryError(`reading the log failed: ${(err as Error).message}`);
     }
     const conn = this.free.pop() ?? await this.db.connect();
-    this.limits.set(conn, limit);
+    const run = { limit, cancelled: false };
+    this.runs.set(conn, run);
     let timedOut = false;
-    let interrupted = false;
     // Only while this run holds the connection: a cancel that comes after (the answer on its way
     // out) must not interrupt the next query the pooled connection runs.
     let holding = true;
     onInterrupt?.(() => {
       if (!holding) return;
-      interrupted = true;
+      run.cancelled = true;
       conn.interrupt();
     });
     const timer = setTimeout(() => { timedOut = true; conn.interrupt(); }, Math.max(0, limit.deadline - Date.now()));
     try {
-      // Cancelled while the spool was read (the interrupt came as it was handed over): DuckDB would
-      // forget an interrupt that comes before its query starts.
-      if (interrupted) throw new QueryError("the query was cancelled");
-      this.checkTime(conn); // its time may have gone on a run before (a retry), or on waiting for an identical query
+      // Cancelled while the spool was read (the interrupt came as it was handed over), or its time gone
+      // on a run before (a retry) or on waiting for an identical query.
+      this.checkRun(conn);
       return await fn(conn);
     } catch (err) {
       if (err instanceof QueryError) throw err;
       if (timedOut) throw new QueryError(tookTooLong(timeoutMs));
-      if (interrupted) throw new QueryError("the query was cancelled");
+      if (run.cancelled) throw new QueryError("the query was cancelled");
       const message = (err as Error).message;
       if (await this.checkFiles(message).catch(() => false)) {
         throw new QueryError(`${message.split("\n")[0]}; that file is unreadable and was moved to quarantine: run the query again`);
@@ -845,7 +879,7 @@ export class QueryEngine {
       throw new QueryError(message);
     } finally {
       holding = false;
-      this.limits.delete(conn);
+      this.runs.delete(conn);
       clearTimeout(timer);
       this.giveBack(conn);
     }
@@ -999,7 +1033,6 @@ export class QueryEngine {
   }
 }
 
-/** The rows of spool table `table` with the view's columns, `node` the SQL of the last one. */
 /** A run's time limit: as told in its error (ms), and when it ends (ms since the epoch). */
 interface RunLimit {
   ms: number;
@@ -1014,6 +1047,7 @@ function tailTable(n: number): string {
   return `${TAIL_DB}.tail_${n}`;
 }
 
+/** The rows of spool table `table` with the view's columns, `node` the SQL of the last one. */
 function spoolRows(table: string, node: string): string {
   return `SELECT make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, CAST(make_timestamp(ts_us) AS DATE) AS date, ${node} FROM ${table}`;
 }
