@@ -867,7 +867,12 @@ export class QueryEngine {
       // Cancelled while the spool was read (the interrupt came as it was handed over), or its time gone
       // on a run before (a retry) or on waiting for an identical query.
       this.checkRun(conn);
-      return await fn(conn);
+      const out = await fn(conn);
+      // DuckDB ends a streamed result it was interrupted in as if it were complete (fetchChunk gives no
+      // chunk, and no error): an answer read to its end by a run that was stopped meanwhile is cut.
+      if (timedOut) throw new QueryError(tookTooLong(timeoutMs));
+      if (run.cancelled) throw new QueryError("the query was cancelled");
+      return out;
     } catch (err) {
       if (err instanceof QueryError) throw err;
       if (timedOut) throw new QueryError(tookTooLong(timeoutMs));
