@@ -129,8 +129,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     limitBytes: () => settings().backpressure_limit_bytes, logger, sent: (m) => hub.countOut(m) });
   hub.onDelivery((m) => followers.deliver(m));
   const udp = new UdpIngest({ hub, settings, port: config.udpPort, host: config.udpHost, extra: config.udp, logger });
+  // The ticker's, once it runs (below): brings an idle box's next tick forward.
+  let wake = () => {};
   const destinations = new Destinations({
-    db: store.db, hub, logger, backoff: opts.backoff,
+    db: store.db, hub, logger, backoff: opts.backoff, started: () => wake(),
     bufferLimit: () => store.settings.relay_buffer_bytes,
     recordMaxBytes: () => store.settings.relay_record_max_bytes,
     silenceMs: () => store.settings.relay_silence_seconds * 1000,
@@ -282,8 +284,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   // Once a second while anything is going on (clients, streams, destinations, UDP traffic, a
   // firing alert); every 10 s on an idle box, so it wakes rarely (alert checks such as disk space
-  // still run, a little later).
+  // still run, a little later). A stream or a destination that starts on an idle box brings the
+  // next tick forward to within a second, so what it is watched for (a silent stream, a destination
+  // down, rejects, slow subscribers) is not up to 10 s late.
   let ticker: ReturnType<typeof setTimeout>;
+  let nextTickAt = 0;
+  const scheduleTick = (ms: number) => {
+    clearTimeout(ticker);
+    nextTickAt = Date.now() + ms;
+    ticker = setTimeout(tick, ms);
+  };
   let datagrams = 0;
   const busy = () => {
     const seen = udp.snapshot().totals.datagrams;
@@ -298,9 +308,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     alerts.tick();
     keepaliveSweep(hub.listStreams().flatMap((s) => [...s.connections]), boot.keepalive_seconds * 1000);
     listener.sweep();
-    ticker = setTimeout(tick, busy() ? 1000 : 10_000);
+    scheduleTick(busy() ? 1000 : 10_000);
   };
-  ticker = setTimeout(tick, 1000);
+  scheduleTick(1000);
+  wake = () => {
+    if (!stopping && nextTickAt - Date.now() > 1000) scheduleTick(1000);
+  };
+  hub.onStreamEvent((e) => {
+    if (e.event === "stream_added") wake();
+  });
   alerts.started();
   const port = server.port!;
   const scheme = tls ? "https" : "http";

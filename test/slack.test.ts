@@ -141,6 +141,15 @@ describe("alert rules", () => {
     expect(down.blocks).toHaveLength(2);
   });
 
+  it("checks what starts on an idle box within a second or two, not at its next 10 s tick", async () => {
+    const srv = await alerting({ alert_destination_down_seconds: 1 }, { backoff: { baseMs: 100, maxMs: 200 } });
+    // Past the first tick, which found nothing going on: the next would be 10 s away.
+    await Bun.sleep(1500);
+    const relayPort = await freeUdpPort();
+    await fetch(`${srv.url}/api/destinations`, { method: "POST", body: JSON.stringify({ id: "0", stream: "spin31", destination: `ws://127.0.0.1:${relayPort}/ws/copy`, token: "" }) });
+    await waitFor(() => texts().some((t) => t.startsWith("Destination 0 disconnected for")), "the down alert of a destination added to an idle box", 6000);
+  });
+
   it("fires when a watched stream goes silent, recovers when it speaks, and holds back a flapping repeat within the cooldown", async () => {
     // A cooldown of an hour, passed by moving the server's clock: nothing ends it early on a loaded machine.
     // A 2 s rule over the engine's 1 s checks: a message always lands inside the window of the check after it, whatever the phase (with 1 s a late check could see it as silent already).
@@ -149,15 +158,15 @@ describe("alert rules", () => {
     const post = () => fetch(`${srv.url}/api/streams/spin30/messages`, { method: "POST", body: "x" });
     await post();
     await waitFor(() => texts().some((t) => t.startsWith("Stream spin30 has been silent")), "the silence alert", 10_000);
-    await post();
-    await waitFor(() => texts().includes("Resolved: Stream spin30 is speaking again"), "the recovery");
+    // Posted on every poll, not once: a check that runs late (a stalled process) then still finds a fresh message.
+    await waitFor(async () => { await post(); return texts().includes("Resolved: Stream spin30 is speaking again"); }, "the recovery");
     // Silent again within the cooldown: recorded, not sent.
     await waitFor(async () => (await (await fetch(`${srv.url}/api/alerts`, { headers: srv.adminHeaders })).json()).alerts.some((a: { state: string; sent: boolean }) => a.state === "firing" && !a.sent), "the held-back repeat", 10_000);
     expect(texts().filter((t) => t.startsWith("Stream spin30 has been silent")).length).toBe(1);
-    await post(); // resolves the held-back one (no all-clear: Slack never heard of it)
     // Counted, not read off the newest record: the stream can fall silent again (a newer held-back record) before a poll on a loaded machine sees it.
     const resolvedSilences = async () => ((await (await fetch(`${srv.url}/api/alerts`, { headers: srv.adminHeaders })).json()).alerts as { rule: string; state: string; sent: boolean }[]).filter((a) => a.rule === "stream_silent" && a.state === "resolved");
-    await waitFor(async () => (await resolvedSilences()).length === 2, "the held-back repeat to resolve", 10_000);
+    // Speaking resolves the held-back one (no all-clear: Slack never heard of it); posted on every poll, as above.
+    await waitFor(async () => { await post(); return (await resolvedSilences()).length === 2; }, "the held-back repeat to resolve", 10_000);
     expect((await resolvedSilences()).map((a) => a.sent).sort()).toEqual([false, true]);
     clock.advance(3600_000);
     // After the cooldown the next silence goes out, saying it was held back.
@@ -214,6 +223,7 @@ describe("Slack never blocks anything", () => {
     expect(await sub.received(500)).toHaveLength(500);
     await waitFor(() => slack.hits.includes("slow"), "a send to the hanging Slack");
     expect((await fetch(`${srv.url}/healthz`)).status).toBe(200);
+    notifier.stop(); // its queue would go on retrying the stopped fake Slack through later tests
   });
 
   it("retries a failing Slack with backoff and delivers in order once it recovers", async () => {

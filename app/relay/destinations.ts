@@ -22,6 +22,8 @@ export interface DestinationsOptions {
   /** Silence (ms) after which a connected remote counts as down. */
   silenceMs?: () => number;
   backoff?: Backoff;
+  /** Told when a destination starts (the hub's ticker, idle until then, checks it within a second). */
+  started?: () => void;
   /** Store and forward (rules with `"resume": true`); without it such rules run as plain ones. */
   resume?: {
     /** Memory, last seqs and the log reader (the subscribers' catch-up). */
@@ -128,6 +130,7 @@ export class Destinations {
   }
 
   private start(rule: DestinationRule): Destination {
+    this.opts.started?.();
     let d: Destination | null = null;
     const onRecordError = (message: string) => {
       d?.status.fail(message);
