@@ -288,6 +288,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   // next tick forward to within a second, so what it is watched for (a silent stream, a destination
   // down, rejects, slow subscribers) is not up to 10 s late.
   let ticker: ReturnType<typeof setTimeout>;
+  let ticking = true; // until stop
   let nextTickAt = 0;
   const scheduleTick = (ms: number) => {
     clearTimeout(ticker);
@@ -312,7 +313,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
   scheduleTick(1000);
   wake = () => {
-    if (!stopping && nextTickAt - Date.now() > 1000) scheduleTick(1000);
+    if (ticking && nextTickAt - Date.now() > 1000) scheduleTick(1000);
   };
   hub.onStreamEvent((e) => {
     if (e.event === "stream_added") wake();
@@ -333,6 +334,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let stopping: Promise<void> | null = null;
   const stop = () =>
     (stopping ??= (async () => {
+      ticking = false;
       clearTimeout(ticker);
       await cluster?.stop();
       await compactor.stop();

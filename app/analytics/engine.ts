@@ -863,6 +863,8 @@ export class QueryEngine {
       conn.interrupt();
     });
     const timer = setTimeout(() => { timedOut = true; conn.interrupt(); }, Math.max(0, limit.deadline - Date.now()));
+    /** Why DuckDB was interrupted in this run, if it was. */
+    const stopped = () => (timedOut ? new QueryError(tookTooLong(timeoutMs)) : run.cancelled ? new QueryError("the query was cancelled") : null);
     try {
       // Cancelled while the spool was read (the interrupt came as it was handed over), or its time gone
       // on a run before (a retry) or on waiting for an identical query.
@@ -870,13 +872,13 @@ export class QueryEngine {
       const out = await fn(conn);
       // DuckDB ends a streamed result it was interrupted in as if it were complete (fetchChunk gives no
       // chunk, and no error): an answer read to its end by a run that was stopped meanwhile is cut.
-      if (timedOut) throw new QueryError(tookTooLong(timeoutMs));
-      if (run.cancelled) throw new QueryError("the query was cancelled");
+      const cut = stopped();
+      if (cut) throw cut;
       return out;
     } catch (err) {
       if (err instanceof QueryError) throw err;
-      if (timedOut) throw new QueryError(tookTooLong(timeoutMs));
-      if (run.cancelled) throw new QueryError("the query was cancelled");
+      const why = stopped();
+      if (why) throw why;
       const message = (err as Error).message;
       if (await this.checkFiles(message).catch(() => false)) {
         throw new QueryError(`${message.split("\n")[0]}; that file is unreadable and was moved to quarantine: run the query again`);
