@@ -54,7 +54,7 @@ async function trial(sy: SwitchyardProcess, stream: string, messages: number) {
 }
 
 /** Writes `rows` log rows over 20 streams and 3 days into the hive layout under `logsDir`, as compaction would. */
-async function generateLog(logsDir: string, rows: number): Promise<void> {
+export async function generateLog(logsDir: string, rows: number): Promise<void> {
   const db = await DuckDBInstance.create(":memory:", { threads: "2", memory_limit: "1GB" });
   const c = await db.connect();
   await c.run(`COPY (

@@ -17,6 +17,7 @@ const BENCHES: Record<string, string> = {
   cluster: "./cluster.ts",
   offload: "./offload.ts",
   compaction: "./compaction.ts",
+  answer: "./answer.ts",
 };
 
 const name = process.argv[2];

@@ -176,6 +176,64 @@ describe("query memory", () => {
   });
 });
 
+describe("a whole answer", () => {
+  it("counts its own size against query_result_mb, keys and quotes included, in each format", async () => {
+    const s = await serveWith({ query_timeout_seconds: 60, query_result_mb: 1 });
+    try {
+      // 30,000 small numbers under a long name: about 1.4 MB as JSON (the name in every row), 200 KB as CSV.
+      const sql = "SELECT i AS a_rather_long_column_name_given_to_a_small_number FROM range(30000) t(i)";
+      const json = await s.ask(sql, "json");
+      const said = await json.text();
+      const csv = await s.ask(sql, "csv");
+      const lines = (await csv.text()).trimEnd().split("\n");
+      expect({ json: json.status, said: said.includes("larger than 1 MB (query_result_mb)"), csv: csv.status, lines: lines.length, last: lines.at(-1) })
+        .toEqual({ json: 400, said: true, csv: 200, lines: 30_001, last: "29999" });
+      // Each under 0.3 MB as DuckDB holds its values, and several MB once written out. JSON and tables are whole answers: refused.
+      const refused: Record<string, string> = {};
+      for (const [name, sql, format] of [
+        ["a list, as JSON", "SELECT [repeat('x', 1000) FOR i IN range(5000)] AS l", "json"],
+        ["a struct, as a table", "SELECT {'a': repeat('x', 4000000)} AS s", "table"],
+        ["control characters, escaped in JSON", "SELECT repeat(chr(1), 900000) AS c", "json"],
+        ["one wide cell, padded in every row of a table", "SELECT CASE WHEN i = 0 THEN repeat('x', 100000) ELSE 'y' END AS c FROM range(200) t(i)", "table"],
+        ["multi-byte characters, in UTF-8", "SELECT repeat('€', 400000) AS e", "json"],
+      ]) {
+        const r = await s.ask(sql!, format);
+        refused[name!] = `${r.status} ${(await r.text()).includes("larger than 1 MB (query_result_mb)")}`;
+      }
+      expect(refused).toEqual({
+        "a list, as JSON": "400 true", "a struct, as a table": "400 true", "control characters, escaped in JSON": "400 true",
+        "one wide cell, padded in every row of a table": "400 true", "multi-byte characters, in UTF-8": "400 true",
+      });
+      // CSV and NDJSON are streamed: what went out stays, and the answer ends with the error line. 400,000 '€' are 1.2 MB.
+      const streamed = await s.ask("SELECT repeat('€', 1000) AS e FROM range(400)", "ndjson");
+      expect((await streamed.text()).trimEnd().split("\n").at(-1)).toContain("larger than 1 MB (query_result_mb)");
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
+  it("gives the same rows in every format over many chunks, quotes, new lines, lists, NULLs and UTF-8 included", async () => {
+    const s = await serveWith({ query_timeout_seconds: 60 });
+    try {
+      const sql = `SELECT i, CASE i % 4 WHEN 0 THEN 'a,"b"' || chr(10) || 'c' WHEN 1 THEN NULL WHEN 2 THEN 'é ✓' ELSE '' END AS s, [i, i + 1] AS l FROM range(5000) t(i) ORDER BY i`;
+      const text = async (format: string) => {
+        const r = await s.ask(sql, format);
+        expect(r.status).toBe(200);
+        return r.text();
+      };
+      const rows = JSON.parse(await text("json")) as Record<string, unknown>[];
+      expect(rows.length).toBe(5000);
+      expect(rows.slice(0, 4)).toEqual([{ i: "0", s: 'a,"b"\nc', l: ["0", "1"] }, { i: "1", s: null, l: ["1", "2"] }, { i: "2", s: "é ✓", l: ["2", "3"] }, { i: "3", s: "", l: ["3", "4"] }]);
+      const { formatResult } = await import("../app/analytics/engine.ts");
+      const columns = ["i", "s", "l"];
+      for (const format of ["csv", "ndjson", "table"] as const) expect({ format, text: await text(format) }).toEqual({ format, text: formatResult({ columns, rows }, format) });
+      expect(await text("json")).toBe(formatResult({ columns, rows }, "json"));
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+});
+
 describe("an idle query process", () => {
   it("exits after query_idle_seconds, giving its memory back, and the next query starts a new one", async () => {
     const { startTestServer } = await import("./support/server.ts");

@@ -209,6 +209,13 @@ describe("POST /api/query", () => {
       expect(escape.status).toBe(400);
       expect((await escape.json()).error.message).toContain("file system operations are disabled");
       expect((await ask({ sql: "SELECT 1", format: "xml" })).status).toBe(400);
+      // Names every object has (inherited) and values that only turn into a format's name are no format either.
+      const odd: Record<string, string> = {};
+      for (const format of ["toString", "__proto__", "constructor", ["json"], ["parquet"], 1]) {
+        const r = await ask({ sql: "SELECT 1", format });
+        odd[JSON.stringify(format)] = `${r.status} ${(await r.text()).includes("allowed: json, ndjson, csv, table, parquet")}`;
+      }
+      expect(odd).toEqual({ '"toString"': "400 true", '"__proto__"': "400 true", '"constructor"': "400 true", '["json"]': "400 true", '["parquet"]': "400 true", "1": "400 true" });
     } finally {
       await srv.close();
     }

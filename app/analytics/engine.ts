@@ -1086,17 +1086,47 @@ async function prepareSelect(conn: DuckDBConnection, sql: string) {
   return prepared;
 }
 
-/** Renders a result as an aligned text table, CSV, a JSON array or NDJSON. */
-export function formatResult(r: QueryResult, format: "table" | "csv" | "json" | "ndjson" | "grid"): string {
-  if (format === "grid") return JSON.stringify({ columns: r.columns, types: r.types ?? [], rows: r.rows.map((row) => r.columns.map((c) => row[c] ?? null)) });
-  const cell = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
-  if (format === "json") return JSON.stringify(r.rows) + "\n";
-  if (format === "ndjson") return r.rows.map((row) => JSON.stringify(row)).join("\n") + (r.rows.length ? "\n" : "");
-  if (format === "csv") {
-    const esc = (s: string) => (/[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s);
-    return [r.columns.map(esc).join(","), ...r.rows.map((row) => r.columns.map((c) => esc(cell(row[c]))).join(","))].join("\n") + "\n";
-  }
-  const widths = r.columns.map((c) => Math.max(c.length, ...r.rows.map((row) => cell(row[c]).length)));
+/** The formats whose answer is its rows' texts joined (formatRow, joinRows): all but the aligned table. */
+export type RowFormat = "csv" | "json" | "ndjson" | "grid";
+
+const cell = (v: unknown) => (v === null || v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));
+const csvField = (s: string) => (/[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s);
+
+/** One row of a result as `format` writes it, without the separator between rows (joinRows puts it). */
+export function formatRow(columns: string[], row: Record<string, unknown>, format: RowFormat): string {
+  if (format === "json" || format === "ndjson") return JSON.stringify(row);
+  if (format === "grid") return JSON.stringify(columns.map((c) => row[c] ?? null));
+  return columns.map((c) => csvField(cell(row[c]))).join(",");
+}
+
+/** What goes between two rows' texts in each format. */
+export const ROW_SEPARATOR: Record<RowFormat, string> = { json: ",", grid: ",", ndjson: "\n", csv: "\n" };
+
+/**
+ * A whole answer from its rows' texts (formatRow), or from runs of them
+ * already joined by ROW_SEPARATOR (none empty): what formatResult gives for
+ * the same rows.
+ */
+export function joinRows(columns: string[], types: string[], rows: string[], format: RowFormat): string {
+  const body = rows.join(ROW_SEPARATOR[format]);
+  if (format === "json") return `[${body}]\n`;
+  if (format === "ndjson") return rows.length ? `${body}\n` : "";
+  if (format === "grid") return `{"columns":${JSON.stringify(columns)},"types":${JSON.stringify(types)},"rows":[${body}]}`;
+  return `${rows.length ? `${columns.map(csvField).join(",")}\n${body}` : columns.map(csvField).join(",")}\n`;
+}
+
+const columnWidths = (r: QueryResult) => r.columns.map((c) => r.rows.reduce((w, row) => Math.max(w, cell(row[c]).length), c.length));
+
+/** The characters of `r` as an aligned table, worked out before it is made: every row is padded to the widest cell of each column. */
+export function tableChars(r: QueryResult): number {
+  const widths = columnWidths(r);
+  return (widths.reduce((a, w) => a + w, 0) + 2 * widths.length) * (r.rows.length + 2) + 24;
+}
+
+/** Renders a result as an aligned text table, CSV, a JSON array, NDJSON or the admin UI's grid. */
+export function formatResult(r: QueryResult, format: RowFormat | "table"): string {
+  if (format !== "table") return joinRows(r.columns, r.types ?? [], r.rows.map((row) => formatRow(r.columns, row, format)), format);
+  const widths = columnWidths(r);
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd();
   return [line(r.columns), line(widths.map((w) => "-".repeat(w))), ...r.rows.map((row) => line(r.columns.map((c) => cell(row[c])))), `(${r.rows.length} row${r.rows.length === 1 ? "" : "s"})`].join("\n") + "\n";
 }

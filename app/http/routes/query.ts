@@ -18,7 +18,7 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const body = await readJsonObject(c.req.raw, '{"sql":"SELECT …","format":"json"}');
     if (typeof body.sql !== "string" || body.sql.trim() === "") throw badRequest("sql: allowed: one SELECT over the view messages", { fields: { sql: "required" } });
     const format = (body.format ?? "json") as keyof typeof FORMATS;
-    if (!(format in FORMATS)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
+    if (typeof format !== "string" || !Object.hasOwn(FORMATS, format)) throw badRequest(`format: ${JSON.stringify(body.format)} is not valid; allowed: ${Object.keys(FORMATS).join(", ")}`, { fields: { format: "not valid" } });
     if (format === "ndjson" || format === "csv") {
       // Streamed: rows go out as DuckDB produces them; a limit hit after the first rows ends the stream with an error line.
       const streamed = await streamQueryInWorker({ sql: body.sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings), signal: c.req.raw.signal });
