@@ -81,6 +81,54 @@ describe("compaction to Parquet", () => {
   });
 });
 
+describe("payloads that do not compress", () => {
+  /** A spool whose first segments (of `segmentBytes`) are filled with random binary payloads of `size` bytes, sealed; their paths and the messages in them. */
+  function randomSpool(dir: string, size: number, segmentBytes: number, segments: number) {
+    const { randomBytes } = require("node:crypto") as typeof import("node:crypto");
+    const spool = Spool.open(dir, { segmentBytes, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+    const t0 = Date.UTC(2026, 10, 23, 12) * 1000;
+    let n = 0;
+    while (Spool.segments(dir).length <= segments) {
+      n++;
+      spool.append({ stream: "blob", ts: t0 + n, seq: n, origin: "t", data: new Uint8Array(randomBytes(size)), size });
+      if (n % 64 === 0) spool.flush();
+    }
+    spool.close();
+    const paths = Spool.segments(dir).slice(0, segments).map((f) => join(dir, f));
+    return { paths, messages: n - 1 };
+  }
+
+  for (const [name, size] of [["1 KiB", 1024], ["1 MiB (the default max_message_bytes)", 1024 * 1024]] as const) {
+    it(`compacts a full default segment (64 MiB) of ${name} random payloads within the default 128 MB, in row groups of at most 8 MB`, async () => {
+      await inTempDir(async (dir) => {
+        const { paths } = randomSpool(join(dir, "spool"), size, 64 * 1024 * 1024, 1);
+        const r = await compactSegments(paths, join(dir, "logs"), { memoryMb: 128 });
+        expect(r.problems).toEqual([]);
+        const meta = await query(`SELECT count(*)::INT AS groups, max(total_compressed_size)::BIGINT AS biggest, sum(row_group_num_rows)::INT AS rows FROM (SELECT DISTINCT file_name, row_group_id, row_group_num_rows, sum(total_compressed_size) OVER (PARTITION BY file_name, row_group_id) AS total_compressed_size FROM parquet_metadata('${dir}/logs/**/*.parquet'))`);
+        expect(meta[0]!.rows).toBe(r.rows);
+        expect(r.rows).toBeGreaterThan(size === 1024 ? 40_000 : 40);
+        expect(Number(meta[0]!.biggest)).toBeLessThan(12 * 1024 * 1024);
+        const seqs = await query(`SELECT min(seq)::INT AS lo, max(seq)::INT AS hi, count(DISTINCT seq)::INT AS n FROM read_parquet('${dir}/logs/**/*.parquet')`);
+        expect(seqs[0]).toEqual({ lo: 1, hi: r.rows, n: r.rows });
+      });
+    });
+  }
+
+  it("merges a closed day of them (four 16 MiB segments of 1 KiB payloads) within 128 MB, rows in (ts, seq) order", async () => {
+    const { mergeClosedPartitions } = await import("../app/log/merge.ts");
+    await inTempDir(async (dir) => {
+      const { paths } = randomSpool(join(dir, "spool"), 1024, 16 * 1024 * 1024, 4);
+      const logsDir = join(dir, "logs");
+      const r = await compactSegments(paths, logsDir, { memoryMb: 128 });
+      expect(r.problems).toEqual([]);
+      expect(await mergeClosedPartitions(logsDir, "2026-11-24", { memoryMb: 128 })).toHaveLength(1);
+      const rows = await query(`SELECT seq::INT AS seq FROM read_parquet('${logsDir}/**/*.parquet')`);
+      expect(rows.length).toBe(r.rows);
+      expect(rows.every((row, i) => row.seq === i + 1)).toBe(true);
+    });
+  });
+});
+
 describe("compaction from the query engine's spool tail", () => {
   /** Every row of the Parquet log under `logsDir`, in (stream, seq) order, with what each file is called. */
   const allRows = (logsDir: string) =>
@@ -452,6 +500,46 @@ describe("the server compacts its log", () => {
         await compactor.stop();
         spool.close();
       }
+    });
+  });
+
+  it("never gives up on a segment that failed for want of disk, permission or memory: it stays in the spool, reported at each run", async () => {
+    const { Compactor, boxFailure } = await import("../app/log/compactor.ts");
+    const { writeFileSync } = await import("node:fs");
+    // The error texts as Node and DuckDB give them: a real ENOSPC (from /dev/full) and others.
+    let enospc = "";
+    try {
+      writeFileSync("/dev/full", "x");
+    } catch (err) {
+      enospc = (err as Error).message;
+    }
+    expect(enospc).toContain("ENOSPC");
+    const box = [enospc, "EROFS: read-only file system, mkdir '/data/logs/.tmp-1'", "EACCES: permission denied, open", "Out of Memory Error: failed to allocate data of size 128.0 MiB (2.0 MiB/122.0 MiB used)", "EMFILE: too many open files"];
+    expect(box.map(boxFailure)).toEqual(box.map(() => true));
+    const own = ["Conversion Error: Could not convert string 'x' to INT64", "ENOTDIR: not a directory, mkdir '/data/logs/stream=spin30'"];
+    expect(own.map(boxFailure)).toEqual(own.map(() => false));
+    await inTempDir(async (dir) => {
+      const spool = Spool.open(join(dir, "spool"), { segmentBytes: 2048, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+      for (let i = 1; Spool.segments(spool.dir).length < 2; i++) spool.append(msg("spin30", i, `{"v":${i},"pad":"${"x".repeat(40)}"}`));
+      const segment = join(spool.dir, Spool.segments(spool.dir)[0]!);
+      const logged: string[] = [];
+      const logger = { ...silentLogger, error: (m: string) => void logged.push(m) };
+      for (const error of [enospc, own[0]!]) {
+        const givenUp: string[][] = [];
+        const compactor = new Compactor({
+          spool, logsDir: join(dir, "logs"), intervalSeconds: () => 3600, retention: () => ({ days: 0, bytes: 0 }), logger, onOutcome: () => {},
+          // The run as compaction would answer it: this segment failed with `error`.
+          inQueryProcess: (job) => {
+            givenUp.push(job.giveUp);
+            return Promise.resolve({ ok: true, result: { segments: 0, rows: 0, files: [], recovered: 0, readFromFile: 0, problems: [{ segment, error }] } });
+          },
+        });
+        for (let run = 0; run < 5; run++) await compactor.runOnce();
+        expect({ error: error.slice(0, 6), givenUp }).toEqual({ error: error.slice(0, 6), givenUp: error === enospc ? [[], [], [], [], []] : [[], [], [], [segment], [segment]] });
+        await compactor.stop();
+      }
+      expect(logged.filter((l) => l.includes("for want of disk")).length).toBe(5);
+      spool.close();
     });
   });
 

@@ -57,6 +57,49 @@ describe("unreadable Parquet files", () => {
     }
   });
 
+  it("moves a valid Parquet file of another table (other columns) to quarantine, dropped in while running or while stopped, and every query goes on", async () => {
+    const { DuckDBInstance } = await import("@duckdb/node-api");
+    const tmp = tempDir();
+    /** A Parquet file of another table, in a folder that sorts before the log's own files (read first, its columns would be the view's). */
+    const foreign = async (name: string, select: string) => {
+      const dir = join(tmp.dir, "logs", "stream=0", `date=${today()}`);
+      mkdirSync(dir, { recursive: true });
+      const db = await DuckDBInstance.create(":memory:");
+      const c = await db.connect();
+      await c.run(`COPY (${select}) TO '${join(dir, name)}' (FORMAT parquet)`);
+      c.closeSync();
+      db.closeSync();
+      return join(tmp.dir, "quarantine", "logs", "stream=0", `date=${today()}`, name);
+    };
+    try {
+      await parquetFor(tmp.dir, "good", today(), 10);
+      let srv = await startTestServer({}, { dataDir: tmp.dir });
+      try {
+        expect(await (await ask(srv, "SELECT stream, count(*) AS n FROM messages GROUP BY 1")).json()).toEqual([{ stream: "good", n: "10" }]);
+        const moved = await foreign("notes.parquet", "SELECT 1 AS id, 'a note' AS note");
+        // Seen at the engine's next listing of the folder (a file dropped in by hand: at most RELIST_MS later).
+        await waitFor(async () => (await ask(srv, "SELECT 1")).ok && existsSync(moved), "the foreign file in quarantine", 30_000);
+        expect(readFileSync(`${moved}.reason.txt`, "utf8")).toContain("not a file of the log: its columns are (id INTEGER, note VARCHAR)");
+        expect(await (await ask(srv, "SELECT stream, count(*) AS n FROM messages GROUP BY 1")).json()).toEqual([{ stream: "good", n: "10" }]);
+        expect((await fetch(`${srv.url}/api/streams/good/messages?source=log&after_seq=0`, { headers: srv.adminHeaders })).status).toBe(200);
+      } finally {
+        await srv.close();
+      }
+      // The same columns under other types, dropped in while the server was stopped.
+      const moved = await foreign("typed.parquet", "SELECT 'yesterday' AS ts, 'one' AS seq, 'o' AS origin, 'text' AS kind, 'x' AS data");
+      srv = await startTestServer({}, { dataDir: tmp.dir });
+      try {
+        const res = await ask(srv, "SELECT stream, count(*) AS n FROM messages GROUP BY 1");
+        expect({ status: res.status, rows: await res.json(), moved: existsSync(moved) }).toEqual({ status: 200, rows: [{ stream: "good", n: "10" }], moved: true });
+        expect(readFileSync(`${moved}.reason.txt`, "utf8")).toContain("not a file of the log: its columns are (ts VARCHAR, seq VARCHAR");
+      } finally {
+        await srv.close();
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+
   it("quarantines a Parquet file whose footer reads but whose data does not, naming it in the error, and the next query works", async () => {
     const tmp = tempDir();
     try {

@@ -2,7 +2,7 @@ import { DuckDBInstance, DuckDBResultReader, JsonDuckDBValueConverter, Statement
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { segmentNumber, type LoadedSegment } from "../log/compaction.ts";
-import { datePartitions, logChangeMark } from "../log/partitions.ts";
+import { datePartitions, logChangeMark, logFileProblem } from "../log/partitions.ts";
 import { quarantineFile, type Quarantined } from "../log/quarantine.ts";
 import { HEADER_BYTES, locateRecord, MAX_BODY_BYTES, scanRecords, type RecordFields } from "../log/record.ts";
 import { LOG_ROW_COLUMNS, LogRowChunks } from "../log/rows.ts";
@@ -605,10 +605,9 @@ export class QueryEngine {
       return false;
     }
     if (this.checked.get(path) === stamp) return true;
-    try {
-      await this.admin.run(`SELECT count(*) FROM parquet_metadata(${q(path)})`);
-    } catch (err) {
-      this.quarantine(path, `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`);
+    const problem = await logFileProblem(this.admin, path);
+    if (problem) {
+      this.quarantine(path, problem);
       return false;
     }
     this.checked.set(path, stamp);

@@ -70,6 +70,16 @@ export interface SegmentProblem {
 const BATCH_ROWS = 100_000;
 
 /**
+ * The COPY options that bound a Parquet file's row groups by rows (BATCH_ROWS)
+ * and by bytes: DuckDB's Parquet writer holds a whole row group in memory, and
+ * 100,000 rows of 1 KiB payloads that do not compress (or 64 of 1 MiB, a full
+ * segment) are a row group of 64-85 MiB, past a 128 MB memory limit. The byte
+ * bound (1/16 of the memory limit, 8 MB at the default) works only in a DuckDB
+ * that does not preserve insertion order (compaction's and the merge's own).
+ */
+export const rowGroupOptions = (memoryMb: number) => `ROW_GROUP_SIZE ${BATCH_ROWS}, ROW_GROUP_SIZE_BYTES '${Math.max(2, Math.floor(memoryMb / 16))}MB'`;
+
+/**
  * Turns sealed spool segments into hive-partitioned Parquet files under
  * `logsDir` (`stream=…/date=YYYY-MM-DD/seg<N>_0_0.parquet`, zstd, row
  * groups of up to 100k rows), oldest segment first, through DuckDB. Columns: ts
@@ -254,7 +264,7 @@ async function compactFile(conn: DuckDBConnection, segment: string, tmp: string,
   chunks.flush();
   appender.closeSync();
   if (inBatch > 0) await write();
-  if (batches > 1) await concatenateBatches(conn, tmp, n);
+  if (batches > 1) await concatenateBatches(conn, tmp, n, memoryMb);
   return { rows, damage };
 }
 
@@ -264,7 +274,7 @@ async function compactFile(conn: DuckDBConnection, segment: string, tmp: string,
  * segment order), so a segment makes one file per partition however many
  * batches it took.
  */
-async function concatenateBatches(conn: DuckDBConnection, tmp: string, n: string): Promise<void> {
+async function concatenateBatches(conn: DuckDBConnection, tmp: string, n: string, memoryMb: number): Promise<void> {
   const byDir = new Map<string, string[]>();
   for (const f of listFiles(tmp).filter((f) => f.endsWith(".parquet"))) {
     const dir = dirname(join(tmp, f));
@@ -274,7 +284,7 @@ async function concatenateBatches(conn: DuckDBConnection, tmp: string, n: string
     if (files.length < 2) continue;
     files.sort((a, b) => batchOf(a) - batchOf(b));
     const list = files.map((f) => `'${f.replaceAll("'", "''")}'`).join(", ");
-    await conn.run(`COPY (SELECT * FROM read_parquet([${list}], hive_partitioning = false)) TO '${join(dir, `seg${n}_all.parquet`).replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${BATCH_ROWS})`);
+    await conn.run(`COPY (SELECT * FROM read_parquet([${list}], hive_partitioning = false)) TO '${join(dir, `seg${n}_all.parquet`).replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd, ${rowGroupOptions(memoryMb)})`);
     for (const f of files) unlinkSync(f);
     renameSync(join(dir, `seg${n}_all.parquet`), join(dir, `seg${n}_0_0.parquet`));
   }

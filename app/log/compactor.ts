@@ -18,6 +18,18 @@ export type CompactionOutcome =
 const RUN_TIMEOUT_MS = 10 * 60_000;
 /** Runs in a row a segment may fail before it is given up on (moved to quarantine). */
 const GIVE_UP_AFTER = 3;
+
+/**
+ * A failure of the box rather than of the segment: a full or read-only disk,
+ * no permission, too many open files, no memory. Such a failure never counts
+ * towards giving a segment up: quarantined, its acknowledged messages would
+ * leave the log's queries (a full disk for three runs took every sealed
+ * segment away). The segment waits in the spool, reported and alerted at each
+ * run, until the box lets it be written.
+ */
+export function boxFailure(error: string): boolean {
+  return /\b(ENOSPC|EDQUOT|EROFS|EACCES|EPERM|EIO|EMFILE|ENFILE|ENOMEM)\b|no space left|disk quota|read-only file system|permission denied|too many open files|out of memory|cannot allocate memory/i.test(error);
+}
 /**
  * Sealed segments waiting that start a run at once rather than at the next
  * interval: under heavy ingest (a 64 MiB segment every few seconds at 100,000
@@ -42,6 +54,8 @@ export class Compactor {
   private stopped = false;
   /** Failed runs in a row, by segment. */
   private readonly failures = new Map<string, number>();
+  /** The last run left a segment it could not write for want of disk, permission or memory (boxFailure). */
+  private boxFailing = false;
   private lastChildRun = 0;
   /** The last run's outcome, and when. */
   last: { at: string; outcome: CompactionOutcome } | null = null;
@@ -81,7 +95,7 @@ export class Compactor {
   sealed(): void {
     setImmediate(() => {
       if (this.stopped || this.running || this.opts.intervalSeconds() <= 0) return;
-      if (this.failures.size > 0 || (this.last && !this.last.outcome.ok)) return;
+      if (this.failures.size > 0 || this.boxFailing || (this.last && !this.last.outcome.ok)) return;
       // Outside any caller: a throw here would end the hub. The interval's run tries again.
       let waiting: number;
       try {
@@ -157,10 +171,14 @@ export class Compactor {
       for (const q of outcome.quarantined ?? []) this.opts.logger.error("log: moved an unreadable Parquet file to quarantine", { file: q.from, to: q.to, reason: q.reason });
       if (outcome.mergeError) this.opts.logger.error("log: merging closed partitions failed", { error: outcome.mergeError });
       const failed = new Set<string>();
+      this.boxFailing = false;
       for (const p of r.problems) {
         if (p.quarantined) {
           this.failures.delete(p.segment);
           this.opts.logger.error("log: moved a spool segment to quarantine", { segment: p.segment, to: p.quarantined, reason: p.error });
+        } else if (boxFailure(p.error)) {
+          this.boxFailing = true;
+          this.opts.logger.error("log compaction failed for a segment, for want of disk, permission or memory; it stays in the spool and is tried again", { segment: p.segment, error: p.error });
         } else {
           failed.add(p.segment);
           this.failures.set(p.segment, (this.failures.get(p.segment) ?? 0) + 1);

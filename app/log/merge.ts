@@ -3,7 +3,8 @@ import { closeSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, 
 import { dirname, join, relative } from "node:path";
 import { OffloadState } from "./offload-state.ts";
 import { quarantineFile, type Quarantined } from "./quarantine.ts";
-import { datePartitions, markLogChanged } from "./partitions.ts";
+import { rowGroupOptions } from "./compaction.ts";
+import { datePartitions, logFileProblem, markLogChanged } from "./partitions.ts";
 
 const MANIFEST = ".merge";
 
@@ -50,19 +51,16 @@ export async function mergeClosedPartitions(logsDir: string, today: string, opts
       // An unreadable file goes to quarantine, so it cannot stop this merge (or retention after it).
       const inputs: string[] = [];
       for (const f of readdirSync(dir).filter((f) => f.endsWith(".parquet") && (!open || isRunFile(f))).sort()) {
-        try {
-          await conn.run(`SELECT count(*) FROM parquet_metadata('${join(dir, f).replaceAll("'", "''")}')`);
-          inputs.push(f);
-        } catch (err) {
-          opts.onQuarantine?.(quarantineFile(dirname(logsDir), join(dir, f), `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`));
-        }
+        const problem = await logFileProblem(conn, join(dir, f));
+        if (problem) opts.onQuarantine?.(quarantineFile(dirname(logsDir), join(dir, f), problem));
+        else inputs.push(f);
       }
       if (inputs.length < 2) continue;
       const output = `merged_${Date.now()}.parquet`;
       const tmp = join(dir, `${output}.tmp`);
       const list = inputs.map((f) => `'${join(dir, f).replaceAll("'", "''")}'`).join(", ");
       try {
-        await conn.run(`COPY (SELECT * FROM read_parquet([${list}], hive_partitioning = false) ORDER BY ts, seq) TO '${tmp.replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 100000)`);
+        await conn.run(`COPY (SELECT * FROM read_parquet([${list}], hive_partitioning = false) ORDER BY ts, seq) TO '${tmp.replaceAll("'", "''")}' (FORMAT parquet, COMPRESSION zstd, ${rowGroupOptions(opts.memoryMb ?? 128)})`);
       } catch (err) {
         rmSync(tmp, { force: true });
         problems.push(`${dir}: ${(err as Error).message.split("\n")[0]}`);

@@ -1,4 +1,5 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import type { DuckDBConnection } from "@duckdb/node-api";
 import { join } from "node:path";
 
 /** One hive partition of the Parquet log: `logsDir/stream=…/date=YYYY-MM-DD`. */
@@ -43,5 +44,25 @@ export function logChangeMark(logsDir: string): string {
     return readFileSync(join(logsDir, CHANGED), "utf8");
   } catch {
     return "";
+  }
+}
+
+/** The columns of every Parquet file of the log, in order, as DuckDB reads them (stream and date are its folders). */
+const LOG_FILE_COLUMNS = "ts TIMESTAMP, seq BIGINT, origin VARCHAR, kind VARCHAR, data VARCHAR";
+
+/**
+ * Why the Parquet file at `path` cannot be part of the log, or null when it
+ * can: it does not read as Parquet (its footer), or its columns are not the
+ * log's (a file of another table dropped into the folder: read first, its
+ * columns would be the view's, and every query would fail to bind).
+ */
+export async function logFileProblem(conn: DuckDBConnection, path: string): Promise<string | null> {
+  const file = `'${path.replaceAll("'", "''")}'`;
+  try {
+    await conn.run(`SELECT count(*) FROM parquet_metadata(${file})`);
+    const columns = (await conn.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${file}, hive_partitioning = false)`)).getRows().map((r) => `${String(r[0])} ${String(r[1])}`).join(", ");
+    return columns === LOG_FILE_COLUMNS ? null : `not a file of the log: its columns are (${columns}), the log's are (${LOG_FILE_COLUMNS})`;
+  } catch (err) {
+    return `unreadable Parquet file: ${(err as Error).message.split("\n")[0]}`;
   }
 }

@@ -22,6 +22,11 @@ export function quarantineFile(dataDir: string, path: string, reason: string): Q
   for (let i = 1; existsSync(to); i++) to = `${base}.${i}`;
   mkdirSync(dirname(to), { recursive: true });
   renameSync(path, to);
-  writeFileSync(`${to}.reason.txt`, `${new Date().toISOString()} ${path}: ${reason}\n`);
+  try {
+    writeFileSync(`${to}.reason.txt`, `${new Date().toISOString()} ${path}: ${reason}\n`);
+  } catch (err) {
+    // Moved already (a full disk refuses the note, not the rename): the caller still reports where it went.
+    return { from: path, to, reason: `${reason} (its .reason.txt could not be written: ${(err as Error).message})` };
+  }
   return { from: path, to, reason };
 }
