@@ -45,3 +45,37 @@ describe("switchyard query --format parquet --output DIR/FILE", () => {
     }
   });
 });
+
+describe("POST /api/query with format parquet", () => {
+  it("stops an export once its file passes query_result_mb (not after writing it whole), and removes what a killed export left", async () => {
+    const { startTestServer } = await import("./support/server.ts");
+    const srv = await startTestServer({ query_result_mb: 1, query_timeout_seconds: 3 });
+    const exportDir = join(srv.dataDir, "tmp", "export");
+    const files = () => (existsSync(exportDir) ? readdirSync(exportDir) : []);
+    const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", headers: srv.adminHeaders, body: JSON.stringify({ sql, format: "parquet" }) });
+    try {
+      // About 400 MB of Parquet if written whole: the file is watched as it grows.
+      let biggest = 0;
+      const { statSync } = await import("node:fs");
+      const watch = setInterval(() => { for (const f of files()) try { biggest = Math.max(biggest, statSync(join(exportDir, f)).size); } catch { /* removed meanwhile */ } }, 20);
+      const big = await ask("SELECT sha256(i::VARCHAR) || sha256((i + 1)::VARCHAR) || sha256((i + 2)::VARCHAR) || sha256((i + 3)::VARCHAR) AS h FROM range(3000000) t(i)");
+      clearInterval(watch);
+      const text = await big.text();
+      expect({ status: big.status, said: text.includes("larger than 1 MB (query_result_mb)"), left: files() }).toEqual({ status: 400, said: true, left: [] });
+      expect(biggest).toBeLessThan(32 * 1024 * 1024);
+      // An export DuckDB cannot interrupt (levenshtein after 200,000 rows): its process is killed with its file half written.
+      const stuck = await ask("SELECT i, CASE WHEN i < 200000 THEN i::VARCHAR ELSE levenshtein(repeat('a', 60000 + (i % 2)::INT), repeat('b', 60000))::VARCHAR END AS v FROM range(300000) t(i)");
+      expect(stuck.status).toBe(400);
+      expect((await stuck.text())).toContain("took longer than 3 s");
+      const left = files();
+      expect(left.length).toBe(1);
+      // The next query process removes it; exports keep working.
+      const ok = await ask("SELECT 42 AS answer");
+      expect(ok.status).toBe(200);
+      expect(Buffer.from(await ok.arrayBuffer()).subarray(0, 4).toString()).toBe("PAR1");
+      expect(files()).toEqual([]);
+    } finally {
+      await srv.close();
+    }
+  });
+});

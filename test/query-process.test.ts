@@ -33,6 +33,24 @@ async function serveWith(settings: Partial<Settings>, env?: Record<string, strin
 
 
 describe("queries that DuckDB cannot stop", () => {
+  it("runs a query that waited for the slot of such a query on a new process, JSON or streamed, rather than failing it with the kill", async () => {
+    const s = await serveWith({ query_timeout_seconds: 2, query_concurrency: 1, query_processes: 1 });
+    try {
+      expect((await s.ask("SELECT 1 AS x")).status).toBe(200);
+      const outcomes: Record<string, string> = {};
+      for (const format of ["json", "ndjson"]) {
+        const slow = s.ask("SELECT levenshtein(repeat('a', 60000), repeat('b', 60000)) AS d", format);
+        await Bun.sleep(300);
+        const waiting = s.ask("SELECT 42 AS answer", format); // queued: the one slot is taken
+        const [a, b] = await Promise.all([slow, waiting]);
+        outcomes[format] = `${a.status} ${(await a.text()).includes("took longer than 2 s")} / ${b.status} ${(await b.text()).trim()}`;
+      }
+      expect(outcomes).toEqual({ json: '400 true / 200 [{"answer":42}]', ndjson: '400 true / 200 {"answer":42}' });
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+  });
+
   it("kills the query process (not the hub) when a query outlives its limit, through /api/query and GET /grafana/json", async () => {
     const s = await serveWith({ query_timeout_seconds: 2 });
     try {

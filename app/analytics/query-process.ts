@@ -8,7 +8,7 @@
  * compaction when the hub sends it a job (see compact-process.ts). It exits
  * when stdin closes (the hub stopped it, or died).
  */
-import { readFileSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { mayGoIdle, setProcessIdle } from "../core/cpu-yield.ts";
 import type { QueryEngine as Engine } from "./engine.ts";
@@ -140,6 +140,37 @@ function send(frame: FromEngine): Promise<void> {
 
 const mb = (bytes: number) => `${Math.round(bytes / 1048576)} MB`;
 
+/** The start of a Parquet export's file name, followed by the pid of the query process writing it. */
+const EXPORT_PREFIX = "export-";
+
+/**
+ * Removes the Parquet exports that query processes no longer running left in
+ * `dir` (a process killed mid-export, for its time limit or its memory, never
+ * removes its file); those of live processes (several may run) stay.
+ */
+function sweepExports(dir: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(/^export-(\d+)-/.exec(name)?.[1] ?? NaN);
+    // Files of the naming before this one carry no pid: left by a process that is gone.
+    if (name.startsWith(EXPORT_PREFIX) && (Number.isNaN(pid) || !alive(pid))) rmSync(join(dir, name), { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
 /** Runs the query process until stdin closes; returns the exit code. */
 export async function runQueryProcess(): Promise<number> {
   // DuckDB loads here: when it cannot (no usable folder for its library, say), the hub hears why.
@@ -242,13 +273,32 @@ export async function runQueryProcess(): Promise<number> {
   const runOne = async (job: Extract<ToEngine, { type: "query" }>) => {
     const onInterrupt = interruptOf(job.id);
     if (job.format === "parquet") {
-      const path = join(engine!.exportDir, `export-${job.id}-${crypto.randomUUID()}.parquet`);
+      // Named after this process: one killed mid-export leaves its file, which the next process removes (sweepExports).
+      const path = join(engine!.exportDir, `${EXPORT_PREFIX}${process.pid}-${job.id}-${crypto.randomUUID()}.parquet`);
+      const tooLarge = () => new QueryError(`the Parquet file is larger than ${mb(resultBytes)} (query_result_mb): select fewer rows or columns`);
+      // The file is watched as DuckDB writes it, and the export stopped once it passes the cap (not written whole first).
+      let interrupt: (() => void) | null = null;
+      let over = false;
+      const watch = setInterval(() => {
+        try {
+          if (statSync(path).size > resultBytes && !over) {
+            over = true;
+            interrupt?.();
+          }
+        } catch { /* not there yet */ }
+      }, 100);
       try {
-        const rows = await engine!.exportParquet(job.sql, path, job.timeoutMs, onInterrupt);
+        const rows = await engine!.exportParquet(job.sql, path, job.timeoutMs, (f) => {
+          interrupt = f;
+          onInterrupt(f);
+        }).catch((err) => {
+          throw over ? tooLarge() : err;
+        });
+        if (over || statSync(path).size > resultBytes) throw tooLarge();
         const bytes = readFileSync(path);
-        if (bytes.length > resultBytes) throw new QueryError(`the Parquet file is larger than ${mb(resultBytes)} (query_result_mb): select fewer rows or columns`);
         await send({ type: "result", id: job.id, base64: bytes.toString("base64"), rows });
       } finally {
+        clearInterval(watch);
         rmSync(path, { force: true });
       }
       return;
@@ -413,6 +463,7 @@ export async function runQueryProcess(): Promise<number> {
       opening = QueryEngine.open({ ...m.dirs, exportDir: join(m.dirs.tempDir, "..", "export") }, (q) => void send({ type: "quarantined", ...q }))
         .then(async (e) => {
           engine = e;
+          sweepExports(e.exportDir);
           await send({ type: "ready" });
           // Between queries, keep reading what the spool gains, so that a query during heavy ingest
           // pays only for the last moment's messages rather than everything since the query before.

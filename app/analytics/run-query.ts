@@ -137,6 +137,9 @@ async function start(job: QueryJob, onGranted?: () => void, gone = job.signal): 
 /** Whole-answer queries waiting for a slot, by everything that decides their answer. */
 const waitingTwins = new Map<string, { reply: Promise<QueryReply>; askers: Askers }>();
 
+/** Why the other queries of a process killed for a query past its time limit failed. */
+const UNINTERRUPTIBLE = (graceMs: number) => `a query went on ${durationText(graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`;
+
 /**
  * Runs a query in the query process (DuckDB never runs in the hub's process)
  * and resolves with its whole formatted answer. A query still going
@@ -194,8 +197,9 @@ async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): 
       resolve(gone.aborted && !r.ok ? GONE : r);
     };
     const limit = setTimeout(() => {
+      // Killed (and so retired) before the slot is freed: a query waiting for a slot must not be given this process.
+      pool.kill(proc, UNINTERRUPTIBLE(pool.limits.graceMs));
       finish({ ok: false, error: tookTooLong(job.timeoutMs), refused: true });
-      pool.kill(proc, `a query went on ${durationText(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
     }, job.timeoutMs + pool.limits.graceMs);
     gone.addEventListener("abort", cancel, { once: true });
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false }, {
@@ -262,8 +266,9 @@ export async function streamQueryInWorker(job: QueryJob & { format: "ndjson" | "
       } catch { /* the reader is gone */ }
     };
     const limit = setTimeout(() => {
+      // Killed before the slot is freed, as in runOne.
+      pool.kill(proc, UNINTERRUPTIBLE(pool.limits.graceMs));
       fail(tookTooLong(job.timeoutMs), true);
-      pool.kill(proc, `a query went on ${durationText(pool.limits.graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`);
     }, job.timeoutMs + pool.limits.graceMs);
     job.signal?.addEventListener("abort", cancel, { once: true });
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: true }, {
