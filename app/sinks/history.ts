@@ -99,13 +99,29 @@ export async function readLogPage(deps: LogReaderDeps, stream: string, afterSeq:
 async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, upTo: number | null, rows: number, opts: LogReadOptions): Promise<Message[]> {
   const params: (string | number)[] = [stream, afterSeq];
   if (upTo !== null) params.push(upTo);
-  const sql = `SELECT ts, seq, origin, kind, data FROM (
-      SELECT epoch_us(ts) AS ts, seq, origin, kind, data, sum(length(data)) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS upto
-      FROM (SELECT * FROM messages WHERE stream = $1 AND seq > $2::BIGINT${upTo !== null ? " AND seq <= $3::BIGINT" : ""} ORDER BY seq LIMIT ${rows}))
-    WHERE upto - length(data) < ${LOG_PAGE_BYTES} ORDER BY seq`;
+  const sql = pageSql(`stream = $1 AND seq > $2::BIGINT${upTo !== null ? " AND seq <= $3::BIGINT" : ""}`, rows, LOG_PAGE_BYTES);
   const out: Message[] = [];
   for await (const r of queryRows(deps, sql, params, rows, opts)) out.push(rowMessage(stream, r as Row));
   return out;
+}
+
+/**
+ * The SQL of one page of a stream's messages from the log: at most `rows` of
+ * those matching `where`, the oldest (or with `newest`, the newest), cut at
+ * about `bytes` of payload (at least one message), oldest first, as columns
+ * ts (µs), seq, origin, kind, data, and `matched`: how many matched up to
+ * `rows`, before the cut (more than the page's rows: it was cut). The page's
+ * edge is worked out from the payloads' lengths alone, and only then are the
+ * payloads read: sorting `rows` whole payloads (up to 10,000 of up to
+ * max_message_bytes) to keep a few MiB of them ran DuckDB out of its memory
+ * for 40 messages of 1 MB.
+ */
+export function pageSql(where: string, rows: number, bytes: number, newest = false): string {
+  const dir = newest ? "DESC" : "";
+  return `WITH lengths AS (SELECT seq, length(data) AS len FROM messages WHERE ${where} ORDER BY seq ${dir} LIMIT ${rows}),
+      edge AS (SELECT ${newest ? "min" : "max"}(seq) AS seq FROM (SELECT seq, len, sum(len) OVER (ORDER BY seq ${dir} ROWS UNBOUNDED PRECEDING) AS upto FROM lengths) WHERE upto - len < ${bytes})
+    SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data, (SELECT count(*) FROM lengths) AS matched FROM messages
+      WHERE ${where} AND seq ${newest ? ">=" : "<="} (SELECT seq FROM edge) ORDER BY seq ${dir} LIMIT ${rows}) ORDER BY seq`;
 }
 
 /**

@@ -8,6 +8,7 @@ import { streamStats } from "../../hub/stream-state.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { EVENTS, MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
 import { envelopeJson, gapJson, parseReplayRequest, parseTime, ReplayParamError, type ReplayRequest } from "../../sinks/replay.ts";
+import { LOG_PAGE_BYTES, pageSql } from "../../sinks/history.ts";
 import { remoteAddress, requireStreamGrant, streamVisibility } from "../stream-access.ts";
 import { clusterWaitProblem, nodeStatus, sharedClusterView, standaloneView } from "../../cluster/status.ts";
 import { VERSION } from "../../version.ts";
@@ -80,6 +81,8 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   if (source === "memory" && inMemory === null) throw notFound(`no messages are kept in memory for stream ${JSON.stringify(name)}; ask source=log for history`);
   let messages: ReturnType<typeof messageJson>[];
   let from: "memory" | "log";
+  /** The log's page was cut at LOG_PAGE_BYTES of payload before `limit` messages (more and next_after_seq go on). */
+  let cut = false;
   if (inMemory !== null && (complete || source === "memory")) {
     messages = inMemory.map(messageJson);
     from = "memory";
@@ -89,13 +92,13 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
     if (since !== undefined) { params.push(since); conditions.push(`ts > make_timestamp($${params.length}::BIGINT)`); }
     if (until !== undefined) { params.push(until); conditions.push(`ts <= make_timestamp($${params.length}::BIGINT)`); }
     if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
-    const select = `SELECT epoch_us(ts) AS ts, seq, origin, kind, data FROM messages WHERE ${conditions.join(" AND ")}`;
     const reply = await runQueryInWorker({
-      sql: forward ? `${select} ORDER BY seq LIMIT ${limit}` : `SELECT * FROM (${select} ORDER BY seq DESC LIMIT ${limit}) ORDER BY seq`,
+      sql: pageSql(conditions.join(" AND "), limit, LOG_PAGE_BYTES, !forward),
       params, format: "json", rowLimit: limit, ...queryLimits(deps.config, deps.store.settings), client: remoteAddress(c), signal: c.req.raw.signal,
     });
     if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : 500), `reading the log failed: ${reply.error}`);
-    const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string }[];
+    const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string; matched: string }[];
+    cut = rows.length > 0 && Number(rows[0]!.matched) > rows.length;
     if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
     messages = rows.map((r) => ({ seq: Number(r.seq), ts: Number(r.ts), time: new Date(Number(r.ts) / 1000).toISOString(), origin: r.origin, kind: r.kind, data: r.data }));
     from = "log";
@@ -105,7 +108,7 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   const first = messages[0]?.seq;
   // A resume point before what is kept: say which seqs are gone (since filters on purpose, so not then).
   const gap = since === undefined && first !== undefined && first > afterSeq + 1 ? { from: afterSeq + 1, to: first - 1 } : undefined;
-  return c.json({ stream: name, source: from, messages, next_after_seq: last, more: messages.length === limit || (until === undefined && last < deps.hub.lastDeliveredSeq(name)), ...(gap ? { gap } : {}) });
+  return c.json({ stream: name, source: from, messages, next_after_seq: last, more: messages.length === limit || cut || (until === undefined && last < deps.hub.lastDeliveredSeq(name)), ...(gap ? { gap } : {}) });
 }
 
 /** A message as the messages endpoints show it (binary as base64). */
