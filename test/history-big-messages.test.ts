@@ -39,6 +39,7 @@ describe("history of 1 MB messages from the log", () => {
         expect(m.data).toBe(body(m.seq));
         seen.push(m.seq);
       }
+      expect((p as { cut?: boolean }).cut).toBe(p.messages.at(-1)!.seq < N ? true : undefined);
       if (!p.more) break;
       expect(p.messages.length).toBeGreaterThan(0);
       expect(p.messages.length).toBeLessThanOrEqual(5);
@@ -47,11 +48,12 @@ describe("history of 1 MB messages from the log", () => {
     expect(seen).toEqual(Array.from({ length: N }, (_, i) => i + 1));
   });
 
-  it("gives the newest that fit for the latest ones (limit 100, and limit 20)", async () => {
+  it("gives the newest that fit for the latest ones (limit 100, and limit 20), saying it cut the answer", async () => {
     for (const limit of [100, 20]) {
       const p = await get(`source=log&limit=${limit}`);
       const seqs = p.messages.map((m) => m.seq);
       expect(seqs.at(-1)).toBe(N);
+      expect((p as { cut?: boolean }).cut).toBe(true);
       expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => N - seqs.length + 1 + i));
       expect(seqs.length).toBeGreaterThanOrEqual(4);
     }

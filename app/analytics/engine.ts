@@ -31,6 +31,12 @@ export interface QueryEngineOptions {
   remote?: { dir: string; files: string[] };
 }
 
+/**
+ * Rows per row group of a Parquet export (5 of DuckDB's vectors). The byte
+ * bound compaction uses needs insertion order off, which queries keep on.
+ */
+const EXPORT_ROW_GROUP = 10_240;
+
 /** One query's answer. */
 export interface QueryResult {
   columns: string[];
@@ -745,7 +751,9 @@ export class QueryEngine {
     return this.withConnection(timeoutMs, onInterrupt, { retryVanished: true }, async (conn) => {
       await this.prepare(conn, sql);
       const body = sql.trim().replace(/;\s*$/, "");
-      const pending = await conn.start(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd)`);
+      // Row groups of EXPORT_ROW_GROUP rows: DuckDB writes nothing of a row group until it is complete, so with
+      // its default (122,880 rows) the export's size cap could not see a file grow, nor stop it, before its end.
+      const pending = await conn.start(`COPY (${body}\n) TO ${q(path)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${EXPORT_ROW_GROUP})`);
       this.checkStarted(conn);
       const r = await pending.readAll();
       return Number(r.getRows()[0]?.[0] ?? 0);

@@ -156,9 +156,11 @@ function sweepExports(dir: string): void {
     return;
   }
   for (const name of names) {
-    const pid = Number(/^export-(\d+)-/.exec(name)?.[1] ?? NaN);
-    // Files of the naming before this one carry no pid: left by a process that is gone.
-    if (name.startsWith(EXPORT_PREFIX) && (Number.isNaN(pid) || !alive(pid))) rmSync(join(dir, name), { force: true });
+    if (!name.startsWith(EXPORT_PREFIX)) continue;
+    // export-<pid>-<query id>-<uuid>.parquet. Any other export- file is of the naming before this one
+    // (export-<query id>-<uuid>, no pid), left by a process of the version before, gone.
+    const pid = Number(/^export-(\d+)-\d+-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.parquet$/.exec(name)?.[1] ?? NaN);
+    if (Number.isNaN(pid) || !alive(pid)) rmSync(join(dir, name), { force: true });
   }
 }
 

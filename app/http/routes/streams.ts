@@ -103,12 +103,12 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
     messages = rows.map((r) => ({ seq: Number(r.seq), ts: Number(r.ts), time: new Date(Number(r.ts) / 1000).toISOString(), origin: r.origin, kind: r.kind, data: r.data }));
     from = "log";
   }
-  if (!forward) return c.json({ stream: name, source: from, messages });
+  if (!forward) return c.json({ stream: name, source: from, messages, ...(cut ? { cut: true } : {}) });
   const last = messages.at(-1)?.seq ?? afterSeq;
   const first = messages[0]?.seq;
   // A resume point before what is kept: say which seqs are gone (since filters on purpose, so not then).
   const gap = since === undefined && first !== undefined && first > afterSeq + 1 ? { from: afterSeq + 1, to: first - 1 } : undefined;
-  return c.json({ stream: name, source: from, messages, next_after_seq: last, more: messages.length === limit || cut || (until === undefined && last < deps.hub.lastDeliveredSeq(name)), ...(gap ? { gap } : {}) });
+  return c.json({ stream: name, source: from, messages, next_after_seq: last, more: messages.length === limit || cut || (until === undefined && last < deps.hub.lastDeliveredSeq(name)), ...(cut ? { cut: true } : {}), ...(gap ? { gap } : {}) });
 }
 
 /** A message as the messages endpoints show it (binary as base64). */
