@@ -435,8 +435,6 @@ export async function runQueryProcess(): Promise<number> {
     return { body, rows: count };
   };
 
-
-
   const handle = async (job: Extract<ToEngine, { type: "query" }>) => {
     const ended = yielding.query(job.timeoutMs);
     try {

@@ -30,6 +30,7 @@ const GIVE_UP_AFTER = 3;
 export function boxFailure(error: string): boolean {
   return /\b(ENOSPC|EDQUOT|EROFS|EACCES|EPERM|EIO|EMFILE|ENFILE|ENOMEM)\b|no space left|disk quota|read-only file system|permission denied|too many open files|out of memory|cannot allocate memory/i.test(error);
 }
+
 /**
  * Sealed segments waiting that start a run at once rather than at the next
  * interval: under heavy ingest (a 64 MiB segment every few seconds at 100,000
