@@ -10,29 +10,17 @@
  *
  *   npm run bench -- answer [--rounds N]
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
 import { generateLog } from "./log.ts";
-import { runClient } from "./support/proc.ts";
+import { peakRssBytes, queryProcesses, runClient } from "./support/proc.ts";
 import { startSwitchyard } from "./support/switchyard-proc.ts";
 
 const BASELINE = join(import.meta.dir, "support", "answer-duckdb.ts");
 const SQL = "SELECT * FROM messages LIMIT 100000";
 const mib = (b: number) => (b / 1048576).toFixed(0);
-const peakOf = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) * 1024;
-
-/** The query process of hub `pid` (the hub's child running `__query-engine`). */
-function queryProcess(pid: number): number {
-  for (const p of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    try {
-      const status = readFileSync(`/proc/${p}/status`, "utf8");
-      if (Number(/PPid:\s+(\d+)/.exec(status)?.[1]) === pid && readFileSync(`/proc/${p}/cmdline`, "utf8").includes("__query-engine")) return Number(p);
-    } catch { /* gone meanwhile */ }
-  }
-  throw new Error("no query process found");
-}
 
 export async function run(args: string[]) {
   const rounds = Number(args[args.indexOf("--rounds") + 1] ?? 0) || 3;
@@ -48,12 +36,13 @@ export async function run(args: string[]) {
         try {
           const ask = (sql: string) => fetch(`${sy.url}/api/query`, { method: "POST", body: JSON.stringify({ sql, format }), headers: sy.adminHeaders });
           await (await ask("SELECT count(*) FROM messages")).text(); // the query process started, DuckDB open and the files read once
-          const qp = queryProcess(sy.pid);
-          const before = { q: peakOf(qp), hub: peakOf(sy.pid) };
+          const [qp] = await queryProcesses(sy.pid);
+          if (!qp) throw new Error("no query process found");
+          const before = { q: peakRssBytes(qp), hub: peakRssBytes(sy.pid) };
           const res = await ask(SQL);
           const body = await res.text();
           if (res.status !== 200) throw new Error(`${res.status} ${body.slice(0, 300)}`);
-          const after = { q: peakOf(qp), hub: peakOf(sy.pid) };
+          const after = { q: peakRssBytes(qp), hub: peakRssBytes(sy.pid) };
           const ratio = (after.q - before.q) / (base.peak - base.before);
           console.log(`| ${round} | ${format} | ${(body.length / 1e6).toFixed(1)} | ${mib(before.q)} / ${mib(after.q)} | ${mib(before.hub)} / ${mib(after.hub)} | ${mib(base.before)} / ${mib(base.peak)} (${(base.bytes / 1e6).toFixed(1)} MB) | ${ratio.toFixed(2)} |`);
         } finally {

@@ -27,7 +27,7 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_SETTINGS } from "../app/config/settings.ts";
-import { cpuSeconds, rssBytes, runClient } from "./support/proc.ts";
+import { cpuSeconds, queryProcesses, rssBytes, runClient } from "./support/proc.ts";
 import { startSwitchyard, type SwitchyardProcess } from "./support/switchyard-proc.ts";
 
 const PUBLISHER = join(import.meta.dir, "support", "publisher.ts");
@@ -118,24 +118,12 @@ async function concurrently(sy: Pick<SwitchyardProcess, "url" | "adminHeaders">,
   return all;
 }
 
-/** The hub's query processes (children running `__query-engine`; compaction runs are left out). */
-async function children(pid: number): Promise<number[]> {
-  try {
-    const all = (await Bun.file(`/proc/${pid}/task/${pid}/children`).text()).trim().split(/\s+/).filter(Boolean).map(Number);
-    const out: number[] = [];
-    for (const c of all) if ((await Bun.file(`/proc/${c}/cmdline`).text().catch(() => "")).includes("__query-engine")) out.push(c);
-    return out;
-  } catch {
-    return [];
-  }
-}
-
 /** Samples the RSS of the hub and of its children every 50 ms until stopped; returns the peaks. */
 function rssSampler(pid: number) {
   const peak = { hub: 0, query: 0 };
   const t = setInterval(async () => {
     peak.hub = Math.max(peak.hub, await rssBytes(pid));
-    for (const c of await children(pid)) peak.query = Math.max(peak.query, (await rssBytes(c).catch(() => 0)) || 0);
+    for (const c of await queryProcesses(pid)) peak.query = Math.max(peak.query, (await rssBytes(c).catch(() => 0)) || 0);
   }, 50);
   return { peak, stop: () => clearInterval(t) };
 }
@@ -252,7 +240,7 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
       const f = (await Bun.file("/proc/stat").text()).split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
       return { busy: f.reduce((a, b) => a + b, 0) - f[3]! - f[4]!, all: f.reduce((a, b) => a + b, 0) };
     };
-    const [queryPid] = await children(q.pid);
+    const [queryPid] = await queryProcesses(q.pid);
     const cpuBefore = { hub: await cpuSeconds(q.pid), query: queryPid ? await cpuSeconds(queryPid) : NaN, machine: await machineBusy(), at: performance.now() };
     const ingestRate = 100_000;
     const ingestMessages = quick ? 1_500_000 : 3_000_000;
@@ -338,7 +326,7 @@ async function queryBench(dataDir: string, rows: number, runs: number, quick: bo
     const underHub = sampler.peak.hub, underQuery = sampler.peak.query;
     // Idle exit: the query process goes after query_idle_seconds; the next query starts it again.
     await Bun.sleep((idleSeconds + 3) * 1000);
-    const left = await children(q.pid);
+    const left = await queryProcesses(q.pid);
     const afterHub = await rssBytes(q.pid);
     const restart = await timeQuery(q, queries[0]!.sql);
     const warmAgain = await timeQuery(q, queries[0]!.sql);

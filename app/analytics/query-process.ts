@@ -11,6 +11,7 @@
 import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { mayGoIdle, setProcessIdle } from "../core/cpu-yield.ts";
+import { processAlive } from "../core/self-process.ts";
 import type { QueryEngine as Engine } from "./engine.ts";
 import { encodeFrame, readFrames } from "./frames.ts";
 import { tookTooLong, type FromEngine, type ToEngine } from "./protocol.ts";
@@ -160,16 +161,7 @@ function sweepExports(dir: string): void {
     // export-<pid>-<query id>-<uuid>.parquet. Any other export- file is of the naming before this one
     // (export-<query id>-<uuid>, no pid), left by a process of the version before, gone.
     const pid = Number(/^export-(\d+)-\d+-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.parquet$/.exec(name)?.[1] ?? NaN);
-    if (Number.isNaN(pid) || !alive(pid)) rmSync(join(dir, name), { force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if (Number.isNaN(pid) || !processAlive(pid)) rmSync(join(dir, name), { force: true });
   }
 }
 

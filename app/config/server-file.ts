@@ -1,5 +1,6 @@
 import { readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { processAlive } from "../core/self-process.ts";
 
 /**
  * DATA_DIR/server.json says where the server of a data dir answers, so the CLI
@@ -50,13 +51,7 @@ export function readServerFile(dataDir: string): ServerFile | null {
 export function runningServer(dataDir: string): ServerFile | null {
   const f = readServerFile(dataDir);
   if (!f) return null;
-  try {
-    process.kill(f.pid, 0);
-  } catch (err) {
-    // EPERM: it runs, as another user. ESRCH: it is gone.
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return null;
-  }
-  return f;
+  return processAlive(f.pid) ? f : null;
 }
 
 /** Removes the server file at stop, when it is still this process's. */

@@ -57,3 +57,13 @@ export function runInBackground(pid: number): void {
     // not permitted (or no /proc): the kernel judges it by size alone
   }
 }
+
+/** True while process `pid` runs (EPERM: it runs, as another user; ESRCH: it is gone). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

@@ -119,8 +119,8 @@ async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, 
 export function pageSql(where: string, rows: number, bytes: number, newest = false): string {
   const dir = newest ? "DESC" : "";
   return `WITH lengths AS (SELECT seq, length(data) AS len FROM messages WHERE ${where} ORDER BY seq ${dir} LIMIT ${rows}),
-      edge AS (SELECT ${newest ? "min" : "max"}(seq) AS seq FROM (SELECT seq, len, sum(len) OVER (ORDER BY seq ${dir} ROWS UNBOUNDED PRECEDING) AS upto FROM lengths) WHERE upto - len < ${bytes})
-    SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data, (SELECT count(*) FROM lengths) AS matched FROM messages
+      edge AS (SELECT ${newest ? "min" : "max"}(seq) FILTER (WHERE upto - len < ${bytes}) AS seq, count(*) AS matched FROM (SELECT seq, len, sum(len) OVER (ORDER BY seq ${dir} ROWS UNBOUNDED PRECEDING) AS upto FROM lengths))
+    SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data, (SELECT matched FROM edge) AS matched FROM messages
       WHERE ${where} AND seq ${newest ? ">=" : "<="} (SELECT seq FROM edge) ORDER BY seq ${dir} LIMIT ${rows}) ORDER BY seq`;
 }
 

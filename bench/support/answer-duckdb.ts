@@ -6,10 +6,9 @@
  * length and the process's peak RSS (VmHWM) before and after the query.
  */
 import { DuckDBInstance } from "@duckdb/node-api";
-import { readFileSync } from "node:fs";
+import { peakRssBytes as peak } from "./proc.ts";
 
 const { logsDir, sql, threads, memoryMb } = JSON.parse(process.argv[2]!) as { logsDir: string; sql: string; threads: number; memoryMb: number };
-const peak = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
 const db = await DuckDBInstance.create(":memory:", { threads: String(threads), memory_limit: `${memoryMb}MB` });
 const conn = await db.connect();
 await conn.run(`CREATE VIEW messages AS SELECT ts, stream, seq, origin, kind, data, date FROM read_parquet('${logsDir}/stream=*/date=*/*.parquet', hive_partitioning = true, hive_types = {'date': DATE, 'stream': VARCHAR})`);

@@ -1,10 +1,28 @@
 import type { Subprocess } from "bun";
+import { readFileSync } from "node:fs";
 
 /** Resident set size of a process in bytes, from /proc (Linux). */
 export async function rssBytes(pid: number): Promise<number> {
   const status = await Bun.file(`/proc/${pid}/status`).text();
   const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
   return kb ? Number(kb) * 1024 : NaN;
+}
+
+/** Peak resident set size of a process in bytes (VmHWM), from /proc (Linux): `pid`, or this process. */
+export function peakRssBytes(pid: number | "self" = "self"): number {
+  return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) * 1024;
+}
+
+/** A Switchyard hub's query processes (its children running `__query-engine`; compaction runs are left out). */
+export async function queryProcesses(pid: number): Promise<number[]> {
+  try {
+    const all = (await Bun.file(`/proc/${pid}/task/${pid}/children`).text()).trim().split(/\s+/).filter(Boolean).map(Number);
+    const out: number[] = [];
+    for (const c of all) if ((await Bun.file(`/proc/${c}/cmdline`).text().catch(() => "")).includes("__query-engine")) out.push(c);
+    return out;
+  } catch {
+    return [];
+  }
 }
 
 /** Reads a child's stdout until `pattern` matches and returns the first group. */
