@@ -391,6 +391,46 @@ describe("compaction from the query engine's spool tail", () => {
       }
     });
   });
+
+  it("writes a big segment of one stream from the engine's table without spilling the engine's memory to disk", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { readdirSync, statSync } = await import("node:fs");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      const logsDir = join(dir, "logs");
+      const tmp = join(dir, "tmp");
+      // 450,000 messages of one stream and day in one segment, as a busy publisher leaves one.
+      const spool = Spool.open(spoolDir, { segmentBytes: 1 << 30, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger });
+      const rows = 450_000;
+      for (let i = 1; i <= rows; i++) {
+        spool.append(msg("ingest", i, `{"n":${i},"pad":"${"x".repeat(60)}"}`));
+        if (i % 5_000 === 0) spool.flush();
+      }
+      spool.close();
+      const [segment] = Spool.segments(spoolDir).map((f) => join(spoolDir, f));
+      // The COPY shares the engine's memory limit (the default, 128 MB): DuckDB's default partition buffer
+      // (524,288 rows) held every row of the segment beside its table, and spilled 47 MB to the temp folder.
+      const engine = await QueryEngine.open({ logsDir, spoolDir, tempDir: tmp, memoryLimit: "128MB" });
+      try {
+        let spilled = 0;
+        let copying = true;
+        const watch = (async () => {
+          while (copying) {
+            for (const f of readdirSync(tmp)) spilled = Math.max(spilled, statSync(join(tmp, f), { throwIfNoEntry: false })?.size ?? 0);
+            await Bun.sleep(2);
+          }
+        })();
+        const r = await compactSegments([segment!], logsDir, { loaded: (s) => engine.loadedSegment(s) }).finally(() => { copying = false; });
+        await watch;
+        expect(r).toMatchObject({ segments: 1, rows, readFromFile: 0, problems: [] });
+        expect(spilled).toBe(0);
+        const [row] = await query(`SELECT count(*)::INT AS n, count(DISTINCT seq)::INT AS d FROM read_parquet('${logsDir}/**/*.parquet')`);
+        expect(row).toEqual({ n: rows, d: rows });
+      } finally {
+        engine.close();
+      }
+    });
+  });
 });
 
 describe("the server compacts its log", () => {
