@@ -92,3 +92,113 @@ describe("history of 1 MB messages from the log", () => {
     expect({ events, error }).toEqual({ events: N, error: "" });
   });
 });
+
+// query_result_mb at its least (1): a page of the log must fit one answer, whatever the messages' sizes.
+// Pages of 4 MiB of payload, or 10,000 small rows (1.2 MB as JSON), failed every read and replay.
+describe("history from the log with query_result_mb 1", () => {
+  let small: TestServer;
+  const MID = 12;
+  const mid = (i: number) => `${String(i).padStart(4, "0")}${"z".repeat(300_000)}`;
+  const TINY = 10_000;
+  beforeAll(async () => {
+    // None kept in memory: every read and replay comes from the log.
+    small = await startTestServer({ query_result_mb: 1, recent_messages_per_stream: 0 });
+    for (let i = 1; i <= MID; i++) {
+      const r = await fetch(`${small.url}/api/streams/mid/messages`, { method: "POST", body: mid(i), headers: { ...small.adminHeaders, "Content-Type": "text/plain" } });
+      expect(r.status).toBeLessThan(300);
+    }
+    const ws = new WebSocket(small.wsUrl("tiny"));
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+    for (let i = 1; i <= TINY; i++) ws.send(`t${i}`);
+    const until = Date.now() + 30_000;
+    for (;;) {
+      const s = (await (await fetch(`${small.url}/api/streams/tiny`, { headers: small.adminHeaders })).json()) as { messages_in: number };
+      if (s.messages_in >= TINY || Date.now() > until) break;
+      await Bun.sleep(50);
+    }
+    ws.close();
+    // One message whose JSON alone is past 1 MB: 200,000 control characters, 6 bytes each (\u0001).
+    const r = await fetch(`${small.url}/api/streams/ctl/messages`, { method: "POST", body: "\u0001".repeat(200_000), headers: { ...small.adminHeaders, "Content-Type": "text/plain" } });
+    expect(r.status).toBeLessThan(300);
+  });
+  afterAll(async () => {
+    await small.close();
+  });
+
+  const pageThrough = async (stream: string, limit: number) => {
+    const seen: number[] = [];
+    let after = 0;
+    for (let page = 0; page < 200; page++) {
+      const r = await fetch(`${small.url}/api/streams/${stream}/messages?source=log&after_seq=${after}&limit=${limit}`, { headers: small.adminHeaders });
+      const text = await r.text();
+      expect(`${r.status} ${text.slice(0, 200)}`).toStartWith("200 ");
+      const p = JSON.parse(text) as Page;
+      seen.push(...p.messages.map((m) => m.seq));
+      if (!p.more) break;
+      after = p.next_after_seq!;
+    }
+    return seen;
+  };
+
+  it("pages through big and small messages with after_seq, each once", async () => {
+    expect(await pageThrough("mid", 100)).toEqual(Array.from({ length: MID }, (_, i) => i + 1));
+    expect(await pageThrough("tiny", 10_000)).toEqual(Array.from({ length: TINY }, (_, i) => i + 1));
+  });
+
+  it("gives the latest that fit, saying it cut the answer", async () => {
+    for (const stream of ["mid", "tiny"]) {
+      const r = await fetch(`${small.url}/api/streams/${stream}/messages?source=log&limit=10000`, { headers: small.adminHeaders });
+      const text = await r.text();
+      expect(`${r.status} ${text.slice(0, 200)}`).toStartWith("200 ");
+      const p = JSON.parse(text) as Page & { cut?: boolean };
+      expect(p.cut).toBe(true);
+      expect(p.messages.at(-1)!.seq).toBe(stream === "mid" ? MID : TINY);
+    }
+  });
+
+  it("replays both to websocket subscribers from after_seq=0", async () => {
+    for (const [stream, n] of [["mid", MID], ["tiny", TINY]] as const) {
+      const ws = new WebSocket(small.wsUrl(stream, "after_seq=0"));
+      let got = 0;
+      let closed = "";
+      ws.onmessage = () => void got++;
+      ws.onclose = (e) => { closed = `${e.code} ${e.reason}`; };
+      const until = Date.now() + 60_000;
+      while (got < n && !closed && Date.now() < until) await Bun.sleep(50);
+      ws.close();
+      expect({ stream, got, closed }).toEqual({ stream, got: n, closed: "" });
+    }
+  });
+
+  it("says a message too big for one answer needs a larger query_result_mb, over HTTP and to a replaying subscriber", async () => {
+    const r = await fetch(`${small.url}/api/streams/ctl/messages?source=log&after_seq=0`, { headers: small.adminHeaders });
+    expect(r.status).toBe(500);
+    expect(((await r.json()) as { error: { message: string } }).error.message).toBe("reading the log failed: a message there is larger than one answer may be (query_result_mb 1); raise query_result_mb to read it");
+    const ws = new WebSocket(small.wsUrl("ctl", "after_seq=0"));
+    const closed = await new Promise<string>((resolve) => { ws.onclose = (e) => resolve(`${e.code} ${e.reason}`); });
+    expect(closed).toStartWith("1011 reading the log failed: a message there is larger than one answer may be (query_result_mb 1)");
+  });
+});
+
+describe("recent messages from memory", () => {
+  it("come in pages of a log page's size too: the newest that fit, or the oldest after after_seq, saying so", async () => {
+    // Memory set to hold all 40 messages of 1 MB of the stream (64 MiB): an answer of all of them was 40 MB.
+    const mem = await startTestServer({ recent_bytes_per_stream: 64 * 1024 * 1024 });
+    try {
+      for (let i = 1; i <= N; i++) {
+        const r = await fetch(`${mem.url}/api/streams/big/messages`, { method: "POST", body: body(i), headers: { ...mem.adminHeaders, "Content-Type": "text/plain" } });
+        expect(r.status).toBeLessThan(300);
+      }
+      const get = async (qs: string) => (await (await fetch(`${mem.url}/api/streams/big/messages?${qs}`, { headers: mem.adminHeaders })).json()) as Page & { source: string; cut?: boolean };
+      const latest = await get("source=memory&limit=100");
+      expect({ source: latest.source, cut: latest.cut, seqs: latest.messages.map((m) => m.seq) }).toEqual({ source: "memory", cut: true, seqs: [37, 38, 39, 40] });
+      const first = await get("after_seq=0&limit=100");
+      expect({ source: first.source, cut: first.cut, more: first.more, next: first.next_after_seq }).toEqual({ source: "memory", cut: true, more: true, next: 4 });
+      expect(first.messages.map((m) => m.data)).toEqual([1, 2, 3, 4].map(body));
+      const all = await get("source=memory&limit=3");
+      expect({ cut: all.cut, seqs: all.messages.map((m) => m.seq) }).toEqual({ cut: undefined, seqs: [38, 39, 40] });
+    } finally {
+      await mem.close();
+    }
+  });
+});

@@ -42,5 +42,10 @@ export function durationText(ms: number): string {
 
 /** What a query stopped at its time limit of `timeoutMs` is told, by the hub or its query process. */
 export function tookTooLong(timeoutMs: number): string {
-  return `the query took longer than ${durationText(timeoutMs)} and was stopped`;
+  return `${TOOK_TOO_LONG} ${durationText(timeoutMs)} and was stopped`;
 }
+
+const TOOK_TOO_LONG = "the query took longer than";
+
+/** True when a query's error is that it ran past its time limit (tookTooLong). */
+export const timedOut = (error: string) => error.startsWith(TOOK_TOO_LONG);

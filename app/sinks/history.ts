@@ -50,7 +50,7 @@ export async function* queryRows(deps: LogReaderDeps, sql: string, params: (stri
         continue;
       }
       if (opts.stopped?.()) return;
-      throw new LogReadError(`reading the log failed: ${reply.error}`);
+      throw new LogReadError(logReadProblem(reply.error, deps.settings()));
     }
     const reader = reply.body.getReader();
     const decoder = new TextDecoder();
@@ -65,7 +65,7 @@ export async function* queryRows(deps: LogReaderDeps, sql: string, params: (stri
         for (const line of lines) {
           if (line === "") continue;
           const row = JSON.parse(line) as Record<string, unknown>;
-          if (typeof row.error === "string" && row.seq === undefined) throw new LogReadError(`reading the log failed: ${row.error}`);
+          if (typeof row.error === "string" && row.seq === undefined) throw new LogReadError(logReadProblem(row.error, deps.settings()));
           yield row;
           if (opts.stopped?.()) return;
         }
@@ -79,6 +79,30 @@ export async function* queryRows(deps: LogReaderDeps, sql: string, params: (stri
 
 /** Most payload text one log page gathers (at least one message is always read). */
 export const LOG_PAGE_BYTES = 4 * 1024 * 1024;
+/** What a row of a page counts besides its payload and origin: its other fields and their names as JSON. */
+export const ROW_COST = 100;
+
+/**
+ * The payload one log page may gather under `settings`: LOG_PAGE_BYTES, or less
+ * where query_result_mb would not hold that much: an eighth of it, for a
+ * payload's characters may take up to 6 bytes each in the answer's JSON
+ * (\u0001). A page of 4 MiB, or of 10,000 small messages (1.2 MB as JSON),
+ * failed every read and replay at query_result_mb 1.
+ */
+export function logPageBytes(settings: Settings): number {
+  return Math.min(LOG_PAGE_BYTES, Math.floor((settings.query_result_mb * 1048576) / 8));
+}
+
+/**
+ * Why reading the log failed, for its reader: a message whose answer alone is
+ * past query_result_mb (a page always holds one) cannot be read back at that
+ * setting; the query's own words (select fewer columns, add a LIMIT) do not
+ * apply to a page of history.
+ */
+export function logReadProblem(error: string, settings: Settings): string {
+  if (!error.includes("(query_result_mb)")) return `reading the log failed: ${error}`;
+  return `reading the log failed: a message there is larger than one answer may be (query_result_mb ${settings.query_result_mb}); raise query_result_mb to read it`;
+}
 
 /**
  * One page of a stream's history from the durable log (Parquet and the spool not
@@ -99,7 +123,7 @@ export async function readLogPage(deps: LogReaderDeps, stream: string, afterSeq:
 async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, upTo: number | null, rows: number, opts: LogReadOptions): Promise<Message[]> {
   const params: (string | number)[] = [stream, afterSeq];
   if (upTo !== null) params.push(upTo);
-  const sql = pageSql(`stream = $1 AND seq > $2::BIGINT${upTo !== null ? " AND seq <= $3::BIGINT" : ""}`, rows, LOG_PAGE_BYTES);
+  const sql = pageSql(`stream = $1 AND seq > $2::BIGINT${upTo !== null ? " AND seq <= $3::BIGINT" : ""}`, rows, logPageBytes(deps.settings()));
   const out: Message[] = [];
   for await (const r of queryRows(deps, sql, params, rows, opts)) out.push(rowMessage(stream, r as Row));
   return out;
@@ -108,7 +132,8 @@ async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, 
 /**
  * The SQL of one page of a stream's messages from the log: at most `rows` of
  * those matching `where`, the oldest (or with `newest`, the newest), cut at
- * about `bytes` of payload (at least one message), oldest first, as columns
+ * about `bytes` of payload (at least one message; each message counts its
+ * origin and ROW_COST too), oldest first, as columns
  * ts (µs), seq, origin, kind, data, and `matched`: how many matched up to
  * `rows`, before the cut (more than the page's rows: it was cut). The page's
  * edge is worked out from the payloads' lengths alone, and only then are the
@@ -118,7 +143,7 @@ async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, 
  */
 export function pageSql(where: string, rows: number, bytes: number, newest = false): string {
   const dir = newest ? "DESC" : "";
-  return `WITH lengths AS (SELECT seq, length(data) AS len FROM messages WHERE ${where} ORDER BY seq ${dir} LIMIT ${rows}),
+  return `WITH lengths AS (SELECT seq, length(data) + length(origin) + ${ROW_COST} AS len FROM messages WHERE ${where} ORDER BY seq ${dir} LIMIT ${rows}),
       edge AS (SELECT ${newest ? "min" : "max"}(seq) FILTER (WHERE upto - len < ${bytes}) AS seq, count(*) AS matched FROM (SELECT seq, len, sum(len) OVER (ORDER BY seq ${dir} ROWS UNBOUNDED PRECEDING) AS upto FROM lengths))
     SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data, (SELECT matched FROM edge) AS matched FROM messages
       WHERE ${where} AND seq ${newest ? ">=" : "<="} (SELECT seq FROM edge) ORDER BY seq ${dir} LIMIT ${rows}) ORDER BY seq`;

@@ -1,6 +1,7 @@
 import type { Context, Hono } from "hono";
 import { AppError, badRequest, notFound } from "../../core/errors.ts";
 import { queryLimits } from "../../analytics/limits.ts";
+import { timedOut } from "../../analytics/protocol.ts";
 import { runQueryInWorker } from "../../analytics/run-query.ts";
 import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
@@ -8,7 +9,7 @@ import { streamStats } from "../../hub/stream-state.ts";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { EVENTS, MESSAGES, PREFIX, streamFromPath } from "../stream-path.ts";
 import { envelopeJson, gapJson, parseReplayRequest, parseTime, ReplayParamError, type ReplayRequest } from "../../sinks/replay.ts";
-import { LOG_PAGE_BYTES, pageSql } from "../../sinks/history.ts";
+import { logPageBytes, logReadProblem, pageSql, ROW_COST } from "../../sinks/history.ts";
 import { remoteAddress, requireStreamGrant, streamVisibility } from "../stream-access.ts";
 import { clusterWaitProblem, nodeStatus, sharedClusterView, standaloneView } from "../../cluster/status.ts";
 import { VERSION } from "../../version.ts";
@@ -81,10 +82,14 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   if (source === "memory" && inMemory === null) throw notFound(`no messages are kept in memory for stream ${JSON.stringify(name)}; ask source=log for history`);
   let messages: ReturnType<typeof messageJson>[];
   let from: "memory" | "log";
-  /** The log's page was cut at LOG_PAGE_BYTES of payload before `limit` messages (more and next_after_seq go on). */
+  /** The log's page was cut at logPageBytes of payload before `limit` messages (more and next_after_seq go on). */
   let cut = false;
   if (inMemory !== null && (complete || source === "memory")) {
     messages = inMemory.map(messageJson);
+    // Memory's answer keeps to a log page's size too: the oldest that fit with after_seq, else the newest.
+    const fit = pageFit(messages, logPageBytes(deps.store.settings), forward);
+    cut = fit.length < messages.length;
+    messages = fit;
     from = "memory";
   } else {
     const conditions = ["stream = $1"];
@@ -93,10 +98,15 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
     if (until !== undefined) { params.push(until); conditions.push(`ts <= make_timestamp($${params.length}::BIGINT)`); }
     if (afterSeq !== undefined) { params.push(afterSeq); conditions.push(`seq > $${params.length}::BIGINT`); }
     const reply = await runQueryInWorker({
-      sql: pageSql(conditions.join(" AND "), limit, LOG_PAGE_BYTES, !forward),
+      sql: pageSql(conditions.join(" AND "), limit, logPageBytes(deps.store.settings), !forward),
       params, format: "json", rowLimit: limit, ...queryLimits(deps.config, deps.store.settings), client: remoteAddress(c), signal: c.req.raw.signal,
     });
-    if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : 500), `reading the log failed: ${reply.error}`);
+    // The SQL is the server's, not the client's: a query past its time limit is a timeout (504, with what
+    // to narrow), anything else the server's to fix (500), never a bad request.
+    if (!reply.ok) {
+      const late = timedOut(reply.error);
+      throw new AppError(reply.status ?? (reply.busy ? 503 : late ? 504 : 500), late ? `reading the log failed: ${reply.error}; ask for fewer messages (limit) or a narrower range (since, until, after_seq)` : logReadProblem(reply.error, deps.store.settings));
+    }
     const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string; matched: string }[];
     cut = rows.length > 0 && Number(rows[0]!.matched) > rows.length;
     if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
@@ -109,6 +119,22 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
   // A resume point before what is kept: say which seqs are gone (since filters on purpose, so not then).
   const gap = since === undefined && first !== undefined && first > afterSeq + 1 ? { from: afterSeq + 1, to: first - 1 } : undefined;
   return c.json({ stream: name, source: from, messages, next_after_seq: last, more: messages.length === limit || cut || (until === undefined && last < deps.hub.lastDeliveredSeq(name)), ...(cut ? { cut: true } : {}), ...(gap ? { gap } : {}) });
+}
+
+/**
+ * The first of `messages` (with `oldestFirst`, else the last) that start
+ * within `bytes` of payload, origin and ROW_COST each (at least one), as a log
+ * page counts them (pageSql).
+ */
+function pageFit<T extends { origin: string; data: string }>(messages: T[], bytes: number, oldestFirst: boolean): T[] {
+  let used = 0;
+  const n = messages.length;
+  for (let i = 0; i < n; i++) {
+    if (i > 0 && used >= bytes) return oldestFirst ? messages.slice(0, i) : messages.slice(n - i);
+    const m = messages[oldestFirst ? i : n - 1 - i]!;
+    used += m.data.length + m.origin.length + ROW_COST;
+  }
+  return messages;
 }
 
 /** A message as the messages endpoints show it (binary as base64). */
