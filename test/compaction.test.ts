@@ -392,6 +392,50 @@ describe("compaction from the query engine's spool tail", () => {
     });
   });
 
+  it("writes a segment of few partitions one partition at a time into the folders PARTITION_BY names, whatever the stream's name", async () => {
+    const { QueryEngine } = await import("../app/analytics/engine.ts");
+    const { cpSync, mkdirSync, writeFileSync } = await import("node:fs");
+    const { encodeRecord } = await import("../app/log/record.ts");
+    const { hiveFolder } = await import("../app/log/compaction.ts");
+    await inTempDir(async (dir) => {
+      const spoolDir = join(dir, "spool");
+      mkdirSync(spoolDir);
+      // Four streams over two days: eight partitions, written one by one. Names with what a folder escapes.
+      const streams = ["a b", "x!'()*~-_.", "50%/é\\back", "😀=?#&:+,;@$"];
+      const day = Date.UTC(2026, 10, 23, 23, 59, 59) * 1000;
+      const records: Buffer[] = [];
+      for (let seq = 1; seq <= 400; seq++) {
+        const stream = streams[seq % 4]!;
+        records.push(encodeRecord({ stream, ts: day + seq * 10_000, seq, origin: "test", data: seq % 5 === 0 ? new Uint8Array([seq % 256, 0]) : `{"v":${seq}}`, size: 8 }));
+      }
+      const segment = join(spoolDir, "0000000000000001.wal");
+      writeFileSync(segment, Buffer.concat(records));
+      writeFileSync(join(spoolDir, "0000000000000002.wal"), encodeRecord(msg("spin30", 1, "next")));
+      cpSync(spoolDir, join(dir, "copy"), { recursive: true });
+      const reference = await compactSegments([join(dir, "copy", "0000000000000001.wal")], join(dir, "reference"));
+      const engine = await QueryEngine.open({ logsDir: join(dir, "logs"), spoolDir, tempDir: join(dir, "tmp") });
+      try {
+        const r = await compactSegments([segment], join(dir, "logs"), { loaded: (s) => engine.loadedSegment(s) });
+        expect(r).toMatchObject({ segments: 1, rows: 400, readFromFile: 0, problems: [] });
+        // The same files in the same folders as DuckDB's PARTITION_BY wrote from the file, and the same rows.
+        expect(r.files.toSorted()).toEqual(reference.files.toSorted());
+        expect(r.files.length).toBe(8);
+        // hiveFolder names them as PARTITION_BY did (each stream's two days under its folder).
+        for (const stream of streams) expect(reference.files.filter((f) => f.startsWith(`${hiveFolder("stream", stream)}/date=`)).length).toBe(2);
+        const rowsOf = (logsDir: string) =>
+          query(`SELECT seq::INT AS seq, epoch_us(ts)::VARCHAR AS ts, stream, date::VARCHAR AS date, origin, kind, data, filename[${logsDir.length + 2}:] AS file FROM read_parquet('${logsDir}/**/*.parquet', hive_partitioning = true, filename = true) ORDER BY seq`);
+        const rows = await rowsOf(join(dir, "logs"));
+        expect(rows).toEqual(await rowsOf(join(dir, "reference")));
+        expect(new Set(rows.map((x) => x.stream))).toEqual(new Set(streams));
+        expect(new Set(rows.map((x) => x.date))).toEqual(new Set(["2026-11-23", "2026-11-24"]));
+        const [count] = (await engine.query("SELECT count(*)::INT AS n, count(DISTINCT stream)::INT AS s FROM messages WHERE stream <> 'spin30'")).rows;
+        expect(count).toEqual({ n: 400, s: 4 });
+      } finally {
+        engine.close();
+      }
+    });
+  });
+
   it("writes a big segment of one stream from the engine's table without spilling the engine's memory to disk", async () => {
     const { QueryEngine } = await import("../app/analytics/engine.ts");
     const { readdirSync, statSync } = await import("node:fs");

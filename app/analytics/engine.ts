@@ -82,9 +82,6 @@ const PUSHED_KEPT = 256;
 /** Longest a listing of the Parquet folder is reused for (see QueryEngine.listing). */
 const RELIST_MS = 10_000;
 
-/** Rows a COPY … PARTITION_BY holds before it writes them out (see open). */
-const COMPACTION_FLUSH_ROWS = 50_000;
-
 /** Bytes of a segment read at once. */
 const READ_WINDOW = 4 * 1024 * 1024;
 /** Spool bytes read between garbage collections (a big first read must not pile up garbage). */
@@ -190,14 +187,6 @@ export class QueryEngine {
       // statistics propagation for prepared statements, duckdb/duckdb#24696 for #23704, is newer than
       // the release pinned here: when it is in, this can go.)
       disabled_optimizers: "statistics_propagation,compressed_materialization",
-      // Compaction writes a segment held here with one COPY … PARTITION_BY (compaction.ts, loaded), which
-      // holds every row of a partition until this many (DuckDB's default: 524,288, more than a segment
-      // has): with 100,000 msg/s coming in, a segment's 450,000 rows took the memory limit, pushed the
-      // spool's tables and the queries' data out to the temp folder (64 MiB), and slowed every query
-      // then running. At 50,000 nothing spills, the COPY takes a third less CPU, the query process's
-      // peak is 50-70 MiB lower (docs/PERFORMANCE.md), and its Parquet row groups are of 40,000-51,200
-      // rows until a merge rewrites them (merge.ts).
-      partitioned_write_flush_threshold: String(COMPACTION_FLUSH_ROWS),
     });
     const admin = await db.connect();
     await admin.run(`SET temp_directory = ${q(opts.tempDir)}`);
