@@ -85,9 +85,10 @@ export const ROW_COST = 100;
 /**
  * The payload one log page may gather under `settings`: LOG_PAGE_BYTES, or less
  * where query_result_mb would not hold that much: an eighth of it, for a
- * payload's characters may take up to 6 bytes each in the answer's JSON
- * (\u0001). A page of 4 MiB, or of 10,000 small messages (1.2 MB as JSON),
- * failed every read and replay at query_result_mb 1.
+ * payload's byte may take up to 6 in the answer's JSON (\u0001). A page of 4
+ * MiB, or of 10,000 small messages (1.2 MB as JSON), failed every read and
+ * replay at query_result_mb 1. A page ends within it (pageSql), so only a page
+ * of one message can be past query_result_mb: one message too big to read.
  */
 export function logPageBytes(settings: Settings): number {
   return Math.min(LOG_PAGE_BYTES, Math.floor((settings.query_result_mb * 1048576) / 8));
@@ -131,9 +132,9 @@ async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, 
 
 /**
  * The SQL of one page of a stream's messages from the log: at most `rows` of
- * those matching `where`, the oldest (or with `newest`, the newest), cut at
- * about `bytes` of payload (at least one message; each message counts its
- * origin and ROW_COST too), oldest first, as columns
+ * those matching `where`, the oldest (or with `newest`, the newest), as many
+ * as end within `bytes` (UTF-8 bytes of payload and origin, and ROW_COST, each;
+ * at least one message), oldest first, as columns
  * ts (µs), seq, origin, kind, data, and `matched`: how many matched up to
  * `rows`, before the cut (more than the page's rows: it was cut). The page's
  * edge is worked out from the payloads' lengths alone, and only then are the
@@ -143,8 +144,8 @@ async function readRange(deps: LogReaderDeps, stream: string, afterSeq: number, 
  */
 export function pageSql(where: string, rows: number, bytes: number, newest = false): string {
   const dir = newest ? "DESC" : "";
-  return `WITH lengths AS (SELECT seq, length(data) + length(origin) + ${ROW_COST} AS len FROM messages WHERE ${where} ORDER BY seq ${dir} LIMIT ${rows}),
-      edge AS (SELECT ${newest ? "min" : "max"}(seq) FILTER (WHERE upto - len < ${bytes}) AS seq, count(*) AS matched FROM (SELECT seq, len, sum(len) OVER (ORDER BY seq ${dir} ROWS UNBOUNDED PRECEDING) AS upto FROM lengths))
+  return `WITH lengths AS (SELECT seq, strlen(data) + strlen(origin) + ${ROW_COST} AS len FROM messages WHERE ${where} ORDER BY seq ${dir} LIMIT ${rows}),
+      edge AS (SELECT ${newest ? "min" : "max"}(seq) FILTER (WHERE upto <= ${bytes} OR upto = len) AS seq, count(*) AS matched FROM (SELECT seq, len, sum(len) OVER (ORDER BY seq ${dir} ROWS UNBOUNDED PRECEDING) AS upto FROM lengths))
     SELECT * FROM (SELECT epoch_us(ts) AS ts, seq, origin, kind, data, (SELECT matched FROM edge) AS matched FROM messages
       WHERE ${where} AND seq ${newest ? ">=" : "<="} (SELECT seq FROM edge) ORDER BY seq ${dir} LIMIT ${rows}) ORDER BY seq`;
 }

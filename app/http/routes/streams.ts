@@ -122,17 +122,17 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
 }
 
 /**
- * The first of `messages` (with `oldestFirst`, else the last) that start
- * within `bytes` of payload, origin and ROW_COST each (at least one), as a log
- * page counts them (pageSql).
+ * The first of `messages` (with `oldestFirst`, else the last) that end within
+ * `bytes`, each counted as a log page counts it (pageSql: UTF-8 bytes of
+ * payload and origin, and ROW_COST); at least one.
  */
 function pageFit<T extends { origin: string; data: string }>(messages: T[], bytes: number, oldestFirst: boolean): T[] {
   let used = 0;
   const n = messages.length;
   for (let i = 0; i < n; i++) {
-    if (i > 0 && used >= bytes) return oldestFirst ? messages.slice(0, i) : messages.slice(n - i);
     const m = messages[oldestFirst ? i : n - 1 - i]!;
-    used += m.data.length + m.origin.length + ROW_COST;
+    used += Buffer.byteLength(m.data) + Buffer.byteLength(m.origin) + ROW_COST;
+    if (i > 0 && used > bytes) return oldestFirst ? messages.slice(0, i) : messages.slice(n - i);
   }
   return messages;
 }
