@@ -73,7 +73,8 @@ describe("a client that goes away", () => {
     await waitFor(() => pool().queued === 1, "the next one to wait");
     holder.abort();
     await held;
-    expect(await there).toMatchObject({ ok: true, body: '[{"answer":42}]\n' });
+    const answer = await there;
+    expect(answer.ok && Buffer.from(answer.body).toString()).toBe('[{"answer":42}]\n');
   });
 
   it("cancels a streamed query (NDJSON) before its first rows, and a Grafana (Infinity) query", async () => {

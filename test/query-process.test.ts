@@ -283,16 +283,27 @@ describe("an idle query process", () => {
 });
 
 describe("the pipe framing", () => {
-  it("cuts a byte stream into the frames sent, whatever the chunk sizes", async () => {
+  it("cuts a byte stream into the frames sent, with their raw bodies, whatever the chunk sizes", async () => {
     const { encodeFrame, FrameReader } = await import("../app/analytics/frames.ts");
-    const frames = [{ a: 1 }, { b: "x".repeat(300_000) }, { c: [1, 2, 3] }, { d: "é€ and a \n newline" }];
-    const bytes = Buffer.concat(frames.map(encodeFrame));
+    const frames = [{ a: 1 }, { b: "x".repeat(300_000) }, { c: [1, 2, 3] }, { d: "é€ and a \n newline" }, { e: 1 }, { f: 2 }, { g: 3 }];
+    // Bodies sent raw after their frame: text (UTF-8, quotes and newlines as they are), bytes, and empty.
+    const raws: (string | Uint8Array | undefined)[] = [undefined, "{\"q\":\"é\\n\"}\n".repeat(50_000), undefined, undefined, new Uint8Array([0, 255, 1, 2]), "", undefined];
+    const bytes = Buffer.concat(frames.map((f, i) => encodeFrame(f, raws[i])));
     for (const size of [1, 5, 4096, 65_536, bytes.length]) {
-      const got: unknown[] = [];
-      const reader = new FrameReader((v) => got.push(v));
+      const got: Record<string, unknown>[] = [];
+      const reader = new FrameReader((v) => got.push(v as Record<string, unknown>));
       for (let o = 0; o < bytes.length; o += size) reader.push(bytes.subarray(o, o + size));
-      expect(got).toEqual(frames);
+      expect(got.map(({ raw, ...rest }) => rest)).toEqual(frames);
+      expect(got.map((g) => g.raw === undefined ? undefined : Buffer.from(g.raw as Uint8Array).toString(typeof raws[got.indexOf(g)] === "string" ? "utf8" : "hex"))).toEqual(raws.map((r) => r === undefined ? undefined : typeof r === "string" ? r : Buffer.from(r).toString("hex")));
     }
+  });
+
+  it("refuses a frame whose raw body is said to be past the largest frame", async () => {
+    const { FrameReader, MAX_FRAME_BYTES } = await import("../app/analytics/frames.ts");
+    const json = Buffer.from(JSON.stringify({ type: "result", rawBytes: MAX_FRAME_BYTES + 1 }));
+    const header = Buffer.alloc(4);
+    header.writeUInt32LE(json.length, 0);
+    expect(() => new FrameReader(() => {}).push(Buffer.concat([header, json]))).toThrow(/larger than allowed/);
   });
 });
 

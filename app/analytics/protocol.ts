@@ -26,7 +26,8 @@ export type FromEngine =
    * `cached`: the answer was kept from an identical query over the same data (result-cache.ts);
    * `shared`: it is the answer of an identical query that was running over the same data.
    */
-  | { type: "result"; id: number; body?: string; base64?: string; rows: number; cached?: boolean; shared?: boolean }
+  /** The answer's body is the frame's raw bytes (frames.ts): text in its format, or a Parquet file's bytes. */
+  | { type: "result"; id: number; raw?: Uint8Array; rows: number; cached?: boolean; shared?: boolean }
   /** A streamed query has started (its columns are known). */
   | { type: "start"; id: number }
   | { type: "chunk"; id: number; text: string }

@@ -133,9 +133,10 @@ interface RunningAnswer {
 /** Text gathered before a streamed chunk goes out. */
 const CHUNK_BYTES = 64 * 1024;
 
-function send(frame: FromEngine): Promise<void> {
+/** Sends `frame` to the hub, followed by `body` as its raw bytes (frames.ts) when given. */
+function send(frame: FromEngine, body?: string | Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => {
-    process.stdout.write(encodeFrame(frame), (err) => (err ? reject(err) : resolve()));
+    process.stdout.write(encodeFrame(frame, body), (err) => (err ? reject(err) : resolve()));
   });
 }
 
@@ -290,7 +291,7 @@ export async function runQueryProcess(): Promise<number> {
         });
         if (over || statSync(path).size > resultBytes) throw tooLarge();
         const bytes = readFileSync(path);
-        await send({ type: "result", id: job.id, base64: bytes.toString("base64"), rows });
+        await send({ type: "result", id: job.id, rows }, bytes);
       } finally {
         clearInterval(watch);
         rmSync(path, { force: true });
@@ -307,7 +308,7 @@ export async function runQueryProcess(): Promise<number> {
       const version = await engine!.dataVersion();
       const hit = cache.get(key, version);
       if (hit) {
-        await send({ type: "result", id: job.id, body: hit.body, rows: hit.rows, cached: true });
+        await send({ type: "result", id: job.id, rows: hit.rows, cached: true }, hit.body);
         return;
       }
       const twin = running.get(key);
@@ -318,7 +319,7 @@ export async function runQueryProcess(): Promise<number> {
         const joined = Date.now();
         const shared = await joinTwin(job.id, twin, version);
         if (typeof shared === "object") {
-          await send({ type: "result", id: job.id, body: shared.body, rows: shared.rows, shared: true });
+          await send({ type: "result", id: job.id, rows: shared.rows, shared: true }, shared.body);
           return;
         }
         if (shared === "cancelled") {
@@ -352,7 +353,7 @@ export async function runQueryProcess(): Promise<number> {
     try {
       const { body, rows } = await run;
       if (key && version) cache.set(key, version, body, rows);
-      await send({ type: "result", id: job.id, body, rows });
+      await send({ type: "result", id: job.id, rows }, body);
     } finally {
       known(""); // failed before its refresh ended: no version to share
       if (key && running.get(key) === mine) running.delete(key);

@@ -49,7 +49,10 @@ class Askers {
  * The answer: the formatted result, or why not (refused: the query's fault;
  * busy: too many at once, with the HTTP status to answer, 503 or 429).
  */
-export type QueryReply = { ok: true; body: string | Uint8Array; rows: number } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number };
+export type QueryReply = { ok: true; body: Uint8Array<ArrayBuffer>; rows: number } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number };
+
+/** A text answer's body as a string (the body stays bytes on its way out as an HTTP answer). */
+export const bodyText = (body: Uint8Array) => Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8");
 
 /** A streamed answer: the text as it comes, or an error before anything came. */
 export type StreamReply = { ok: true; body: ReadableStream<Uint8Array> } | { ok: false; error: string; refused: boolean; busy?: boolean; status?: number };
@@ -207,7 +210,8 @@ async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): 
       onFrame: (f) => {
         if (f.type === "result" && f.cached) queryCounts.cached++;
         if (f.type === "result" && f.shared) queryCounts.shared++;
-        if (f.type === "result") finish({ ok: true, body: f.base64 !== undefined ? new Uint8Array(Buffer.from(f.base64, "base64")) : f.body ?? "", rows: f.rows });
+        // The body as it came, bytes: text goes out as the UTF-8 it is, a Parquet file as its bytes.
+        if (f.type === "result") finish({ ok: true, body: (f.raw ?? new Uint8Array(0)) as Uint8Array<ArrayBuffer>, rows: f.rows });
         else if (f.type === "error") finish({ ok: false, error: f.error, refused: f.refused });
       },
       onDead: (error) => finish({ ok: false, error, refused: false }),

@@ -1,7 +1,7 @@
 import type { Context, Hono } from "hono";
 import { queryLimits } from "../../analytics/limits.ts";
 import { adhocConditions, exactNumber, FIELD, MAX_SERIES, parseTarget, TAG_KEYS, type Series } from "./grafana-targets.ts";
-import { runQueryInWorker, type QueryJob } from "../../analytics/run-query.ts";
+import { bodyText, runQueryInWorker, type QueryJob } from "../../analytics/run-query.ts";
 import { AppError, badRequest } from "../../core/errors.ts";
 import { requireAdmin } from "../admin.ts";
 import { readBodyCapped, readJsonObject } from "../body.ts";
@@ -65,7 +65,7 @@ export function bindGrafanaRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
   const run = async (job: Omit<QueryJob, "dirs" | "timeoutMs">) => {
     const reply = await runQueryInWorker({ ...job, ...limits() });
     if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : reply.refused ? 400 : 500), `query failed: ${reply.error}`);
-    return reply.body as string; // text formats only here
+    return bodyText(reply.body); // text formats only here
   };
   const json = (c: { req: { raw: Request } }) => readJsonObject(c.req.raw, "a Grafana JSON request, e.g. {\"target\": \"\"}", {});
 

@@ -29,6 +29,6 @@ export function bindQueryRoutes(app: Hono<HttpEnv>, deps: HttpDeps): void {
     if (!reply.ok) throw new AppError(reply.status ?? (reply.busy ? 503 : reply.refused ? 400 : 500), `query failed: ${reply.error}`);
     const headers: Record<string, string> = { "Content-Type": FORMATS[format], "X-Switchyard-Rows": String(reply.rows) };
     if (format === "parquet") headers["Content-Disposition"] = 'attachment; filename="query.parquet"';
-    return c.body(reply.body as string, 200, headers);
+    return c.body(reply.body, 200, headers);
   });
 }

@@ -2,7 +2,7 @@ import type { Context, Hono } from "hono";
 import { AppError, badRequest, notFound } from "../../core/errors.ts";
 import { queryLimits } from "../../analytics/limits.ts";
 import { timedOut } from "../../analytics/protocol.ts";
-import { runQueryInWorker } from "../../analytics/run-query.ts";
+import { bodyText, runQueryInWorker } from "../../analytics/run-query.ts";
 import type { Message } from "../../core/message.ts";
 import { streamNameProblem } from "../../core/stream-name.ts";
 import { streamStats } from "../../hub/stream-state.ts";
@@ -107,7 +107,7 @@ async function recentMessages(c: Context<HttpEnv>, deps: HttpDeps) {
       const late = timedOut(reply.error);
       throw new AppError(reply.status ?? (reply.busy ? 503 : late ? 504 : 500), late ? `reading the log failed: ${reply.error}; ask for fewer messages (limit) or a narrower range (since, until, after_seq)` : logReadProblem(reply.error, deps.store.settings));
     }
-    const rows = JSON.parse(reply.body as string) as { ts: string; seq: string; origin: string; kind: string; data: string; matched: string }[];
+    const rows = JSON.parse(bodyText(reply.body)) as { ts: string; seq: string; origin: string; kind: string; data: string; matched: string }[];
     cut = rows.length > 0 && Number(rows[0]!.matched) > rows.length;
     if (rows.length === 0 && params.length === 1) throw notFound(`no messages for stream ${JSON.stringify(name)} in memory or in the log`);
     messages = rows.map((r) => ({ seq: Number(r.seq), ts: Number(r.ts), time: new Date(Number(r.ts) / 1000).toISOString(), origin: r.origin, kind: r.kind, data: r.data }));

@@ -1,5 +1,5 @@
 import type { Hono } from "hono";
-import { runQueryInWorker } from "../../analytics/run-query.ts";
+import { bodyText, runQueryInWorker } from "../../analytics/run-query.ts";
 import { QueryPage, QueryResult, EXAMPLES } from "../../../views/query.tsx";
 import type { HttpDeps, HttpEnv } from "../deps.ts";
 import { HTTP_ROW_LIMIT, queryLimits } from "../../analytics/limits.ts";
@@ -19,7 +19,7 @@ export function bindQueryPage(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const started = performance.now();
     const reply = await runQueryInWorker({ sql, format: "grid", rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings), signal: c.req.raw.signal });
     if (!reply.ok) return c.html(<QueryResult sql={sql} error={`query failed: ${reply.error}`} />, reply.busy ? 503 : 422);
-    const grid = JSON.parse(reply.body as string) as { columns: string[]; types: string[]; rows: unknown[][] };
+    const grid = JSON.parse(bodyText(reply.body)) as { columns: string[]; types: string[]; rows: unknown[][] };
     const table = { columns: grid.columns, rows: grid.rows.slice(0, SHOWN), total: grid.rows.length, truncated: grid.rows.length > SHOWN, ms: Math.round(performance.now() - started) };
     return c.html(<QueryResult sql={sql} table={table} chart={chartOf(grid.columns, grid.types, grid.rows)} />);
   });
@@ -31,6 +31,6 @@ export function bindQueryPage(app: Hono<HttpEnv>, deps: HttpDeps): void {
     const reply = await runQueryInWorker({ sql, format, rowLimit: HTTP_ROW_LIMIT, ...queryLimits(deps.config, deps.store.settings), signal: c.req.raw.signal });
     if (!reply.ok) return c.text(`query failed: ${reply.error}`, reply.busy ? 503 : 400);
     const type = format === "csv" ? "text/csv; charset=utf-8" : "application/vnd.apache.parquet";
-    return c.body(reply.body as string, 200, { "Content-Type": type, "Content-Disposition": `attachment; filename="query.${format}"` });
+    return c.body(reply.body, 200, { "Content-Type": type, "Content-Disposition": `attachment; filename="query.${format}"` });
   });
 }
