@@ -298,12 +298,26 @@ describe("the pipe framing", () => {
     }
   });
 
-  it("refuses a frame whose raw body is said to be past the largest frame", async () => {
+  it("refuses a frame whose raw body is past the largest frame, or not a whole number of bytes", async () => {
     const { FrameReader, MAX_FRAME_BYTES } = await import("../app/analytics/frames.ts");
-    const json = Buffer.from(JSON.stringify({ type: "result", rawBytes: MAX_FRAME_BYTES + 1 }));
-    const header = Buffer.alloc(4);
-    header.writeUInt32LE(json.length, 0);
-    expect(() => new FrameReader(() => {}).push(Buffer.concat([header, json]))).toThrow(/larger than allowed/);
+    const frame = (rawBytes: unknown) => {
+      const json = Buffer.from(JSON.stringify({ type: "result", rawBytes }));
+      const header = Buffer.alloc(4);
+      header.writeUInt32LE(json.length, 0);
+      return Buffer.concat([header, json]);
+    };
+    expect(() => new FrameReader(() => {}).push(frame(MAX_FRAME_BYTES + 1))).toThrow(/larger than allowed/);
+    for (const bad of [1.5, -1, "3", null]) expect(() => new FrameReader(() => {}).push(frame(bad))).toThrow(/must be a whole number of bytes/);
+  });
+
+  it("gives a small body after a big one in the same chunk bytes of its own, not a view that keeps the big one", async () => {
+    const { encodeFrame, FrameReader } = await import("../app/analytics/frames.ts");
+    const bytes = Buffer.concat([encodeFrame({ id: 1 }, "x".repeat(1_000_000)), encodeFrame({ id: 2 }, "small")]);
+    const got: { raw: Uint8Array }[] = [];
+    const reader = new FrameReader((v) => got.push(v as { raw: Uint8Array }));
+    for (let o = 0; o < bytes.length; o += 65_536) reader.push(bytes.subarray(o, o + 65_536));
+    expect(got.map((g) => g.raw.byteLength)).toEqual([1_000_000, 5]);
+    expect(got[1]!.raw.buffer.byteLength).toBeLessThan(100_000);
   });
 });
 

@@ -49,7 +49,8 @@ export class FrameReader {
           value.raw = Buffer.alloc(0);
         } else {
           const all = this.join();
-          value.raw = all.subarray(0, bytes);
+          // A view while it is most of what was joined, else a copy: a small body must not keep a big one's bytes.
+          value.raw = bytes * 2 >= all.length ? all.subarray(0, bytes) : Buffer.from(all.subarray(0, bytes));
           this.take(all, bytes);
         }
         this.waiting = null;
@@ -67,21 +68,22 @@ export class FrameReader {
       const value = JSON.parse(all.toString("utf8", 4, 4 + this.need));
       this.take(all, 4 + this.need);
       this.need = -1;
-      const bytes = value?.rawBytes;
-      if (typeof bytes !== "number") {
+      if (value === null || typeof value !== "object" || !("rawBytes" in value)) {
         this.onFrame(value);
         continue;
       }
-      if (!Number.isSafeInteger(bytes) || bytes < 0 || bytes > MAX_FRAME_BYTES) throw new Error(`a frame's body of ${bytes} bytes is larger than allowed (${MAX_FRAME_BYTES})`);
+      const bytes = value.rawBytes;
+      if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`a frame's rawBytes must be a whole number of bytes, 0 or more, not ${JSON.stringify(bytes)}`);
+      if (bytes > MAX_FRAME_BYTES) throw new Error(`a frame's body of ${bytes} bytes is larger than allowed (${MAX_FRAME_BYTES})`);
       delete value.rawBytes;
       this.waiting = { value, bytes };
     }
   }
 
-  /** Drops the first `n` bytes of `all` (the joined buffer) from what is buffered. */
+  /** Drops the first `n` bytes of `all` (the joined buffer) from what is buffered (the rest copied when small, not to keep all of it). */
   private take(all: Buffer, n: number): void {
     const rest = all.subarray(n);
-    this.chunks = rest.length ? [rest] : [];
+    this.chunks = rest.length ? [rest.length * 2 < all.length ? Buffer.from(rest) : rest] : [];
     this.buffered = rest.length;
   }
 

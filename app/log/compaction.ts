@@ -225,6 +225,7 @@ async function copyLoaded(loaded: LoadedSegment, tmp: string, n: string): Promis
     await conn.run(`COPY (SELECT ${PARQUET_ROW} FROM ${table}) ${partitioned(tmp, `seg${n}_0_{i}`)}`);
     return;
   }
+  let written = 0;
   for (const [stream, day] of parts) {
     const dir = join(tmp, hiveFolder("stream", stream), hiveFolder("date", day));
     mkdirSync(dir, { recursive: true });
@@ -232,30 +233,36 @@ async function copyLoaded(loaded: LoadedSegment, tmp: string, n: string): Promis
     const prepared = await conn.prepare(`COPY (SELECT make_timestamp(ts_us) AS ts, seq, origin, kind, data FROM ${table} WHERE stream = $1 AND ${date} = $2) TO '${file}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${BATCH_ROWS})`);
     try {
       prepared.bind([stream, day]);
-      await prepared.run();
+      written += Number((await prepared.runAndReadAll()).getRows()[0]?.[0] ?? 0);
     } finally {
       prepared.destroySync();
     }
   }
+  // Every row once, or the segment is read from its file instead (the caller's fallback): never a row lost unseen.
+  if (written !== loaded.rows) throw new Error(`the partitions written hold ${written} rows, the segment ${loaded.rows}`);
 }
 
 /** Every printable ASCII character, a multi-byte one, and a space: what a stream's name may hold that a folder's name escapes. */
 const ESCAPE_PROBE = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join("").replace("/", "") + "é🦆";
 let escapingChecked: boolean | null = null;
 
-/** True when hiveFolder names a folder as this DuckDB's PARTITION_BY does (asked once per process, under `tmp`). */
+/**
+ * True when hiveFolder names a folder as this DuckDB's PARTITION_BY does
+ * (found once per process, under `tmp`; a check that failed, out of memory
+ * say, says no this time and is made again the next).
+ */
 async function foldersNamedAsDuckDB(conn: DuckDBConnection, tmp: string): Promise<boolean> {
   if (escapingChecked !== null) return escapingChecked;
   const dir = join(tmp, ".escape-check");
   try {
     await conn.run(`COPY (SELECT '${ESCAPE_PROBE.replaceAll("'", "''")}' AS stream, 1 AS x) TO '${dir.replaceAll("'", "''")}' (FORMAT parquet, PARTITION_BY (stream))`);
     escapingChecked = readdirSync(dir).join() === hiveFolder("stream", ESCAPE_PROBE);
+    return escapingChecked;
   } catch {
-    escapingChecked = false;
+    return false;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  return escapingChecked;
 }
 
 /** The COPY options that write a segment's rows into `dir` as hive partitions (stream, date), files named by `pattern`. */
