@@ -1122,18 +1122,18 @@ export function joinRows(columns: string[], types: string[], rows: string[], for
   return `${rows.length ? `${columns.map(csvField).join(",")}\n${body}` : columns.map(csvField).join(",")}\n`;
 }
 
-const columnWidths = (r: QueryResult) => r.columns.map((c) => r.rows.reduce((w, row) => Math.max(w, cell(row[c]).length), c.length));
+/** Each column's width in an aligned table of `r`: its widest cell, or its name. */
+export const columnWidths = (r: QueryResult) => r.columns.map((c) => r.rows.reduce((w, row) => Math.max(w, cell(row[c]).length), c.length));
 
-/** The characters of `r` as an aligned table, worked out before it is made: every row is padded to the widest cell of each column. */
-export function tableChars(r: QueryResult): number {
-  const widths = columnWidths(r);
+/** The characters of `r` as an aligned table of column widths `widths`, worked out before it is made: every row is padded to them. */
+export function tableChars(r: QueryResult, widths = columnWidths(r)): number {
   return (widths.reduce((a, w) => a + w, 0) + 2 * widths.length) * (r.rows.length + 2) + 24;
 }
 
-/** Renders a result as an aligned text table, CSV, a JSON array, NDJSON or the admin UI's grid. */
-export function formatResult(r: QueryResult, format: RowFormat | "table"): string {
+/** Renders a result as an aligned text table (of column widths `widths`, when known), CSV, a JSON array, NDJSON or the admin UI's grid. */
+export function formatResult(r: QueryResult, format: RowFormat | "table", known?: number[]): string {
   if (format !== "table") return joinRows(r.columns, r.types ?? [], r.rows.map((row) => formatRow(r.columns, row, format)), format);
-  const widths = columnWidths(r);
+  const widths = known ?? columnWidths(r);
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join("  ").trimEnd();
   return [line(r.columns), line(widths.map((w) => "-".repeat(w))), ...r.rows.map((row) => line(r.columns.map((c) => cell(row[c])))), `(${r.rows.length} row${r.rows.length === 1 ? "" : "s"})`].join("\n") + "\n";
 }

@@ -176,7 +176,7 @@ export async function runQueryProcess(): Promise<number> {
     await send({ type: "fatal", error: (err as Error).message });
     return 3;
   }
-  const { formatResult, formatRow, joinRows, QueryEngine, QueryError, ROW_SEPARATOR, tableChars } = mod;
+  const { columnWidths, formatResult, formatRow, joinRows, QueryEngine, QueryError, ROW_SEPARATOR, tableChars } = mod;
   let engine: Engine | null = null;
   let opening: Promise<void> | null = null;
   let resultBytes = 32 * 1024 * 1024;
@@ -422,8 +422,10 @@ export async function runQueryProcess(): Promise<number> {
     });
     if (format !== "table") return { body: joinRows(cols, types, texts, format), rows: count };
     // Every row of a table is padded to the widest cell of each column: its size is known only now.
-    if (tableChars({ columns: cols, rows: table }) > resultBytes) throw tooLarge();
-    const body = formatResult({ columns: cols, rows: table, types }, "table");
+    const whole = { columns: cols, rows: table, types };
+    const widths = columnWidths(whole);
+    if (tableChars(whole, widths) > resultBytes) throw tooLarge();
+    const body = formatResult(whole, "table", widths);
     if (Buffer.byteLength(body, "utf8") > resultBytes) throw tooLarge();
     return { body, rows: count };
   };

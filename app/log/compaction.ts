@@ -54,7 +54,10 @@ export interface LoadedSegment {
 }
 
 /** A log row of LOG_ROW_COLUMNS as the Parquet files hold it (ts a TIMESTAMP, the date partition). */
-const PARQUET_ROW = "make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, strftime(make_timestamp(ts_us), '%Y-%m-%d') AS date";
+const PARQUET_ROW_DATE = "strftime(make_timestamp(ts_us), '%Y-%m-%d')";
+/** The columns a Parquet file of the log holds (stream and date are its folders). */
+const PARQUET_FILE_COLUMNS = "make_timestamp(ts_us) AS ts, seq, origin, kind, data";
+const PARQUET_ROW = `make_timestamp(ts_us) AS ts, stream, seq, origin, kind, data, ${PARQUET_ROW_DATE} AS date`;
 
 /** A segment that could not be (fully) compacted, and what became of it. */
 export interface SegmentProblem {
@@ -219,8 +222,7 @@ export function hiveFolder(key: string, value: string): string {
  */
 async function copyLoaded(loaded: LoadedSegment, tmp: string, n: string): Promise<void> {
   const { conn, table } = loaded;
-  const date = "strftime(make_timestamp(ts_us), '%Y-%m-%d')";
-  const parts = (await conn.runAndReadAll(`SELECT stream, ${date} AS date FROM ${table} GROUP BY ALL LIMIT ${FEW_PARTITIONS + 1}`)).getRows() as [string, string][];
+  const parts = (await conn.runAndReadAll(`SELECT stream, ${PARQUET_ROW_DATE} AS date FROM ${table} GROUP BY ALL LIMIT ${FEW_PARTITIONS + 1}`)).getRows() as [string, string][];
   if (parts.length > FEW_PARTITIONS || !(await foldersNamedAsDuckDB(conn, tmp))) {
     await conn.run(`COPY (SELECT ${PARQUET_ROW} FROM ${table}) ${partitioned(tmp, `seg${n}_0_{i}`)}`);
     return;
@@ -230,7 +232,7 @@ async function copyLoaded(loaded: LoadedSegment, tmp: string, n: string): Promis
     const dir = join(tmp, hiveFolder("stream", stream), hiveFolder("date", day));
     mkdirSync(dir, { recursive: true });
     const file = join(dir, `seg${n}_0_0.parquet`).replaceAll("'", "''");
-    const prepared = await conn.prepare(`COPY (SELECT make_timestamp(ts_us) AS ts, seq, origin, kind, data FROM ${table} WHERE stream = $1 AND ${date} = $2) TO '${file}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${BATCH_ROWS})`);
+    const prepared = await conn.prepare(`COPY (SELECT ${PARQUET_FILE_COLUMNS} FROM ${table} WHERE stream = $1 AND ${PARQUET_ROW_DATE} = $2) TO '${file}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE ${BATCH_ROWS})`);
     try {
       prepared.bind([stream, day]);
       written += Number((await prepared.runAndReadAll()).getRows()[0]?.[0] ?? 0);
