@@ -3,6 +3,7 @@ import { appendFileSync } from "node:fs";
 import { join } from "node:path";
 import { QueryEngine } from "../app/analytics/engine.ts";
 import { mayPushDown } from "../app/analytics/pushdown.ts";
+import { cacheable } from "../app/analytics/result-cache.ts";
 import { silentLogger } from "../app/core/logger.ts";
 import { compactSegments } from "../app/log/compaction.ts";
 import { encodeRecord } from "../app/log/record.ts";
@@ -144,6 +145,9 @@ describe("aggregates pushed below the view's union", () => {
       const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream ORDER BY stream";
       const total = async () => (await engine.query(sql)).rows.reduce((s, r) => s + Number(r.n), 0);
       expect(await total()).toBe(250);
+      // The second run reads the settled rows' partial (worked out by the first): its statement is kept.
+      expect(await total()).toBe(250);
+      expect(engine.planStats.overPartials).toBe(1);
       // More records in the segment the engine already reads (the same table, the same view): the
       // kept statement runs again over them, a stream it has not seen included.
       const spoolDir = join(tmp.dir, "spool");
@@ -310,5 +314,156 @@ describe("aggregates pushed below the view's union", () => {
     const list = Array.from({ length: 50_000 }, (_, i) => i).join(", ");
     expect(mayPushDown(`SELECT stream, count(*) FROM messages WHERE seq IN (${list}) GROUP BY 1`)).toBe(false);
     expect(mayPushDown(`SELECT stream, count(*) FROM messages WHERE seq IN (${list.slice(0, 10_000)}) GROUP BY 1`)).toBe(true);
+  });
+});
+
+/** Records for the spool, `count` of them from seq `from`, over `streams`. */
+const records = (from: number, count: number, streams: string[]) =>
+  Buffer.concat(Array.from({ length: count }, (_, k) => encodeRecord({ stream: streams[k % streams.length]!, ts: DAY + 86_400_000_000 * 3 + from + k, seq: from + k, origin: "t", data: `{"v":${k}}`, size: 8 })));
+
+/** A new spool segment (the one being written from now on, the one before it sealed), holding `count` records. */
+function newSegment(spoolDir: string, from: number, count: number, streams: string[]): string {
+  Spool.open(spoolDir, spoolOptions).close();
+  const path = join(spoolDir, Spool.segments(spoolDir).at(-1)!);
+  appendFileSync(path, records(from, count, streams));
+  return path;
+}
+
+const total = (rows: Record<string, unknown>[]) => rows.reduce((s, r) => s + Number(r.n), 0);
+
+describe("partials: the settled rows' aggregate kept while the segment being written grows", () => {
+  it("answers every pushed-down query from a partial as DuckDB does over the whole view, before and after the segment grows", async () => {
+    // 300 in Parquet, 120 in a sealed segment, 30 in the segment being written.
+    const tmp = await dataDir(300, 120);
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      const growing = newSegment(spoolDir, 1000, 30, ["spin1", "late"]);
+      const engine = await open(tmp.dir);
+      const cases = QUERIES.filter(([sql, pushed]) => pushed && cacheable(sql));
+      expect(cases.length).toBeGreaterThan(8);
+      const check = async () => {
+        for (const [sql, , ordered] of cases) {
+          await engine.query(sql); // the first run of a text works its plan out
+          const { overPartials } = engine.planStats;
+          const got = await engine.query(sql);
+          expect({ sql, over: engine.planStats.overPartials }).toEqual({ sql, over: overPartials + 1 });
+          const want = await engine.query(reference(sql));
+          expect({ sql, columns: got.columns, types: got.types }).toEqual({ sql, columns: want.columns, types: want.types });
+          if (ordered) expect({ sql, rows: got.rows }).toEqual({ sql, rows: want.rows });
+          else expect({ sql, rows: sorted(got.rows) }).toEqual({ sql, rows: sorted(want.rows) });
+        }
+      };
+      await check();
+      const computed = engine.planStats.partialsComputed;
+      expect(computed).toBe(cases.length);
+      // The segment being written grows: the same partials, the new rows read from its table.
+      appendFileSync(growing, records(1030, 45, ["late", "newer"]));
+      await check();
+      expect(engine.planStats.partialsComputed).toBe(computed);
+      const count = await engine.query("SELECT stream, count(*) AS n FROM messages GROUP BY stream");
+      expect(total(count.rows)).toBe(300 + 120 + 30 + 45);
+      expect(count.rows.find((r) => r.stream === "newer")).toEqual({ stream: "newer", n: "22" });
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("works a partial out again when a segment is compacted or a new one starts, counting each message once", async () => {
+    const tmp = await dataDir(300, 120);
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      const sealed = join(spoolDir, Spool.segments(spoolDir).at(-1)!);
+      const second = newSegment(spoolDir, 1000, 30, ["spin1"]);
+      const engine = await open(tmp.dir);
+      const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream ORDER BY stream";
+      const count = async () => total((await engine.query(sql)).rows);
+      expect(await count()).toBe(450);
+      expect(await count()).toBe(450);
+      expect(engine.planStats.partialsComputed).toBe(1);
+      // The sealed segment compacted: its rows move from its table to Parquet, both settled.
+      await compactSegments([sealed], join(tmp.dir, "logs"));
+      expect(await count()).toBe(450);
+      expect(engine.planStats.partialsComputed).toBe(2);
+      // A new segment starts: the one before is sealed, its rows move from growing to settled.
+      newSegment(spoolDir, 2000, 20, ["spin1", "third"]);
+      appendFileSync(second, Buffer.alloc(0));
+      expect(await count()).toBe(470);
+      expect(engine.planStats.partialsComputed).toBe(3);
+      expect(await count()).toBe(470);
+      expect(engine.planStats.partialsComputed).toBe(3);
+      expect((await engine.query(sql)).rows).toEqual((await engine.query(reference(sql))).rows);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("does not use a partial of another view than the one its run bound: the view changed as the partial was worked out, or before the run", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { start, prepare } = DuckDBConnection.prototype;
+    for (const when of ["as the partial is worked out", "before the run binds its view"] as const) {
+      const tmp = await dataDir(300, 120);
+      try {
+        const spoolDir = join(tmp.dir, "spool");
+        newSegment(spoolDir, 1000, 30, ["spin1", "late"]);
+        const engine = await open(tmp.dir);
+        const sql = "SELECT stream, count(*) AS n, max(seq) AS last FROM messages GROUP BY stream ORDER BY stream";
+        // The first run works the plan out; the next works the partial out, then prepares the statement over it.
+        expect(total((await engine.query(sql)).rows)).toBe(450);
+        // Meanwhile a new segment starts and another query's refresh replaces the view: the segment that
+        // was growing is settled now, and a run reading the old partial beside the new growing part
+        // would miss its 30 messages.
+        let armed = true;
+        const changeView = async () => {
+          armed = false;
+          newSegment(spoolDir, 2000, 20, ["spin1", "third"]);
+          expect((await engine.query("SELECT count(*) AS n FROM messages")).rows).toEqual([{ n: "470" }]);
+        };
+        DuckDBConnection.prototype.start = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof start>) {
+          const pending = await start.apply(this, args);
+          if (armed && when === "as the partial is worked out" && args[0].startsWith("CREATE TABLE __partial_")) await changeView();
+          return pending;
+        };
+        DuckDBConnection.prototype.prepare = async function (this: InstanceType<typeof DuckDBConnection>, text: string) {
+          if (armed && when === "before the run binds its view" && text.includes("__partial_")) await changeView();
+          return prepare.call(this, text);
+        };
+        const stale = engine.planStats.partialsStale;
+        const during = await engine.query(sql);
+        DuckDBConnection.prototype.start = start;
+        DuckDBConnection.prototype.prepare = prepare;
+        expect({ when, armed }).toEqual({ when, armed: false });
+        expect({ when, total: total(during.rows) }).toEqual({ when, total: 470 });
+        expect(during.rows).toEqual((await engine.query(reference(sql))).rows);
+        expect({ when, stale: engine.planStats.partialsStale }).toEqual({ when, stale: stale + 1 });
+        // And the next run works out a partial of the view as it is now.
+        const computed = engine.planStats.partialsComputed;
+        expect(total((await engine.query(sql)).rows)).toBe(470);
+        expect(engine.planStats.partialsComputed).toBe(computed + 1);
+        engine.close();
+      } finally {
+        DuckDBConnection.prototype.start = start;
+        DuckDBConnection.prototype.prepare = prepare;
+        tmp.remove();
+      }
+    }
+  });
+
+  it("keeps no partial for a query whose answer depends on the time, nor with parameters", async () => {
+    const tmp = await dataDir(300, 120);
+    try {
+      newSegment(join(tmp.dir, "spool"), 1000, 30, ["spin1"]);
+      const engine = await open(tmp.dir);
+      for (let i = 0; i < 3; i++) {
+        expect(total((await engine.query("SELECT stream, count(*) AS n FROM messages WHERE ts < now() GROUP BY stream")).rows)).toBe(450);
+        expect(total((await engine.query("SELECT stream, count(*) AS n FROM messages WHERE seq > $1 GROUP BY stream", { params: [0] })).rows)).toBe(450);
+      }
+      expect(engine.planStats.partialsComputed).toBe(0);
+      expect(engine.planStats.overPartials).toBe(0);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { HEADER_BYTES, locateRecord, MAX_BODY_BYTES, scanRecords, type RecordFie
 import { LOG_ROW_COLUMNS, LogRowChunks } from "../log/rows.ts";
 import { Spool } from "../log/spool.ts";
 import { tookTooLong } from "./protocol.ts";
-import { mayPushDown, planPushdown, VIEW_PARTS } from "./pushdown.ts";
+import { mayPushDown, planPushdown, SETTLED_PLACEHOLDER, VIEW_PARTS, type Pushdown } from "./pushdown.ts";
 import { cacheable } from "./result-cache.ts";
 
 /** Where the log lives and how much a query may take. */
@@ -62,6 +62,8 @@ interface TailSegment {
   stuck?: string;
   /** A read failed part-way: the table may hold some of its rows, the offset is before them. */
   reread?: boolean;
+  /** Sealed (a newer segment was listed) and read to its end: its table no longer changes (messages_settled). */
+  complete?: boolean;
   /** Where the last record read starts, and its header (length and CRC), to notice the file rewritten under it. */
   lastStart?: number;
   lastHeader?: string;
@@ -81,6 +83,9 @@ const PUSHED_KEPT = 256;
 
 /** Longest a listing of the Parquet folder is reused for (see QueryEngine.listing). */
 const RELIST_MS = 10_000;
+/** Partials kept (one per SQL text), and the most groups one may hold: see partials. */
+const PARTIALS_KEPT = 32;
+const PARTIAL_ROWS = 10_000;
 
 /** Bytes of a segment read at once. */
 const READ_WINDOW = 4 * 1024 * 1024;
@@ -157,7 +162,7 @@ export class QueryEngine {
   /** Goes up each time the view `messages` is replaced. */
   private viewNumber = 0;
   /** Statements prepared, runs that reused one, and statements run with their aggregates pushed below the union (for tests and stats). */
-  readonly planStats = { prepared: 0, reused: 0, pushedDown: 0 };
+  readonly planStats = { prepared: 0, reused: 0, pushedDown: 0, partialsComputed: 0, overPartials: 0, partialsStale: 0 };
   /** True while `messages` is the local view, whose parts (VIEW_PARTS) exist beside it. */
   private parted = false;
   /** Lower-case names of the functions pushdown.ts must not take for scalar ones: aggregates and macros. */
@@ -166,6 +171,30 @@ export class QueryEngine {
   private readonly pushed = new Map<string, string | null>();
   /** The statements prepared from a rewrite (pushedDown): one that fails as it runs gives way to the original. */
   private readonly rewrites = new WeakSet<DuckDBPreparedStatement>();
+  /**
+   * Goes up before the view is replaced or a tail table is made anew: a
+   * partial (below) computed at one value holds for a statement that bound
+   * its view at the same value (it is raised before DuckDB is asked, so a
+   * statement that found the new view finds the new value too).
+   */
+  private settledEpoch = 0;
+  /**
+   * For a pushed-down aggregate whose answer depends on the data alone
+   * (cacheable), the settled part's aggregate (pushdown.ts settled()) and the
+   * rewritten statement that reads it from a table (buildOver, with
+   * SETTLED_PLACEHOLDER for the table's name); null: none for this SQL.
+   */
+  private readonly partialPlans = new Map<string, { settled: string; over: string; columns: string[]; types: string[] } | null>();
+  /**
+   * The partials kept, by SQL text, least recently used first: the settled
+   * part's aggregate as a table, and the epoch it was computed at. During
+   * ingest a dashboard's count by stream then reads the growing segment's
+   * rows alone, not every Parquet file and sealed segment again each time.
+   */
+  private readonly partials = new Map<string, { table: string; epoch: number }>();
+  private partialNumber = 0;
+  /** Statements reading a partial, by the epoch of its rows: checked once the run has bound its view. */
+  private readonly overPartial = new WeakMap<DuckDBPreparedStatement, number>();
   /** Told about each file moved to quarantine (unreadable Parquet). */
   onQuarantine: (q: Quarantined) => void = () => {};
 
@@ -383,6 +412,8 @@ export class QueryEngine {
           // The spool cut back a write that failed (disk full): what was read past the cut was never
           // acknowledged (and new records may be where it was). Or a read of this segment failed
           // part-way (reread). Read this segment again from the start.
+          this.settledEpoch++;
+          seg.complete = undefined;
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
           replaced = true;
           seg.offset = 0;
@@ -461,6 +492,8 @@ export class QueryEngine {
           seg.offset = whole.length;
           seg.stuck = "damaged: its intact records are read";
         }
+        // Listed before a newer segment: sealed before its size was taken, so read to that size it is whole.
+        if (i < files.length - 1 && !seg.reread && (seg.stuck !== undefined || seg.offset >= size)) seg.complete = true;
       } catch (err) {
         failed = true;
         throw err;
@@ -481,6 +514,7 @@ export class QueryEngine {
           // again from the start, its table replaced, rather than show a message twice or not at all. (A new
           // segment's table is replaced anyway: it is not in the tail yet.)
           if (failed && known) seg.reread = true;
+          if (failed) seg.complete = undefined;
           // After the close: the rows are visible now (a version read before saw none of them).
           if (replaced || seg.rows !== rowsBefore) this.generation++;
         }
@@ -521,7 +555,10 @@ export class QueryEngine {
         parquet.sort();
         // A listed file rewritten in place (same name, new size or time) is other data under the same view.
         const stamps = parquet.map((p) => this.checked.get(p)).join(",");
-        if (stamps !== this.stamps) this.generation++;
+        if (stamps !== this.stamps) {
+          this.generation++;
+          this.settledEpoch++; // the files' rows changed under the same view: a partial of them too
+        }
         this.stamps = stamps;
         this.listing = { files: parquet, at: Date.now(), tail: tailKey };
       }
@@ -534,9 +571,12 @@ export class QueryEngine {
     // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
     // with nothing waiting for compaction, queries read the Parquet files alone, where DuckDB can
     // answer from the files' statistics (a count by stream) rather than through a union.
-    const filled = [...this.tail.values()].filter((t) => t.rows > 0).map((t) => tailTable(t.number));
+    const filledSegments = [...this.tail.values()].filter((t) => t.rows > 0);
+    const filled = filledSegments.map((t) => tailTable(t.number));
     const tables = filled.length || !parquet.length ? ["spool_tail", ...filled] : [];
-    const key = [...parquet, ...tables].join("\n");
+    const settledTables = filledSegments.filter((t) => t.complete).map((t) => tailTable(t.number));
+    const growingTables = filledSegments.filter((t) => !t.complete).map((t) => tailTable(t.number));
+    const key = [...parquet, ...tables, `settled: ${settledTables.join(",")}`].join("\n");
     if (key === this.viewKey) return;
     // Every row of this log entered the cluster through this node: its node column is this node's id.
     const node = `${q(this.opts.nodeId ?? "local")} AS node`;
@@ -554,12 +594,18 @@ export class QueryEngine {
     // connection of its own: a statement that fails on the admin connection meanwhile (checkFiles reading
     // a bad file) would abort the transaction.
     const none = spoolRows("spool_tail", node);
+    const settled = [fromFiles, ...settledTables.map((t) => spoolRows(t, node))].filter(Boolean).join(" UNION ALL ");
+    const growing = growingTables.map((t) => spoolRows(t, node)).join(" UNION ALL ");
     const views = this.free.pop() ?? await this.db.connect();
+    // Before DuckDB is asked: a statement that binds the new views finds the new epoch (see settledEpoch).
+    this.settledEpoch++;
     try {
       await views.run("BEGIN TRANSACTION");
       await views.run(`CREATE OR REPLACE VIEW messages AS ${[fromFiles, spooled].filter(Boolean).join(" UNION ALL ")}`);
       await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[0]} AS ${fromFiles || `${none} LIMIT 0`}`);
       await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[1]} AS ${spooled || `${none} LIMIT 0`}`);
+      await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[2]} AS ${settled || `${none} LIMIT 0`}`);
+      await views.run(`CREATE OR REPLACE VIEW ${VIEW_PARTS[3]} AS ${growing || `${none} LIMIT 0`}`);
       await views.run("COMMIT");
     } catch (err) {
       views.closeSync(); // its transaction rolled back
@@ -662,7 +708,10 @@ export class QueryEngine {
     return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, { retryVanished: true }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
       const read = async (statement: DuckDBPreparedStatement) => {
-        const reader = new DuckDBResultReader(await this.begin(conn, statement));
+        let result = await this.begin(conn, statement);
+        // Over a partial of another view than the one the run bound: run again without it.
+        if (this.staleOver(statement)) result = await this.begin(conn, await this.pushedDown(conn, sql));
+        const reader = new DuckDBResultReader(result);
         await reader.readUntil(rowLimit + 1);
         return reader;
       };
@@ -714,6 +763,12 @@ export class QueryEngine {
         return this.begin(conn, await prepareSelect(conn, sql));
       };
       let result = await this.begin(conn, prepared).catch(original);
+      if (rewritten && this.staleOver(prepared)) {
+        // Over a partial of another view than the one the run bound: run again without it (no row went out).
+        const again = await this.pushedDown(conn, sql);
+        rewritten = this.rewrites.has(again);
+        result = await this.begin(conn, again).catch(original);
+      }
       const columns = result.columnNames();
       const types = result.columnTypes().map((t) => t.toString());
       await onChunk(columns, [], types); // the columns are known now, even when no row follows
@@ -749,7 +804,8 @@ export class QueryEngine {
    */
   async exportParquet(sql: string, path: string, timeoutMs = 30_000, onInterrupt?: (interrupt: () => void) => void): Promise<number> {
     return this.withConnection(timeoutMs, onInterrupt, { retryVanished: true }, async (conn) => {
-      await this.prepare(conn, sql);
+      // Checked to be one SELECT (the COPY below runs it as written: no rewrite, no partial to work out).
+      (await prepareSelect(conn, sql)).destroySync();
       const body = sql.trim().replace(/;\s*$/, "");
       // Row groups of EXPORT_ROW_GROUP rows: DuckDB writes nothing of a row group until it is complete, so with
       // its default (122,880 rows) the export's size cap could not see a file grow, nor stop it, before its end.
@@ -913,19 +969,30 @@ export class QueryEngine {
   private async prepare(conn: DuckDBConnection, sql: string, params?: (string | number | bigint)[]): Promise<DuckDBPreparedStatement> {
     const keep = cacheable(sql);
     this.forgetPlans(conn);
+    // Over a partial, the statement run reads the partial's table: kept by its own text.
+    const over = keep && !params && this.parted ? await this.partialFor(conn, sql) : null;
+    const text = over?.text ?? sql;
     let kept = keep ? this.plans.get(conn)?.byText : undefined;
-    let prepared = kept?.get(sql);
+    let prepared = kept?.get(text);
+    /** True when the statement run reads the partial (one kept by the text over it does). */
+    let overs = prepared !== undefined && over !== null;
     if (prepared) {
       this.planStats.reused++;
-      kept!.delete(sql); // most recently used last
+      kept!.delete(text); // most recently used last
       prepared.clearBindings();
     } else {
-      prepared = !params && this.parted && mayPushDown(sql) ? await this.pushedDown(conn, sql) : await prepareSelect(conn, sql);
+      const overPrepared = over ? await this.prepareOver(conn, sql, over.text) : null;
+      overs = overPrepared !== null;
+      prepared = overPrepared ?? (!params && this.parted && mayPushDown(sql) ? await this.pushedDown(conn, sql) : await prepareSelect(conn, sql));
       this.planStats.prepared++;
+    }
+    if (overs) {
+      this.overPartial.set(prepared, over!.epoch);
+      this.planStats.overPartials++;
     }
     if (keep) {
       if (!kept) this.plans.set(conn, { view: this.viewNumber, byText: (kept = new Map()) });
-      kept.set(sql, prepared);
+      kept.set(overs ? text : sql, prepared);
       if (kept.size > PLANS_PER_CONNECTION) {
         const [oldest, statement] = kept.entries().next().value!;
         kept.delete(oldest);
@@ -989,6 +1056,7 @@ export class QueryEngine {
         const prepared = (rewritten = await conn.prepare(text));
         const same = prepared.columnCount === names.length && names.every((name, i) => prepared.columnName(i) === name && prepared.columnType(i).toString() === types[i]);
         if (!same) throw new Error("other columns");
+        if (cacheable(sql)) await this.planPartial(conn, sql, plan, names, types);
       }
     } catch (err) {
       rewritten?.destroySync();
@@ -1008,6 +1076,115 @@ export class QueryEngine {
     this.planStats.pushedDown++;
     this.rewrites.add(rewritten);
     return rewritten;
+  }
+
+  /**
+   * Works out and remembers the partial plan of `sql` (see partialPlans), whose
+   * rewrite `plan` was just found good; a shape DuckDB writes back otherwise
+   * gets none. Its columns are checked against the original's at its first run.
+   */
+  private async planPartial(conn: DuckDBConnection, sql: string, plan: Pushdown, names: string[], types: string[]): Promise<void> {
+    let partial: { settled: string; over: string; columns: string[]; types: string[] } | null = null;
+    const over = plan.buildOver(names, SETTLED_PLACEHOLDER);
+    if (over) {
+      const written = await conn.runAndReadAll("SELECT json_deserialize_sql(?::JSON), json_deserialize_sql(?::JSON)", [JSON.stringify(plan.settled()), JSON.stringify(over)]);
+      const [settled, outer] = written.getRows()[0]!.map(String);
+      if (outer!.split(SETTLED_PLACEHOLDER).length === 2) partial = { settled: settled!, over: outer!, columns: names, types };
+    }
+    if (this.partialPlans.size >= PUSHED_KEPT) this.partialPlans.delete(this.partialPlans.keys().next().value!);
+    this.partialPlans.set(sql, partial);
+  }
+
+  /**
+   * The statement text to run for `sql` over a partial, and the epoch of the
+   * partial's rows; null when `sql` has no partial plan (none, or not known
+   * yet: its first run works the plan out). A partial computed at an earlier
+   * epoch (the view changed since) is computed again, on `conn`, within the
+   * run's time limit; one computed while the view changed is not used.
+   */
+  private async partialFor(conn: DuckDBConnection, sql: string): Promise<{ text: string; epoch: number } | null> {
+    const plan = this.partialPlans.get(sql);
+    if (!plan) return null;
+    let kept = this.partials.get(sql);
+    if (kept && kept.epoch === this.settledEpoch) {
+      this.partials.delete(sql); // most recently used last
+      this.partials.set(sql, kept);
+    } else {
+      const epoch = this.settledEpoch;
+      const table = `__partial_${++this.partialNumber}`;
+      let rows: number;
+      try {
+        const pending = await conn.start(`CREATE TABLE ${table} AS ${plan.settled}`);
+        this.checkStarted(conn);
+        rows = Number((await pending.readAll()).getRows()[0]?.[0] ?? 0);
+      } catch (err) {
+        this.toDrop.push({ table, after: this.nextQuery });
+        // Stopped (time limit, cancel), or a listed file gone (the run is tried again over a fresh view): as
+        // for any run. Anything else: run as the rewrite does, whose failure gives the client's own error.
+        if (interruptedBy(err) || err instanceof QueryError || this.namesVanishedFile((err as Error).message)) throw err;
+        this.partialPlans.set(sql, null);
+        return null;
+      }
+      this.planStats.partialsComputed++;
+      if (rows > PARTIAL_ROWS) {
+        // Too many groups to keep (the run reads the table as a whole anyway).
+        this.toDrop.push({ table, after: this.nextQuery });
+        this.partialPlans.set(sql, null);
+        return null;
+      }
+      if (this.settledEpoch !== epoch) {
+        // The view changed as it was computed: it may hold rows of either. Not kept; the next run computes it.
+        this.toDrop.push({ table, after: this.nextQuery });
+        this.planStats.partialsStale++;
+        return null;
+      }
+      if (kept) this.toDrop.push({ table: kept.table, after: this.nextQuery });
+      this.partials.delete(sql);
+      this.partials.set(sql, (kept = { table, epoch }));
+      if (this.partials.size > PARTIALS_KEPT) {
+        const [oldest, entry] = this.partials.entries().next().value!;
+        this.partials.delete(oldest);
+        this.toDrop.push({ table: entry.table, after: this.nextQuery });
+      }
+    }
+    return { text: plan.over.replace(SETTLED_PLACEHOLDER, kept.table), epoch: kept.epoch };
+  }
+
+  /**
+   * `text` (sql's rewrite over a partial) prepared, or null when its columns
+   * are not the original's by name and type (the partial plan is then
+   * dropped) or it cannot be prepared now.
+   */
+  private async prepareOver(conn: DuckDBConnection, sql: string, text: string): Promise<DuckDBPreparedStatement | null> {
+    const plan = this.partialPlans.get(sql)!;
+    let prepared: DuckDBPreparedStatement;
+    try {
+      prepared = await conn.prepare(text);
+    } catch (err) {
+      if (interruptedBy(err)) throw err;
+      return null;
+    }
+    const same = prepared.columnCount === plan.columns.length && plan.columns.every((name, i) => prepared.columnName(i) === name && prepared.columnType(i).toString() === plan.types[i]);
+    if (!same) {
+      prepared.destroySync();
+      this.partialPlans.set(sql, null);
+      return null;
+    }
+    this.rewrites.add(prepared);
+    return prepared;
+  }
+
+  /**
+   * True when `prepared` reads a partial computed at another epoch than the
+   * view its run bound (checked once DuckDB has started the run): the run is
+   * to be made again without it. Rare: the view changed between the partial
+   * and the run.
+   */
+  private staleOver(prepared: DuckDBPreparedStatement): boolean {
+    const epoch = this.overPartial.get(prepared);
+    if (epoch === undefined || epoch === this.settledEpoch) return false;
+    this.planStats.partialsStale++;
+    return true;
   }
 
   /**

@@ -28,8 +28,21 @@
  * or printed here.
  */
 
-/** The two parts of the view, each a view of the same columns as `messages` (engine.ts). */
-export const VIEW_PARTS = ["messages_files", "messages_spool"] as const;
+/**
+ * The parts of the view, each a view of the same columns as `messages`
+ * (engine.ts): the Parquet files and the spool's tables; and the same rows cut
+ * another way, for partials: what is settled (the files, and the tables of
+ * sealed segments read to their end, which no longer change) and what still
+ * grows (the segment being written).
+ */
+export const VIEW_PARTS = ["messages_files", "messages_spool", "messages_settled", "messages_growing"] as const;
+
+/**
+ * The name the rewritten statement over a partial reads the settled part's
+ * rows from (buildOver): the engine puts the name of the table holding them
+ * in its place.
+ */
+export const SETTLED_PLACEHOLDER = "__switchyard_settled_part";
 
 /** The columns of `messages`. */
 const COLUMNS = new Set(["ts", "stream", "seq", "origin", "kind", "data", "date", "node"]);
@@ -72,6 +85,19 @@ export interface Pushdown {
    */
   parts(): Node;
   readonly sums: number[];
+  /**
+   * The settled part's aggregate alone (its groups and each aggregate of the
+   * part, as the union's left side computes them), as DuckDB's JSON: the
+   * engine keeps its rows as a table, a partial, while the settled rows stay
+   * as they are.
+   */
+  settled(): Node;
+  /**
+   * build(), with the left side of the union read from table `table` (a
+   * partial: settled()'s rows kept) and the right side computed over the rows
+   * that still grow; null as for build().
+   */
+  buildOver(names: string[], table: string): Node | null;
 }
 
 const lower = (s: unknown) => String(s ?? "").toLowerCase();
@@ -276,27 +302,45 @@ export function planPushdown(parsed: Node, opaque: ReadonlySet<string>): Pushdow
     group_expressions: groups.map(clone), group_sets: [groups.map((_, i) => i)],
     aggregate_handling: "STANDARD_HANDLING", having: null, sample: null, qualify: null,
   });
-  const union = (): Node => ({ type: "SET_OPERATION_NODE", modifiers: [], cte_map: { map: [] }, setop_type: "UNION", left: partSelect(VIEW_PARTS[0]), right: partSelect(VIEW_PARTS[1]), setop_all: true });
+  /** The columns of a part (its groups, then its aggregates) as kept in table `table`. */
+  const keptSelect = (table: string): Node => ({
+    type: "SELECT_NODE", modifiers: [], cte_map: { map: [] },
+    select_list: [...groups.map((_, i) => columnRef(`__g${i}`)), ...parts.map((_, k) => columnRef(`__a${k}`))],
+    from_table: { ...clone(source), table_name: table, alias: "", schema_name: "", catalog_name: "" },
+    where_clause: null, group_expressions: [], group_sets: [],
+    aggregate_handling: "STANDARD_HANDLING", having: null, sample: null, qualify: null,
+  });
+  const union = (over?: string): Node => ({
+    type: "SET_OPERATION_NODE", modifiers: [], cte_map: { map: [] }, setop_type: "UNION", setop_all: true,
+    left: over ? keptSelect(over) : partSelect(VIEW_PARTS[0]),
+    right: partSelect(over ? VIEW_PARTS[3] : VIEW_PARTS[1]),
+  });
+  const asStatement = (node: Node) => zeroLocations({ error: false, statements: [{ node, named_param_map: [] }] });
+  const build = (names: string[], over?: string): Node | null => {
+    if (new Set(names.map(lower)).size !== names.length) return null;
+    const outer: Node = {
+      type: "SELECT_NODE", modifiers: clone(modifiers), cte_map: { map: [] },
+      select_list: outerSelect.map((e, i) => ({ ...clone(e), alias: names[i] })),
+      from_table: {
+        type: "SUBQUERY", alias: "__parts", sample: null, query_location: 0, column_name_alias: [],
+        subquery: {
+          node: union(over),
+          named_param_map: [],
+        },
+      },
+      where_clause: null,
+      group_expressions: groups.map((_, i) => columnRef(`__g${i}`)), group_sets: [groups.map((_, i) => i)],
+      aggregate_handling: "STANDARD_HANDLING", having: clone(having), sample: null, qualify: null,
+    };
+    return asStatement(outer);
+  };
   return {
     sums,
-    parts: () => zeroLocations({ error: false, statements: [{ node: union(), named_param_map: [] }] }),
+    parts: () => asStatement(union()),
+    settled: () => asStatement(partSelect(VIEW_PARTS[2])),
+    buildOver: (names: string[], table: string) => build(names, table),
     build(names: string[]): Node | null {
-      if (new Set(names.map(lower)).size !== names.length) return null;
-      const outer: Node = {
-        type: "SELECT_NODE", modifiers, cte_map: { map: [] },
-        select_list: outerSelect.map((e, i) => ({ ...e, alias: names[i] })),
-        from_table: {
-          type: "SUBQUERY", alias: "__parts", sample: null, query_location: 0, column_name_alias: [],
-          subquery: {
-            node: union(),
-            named_param_map: [],
-          },
-        },
-        where_clause: null,
-        group_expressions: groups.map((_, i) => columnRef(`__g${i}`)), group_sets: [groups.map((_, i) => i)],
-        aggregate_handling: "STANDARD_HANDLING", having, sample: null, qualify: null,
-      };
-      return zeroLocations({ error: false, statements: [{ node: outer, named_param_map: [] }] });
+      return build(names);
     },
   };
 }
