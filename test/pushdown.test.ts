@@ -1,5 +1,5 @@
 import { describe, expect, it, setDefaultTimeout } from "bun:test";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, truncateSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { QueryEngine } from "../app/analytics/engine.ts";
 import { mayPushDown } from "../app/analytics/pushdown.ts";
@@ -463,6 +463,200 @@ describe("partials: the settled rows' aggregate kept while the segment being wri
       expect(engine.planStats.overPartials).toBe(0);
       engine.close();
     } finally {
+      tmp.remove();
+    }
+  });
+
+  it("counts the rows of a segment taken for sealed that grows on (the spool made the next file and gave it up: a failed roll)", async () => {
+    const tmp = await dataDir(300, 120);
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      const current = join(spoolDir, Spool.segments(spoolDir).at(-1)!);
+      const engine = await open(tmp.dir);
+      const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream ORDER BY stream";
+      expect(total((await engine.query(sql)).rows)).toBe(420);
+      expect(total((await engine.query(sql)).rows)).toBe(420);
+      // Spool.startSegment: openSync(next, "a") then the marks write fails (disk full): the file is unlinked,
+      // the roll fails and the spool writes on in the current segment. A refresh lists the next file meanwhile.
+      const name = Spool.segments(spoolDir).at(-1)!;
+      const next = join(spoolDir, String(Number(name.replace(/\D/g, "")) + 1).padStart(16, "0") + ".wal");
+      writeFileSync(next, "");
+      expect(total((await engine.query(sql)).rows)).toBe(420);
+      unlinkSync(next);
+      appendFileSync(current, records(5000, 50, ["spin1", "later"]));
+      const got = await engine.query(sql);
+      const want = await engine.query(reference(sql));
+      expect(got.rows).toEqual(want.rows);
+      expect(total(got.rows)).toBe(470);
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("leaves no partial table behind when two runs of one SQL work its partial out at once", async () => {
+    const tmp = await dataDir(300, 120);
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      newSegment(spoolDir, 1000, 30, ["spin1", "late"]);
+      const engine = await open(tmp.dir);
+      const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream ORDER BY stream";
+      expect(total((await engine.query(sql)).rows)).toBe(450); // works the plan out
+      const admin = (engine as any).admin;
+      const partialTables = async () => (await admin.runAndReadAll("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '__partial_%' ORDER BY 1")).getRows().map((r: unknown[]) => String(r[0]));
+      for (let round = 0; round < 3; round++) {
+        const [a, b] = await Promise.all([engine.query(sql), engine.query(sql)]);
+        expect(total(a.rows)).toBe(450 + round * 10);
+        expect(total(b.rows)).toBe(450 + round * 10);
+        // the view changes: every partial is worked out again, the old ones dropped
+        newSegment(spoolDir, 3000 + round * 10, 10, ["spin1"]);
+      }
+      await engine.query("SELECT 1"); // a refresh with no query running drops what toDrop holds
+      await engine.query("SELECT 1");
+      const kept = (engine as any).partials as Map<string, { table: string }>;
+      expect(await partialTables()).toEqual([...kept.values()].map((k) => k.table).sort());
+      engine.close();
+    } finally {
+      tmp.remove();
+    }
+  });
+
+  it("stops a query cancelled as its partial is worked out; the next runs, and no partial table is left", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { start } = DuckDBConnection.prototype;
+    const tmp = await dataDir(300, 120);
+    try {
+      newSegment(join(tmp.dir, "spool"), 1000, 30, ["spin1"]);
+      const engine = await open(tmp.dir);
+      const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream";
+      expect(total((await engine.query(sql)).rows)).toBe(450);
+      let cancel: (() => void) | null = null;
+      DuckDBConnection.prototype.start = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof start>) {
+        if (cancel && args[0].startsWith("CREATE TABLE __partial_")) { cancel(); cancel = null; }
+        return start.apply(this, args);
+      };
+      let err: unknown = null;
+      try {
+        await engine.query(sql, { onInterrupt: (i) => { cancel = i; } });
+      } catch (e) { err = e; }
+      DuckDBConnection.prototype.start = start;
+      expect(String(err)).toContain("cancelled");
+      expect(total((await engine.query(sql)).rows)).toBe(450);
+      await engine.query("SELECT 1");
+      const admin = (engine as any).admin;
+      const tables = (await admin.runAndReadAll("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '__partial_%'")).getRows().length;
+      expect(tables).toBe((engine as any).partials.size);
+      engine.close();
+    } finally {
+      DuckDBConnection.prototype.start = start;
+      tmp.remove();
+    }
+  });
+
+  it("stops a query whose time limit passes as its partial is worked out", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { start } = DuckDBConnection.prototype;
+    const tmp = await dataDir(300, 120);
+    try {
+      newSegment(join(tmp.dir, "spool"), 1000, 30, ["spin1"]);
+      const engine = await open(tmp.dir);
+      const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream";
+      expect(total((await engine.query(sql)).rows)).toBe(450);
+      DuckDBConnection.prototype.start = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof start>) {
+        if (args[0].startsWith("CREATE TABLE __partial_")) await Bun.sleep(400);
+        return start.apply(this, args);
+      };
+      let err: unknown = null;
+      try { await engine.query(sql, { timeoutMs: 200 }); } catch (e) { err = e; }
+      DuckDBConnection.prototype.start = start;
+      expect(String(err)).toMatch(/took|time|long/i);
+      expect(total((await engine.query(sql)).rows)).toBe(450);
+      engine.close();
+    } finally {
+      DuckDBConnection.prototype.start = start;
+      tmp.remove();
+    }
+  });
+
+  it("runs a streamed answer again without a partial of another view than its run bound", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { start, prepare } = DuckDBConnection.prototype;
+    for (const when of ["as the partial is worked out", "before the run binds its view"] as const) {
+      const tmp = await dataDir(300, 120);
+      try {
+        const spoolDir = join(tmp.dir, "spool");
+        newSegment(spoolDir, 1000, 30, ["spin1", "late"]);
+        const engine = await open(tmp.dir);
+        const sql = "SELECT stream, count(*) AS n, max(seq) AS last FROM messages GROUP BY stream ORDER BY stream";
+        expect(total((await engine.query(sql)).rows)).toBe(450);
+        let armed = true;
+        const changeView = async () => {
+          armed = false;
+          newSegment(spoolDir, 2000, 20, ["spin1", "third"]);
+          expect((await engine.query("SELECT count(*) AS n FROM messages")).rows).toEqual([{ n: "470" }]);
+        };
+        DuckDBConnection.prototype.start = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof start>) {
+          const pending = await start.apply(this, args);
+          if (armed && when === "as the partial is worked out" && args[0].startsWith("CREATE TABLE __partial_")) await changeView();
+          return pending;
+        };
+        DuckDBConnection.prototype.prepare = async function (this: InstanceType<typeof DuckDBConnection>, text: string) {
+          if (armed && when === "before the run binds its view" && text.includes("__partial_")) await changeView();
+          return prepare.call(this, text);
+        };
+        const rows: Record<string, unknown>[] = [];
+        await engine.streamRows(sql, { rowLimit: 1000, timeoutMs: 10_000 }, (_c, r) => { rows.push(...r); });
+        DuckDBConnection.prototype.start = start;
+        DuckDBConnection.prototype.prepare = prepare;
+        expect({ when, total: total(rows) }).toEqual({ when, total: 470 });
+        expect(rows).toEqual((await engine.query(reference(sql))).rows);
+        engine.close();
+      } finally {
+        DuckDBConnection.prototype.start = start;
+        DuckDBConnection.prototype.prepare = prepare;
+        tmp.remove();
+      }
+    }
+  });
+
+  it("does not keep a partial worked out while a settled segment is read again from its start", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { run } = DuckDBConnection.prototype;
+    const tmp = await dataDir(300, 120);
+    try {
+      const spoolDir = join(tmp.dir, "spool");
+      const sealed = join(spoolDir, Spool.segments(spoolDir).at(-1)!);
+      newSegment(spoolDir, 1000, 30, ["spin1", "late"]);
+      const engine = await open(tmp.dir);
+      const sql = "SELECT stream, count(*) AS n FROM messages GROUP BY stream ORDER BY stream";
+      expect(total((await engine.query(sql)).rows)).toBe(450);
+      expect(total((await engine.query(sql)).rows)).toBe(450);
+      const e = engine as any;
+      expect(e.tail.get(sealed).complete).toBe(true);
+      // The sealed segment is cut back by its last record (size < offset): it is read again from the start.
+      truncateSync(sealed, e.tail.get(sealed).lastStart);
+      let armed = true;
+      DuckDBConnection.prototype.run = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof run>) {
+        const out = await run.apply(this, args);
+        if (armed && String(args[0]).startsWith("CREATE OR REPLACE TABLE") && String(args[0]).includes("tail")) {
+          armed = false;
+          // Another query, its refresh just done, works its partial out now (as the table is read again).
+          const conn = await e.db.connect();
+          await e.partialFor(conn, sql);
+          conn.closeSync();
+        }
+        return out;
+      };
+      const during = await engine.query("SELECT count(*) AS n FROM messages");
+      DuckDBConnection.prototype.run = run;
+      expect(armed).toBe(false);
+      expect(during.rows).toEqual([{ n: "449" }]);
+      const got = await engine.query(sql);
+      const want = await engine.query(reference(sql));
+      expect(got.rows).toEqual(want.rows);
+      engine.close();
+    } finally {
+      DuckDBConnection.prototype.run = run;
       tmp.remove();
     }
   });

@@ -421,6 +421,12 @@ export class QueryEngine {
           seg.stuck = undefined;
           seg.reread = undefined;
           seg.lastStart = seg.lastHeader = undefined;
+        } else if (seg.complete && size > seg.offset) {
+          // Taken for sealed, and written to still: the spool made the next segment's file and then
+          // gave it up (its marks could not be written: a full disk), writing on here. Growing again,
+          // before its new rows are appended: a partial of it would miss them (see settledEpoch).
+          this.settledEpoch++;
+          seg.complete = undefined;
         }
         let window = Buffer.allocUnsafe(0);
         let damagedFrom: number | null = null;
@@ -517,6 +523,9 @@ export class QueryEngine {
           if (failed) seg.complete = undefined;
           // After the close: the rows are visible now (a version read before saw none of them).
           if (replaced || seg.rows !== rowsBefore) this.generation++;
+          // A table read anew (the same name, the same view): a partial worked out while it was
+          // refilled holds part of its rows, and must not be kept or used past this.
+          if (replaced && known) this.settledEpoch++;
         }
       }
       this.tail.set(path, seg);
@@ -1056,7 +1065,14 @@ export class QueryEngine {
         const prepared = (rewritten = await conn.prepare(text));
         const same = prepared.columnCount === names.length && names.every((name, i) => prepared.columnName(i) === name && prepared.columnType(i).toString() === types[i]);
         if (!same) throw new Error("other columns");
-        if (cacheable(sql)) await this.planPartial(conn, sql, plan, names, types);
+        if (cacheable(sql)) {
+          try {
+            await this.planPartial(conn, sql, plan, names, types);
+          } catch (err) {
+            if (interruptedBy(err)) throw err;
+            this.partialPlans.set(sql, null); // the rewrite stays good without one
+          }
+        }
       }
     } catch (err) {
       rewritten?.destroySync();
@@ -1138,7 +1154,9 @@ export class QueryEngine {
         this.planStats.partialsStale++;
         return null;
       }
-      if (kept) this.toDrop.push({ table: kept.table, after: this.nextQuery });
+      // The one kept now: maybe another run's, worked out meanwhile (not the one read before the await).
+      const previous = this.partials.get(sql);
+      if (previous) this.toDrop.push({ table: previous.table, after: this.nextQuery });
       this.partials.delete(sql);
       this.partials.set(sql, (kept = { table, epoch }));
       if (this.partials.size > PARTIALS_KEPT) {
