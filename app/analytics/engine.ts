@@ -10,6 +10,7 @@ import { Spool } from "../log/spool.ts";
 import { tookTooLong } from "./protocol.ts";
 import { mayPushDown, planPushdown, SETTLED_PLACEHOLDER, VIEW_PARTS, type Pushdown } from "./pushdown.ts";
 import { cacheable } from "./result-cache.ts";
+import { mayHaveScope, planStreamScope, scopeStreams, type StreamScope } from "./stream-scope.ts";
 
 /** Where the log lives and how much a query may take. */
 export interface QueryEngineOptions {
@@ -67,6 +68,14 @@ interface TailSegment {
   /** Where the last record read starts, and its header (length and CRC), to notice the file rewritten under it. */
   lastStart?: number;
   lastHeader?: string;
+  /** How far its rows are in its table and committed (offset runs ahead while a read goes on). */
+  visible?: number;
+}
+
+/** A query's SQL and parameters, for the streams it reads (stream-scope.ts). */
+export interface QueryScope {
+  sql: string;
+  params?: readonly (string | number | bigint)[];
 }
 
 /** True when the last record read from `seg` is still where it was (its length and CRC unchanged). */
@@ -83,6 +92,8 @@ const PUSHED_KEPT = 256;
 
 /** Longest a listing of the Parquet folder is reused for (see QueryEngine.listing). */
 const RELIST_MS = 10_000;
+/** Most unread spool bytes looked at for a query's streams (quietFor): past that, reading them is as cheap. */
+const QUIET_PEEK_BYTES = 4 * 1024 * 1024;
 /** Partials kept (one per SQL text), and the most groups one may hold: see partials. */
 const PARTIALS_KEPT = 32;
 const PARTIAL_ROWS = 10_000;
@@ -143,6 +154,10 @@ export class QueryEngine {
   private generation = 0;
   /** The refresh running now, and the one that starts when it ends (see refresh()). */
   private current: Promise<void> | null = null;
+  /** True while the refresh running now may change the view (not a followTail). */
+  private currentWithView = false;
+  /** Each SQL text looked at for the streams it reads (stream-scope.ts), or null: it reads others too. */
+  private readonly scopes = new Map<string, StreamScope | null>();
   private queued: Promise<void> | null = null;
   private closed = false;
   /** The queries running now, by the number each took when it started (see toDrop). */
@@ -161,8 +176,12 @@ export class QueryEngine {
   private readonly plans = new WeakMap<DuckDBConnection, { view: number; byText: Map<string, DuckDBPreparedStatement> }>();
   /** Goes up each time the view `messages` is replaced. */
   private viewNumber = 0;
-  /** Statements prepared, runs that reused one, and statements run with their aggregates pushed below the union (for tests and stats). */
-  readonly planStats = { prepared: 0, reused: 0, pushedDown: 0, partialsComputed: 0, overPartials: 0, partialsStale: 0 };
+  /**
+   * Statements prepared, runs that reused one, statements run with their
+   * aggregates pushed below the union, partials, and refreshes skipped for a
+   * query whose streams had nothing unread (quietFor) (for tests and stats).
+   */
+  readonly planStats = { prepared: 0, reused: 0, pushedDown: 0, partialsComputed: 0, overPartials: 0, partialsStale: 0, refreshesSkipped: 0 };
   /** True while `messages` is the local view, whose parts (VIEW_PARTS) exist beside it. */
   private parted = false;
   /** Lower-case names of the functions pushdown.ts must not take for scalar ones: aggregates and macros. */
@@ -295,19 +314,22 @@ export class QueryEngine {
       if (this.current === run) this.current = null;
     });
     this.current = run;
+    this.currentWithView = withView;
     return run;
   }
 
   /**
    * The version of the data the view shows, after a refresh that starts after
-   * this call (as before a query): two calls that give the same version saw
-   * the same data, so an answer computed at one version may be served again at
-   * it (result-cache.ts). The version goes up only once the change is visible
-   * to queries, and a query run after reading it sees at least that data.
+   * this call (as before a query; none when the query of `scope` reads only
+   * streams with nothing unread, as its run would skip it too): two calls that
+   * give the same version saw the same data, so an answer computed at one
+   * version may be served again at it (result-cache.ts). The version goes up
+   * only once the change is visible to queries, and a query run after reading
+   * it sees at least that data.
    */
-  async dataVersion(): Promise<string> {
+  async dataVersion(scope?: QueryScope): Promise<string> {
     try {
-      await this.refresh();
+      if (!scope || !(await this.skipsRefresh(scope))) await this.refresh();
     } catch (err) {
       throw new QueryError(`reading the log failed: ${(err as Error).message}`);
     }
@@ -416,7 +438,7 @@ export class QueryEngine {
           seg.complete = undefined;
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
           replaced = true;
-          seg.offset = 0;
+          seg.offset = seg.visible = 0;
           seg.rows = 0;
           seg.stuck = undefined;
           seg.reread = undefined;
@@ -521,6 +543,7 @@ export class QueryEngine {
           // segment's table is replaced anyway: it is not in the tail yet.)
           if (failed && known) seg.reread = true;
           if (failed) seg.complete = undefined;
+          else seg.visible = seg.offset; // its rows read are committed now
           // After the close: the rows are visible now (a version read before saw none of them).
           if (replaced || seg.rows !== rowsBefore) this.generation++;
           // A table read anew (the same name, the same view): a partial worked out while it was
@@ -545,7 +568,7 @@ export class QueryEngine {
       }
       // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
       const inTail = new Set([...this.tail.values()].map((s) => String(s.number)));
-      const tailKey = `${[...inTail].sort().join(",")} ${logChangeMark(logsDir)}`;
+      const tailKey = this.tailKey();
       if (this.listing && this.listing.tail === tailKey && Date.now() - this.listing.at < RELIST_MS) {
         parquet = this.listing.files;
       } else {
@@ -577,15 +600,7 @@ export class QueryEngine {
       gone = [...this.tail.keys()].filter((p) => !existsSync(p));
       listAgain = gone.length > 0;
     }
-    // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
-    // with nothing waiting for compaction, queries read the Parquet files alone, where DuckDB can
-    // answer from the files' statistics (a count by stream) rather than through a union.
-    const filledSegments = [...this.tail.values()].filter((t) => t.rows > 0);
-    const filled = filledSegments.map((t) => tailTable(t.number));
-    const tables = filled.length || !parquet.length ? ["spool_tail", ...filled] : [];
-    const settledTables = filledSegments.filter((t) => t.complete).map((t) => tailTable(t.number));
-    const growingTables = filledSegments.filter((t) => !t.complete).map((t) => tailTable(t.number));
-    const key = [...parquet, ...tables, `settled: ${settledTables.join(",")}`].join("\n");
+    const { tables, settledTables, growingTables, key } = this.viewOf(parquet);
     if (key === this.viewKey) return;
     // Every row of this log entered the cluster through this node: its node column is this node's id.
     const node = `${q(this.opts.nodeId ?? "local")} AS node`;
@@ -627,6 +642,118 @@ export class QueryEngine {
     this.generation++;
     const listed = new Set(parquet);
     for (const path of this.checked.keys()) if (!listed.has(path)) this.checked.delete(path);
+  }
+
+  /** The segments the spool's tail holds, and the change mark of the Parquet folder: the listing holds while they stay. */
+  private tailKey(): string {
+    const inTail = [...this.tail.values()].map((s) => String(s.number));
+    return `${inTail.sort().join(",")} ${logChangeMark(this.opts.logsDir)}`;
+  }
+
+  /** What the view shows over Parquet files `parquet` and the tail as it is, and its key (viewKey). */
+  private viewOf(parquet: string[]) {
+    // Segments with no message yet (the one just opened holds only its marks) stay out of the view:
+    // with nothing waiting for compaction, queries read the Parquet files alone, where DuckDB can
+    // answer from the files' statistics (a count by stream) rather than through a union.
+    const filledSegments = [...this.tail.values()].filter((t) => t.rows > 0);
+    const filled = filledSegments.map((t) => tailTable(t.number));
+    const tables = filled.length || !parquet.length ? ["spool_tail", ...filled] : [];
+    const settledTables = filledSegments.filter((t) => t.complete).map((t) => tailTable(t.number));
+    const growingTables = filledSegments.filter((t) => !t.complete).map((t) => tailTable(t.number));
+    const key = [...parquet, ...tables, `settled: ${settledTables.join(",")}`].join("\n");
+    return { tables, settledTables, growingTables, key };
+  }
+
+  /**
+   * True when a query reading only `streams` gets the same answer from the
+   * view as it is as after a refresh: no refresh that may change the view
+   * runs or waits, the spool holds the segments the view was made from (none
+   * new, none gone, none to read again, none cut back), the Parquet listing
+   * still holds, and no record of those streams waits unread. The unread
+   * records (from where each table's rows are committed: a followTail may be
+   * reading now) are looked at for their stream names alone. A follow that
+   * appends meanwhile only adds rows; a record still arriving at the end is
+   * not read by a refresh either. Synchronous: nothing changes while it looks.
+   */
+  private quietFor(streams: ReadonlySet<string>): boolean {
+    if (this.opts.remote || !this.parted || this.viewKey === null || this.queued || (this.current && this.currentWithView)) return false;
+    const listing = this.listing;
+    if (!listing || Date.now() - listing.at >= RELIST_MS || listing.tail !== this.tailKey()) return false;
+    if (this.viewOf(listing.files).key !== this.viewKey) return false;
+    const { spoolDir } = this.opts;
+    const files = existsSync(spoolDir) ? Spool.segments(spoolDir).map((f) => join(spoolDir, f)) : [];
+    if (files.length !== this.tail.size || !files.every((f) => this.tail.has(f))) return false;
+    const wanted = [...streams].map((s) => Buffer.from(s, "utf8"));
+    const fields: RecordFields = { kind: 0, ts: 0, seq: 0, streamStart: 0, streamEnd: 0, originStart: 0, originEnd: 0, dataStart: 0, next: 0 };
+    let budget = QUIET_PEEK_BYTES;
+    for (const path of files) {
+      const seg = this.tail.get(path)!;
+      if (seg.reread) return false;
+      const from = seg.visible ?? 0;
+      let fd: number;
+      try {
+        fd = openSync(path, "r");
+      } catch {
+        return false;
+      }
+      try {
+        const size = fstatSync(fd).size;
+        if (size < Math.max(from, seg.offset) || !sameHeader(fd, seg)) return false;
+        if (size === from) continue;
+        if (seg.complete || seg.stuck || size - from > budget) return false;
+        budget -= size - from;
+        const buf = Buffer.allocUnsafe(size - from);
+        let got = 0;
+        while (got < buf.length) {
+          const n = readSync(fd, buf, got, buf.length - got, from + got);
+          if (n === 0) break;
+          got += n;
+        }
+        for (let o = 0; o < got;) {
+          const r = locateRecord(buf.subarray(0, got), o, fields);
+          if (r === "incomplete") break; // the last record, still arriving: a refresh does not read it either
+          if (r === "marks") {
+            o += HEADER_BYTES + buf.readUInt32LE(o);
+            continue;
+          }
+          if (r !== "message") return false; // damaged: for the refresh to deal with
+          const length = fields.streamEnd - fields.streamStart;
+          if (wanted.some((w) => w.length === length && buf.compare(w, 0, length, fields.streamStart, fields.streamEnd) === 0)) return false;
+          o = fields.next;
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return true;
+  }
+
+  /**
+   * True when the query of `scope` may run over the view as it is (quietFor
+   * its streams), counted in planStats; false when it reads other data too, or
+   * its streams have records unread. `conn` parses its SQL the first time
+   * (DuckDB's parser, remembered per text); one of the pool's when not given.
+   */
+  private async skipsRefresh(scope: QueryScope, conn?: DuckDBConnection): Promise<boolean> {
+    if (this.closed || this.opts.remote || !mayHaveScope(scope.sql)) return false;
+    let plan = this.scopes.get(scope.sql);
+    if (plan === undefined) {
+      const c = conn ?? this.free.pop() ?? await this.db.connect();
+      try {
+        const parsed = await c.runAndReadAll("SELECT json_serialize_sql(?::VARCHAR)", [scope.sql]);
+        plan = planStreamScope(JSON.parse(String(parsed.getRows()[0]![0])));
+      } catch {
+        plan = null; // not a statement the parser takes: it fails as it would, after a refresh
+      } finally {
+        if (!conn) this.giveBack(c);
+      }
+      if (this.scopes.size >= PUSHED_KEPT) this.scopes.delete(this.scopes.keys().next().value!);
+      this.scopes.set(scope.sql, plan);
+    }
+    const streams = plan && scopeStreams(plan, scope.params);
+    if (!streams || !this.quietFor(streams)) return false;
+    this.planStats.refreshesSkipped++;
+    return true;
   }
 
   /** Drops the tables of toDrop that no running query may have bound. */
@@ -714,7 +841,7 @@ export class QueryEngine {
    */
   async query(sql: string, opts: { rowLimit?: number; timeoutMs?: number; params?: (string | number | bigint)[]; onInterrupt?: (interrupt: () => void) => void } = {}): Promise<QueryResult> {
     const rowLimit = opts.rowLimit ?? 100_000;
-    return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, { retryVanished: true }, async (conn) => {
+    return this.withConnection(opts.timeoutMs ?? 30_000, opts.onInterrupt, { retryVanished: true, scope: { sql, params: opts.params } }, async (conn) => {
       const prepared = await this.prepare(conn, sql, opts.params);
       const read = async (statement: DuckDBPreparedStatement) => {
         let result = await this.begin(conn, statement);
@@ -759,7 +886,7 @@ export class QueryEngine {
     onChunk: (columns: string[], rows: Record<string, unknown>[], types: string[]) => void | Promise<void>,
   ): Promise<number> {
     // A streamed answer is not retried: its first chunk (the columns) is already on its way to the client.
-    return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: opts.whole === true, startedAt: opts.startedAt }, async (conn) => {
+    return this.withConnection(opts.timeoutMs, opts.onInterrupt, { retryVanished: opts.whole === true, startedAt: opts.startedAt, scope: { sql, params: opts.params } }, async (conn) => {
       // The view is up to date now, and DuckDB has not started: the run reads at least the data of this
       // version (a follow may add rows before it starts, never take any away). See dataVersion.
       opts.onVersion?.(String(this.generation));
@@ -826,20 +953,21 @@ export class QueryEngine {
   }
 
   /**
-   * Refreshes the view, then runs `fn` on a connection of its own, interrupting
-   * DuckDB after `timeoutMs`; every failure becomes a QueryError. With
-   * `retryVanished`, a run that failed because a Parquet file it listed was
-   * removed meanwhile (a merge or retention replaced it) runs once more over a
-   * fresh view.
+   * Refreshes the view (unless the query of `scope` reads only streams with
+   * nothing unread: skipsRefresh), then runs `fn` on a connection of its own,
+   * interrupting DuckDB after `timeoutMs`; every failure becomes a QueryError.
+   * With `retryVanished`, a run that failed because a Parquet file it listed
+   * was removed meanwhile (a merge or retention replaced it) runs once more
+   * over a fresh view.
    */
-  private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, opts: { retryVanished: boolean; startedAt?: number }, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+  private async withConnection<T>(timeoutMs: number, onInterrupt: ((interrupt: () => void) => void) | undefined, opts: { retryVanished: boolean; startedAt?: number; scope?: QueryScope }, fn: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
     // One time limit for the run and its retry: a retry that had its own would go past the hub's
     // limit (time limit and grace), and the hub would kill the process.
     const limit = { ms: timeoutMs, deadline: (opts.startedAt ?? Date.now()) + timeoutMs };
     try {
       // A run that cannot be retried lists the Parquet folder afresh: a listed file a merge has
       // replaced would fail it half-way, after rows went out.
-      return await this.runOnConnection(limit, onInterrupt, fn, !opts.retryVanished);
+      return await this.runOnConnection(limit, onInterrupt, fn, !opts.retryVanished, opts.scope);
     } catch (err) {
       if (!opts.retryVanished || !(err instanceof QueryError) || !this.namesVanishedFile(err.message)) throw err;
       this.viewKey = null;
@@ -898,31 +1026,35 @@ export class QueryEngine {
     return named !== undefined && !existsSync(named);
   }
 
-  private async runOnConnection<T>(limit: RunLimit, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist = false): Promise<T> {
+  private async runOnConnection<T>(limit: RunLimit, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist = false, scope?: QueryScope): Promise<T> {
     // Counted from before its refresh: the tables its view will name stay until it ends (toDrop).
     const letGo = this.holdTables();
     try {
-      return await this.refreshAndRun(limit, onInterrupt, fn, relist);
+      return await this.refreshAndRun(limit, onInterrupt, fn, relist, scope);
     } finally {
       letGo();
     }
   }
 
-  private async refreshAndRun<T>(limit: RunLimit, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist: boolean): Promise<T> {
+  private async refreshAndRun<T>(limit: RunLimit, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist: boolean, scope?: QueryScope): Promise<T> {
     const timeoutMs = limit.ms;
+    const conn = this.free.pop() ?? await this.db.connect();
     try {
-      const since = Date.now();
-      if (relist) this.listing = null;
-      await this.refresh();
-      // A refresh already going when this one asked may have reused the old listing.
-      if (relist && (this.listing?.at ?? 0) < since) {
-        this.listing = null;
+      // A run that must list the Parquet folder afresh refreshes whatever it reads.
+      if (relist || !scope || !(await this.skipsRefresh(scope, conn))) {
+        const since = Date.now();
+        if (relist) this.listing = null;
         await this.refresh();
+        // A refresh already going when this one asked may have reused the old listing.
+        if (relist && (this.listing?.at ?? 0) < since) {
+          this.listing = null;
+          await this.refresh();
+        }
       }
     } catch (err) {
+      this.giveBack(conn);
       throw new QueryError(`reading the log failed: ${(err as Error).message}`);
     }
-    const conn = this.free.pop() ?? await this.db.connect();
     const run = { limit, cancelled: false };
     this.runs.set(conn, run);
     let timedOut = false;

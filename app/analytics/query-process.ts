@@ -305,7 +305,7 @@ export async function runQueryProcess(): Promise<number> {
     let startedAt = Date.now(); // when its time limit starts: the engine's, unless it waited for a twin
     let waited = false;
     if (key && (cache.maxBytes > 0 || running.has(key))) {
-      const version = await engine!.dataVersion();
+      const version = await engine!.dataVersion({ sql: job.sql, params: job.params });
       const hit = cache.get(key, version);
       if (hit) {
         await send({ type: "result", id: job.id, rows: hit.rows, cached: true }, hit.body);
