@@ -93,7 +93,7 @@ const PUSHED_KEPT = 256;
 /** Longest a listing of the Parquet folder is reused for (see QueryEngine.listing). */
 const RELIST_MS = 10_000;
 /** Most unread spool bytes looked at for a query's streams (quietFor): past that, reading them is as cheap. */
-const QUIET_PEEK_BYTES = 4 * 1024 * 1024;
+const QUIET_PEEK_BYTES = 1024 * 1024;
 /** Partials kept (one per SQL text), and the most groups one may hold: see partials. */
 const PARTIALS_KEPT = 32;
 const PARTIAL_ROWS = 10_000;
