@@ -47,6 +47,8 @@ describe("the streams a query reads", () => {
       // The history's page (a CTE, a window, scalar subqueries), with its own parameters.
       [pageSql("stream = $1 AND seq > $2::BIGINT", 100, 4096), ["s", 7], ["s"]],
       ["WITH l AS (SELECT seq FROM messages WHERE stream = 'a') SELECT count(*) FROM l", undefined, ["a"]],
+      ["WITH l AS (SELECT seq FROM messages WHERE stream = 'a') SELECT (SELECT count(*) FROM l) AS n, seq FROM messages WHERE stream = 'b'", undefined, ["a", "b"]],
+      ["WITH a AS (SELECT * FROM messages WHERE stream = 'x'), b AS (SELECT * FROM a) SELECT * FROM b", undefined, ["x"]],
       ["SELECT seq FROM messages WHERE stream = 'a' UNION ALL SELECT seq FROM messages WHERE stream = 'b'", undefined, ["a", "b"]],
       ["SELECT (SELECT max(seq) FROM messages WHERE stream = 'b'), seq FROM messages WHERE stream = 'a'", undefined, ["a", "b"]],
       ["SELECT * FROM (SELECT * FROM messages WHERE stream = 'a') AS s WHERE seq > 2", undefined, ["a"]],
@@ -81,6 +83,13 @@ describe("the streams a query reads", () => {
       ["SELECT * FROM messages WHERE stream = 'a' AND seq IN (SELECT seq FROM messages)"],
       ["WITH m AS (SELECT * FROM messages) SELECT * FROM m WHERE stream = 'a'"],
       ["WITH messages AS (SELECT * FROM messages) SELECT * FROM messages WHERE stream = 'a'"],
+      // A CTE is a CTE only within its query: before it in the same WITH, or outside, the name is a table's.
+      ["WITH a AS (SELECT * FROM b), b AS (SELECT * FROM messages WHERE stream = 'x') SELECT * FROM a"],
+      ["SELECT (SELECT count(*) FROM l) AS n, (WITH l AS (SELECT 1) SELECT 1) AS z FROM messages WHERE stream = 'a'"],
+      // Sampled before the WHERE, or with its columns renamed: the WHERE does not pin what is read.
+      ["SELECT * FROM messages TABLESAMPLE 10 ROWS WHERE stream = 'a'"],
+      ["SELECT * FROM messages WHERE stream = 'a' USING SAMPLE 10%"],
+      ["SELECT * FROM messages AS m(a, b, c, stream) WHERE stream = 'a'"],
       ["SELECT seq FROM messages WHERE stream = 'a' UNION ALL SELECT seq FROM messages"],
       ["SELECT * FROM messages a JOIN messages b USING (seq) WHERE a.stream = 'x' AND b.stream = 'x'"],
       ["SELECT * FROM messages, range(2) WHERE stream = 'a'"],

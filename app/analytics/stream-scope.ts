@@ -15,8 +15,10 @@
  * CTE of the statement, and every SELECT reading the view directly (not
  * through a join) has, among the conditions its WHERE joins with AND, one
  * that pins `stream` to constants or parameters: an equality or an IN list.
- * Anything else (a join with the view, a table function, another table, OR,
- * a cast or collation around either side) has no scope, and is refreshed as
+ * Anything else (a join with the view, a sample, which DuckDB takes before
+ * the WHERE, the view's columns renamed by an alias list, a table function,
+ * another table, a CTE's name outside the query whose WITH gives it, OR, a
+ * cast or collation around either side) has no scope, and is refreshed as
  * before. The streams of a CTE's SELECT count too: a scope may be wider than
  * what the query keeps, never narrower.
  */
@@ -52,27 +54,27 @@ export function planStreamScope(parsed: Node): StreamScope | null {
   const statement = parsed.statements[0];
   const paramIndex = new Map<string, number>();
   for (const p of statement.named_param_map ?? []) paramIndex.set(String(p.key), Number(p.value));
-  const ctes = new Set<string>();
-  walk(statement.node, (n) => {
-    for (const e of n.cte_map?.map ?? []) ctes.add(lower(e.key));
-  });
   const scope: StreamScope = { literals: [], params: [] };
   /** Table references looked at from their SELECT or join: any other is unknown ground. */
   const looked = new Set<Node>();
   let ok = true;
-  const ref = (r: Node, where: Node | undefined, from: "select" | "join") => {
+  /** `r`, a SELECT's FROM (`where`: its WHERE) or a side of a join in one, with the CTE names `ctes` visible there. */
+  const ref = (r: Node, where: Node | undefined, from: "select" | "join", ctes: ReadonlySet<string>) => {
     looked.add(r);
     if (r?.type === "JOIN") {
-      ref(r.left, undefined, "join");
-      ref(r.right, undefined, "join");
+      ref(r.left, undefined, "join", ctes);
+      ref(r.right, undefined, "join", ctes);
       return;
     }
     if (r?.type === "BASE_TABLE") {
       const name = lower(r.table_name);
       const plain = !r.schema_name && !r.catalog_name && !r.at_clause;
-      // A CTE's reads of the view are looked at where they are. One named messages is taken for the view.
+      // A CTE of an enclosing query: its own reads of the view are looked at where they are. One named
+      // messages is taken for the view.
       if (plain && ctes.has(name) && name !== "messages") return;
-      if (name !== "messages" || (r.schema_name && lower(r.schema_name) !== "main") || r.catalog_name || r.at_clause || from === "join") {
+      // The view alone, as it is: in a join, sampled (before the WHERE), or with its columns renamed
+      // (`messages AS m(a, stream)` names another column stream), the WHERE may not pin what it reads.
+      if (name !== "messages" || (r.schema_name && lower(r.schema_name) !== "main") || r.catalog_name || r.at_clause || r.sample || r.column_name_alias?.length || from === "join") {
         ok = false;
         return;
       }
@@ -87,9 +89,28 @@ export function planStreamScope(parsed: Node): StreamScope | null {
     }
     if (!HARMLESS_REFS.has(r?.type)) ok = false;
   };
-  walk(statement.node, (n) => {
-    if (n.type === "SELECT_NODE") ref(n.from_table, n.where_clause, "select");
-  });
+  /**
+   * Every node below `n`, with the CTE names visible there: a WITH's names in
+   * the query it belongs to, each CTE's body seeing those before it and itself
+   * (a recursive one reads itself), never a query outside it.
+   */
+  const visit = (n: Node, ctes: ReadonlySet<string>) => {
+    if (Array.isArray(n)) {
+      for (const c of n) visit(c, ctes);
+      return;
+    }
+    if (!ok || !n || typeof n !== "object") return;
+    // Sampled rows are picked before the WHERE: other streams' rows change which are kept.
+    if (n.sample) ok = false;
+    let inside = ctes;
+    for (const e of n.cte_map?.map ?? []) {
+      inside = new Set([...inside, lower(e.key)]);
+      visit(e.value, inside);
+    }
+    if (n.type === "SELECT_NODE") ref(n.from_table, n.where_clause, "select", inside);
+    for (const [k, c] of Object.entries(n)) if (k !== "cte_map") visit(c, inside);
+  };
+  visit(statement.node, new Set());
   // A table read from anywhere else (a PIVOT's source, say) was not looked at: no scope.
   walk(statement.node, (n) => {
     if ((n.type === "BASE_TABLE" || n.type === "TABLE_FUNCTION" || n.type === "JOIN") && !looked.has(n)) ok = false;
