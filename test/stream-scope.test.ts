@@ -316,3 +316,19 @@ describe("through POST /api/query, with the answer cache", () => {
     }
   });
 });
+
+describe("a closed engine", () => {
+  it("refuses a query with the same clear error whether or not it could have skipped the read", async () => {
+    const { tmp, engine } = await setUp();
+    try {
+      await engine.query("SELECT count(*) FROM messages WHERE stream = 'quiet'");
+      engine.close();
+      for (const sql of ["SELECT count(*) FROM messages WHERE stream = 'quiet'", "SELECT count(*) FROM messages"]) {
+        const err = await engine.query(sql).then(() => null, (e: Error) => e);
+        expect({ sql, name: err?.name, message: err?.message }).toEqual({ sql, name: "QueryError", message: "reading the log failed: the query engine is closed" });
+      }
+    } finally {
+      tmp.remove();
+    }
+  });
+});

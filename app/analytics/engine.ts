@@ -1038,6 +1038,8 @@ export class QueryEngine {
 
   private async refreshAndRun<T>(limit: RunLimit, onInterrupt: ((interrupt: () => void) => void) | undefined, fn: (conn: DuckDBConnection) => Promise<T>, relist: boolean, scope?: QueryScope): Promise<T> {
     const timeoutMs = limit.ms;
+    // As a refresh would say (the connection is taken first now: it parses the SQL for its streams).
+    if (this.closed) throw new QueryError("reading the log failed: the query engine is closed");
     const conn = this.free.pop() ?? await this.db.connect();
     try {
       // A run that must list the Parquet folder afresh refreshes whatever it reads.
