@@ -4,63 +4,34 @@
  * it should see wait unread, and compares with what a refresh gives. The first
  * group failed before the fixes (a scope taken for SQL that reads other streams).
  */
-import { afterAll, beforeAll, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
 import { appendFileSync } from "node:fs";
 import { join } from "node:path";
-import { QueryEngine } from "../app/analytics/engine.ts";
-import { planStreamScope, scopeStreams } from "../app/analytics/stream-scope.ts";
-import { silentLogger } from "../app/core/logger.ts";
-import { encodeRecord } from "../app/log/record.ts";
 import { Spool } from "../app/log/spool.ts";
-import { tempDir } from "./support/server.ts";
+import { plainDuckDB, quietSpool, record, records, spoolOptions } from "./support/quiet-spool.ts";
 
 setDefaultTimeout(60_000);
 
-let db: DuckDBInstance;
-let conn: DuckDBConnection;
-beforeAll(async () => {
-  db = await DuckDBInstance.create(":memory:");
-  conn = await db.connect();
-});
-afterAll(() => {
-  conn.closeSync();
-  db.closeSync();
-});
+const duckdb = plainDuckDB();
+const { streamsOf } = duckdb;
 
-async function streamsOf(sql: string, params?: unknown[]): Promise<string[] | null> {
-  const parsed = await conn.runAndReadAll("SELECT json_serialize_sql(?::VARCHAR)", [sql]);
-  const scope = planStreamScope(JSON.parse(String(parsed.getRows()[0]![0])));
-  const streams = scope && scopeStreams(scope, params);
-  return streams ? [...streams].sort() : null;
-}
-
-const DAY = Date.UTC(2026, 10, 23) * 1000; // µs
-const spoolOptions = { segmentBytes: 1 << 24, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger };
-const record = (stream: string, seq: number, origin = "t") => encodeRecord({ stream, ts: DAY + seq, seq, origin, data: `{"v":${seq}}`, size: 8 });
-const records = (stream: string, from: number, count: number, origin = "t") => Buffer.concat(Array.from({ length: count }, (_, k) => record(stream, from + k, origin)));
-
-/** A spool of one segment holding 50 records each of quiet and other (origin t), and an engine over it. */
-async function setUp() {
-  const tmp = tempDir();
-  const spoolDir = join(tmp.dir, "spool");
-  const spool = Spool.open(spoolDir, spoolOptions);
-  for (let i = 1; i <= 100; i++) spool.append({ stream: i % 2 ? "quiet" : "other", ts: DAY + i, seq: i, origin: "t", data: `{"v":${i}}`, size: 8 });
-  spool.close();
-  const segment = join(spoolDir, Spool.segments(spoolDir).at(-1)!);
-  const open = () => QueryEngine.open({ logsDir: join(tmp.dir, "logs"), spoolDir, tempDir: join(tmp.dir, "tmp", "duckdb") });
-  const engine = await open();
-  const n = async (sql: string, params?: (string | number | bigint)[]) => Number((await engine.query(sql, { params })).rows[0]!.n);
-  /** The answer a fresh engine (a full read of the spool) gives. */
-  const fresh = async (sql: string, params?: (string | number | bigint)[]) => {
-    const other = await open();
-    try {
-      return Number((await other.query(sql, { params })).rows[0]!.n);
-    } finally {
-      other.close();
-    }
-  };
-  return { tmp, spoolDir, segment, engine, n, fresh };
+/**
+ * `sql` has no scope: with 3,000 records of another stream unread, it reads
+ * them first, and gives what a full read gives.
+ */
+async function readsLikeAFreshEngine(sql: string) {
+  expect(await streamsOf(sql)).toBeNull();
+  const { tmp, segment, engine, n, fresh } = await quietSpool();
+  try {
+    expect(await n(sql)).toBe(100);
+    appendFileSync(segment, records("busy", 1000, 3000));
+    const before = engine.planStats.refreshesSkipped;
+    const got = await n(sql);
+    expect({ got, skipped: engine.planStats.refreshesSkipped - before }).toEqual({ got: await fresh(sql), skipped: 0 }); // 3,100 after a read
+    engine.close();
+  } finally {
+    tmp.remove();
+  }
 }
 
 describe("SQL that reads other streams' rows though its WHERE names one: no scope (these failed before the fixes)", () => {
@@ -68,43 +39,19 @@ describe("SQL that reads other streams' rows though its WHERE names one: no scop
     // The view's columns are ts, stream, seq, origin, ...: the alias list renames origin to stream,
     // and the WHERE filters on origin. The scope says {'t'}, yet every stream's rows are counted.
     const sql = "SELECT count(*)::INT AS n FROM messages AS m(a, b, c, stream) WHERE stream = 't'";
-    expect(await streamsOf(sql)).toBeNull(); // was taken as pinned to a stream named t
-    const { tmp, segment, engine, n, fresh } = await setUp();
-    try {
-      expect(await n(sql)).toBe(100);
-      appendFileSync(segment, records("busy", 1000, 3000));
-      const before = engine.planStats.refreshesSkipped;
-      const got = await n(sql);
-      const skipped = engine.planStats.refreshesSkipped - before;
-      expect({ got, skipped }).toEqual({ got: await fresh(sql), skipped: 0 }); // 3100 after a refresh
-      engine.close();
-    } finally {
-      tmp.remove();
-    }
+    await readsLikeAFreshEngine(sql);
   });
 
   it("a column alias list in a subquery: its stream is the outer query's, and it reads every stream", async () => {
     // m2 renames ts, stream to x, y: the inner `stream` is the outer row's (correlated), so the
     // inner count is over every stream's rows, yet the scope says {'quiet'}.
     const sql = "SELECT (SELECT count(*) FROM messages AS m2(x, y) WHERE stream = 'quiet')::INT AS n FROM messages WHERE stream = 'quiet' LIMIT 1";
-    expect(await streamsOf(sql)).toBeNull();
-    const { tmp, segment, engine, n, fresh } = await setUp();
-    try {
-      expect(await n(sql)).toBe(100);
-      appendFileSync(segment, records("busy", 1000, 3000));
-      const before = engine.planStats.refreshesSkipped;
-      const got = await n(sql);
-      const skipped = engine.planStats.refreshesSkipped - before;
-      expect({ got, skipped }).toEqual({ got: await fresh(sql), skipped: 0 }); // 3100 after a refresh
-      engine.close();
-    } finally {
-      tmp.remove();
-    }
+    await readsLikeAFreshEngine(sql);
   });
 
   it("the answer cache's data version moves for such a query as its answer does (it stayed: a stale cached answer)", async () => {
     const sql = "SELECT count(*)::INT AS n FROM messages AS m(a, b, c, stream) WHERE stream = 't'";
-    const { tmp, segment, engine, n } = await setUp();
+    const { tmp, segment, engine, n } = await quietSpool();
     try {
       const v1 = await engine.dataVersion({ sql });
       expect(await n(sql)).toBe(100); // what query-process.ts keeps at v1
@@ -123,7 +70,7 @@ describe("SQL that reads other streams' rows though its WHERE names one: no scop
     "SELECT count(*)::INT AS n FROM messages WHERE stream = 'quiet' USING SAMPLE reservoir(50 ROWS) REPEATABLE (7)",
   ]) it(`a sample of the view, taken before the WHERE: other streams' rows change which rows are kept (${sql.includes("USING") ? "USING SAMPLE" : "TABLESAMPLE"})`, async () => {
     expect(await streamsOf(sql)).toBeNull();
-    const { tmp, segment, engine, n, fresh } = await setUp();
+    const { tmp, segment, engine, n, fresh } = await quietSpool();
     try {
       expect(await n(sql)).toBeGreaterThan(10); // 50 of 100 rows: about 25 of quiet
       appendFileSync(segment, records("busy", 1000, 5000));
@@ -143,19 +90,7 @@ describe("SQL that reads other streams' rows though its WHERE names one: no scop
     // The WITH inside the scalar subquery names messages_spool only there; the other reference is the
     // engine's view of every spooled row. ctes is one set for the whole statement.
     const sql = "SELECT (SELECT count(*) FROM messages_spool)::INT AS n, (WITH messages_spool AS (SELECT 1) SELECT 1) AS z FROM messages WHERE stream = 'quiet' LIMIT 1";
-    expect(await streamsOf(sql)).toBeNull();
-    const { tmp, segment, engine, n, fresh } = await setUp();
-    try {
-      expect(await n(sql)).toBe(100);
-      appendFileSync(segment, records("busy", 1000, 3000));
-      const before = engine.planStats.refreshesSkipped;
-      const got = await n(sql);
-      const skipped = engine.planStats.refreshesSkipped - before;
-      expect({ got, skipped }).toEqual({ got: await fresh(sql), skipped: 0 }); // 3100 after a refresh
-      engine.close();
-    } finally {
-      tmp.remove();
-    }
+    await readsLikeAFreshEngine(sql);
   });
 });
 
@@ -179,7 +114,7 @@ describe("attacks that failed (the skip gave the refreshed answer)", () => {
   });
 
   it("engine: aliases, quoting, main., named and positional parameters, a table aliased stream", async () => {
-    const { tmp, segment, engine, n, fresh } = await setUp();
+    const { tmp, segment, engine, n, fresh } = await quietSpool();
     try {
       const cases: [string, (string | number | bigint)[] | undefined][] = [
         ["SELECT count(*)::INT AS n FROM messages AS stream WHERE stream = 'quiet'", undefined],
@@ -209,7 +144,7 @@ describe("attacks that failed (the skip gave the refreshed answer)", () => {
   });
 
   it("engine: a quiet record a follow read, then cut back (never acknowledged), is not shown", async () => {
-    const { tmp, segment, engine, n } = await setUp();
+    const { tmp, segment, engine, n } = await quietSpool();
     const { truncateSync, statSync } = await import("node:fs");
     try {
       const sql = "SELECT count(*)::INT AS n FROM messages WHERE stream = 'quiet'";
@@ -228,7 +163,7 @@ describe("attacks that failed (the skip gave the refreshed answer)", () => {
   });
 
   it("answer cache: the data version moves once a follow read a record of the query's stream", async () => {
-    const { tmp, segment, engine, n } = await setUp();
+    const { tmp, segment, engine, n } = await quietSpool();
     try {
       const scope = { sql: "SELECT count(*)::INT AS n FROM messages WHERE stream = $1", params: ["quiet"] };
       expect(await n(scope.sql, scope.params)).toBe(50);
@@ -259,7 +194,7 @@ describe("attacks that failed: interleavings", () => {
   /** Steps of appends, follows and compactions left running, rolls; after each, counts of each stream, skipping or not. */
   async function scenario(skip: boolean, seed: number) {
     const { compactSegments } = await import("../app/log/compaction.ts");
-    const { tmp, spoolDir, engine } = await setUp();
+    const { tmp, spoolDir, engine } = await quietSpool();
     if (!skip) (engine as unknown as { quietFor: () => boolean }).quietFor = () => false;
     const failures: unknown[] = [];
     try {

@@ -1,38 +1,18 @@
-import { afterAll, beforeAll, describe, expect, it, setDefaultTimeout } from "bun:test";
-import { DuckDBInstance, type DuckDBConnection } from "@duckdb/node-api";
+import { describe, expect, it, setDefaultTimeout } from "bun:test";
 import { appendFileSync, mkdirSync, truncateSync } from "node:fs";
 import { join } from "node:path";
-import { QueryEngine } from "../app/analytics/engine.ts";
-import { planStreamScope, scopeStreams } from "../app/analytics/stream-scope.ts";
-import { silentLogger } from "../app/core/logger.ts";
 import { compactSegments } from "../app/log/compaction.ts";
 import { markLogChanged } from "../app/log/partitions.ts";
-import { encodeRecord } from "../app/log/record.ts";
 import { Spool } from "../app/log/spool.ts";
 import { pageSql } from "../app/sinks/history.ts";
-import { startTestServer, tempDir } from "./support/server.ts";
+import { DAY, plainDuckDB, quietSpool, record, records, spoolOptions } from "./support/quiet-spool.ts";
+import { startTestServer } from "./support/server.ts";
 
 // DuckDB and a query process: more than Bun's 5 s default.
 setDefaultTimeout(60_000);
 
-let db: DuckDBInstance;
-let conn: DuckDBConnection;
-beforeAll(async () => {
-  db = await DuckDBInstance.create(":memory:");
-  conn = await db.connect();
-});
-afterAll(() => {
-  conn.closeSync();
-  db.closeSync();
-});
-
-/** The streams `sql` reads, as the engine works them out (sorted), or null. */
-async function streamsOf(sql: string, params?: unknown[]): Promise<string[] | null> {
-  const parsed = await conn.runAndReadAll("SELECT json_serialize_sql(?::VARCHAR)", [sql]);
-  const scope = planStreamScope(JSON.parse(String(parsed.getRows()[0]![0])));
-  const streams = scope && scopeStreams(scope, params);
-  return streams ? [...streams].sort() : null;
-}
+const duckdb = plainDuckDB();
+const { streamsOf } = duckdb;
 
 describe("the streams a query reads", () => {
   it("takes the streams every read of the view is pinned to, by constants or parameters", async () => {
@@ -107,27 +87,9 @@ describe("the streams a query reads", () => {
   });
 });
 
-const DAY = Date.UTC(2026, 10, 23) * 1000; // µs
-const spoolOptions = { segmentBytes: 1 << 24, segmentSeconds: 3600, fsyncMs: 1000, logger: silentLogger };
-const record = (stream: string, seq: number) => encodeRecord({ stream, ts: DAY + seq, seq, origin: "t", data: `{"v":${seq}}`, size: 8 });
-const records = (stream: string, from: number, count: number) => Buffer.concat(Array.from({ length: count }, (_, k) => record(stream, from + k)));
-
-/** A spool of one segment holding 50 records each of quiet and other, and an engine over it. */
-async function setUp() {
-  const tmp = tempDir();
-  const spoolDir = join(tmp.dir, "spool");
-  const spool = Spool.open(spoolDir, spoolOptions);
-  for (let i = 1; i <= 100; i++) spool.append({ stream: i % 2 ? "quiet" : "other", ts: DAY + i, seq: i, origin: "t", data: `{"v":${i}}`, size: 8 });
-  spool.close();
-  const segment = join(spoolDir, Spool.segments(spoolDir).at(-1)!);
-  const engine = await QueryEngine.open({ logsDir: join(tmp.dir, "logs"), spoolDir, tempDir: join(tmp.dir, "tmp", "duckdb") });
-  const count = async (stream: string) => Number((await engine.query(`SELECT count(*) AS n FROM messages WHERE stream = '${stream}'`)).rows[0]!.n);
-  return { tmp, spoolDir, segment, engine, count };
-}
-
 describe("a query whose streams have nothing unread skips the spool's read", () => {
   it("answers from the view as it is while other streams' records wait, and reads them once its own stream has one", async () => {
-    const { tmp, segment, engine, count } = await setUp();
+    const { tmp, segment, engine, count } = await quietSpool();
     try {
       expect(await count("quiet")).toBe(50);
       appendFileSync(segment, records("busy", 1000, 3000));
@@ -153,7 +115,7 @@ describe("a query whose streams have nothing unread skips the spool's read", () 
   });
 
   it("refreshes when the log changed otherwise: a new segment, compaction, a merged file, a cut-back write, a damaged record, a follow that read on", async () => {
-    const { tmp, spoolDir, segment, engine, count } = await setUp();
+    const { tmp, spoolDir, segment, engine, count } = await quietSpool();
     try {
       expect(await count("quiet")).toBe(50);
       const skipped = () => engine.planStats.refreshesSkipped;
@@ -177,7 +139,7 @@ describe("a query whose streams have nothing unread skips the spool's read", () 
       // is listed again, whatever the spool holds.
       const folder = join(tmp.dir, "logs", "stream=quiet", "date=2026-11-23");
       mkdirSync(folder, { recursive: true });
-      await conn.run(`COPY (SELECT make_timestamp(${DAY} + i) AS ts, 90000 + i AS seq, 't' AS origin, 'text' AS kind, 'x' AS data FROM range(5) t(i)) TO '${join(folder, "merged_0.parquet")}' (FORMAT parquet)`);
+      await duckdb.run(`COPY (SELECT make_timestamp(${DAY} + i) AS ts, 90000 + i AS seq, 't' AS origin, 'text' AS kind, 'x' AS data FROM range(5) t(i)) TO '${join(folder, "merged_0.parquet")}' (FORMAT parquet)`);
       markLogChanged(join(tmp.dir, "logs"));
       before = skipped();
       expect(await count("quiet")).toBe(55);
@@ -224,7 +186,7 @@ describe("a query whose streams have nothing unread skips the spool's read", () 
   });
 
   it("counts every acknowledged message of the queried stream once, whatever comes between: follows, new segments, compaction", async () => {
-    const { tmp, spoolDir, engine, count } = await setUp();
+    const { tmp, spoolDir, engine, count } = await quietSpool();
     try {
       const want = new Map([["quiet", 50], ["other", 50], ["busy", 0]]);
       let seq = 10_000;
@@ -269,7 +231,7 @@ describe("a query whose streams have nothing unread skips the spool's read", () 
   });
 
   it("is not taken for a streamed answer, which lists the Parquet folder afresh", async () => {
-    const { tmp, segment, engine } = await setUp();
+    const { tmp, segment, engine } = await quietSpool();
     try {
       await engine.query("SELECT count(*) FROM messages WHERE stream = 'quiet'");
       appendFileSync(segment, records("busy", 1000, 100));
@@ -319,7 +281,7 @@ describe("through POST /api/query, with the answer cache", () => {
 
 describe("a closed engine", () => {
   it("refuses a query with the same clear error whether or not it could have skipped the read", async () => {
-    const { tmp, engine } = await setUp();
+    const { tmp, engine } = await quietSpool();
     try {
       await engine.query("SELECT count(*) FROM messages WHERE stream = 'quiet'");
       engine.close();
