@@ -85,6 +85,23 @@ function sameHeader(fd: number, seg: TailSegment): boolean {
   return readSync(fd, header, 0, HEADER_BYTES, seg.lastStart) === HEADER_BYTES && header.toString("hex") === seg.lastHeader;
 }
 
+/** Reads up to `length` bytes of `fd` at `position` into `buf` (from its start); returns how many (fewer at the file's end). */
+function readAt(fd: number, buf: Buffer, length: number, position: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, length - got, position + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+/** `sql` as DuckDB's parser reads it: json_serialize_sql's tree (pushdown.ts, stream-scope.ts). */
+async function parseTree(conn: DuckDBConnection, sql: string): Promise<unknown> {
+  const parsed = await conn.runAndReadAll("SELECT json_serialize_sql(?::VARCHAR)", [sql]);
+  return JSON.parse(String(parsed.getRows()[0]![0]));
+}
+
 /** Prepared statements kept per connection (see QueryEngine.prepare). */
 const PLANS_PER_CONNECTION = 32;
 /** SQL texts whose pushdown (or its absence) is remembered. */
@@ -457,12 +474,7 @@ export class QueryEngine {
         while (size > seg.offset && !seg.stuck) {
           const want = Math.min(size - seg.offset, Math.max(READ_WINDOW, nextRecordBytes(fd, seg.offset)));
           if (window.length < want) window = Buffer.allocUnsafe(want);
-          let got = 0;
-          while (got < want) {
-            const n = readSync(fd, window, got, want - got, seg.offset + got);
-            if (n === 0) break;
-            got += n;
-          }
+          const got = readAt(fd, window, want, seg.offset);
           const buf = window.subarray(0, got);
           let o = 0;
           appender ??= await this.admin.createAppender(table.slice(TAIL_DB.length + 1), "main", TAIL_DB);
@@ -703,12 +715,7 @@ export class QueryEngine {
         if (seg.complete || seg.stuck || size - from > budget) return false;
         budget -= size - from;
         const buf = Buffer.allocUnsafe(size - from);
-        let got = 0;
-        while (got < buf.length) {
-          const n = readSync(fd, buf, got, buf.length - got, from + got);
-          if (n === 0) break;
-          got += n;
-        }
+        const got = readAt(fd, buf, buf.length, from);
         for (let o = 0; o < got;) {
           const r = locateRecord(buf.subarray(0, got), o, fields);
           if (r === "incomplete") break; // the last record, still arriving: a refresh does not read it either
@@ -740,8 +747,7 @@ export class QueryEngine {
     if (plan === undefined) {
       const c = conn ?? this.free.pop() ?? await this.db.connect();
       try {
-        const parsed = await c.runAndReadAll("SELECT json_serialize_sql(?::VARCHAR)", [scope.sql]);
-        plan = planStreamScope(JSON.parse(String(parsed.getRows()[0]![0])));
+        plan = planStreamScope(await parseTree(c, scope.sql));
       } catch {
         plan = null; // not a statement the parser takes: it fails as it would, after a refresh
       } finally {
@@ -1174,8 +1180,7 @@ export class QueryEngine {
     let rewritten: DuckDBPreparedStatement | null = null;
     let text: string | null = null;
     try {
-      const parsed = await conn.runAndReadAll("SELECT json_serialize_sql(?::VARCHAR)", [sql]);
-      const plan = planPushdown(JSON.parse(String(parsed.getRows()[0]![0])), this.opaque);
+      const plan = planPushdown(await parseTree(conn, sql), this.opaque);
       if (plan) {
         const names = Array.from({ length: original.columnCount }, (_, i) => original.columnName(i));
         const types = Array.from({ length: original.columnCount }, (_, i) => original.columnType(i).toString());

@@ -100,7 +100,8 @@ export interface Pushdown {
   buildOver(names: string[], table: string): Node | null;
 }
 
-const lower = (s: unknown) => String(s ?? "").toLowerCase();
+/** A name as DuckDB compares identifiers (case aside). */
+export const lower = (s: unknown) => String(s ?? "").toLowerCase();
 const clone = <T>(n: T): T => structuredClone(n);
 
 function columnRef(name: string): Node {
@@ -144,7 +145,7 @@ function zeroLocations(n: Node): Node {
 }
 
 /** True when some node of the tree (an object, at any depth) passes `test`. */
-function anyNode(n: Node, test: (node: Node) => boolean): boolean {
+export function anyNode(n: Node, test: (node: Node) => boolean): boolean {
   if (Array.isArray(n)) return n.some((c) => anyNode(c, test));
   if (!n || typeof n !== "object") return false;
   return test(n) || Object.values(n).some((c) => anyNode(c, test));

@@ -23,6 +23,8 @@
  * what the query keeps, never narrower.
  */
 
+import { anyNode, lower, MAX_PUSHDOWN_SQL } from "./pushdown.ts";
+
 /** A node of DuckDB's parse tree as JSON: a plain object whose fields depend on its class. */
 type Node = any;
 
@@ -32,15 +34,10 @@ export interface StreamScope {
   params: number[];
 }
 
-/** Longest SQL looked at (as for the pushdown: the parse is remembered per text). */
-const MAX_SCOPE_SQL = 16 * 1024;
-
-/** True when a query may have a scope (the parser is asked only then). */
+/** True when a query may have a scope (the parser is asked only then; no longer SQL than for the pushdown: the parse is remembered per text). */
 export function mayHaveScope(sql: string): boolean {
-  return sql.length <= MAX_SCOPE_SQL && /\bstream\b/i.test(sql) && /\bmessages\b/i.test(sql);
+  return sql.length <= MAX_PUSHDOWN_SQL && /\bstream\b/i.test(sql) && /\bmessages\b/i.test(sql);
 }
-
-const lower = (s: unknown) => String(s ?? "").toLowerCase();
 
 /** Table references a SELECT may read without losing its scope (a BASE_TABLE is looked at by name). */
 const HARMLESS_REFS = new Set(["EMPTY", "EXPRESSION_LIST", "SUBQUERY"]);
@@ -112,9 +109,7 @@ export function planStreamScope(parsed: Node): StreamScope | null {
   };
   visit(statement.node, new Set());
   // A table read from anywhere else (a PIVOT's source, say) was not looked at: no scope.
-  walk(statement.node, (n) => {
-    if ((n.type === "BASE_TABLE" || n.type === "TABLE_FUNCTION" || n.type === "JOIN") && !looked.has(n)) ok = false;
-  });
+  if (anyNode(statement.node, (n) => ["BASE_TABLE", "TABLE_FUNCTION", "JOIN"].includes(n.type) && !looked.has(n))) return null;
   if (!ok || (!scope.literals.length && !scope.params.length)) return null;
   return { literals: [...new Set(scope.literals)], params: [...new Set(scope.params)] };
 }
@@ -128,17 +123,6 @@ export function scopeStreams(scope: StreamScope, params?: readonly unknown[]): S
     streams.add(v);
   }
   return streams;
-}
-
-/** Calls `visit` for every object of the tree, at any depth, parents first. */
-function walk(n: Node, visit: (node: Node) => void): void {
-  if (Array.isArray(n)) {
-    for (const c of n) walk(c, visit);
-    return;
-  }
-  if (!n || typeof n !== "object") return;
-  visit(n);
-  for (const c of Object.values(n)) walk(c, visit);
 }
 
 /**
