@@ -40,6 +40,7 @@ export async function main(argv: string[], io: CommandIO): Promise<number> {
   }
   if (name === "--version") return version.run([], io);
   // Internal: the child processes the server starts (the same binary), never typed by hand.
+  if (name === "__query-engine" || name === "__compact") (await import("./core/self-process.ts")).lowerOwnThreads();
   if (name === "__query-engine") return (await import("./analytics/query-process.ts")).runQueryProcess();
   if (name === "__compact") return (await import("./log/compact-process.ts")).runCompactProcess();
   const command = COMMANDS.find((c) => c.name === name);

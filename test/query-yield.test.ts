@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LongQueryYield } from "../app/analytics/query-process.ts";
 import { findQueryPool } from "../app/analytics/run-query.ts";
+import { selfCommand } from "../app/core/self-process.ts";
 import { startTestServer, waitFor } from "./support/server.ts";
 
 setDefaultTimeout(120_000);
@@ -71,6 +72,27 @@ describe("a long query yields the CPU to the hub", () => {
       await srv.close();
     }
   });
+});
+
+describe("a query or compaction process lowers its own threads", () => {
+  // The hub's setpriority reaches the child's main thread alone; on a busy box it can come after the runtime has
+  // started threads of its own, which kept nice 0 (seen in CI: a query process with a thread at 0). Here no hub
+  // lowers anything: each child must do it itself, every thread.
+  for (const sub of ["__query-engine", "__compact"]) {
+    it(`${sub}: every thread at nice 10 or more, none left at 0`, async () => {
+      const child = Bun.spawn(selfCommand([sub]), { stdin: "pipe", stdout: "ignore", stderr: "ignore" });
+      try {
+        await waitFor(() => {
+          const all = threads(child.pid);
+          return all.length > 1 && all.every((t) => t.nice >= 10);
+        }, `every thread of ${sub} at nice 10 or more`, 10_000);
+        expect(threads(child.pid).map((t) => t.nice).filter((n) => n < 10)).toEqual([]);
+      } finally {
+        child.kill("SIGKILL");
+        await child.exited;
+      }
+    });
+  }
 });
 
 describe("query_yield_ms", () => {

@@ -1,5 +1,5 @@
-import { readFileSync, writeFileSync } from "node:fs";
-import { setPriority } from "node:os";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { getPriority, setPriority } from "node:os";
 import { join } from "node:path";
 
 /**
@@ -46,7 +46,7 @@ export const CHILD_OOM_SCORE_ADJ = 500;
  */
 export function runInBackground(pid: number): void {
   try {
-    setPriority(pid, 10);
+    setPriority(pid, CHILD_NICE);
   } catch {
     // not permitted here: it runs at normal priority
   }
@@ -55,6 +55,35 @@ export function runInBackground(pid: number): void {
     writeFileSync(`/proc/${pid}/oom_score_adj`, String(CHILD_OOM_SCORE_ADJ));
   } catch {
     // not permitted (or no /proc): the kernel judges it by size alone
+  }
+}
+
+/** The nice value of a query or compaction process. */
+export const CHILD_NICE = 10;
+
+/**
+ * Run first in a child process: lowers each of its threads to at least nice
+ * CHILD_NICE. The hub's setpriority (runInBackground) reaches the main thread
+ * alone, and a thread the runtime started before it (on a busy box the hub can
+ * be late by milliseconds) would keep nice 0; threads started later inherit
+ * their starter's. Best effort, like runInBackground.
+ */
+export function lowerOwnThreads(): void {
+  // Twice: a thread not yet lowered may start another while the first pass runs.
+  for (let pass = 0; pass < 2; pass++) {
+    let tids: string[];
+    try {
+      tids = readdirSync("/proc/self/task");
+    } catch {
+      return; // no /proc: the hub's move of the main thread is all there is
+    }
+    for (const tid of tids) {
+      try {
+        if (getPriority(Number(tid)) < CHILD_NICE) setPriority(Number(tid), CHILD_NICE);
+      } catch {
+        // ended meanwhile, or not permitted: it runs at its priority
+      }
+    }
   }
 }
 
