@@ -420,6 +420,64 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
+  it("a query that bound the view before a segment is read again sees the old table whole, never the new one half read", async () => {
+    const { DuckDBConnection } = await import("@duckdb/node-api");
+    const { run } = DuckDBConnection.prototype;
+    const { appendFileSync, truncateSync } = await import("node:fs");
+    const { tmp, seg, rec } = await segmentFixture();
+    try {
+      writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
+      const engine = await open(tmp.dir);
+      const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
+      expect(await seqs()).toEqual([1, 2, 3]);
+      // Cut back and written on: the next refresh reads the segment again from its start.
+      truncateSync(seg, rec(1).length * 2);
+      appendFileSync(seg, Buffer.concat([rec(5), rec(6)]));
+      // A query that refreshed before and starts its run while that read goes on: as the read makes its
+      // table, and again as its rows are in and the view is about to be made anew.
+      const bound = (engine as unknown as { db: { connect(): Promise<InstanceType<typeof DuckDBConnection>> } }).db;
+      const seen: { when: string; seqs: number[] }[] = [];
+      const look = async (when: string) => {
+        const conn = await bound.connect();
+        try {
+          seen.push({ when, seqs: (await run.call(conn, "SELECT seq FROM messages ORDER BY seq").then((r) => r.getRowObjectsJS())).map((r) => Number(r.seq)) });
+        } finally {
+          conn.closeSync();
+        }
+      };
+      let armed = true;
+      DuckDBConnection.prototype.run = async function (this: InstanceType<typeof DuckDBConnection>, ...args: Parameters<typeof run>) {
+        const text = String(args[0]);
+        if (armed && text.startsWith("BEGIN TRANSACTION")) await look("before the view is made");
+        const result = await run.apply(this, args);
+        if (armed && /^CREATE OR REPLACE TABLE tails\.tail_/.test(text)) await look("as the table read anew is made");
+        return result;
+      };
+      let after: number[];
+      try {
+        after = await seqs();
+      } finally {
+        armed = false;
+        DuckDBConnection.prototype.run = run;
+      }
+      expect(after).toEqual([1, 2, 5, 6]);
+      // Both looks saw the view as it was, its table whole (they saw [] and then [1, 2, 5, 6] through the
+      // old view, when the segment was read again into its own table's name).
+      expect(seen).toEqual([
+        { when: "as the table read anew is made", seqs: [1, 2, 3] },
+        { when: "before the view is made", seqs: [1, 2, 3] },
+      ]);
+      // The old table goes once no query may read it; the view reads the new one.
+      expect(await seqs()).toEqual([1, 2, 5, 6]);
+      const tables = (await engine.query("SELECT table_name FROM duckdb_tables() WHERE database_name = 'tails' ORDER BY 1")).rows.map((r) => r.table_name);
+      expect(tables).toEqual(["tail_1_1"]); // tail_1, which the view named before, is gone
+      engine.close();
+    } finally {
+      DuckDBConnection.prototype.run = run;
+      tmp.remove();
+    }
+  });
+
   it("reads a segment larger than its read window with every field of every record intact (strings point into the window until appended)", async () => {
     const { appendFileSync, mkdirSync } = await import("node:fs");
     const { encodeRecord, decodeRecord } = await import("../app/log/record.ts");

@@ -56,6 +56,8 @@ const q = (s: string) => `'${s.replaceAll("'", "''")}'`;
 /** Where the engine has read a spool segment up to. */
 interface TailSegment {
   number: number;
+  /** The table holding its rows (a segment read again gets a new one: see doRefresh). */
+  table: string;
   offset: number;
   /** Messages in its table (a segment holding none yet is left out of the view). */
   rows: number;
@@ -186,6 +188,10 @@ export class QueryEngine {
    * view named them), so each is dropped once no such query runs.
    */
   private readonly toDrop: { table: string; after: number }[] = [];
+  /** Tables of segments read anew in the refresh going on: still in the view until it is made again. */
+  private readonly retired: string[] = [];
+  /** Segments read anew so far (each into a table of its own name). */
+  private rereads = 0;
   /**
    * Each connection's prepared statements, by SQL, least recently used first,
    * and the view they were prepared over (see prepare and forgetPlans).
@@ -388,7 +394,7 @@ export class QueryEngine {
     }
     let released = false;
     return {
-      conn, table: tailTable(seg.number), rows: seg.rows,
+      conn, table: seg.table, rows: seg.rows,
       release: () => {
         if (released) return;
         released = true;
@@ -426,8 +432,9 @@ export class QueryEngine {
     let sinceGc = 0;
     for (const [i, path] of files.entries()) {
       const known = this.tail.get(path);
-      const seg: TailSegment = known ?? { number: Number(segmentNumber(path)), offset: 0, rows: 0 };
-      const table = tailTable(seg.number);
+      const number = Number(segmentNumber(path));
+      const seg: TailSegment = known ?? { number, table: tailTable(number), offset: 0, rows: 0 };
+      let table = seg.table;
       let appender: DuckDBAppender | null = null;
       let rows: LogRowChunks | null = null;
       const rowsBefore = seg.rows;
@@ -453,6 +460,11 @@ export class QueryEngine {
           // part-way (reread). Read this segment again from the start.
           this.settledEpoch++;
           seg.complete = undefined;
+          // Into a table of its own: a query that bound the view as it is (its refresh done, its run
+          // not yet started) reads the old table whole, never this one half read. The old one goes
+          // with the view, once no query that may have bound it runs (toDrop, below).
+          this.retired.push(table);
+          table = seg.table = tailTable(seg.number, ++this.rereads);
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
           replaced = true;
           seg.offset = seg.visible = 0;
@@ -558,8 +570,8 @@ export class QueryEngine {
           else seg.visible = seg.offset; // its rows read are committed now
           // After the close: the rows are visible now (a version read before saw none of them).
           if (replaced || seg.rows !== rowsBefore) this.generation++;
-          // A table read anew (the same name, the same view): a partial worked out while it was
-          // refilled holds part of its rows, and must not be kept or used past this.
+          // A segment read anew: a partial worked out while it was read holds the old table's rows
+          // (or part of the new one's), and must not be kept or used past this.
           if (replaced && known) this.settledEpoch++;
         }
       }
@@ -570,12 +582,14 @@ export class QueryEngine {
     // The table itself goes once no query that may have bound it runs (a refresh for another query,
     // or for compaction, may come while one runs).
     if (!withView) return;
+    // Replaced by a table read anew: left out of the view made below, dropped as a gone segment's is.
+    for (const table of this.retired.splice(0)) this.toDrop.push({ table, after: this.nextQuery });
     let parquet: string[] = [];
     for (let listAgain = true; listAgain;) {
       for (const p of new Set(gone)) {
         const seg = this.tail.get(p);
         this.tail.delete(p);
-        if (seg) this.toDrop.push({ table: tailTable(seg.number), after: this.nextQuery });
+        if (seg) this.toDrop.push({ table: seg.table, after: this.nextQuery });
         this.generation++;
       }
       // Listed after the spool was read: a segment compacted meanwhile is found here as Parquet.
@@ -668,10 +682,10 @@ export class QueryEngine {
     // with nothing waiting for compaction, queries read the Parquet files alone, where DuckDB can
     // answer from the files' statistics (a count by stream) rather than through a union.
     const filledSegments = [...this.tail.values()].filter((t) => t.rows > 0);
-    const filled = filledSegments.map((t) => tailTable(t.number));
+    const filled = filledSegments.map((t) => t.table);
     const tables = filled.length || !parquet.length ? ["spool_tail", ...filled] : [];
-    const settledTables = filledSegments.filter((t) => t.complete).map((t) => tailTable(t.number));
-    const growingTables = filledSegments.filter((t) => !t.complete).map((t) => tailTable(t.number));
+    const settledTables = filledSegments.filter((t) => t.complete).map((t) => t.table);
+    const growingTables = filledSegments.filter((t) => !t.complete).map((t) => t.table);
     const key = [...parquet, ...tables, `settled: ${settledTables.join(",")}`].join("\n");
     return { tables, settledTables, growingTables, key };
   }
@@ -1390,9 +1404,9 @@ interface RunLimit {
 /** The attached in-memory database the spool tail's tables live in (compressed: see open). */
 const TAIL_DB = "tails";
 
-/** The table of spool segment `n`. */
-function tailTable(n: number): string {
-  return `${TAIL_DB}.tail_${n}`;
+/** The table of spool segment `n`, or of its `reread`th read anew. */
+function tailTable(n: number, reread = 0): string {
+  return `${TAIL_DB}.tail_${n}${reread ? `_${reread}` : ""}`;
 }
 
 /** The rows of spool table `table` with the view's columns, `node` the SQL of the last one. */
