@@ -391,15 +391,21 @@ async function segmentFixture() {
   return { tmp, spoolDir, seg: join(spoolDir, "0000000000000001.wal"), rec };
 }
 
+/** Records 1–3 written to `seg` (segmentFixture's), an engine open over them, and its messages' seqs in order (checked: [1, 2, 3]). */
+async function overThree(dir: string, seg: string, rec: (seq: number) => Buffer) {
+  writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
+  const engine = await open(dir);
+  const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
+  expect(await seqs()).toEqual([1, 2, 3]);
+  return { engine, seqs };
+}
+
 describe("the warm engine's spool tail", () => {
   it("appends what the spool gains between queries, drops a segment once compacted, and rereads a segment the spool cut back", async () => {
     const { appendFileSync, truncateSync } = await import("node:fs");
     const { tmp, seg, rec } = await segmentFixture();
     try {
-      writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
-      const engine = await open(tmp.dir);
-      const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
-      expect(await seqs()).toEqual([1, 2, 3]);
+      const { engine, seqs } = await overThree(tmp.dir, seg, rec);
       // A record still being written (half of it) is left for the next query.
       const four = rec(4);
       appendFileSync(seg, four.subarray(0, 10));
@@ -426,10 +432,7 @@ describe("the warm engine's spool tail", () => {
     const { appendFileSync, truncateSync } = await import("node:fs");
     const { tmp, seg, rec } = await segmentFixture();
     try {
-      writeFileSync(seg, Buffer.concat([1, 2, 3].map(rec)));
-      const engine = await open(tmp.dir);
-      const seqs = async () => (await engine.query("SELECT seq FROM messages ORDER BY seq")).rows.map((r) => Number(r.seq));
-      expect(await seqs()).toEqual([1, 2, 3]);
+      const { engine, seqs } = await overThree(tmp.dir, seg, rec);
       // Cut back and written on: the next refresh reads the segment again from its start.
       truncateSync(seg, rec(1).length * 2);
       appendFileSync(seg, Buffer.concat([rec(5), rec(6)]));
