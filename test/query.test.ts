@@ -582,9 +582,9 @@ describe("the warm engine's spool tail", () => {
     }
   });
 
-  it("counts each message once after a read that DuckDB failed part-way (a query's refresh, then a follow): the segment is read again from the start", async () => {
+  it("counts each message once after a read that DuckDB failed part-way (a query's refresh, then a follow): the segment is read again from the start, leaving no copy of a failed attempt", async () => {
     const { appendFileSync } = await import("node:fs");
-    const { DuckDBAppender } = await import("@duckdb/node-api");
+    const { DuckDBAppender, DuckDBConnection } = await import("@duckdb/node-api");
     const { tmp, seg, rec } = await segmentFixture();
     const original = DuckDBAppender.prototype.appendDataChunk;
     /** The next read's third data chunk is refused, as DuckDB refuses one it has no memory for: two went in before it. */
@@ -603,10 +603,27 @@ describe("the warm engine's spool tail", () => {
       const range = (from: number, to: number) => Buffer.concat(Array.from({ length: to - from + 1 }, (_, i) => rec(from + i)));
       // 10,000 more (five chunks): the query's refresh fails on the third, after two were appended.
       appendFileSync(seg, range(4, 10_003));
-      failThirdChunk();
-      await expect(engine.query("SELECT count(*) FROM messages")).rejects.toThrow(/reading the log failed.*injected/);
-      DuckDBAppender.prototype.appendDataChunk = original;
+      // That query, then three more whose read anew of the segment fails too: each attempt reads into a table of
+      // its own, and a failed one was never in a view, so the next drops it (a box short of memory must not
+      // pile up copies: seen, before, tail_1, tail_1_1, tail_1_2 and tail_1_3).
+      for (let i = 0; i < 4; i++) {
+        failThirdChunk();
+        await expect(engine.query("SELECT count(*) FROM messages")).rejects.toThrow(/reading the log failed.*injected/);
+        DuckDBAppender.prototype.appendDataChunk = original;
+      }
+      const bound = (engine as unknown as { db: { connect(): Promise<InstanceType<typeof DuckDBConnection>> } }).db;
+      const tails = async () => {
+        const c = await bound.connect(); // not engine.query: its refresh would read the segment anew
+        try {
+          return (await c.runAndReadAll("SELECT table_name FROM duckdb_tables() WHERE database_name = 'tails' ORDER BY 1")).getRowObjectsJS().map((t) => t.table_name);
+        } finally {
+          c.closeSync();
+        }
+      };
+      expect(await tails()).toEqual(["tail_1", "tail_1_3"]); // the view's, and the last attempt's
       expect(await counts()).toEqual({ n: 10_003, d: 10_003, m: 10_003 });
+      await counts(); // the old table is dropped by the refresh after the one that left it out of the view
+      expect(await tails()).toEqual(["tail_1_4"]);
       // The same during a follow (which leaves replacing the table to the refresh before a query).
       appendFileSync(seg, range(10_004, 20_003));
       failThirdChunk();

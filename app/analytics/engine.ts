@@ -190,6 +190,8 @@ export class QueryEngine {
   private readonly toDrop: { table: string; after: number }[] = [];
   /** Tables of segments read anew in the refresh going on: still in the view until it is made again. */
   private readonly retired: string[] = [];
+  /** Tables of reads anew that failed part-way (never in a view): the next read anew drops them. */
+  private readonly abandoned = new Set<string>();
   /** Segments read anew so far (each into a table of its own name). */
   private rereads = 0;
   /**
@@ -439,6 +441,7 @@ export class QueryEngine {
       let rows: LogRowChunks | null = null;
       const rowsBefore = seg.rows;
       let replaced = !known;
+      let readAnew = false;
       let failed = false;
       let fd: number;
       try {
@@ -463,8 +466,11 @@ export class QueryEngine {
           // Into a table of its own: a query that bound the view as it is (its refresh done, its run
           // not yet started) reads the old table whole, never this one half read. The old one goes
           // with the view, once no query that may have bound it runs (toDrop, below).
-          this.retired.push(table);
+          // A table an earlier read anew was filling when it failed was never in a view: dropped now.
+          if (this.abandoned.delete(table)) await this.admin.run(`DROP TABLE IF EXISTS ${table}`);
+          else this.retired.push(table);
           table = seg.table = tailTable(seg.number, ++this.rereads);
+          readAnew = true;
           await this.admin.run(`CREATE OR REPLACE TABLE ${table} (${LOG_ROW_COLUMNS})`);
           replaced = true;
           seg.offset = seg.visible = 0;
@@ -566,6 +572,8 @@ export class QueryEngine {
           // again from the start, its table replaced, rather than show a message twice or not at all. (A new
           // segment's table is replaced anyway: it is not in the tail yet.)
           if (failed && known) seg.reread = true;
+          // This refresh fails before it makes the view: no view named the table it read anew into.
+          if (failed && readAnew) this.abandoned.add(table);
           if (failed) seg.complete = undefined;
           else seg.visible = seg.offset; // its rows read are committed now
           // After the close: the rows are visible now (a version read before saw none of them).
