@@ -253,6 +253,29 @@ describe("a whole answer", () => {
 });
 
 describe("an idle query process", () => {
+  it("that does not exit when asked (stopped here with SIGSTOP) is killed CLOSE_GRACE_MS later, and the next query starts a new one", async () => {
+    const { startTestServer } = await import("./support/server.ts");
+    const { findQueryPool } = await import("../app/analytics/run-query.ts");
+    const { CLOSE_GRACE_MS } = await import("../app/analytics/query-pool.ts");
+    const { processAlive } = await import("../app/core/self-process.ts");
+    const { join } = await import("node:path");
+    const srv = await startTestServer({ query_idle_seconds: 1 });
+    try {
+      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
+      expect(await (await ask("SELECT 1 AS x")).json()).toEqual([{ x: 1 }]);
+      const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
+      const first = pool().processes()[0]!;
+      process.kill(first.pid, "SIGSTOP"); // it cannot read the closed stdin, nor exit by itself
+      const since = Date.now();
+      await waitFor(() => !processAlive(first.pid) && pool().processes().length === 0, "the stopped idle process to be killed", 1_000 + CLOSE_GRACE_MS + 10_000);
+      expect(Date.now() - since).toBeGreaterThanOrEqual(1_000 + CLOSE_GRACE_MS - 500);
+      expect(await (await ask("SELECT 2 AS x")).json()).toEqual([{ x: 2 }]);
+      expect(pool().processes()[0]!.pid).not.toBe(first.pid);
+    } finally {
+      await srv.close();
+    }
+  });
+
   it("exits after query_idle_seconds, giving its memory back, and the next query starts a new one", async () => {
     const { startTestServer } = await import("./support/server.ts");
     const { findQueryPool } = await import("../app/analytics/run-query.ts");

@@ -33,6 +33,8 @@ export interface QueryPoolLimits {
 
 /** How long after a compaction run its memory allowance stays (until its memory has gone back). */
 const COMPACTION_MEMORY_GRACE_MS = 5000;
+/** How long a query process asked to exit (its stdin closed) has before it is killed. */
+export const CLOSE_GRACE_MS = 5000;
 
 /** Why a query whose client went away was not answered. */
 export const CLIENT_GONE = "the client went away, so the query was cancelled";
@@ -152,12 +154,27 @@ export class QueryProcess {
     this.proc.kill("SIGKILL");
   }
 
-  /** Asks the process to exit (closes its stdin). */
+  /**
+   * Asks the process to exit (closes its stdin); one still there CLOSE_GRACE_MS
+   * later is killed (SIGKILL), so an idle exit always gives its memory back.
+   * (Seen about once in 25 idle exits in a test: the process closed, no query
+   * or compaction on it, yet still there, waiting in epoll, 30 s later.)
+   */
   close(): void {
+    if (this.retired && this.closing) return;
     this.retired = true;
     this.killReason ??= "the query process was stopped";
     try { void this.proc.stdin.end(); } catch { /* gone already */ }
+    this.closing = setTimeout(() => {
+      if (this.dead) return;
+      console.error(`query process ${this.proc.pid}: still running ${CLOSE_GRACE_MS / 1000} s after it was asked to exit; killed`);
+      this.proc.kill("SIGKILL");
+    }, CLOSE_GRACE_MS);
+    this.closing.unref?.();
+    void this.proc.exited.then(() => clearTimeout(this.closing!));
   }
+
+  private closing: ReturnType<typeof setTimeout> | null = null;
 
   /** Waits until the process has exited. */
   exited(): Promise<number> {
