@@ -253,18 +253,28 @@ describe("a whole answer", () => {
 });
 
 describe("an idle query process", () => {
-  it("that does not exit when asked (stopped here with SIGSTOP) is killed CLOSE_GRACE_MS later, and the next query starts a new one", async () => {
+  /** A server whose query process exits after 1 s idle, that process started by a first query, and a way to ask more. */
+  const idleAfterOneSecond = async () => {
     const { startTestServer } = await import("./support/server.ts");
     const { findQueryPool } = await import("../app/analytics/run-query.ts");
-    const { CLOSE_GRACE_MS } = await import("../app/analytics/query-pool.ts");
-    const { processAlive } = await import("../app/core/self-process.ts");
     const { join } = await import("node:path");
     const srv = await startTestServer({ query_idle_seconds: 1 });
+    const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
+    const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
     try {
-      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
       expect(await (await ask("SELECT 1 AS x")).json()).toEqual([{ x: 1 }]);
-      const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
-      const first = pool().processes()[0]!;
+    } catch (err) {
+      await srv.close();
+      throw err;
+    }
+    return { srv, ask, pool, first: pool().processes()[0]! };
+  };
+
+  it("that does not exit when asked (stopped here with SIGSTOP) is killed CLOSE_GRACE_MS later, and the next query starts a new one", async () => {
+    const { CLOSE_GRACE_MS } = await import("../app/analytics/query-pool.ts");
+    const { processAlive } = await import("../app/core/self-process.ts");
+    const { srv, ask, pool, first } = await idleAfterOneSecond();
+    try {
       process.kill(first.pid, "SIGSTOP"); // it cannot read the closed stdin, nor exit by itself
       const since = Date.now();
       await waitFor(() => !processAlive(first.pid) && pool().processes().length === 0, "the stopped idle process to be killed", 1_000 + CLOSE_GRACE_MS + 10_000);
@@ -277,15 +287,8 @@ describe("an idle query process", () => {
   });
 
   it("exits after query_idle_seconds, giving its memory back, and the next query starts a new one", async () => {
-    const { startTestServer } = await import("./support/server.ts");
-    const { findQueryPool } = await import("../app/analytics/run-query.ts");
-    const { join } = await import("node:path");
-    const srv = await startTestServer({ query_idle_seconds: 1 });
+    const { srv, ask, pool, first } = await idleAfterOneSecond();
     try {
-      const ask = (sql: string) => fetch(`${srv.url}/api/query`, { method: "POST", body: JSON.stringify({ sql }), headers: srv.adminHeaders });
-      expect(await (await ask("SELECT 1 AS x")).json()).toEqual([{ x: 1 }]);
-      const pool = () => findQueryPool(join(srv.dataDir, "logs"))!;
-      const first = pool().processes()[0]!;
       expect(first.rss()).toBeGreaterThan(0);
       // Out of memory, the kernel is to kill the query process before the hub.
       const { readFileSync } = await import("node:fs");
