@@ -229,7 +229,7 @@ describe("the right to come back from SCHED_IDLE", () => {
     copyFileSync(process.execPath, bun);
   }
   chmodSync(bun, 0o755);
-  for (const file of ["cpu-yield.ts", "libc.ts"]) {
+  for (const file of ["cpu-yield.ts", "libc.ts", "self-process.ts"]) {
     copyFileSync(join(import.meta.dir, "..", "app", "core", file), join(shared, file));
     chmodSync(join(shared, file), 0o644);
   }

@@ -161,7 +161,7 @@ export class QueryProcess {
    * or compaction on it, yet still there, waiting in epoll, 30 s later.)
    */
   close(): void {
-    if (this.retired && this.closing) return;
+    if (this.closing) return; // asked already
     this.retired = true;
     this.killReason ??= "the query process was stopped";
     try { void this.proc.stdin.end(); } catch { /* gone already */ }

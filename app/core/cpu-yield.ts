@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { getPriority, setPriority } from "node:os";
+import { getPriority } from "node:os";
 import { FFIType, ptr } from "bun:ffi";
 import { libcFunctions } from "./libc.ts";
+import { lowerThread } from "./self-process.ts";
 
 /**
  * Linux scheduling classes for a whole process (every thread of it), through
@@ -68,13 +69,7 @@ export function setProcessIdle(idle: boolean): boolean {
   const nice = getPriority();
   let all = true;
   for (const tid of tasks) {
-    if (idle) {
-      try {
-        if (getPriority(Number(tid)) < nice) setPriority(Number(tid), nice);
-      } catch {
-        // ended meanwhile, or not ours to change: its move below says which
-      }
-    }
+    if (idle) lowerThread(Number(tid), nice); // one it could not change: its move below says so
     if (c.sched_setscheduler(Number(tid), idle ? SCHED_IDLE : SCHED_OTHER, ptr(param)) !== 0 && existsSync(`/proc/self/task/${tid}`)) all = false;
   }
   return all;

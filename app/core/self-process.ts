@@ -77,13 +77,16 @@ export function lowerOwnThreads(): void {
     } catch {
       return; // no /proc: the hub's move of the main thread is all there is
     }
-    for (const tid of tids) {
-      try {
-        if (getPriority(Number(tid)) < CHILD_NICE) setPriority(Number(tid), CHILD_NICE);
-      } catch {
-        // ended meanwhile, or not permitted: it runs at its priority
-      }
-    }
+    for (const tid of tids) lowerThread(Number(tid), CHILD_NICE);
+  }
+}
+
+/** Gives thread `tid` nice value `nice` if it had a lower one (a higher priority); best effort. */
+export function lowerThread(tid: number, nice: number): void {
+  try {
+    if (getPriority(tid) < nice) setPriority(tid, nice);
+  } catch {
+    // ended meanwhile, or not ours to change: it runs at its priority
   }
 }
 
