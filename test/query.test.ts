@@ -380,6 +380,34 @@ describe("history queries per client", () => {
   });
 });
 
+describe("queries riding on an identical running one (no slot)", () => {
+  it("count against their client's share and the queue, and give their place back once", async () => {
+    const { QueryPool, DEFAULT_POOL_LIMITS } = await import("../app/analytics/query-pool.ts");
+    const pool = new QueryPool({ logsDir: "/nonexistent/logs", spoolDir: "/nonexistent/spool", tempDir: "/nonexistent/tmp" }, { ...DEFAULT_POOL_LIMITS, perClient: 2, queue: 3 });
+    try {
+      const a1 = pool.ridePlace("a")!;
+      const a2 = pool.ridePlace("a")!;
+      expect(a1.id).not.toBe(a2.id);
+      expect(pool.ridePlace("a")).toBeNull(); // the client's share (query_per_client) is full
+      // Its share counts riders as waiting queries: a query of its own is refused too, before any process starts.
+      expect(await pool.acquire("a")).toEqual({ busy: expect.stringContaining("query_per_client"), status: 429 });
+      const b = pool.ridePlace("b")!;
+      expect(pool.riders).toBe(3);
+      expect(pool.ridePlace(undefined)).toBeNull(); // as many riding as the queue holds
+      a1.release();
+      a1.release(); // once only
+      expect(pool.riders).toBe(2);
+      const a3 = pool.ridePlace("a")!;
+      expect(pool.ridePlace("a")).toBeNull();
+      for (const p of [a2, a3, b]) p.release();
+      expect(pool.riders).toBe(0);
+      expect(pool.processes()).toHaveLength(0);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
 /** An empty spool folder in a temp dir, the path of its first segment, and an encoder of test records by seq. */
 async function segmentFixture() {
   const { encodeRecord } = await import("../app/log/record.ts");

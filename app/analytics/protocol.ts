@@ -9,7 +9,12 @@ export type QueryFormat = "table" | "csv" | "json" | "ndjson" | "parquet" | "gri
 /** Hub → query process. */
 export type ToEngine =
   | { type: "open"; dirs: QueryEngineOptions; resultBytes: number; cacheBytes: number; yieldMs: number }
-  | { type: "query"; id: number; sql: string; format: QueryFormat; rowLimit: number; timeoutMs: number; params?: (string | number)[]; stream: boolean }
+  /**
+   * `ride`: the hub sent it without a slot, for it is identical to a query running here; it is
+   * answered with that run's answer (or a kept one) when it would read the same data, else with
+   * "unshared", and never runs itself.
+   */
+  | { type: "query"; id: number; sql: string; format: QueryFormat; rowLimit: number; timeoutMs: number; params?: (string | number)[]; stream: boolean; ride?: boolean }
   /** The hub's reader wants the next chunk of streamed query `id`. */
   | { type: "more"; id: number }
   /** The client went away: stop query `id`. */
@@ -33,6 +38,8 @@ export type FromEngine =
   | { type: "chunk"; id: number; text: string }
   | { type: "end"; id: number; rows: number }
   | { type: "error"; id: number; error: string; refused: boolean }
+  /** Riding query `id` found no identical run reading the data it would read: the hub runs it as any other. */
+  | { type: "unshared"; id: number }
   | { type: "compacted"; id: number; outcome: CompactionOutcome }
   | ({ type: "quarantined" } & Quarantined);
 

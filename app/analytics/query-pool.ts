@@ -202,6 +202,8 @@ export class QueryPool {
   private readonly perClient = new Map<string, number>();
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private nextId = 1;
+  /** Queries riding on identical running ones (ridePlace). */
+  private riding = 0;
   private closed = false;
   /** Counters for stats and tests. */
   readonly stats = { started: 0, killed: 0, idleExits: 0, lastReadyMs: 0, quarantined: 0 };
@@ -222,6 +224,11 @@ export class QueryPool {
   /** Queries waiting for a slot now. */
   get queued(): number {
     return this.waiting.length;
+  }
+
+  /** Queries riding on identical running ones now (ridePlace). */
+  get riders(): number {
+    return this.riding;
   }
 
   /** The live processes (for stats and tests). */
@@ -257,6 +264,29 @@ export class QueryPool {
         grant({ busy: CLIENT_GONE, status: 499 });
       }, { once: true });
     });
+  }
+
+  /**
+   * A place for a query riding on an identical one running now (run-query.ts,
+   * ride): no slot, as it never runs itself, but counted against the client's
+   * share like a waiting query, and at most `queue` at once. Null when either
+   * is full.
+   */
+  ridePlace(client?: string): { id: number; release(): void } | null {
+    if (this.closed || this.riding >= this.limits.queue) return null;
+    if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.limits.perClient) return null;
+    this.riding++;
+    if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    let released = false;
+    return {
+      id: this.nextId++,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.riding--;
+        this.unclaim(client);
+      },
+    };
   }
 
   /** One query fewer for `client` (running or waiting). */

@@ -267,6 +267,7 @@ export async function runQueryProcess(): Promise<number> {
 
   const runOne = async (job: Extract<ToEngine, { type: "query" }>) => {
     const onInterrupt = interruptOf(job.id);
+    if (job.ride && job.format === "parquet") return send({ type: "unshared", id: job.id });
     if (job.format === "parquet") {
       // Named after this process: one killed mid-export leaves its file, which the next process removes (sweepExports).
       const path = join(engine!.exportDir, `${EXPORT_PREFIX}${process.pid}-${job.id}-${crypto.randomUUID()}.parquet`);
@@ -304,7 +305,7 @@ export async function runQueryProcess(): Promise<number> {
     const key = cacheable(job.sql) ? JSON.stringify([job.sql, job.params ?? [], job.format, job.rowLimit]) : null;
     let startedAt = Date.now(); // when its time limit starts: the engine's, unless it waited for a twin
     let waited = false;
-    if (key && (cache.maxBytes > 0 || running.has(key))) {
+    if (key && (job.ride || cache.maxBytes > 0 || running.has(key))) {
       const version = await engine!.dataVersion({ sql: job.sql, params: job.params });
       const hit = cache.get(key, version);
       if (hit) {
@@ -331,6 +332,8 @@ export async function runQueryProcess(): Promise<number> {
         // Another version: it runs itself as any query does (its twin's refresh was all it waited for).
       }
     }
+    // A query riding without a slot (run-query.ts) never runs here: the hub queues it for a slot.
+    if (job.ride) return send({ type: "unshared", id: job.id });
     let version: string | null = null;
     let known!: (version: string) => void;
     const versionKnown = new Promise<string>((resolve) => { known = resolve; });

@@ -1,6 +1,7 @@
 import type { QueryEngineOptions } from "./engine.ts";
 import { durationText, tookTooLong, type QueryFormat } from "./protocol.ts";
-import { CLIENT_GONE, DEFAULT_POOL_LIMITS, QueryPool, type QueryPoolLimits, type Slot } from "./query-pool.ts";
+import { CLIENT_GONE, DEFAULT_POOL_LIMITS, QueryPool, type QueryPoolLimits, type QueryProcess, type Slot } from "./query-pool.ts";
+import { cacheable } from "./result-cache.ts";
 import type { Quarantined } from "../log/quarantine.ts";
 
 /** One query for the query process. */
@@ -140,6 +141,9 @@ async function start(job: QueryJob, onGranted?: () => void, gone = job.signal): 
 /** Whole-answer queries waiting for a slot, by everything that decides their answer. */
 const waitingTwins = new Map<string, { reply: Promise<QueryReply>; askers: Askers }>();
 
+/** Whole-answer queries running in a query process, by the same key: an identical one may ride on one (ride). */
+const runningTwins = new Map<string, { pool: QueryPool; proc: QueryProcess }>();
+
 /** Why the other queries of a process killed for a query past its time limit failed. */
 const UNINTERRUPTIBLE = (graceMs: number) => `a query went on ${durationText(graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`;
 
@@ -153,11 +157,20 @@ const UNINTERRUPTIBLE = (graceMs: number) => `a query went on ${durationText(gra
  * while one of them still waits for a slot share its answer: it has not
  * started, so it reads the log as it is after they all came, and the answer is
  * what each would have got (a dashboard's panels opened by several viewers at
- * once cost one run). A query that has started is never joined.
+ * once cost one run). A query that has started is never joined here; one
+ * identical to a query running now rides on it instead (ride): its query
+ * process answers it with that run's answer when it would read the same data.
  */
 export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
   // The client is part of it: one client's refusal (query_per_client) is not another's.
   const key = JSON.stringify([job.dirs.logsDir, job.client ?? null, job.sql, job.params ?? [], job.format, job.rowLimit, job.timeoutMs]);
+  const running = waitingTwins.has(key) ? undefined : runningTwins.get(key);
+  if (running && !job.signal?.aborted) return ride(job, running).then((r) => r ?? queueOrShare(job, key));
+  return queueOrShare(job, key);
+}
+
+/** Runs `job` when it gets a slot, or shares the answer of the identical query (`key`) waiting for one. */
+function queueOrShare(job: QueryJob, key: string): Promise<QueryReply> {
   // Gone before it came (the request read, the connection closed): nothing to run, nothing to share.
   if (job.signal?.aborted) return Promise.resolve(GONE);
   const twin = waitingTwins.get(key);
@@ -172,7 +185,7 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
   const forget = () => {
     if (entry && waitingTwins.get(key) === entry) waitingTwins.delete(key);
   };
-  const reply = runOne(job, forget, askers.gone.signal);
+  const reply = runOne(job, key, forget, askers.gone.signal);
   entry = { reply, askers };
   waitingTwins.set(key, entry);
   // Once all have gone, nobody joins it any more; nor once it failed before it got a slot (a process that could not start).
@@ -181,11 +194,61 @@ export function runQueryInWorker(job: QueryJob): Promise<QueryReply> {
   return reply;
 }
 
-async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): Promise<QueryReply> {
+/**
+ * Sends `job`, identical to a query running now on `running`'s process, to
+ * that process without a slot: 8 viewers of one dashboard panel then wait for
+ * the run going on rather than queue for the next (with 2 slots, the third to
+ * come used to wait for one run to end and then for its own). The process
+ * answers it with that run's answer (or a kept one) when it would read the
+ * same data, as it does for an identical query holding a slot; otherwise
+ * (null) it is queued as any query. Never more riding at once than the queue
+ * holds, and each counts against its client's share (query_per_client).
+ */
+function ride(job: QueryJob, { pool, proc }: { pool: QueryPool; proc: QueryProcess }): Promise<QueryReply | null> {
+  if (proc.dead || proc.retired) return Promise.resolve(null);
+  const place = pool.ridePlace(job.client);
+  if (!place) return Promise.resolve(null);
+  const { id } = place;
+  return new Promise((resolve) => {
+    let done = false;
+    const cancel = () => { if (!done) proc.send({ type: "cancel", id }); };
+    const finish = (r: QueryReply | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(limit);
+      job.signal?.removeEventListener("abort", cancel);
+      proc.done(id);
+      place.release();
+      resolve(job.signal?.aborted && !r?.ok ? GONE : r);
+    };
+    // The run it waits for ends by its own limit, or its process is killed (onDead): a process that
+    // answers neither is past saving, and this query's time is up.
+    const limit = setTimeout(() => finish({ ok: false, error: tookTooLong(job.timeoutMs), refused: true }), job.timeoutMs + pool.limits.graceMs);
+    job.signal?.addEventListener("abort", cancel, { once: true });
+    proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false, ride: true }, {
+      timeoutMs: job.timeoutMs,
+      onFrame: (f) => {
+        if (f.type === "result") {
+          if (f.cached) queryCounts.cached++;
+          else queryCounts.shared++;
+          finish({ ok: true, body: (f.raw ?? new Uint8Array(0)) as Uint8Array<ArrayBuffer>, rows: f.rows });
+        } else if (f.type === "error") finish({ ok: false, error: f.error, refused: f.refused });
+        else if (f.type === "unshared") finish(null);
+      },
+      // The run it rode on failed with its process: queued, it runs on a new one, as it would have.
+      onDead: () => finish(null),
+    });
+  });
+}
+
+async function runOne(job: QueryJob, key: string, onGranted: () => void, gone: AbortSignal): Promise<QueryReply> {
   const started = await start(job, onGranted, gone);
   if ("ok" in started) return started;
   const { pool, slot } = started;
   const { proc, id } = slot;
+  // Shared by the query process only when its answer depends on the data alone (result-cache.ts).
+  const mine = { pool, proc };
+  const ridable = job.format !== "parquet" && cacheable(job.sql);
   return new Promise((resolve) => {
     let done = false;
     // The query process interrupts the query and answers with an error, which finishes it as usual.
@@ -196,6 +259,7 @@ async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): 
       clearTimeout(limit);
       gone.removeEventListener("abort", cancel);
       proc.done(id);
+      if (runningTwins.get(key) === mine) runningTwins.delete(key);
       slot.release();
       resolve(gone.aborted && !r.ok ? GONE : r);
     };
@@ -205,6 +269,7 @@ async function runOne(job: QueryJob, onGranted: () => void, gone: AbortSignal): 
       finish({ ok: false, error: tookTooLong(job.timeoutMs), refused: true });
     }, job.timeoutMs + pool.limits.graceMs);
     gone.addEventListener("abort", cancel, { once: true });
+    if (ridable) runningTwins.set(key, mine);
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false }, {
       timeoutMs: job.timeoutMs,
       onFrame: (f) => {
