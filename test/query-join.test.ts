@@ -149,6 +149,9 @@ describe("an identical query while one runs", () => {
     const others = Array.from({ length: 7 }, () => ask(SLOW));
     await waitFor(() => riders() === 7, "seven queries to ride on the first");
     expect(pool().active).toBe(1);
+    const metrics = await (await fetch(`${srv.url}/metrics`, { headers: srv.adminHeaders })).text();
+    expect(metrics).toContain("switchyard_queries_riding 7\n");
+    expect(metrics).toContain("switchyard_queries_running 1\n");
     const answers = await Promise.all([first, ...others].map(async (r) => (await r).json()));
     const expected = answers[0];
     expect((expected as { slow: number }[])[0]!.slow).toBe(SLOW_ANSWER);

@@ -7,6 +7,7 @@ import { compactSegments } from "../app/log/compaction.ts";
 import { Spool } from "../app/log/spool.ts";
 import { cli } from "./support/cli.ts";
 import { tempDir } from "./support/server.ts";
+import type { QueryProcess } from "../app/analytics/query-pool.ts";
 
 // DuckDB and subprocesses: more than Bun's 5 s default.
 setDefaultTimeout(60_000);
@@ -382,29 +383,38 @@ describe("history queries per client", () => {
 
 describe("queries riding on an identical running one (no slot)", () => {
   it("count against their client's share and the queue, and give their place back once", async () => {
-    const { QueryPool, DEFAULT_POOL_LIMITS } = await import("../app/analytics/query-pool.ts");
-    const pool = new QueryPool({ logsDir: "/nonexistent/logs", spoolDir: "/nonexistent/spool", tempDir: "/nonexistent/tmp" }, { ...DEFAULT_POOL_LIMITS, perClient: 2, queue: 3 });
+    const { QueryPool, DEFAULT_POOL_LIMITS, configKey } = await import("../app/analytics/query-pool.ts");
+    const dirs = { logsDir: "/nonexistent/logs", spoolDir: "/nonexistent/spool", tempDir: "/nonexistent/tmp" };
+    const limits = { ...DEFAULT_POOL_LIMITS, perClient: 2, queue: 3 };
+    const pool = new QueryPool(dirs, limits);
+    // What ridePlace looks at of the process running the query ridden on.
+    const proc = { dead: false, retired: false, configKey: configKey(dirs, limits) } as QueryProcess;
     try {
-      const a1 = pool.ridePlace("a")!;
-      const a2 = pool.ridePlace("a")!;
+      const a1 = pool.ridePlace(proc, "a")!;
+      const a2 = pool.ridePlace(proc, "a")!;
       expect(a1.id).not.toBe(a2.id);
-      expect(pool.ridePlace("a")).toBeNull(); // the client's share (query_per_client) is full
+      expect(pool.ridePlace(proc, "a")).toBeNull(); // the client's share (query_per_client) is full
       // Its share counts riders as waiting queries: a query of its own is refused too, before any process starts.
       expect(await pool.acquire("a")).toEqual({ busy: expect.stringContaining("query_per_client"), status: 429 });
-      const b = pool.ridePlace("b")!;
+      const b = pool.ridePlace(proc, "b")!;
       expect(pool.riders).toBe(3);
-      expect(pool.ridePlace(undefined)).toBeNull(); // as many riding as the queue holds
+      expect(pool.ridePlace(proc, undefined)).toBeNull(); // as many riding as the queue holds
       a1.release();
       a1.release(); // once only
       expect(pool.riders).toBe(2);
-      const a3 = pool.ridePlace("a")!;
-      expect(pool.ridePlace("a")).toBeNull();
+      // Not on a process that is gone, retiring, or of other settings than the pool's now.
+      expect(pool.ridePlace({ ...proc, dead: true } as QueryProcess)).toBeNull();
+      expect(pool.ridePlace({ ...proc, retired: true } as QueryProcess)).toBeNull();
+      expect(pool.ridePlace({ ...proc, configKey: configKey(dirs, { ...limits, resultBytes: 1 }) } as QueryProcess)).toBeNull();
+      const a3 = pool.ridePlace(proc, "a")!;
+      expect(pool.ridePlace(proc, "a")).toBeNull();
       for (const p of [a2, a3, b]) p.release();
       expect(pool.riders).toBe(0);
       expect(pool.processes()).toHaveLength(0);
     } finally {
       await pool.close();
     }
+    expect(pool.ridePlace(proc)).toBeNull(); // a stopped pool takes no rider
   });
 });
 

@@ -10,11 +10,11 @@ export type QueryFormat = "table" | "csv" | "json" | "ndjson" | "parquet" | "gri
 export type ToEngine =
   | { type: "open"; dirs: QueryEngineOptions; resultBytes: number; cacheBytes: number; yieldMs: number }
   /**
-   * `ride`: the hub sent it without a slot, for it is identical to a query running here; it is
-   * answered with that run's answer (or a kept one) when it would read the same data, else with
+   * `rideOn`: the hub sent it without a slot, for it is identical to query `rideOn` running here; it
+   * is answered with that run's answer (`answerOf`) when it would read the same data, else with
    * "unshared", and never runs itself.
    */
-  | { type: "query"; id: number; sql: string; format: QueryFormat; rowLimit: number; timeoutMs: number; params?: (string | number)[]; stream: boolean; ride?: boolean }
+  | { type: "query"; id: number; sql: string; format: QueryFormat; rowLimit: number; timeoutMs: number; params?: (string | number)[]; stream: boolean; rideOn?: number }
   /** The hub's reader wants the next chunk of streamed query `id`. */
   | { type: "more"; id: number }
   /** The client went away: stop query `id`. */
@@ -31,8 +31,11 @@ export type FromEngine =
    * `cached`: the answer was kept from an identical query over the same data (result-cache.ts);
    * `shared`: it is the answer of an identical query that was running over the same data.
    */
-  /** The answer's body is the frame's raw bytes (frames.ts): text in its format, or a Parquet file's bytes. */
-  | { type: "result"; id: number; raw?: Uint8Array; rows: number; cached?: boolean; shared?: boolean }
+  /**
+   * The answer's body is the frame's raw bytes (frames.ts): text in its format, or a Parquet file's
+   * bytes; none for a query that rode on query `answerOf`, whose body the hub has (one copy for all).
+   */
+  | { type: "result"; id: number; raw?: Uint8Array; rows: number; cached?: boolean; shared?: boolean; answerOf?: number }
   /** A streamed query has started (its columns are known). */
   | { type: "start"; id: number }
   | { type: "chunk"; id: number; text: string }

@@ -45,7 +45,7 @@ export const DEFAULT_POOL_LIMITS: QueryPoolLimits = {
 };
 
 /** What a query process was started with that its answers depend on: one with another key retires once idle. */
-function configKey(dirs: QueryEngineOptions, limits: QueryPoolLimits): string {
+export function configKey(dirs: QueryEngineOptions, limits: QueryPoolLimits): string {
   return JSON.stringify([dirs, limits.resultBytes, limits.cacheBytes, limits.yieldMs]);
 }
 
@@ -231,6 +231,11 @@ export class QueryPool {
     return this.riding;
   }
 
+  /** True once the pool was stopped (close): it takes no query any more. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** The live processes (for stats and tests). */
   processes(): readonly QueryProcess[] {
     return this.procs;
@@ -267,13 +272,16 @@ export class QueryPool {
   }
 
   /**
-   * A place for a query riding on an identical one running now (run-query.ts,
-   * ride): no slot, as it never runs itself, but counted against the client's
-   * share like a waiting query, and at most `queue` at once. Null when either
-   * is full.
+   * A place for a query riding on an identical one running now on `proc`
+   * (run-query.ts, ride): no slot, as it never runs itself, but counted against
+   * the client's share like a waiting query, and at most `queue` at once. Null
+   * when either is full, or when `proc` may not answer a query asked now: gone,
+   * retiring, or started with other settings (a query asked after a change gets
+   * a process with the new ones, as `take` gives).
    */
-  ridePlace(client?: string): { id: number; release(): void } | null {
+  ridePlace(proc: QueryProcess, client?: string): { id: number; release(): void } | null {
     if (this.closed || this.riding >= this.limits.queue) return null;
+    if (proc.dead || proc.retired || proc.configKey !== configKey(this.dirs, this.limits)) return null;
     if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.limits.perClient) return null;
     this.riding++;
     if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);

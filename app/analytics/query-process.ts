@@ -121,6 +121,8 @@ export class LongQueryYield {
 
 /** A whole answer being computed, as an identical query may wait for it (see `running` in runQueryProcess). */
 interface RunningAnswer {
+  /** The hub's id of the query running it. */
+  id: number;
   /** The data version its run reads (at least), once its refresh is done ("": it failed before). */
   version: Promise<string>;
   /** The time its run has (its time limit, or what was left of it after waiting for a twin), and when that runs out (ms since the epoch). */
@@ -267,7 +269,8 @@ export async function runQueryProcess(): Promise<number> {
 
   const runOne = async (job: Extract<ToEngine, { type: "query" }>) => {
     const onInterrupt = interruptOf(job.id);
-    if (job.ride && job.format === "parquet") return send({ type: "unshared", id: job.id });
+    const riding = job.rideOn !== undefined;
+    if (riding && job.format === "parquet") return send({ type: "unshared", id: job.id });
     if (job.format === "parquet") {
       // Named after this process: one killed mid-export leaves its file, which the next process removes (sweepExports).
       const path = join(engine!.exportDir, `${EXPORT_PREFIX}${process.pid}-${job.id}-${crypto.randomUUID()}.parquet`);
@@ -305,9 +308,10 @@ export async function runQueryProcess(): Promise<number> {
     const key = cacheable(job.sql) ? JSON.stringify([job.sql, job.params ?? [], job.format, job.rowLimit]) : null;
     let startedAt = Date.now(); // when its time limit starts: the engine's, unless it waited for a twin
     let waited = false;
-    if (key && (job.ride || cache.maxBytes > 0 || running.has(key))) {
+    if (key && (riding || cache.maxBytes > 0 || running.has(key))) {
       const version = await engine!.dataVersion({ sql: job.sql, params: job.params });
-      const hit = cache.get(key, version);
+      // Not for a rider: each would take a copy of the kept answer (up to query_queue of them at once).
+      const hit = riding ? null : cache.get(key, version);
       if (hit) {
         await send({ type: "result", id: job.id, rows: hit.rows, cached: true }, hit.body);
         return;
@@ -316,11 +320,13 @@ export async function runQueryProcess(): Promise<number> {
       // Only a twin that has at least this query's time and ends no later: one that runs out of time
       // would have run this one out of time too, and the wait never outlasts this query's own limit
       // (the hub's, which kills the process past it).
-      if (twin && twin.budgetMs >= job.timeoutMs && twin.deadline <= Date.now() + job.timeoutMs) {
+      // A rider only on the run the hub holds the answer of: it is sent that answer's name, not a copy.
+      if (twin && twin.budgetMs >= job.timeoutMs && twin.deadline <= Date.now() + job.timeoutMs && (!riding || twin.id === job.rideOn)) {
         const joined = Date.now();
         const shared = await joinTwin(job.id, twin, version);
         if (typeof shared === "object") {
-          await send({ type: "result", id: job.id, rows: shared.rows, shared: true }, shared.body);
+          if (riding) await send({ type: "result", id: job.id, rows: shared.rows, shared: true, answerOf: twin.id });
+          else await send({ type: "result", id: job.id, rows: shared.rows, shared: true }, shared.body);
           return;
         }
         if (shared === "cancelled") {
@@ -333,7 +339,7 @@ export async function runQueryProcess(): Promise<number> {
       }
     }
     // A query riding without a slot (run-query.ts) never runs here: the hub queues it for a slot.
-    if (job.ride) return send({ type: "unshared", id: job.id });
+    if (riding) return send({ type: "unshared", id: job.id });
     let version: string | null = null;
     let known!: (version: string) => void;
     const versionKnown = new Promise<string>((resolve) => { known = resolve; });
@@ -345,6 +351,7 @@ export async function runQueryProcess(): Promise<number> {
     const run = answer(job, onInterrupt, startedAt, onVersion);
     // Known to identical queries from now on, before its version is (they wait for it, then compare).
     const mine: RunningAnswer = {
+      id: job.id,
       version: versionKnown,
       budgetMs: startedAt + job.timeoutMs - (waited ? Date.now() : startedAt),
       deadline: startedAt + job.timeoutMs,
@@ -434,7 +441,8 @@ export async function runQueryProcess(): Promise<number> {
   };
 
   const handle = async (job: Extract<ToEngine, { type: "query" }>) => {
-    const ended = yielding.query(job.timeoutMs);
+    // A rider runs nothing: it does not keep a long run's process from yielding.
+    const ended = job.rideOn !== undefined ? () => {} : yielding.query(job.timeoutMs);
     try {
       await opening;
       if (inFlight.get(job.id)?.cancelled) throw new QueryError("the query was cancelled");

@@ -19,7 +19,9 @@ export interface QueryJob {
   /**
    * The request's signal: when it aborts (the client went away), the query is
    * cancelled, waiting or running, and its slot freed. A run shared by
-   * identical queries is cancelled only once every one of them went away.
+   * identical queries waiting together is cancelled only once every one of
+   * them went away; queries riding on a run (ride) do not keep it going, and
+   * are queued again when it is cancelled.
    */
   signal?: AbortSignal;
 }
@@ -107,6 +109,13 @@ export function activeQueries(): number {
   return n;
 }
 
+/** Queries riding on an identical running one now (no slot; see ride), over every pool. */
+export function ridingQueries(): number {
+  let n = 0;
+  for (const p of pools.values()) n += p.riders;
+  return n;
+}
+
 /** Queries waiting for a slot now, over every pool. */
 export function queuedQueries(): number {
   let n = 0;
@@ -141,8 +150,17 @@ async function start(job: QueryJob, onGranted?: () => void, gone = job.signal): 
 /** Whole-answer queries waiting for a slot, by everything that decides their answer. */
 const waitingTwins = new Map<string, { reply: Promise<QueryReply>; askers: Askers }>();
 
+/** A whole-answer query running in a query process: its pool, process and id, and its reply once it has one. */
+interface RunningTwin {
+  pool: QueryPool;
+  proc: QueryProcess;
+  id: number;
+  /** Its reply as its process gave it (before its own client's leaving is looked at). */
+  answered: Promise<QueryReply>;
+}
+
 /** Whole-answer queries running in a query process, by the same key: an identical one may ride on one (ride). */
-const runningTwins = new Map<string, { pool: QueryPool; proc: QueryProcess }>();
+const runningTwins = new Map<string, RunningTwin>();
 
 /** Why the other queries of a process killed for a query past its time limit failed. */
 const UNINTERRUPTIBLE = (graceMs: number) => `a query went on ${durationText(graceMs)} past its time limit and could not be interrupted, so its query process was restarted: run the query again`;
@@ -195,18 +213,23 @@ function queueOrShare(job: QueryJob, key: string): Promise<QueryReply> {
 }
 
 /**
- * Sends `job`, identical to a query running now on `running`'s process, to
- * that process without a slot: 8 viewers of one dashboard panel then wait for
- * the run going on rather than queue for the next (with 2 slots, the third to
- * come used to wait for one run to end and then for its own). The process
- * answers it with that run's answer (or a kept one) when it would read the
- * same data, as it does for an identical query holding a slot; otherwise
- * (null) it is queued as any query. Never more riding at once than the queue
- * holds, and each counts against its client's share (query_per_client).
+ * Sends `job`, identical to query `twin` running now, to twin's process
+ * without a slot: 8 viewers of one dashboard panel then wait for the run going
+ * on rather than queue for the next (with 2 slots, the third to come used to
+ * wait for one run to end and then for its own). The process answers it with
+ * twin's answer when it would read the same data, as it does for an identical
+ * query holding a slot, naming that answer rather than sending a copy: every
+ * rider's reply is twin's body, one copy in either process however many ride.
+ * Otherwise (null) it is queued as any query. Never more riding at once than
+ * the queue holds, each counts against its client's share
+ * (query_per_client), and never on a process of settings other than the
+ * job's (ridePlace).
  */
-function ride(job: QueryJob, { pool, proc }: { pool: QueryPool; proc: QueryProcess }): Promise<QueryReply | null> {
-  if (proc.dead || proc.retired) return Promise.resolve(null);
-  const place = pool.ridePlace(job.client);
+function ride(job: QueryJob, twin: RunningTwin): Promise<QueryReply | null> {
+  const { proc } = twin;
+  // The job's settings applied to the pool (as start does), for ridePlace to hold the process to them.
+  const pool = queryPool(job.dirs);
+  const place = pool === twin.pool ? pool.ridePlace(proc, job.client) : null;
   if (!place) return Promise.resolve(null);
   const { id } = place;
   return new Promise((resolve) => {
@@ -219,19 +242,26 @@ function ride(job: QueryJob, { pool, proc }: { pool: QueryPool; proc: QueryProce
       job.signal?.removeEventListener("abort", cancel);
       proc.done(id);
       place.release();
-      resolve(job.signal?.aborted && !r?.ok ? GONE : r);
+      if (job.signal?.aborted && !r?.ok) resolve(GONE);
+      // Not queued again once the server is stopping: no new process is to start.
+      else if (!r && pool.isClosed) resolve({ ok: false, error: "the server is shutting down", refused: false, busy: true, status: 503 });
+      else resolve(r);
     };
     // The run it waits for ends by its own limit, or its process is killed (onDead): a process that
     // answers neither is past saving, and this query's time is up.
     const limit = setTimeout(() => finish({ ok: false, error: tookTooLong(job.timeoutMs), refused: true }), job.timeoutMs + pool.limits.graceMs);
     job.signal?.addEventListener("abort", cancel, { once: true });
-    proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false, ride: true }, {
+    proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false, rideOn: twin.id }, {
       timeoutMs: job.timeoutMs,
       onFrame: (f) => {
         if (f.type === "result") {
-          if (f.cached) queryCounts.cached++;
-          else queryCounts.shared++;
-          finish({ ok: true, body: (f.raw ?? new Uint8Array(0)) as Uint8Array<ArrayBuffer>, rows: f.rows });
+          const shared = (r: QueryReply | null) => {
+            if (r?.ok) queryCounts.shared++;
+            finish(r);
+          };
+          // Twin's body, which its own result frame brings (before or after this one).
+          if (f.answerOf === twin.id) void twin.answered.then((a) => shared(a.ok ? { ok: true, body: a.body, rows: a.rows } : null));
+          else shared({ ok: true, body: (f.raw ?? new Uint8Array(0)) as Uint8Array<ArrayBuffer>, rows: f.rows });
         } else if (f.type === "error") finish({ ok: false, error: f.error, refused: f.refused });
         else if (f.type === "unshared") finish(null);
       },
@@ -247,7 +277,8 @@ async function runOne(job: QueryJob, key: string, onGranted: () => void, gone: A
   const { pool, slot } = started;
   const { proc, id } = slot;
   // Shared by the query process only when its answer depends on the data alone (result-cache.ts).
-  const mine = { pool, proc };
+  let answered!: (r: QueryReply) => void;
+  const mine: RunningTwin = { pool, proc, id, answered: new Promise((resolve) => { answered = resolve; }) };
   const ridable = job.format !== "parquet" && cacheable(job.sql);
   return new Promise((resolve) => {
     let done = false;
@@ -260,6 +291,7 @@ async function runOne(job: QueryJob, key: string, onGranted: () => void, gone: A
       gone.removeEventListener("abort", cancel);
       proc.done(id);
       if (runningTwins.get(key) === mine) runningTwins.delete(key);
+      answered(r);
       slot.release();
       resolve(gone.aborted && !r.ok ? GONE : r);
     };

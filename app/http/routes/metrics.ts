@@ -1,5 +1,5 @@
 import type { Hono } from "hono";
-import { activeQueries, queryCounts, queuedQueries } from "../../analytics/run-query.ts";
+import { activeQueries, queryCounts, queuedQueries, ridingQueries } from "../../analytics/run-query.ts";
 import type { Hub } from "../../hub/hub.ts";
 import { REJECT_REASONS } from "../../sources/udp/datagram.ts";
 import type { UdpIngestSnapshot } from "../../sources/udp/ingest.ts";
@@ -48,6 +48,7 @@ export function renderMetrics(hub: Hub, udp: UdpIngestSnapshot, destinations: De
   metric("switchyard_queries_cached_total", "counter", "Queries answered from the query process's cache of answers: the same SQL over unchanged data (query_cache_mb).", [["", queryCounts.cached]]);
   metric("switchyard_queries_running", "gauge", "Queries running in query processes now.", [["", activeQueries()]]);
   metric("switchyard_queries_waiting", "gauge", "Queries waiting for a query slot now.", [["", queuedQueries()]]);
+  metric("switchyard_queries_riding", "gauge", "Queries waiting, without a slot, for the answer of an identical query running now.", [["", ridingQueries()]]);
   const streams = hub.listStreams().filter((s) => visible(s.name));
   const per = (name: string, type: "gauge" | "counter", help: string, pick: (s: (typeof streams)[number]) => number) =>
     metric(name, type, help, streams.map((s) => [`{stream="${escapeLabel(s.name)}"}`, pick(s)]));
