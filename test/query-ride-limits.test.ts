@@ -5,17 +5,25 @@ import { closeQueryPool, findQueryPool, runQueryInWorker } from "../app/analytic
 import { processAlive } from "../app/core/self-process.ts";
 import { startTestServer, waitFor, type TestServer } from "./support/server.ts";
 
-// The limits of riding (run-query.ts ride), found by an attacking review: a query riding when the server
+// The limits of riding (run-query.ts ride), found by two attacking reviews: a query riding when the server
 // stops starts nothing after the stop; a query asked after a settings change is not answered by a process
-// of the old settings; and riders hold no copy of the answer of their own (memory stays bounded by the slots).
-setDefaultTimeout(60_000);
+// of the old settings; riders hold no copy of the answer of their own (memory stays bounded by the slots);
+// identical queries of one client are not refused for riding; and a rider whose client leaves gives its
+// place back at once.
+setDefaultTimeout(90_000);
 
 /** Longer than the 2 s a stopping pool waits for its processes (it kills them then), over the log. */
 const SLOW = "SELECT count(*)::INT AS n, (SELECT count(*)::INT FROM range(40000000000) t(i) WHERE i % 13 = 3) AS slow FROM messages WHERE stream = 'ride'";
 
 let srv: TestServer | null = null;
 let logsDir = "";
+/** A query process a test stopped (SIGSTOP), to be let go on after it. */
+let stopped: number | null = null;
 afterEach(async () => {
+  if (stopped !== null) {
+    try { process.kill(stopped, "SIGCONT"); } catch { /* gone */ }
+    stopped = null;
+  }
   // Whatever the server left behind (a pool made after its stop): not to outlive the test.
   if (logsDir) await closeQueryPool(logsDir);
   await srv?.close().catch(() => {});
@@ -102,5 +110,74 @@ describe("riding and memory", () => {
     }
     // Before riding: the first and one joiner in the other slot, and the six queued sharing one reply.
     expect(bodies.size).toBe(1);
+  });
+});
+
+describe("riding and query_per_client (history route, by client address)", () => {
+  it("identical history queries of one client are all answered, as when they shared one waiting place: riders do not turn them into 429s", async () => {
+    srv = await startTestServer({ query_timeout_seconds: 30, query_concurrency: 1, query_processes: 1, query_per_client: 2, query_cache_mb: 0, recent_messages_per_stream: 1 });
+    const s = srv;
+    logsDir = join(s.dataDir, "logs");
+    for (const body of ["a", "b", "c"]) {
+      expect((await fetch(`${s.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } })).status).toBeLessThan(300);
+    }
+    const history = () => fetch(`${s.url}/api/streams/hist/messages?source=log&limit=3`);
+    expect((await history()).status).toBe(200); // the query process up and ready
+    const pool = findQueryPool(logsDir)!;
+    // The query process stopped: the first history query holds the one slot (it is sent, and does not end yet).
+    const pid = pool.processes()[0]!.pid;
+    process.kill(pid, "SIGSTOP");
+    stopped = pid;
+    const first = history();
+    await waitFor(() => pool.active === 1, "the first history query to run");
+    await Bun.sleep(100);
+    // Three more identical ones from the same client (127.0.0.1). Before riding: the second waited for a
+    // slot (the client's second place) and the third and fourth shared its answer, holding no place.
+    const others = [history(), history(), history()];
+    await Bun.sleep(500);
+    process.kill(pid, "SIGCONT");
+    stopped = null;
+    const statuses = (await Promise.all([first, ...others])).map((r) => r.status);
+    expect(statuses).toEqual([200, 200, 200, 200]);
+  });
+});
+
+describe("a rider whose client goes away (its query process busy)", () => {
+  it("gives its place (the client's share) back at once, as a waiting query does: the client's next query is not refused with 429", async () => {
+    srv = await startTestServer({ query_timeout_seconds: 30, query_concurrency: 1, query_processes: 1, query_per_client: 2, query_cache_mb: 0, recent_messages_per_stream: 1 });
+    const s = srv;
+    logsDir = join(s.dataDir, "logs");
+    for (const body of ["a", "b", "c"]) {
+      expect((await fetch(`${s.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } })).status).toBeLessThan(300);
+    }
+    const history = (limit: number, signal?: AbortSignal) => fetch(`${s.url}/api/streams/hist/messages?source=log&limit=${limit}`, { signal });
+    expect((await history(3)).status).toBe(200); // the query process up and ready
+    const pool = findQueryPool(logsDir)!;
+    // The query process busy (stopped here; under load a long query's process runs SCHED_IDLE): the
+    // first history query holds the one slot.
+    const pid = pool.processes()[0]!.pid;
+    process.kill(pid, "SIGSTOP");
+    stopped = pid;
+    const first = history(3);
+    await waitFor(() => pool.active === 1, "the first history query to run");
+    await Bun.sleep(100);
+    // An identical one, whose client goes away. Before riding it waited for a slot, and gave its
+    // place back the moment its client left (QueryPool.acquire); riding, nothing runs for it either.
+    const leaving = new AbortController();
+    const second = history(3, leaving.signal).catch((e: Error) => e);
+    await Bun.sleep(300);
+    expect(pool.riders).toBe(1);
+    leaving.abort();
+    expect(await second).toBeInstanceOf(Error);
+    // Its place is free while its query process is still stopped: nothing waited for it to answer.
+    await waitFor(() => pool.riders === 0, "the rider's place to be free", 1_000);
+    await Bun.sleep(500);
+    // The same client asks something else: one query running, none waiting: within its share of 2.
+    const third = history(2);
+    const early = await Promise.race([third.then((r) => r.status), Bun.sleep(1000).then(() => "pending")]);
+    process.kill(pid, "SIGCONT");
+    stopped = null;
+    expect((await first).status).toBe(200);
+    expect({ early, third: (await third).status }).toEqual({ early: "pending", third: 200 });
   });
 });

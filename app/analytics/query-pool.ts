@@ -202,8 +202,9 @@ export class QueryPool {
   private readonly perClient = new Map<string, number>();
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private nextId = 1;
-  /** Queries riding on identical running ones (ridePlace). */
+  /** Queries riding on identical running ones (ridePlace), in all and by client. */
   private riding = 0;
+  private readonly ridersOf = new Map<string, number>();
   private closed = false;
   /** Counters for stats and tests. */
   readonly stats = { started: 0, killed: 0, idleExits: 0, lastReadyMs: 0, quarantined: 0 };
@@ -273,18 +274,22 @@ export class QueryPool {
 
   /**
    * A place for a query riding on an identical one running now on `proc`
-   * (run-query.ts, ride): no slot, as it never runs itself, but counted against
-   * the client's share like a waiting query, and at most `queue` at once. Null
-   * when either is full, or when `proc` may not answer a query asked now: gone,
-   * retiring, or started with other settings (a query asked after a change gets
-   * a process with the new ones, as `take` gives).
+   * (run-query.ts, ride): no slot, as it never runs itself, and not in the
+   * client's share (query_per_client) either: the query it rides on is that
+   * client's own, holding its place, as identical queries waiting together
+   * hold one. Each costs the process a look at the data version, so at most
+   * `queue` ride at once, and at most `perClient` of one client (past that,
+   * its identical queries wait together as before). Null when either is full,
+   * or when `proc` may not answer a query asked now: gone, retiring, or started
+   * with other settings (a query asked after a change gets a process with the
+   * new ones, as `take` gives).
    */
   ridePlace(proc: QueryProcess, client?: string): { id: number; release(): void } | null {
     if (this.closed || this.riding >= this.limits.queue) return null;
     if (proc.dead || proc.retired || proc.configKey !== configKey(this.dirs, this.limits)) return null;
-    if (client !== undefined && (this.perClient.get(client) ?? 0) >= this.limits.perClient) return null;
+    if (client !== undefined && (this.ridersOf.get(client) ?? 0) >= this.limits.perClient) return null;
     this.riding++;
-    if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    if (client !== undefined) this.ridersOf.set(client, (this.ridersOf.get(client) ?? 0) + 1);
     let released = false;
     return {
       id: this.nextId++,
@@ -292,7 +297,10 @@ export class QueryPool {
         if (released) return;
         released = true;
         this.riding--;
-        this.unclaim(client);
+        if (client === undefined) return;
+        const n = this.ridersOf.get(client)! - 1;
+        if (n > 0) this.ridersOf.set(client, n);
+        else this.ridersOf.delete(client);
       },
     };
   }

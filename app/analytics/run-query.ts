@@ -221,9 +221,9 @@ function queueOrShare(job: QueryJob, key: string): Promise<QueryReply> {
  * query holding a slot, naming that answer rather than sending a copy: every
  * rider's reply is twin's body, one copy in either process however many ride.
  * Otherwise (null) it is queued as any query. Never more riding at once than
- * the queue holds, each counts against its client's share
- * (query_per_client), and never on a process of settings other than the
- * job's (ridePlace).
+ * the queue holds, nor than query_per_client of one client, and never on a
+ * process of settings other than the job's (ridePlace). A rider whose client
+ * goes away gives its place back at once.
  */
 function ride(job: QueryJob, twin: RunningTwin): Promise<QueryReply | null> {
   const { proc } = twin;
@@ -234,7 +234,13 @@ function ride(job: QueryJob, twin: RunningTwin): Promise<QueryReply | null> {
   const { id } = place;
   return new Promise((resolve) => {
     let done = false;
-    const cancel = () => { if (!done) proc.send({ type: "cancel", id }); };
+    // Its client gone: it runs nothing, so its place is free at once (as a waiting query's is); the
+    // process is told, and whatever it still says of this query is not heard.
+    const cancel = () => {
+      if (done) return;
+      proc.send({ type: "cancel", id });
+      finish(null);
+    };
     const finish = (r: QueryReply | null) => {
       if (done) return;
       done = true;
