@@ -282,9 +282,10 @@ async function runOne(job: QueryJob, key: string, onGranted: () => void, gone: A
   if ("ok" in started) return started;
   const { pool, slot } = started;
   const { proc, id } = slot;
-  // Shared by the query process only when its answer depends on the data alone (result-cache.ts).
+  // Known to identical queries that come while it runs (ride), with its reply once it has one.
   let answered!: (r: QueryReply) => void;
   const mine: RunningTwin = { pool, proc, id, answered: new Promise((resolve) => { answered = resolve; }) };
+  // Shared by the query process only when its answer depends on the data alone (result-cache.ts).
   const ridable = job.format !== "parquet" && cacheable(job.sql);
   return new Promise((resolve) => {
     let done = false;
