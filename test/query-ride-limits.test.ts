@@ -113,30 +113,44 @@ describe("riding and memory", () => {
   });
 });
 
-describe("riding and query_per_client (history route, by client address)", () => {
-  it("identical history queries of one client are all answered, as when they shared one waiting place: riders do not turn them into 429s", async () => {
-    srv = await startTestServer({ query_timeout_seconds: 30, query_concurrency: 1, query_processes: 1, query_per_client: 2, query_cache_mb: 0, recent_messages_per_stream: 1 });
-    const s = srv;
-    logsDir = join(s.dataDir, "logs");
-    for (const body of ["a", "b", "c"]) {
-      expect((await fetch(`${s.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } })).status).toBeLessThan(300);
-    }
-    const history = () => fetch(`${s.url}/api/streams/hist/messages?source=log&limit=3`);
-    expect((await history()).status).toBe(200); // the query process up and ready
-    const pool = findQueryPool(logsDir)!;
-    // The query process stopped: the first history query holds the one slot (it is sent, and does not end yet).
-    const pid = pool.processes()[0]!.pid;
-    process.kill(pid, "SIGSTOP");
-    stopped = pid;
-    const first = history();
-    await waitFor(() => pool.active === 1, "the first history query to run");
-    await Bun.sleep(100);
-    // Three more identical ones from the same client (127.0.0.1). Before riding: the second waited for a
-    // slot (the client's second place) and the third and fourth shared its answer, holding no place.
-    const others = [history(), history(), history()];
-    await Bun.sleep(500);
+/**
+ * A server whose one query slot is held by a history query of this client
+ * (127.0.0.1) over stream hist (a, b, c), its query process stopped (SIGSTOP,
+ * let go on by `go` or after the test): the first query, and a history query
+ * maker (`limit`, `signal`).
+ */
+async function historyHeld() {
+  srv = await startTestServer({ query_timeout_seconds: 30, query_concurrency: 1, query_processes: 1, query_per_client: 2, query_cache_mb: 0, recent_messages_per_stream: 1 });
+  const s = srv;
+  logsDir = join(s.dataDir, "logs");
+  for (const body of ["a", "b", "c"]) {
+    expect((await fetch(`${s.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } })).status).toBeLessThan(300);
+  }
+  const history = (limit = 3, signal?: AbortSignal) => fetch(`${s.url}/api/streams/hist/messages?source=log&limit=${limit}`, { signal });
+  expect((await history()).status).toBe(200); // the query process up and ready
+  const pool = findQueryPool(logsDir)!;
+  // Stopped here; busy under load (a long query's process runs SCHED_IDLE): the first holds the slot.
+  const pid = pool.processes()[0]!.pid;
+  process.kill(pid, "SIGSTOP");
+  stopped = pid;
+  const first = history();
+  await waitFor(() => pool.active === 1, "the first history query to run");
+  await Bun.sleep(100);
+  const go = () => {
     process.kill(pid, "SIGCONT");
     stopped = null;
+  };
+  return { pool, history, first, go };
+}
+
+describe("riding and query_per_client (history route, by client address)", () => {
+  it("identical history queries of one client are all answered, as when they shared one waiting place: riders do not turn them into 429s", async () => {
+    const { history, first, go } = await historyHeld();
+    // Three more identical ones from the same client. Before riding: the second waited for a slot (the
+    // client's second place) and the third and fourth shared its answer, holding no place.
+    const others = [history(), history(), history()];
+    await Bun.sleep(500);
+    go();
     const statuses = (await Promise.all([first, ...others])).map((r) => r.status);
     expect(statuses).toEqual([200, 200, 200, 200]);
   });
@@ -144,23 +158,7 @@ describe("riding and query_per_client (history route, by client address)", () =>
 
 describe("a rider whose client goes away (its query process busy)", () => {
   it("gives its place (the client's share) back at once, as a waiting query does: the client's next query is not refused with 429", async () => {
-    srv = await startTestServer({ query_timeout_seconds: 30, query_concurrency: 1, query_processes: 1, query_per_client: 2, query_cache_mb: 0, recent_messages_per_stream: 1 });
-    const s = srv;
-    logsDir = join(s.dataDir, "logs");
-    for (const body of ["a", "b", "c"]) {
-      expect((await fetch(`${s.url}/api/streams/hist/messages`, { method: "POST", body, headers: { "content-type": "text/plain" } })).status).toBeLessThan(300);
-    }
-    const history = (limit: number, signal?: AbortSignal) => fetch(`${s.url}/api/streams/hist/messages?source=log&limit=${limit}`, { signal });
-    expect((await history(3)).status).toBe(200); // the query process up and ready
-    const pool = findQueryPool(logsDir)!;
-    // The query process busy (stopped here; under load a long query's process runs SCHED_IDLE): the
-    // first history query holds the one slot.
-    const pid = pool.processes()[0]!.pid;
-    process.kill(pid, "SIGSTOP");
-    stopped = pid;
-    const first = history(3);
-    await waitFor(() => pool.active === 1, "the first history query to run");
-    await Bun.sleep(100);
+    const { pool, history, first, go } = await historyHeld();
     // An identical one, whose client goes away. Before riding it waited for a slot, and gave its
     // place back the moment its client left (QueryPool.acquire); riding, nothing runs for it either.
     const leaving = new AbortController();
@@ -175,8 +173,7 @@ describe("a rider whose client goes away (its query process busy)", () => {
     // The same client asks something else: one query running, none waiting: within its share of 2.
     const third = history(2);
     const early = await Promise.race([third.then((r) => r.status), Bun.sleep(1000).then(() => "pending")]);
-    process.kill(pid, "SIGCONT");
-    stopped = null;
+    go();
     expect((await first).status).toBe(200);
     expect({ early, third: (await third).status }).toEqual({ early: "pending", third: 200 });
   });
