@@ -49,6 +49,14 @@ export function configKey(dirs: QueryEngineOptions, limits: QueryPoolLimits): st
   return JSON.stringify([dirs, limits.resultBytes, limits.cacheBytes, limits.yieldMs]);
 }
 
+/** One more (`by` 1) or one fewer (-1) for `client` in `counts`, a client at 0 forgotten; nothing without a client. */
+function countClient(counts: Map<string, number>, client: string | undefined, by: 1 | -1): void {
+  if (client === undefined) return;
+  const n = (counts.get(client) ?? (by < 0 ? 1 : 0)) + by;
+  if (n > 0) counts.set(client, n);
+  else counts.delete(client);
+}
+
 /** What a query in flight is told by its process. */
 interface Listener {
   onFrame(frame: FromEngine): void;
@@ -258,7 +266,7 @@ export class QueryPool {
     if (this.waiting.length >= this.limits.queue) {
       return Promise.resolve({ busy: `${this.active} queries are running already and ${this.waiting.length} are waiting (query_queue); try again in a moment`, status: 503 });
     }
-    if (client !== undefined) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    countClient(this.perClient, client, 1);
     return new Promise((grant) => {
       const place = { client, grant };
       this.waiting.push(place);
@@ -289,7 +297,7 @@ export class QueryPool {
     if (proc.dead || proc.retired || proc.configKey !== configKey(this.dirs, this.limits)) return null;
     if (client !== undefined && (this.ridersOf.get(client) ?? 0) >= this.limits.perClient) return null;
     this.riding++;
-    if (client !== undefined) this.ridersOf.set(client, (this.ridersOf.get(client) ?? 0) + 1);
+    countClient(this.ridersOf, client, 1);
     let released = false;
     return {
       id: this.nextId++,
@@ -297,20 +305,14 @@ export class QueryPool {
         if (released) return;
         released = true;
         this.riding--;
-        if (client === undefined) return;
-        const n = this.ridersOf.get(client)! - 1;
-        if (n > 0) this.ridersOf.set(client, n);
-        else this.ridersOf.delete(client);
+        countClient(this.ridersOf, client, -1);
       },
     };
   }
 
   /** One query fewer for `client` (running or waiting). */
   private unclaim(client: string | undefined): void {
-    if (client === undefined) return;
-    const n = (this.perClient.get(client) ?? 1) - 1;
-    if (n > 0) this.perClient.set(client, n);
-    else this.perClient.delete(client);
+    countClient(this.perClient, client, -1);
   }
 
   /** A free slot now, or null. */
@@ -327,7 +329,7 @@ export class QueryPool {
     proc.idleTimer = null;
     proc.idleDue = false;
     proc.running++;
-    if (client !== undefined && !counted) this.perClient.set(client, (this.perClient.get(client) ?? 0) + 1);
+    if (!counted) countClient(this.perClient, client, 1);
     this.watch();
     let released = false;
     return {

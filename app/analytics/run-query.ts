@@ -260,14 +260,13 @@ function ride(job: QueryJob, twin: RunningTwin): Promise<QueryReply | null> {
     proc.start(id, { sql: job.sql, format: job.format, rowLimit: job.rowLimit, timeoutMs: job.timeoutMs, params: job.params, stream: false, rideOn: twin.id }, {
       timeoutMs: job.timeoutMs,
       onFrame: (f) => {
-        if (f.type === "result") {
-          const shared = (r: QueryReply | null) => {
-            if (r?.ok) queryCounts.shared++;
-            finish(r);
-          };
-          // Twin's body, which its own result frame brings (before or after this one).
-          if (f.answerOf === twin.id) void twin.answered.then((a) => shared(a.ok ? { ok: true, body: a.body, rows: a.rows } : null));
-          else shared({ ok: true, body: (f.raw ?? new Uint8Array(0)) as Uint8Array<ArrayBuffer>, rows: f.rows });
+        // Answered as twin (the process names it, answerOf, and sends no body): twin's body, which its
+        // own result frame brings, before or after this one.
+        if (f.type === "result" && f.answerOf === twin.id) {
+          void twin.answered.then((a) => {
+            if (a.ok) queryCounts.shared++;
+            finish(a.ok ? { ok: true, body: a.body, rows: a.rows } : null);
+          });
         } else if (f.type === "error") finish({ ok: false, error: f.error, refused: f.refused });
         else if (f.type === "unshared") finish(null);
       },
